@@ -1,0 +1,297 @@
+"""Shared helpers of bench/intake and bench/crash: build ferry, write its config, start and stop
+it, sign payloads, read the API. Only the standard library; loopback only."""
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+PAYLOAD = os.path.join(BENCH_DIR, "push-main.json")
+
+APP = "bench"
+HOOK_TOKEN = "bench-hook-token-0123"
+ADMIN_TOKEN = "bench-admin-token"
+SECRET = "It's a Secret to Everybody"
+HOST = "127.0.0.1"
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg, code=2):
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def target_dir():
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+
+
+def ferry_bin():
+    return os.path.join(target_dir(), "release", "ferry")
+
+
+def build(no_build=False):
+    """Builds ferry in release mode (one cargo command) and returns the binary's path."""
+    path = ferry_bin()
+    if no_build:
+        if not os.access(path, os.X_OK):
+            die(f"--no-build given but {path} does not exist; build it first")
+        log(f"using existing {path} (--no-build)")
+        return path
+    env = dict(os.environ, CARGO_TARGET_DIR=target_dir())
+    log(f"building ferry: cargo build --release (CARGO_TARGET_DIR={env['CARGO_TARGET_DIR']})")
+    t0 = time.monotonic()
+    r = subprocess.run(["cargo", "build", "--release", "--bin", "ferry"], cwd=REPO, env=env)
+    if r.returncode != 0:
+        die("cargo build --release failed (see above); fix the build or pass --no-build "
+            "to use the binary already in target/release")
+    log(f"build done in {time.monotonic() - t0:.1f} s")
+    return path
+
+
+def git_describe():
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "Cargo.toml",
+                                "Cargo.lock", "migrations"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return rev + ("+uncommitted changes" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def sign(body):
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def write_config(path, port, data_dir, command, timeout="1m"):
+    cmd = ", ".join(json.dumps(c) for c in command)
+    with open(path, "w") as f:
+        f.write(f"""# written by bench/{os.path.basename(sys.argv[0])}
+[server]
+listen = "{HOST}:{port}"
+data_dir = "{data_dir}"
+admin_token = "{ADMIN_TOKEN}"
+body_limit = "1MiB"
+
+[apps.{APP}]
+token = "{HOOK_TOKEN}"
+[apps.{APP}.verify]
+github = "{SECRET}"
+
+[apps.{APP}.services.web]
+git = {{ repo = "Codertocat/Hello-World", branch = "main" }}
+command = [{cmd}]
+timeout = "{timeout}"
+""")
+
+
+class Ferry:
+    """One ferry process: started on a config, its stderr in a file."""
+
+    LISTENING = re.compile(r"listening addr=(\S+)")
+
+    def __init__(self, binary, config, port, log_path, rust_log="warn,ferry::server=info"):
+        self.binary, self.config, self.port, self.log_path = binary, config, port, log_path
+        self.rust_log = rust_log
+        self.proc = None
+
+    def start(self, timeout=30.0):
+        logf = open(self.log_path, "ab")
+        start_at = logf.tell()
+        env = dict(os.environ, RUST_LOG=self.rust_log)
+        self.proc = subprocess.Popen([self.binary, "serve", "--config", self.config],
+                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                die(f"ferry exited with {self.proc.returncode} at start; log: {self.log_path}\n"
+                    + self.log_tail())
+            with open(self.log_path, "rb") as f:
+                f.seek(start_at)
+                if self.LISTENING.search(f.read().decode("utf-8", "replace")):
+                    return self
+            time.sleep(0.02)
+        self.kill()
+        die(f"ferry did not log 'listening' within {timeout} s; log: {self.log_path}")
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def stop(self):
+        """SIGTERM (graceful), then SIGKILL if it takes too long."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def request(port, method, path, body=None, headers=None, timeout=30.0):
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def api(port, path, timeout=60.0):
+    status, body = request(port, "GET", path,
+                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=timeout)
+    if status != 200:
+        raise RuntimeError(f"GET {path}: HTTP {status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def list_all(port, kind, max_pages=1000):
+    """Every delivery (kind="deliveries", of the bench app) or deployment, following
+    next_before; bounded to max_pages pages of 10000."""
+    out = []
+    before = None
+    for _ in range(max_pages):
+        q = f"/api/v1/{kind}?limit=10000" + (f"&app={APP}" if kind == "deliveries" else "")
+        if before is not None:
+            q += f"&before={before}"
+        page = api(port, q, timeout=300.0)
+        out.extend(page[kind])
+        before = page.get("next_before")
+        if before is None:
+            return out
+    raise RuntimeError(f"more than {max_pages} pages of {kind}")
+
+
+def metrics(port):
+    status, body = request(port, "GET", "/metrics",
+                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    out = {}
+    for line in body.decode().splitlines():
+        m = re.match(r'(\w+)\{(\w+)="(\w+)"\} (\d+)', line)
+        if m:
+            out[(m.group(1), m.group(3))] = int(m.group(4))
+    return out
+
+
+def wait_idle(port, timeout):
+    """Waits until ferry has planned every delivery (the newest delivery is planned: the planner
+    goes oldest first) and no deployment is queued or running. Returns seconds waited, or None
+    on timeout."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        try:
+            newest = api(port, f"/api/v1/deliveries?app={APP}&limit=1")["deliveries"]
+            planned = not newest or newest[0]["status"] != "received"
+            m = metrics(port)
+            active = m.get(("ferry_deployments", "queued"), 0) + \
+                m.get(("ferry_deployments", "running"), 0)
+            if planned and active == 0:
+                return time.monotonic() - t0
+        except (OSError, RuntimeError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+    return None
+
+
+def proc_status(pid):
+    """VmRSS and VmHWM in KiB from /proc/PID/status (None when gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    k, v = line.split(":", 1)
+                    out[k] = int(v.split()[0])
+    except OSError:
+        return None
+    return out
+
+
+def proc_cpu(pid):
+    """(own utime+stime, waited-for children's cutime+cstime) in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return (0.0, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    # after the ")": state is fields[0]; utime is field 14 of stat, i.e. fields[11]
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return ((utime + stime) / tick, (cutime + cstime) / tick)
+
+
+def machine_info():
+    info = {"nproc": os.cpu_count()}
+    try:
+        info["loadavg"] = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        pass
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                info["mem_total_mib"] = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return info
+
+
+def fs_type(path):
+    try:
+        r = subprocess.run(["df", "-T", path], capture_output=True, text=True, timeout=10)
+        return r.stdout.splitlines()[-1].split()[1]
+    except Exception:
+        return "unknown"

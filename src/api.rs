@@ -1,0 +1,463 @@
+//! The HTTP API under `/api/v1` (JSON, `Authorization: Bearer ADMIN_TOKEN`) and the health
+//! endpoints. The CLI's client commands are thin wrappers around it.
+//!
+//! Handlers read from the store and shape JSON; the two that act (manual deploy, replay) store a
+//! new delivery through the same group-commit path as hooks, so planning treats them alike.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::deploylog;
+use crate::plan::{Modifiers, fmt_ms};
+use crate::server::Shared;
+use crate::store::{Delivery, Deployment, Inserted, ListFilter, NewDelivery, now_ms, status};
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 10_000;
+
+/// An API failure: a status code and a message for the caller.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "store error in API call");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable".into(),
+        )
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    let api = Router::new()
+        .route("/apps", get(apps))
+        .route("/apps/{app}/deploy", post(deploy))
+        .route("/status", get(status_of))
+        .route("/deliveries", get(deliveries))
+        .route("/deliveries/{id}", get(delivery))
+        .route("/deliveries/{id}/replay", post(replay))
+        .route("/deployments", get(deployments))
+        .route("/deployments/{id}", get(deployment))
+        .route("/deployments/{id}/logs", get(logs))
+        .layer(middleware::from_fn_with_state(shared, require_admin));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Refuses API calls without the admin bearer token (compared in constant time).
+async fn require_admin(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = match (&shared.config.server.admin_token, given) {
+        (Some(expected), Some(given)) => {
+            bool::from(expected.expose().as_bytes().ct_eq(given.as_bytes()))
+        }
+        _ => false,
+    };
+    if !ok {
+        let message = if shared.config.server.admin_token.is_none() {
+            "the API is disabled: set server.admin_token in the config"
+        } else {
+            "missing or wrong admin token (Authorization: Bearer …)"
+        };
+        let mut r = ApiError(StatusCode::UNAUTHORIZED, message.into()).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response(),
+    }
+}
+
+/// Prometheus text format: hook answers since start, deployments by state (from the store).
+async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &shared.metrics;
+    let mut out = String::from(
+        "# HELP ferry_hook_requests_total Hook requests answered, by outcome.\n# TYPE ferry_hook_requests_total counter\n",
+    );
+    for (outcome, counter) in [
+        ("accepted", &m.accepted),
+        ("duplicate", &m.duplicate),
+        ("rejected", &m.rejected),
+        ("not_found", &m.not_found),
+        ("unavailable", &m.unavailable),
+    ] {
+        let _ = writeln!(
+            out,
+            "ferry_hook_requests_total{{outcome=\"{outcome}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    out.push_str("# HELP ferry_deployments Deployments in the store, by state.\n# TYPE ferry_deployments gauge\n");
+    for (state, n) in shared.store.count_by_state().await? {
+        let _ = writeln!(out, "ferry_deployments{{state=\"{state}\"}} {n}");
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+async fn apps(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let apps: Vec<Value> = shared
+        .config
+        .apps
+        .values()
+        .map(|a| {
+            let services: Vec<Value> = a
+                .services
+                .values()
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "executor": s.executor.kind(),
+                        "git": s.git.as_ref().map(|g| json!({"repo": g.repo, "branch": g.branch})),
+                        "timeout_secs": s.timeout.as_secs(),
+                    })
+                })
+                .collect();
+            json!({"name": a.name, "services": services, "profiles": a.profiles.keys().collect::<Vec<_>>()})
+        })
+        .collect();
+    Json(json!({ "apps": apps }))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    app: Option<String>,
+    service: Option<String>,
+    state: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl ListQuery {
+    fn filter(self) -> Result<ListFilter, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        Ok(ListFilter {
+            app: self.app,
+            service: self.service,
+            state: self.state,
+            before: self.before,
+            limit,
+        })
+    }
+}
+
+fn time(ms: Option<i64>) -> Value {
+    ms.map(|m| Value::String(fmt_ms(m))).unwrap_or(Value::Null)
+}
+
+fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
+    json!({
+        "id": d.id,
+        "app": d.app,
+        "source": d.source,
+        "event": d.event,
+        "source_delivery_id": d.source_delivery_id,
+        "received_at": time(Some(d.received_at)),
+        "verified": d.verified,
+        "status": d.status,
+        "error": d.error,
+        "query": d.query,
+        "replay_of": d.replay_of,
+        "deployments": deployments,
+    })
+}
+
+pub fn deployment_json(d: &Deployment) -> Value {
+    json!({
+        "id": d.id,
+        "app": d.app,
+        "service": d.service,
+        "state": d.state,
+        "reason": d.reason,
+        "version": d.git_commit.clone().or_else(|| d.git_ref.clone()),
+        "git_repo": d.git_repo,
+        "git_branch": d.git_branch,
+        "git_ref": d.git_ref,
+        "commit": d.git_commit,
+        "event_time": time(d.event_time),
+        "source": d.source,
+        "event": d.event,
+        "profile": d.profile,
+        "delivery_id": d.delivery_id,
+        "attempt": d.attempt,
+        "retry_of": d.retry_of,
+        "exit_code": d.exit_code,
+        "created_at": time(Some(d.created_at)),
+        "started_at": time(d.started_at),
+        "finished_at": time(d.finished_at),
+    })
+}
+
+async fn deliveries(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let f = q.filter()?;
+    let list = shared.store.deliveries(&f).await?;
+    // One query for the whole page's deployment ids, not one per delivery.
+    let ids = match (list.last(), list.first()) {
+        (Some(lo), Some(hi)) => shared.store.deployment_ids_between(lo.id, hi.id).await?,
+        _ => Default::default(),
+    };
+    let items: Vec<Value> = list
+        .iter()
+        .map(|d| delivery_json(d, ids.get(&d.id).map(Vec::as_slice).unwrap_or(&[])))
+        .collect();
+    let next = (list.len() as i64 == f.limit)
+        .then(|| list.last().map(|d| d.id))
+        .flatten();
+    Ok(Json(json!({"deliveries": items, "next_before": next})).into_response())
+}
+
+async fn delivery(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+    let d = shared
+        .store
+        .delivery(id)
+        .await?
+        .ok_or_else(|| not_found("delivery"))?;
+    let mut v = delivery_json(&d.delivery, &shared.store.deployment_ids_of(id).await?);
+    v["headers"] = serde_json::from_str(&d.headers).unwrap_or(Value::Null);
+    v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
+    Ok(Json(v).into_response())
+}
+
+async fn deployments(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let f = q.filter()?;
+    let list = shared.store.deployments(&f).await?;
+    let next = (list.len() as i64 == f.limit)
+        .then(|| list.last().map(|d| d.id))
+        .flatten();
+    let items: Vec<Value> = list.iter().map(deployment_json).collect();
+    Ok(Json(json!({"deployments": items, "next_before": next})).into_response())
+}
+
+async fn deployment(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+    let d = shared
+        .store
+        .deployment(id)
+        .await?
+        .ok_or_else(|| not_found("deployment"))?;
+    Ok(Json(deployment_json(&d)).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    offset: Option<u64>,
+}
+
+/// The log as plain text. `?offset=N` returns what follows byte N; the `X-Ferry-Log-Offset` and
+/// `X-Ferry-Deployment-State` headers let a client follow a running deployment.
+async fn logs(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<i64>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult {
+    let d = shared
+        .store
+        .deployment(id)
+        .await?
+        .ok_or_else(|| not_found("deployment"))?;
+    let path = deploylog::log_path(&shared.config.server.data_dir, id);
+    let (bytes, offset) = deploylog::read_from(&path, q.offset.unwrap_or(0), 16 * 1024 * 1024)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read log: {e}"),
+            )
+        })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-log-offset"),
+                offset.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-deployment-state"),
+                d.state,
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    services: Option<Vec<String>>,
+    profile: Option<String>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+async fn deploy(
+    State(shared): State<Arc<Shared>>,
+    Path(app_name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let app = shared
+        .config
+        .apps
+        .get(&app_name)
+        .ok_or_else(|| not_found("app"))?;
+    let req: DeployRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DeployRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid deploy request: {e}"),
+            )
+        })?
+    };
+    let modifiers = Modifiers {
+        services: req.services.filter(|s| !s.is_empty()),
+        profile: req.profile,
+        git_ref: req.git_ref,
+    };
+    modifiers
+        .validate(app)
+        .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    let delivery = NewDelivery {
+        app: app.name.clone(),
+        source: crate::sources::Source::Manual.as_str().into(),
+        event: Some("manual".into()),
+        source_delivery_id: None,
+        dedupe_key: None,
+        received_at: now_ms(),
+        verified: true,
+        status: status::RECEIVED,
+        error: None,
+        query: Some(modifiers.to_query()).filter(|q| !q.is_empty()),
+        headers: "{}".into(),
+        body,
+        replay_of: None,
+    };
+    store_new(&shared, delivery).await
+}
+
+async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+    let original = shared
+        .store
+        .delivery(id)
+        .await?
+        .ok_or_else(|| not_found("delivery"))?;
+    let d = &original.delivery;
+    if d.status == status::REJECTED {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "delivery {id} was rejected ({}); it cannot be replayed",
+                d.error.clone().unwrap_or_default()
+            ),
+        ));
+    }
+    let delivery = NewDelivery {
+        app: d.app.clone(),
+        source: d.source.clone(),
+        event: d.event.clone(),
+        source_delivery_id: d.source_delivery_id.clone(),
+        dedupe_key: None,
+        received_at: now_ms(),
+        verified: d.verified,
+        status: status::RECEIVED,
+        error: None,
+        query: d.query.clone(),
+        headers: original.headers.clone(),
+        body: original.body.into(),
+        replay_of: Some(id),
+    };
+    store_new(&shared, delivery).await
+}
+
+async fn store_new(shared: &Shared, delivery: NewDelivery) -> ApiResult {
+    let app = delivery.app.clone();
+    let source = delivery.source.clone();
+    match shared.intake.insert(delivery).await? {
+        Inserted::New(id) | Inserted::Duplicate(id) => {
+            tracing::info!(delivery = id, %app, %source, "delivery accepted");
+            Ok(crate::ingress::accepted(
+                &shared.config.server.public_url,
+                id,
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    app: Option<String>,
+}
+
+/// Every configured service with its current version (newest success) and newest deployment.
+async fn status_of(State(shared): State<Arc<Shared>>, Query(q): Query<StatusQuery>) -> ApiResult {
+    if let Some(a) = &q.app
+        && !shared.config.apps.contains_key(a)
+    {
+        return Err(not_found("app"));
+    }
+    // Two indexed lookups per configured service: flat however long the history is.
+    let mut services = Vec::new();
+    for app in shared.config.apps.values() {
+        if q.app.as_ref().is_some_and(|a| *a != app.name) {
+            continue;
+        }
+        for s in app.services.keys() {
+            let current = shared.store.current_of(&app.name, s).await?;
+            let latest = shared.store.latest_of(&app.name, s).await?;
+            services.push(json!({
+                "app": app.name,
+                "service": s,
+                "current": current.as_ref().map(deployment_json),
+                "latest": latest.as_ref().map(deployment_json),
+            }));
+        }
+    }
+    Ok(Json(json!({ "services": services })).into_response())
+}

@@ -1,0 +1,536 @@
+//! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `status`,
+//! `logs`, `deliveries` and `replay` are clients of a running server's API.
+//!
+//! Each command returns an exit code or an error; `main` prints errors in one place.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::config::{self, ConfigError};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Secret redeploy hook URLs that verify, store durably, and deploy."
+)]
+pub struct Cli {
+    /// Log format of `ferry serve` (on stderr).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FERRY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The ferry server's URL (default: the config's server.public_url).
+    #[arg(long, env = "FERRY_SERVER")]
+    server: Option<String>,
+    /// The admin token.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The config file, to find the server when --server is not given.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ConfigArg),
+    /// Validate the config; errors name the key and the line.
+    Check(ConfigArg),
+    /// Print every app's hook URL and what to paste into each configured sender.
+    Hooks {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print secrets instead of naming the config key that holds them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Trigger a deployment through the running server.
+    Deploy {
+        app: String,
+        /// Only these services (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// Use this deployment profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Deploy this branch, tag or commit to git-based services.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Wait until the deployments end; exit 1 unless all succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Services with their current version and last deployment.
+    Status {
+        app: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A deployment's log.
+    Logs {
+        deployment: i64,
+        /// Keep printing until the deployment ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Received requests, newest first.
+    Deliveries {
+        app: Option<String>,
+        #[arg(long, default_value = "20")]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Process a stored delivery again, as a new delivery.
+    Replay {
+        delivery: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Loads the config, turning its errors into the message `check` and `serve` print.
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
+    config::load(path).map_err(|e| match e {
+        ConfigError::Invalid(_) => anyhow!("{e}"),
+        ConfigError::Read { .. } => anyhow!("{e}"),
+    })
+}
+
+pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let c = load_config(&args.config)?;
+    let services: usize = c.apps.values().map(|a| a.services.len()).sum();
+    println!(
+        "{}: ok ({} apps, {} services)",
+        args.config.display(),
+        c.apps.len(),
+        services
+    );
+    if c.server.admin_token.is_none() {
+        eprintln!(
+            "warning: server.admin_token is not set: the API and client commands are disabled"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
+    let c = load_config(&args.config)?;
+    for app in c.apps.values() {
+        let url = app.hook_url(&c.server.public_url);
+        println!("{}\t{url}", app.name);
+        for line in sender_settings(app, &url, show_secrets) {
+            println!("    {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The settings a user pastes into each sender the app is configured to verify.
+fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
+    let v = &app.verify;
+    let secret = |list: &[config::Secret], key: &str| -> String {
+        match (show, list.last()) {
+            (true, Some(s)) => s.expose().to_string(),
+            _ => format!("<the value of apps.{}.verify.{key}>", app.name),
+        }
+    };
+    let mut out = Vec::new();
+    if !v.github.is_empty() {
+        out.push(format!(
+            "GitHub (Settings → Webhooks → Add webhook): Payload URL {url} · Content type application/json · Secret {} · Events: Just the push event",
+            secret(&v.github, "github")
+        ));
+    }
+    if !v.gitlab.is_empty() {
+        let token = secret(&v.gitlab, "gitlab");
+        let field = if v.gitlab.iter().any(|s| s.expose().starts_with("whsec_")) {
+            "Signing token"
+        } else {
+            "Secret token"
+        };
+        out.push(format!(
+            "GitLab (Settings → Webhooks → Add new webhook): URL {url} · {field} {token} · Trigger: Push events, Tag push events"
+        ));
+    }
+    if !v.bitbucket.is_empty() {
+        out.push(format!(
+            "Bitbucket (Repository settings → Webhooks → Add webhook): URL {url} · Secret {} · Triggers: Repository push (Data Center: Repository → Push)",
+            secret(&v.bitbucket, "bitbucket")
+        ));
+    }
+    if !v.gitea.is_empty() {
+        out.push(format!(
+            "Gitea/Forgejo (Settings → Webhooks → Add webhook → Gitea/Forgejo): Target URL {url} · HTTP method POST · POST content type application/json · Secret {} · Trigger on: Push events",
+            secret(&v.gitea, "gitea")
+        ));
+    }
+    if !v.standard.is_empty() {
+        out.push(format!(
+            "Standard Webhooks sender: endpoint {url} · signing secret {} (tolerance {})",
+            secret(&v.standard, "standard"),
+            humantime::format_duration(v.standard_tolerance)
+        ));
+    }
+    if let Some(h) = &v.hmac {
+        out.push(format!(
+            "Custom HMAC: send header {}: {}<{} of HMAC-{:?}(secret, body)> with secret {}",
+            h.header,
+            h.prefix,
+            format!("{:?}", h.encoding).to_lowercase(),
+            h.algorithm,
+            secret(&h.secrets, "hmac.secret")
+        ));
+    }
+    if !v.bearer.is_empty() {
+        out.push(format!(
+            "Registries/Alertmanager: header Authorization: Bearer {}",
+            secret(&v.bearer, "bearer")
+        ));
+    }
+    if !v.basic.is_empty() {
+        out.push(format!(
+            "Registries/Alertmanager: basic auth {}",
+            secret(&v.basic, "basic")
+        ));
+    }
+    if v.require {
+        out.push("Unsigned requests are refused (verify.require = true).".to_string());
+    } else {
+        out.push(format!("Anything else (CI, curl): curl -X POST '{url}'"));
+    }
+    out
+}
+
+/// A small blocking-free client for the API.
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let base = match &args.server {
+            Some(s) => s.trim_end_matches('/').to_string(),
+            None => {
+                let c = load_config(&args.config)
+                    .context("cannot find the server: pass --server URL or set FERRY_SERVER")?;
+                c.server.public_url
+            }
+        };
+        let token = args
+            .token
+            .clone()
+            .ok_or_else(|| anyhow!("no admin token: pass --token or set FERRY_ADMIN_TOKEN"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Client { base, token, http })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach ferry at {}", self.base))?;
+        if !resp.status().is_success() {
+            let code = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            bail!("server answered {code}: {message}");
+        }
+        Ok(resp)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.base);
+        Ok(self.send(self.http.get(url)).await?.json().await?)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.base);
+        Ok(self
+            .send(self.http.post(url).json(&body))
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let text = s(v);
+    if text.len() == 40 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        text[..12].to_string()
+    } else {
+        text
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+pub async fn deploy(
+    app: &str,
+    services: &[String],
+    profile: Option<&str>,
+    git_ref: Option<&str>,
+    wait: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let body = json!({
+        "services": if services.is_empty() { Value::Null } else { json!(services) },
+        "profile": profile,
+        "ref": git_ref,
+    });
+    let answer = c.post(&format!("/apps/{app}/deploy"), body).await?;
+    let id = answer["delivery_id"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("unexpected answer: {answer}"))?;
+    println!("delivery {id} accepted");
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Wait for planning, then for every deployment it caused to end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+    let ids = loop {
+        let d = c.get(&format!("/deliveries/{id}")).await?;
+        if d["status"] != "received" {
+            if let Some(e) = d["error"].as_str() {
+                bail!("delivery {id} deploys nothing: {e}");
+            }
+            break d["deployments"].as_array().cloned().unwrap_or_default();
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("gave up waiting for delivery {id} to be planned");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut all_ok = true;
+    for dep in ids {
+        let Some(dep) = dep.as_i64() else { continue };
+        let final_state = loop {
+            let d = c.get(&format!("/deployments/{dep}")).await?;
+            match d["state"].as_str().unwrap_or("") {
+                "queued" | "running" => tokio::time::sleep(Duration::from_millis(250)).await,
+                _ => break d,
+            }
+        };
+        let state = s(&final_state["state"]);
+        let ok = state == "succeeded" || state == "skipped";
+        all_ok &= ok;
+        println!(
+            "deployment {dep} {} {state}{}",
+            s(&final_state["service"]),
+            final_state["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let path = match app {
+        Some(a) => format!("/status?app={a}"),
+        None => "/status".to_string(),
+    };
+    let v = c.get(&path).await?;
+    let rows = v["services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let latest = &r["latest"];
+            vec![
+                s(&r["app"]),
+                s(&r["service"]),
+                short(&r["current"]["version"]),
+                s(&latest["id"]),
+                s(&latest["state"]),
+                short(&latest["version"]),
+                s(&latest["finished_at"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "APP", "SERVICE", "CURRENT", "LAST", "STATE", "VERSION", "FINISHED",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let mut offset = 0u64;
+    let mut out = std::io::stdout();
+    loop {
+        let url = format!("{}/api/v1/deployments/{id}/logs?offset={offset}", c.base);
+        let resp = c.send(c.http.get(url)).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let next = header("x-ferry-log-offset").and_then(|v| v.parse().ok());
+        let state = header("x-ferry-deployment-state").unwrap_or_default();
+        let bytes = resp.bytes().await?;
+        out.write_all(&bytes)?;
+        out.flush()?;
+        offset = next.unwrap_or(offset + bytes.len() as u64);
+        if !follow || !matches!(state.as_str(), "queued" | "running") {
+            if follow && !bytes.is_empty() {
+                continue; // drain what was written before the end
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+pub async fn deliveries(
+    app: Option<&str>,
+    limit: i64,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let mut path = format!("/deliveries?limit={limit}");
+    if let Some(a) = app {
+        path.push_str(&format!("&app={a}"));
+    }
+    let v = c.get(&path).await?;
+    let rows = v["deliveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let deployments: Vec<String> = d["deployments"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect())
+                .unwrap_or_default();
+            vec![
+                s(&d["id"]),
+                s(&d["received_at"]),
+                s(&d["app"]),
+                s(&d["source"]),
+                s(&d["event"]),
+                s(&d["status"]),
+                if d["verified"] == true {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                if deployments.is_empty() {
+                    "-".into()
+                } else {
+                    deployments.join(",")
+                },
+                s(&d["error"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "RECEIVED",
+            "APP",
+            "SOURCE",
+            "EVENT",
+            "STATUS",
+            "VERIFIED",
+            "DEPLOYMENTS",
+            "ERROR",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let v = c
+        .post(&format!("/deliveries/{id}/replay"), json!({}))
+        .await?;
+    println!(
+        "delivery {} accepted (replay of {id})",
+        s(&v["delivery_id"])
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,1243 @@
+//! The configuration file (`ferry.toml`): parsing, `${VAR}` expansion and validation.
+//!
+//! Two layers, as in ripgrep's low/high args: `raw` mirrors the TOML exactly (with spans, so every
+//! error can name its line), and [`Config`] is what the rest of ferry uses: durations parsed,
+//! secrets resolved, every service resolved to an executor. Nothing outside this module sees raw
+//! TOML. All problems are collected, so `ferry check` reports every error at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A secret string (hook token, HMAC secret, admin token). `Debug` never shows the value, so a
+/// stray `{:?}` in a log line cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The secret's bytes, for constant-time comparison or as an HMAC key.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; relative paths inside are relative to its directory.
+    pub path: PathBuf,
+    pub server: Server,
+    pub apps: BTreeMap<String, App>,
+    /// Names of environment variables whose values became secrets. Deploy commands do not
+    /// inherit them: a deploy script has no business knowing the hook token.
+    pub secret_env_vars: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: String,
+    /// Base of printed hook URLs and status links, without a trailing slash.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    /// Bearer token for `/api` and the CLI. Without one the API refuses every request.
+    pub admin_token: Option<Secret>,
+    /// Largest accepted hook body, in bytes (413 above it).
+    pub body_limit: usize,
+    /// How long SIGTERM waits for running deployments before killing them.
+    pub shutdown_grace: Duration,
+    /// How many times a deployment interrupted by a crash or shutdown is run again.
+    pub retry_interrupted: u32,
+    /// Deliveries (with their deployments and logs) older than this are pruned; `None` keeps
+    /// everything. The current version of each service is always kept.
+    pub keep: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    pub token: Secret,
+    pub verify: Verify,
+    pub services: BTreeMap<String, Service>,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// How one app's deliveries are verified. Each list holds the accepted secrets (several during
+/// a rotation); an empty list means the scheme is not configured.
+#[derive(Debug, Clone, Default)]
+pub struct Verify {
+    /// `X-Hub-Signature-256` (HMAC-SHA256 of the raw body).
+    pub github: Vec<Secret>,
+    /// `X-Gitlab-Token` (the secret itself), or a `whsec_` signing token (Standard Webhooks).
+    pub gitlab: Vec<Secret>,
+    /// `X-Hub-Signature: sha256=…` (Bitbucket Cloud and Data Center).
+    pub bitbucket: Vec<Secret>,
+    /// `X-Gitea-Signature` / `X-Forgejo-Signature` (hex HMAC-SHA256 of the JSON).
+    pub gitea: Vec<Secret>,
+    /// Standard Webhooks `whsec_…` secrets.
+    pub standard: Vec<Secret>,
+    /// How far `webhook-timestamp` may be from now, either way.
+    pub standard_tolerance: Duration,
+    /// A signature header of the user's choosing, for senders ferry does not know.
+    pub hmac: Option<HmacScheme>,
+    /// `Authorization: Bearer <token>` (registries, Alertmanager).
+    pub bearer: Vec<Secret>,
+    /// `Authorization: Basic …`, as `user:password`.
+    pub basic: Vec<Secret>,
+    /// Refuse deliveries that no configured scheme verified (the URL token alone is not enough).
+    pub require: bool,
+}
+
+impl Verify {
+    /// Names of the configured schemes, for messages and `ferry hooks`.
+    pub fn schemes(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (name, list) in [
+            ("github", &self.github),
+            ("gitlab", &self.gitlab),
+            ("bitbucket", &self.bitbucket),
+            ("gitea", &self.gitea),
+            ("standard", &self.standard),
+            ("bearer", &self.bearer),
+            ("basic", &self.basic),
+        ] {
+            if !list.is_empty() {
+                out.push(name);
+            }
+        }
+        if self.hmac.is_some() {
+            out.push("hmac");
+        }
+        out
+    }
+}
+
+/// A configurable HMAC signature: `header: <prefix><encoding(HMAC-alg(secret, body))>`.
+#[derive(Debug, Clone)]
+pub struct HmacScheme {
+    pub header: String,
+    pub algorithm: HmacAlgorithm,
+    pub encoding: Encoding,
+    pub prefix: String,
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    /// Set for git-based services: pushes deploy them only when repo and branch match.
+    pub git: Option<GitSpec>,
+    pub executor: Executor,
+    pub timeout: Duration,
+    /// Extra environment for the executor, from config (not from payloads).
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GitSpec {
+    /// `owner/name` as the forge spells it; compared case-insensitively.
+    pub repo: String,
+    /// The branch whose pushes deploy; `None` when the service follows only tags.
+    pub branch: Option<String>,
+    /// Tags whose pushes deploy (a glob such as `v*`), if any.
+    pub tags: Option<TagPattern>,
+}
+
+/// A tag glob, kept with its source text for messages.
+#[derive(Debug, Clone)]
+pub struct TagPattern {
+    pub pattern: String,
+    pub matcher: globset::GlobMatcher,
+}
+
+impl TagPattern {
+    pub fn matches(&self, tag: &str) -> bool {
+        self.matcher.is_match(tag)
+    }
+}
+
+impl GitSpec {
+    /// How the service's ref policy reads in a message: "branch main", "tags v*", or both.
+    pub fn follows(&self) -> String {
+        match (&self.branch, &self.tags) {
+            (Some(b), Some(t)) => format!("branch {b} and tags {}", t.pattern),
+            (Some(b), None) => format!("branch {b}"),
+            (None, Some(t)) => format!("tags {}", t.pattern),
+            (None, None) => "no ref".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Executor {
+    Command { argv: Vec<String>, workdir: PathBuf },
+}
+
+impl Executor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Executor::Command { .. } => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub services: Vec<String>,
+}
+
+impl App {
+    /// The hook URL for this app (contains the secret token: print it only on request).
+    pub fn hook_url(&self, public_url: &str) -> String {
+        format!("{public_url}/hooks/{}/{}", self.name, self.token.expose())
+    }
+}
+
+/// One problem in a config file, located by line and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", display_all(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn display_all(diags: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    lines.join("\n")
+}
+
+/// Defaults that the contract promises.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_STANDARD_TOLERANCE: Duration = Duration::from_secs(300);
+const MIN_TOKEN_LEN: usize = 12;
+
+/// Reads and validates a config file, with `${VAR}` taken from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Relative paths in the file are relative to its directory, which must be absolute: a deploy
+    // command's workdir is also where a relative program path is resolved.
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    parse(&text, &path, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates config text. `env` resolves `${VAR}`; `path` names the file in messages
+/// and anchors relative paths.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        text,
+        file: path.display().to_string(),
+        env,
+        diags: Vec::new(),
+        secret_env_vars: Vec::new(),
+    };
+    let raw: raw::File = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let line = e.span().map(|s| v.line_of(s.start));
+            // toml's message may not name the key ("duplicate key"): name what the span covers.
+            let mut message = e.message().trim_end().to_string();
+            if let Some(span) = e.span()
+                && let Some(snippet) = text.get(span.clone())
+            {
+                let snippet = snippet.lines().next().unwrap_or("").trim();
+                if !snippet.is_empty() && !message.contains(snippet) && snippet.len() <= 80 {
+                    message = format!("{message}: `{snippet}`");
+                }
+            }
+            v.diags.push(Diagnostic {
+                file: v.file.clone(),
+                line,
+                key: String::new(),
+                message,
+            });
+            return Err(ConfigError::Invalid(v.diags));
+        }
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config = v.validate(raw, path, &dir);
+    if v.diags.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(v.diags))
+    }
+}
+
+/// The TOML exactly as written. Every struct denies unknown keys so a typo is an error, not a
+/// silently ignored setting.
+mod raw {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        #[serde(default)]
+        pub server: Option<Spanned<Server>>,
+        #[serde(default)]
+        pub apps: BTreeMap<Spanned<String>, Spanned<App>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Option<Spanned<String>>,
+        pub public_url: Option<Spanned<String>>,
+        pub data_dir: Option<Spanned<String>>,
+        pub admin_token: Option<Spanned<String>>,
+        pub body_limit: Option<Spanned<super::Size>>,
+        pub shutdown_grace: Option<Spanned<String>>,
+        pub retry_interrupted: Option<Spanned<i64>>,
+        pub keep: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct App {
+        pub token: Option<Spanned<String>>,
+        #[serde(default)]
+        pub verify: Option<Spanned<Verify>>,
+        #[serde(default)]
+        pub services: BTreeMap<Spanned<String>, Spanned<Service>>,
+        #[serde(default)]
+        pub profiles: BTreeMap<Spanned<String>, Spanned<Profile>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Verify {
+        pub github: Option<Spanned<Secrets>>,
+        pub gitlab: Option<Spanned<Secrets>>,
+        pub bitbucket: Option<Spanned<Secrets>>,
+        pub gitea: Option<Spanned<Secrets>>,
+        pub standard: Option<Spanned<Secrets>>,
+        pub standard_tolerance: Option<Spanned<String>>,
+        pub hmac: Option<Spanned<Hmac>>,
+        pub bearer: Option<Spanned<Secrets>>,
+        pub basic: Option<Spanned<Secrets>>,
+        pub require: Option<bool>,
+    }
+
+    /// One secret, or several accepted at once during a rotation.
+    #[derive(Deserialize, Clone)]
+    #[serde(untagged)]
+    pub enum Secrets {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Hmac {
+        pub header: Spanned<String>,
+        pub algorithm: Option<Spanned<String>>,
+        pub encoding: Option<Spanned<String>>,
+        pub prefix: Option<Spanned<String>>,
+        pub secret: Spanned<Secrets>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Service {
+        pub git: Option<Spanned<Git>>,
+        pub command: Option<Spanned<Vec<Spanned<String>>>>,
+        pub workdir: Option<Spanned<String>>,
+        pub timeout: Option<Spanned<String>>,
+        #[serde(default)]
+        pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+        /// Image services and the docker executor are parsed so that a config written for them
+        /// gets a precise "not available yet" message instead of "unknown key".
+        pub image: Option<Spanned<toml::Value>>,
+        pub docker: Option<Spanned<toml::Value>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Git {
+        pub repo: Spanned<String>,
+        pub branch: Option<Spanned<String>>,
+        pub tags: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Profile {
+        pub services: Spanned<Vec<Spanned<String>>>,
+    }
+}
+
+/// A byte size: an integer, or a string such as `"512KiB"`, `"1MiB"`, `"10MB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Size {
+    Bytes(i64),
+    Text(String),
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    diags: Vec<Diagnostic>,
+    secret_env_vars: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn error(&mut self, span: Option<std::ops::Range<usize>>, key: &str, message: String) {
+        let line = span.map(|s| self.line_of(s.start));
+        self.diags.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// Replaces `${VAR}` with the variable's value. `$$` is a literal `$`.
+    fn expand(&mut self, value: &Spanned<String>, key: &str, secret: bool) -> Option<String> {
+        let s = value.get_ref();
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s.as_str();
+        let mut ok = true;
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+            } else if let Some(inner) = after.strip_prefix('{') {
+                let Some(close) = inner.find('}') else {
+                    self.error(Some(value.span()), key, "unclosed `${` in value".into());
+                    return None;
+                };
+                let name = &inner[..close];
+                let valid = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    self.error(
+                        Some(value.span()),
+                        key,
+                        format!("`${{{name}}}` is not a valid environment variable name"),
+                    );
+                    ok = false;
+                } else {
+                    match (self.env)(name) {
+                        Some(v) => {
+                            out.push_str(&v);
+                            if secret {
+                                self.secret_env_vars.push(name.to_string());
+                            }
+                        }
+                        None => {
+                            self.error(
+                                Some(value.span()),
+                                key,
+                                format!("environment variable {name} is not set"),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                rest = &inner[close + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        ok.then_some(out)
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+        let text = self.expand(value, key, false)?;
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.error(
+                    Some(value.span()),
+                    key,
+                    "duration must be above zero".into(),
+                );
+                None
+            }
+            Err(_) => {
+                self.error(
+                    Some(value.span()),
+                    key,
+                    format!("invalid duration {text:?} (examples: \"90s\", \"10m\", \"1h 30m\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(&mut self, raw: raw::File, path: &Path, dir: &Path) -> Config {
+        let server = self.server(raw.server, dir);
+        let mut apps = BTreeMap::new();
+        for (name, app) in raw.apps {
+            let key = format!("apps.{}", name.get_ref());
+            if !is_url_safe_name(name.get_ref()) {
+                self.error(
+                    Some(name.span()),
+                    &key,
+                    "app names may use only letters, digits, '-' and '_'".into(),
+                );
+            }
+            if let Some(app) = self.app(name.get_ref(), app, &key, dir) {
+                apps.insert(name.into_inner(), app);
+            }
+        }
+        // Two apps with one token would make hook URLs guessable from each other.
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut dups = Vec::new();
+        for app in apps.values() {
+            if let Some(other) = seen.insert(app.token.expose(), &app.name) {
+                dups.push(format!(
+                    "apps.{} and apps.{other} have the same token; every app needs its own",
+                    app.name
+                ));
+            }
+        }
+        for d in dups {
+            self.error(None, "token", d);
+        }
+        Config {
+            path: path.to_path_buf(),
+            server,
+            apps,
+            secret_env_vars: std::mem::take(&mut self.secret_env_vars),
+        }
+    }
+
+    fn server(&mut self, raw: Option<Spanned<raw::Server>>, dir: &Path) -> Server {
+        let mut server = Server {
+            listen: DEFAULT_LISTEN.to_string(),
+            public_url: String::new(),
+            data_dir: dir.join("ferry-data"),
+            admin_token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            retry_interrupted: 1,
+            keep: None,
+        };
+        let Some(raw) = raw.map(Spanned::into_inner) else {
+            server.public_url = format!("http://{}", server.listen);
+            return server;
+        };
+        if let Some(v) = &raw.listen
+            && let Some(s) = self.expand(v, "server.listen", false)
+        {
+            server.listen = s;
+        }
+        server.public_url = match &raw.public_url {
+            Some(v) => match self.expand(v, "server.public_url", false) {
+                Some(s) if s.starts_with("http://") || s.starts_with("https://") => {
+                    s.trim_end_matches('/').to_string()
+                }
+                Some(s) => {
+                    self.error(
+                        Some(v.span()),
+                        "server.public_url",
+                        format!("{s:?} must start with http:// or https://"),
+                    );
+                    String::new()
+                }
+                None => String::new(),
+            },
+            None => format!("http://{}", server.listen),
+        };
+        if let Some(v) = &raw.data_dir
+            && let Some(s) = self.expand(v, "server.data_dir", false)
+        {
+            server.data_dir = dir.join(s);
+        }
+        if let Some(v) = &raw.admin_token
+            && let Some(s) = self.expand(v, "server.admin_token", true)
+        {
+            if s.len() < MIN_TOKEN_LEN {
+                self.error(
+                    Some(v.span()),
+                    "server.admin_token",
+                    format!("must be at least {MIN_TOKEN_LEN} characters long"),
+                );
+            }
+            server.admin_token = Some(Secret(s));
+        }
+        if let Some(v) = &raw.body_limit {
+            match parse_size(v.get_ref()) {
+                Some(n) if n > 0 => server.body_limit = n,
+                _ => self.error(
+                    Some(v.span()),
+                    "server.body_limit",
+                    "invalid size (examples: 1048576, \"512KiB\", \"10MiB\")".into(),
+                ),
+            }
+        }
+        if let Some(v) = &raw.shutdown_grace
+            && let Some(d) = self.duration(v, "server.shutdown_grace")
+        {
+            server.shutdown_grace = d;
+        }
+        if let Some(v) = &raw.keep {
+            server.keep = self.duration(v, "server.keep");
+        }
+        if let Some(v) = &raw.retry_interrupted {
+            match u32::try_from(*v.get_ref()) {
+                Ok(n) => server.retry_interrupted = n,
+                Err(_) => self.error(
+                    Some(v.span()),
+                    "server.retry_interrupted",
+                    "must be 0 or a positive number".into(),
+                ),
+            }
+        }
+        server
+    }
+
+    fn app(&mut self, name: &str, raw: Spanned<raw::App>, key: &str, dir: &Path) -> Option<App> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let token = match &raw.token {
+            None => {
+                self.error(
+                    Some(span.clone()),
+                    &format!("{key}.token"),
+                    "missing: every app needs a secret token for its hook URL".into(),
+                );
+                None
+            }
+            Some(v) => {
+                let k = format!("{key}.token");
+                let t = self.expand(v, &k, true)?;
+                if t.len() < MIN_TOKEN_LEN {
+                    self.error(
+                        Some(v.span()),
+                        &k,
+                        format!(
+                            "must be at least {MIN_TOKEN_LEN} characters long (it is the hook URL's secret)"
+                        ),
+                    );
+                } else if !is_url_safe_token(&t) {
+                    self.error(
+                        Some(v.span()),
+                        &k,
+                        "may use only letters, digits and '-', '_', '.', '~' (it is part of a URL)"
+                            .into(),
+                    );
+                }
+                Some(Secret(t))
+            }
+        };
+        let verify = match &raw.verify {
+            Some(v) => self.verify(v.get_ref(), &format!("{key}.verify")),
+            None => Verify {
+                standard_tolerance: DEFAULT_STANDARD_TOLERANCE,
+                ..Verify::default()
+            },
+        };
+        let mut services = BTreeMap::new();
+        let declared_services = raw.services.len();
+        for (sname, svc) in raw.services {
+            let skey = format!("{key}.services.{}", sname.get_ref());
+            if !is_url_safe_name(sname.get_ref()) {
+                self.error(
+                    Some(sname.span()),
+                    &skey,
+                    "service names may use only letters, digits, '-' and '_'".into(),
+                );
+            }
+            if let Some(s) = self.service(sname.get_ref(), svc, &skey, dir) {
+                services.insert(sname.into_inner(), s);
+            }
+        }
+        if declared_services == 0 {
+            self.error(
+                Some(span.clone()),
+                key,
+                "has no services: add at least one [apps.NAME.services.SERVICE]".into(),
+            );
+        }
+        let mut profiles = BTreeMap::new();
+        for (pname, profile) in raw.profiles {
+            let pkey = format!("{key}.profiles.{}", pname.get_ref());
+            let mut list = Vec::new();
+            for s in profile.into_inner().services.into_inner() {
+                if !services.contains_key(s.get_ref()) {
+                    self.error(
+                        Some(s.span()),
+                        &format!("{pkey}.services"),
+                        format!(
+                            "names service {:?}, which app {name} does not have",
+                            s.get_ref()
+                        ),
+                    );
+                } else if list.contains(s.get_ref()) {
+                    self.error(
+                        Some(s.span()),
+                        &format!("{pkey}.services"),
+                        format!("names service {:?} twice", s.get_ref()),
+                    );
+                } else {
+                    list.push(s.into_inner());
+                }
+            }
+            profiles.insert(pname.into_inner(), Profile { services: list });
+        }
+        Some(App {
+            name: name.to_string(),
+            token: token?,
+            verify,
+            services,
+            profiles,
+        })
+    }
+
+    fn secrets(&mut self, raw: &Option<Spanned<raw::Secrets>>, key: &str) -> Vec<Secret> {
+        let Some(raw) = raw else {
+            return Vec::new();
+        };
+        // Untagged enums lose inner spans, so every entry reports the whole value's line.
+        let list: Vec<Spanned<String>> = match raw.get_ref() {
+            raw::Secrets::One(s) => vec![Spanned::new(raw.span(), s.clone())],
+            raw::Secrets::Many(v) => v
+                .iter()
+                .map(|s| Spanned::new(raw.span(), s.clone()))
+                .collect(),
+        };
+        if list.is_empty() {
+            self.error(Some(raw.span()), key, "lists no secret".into());
+        }
+        let mut out = Vec::new();
+        for s in &list {
+            if let Some(v) = self.expand(s, key, true) {
+                if v.is_empty() {
+                    self.error(Some(s.span()), key, "secret is empty".into());
+                } else {
+                    out.push(Secret(v));
+                }
+            }
+        }
+        out
+    }
+
+    fn verify(&mut self, raw: &raw::Verify, key: &str) -> Verify {
+        let mut v = Verify {
+            github: self.secrets(&raw.github, &format!("{key}.github")),
+            gitlab: self.secrets(&raw.gitlab, &format!("{key}.gitlab")),
+            bitbucket: self.secrets(&raw.bitbucket, &format!("{key}.bitbucket")),
+            gitea: self.secrets(&raw.gitea, &format!("{key}.gitea")),
+            standard: self.secrets(&raw.standard, &format!("{key}.standard")),
+            standard_tolerance: DEFAULT_STANDARD_TOLERANCE,
+            hmac: None,
+            bearer: self.secrets(&raw.bearer, &format!("{key}.bearer")),
+            basic: self.secrets(&raw.basic, &format!("{key}.basic")),
+            require: raw.require.unwrap_or(false),
+        };
+        if let Some(t) = &raw.standard_tolerance
+            && let Some(d) = self.duration(t, &format!("{key}.standard_tolerance"))
+        {
+            v.standard_tolerance = d;
+        }
+        for s in &v.standard {
+            if crate::sources::standard::decode_secret(s.expose()).is_none() {
+                self.error(
+                    raw.standard.as_ref().map(|r| r.span()),
+                    &format!("{key}.standard"),
+                    "is not a Standard Webhooks secret (expected whsec_ followed by base64)".into(),
+                );
+            }
+        }
+        for s in &v.basic {
+            if !s.expose().contains(':') {
+                self.error(
+                    raw.basic.as_ref().map(|r| r.span()),
+                    &format!("{key}.basic"),
+                    "must be \"user:password\"".into(),
+                );
+            }
+        }
+        if let Some(h) = &raw.hmac {
+            let h = h.get_ref();
+            let hkey = format!("{key}.hmac");
+            let header = h.header.get_ref().trim().to_string();
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                self.error(
+                    Some(h.header.span()),
+                    &format!("{hkey}.header"),
+                    format!("{header:?} is not a valid header name"),
+                );
+            }
+            let algorithm = match h.algorithm.as_ref().map(|a| a.get_ref().as_str()) {
+                None | Some("sha256") => HmacAlgorithm::Sha256,
+                Some("sha1") => HmacAlgorithm::Sha1,
+                Some("sha512") => HmacAlgorithm::Sha512,
+                Some(other) => {
+                    self.error(
+                        h.algorithm.as_ref().map(|a| a.span()),
+                        &format!("{hkey}.algorithm"),
+                        format!("unknown algorithm {other:?} (sha1, sha256 or sha512)"),
+                    );
+                    HmacAlgorithm::Sha256
+                }
+            };
+            let encoding = match h.encoding.as_ref().map(|a| a.get_ref().as_str()) {
+                None | Some("hex") => Encoding::Hex,
+                Some("base64") => Encoding::Base64,
+                Some(other) => {
+                    self.error(
+                        h.encoding.as_ref().map(|a| a.span()),
+                        &format!("{hkey}.encoding"),
+                        format!("unknown encoding {other:?} (hex or base64)"),
+                    );
+                    Encoding::Hex
+                }
+            };
+            let prefix = match &h.prefix {
+                Some(p) => self
+                    .expand(p, &format!("{hkey}.prefix"), false)
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let secret = Some(h.secret.clone());
+            let secrets = self.secrets(&secret, &format!("{hkey}.secret"));
+            v.hmac = Some(HmacScheme {
+                header,
+                algorithm,
+                encoding,
+                prefix,
+                secrets,
+            });
+        }
+        v
+    }
+
+    fn service(
+        &mut self,
+        name: &str,
+        raw: Spanned<raw::Service>,
+        key: &str,
+        dir: &Path,
+    ) -> Option<Service> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if let Some(v) = &raw.image {
+            self.error(
+                Some(v.span()),
+                &format!("{key}.image"),
+                "image-based services are not available in this version of ferry yet".into(),
+            );
+        }
+        if let Some(v) = &raw.docker {
+            self.error(
+                Some(v.span()),
+                &format!("{key}.docker"),
+                "the docker executor is not available in this version of ferry yet".into(),
+            );
+        }
+        let git = raw.git.as_ref().and_then(|g| {
+            let span = g.span();
+            let g = g.get_ref();
+            let repo = self.expand(&g.repo, &format!("{key}.git.repo"), false)?;
+            let repo = repo.trim_matches('/').to_string();
+            if repo.is_empty() {
+                self.error(
+                    Some(g.repo.span()),
+                    &format!("{key}.git.repo"),
+                    "is empty".into(),
+                );
+            }
+            let tags = match &g.tags {
+                Some(t) => {
+                    let tkey = format!("{key}.git.tags");
+                    let pattern = self.expand(t, &tkey, false)?;
+                    match globset::Glob::new(&pattern) {
+                        Ok(glob) => Some(TagPattern {
+                            pattern,
+                            matcher: glob.compile_matcher(),
+                        }),
+                        Err(e) => {
+                            self.error(Some(t.span()), &tkey, format!("invalid glob: {e}"));
+                            return None;
+                        }
+                    }
+                }
+                None => None,
+            };
+            let branch = match &g.branch {
+                Some(b) => Some(self.expand(b, &format!("{key}.git.branch"), false)?),
+                // Following tags only is explicit; otherwise the default branch is main.
+                None if tags.is_some() => None,
+                None => Some("main".to_string()),
+            };
+            let branch = branch.map(|b| b.strip_prefix("refs/heads/").unwrap_or(&b).to_string());
+            if branch.as_deref() == Some("") {
+                self.error(Some(span), &format!("{key}.git.branch"), "is empty".into());
+            }
+            Some(GitSpec { repo, branch, tags })
+        });
+        let timeout = match &raw.timeout {
+            Some(v) => self.duration(v, &format!("{key}.timeout"))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        let mut env = Vec::new();
+        for (k, v) in &raw.env {
+            let ekey = format!("{key}.env.{}", k.get_ref());
+            if k.get_ref().is_empty() || k.get_ref().contains('=') || k.get_ref().contains('\0') {
+                self.error(Some(k.span()), &ekey, "is not a valid variable name".into());
+                continue;
+            }
+            if k.get_ref().starts_with("FERRY_") {
+                self.error(
+                    Some(k.span()),
+                    &ekey,
+                    "FERRY_* variables are set by ferry itself".into(),
+                );
+                continue;
+            }
+            if let Some(val) = self.expand(v, &ekey, false) {
+                env.push((k.get_ref().clone(), val));
+            }
+        }
+        let workdir = match &raw.workdir {
+            Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
+            None => dir.to_path_buf(),
+        };
+        let executor = match &raw.command {
+            Some(cmd) => {
+                let ckey = format!("{key}.command");
+                let mut argv = Vec::new();
+                for a in cmd.get_ref() {
+                    argv.push(self.expand(a, &ckey, false)?);
+                }
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    self.error(
+                        Some(cmd.span()),
+                        &ckey,
+                        "must name a program: command = [\"./deploy.sh\", \"arg\"]".into(),
+                    );
+                    return None;
+                }
+                Executor::Command { argv, workdir }
+            }
+            None => {
+                if raw.docker.is_none() {
+                    self.error(
+                        Some(span),
+                        key,
+                        "has no executor: set `command = [\"program\", \"arg\", …]`".into(),
+                    );
+                }
+                return None;
+            }
+        };
+        Some(Service {
+            name: name.to_string(),
+            git,
+            executor,
+            timeout,
+            env,
+        })
+    }
+}
+
+fn parse_size(size: &Size) -> Option<usize> {
+    match size {
+        Size::Bytes(n) => usize::try_from(*n).ok(),
+        Size::Text(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: usize = num.parse().ok()?;
+            let mult = match unit.trim() {
+                "" | "B" => 1,
+                "KB" | "kB" => 1000,
+                "KiB" => 1024,
+                "MB" => 1000 * 1000,
+                "MiB" => 1024 * 1024,
+                "GB" => 1000 * 1000 * 1000,
+                "GiB" => 1024 * 1024 * 1024,
+                _ => return None,
+            };
+            n.checked_mul(mult)
+        }
+    }
+}
+
+fn is_url_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_url_safe_token(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, Vec<String>> {
+        let env = |name: &str| match name {
+            "TOKEN" => Some("tok-0123456789abcdef".to_string()),
+            "SECRET" => Some("gh-secret".to_string()),
+            _ => None,
+        };
+        parse(text, Path::new("/etc/ferry/ferry.toml"), &env).map_err(|e| match e {
+            ConfigError::Invalid(d) => d.iter().map(|d| d.to_string()).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match check(text) {
+            Ok(_) => panic!("config should be invalid:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+admin_token = "${TOKEN}"
+
+[apps.shop]
+token = "${TOKEN}"
+verify = { github = "${SECRET}" }
+
+[apps.shop.services.web]
+git = { repo = "acme/shop", branch = "main" }
+command = ["./deploy/web.sh", "--fast"]
+timeout = "2m"
+env = { RAILS_ENV = "production" }
+
+[apps.shop.services.worker]
+command = ["make", "deploy"]
+
+[apps.shop.profiles.hotfix]
+services = ["web"]
+"#;
+
+    #[test]
+    fn good_config_is_resolved() {
+        let c = check(GOOD).unwrap();
+        assert_eq!(c.server.public_url, "http://127.0.0.1:9000");
+        assert_eq!(c.server.data_dir, Path::new("/etc/ferry/ferry-data"));
+        let shop = &c.apps["shop"];
+        assert_eq!(shop.token.expose(), "tok-0123456789abcdef");
+        assert_eq!(shop.verify.github[0].expose(), "gh-secret");
+        let web = &shop.services["web"];
+        assert_eq!(web.timeout, Duration::from_secs(120));
+        let git = web.git.as_ref().unwrap();
+        assert_eq!(git.repo, "acme/shop");
+        assert_eq!(git.branch.as_deref(), Some("main"));
+        assert!(git.tags.is_none());
+        let Executor::Command { argv, workdir } = &web.executor;
+        assert_eq!(argv, &["./deploy/web.sh", "--fast"]);
+        assert_eq!(workdir, Path::new("/etc/ferry"));
+        assert_eq!(shop.services["worker"].timeout, DEFAULT_TIMEOUT);
+        assert_eq!(shop.profiles["hotfix"].services, ["web"]);
+        assert!(c.secret_env_vars.contains(&"TOKEN".to_string()));
+        assert!(c.secret_env_vars.contains(&"SECRET".to_string()));
+        assert_eq!(
+            shop.hook_url(&c.server.public_url),
+            "http://127.0.0.1:9000/hooks/shop/tok-0123456789abcdef"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = check(GOOD).unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("tok-0123456789abcdef"));
+        assert!(!dump.contains("gh-secret"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ncomand = [\"x\"]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("/etc/ferry/ferry.toml:4: "), "{e:?}");
+        assert!(e[0].contains("comand"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_variable_names_variable_key_and_line() {
+        let e = errors(
+            "[apps.shop]\n\ntoken = \"${NOPE}\"\n[apps.shop.services.web]\ncommand = [\"x\"]\n",
+        );
+        assert_eq!(
+            e,
+            ["/etc/ferry/ferry.toml:3: apps.shop.token: environment variable NOPE is not set"]
+        );
+    }
+
+    #[test]
+    fn bad_duration() {
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ncommand = [\"x\"]\ntimeout = \"10 parsecs\"\n",
+        );
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with(
+                "/etc/ferry/ferry.toml:5: apps.shop.services.web.timeout: invalid duration \"10 parsecs\""
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn service_without_executor() {
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ngit = { repo = \"a/b\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("apps.shop.services.web: has no executor"),
+            "{e:?}"
+        );
+        assert!(e[0].starts_with("/etc/ferry/ferry.toml:3:"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_names_are_errors() {
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ncommand = [\"x\"]\n[apps.shop.services.web]\ncommand = [\"y\"]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains(":5:"), "{e:?}");
+        assert!(e[0].contains("duplicate") || e[0].contains("web"), "{e:?}");
+    }
+
+    #[test]
+    fn profile_with_unknown_service() {
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ncommand = [\"x\"]\n[apps.shop.profiles.p]\nservices = [\"web\", \"api\"]\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "/etc/ferry/ferry.toml:6: apps.shop.profiles.p.services: names service \"api\", which app shop does not have"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = errors(
+            "[server]\nshutdown_grace = \"soon\"\n[apps.shop]\ntoken = \"short\"\n[apps.shop.services.web]\ncommand = [\"x\"]\ntimeout = \"0s\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn env_values_cannot_inject_toml() {
+        let env = |_: &str| Some("x\"\n[apps.evil]\ntoken = \"y".to_string());
+        let c = parse(
+            "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n[apps.shop.services.web]\ncommand = [\"${X}\"]\n",
+            Path::new("f.toml"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.apps.len(), 1);
+    }
+
+    #[test]
+    fn dollar_escapes_and_sizes() {
+        let c = check(
+            "[server]\nbody_limit = \"2MiB\"\n[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ncommand = [\"echo\", \"$$HOME\", \"a$b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.body_limit, 2 * 1024 * 1024);
+        let Executor::Command { argv, .. } = &c.apps["shop"].services["web"].executor;
+        assert_eq!(argv, &["echo", "$HOME", "a$b"]);
+    }
+
+    #[test]
+    fn docker_executor_is_refused_clearly() {
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.api]\ndocker = { container = \"api\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("docker executor is not available"), "{e:?}");
+    }
+}

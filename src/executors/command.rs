@@ -1,0 +1,928 @@
+//! The `command` executor: runs an argv from config (never through a shell) in its own process
+//! group, streaming its output into the deployment log.
+//!
+//! Event data reaches the command only as environment variables and a payload file (both
+//! prepared by the lanes), so nothing from a webhook can become shell syntax. The child leads a
+//! new process group: on timeout, on cancellation (shutdown) and if the run is dropped, the whole
+//! group is killed, so a deploy script's background children cannot outlive it. A command that
+//! finishes normally is different: whatever it left running in the background is the user's
+//! business (a restarted server, say), so it is left alone and only waited on briefly for its
+//! output.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Outcome;
+use crate::deploylog::{LogWriter, Stream};
+
+/// How long to keep reading output after the command ended: background processes it started
+/// may hold the pipes open, and the deployment must not wait for them.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// A line longer than this (give or take one read) is logged in pieces rather than buffered
+/// without limit.
+const MAX_LINE: usize = 64 * 1024;
+/// How much output is read at once.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Everything one run needs; built by the lanes from config and the deployment.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// `argv[0]` is the program: a relative path containing `/` is taken from `workdir`, a bare
+    /// name is looked up on `PATH`.
+    pub argv: Vec<String>,
+    /// The child's current directory.
+    pub workdir: PathBuf,
+    /// Added to the inherited environment (after `env_remove`, so these win).
+    pub env: Vec<(String, String)>,
+    /// Removed from the inherited environment (variables that held ferry's secrets, stale
+    /// `FERRY_*`).
+    pub env_remove: Vec<String>,
+    /// From the start of the child to killing its process group.
+    pub timeout: Duration,
+}
+
+/// Why a command could not be run at all. How a command that did run ended is an [`Outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("the command is empty")]
+    EmptyArgv,
+    #[error("cannot use working directory {workdir}: {source}")]
+    Workdir {
+        workdir: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start `{program}` in {workdir}: {source}")]
+    Spawn {
+        program: String,
+        workdir: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for `{program}` failed: {source}")]
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write the deployment log: {0}")]
+    Log(#[source] std::io::Error),
+}
+
+/// Runs the command to its end, its timeout, or cancellation.
+///
+/// Fails only if the command cannot be started (or waited for); a log that cannot be written
+/// once the command runs is reported through `tracing` rather than hiding the outcome.
+pub async fn run(
+    spec: &CommandSpec,
+    log: &LogWriter,
+    cancel: &CancellationToken,
+) -> Result<Outcome, CommandError> {
+    let program = spec.argv.first().ok_or(CommandError::EmptyArgv)?;
+    // Absolute, so a relative program path resolved against it does not depend on how the
+    // platform combines `current_dir` with a relative program.
+    let workdir = std::path::absolute(&spec.workdir).map_err(|source| CommandError::Workdir {
+        workdir: spec.workdir.display().to_string(),
+        source,
+    })?;
+    log.ferry(&format!(
+        "running {:?} in {} (timeout {})",
+        spec.argv,
+        workdir.display(),
+        humantime::format_duration(spec.timeout)
+    ))
+    .await
+    .map_err(CommandError::Log)?;
+    // A missing directory would otherwise surface as "cannot start `./deploy.sh`: No such file
+    // or directory", blaming the script.
+    match tokio::fs::metadata(&workdir).await {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(CommandError::Workdir {
+                workdir: workdir.display().to_string(),
+                source: std::io::ErrorKind::NotADirectory.into(),
+            });
+        }
+        Err(source) => {
+            return Err(CommandError::Workdir {
+                workdir: workdir.display().to_string(),
+                source,
+            });
+        }
+    }
+    if cancel.is_cancelled() {
+        note(log, "cancelled before it started: ferry is shutting down").await;
+        return Ok(Outcome::Cancelled);
+    }
+
+    let mut cmd = Command::new(resolve_program(program, &workdir));
+    cmd.args(&spec.argv[1..])
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for name in &spec.env_remove {
+        cmd.env_remove(name);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+        program: program.clone(),
+        workdir: workdir.display().to_string(),
+        source,
+    })?;
+    // With `process_group(0)` the group id is the child's pid.
+    let mut group = GroupGuard {
+        pgid: child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    };
+    let killed = match group.pgid {
+        Some(pgid) => format!("killed process group {pgid}"),
+        None => "killed it".to_string(),
+    };
+
+    // The pumps run inside this future (not as tasks), so dropping the run stops them too.
+    let stop_reading = CancellationToken::new();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let output = async {
+        tokio::join!(
+            pump(stdout, Stream::Stdout, log, &stop_reading),
+            pump(stderr, Stream::Stderr, log, &stop_reading),
+        )
+    };
+    tokio::pin!(output);
+    let mut left_open = None;
+    let timeout = tokio::time::sleep(spec.timeout);
+    tokio::pin!(timeout);
+    enum End {
+        Exited(ExitStatus),
+        TimedOut,
+        Cancelled,
+    }
+    let end = loop {
+        tokio::select! {
+            status = child.wait() => match status {
+                Ok(status) => break End::Exited(status),
+                // The guard kills the group on the way out.
+                Err(source) => return Err(CommandError::Wait { program: program.clone(), source }),
+            },
+            // Output can end before the process does (it closed or redirected its streams).
+            pipes = &mut output, if left_open.is_none() => left_open = Some(pipes),
+            () = &mut timeout => break End::TimedOut,
+            () = cancel.cancelled() => break End::Cancelled,
+        }
+    };
+    let elapsed = started.elapsed();
+    if !matches!(end, End::Exited(_)) {
+        group.kill();
+        // In case the child left its group; harmless if it is already dead.
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    // The child is reaped: its group is either dead or the user's leftovers, and its id may be
+    // reused, so the guard must not fire any more.
+    group.disarm();
+
+    let (stdout, stderr) = match left_open {
+        Some(pipes) => pipes,
+        None => {
+            tokio::select! {
+                pipes = &mut output => pipes,
+                () = tokio::time::sleep(DRAIN_AFTER_EXIT) => {
+                    stop_reading.cancel();
+                    (&mut output).await
+                }
+            }
+        }
+    };
+    if stdout.is_some() || stderr.is_some() {
+        note(
+            log,
+            &format!(
+                "output still open {} after the command ended: processes it started keep it \
+                 open and are left running; their output is not logged",
+                humantime::format_duration(DRAIN_AFTER_EXIT)
+            ),
+        )
+        .await;
+        // Keep emptying the pipes until those processes close them: closing our end would
+        // kill them with SIGPIPE on their next write, and not reading would block them.
+        if let Some(pipe) = stdout {
+            tokio::spawn(discard(pipe));
+        }
+        if let Some(pipe) = stderr {
+            tokio::spawn(discard(pipe));
+        }
+    }
+
+    Ok(match end {
+        End::Exited(status) => {
+            note(
+                log,
+                &format!("{} after {}", describe(status), format_elapsed(elapsed)),
+            )
+            .await;
+            if status.success() {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed {
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                }
+            }
+        }
+        End::TimedOut => {
+            note(
+                log,
+                &format!(
+                    "timed out after {}; {killed}",
+                    humantime::format_duration(spec.timeout)
+                ),
+            )
+            .await;
+            Outcome::TimedOut
+        }
+        End::Cancelled => {
+            note(
+                log,
+                &format!(
+                    "cancelled: ferry is shutting down; {killed} after {}",
+                    format_elapsed(elapsed)
+                ),
+            )
+            .await;
+            Outcome::Cancelled
+        }
+    })
+}
+
+/// Kills the process group when dropped, unless disarmed: an aborted run leaves nothing behind.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (the group is already gone) is fine.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `./deploy.sh` and `bin/x` are relative to the working directory; bare names use PATH.
+fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
+    let path = Path::new(program);
+    if path.is_relative() && program.contains('/') {
+        workdir.join(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Copies one output stream into the log, line by line, until it ends or `stop` is cancelled.
+/// Returns the pipe if it was still open then.
+async fn pump<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    stream: Stream,
+    log: &LogWriter,
+    stop: &CancellationToken,
+) -> Option<R> {
+    let mut pipe = pipe?;
+    let mut writer = LineWriter {
+        stream,
+        log,
+        failed: false,
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let still_open = loop {
+        let n = tokio::select! {
+            biased;
+            () = stop.cancelled() => break true,
+            read = pipe.read(&mut chunk) => match read {
+                Ok(0) => break false,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?stream, "cannot read command output");
+                    break false;
+                }
+            },
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        // A line longer than MAX_LINE goes out in pieces. Cutting only once a byte past the
+        // limit is known not to be the newline avoids an empty piece after a line of exactly
+        // MAX_LINE.
+        while pending.len() > MAX_LINE && !pending[..=MAX_LINE].contains(&b'\n') {
+            let rest = pending.split_off(char_boundary(&pending[..MAX_LINE]));
+            writer.write(&pending).await;
+            pending = rest;
+        }
+        // All complete lines of this read in one write: fewer writes, same timestamp.
+        if let Some(last) = pending.iter().rposition(|&b| b == b'\n') {
+            let rest = pending.split_off(last + 1);
+            writer.write(&pending).await;
+            pending = rest;
+        }
+    };
+    if !pending.is_empty() {
+        writer.write(&pending).await;
+    }
+    still_open.then_some(pipe)
+}
+
+/// Writes output to the log; a failing log is reported once and otherwise ignored, so the
+/// pipe keeps being emptied and the command is not blocked.
+struct LineWriter<'a> {
+    stream: Stream,
+    log: &'a LogWriter,
+    failed: bool,
+}
+
+impl LineWriter<'_> {
+    async fn write(&mut self, bytes: &[u8]) {
+        let result = self
+            .log
+            .line(self.stream, &String::from_utf8_lossy(bytes))
+            .await;
+        if let Err(e) = result {
+            if !self.failed {
+                tracing::warn!(error = %e, stream = ?self.stream, "cannot write the deployment log");
+            }
+            self.failed = true;
+        }
+    }
+}
+
+/// Where to cut `bytes` without splitting a UTF-8 character: before an incomplete multi-byte
+/// sequence at the end, otherwise at the end.
+fn char_boundary(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(3) {
+        let byte = bytes[len - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead byte
+        }
+        let width = match byte {
+            0xF0..=0xFF => 4,
+            0xE0..=0xEF => 3,
+            0xC0..=0xDF => 2,
+            _ => 1,
+        };
+        return if width > back { len - back } else { len };
+    }
+    len
+}
+
+/// Reads a pipe to its end without logging it.
+async fn discard(mut pipe: impl AsyncRead + Unpin) {
+    let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+}
+
+/// A ferry line; once the command has run, a failing log must not hide its outcome.
+async fn note(log: &LogWriter, text: &str) {
+    if let Err(e) = log.ferry(text).await {
+        tracing::warn!(error = %e, "cannot write the deployment log");
+    }
+}
+
+/// "exited with status 3", "killed by signal 9 (SIGKILL)".
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(name) => format!("killed by signal {signal} ({name})"),
+            Err(_) => format!("killed by signal {signal}"),
+        },
+        (None, None) => "ended".to_string(),
+    }
+}
+
+/// "1.23s" for short runs, "12m 34s" for long ones.
+fn format_elapsed(elapsed: Duration) -> String {
+    if elapsed < Duration::from_secs(60) {
+        format!("{:.2}s", elapsed.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs())).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A temporary working directory with `bin/script.sh` and a log.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        log_path: PathBuf,
+        log: LogWriter,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let script = bin.join("script.sh");
+        std::fs::write(&script, "#!/bin/sh\necho \"script $1 in $(pwd)\"\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let log_path = dir.path().join("logs/1.log");
+        let log = LogWriter::create(&log_path).await.unwrap();
+        Fixture { dir, log_path, log }
+    }
+
+    impl Fixture {
+        fn spec(&self, argv: &[&str], timeout: Duration) -> CommandSpec {
+            CommandSpec {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                workdir: self.dir.path().to_path_buf(),
+                env: Vec::new(),
+                env_remove: Vec::new(),
+                timeout,
+            }
+        }
+
+        async fn run(
+            &self,
+            spec: &CommandSpec,
+            cancel: &CancellationToken,
+        ) -> Result<Outcome, CommandError> {
+            run(spec, &self.log, cancel).await
+        }
+
+        async fn run_argv(&self, argv: &[&str]) -> Result<Outcome, CommandError> {
+            self.run(&self.spec(argv, MINUTE), &CancellationToken::new())
+                .await
+        }
+
+        fn log_text(&self) -> String {
+            std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        }
+
+        /// `(label, text)` of each log line, checking the time stamp on the way.
+        fn lines(&self) -> Vec<(String, String)> {
+            self.log_text()
+                .lines()
+                .map(|line| {
+                    let (stamp, rest) = line.split_once(' ').unwrap();
+                    time::OffsetDateTime::parse(
+                        stamp,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .unwrap_or_else(|e| panic!("{line:.100}: {e}"));
+                    assert_eq!(stamp.len(), "2026-11-23T01:02:03.123Z".len(), "{line:.100}");
+                    let (label, text) = rest.split_once(" | ").unwrap();
+                    assert_eq!(label.len(), 6, "{line:.100}");
+                    (label.trim_end().to_string(), text.to_string())
+                })
+                .collect()
+        }
+
+        fn has(&self, label: &str, text: &str) -> bool {
+            self.lines().iter().any(|(l, t)| l == label && t == text)
+        }
+
+        fn last_ferry_line(&self) -> String {
+            self.lines()
+                .into_iter()
+                .rev()
+                .find(|(l, _)| l == "ferry")
+                .map(|(_, t)| t)
+                .unwrap_or_default()
+        }
+    }
+
+    /// A number nobody else passes to `sleep`, to find our processes in /proc.
+    fn marker() -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "987654{:07}{:03}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Live `sleep <marker>` processes (zombies have an empty cmdline and do not count).
+    fn sleepers(marker: &str) -> Vec<Pid> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+                (args.first()?.ends_with(b"sleep") && args.contains(&marker.as_bytes()))
+                    .then(|| Pid::from_raw(pid))
+            })
+            .collect()
+    }
+
+    async fn wait_for_sleepers(marker: &str, count: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = sleepers(marker).len();
+            if n == count || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill_sleepers(marker: &str) {
+        for pid in sleepers(marker) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+    }
+
+    #[tokio::test]
+    async fn success_logs_both_streams_with_labels_and_times() {
+        let f = fixture().await;
+        let outcome = f
+            .run_argv(&[
+                "/bin/sh",
+                "-c",
+                "echo out; echo err >&2; echo; printf 'a\\r\\nb\\n'; printf 'no newline'",
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Succeeded);
+        let lines = f.lines();
+        let workdir = f.dir.path().display();
+        assert_eq!(lines[0].0, "ferry");
+        assert!(
+            lines[0].1.starts_with(&format!(
+                "running [\"/bin/sh\", \"-c\", \"echo out; echo err >&2; echo; printf 'a\\\\r\\\\nb\\\\n'; printf 'no newline'\"] in {workdir} (timeout 1m)"
+            )),
+            "{}",
+            lines[0].1
+        );
+        for (label, text) in [
+            ("stdout", "out"),
+            ("stderr", "err"),
+            ("stdout", ""),
+            ("stdout", "a"),
+            ("stdout", "b"),
+            ("stdout", "no newline"),
+        ] {
+            assert!(f.has(label, text), "{label} {text:?}\n{}", f.log_text());
+        }
+        let last = f.lines().pop().unwrap();
+        assert_eq!(last.0, "ferry");
+        assert!(
+            last.1.starts_with("exited with status 0 after ") && last.1.ends_with('s'),
+            "{}",
+            last.1
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_records_the_exit_code() {
+        let f = fixture().await;
+        let outcome = f.run_argv(&["/bin/sh", "-c", "exit 3"]).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                exit_code: Some(3),
+                signal: None
+            }
+        );
+        assert!(
+            f.last_ferry_line()
+                .starts_with("exited with status 3 after ")
+        );
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_is_recorded() {
+        let f = fixture().await;
+        let outcome = f
+            .run_argv(&["/bin/sh", "-c", "kill -TERM $$"])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                exit_code: None,
+                signal: Some(15)
+            }
+        );
+        assert!(
+            f.last_ferry_line()
+                .starts_with("killed by signal 15 (SIGTERM) after "),
+            "{}",
+            f.log_text()
+        );
+    }
+
+    #[tokio::test]
+    async fn env_is_added_and_removed_and_never_logged() {
+        let f = fixture().await;
+        // A variable ferry itself has, to be hidden from the child.
+        let inherited = std::env::vars()
+            .map(|(k, _)| k)
+            .find(|k| k != "PATH" && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or_else(|| "PATH".to_string());
+        let mut spec = f.spec(
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("echo \"app=$FERRY_APP inherited=${{{inherited}:-unset}}\""),
+            ],
+            MINUTE,
+        );
+        spec.env = vec![
+            ("FERRY_APP".into(), "shop".into()),
+            ("UNPRINTED".into(), "value-never-logged".into()),
+        ];
+        // Removing a variable that is also set: the set value wins.
+        spec.env_remove = vec![inherited, "FERRY_APP".into()];
+        let outcome = f.run(&spec, &CancellationToken::new()).await.unwrap();
+        assert_eq!(outcome, Outcome::Succeeded);
+        assert!(
+            f.has("stdout", "app=shop inherited=unset"),
+            "{}",
+            f.log_text()
+        );
+        assert!(!f.log_text().contains("value-never-logged"));
+    }
+
+    #[tokio::test]
+    async fn relative_program_is_taken_from_the_workdir() {
+        let f = fixture().await;
+        let outcome = f.run_argv(&["./bin/script.sh", "x"]).await.unwrap();
+        assert_eq!(outcome, Outcome::Succeeded);
+        let workdir = f.dir.path().canonicalize().unwrap();
+        let (_, text) = f.lines().into_iter().find(|(l, _)| l == "stdout").unwrap();
+        let pwd = text.strip_prefix("script x in ").unwrap();
+        assert_eq!(Path::new(pwd).canonicalize().unwrap(), workdir);
+        // No `./` needed either, as long as there is a slash.
+        assert_eq!(
+            f.run_argv(&["bin/script.sh"]).await.unwrap(),
+            Outcome::Succeeded
+        );
+    }
+
+    #[tokio::test]
+    async fn bare_program_is_looked_up_on_path() {
+        let f = fixture().await;
+        let outcome = f.run_argv(&["sh", "-c", "echo via path"]).await.unwrap();
+        assert_eq!(outcome, Outcome::Succeeded);
+        assert!(f.has("stdout", "via path"));
+    }
+
+    #[test]
+    fn program_resolution() {
+        let wd = Path::new("/srv/app");
+        assert_eq!(
+            resolve_program("./deploy.sh", wd),
+            Path::new("/srv/app/./deploy.sh")
+        );
+        assert_eq!(resolve_program("bin/x", wd), Path::new("/srv/app/bin/x"));
+        assert_eq!(resolve_program("make", wd), Path::new("make"));
+        assert_eq!(
+            resolve_program("/usr/bin/env", wd),
+            Path::new("/usr/bin/env")
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_error() {
+        let f = fixture().await;
+        let e = f.run_argv(&["./nope.sh"]).await.unwrap_err();
+        assert!(matches!(e, CommandError::Spawn { .. }), "{e:?}");
+        let workdir = f.dir.path().display();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot start `./nope.sh` in {workdir}: No such file or directory (os error 2)"
+            )
+        );
+        let e = f
+            .run_argv(&["ferry-test-no-such-program"])
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot start `ferry-test-no-such-program` in "),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_workdir_and_empty_argv_are_errors() {
+        let f = fixture().await;
+        let mut spec = f.spec(&["/bin/true"], MINUTE);
+        spec.workdir = f.dir.path().join("gone");
+        let e = f.run(&spec, &CancellationToken::new()).await.unwrap_err();
+        assert!(matches!(e, CommandError::Workdir { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with("cannot use working directory "),
+            "{e}"
+        );
+        spec.workdir = f.dir.path().join("bin/script.sh");
+        let e = f.run(&spec, &CancellationToken::new()).await.unwrap_err();
+        assert!(matches!(e, CommandError::Workdir { .. }), "{e:?}");
+        let e = f.run_argv(&[]).await.unwrap_err();
+        assert!(matches!(e, CommandError::EmptyArgv), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_logged_in_pieces() {
+        let f = fixture().await;
+        let outcome = f
+            .run_argv(&[
+                "/bin/sh",
+                "-c",
+                "head -c 200000 /dev/zero | tr '\\0' a; echo; \
+                 head -c 65536 /dev/zero | tr '\\0' b; echo; echo short",
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Succeeded);
+        let out: Vec<usize> = f
+            .lines()
+            .into_iter()
+            .filter(|(l, _)| l == "stdout")
+            .map(|(_, t)| t.len())
+            .collect();
+        assert_eq!(out, [MAX_LINE, MAX_LINE, MAX_LINE, 3392, MAX_LINE, 5]);
+    }
+
+    #[test]
+    fn chunks_do_not_split_characters() {
+        assert_eq!(char_boundary(b"abc"), 3);
+        assert_eq!(char_boundary("aé".as_bytes()), 3);
+        assert_eq!(char_boundary(&"aé".as_bytes()[..2]), 1);
+        assert_eq!(char_boundary(&"a€".as_bytes()[..3]), 1);
+        assert_eq!(char_boundary("a€".as_bytes()), 4);
+        assert_eq!(char_boundary(&"a😀".as_bytes()[..4]), 1);
+        assert_eq!(char_boundary("a😀".as_bytes()), 5);
+        // Invalid bytes are not our business: cut anywhere.
+        assert_eq!(char_boundary(&[b'a', 0x80, 0x80, 0x80]), 4);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let f = fixture().await;
+        let m = marker();
+        let script = format!("sleep {m} & sleep {m} & wait");
+        let started = Instant::now();
+        let outcome = f
+            .run(
+                &f.spec(&["/bin/sh", "-c", &script], Duration::from_secs(1)),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let last = f.last_ferry_line();
+        assert!(
+            last.starts_with("timed out after 1s; killed process group "),
+            "{}",
+            f.log_text()
+        );
+        assert_eq!(wait_for_sleepers(&m, 0).await, 0, "sleep {m} survived");
+    }
+
+    #[tokio::test]
+    async fn cancellation_kills_the_whole_process_group() {
+        let f = fixture().await;
+        let m = marker();
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            trigger.cancel();
+        });
+        let script = format!("sleep {m} & sleep {m}; wait");
+        let started = Instant::now();
+        let outcome = f
+            .run(&f.spec(&["/bin/sh", "-c", &script], MINUTE), &cancel)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert!(
+            f.last_ferry_line()
+                .starts_with("cancelled: ferry is shutting down; killed process group "),
+            "{}",
+            f.log_text()
+        );
+        assert_eq!(wait_for_sleepers(&m, 0).await, 0, "sleep {m} survived");
+    }
+
+    #[tokio::test]
+    async fn nothing_starts_once_cancelled() {
+        let f = fixture().await;
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let outcome = f
+            .run(
+                &f.spec(&["/bin/sh", "-c", "touch started"], MINUTE),
+                &cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert!(!f.dir.path().join("started").exists());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_whole_process_group() {
+        let f = fixture().await;
+        let m = marker();
+        let spec = f.spec(
+            &["/bin/sh", "-c", &format!("sleep {m} & sleep {m}; wait")],
+            MINUTE,
+        );
+        let log = f.log.clone();
+        let task = tokio::spawn(async move { run(&spec, &log, &CancellationToken::new()).await });
+        assert_eq!(wait_for_sleepers(&m, 2).await, 2, "the command never ran");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert_eq!(wait_for_sleepers(&m, 0).await, 0, "sleep {m} survived");
+    }
+
+    #[tokio::test]
+    async fn background_child_holding_output_does_not_hang_the_run() {
+        let f = fixture().await;
+        let m = marker();
+        let started = Instant::now();
+        let outcome = f
+            .run_argv(&["/bin/sh", "-c", &format!("echo hi; sleep {m} &")])
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        // Left running: only timeouts, cancellation and drops kill the group.
+        let alive = sleepers(&m).len();
+        kill_sleepers(&m);
+        assert_eq!(outcome, Outcome::Succeeded);
+        // The 2 s drain window plus slack for a busy machine.
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        assert!(f.has("stdout", "hi"), "{}", f.log_text());
+        assert!(
+            f.log_text().contains("ferry  | output still open 2s after"),
+            "{}",
+            f.log_text()
+        );
+        assert!(
+            f.last_ferry_line()
+                .starts_with("exited with status 0 after ")
+        );
+        assert_eq!(alive, 1, "the background sleep was killed");
+    }
+
+    #[tokio::test]
+    async fn background_child_without_our_output_is_not_waited_for() {
+        let f = fixture().await;
+        let m = marker();
+        let started = Instant::now();
+        let outcome = f
+            .run_argv(&[
+                "/bin/sh",
+                "-c",
+                &format!("sleep {m} >/dev/null 2>&1 & echo started"),
+            ])
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let alive = sleepers(&m).len();
+        kill_sleepers(&m);
+        assert_eq!(outcome, Outcome::Succeeded);
+        // Well under the 2 s drain window: nothing held our pipes.
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert!(!f.log_text().contains("output still open"));
+        assert_eq!(alive, 1);
+    }
+
+    #[test]
+    fn elapsed_formatting() {
+        assert_eq!(format_elapsed(Duration::from_millis(1234)), "1.23s");
+        assert_eq!(format_elapsed(Duration::from_millis(754_210)), "12m 34s");
+    }
+}

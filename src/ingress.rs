@@ -1,0 +1,240 @@
+//! Ingress: the redeploy hook, `POST /hooks/APP/TOKEN`.
+//!
+//! A hook request only authenticates, stores and answers: token (constant time), body limit,
+//! sender detection and signature, modifiers checked against the config, then the delivery is
+//! committed (group commit, fsync'd) and the answer goes out. Parsing the payload, planning and
+//! deploying happen afterwards in the background (`crate::planner`, `crate::lanes`), so the
+//! answer takes milliseconds whatever the deployment does.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::config::App;
+use crate::plan::Modifiers;
+use crate::server::{Metrics, Shared};
+use crate::sources::{self, BodyError, Source, Verdict};
+use crate::store::{Inserted, NewDelivery, now_ms, status};
+
+/// Headers never stored: they may carry credentials of their own.
+const UNSTORED_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// The one answer for an unknown app and a wrong token, so apps cannot be probed.
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "not found"})),
+    )
+        .into_response()
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Finds the app whose name and token match, comparing the token in constant time. An unknown
+/// app is compared against a dummy token so both failures take the same path.
+fn authenticate<'a>(shared: &'a Shared, app: &str, token: &str) -> Option<&'a App> {
+    let found = shared.config.apps.get(app);
+    let expected = found
+        .map(|a| a.token.expose())
+        .unwrap_or("-no-such-app-token-");
+    let ok: bool = expected.as_bytes().ct_eq(token.as_bytes()).into();
+    found.filter(|_| ok)
+}
+
+pub async fn hook(
+    State(shared): State<Arc<Shared>>,
+    Path((app_name, token)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(app) = authenticate(&shared, &app_name, &token) else {
+        Metrics::count(&shared.metrics.not_found);
+        return not_found();
+    };
+    let limit = shared.config.server.body_limit;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than the limit of {limit} bytes (server.body_limit)"),
+        )
+    };
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            // `to_bytes` reports an over-limit body as a length-limit error in its source chain.
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                return too_large();
+            }
+            return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
+        }
+    };
+
+    // Registries that send nothing recognisable (Docker Hub, Harbor, Quay) are named in the
+    // hook URL: `?source=dockerhub`.
+    let hint = query.as_deref().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "source")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Some(h) = &hint
+        && Source::from_hint(h).is_none()
+    {
+        let known: Vec<&str> = Source::HINTABLE.iter().map(|s| s.as_str()).collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown source {h:?} in ?source= (one of: {})",
+                known.join(", ")
+            ),
+        );
+    }
+    let source = sources::detect_with_hint(&headers, hint.as_deref());
+    let event = sources::event_name(source, &headers);
+    let sender_id = sources::delivery_id(source, &headers);
+
+    let mut delivery = NewDelivery {
+        app: app.name.clone(),
+        source: source.as_str().to_string(),
+        event: event.clone(),
+        source_delivery_id: sender_id.clone(),
+        dedupe_key: None,
+        received_at: now_ms(),
+        verified: false,
+        status: status::RECEIVED,
+        error: None,
+        query: query.clone().filter(|q| !q.is_empty()),
+        headers: headers_json(&headers),
+        body,
+        replay_of: None,
+    };
+
+    // Verification (401) before anything else is read from the body.
+    let now_secs = delivery.received_at / 1000;
+    match sources::verify(source, &app.verify, &headers, &delivery.body, now_secs) {
+        Ok(Verdict::Verified(_)) => delivery.verified = true,
+        Ok(Verdict::Unverified) => {}
+        Err(e) => return reject(&shared, delivery, StatusCode::UNAUTHORIZED, e.to_string()).await,
+    }
+    if let Err(e) = sources::check_body(source, &headers, &delivery.body) {
+        let code = match e {
+            BodyError::ContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyError::Unreadable { .. } => StatusCode::BAD_REQUEST,
+        };
+        return reject(&shared, delivery, code, e.to_string()).await;
+    }
+
+    let modifiers = Modifiers::parse(query.as_deref().unwrap_or(""));
+    if let Err(message) = modifiers.validate(app) {
+        return reject(&shared, delivery, StatusCode::BAD_REQUEST, message).await;
+    }
+
+    delivery.dedupe_key = sender_id;
+    let verified = delivery.verified;
+    let is_ping = event.as_deref() == Some("ping");
+    match shared.intake.insert(delivery).await {
+        Ok(Inserted::New(id)) => {
+            Metrics::count(&shared.metrics.accepted);
+            tracing::info!(delivery = id, app = %app.name, source = source.as_str(), event = event.as_deref().unwrap_or(""), verified, "delivery accepted");
+            if is_ping {
+                return (
+                    StatusCode::OK,
+                    axum::Json(json!({"status": "pong", "delivery_id": id})),
+                )
+                    .into_response();
+            }
+            accepted(&shared.config.server.public_url, id)
+        }
+        Ok(Inserted::Duplicate(original)) => {
+            Metrics::count(&shared.metrics.duplicate);
+            tracing::info!(delivery = original, app = %app.name, source = source.as_str(), "duplicate delivery; nothing to do");
+            (
+                StatusCode::OK,
+                axum::Json(json!({"status": "duplicate", "delivery_id": original})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            Metrics::count(&shared.metrics.unavailable);
+            tracing::error!(app = %app.name, error = %e, "cannot store delivery; answering 503");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot store the delivery right now; retry later",
+            );
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    }
+}
+
+/// The 202 answer: the delivery is durable and will be planned.
+pub fn accepted(public_url: &str, id: i64) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({
+            "status": "accepted",
+            "delivery_id": id,
+            "status_url": format!("{public_url}/api/v1/deliveries/{id}"),
+        })),
+    )
+        .into_response()
+}
+
+/// Records a refused delivery (so the user can see why their webhook failed) and answers.
+async fn reject(
+    shared: &Shared,
+    mut delivery: NewDelivery,
+    code: StatusCode,
+    message: String,
+) -> Response {
+    Metrics::count(&shared.metrics.rejected);
+    tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %message, "delivery rejected");
+    delivery.status = status::REJECTED;
+    delivery.error = Some(message.clone());
+    delivery.dedupe_key = None;
+    if let Err(e) = shared.intake.insert(delivery).await {
+        tracing::warn!(error = %e, "cannot record rejected delivery");
+    }
+    error(code, message)
+}
+
+/// The request's headers as a JSON object (lower-case names; repeated headers joined by ", ").
+fn headers_json(headers: &HeaderMap) -> String {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        if UNSTORED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match map.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                map.insert(name.as_str().to_string(), serde_json::Value::String(value));
+            }
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}

@@ -1,0 +1,37 @@
+//! ferry: a self-hosted continuous-deployment server.
+//!
+//! Every app gets a secret redeploy hook URL. A request to it is verified, stored durably and
+//! answered at once; in the background it is parsed, planned and deployed. The map (see also
+//! `ARCHITECTURE.md`):
+//!
+//! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
+//! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
+//! - [`ingress`]: `POST /hooks/APP/TOKEN` — authenticate, verify, store, answer. Nothing else.
+//! - [`sources`]: one file per sender: detection, signature verification, payload → event.
+//! - [`store`]: SQLite; group commit for deliveries; the only module that knows SQL.
+//! - [`planner`]: background task: stored deliveries → deployments, using [`plan`]'s rules.
+//! - [`plan`]: pure planning rules (Cloud 66 semantics, modifiers, staleness).
+//! - [`retention`]: prunes deliveries, deployments and logs older than `server.keep`.
+//! - [`lanes`]: one deployment at a time per service; bursts collapse to the newest.
+//! - [`executors`]: how a deployment runs (`command`: argv, process group, timeout).
+//! - [`deploylog`]: per-deployment log files with timestamped lines.
+//! - [`api`]: the JSON API under `/api/v1` and health endpoints.
+//! - [`cli`]: command-line parsing and the client commands.
+//! - [`logging`]: ferry's own structured logs (text or JSON).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod deploylog;
+pub mod executors;
+pub mod ingress;
+pub mod lanes;
+pub mod logging;
+pub mod plan;
+pub mod planner;
+pub mod retention;
+pub mod server;
+pub mod sources;
+pub mod store;
+
+pub use server::serve;

@@ -1,0 +1,562 @@
+//! Planning rules: which services an event deploys, to which version, and why not.
+//!
+//! Pure functions, no I/O: the planner task (`crate::planner`) gathers the inputs (the app's
+//! config, the parsed event, the hook URL's modifiers, what each service already has) and stores
+//! the result. The rules follow Cloud 66 redeploy hooks:
+//! - a payload with git information deploys only git services whose repo and branch match;
+//! - a payload without it redeploys every service (or those chosen by the modifiers);
+//! - `?services=`, `?deployment_profile=` and `?git_ref=` narrow or steer that;
+//! - an event older than what a service has deployed or queued is skipped as stale.
+
+use crate::config::App;
+use crate::sources::{Event, GitPush, GitRef, Source};
+use crate::store::{NewDeployment, state};
+
+/// The hook URL's query modifiers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modifiers {
+    pub services: Option<Vec<String>>,
+    pub profile: Option<String>,
+    pub git_ref: Option<String>,
+}
+
+impl Modifiers {
+    /// Reads `services`, `deployment_profile` and `git_ref` from a raw query string (`+` and
+    /// `%20` both decode to a space). Other parameters are ignored.
+    pub fn parse(query: &str) -> Modifiers {
+        let mut m = Modifiers::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let v = v.trim().to_string();
+            match k.as_ref() {
+                "services" => {
+                    let list: Vec<String> = v
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    if !list.is_empty() {
+                        m.services = Some(list);
+                    }
+                }
+                "deployment_profile" if !v.is_empty() => m.profile = Some(v),
+                "git_ref" if !v.is_empty() => m.git_ref = Some(v),
+                _ => {}
+            }
+        }
+        m
+    }
+
+    /// Checks the modifiers against the app: unknown services or profiles are an error that
+    /// names them.
+    pub fn validate(&self, app: &App) -> Result<(), String> {
+        if let Some(p) = &self.profile
+            && !app.profiles.contains_key(p)
+        {
+            return Err(format!("app {} has no deployment profile {p:?}", app.name));
+        }
+        if let Some(list) = &self.services {
+            let unknown: Vec<&str> = list
+                .iter()
+                .filter(|s| !app.services.contains_key(s.as_str()))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                return Err(format!(
+                    "app {} has no service {} (services: {})",
+                    app.name,
+                    unknown.join(", "),
+                    app.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the modifiers as a query string (for manual deploys, stored like a hook URL's).
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(s) = &self.services {
+            q.append_pair("services", &s.join(","));
+        }
+        if let Some(p) = &self.profile {
+            q.append_pair("deployment_profile", p);
+        }
+        if let Some(r) = &self.git_ref {
+            q.append_pair("git_ref", r);
+        }
+        q.finish()
+    }
+}
+
+/// What each service already holds: the newest event time it has deployed, runs or has queued,
+/// and the deployment holding it.
+pub trait History {
+    fn newest(&self, service: &str) -> Option<(i64, i64)>;
+}
+
+impl<F: Fn(&str) -> Option<(i64, i64)>> History for F {
+    fn newest(&self, service: &str) -> Option<(i64, i64)> {
+        self(service)
+    }
+}
+
+/// Plans one delivery. Returns the deployments to record (queued or skipped) or an error that
+/// deploys nothing (e.g. a profile that no longer exists).
+pub fn plan(
+    app: &App,
+    source: Source,
+    event: &Event,
+    m: &Modifiers,
+    history: &dyn History,
+) -> Result<Vec<NewDeployment>, String> {
+    m.validate(app)?;
+    // TODO(issue 5): plan image services
+    if matches!(event, Event::Ping | Event::Ignored(_) | Event::ImagePush(_)) {
+        return Ok(Vec::new());
+    }
+    let selected: Vec<&str> = app
+        .services
+        .keys()
+        .map(String::as_str)
+        .filter(|s| {
+            m.profile
+                .as_ref()
+                .is_none_or(|p| app.profiles[p].services.iter().any(|x| x == s))
+        })
+        .filter(|s| m.services.as_ref().is_none_or(|l| l.iter().any(|x| x == s)))
+        .collect();
+
+    let mut out = Vec::new();
+    for name in selected {
+        let svc = &app.services[name];
+        let mut d = NewDeployment {
+            app: app.name.clone(),
+            service: name.to_string(),
+            state: state::QUEUED,
+            source: source.as_str().to_string(),
+            event: event.name(source).to_string(),
+            profile: m.profile.clone(),
+            ..NewDeployment::default()
+        };
+        if let Some(g) = &svc.git {
+            d.git_repo = Some(g.repo.clone());
+            d.git_branch = g.branch.clone();
+            d.git_ref = m.git_ref.clone().or_else(|| g.branch.clone());
+        }
+        let mut forced = false;
+        match event {
+            Event::Push(changes) => match &svc.git {
+                None => {
+                    let repo = changes.first().map(|c| c.repo.as_str()).unwrap_or("?");
+                    d.skip(format!(
+                        "push to {repo}: service {name} does not follow a git repository"
+                    ));
+                }
+                Some(g) => {
+                    let in_repo: Vec<&GitPush> = changes
+                        .iter()
+                        .filter(|c| g.repo.eq_ignore_ascii_case(&c.repo))
+                        .collect();
+                    // The change this service follows; the newest if several match.
+                    let followed = in_repo
+                        .iter()
+                        .filter(|c| m.git_ref.is_some() || follows(g, &c.git_ref))
+                        .max_by_key(|c| c.time);
+                    match (in_repo.first(), followed) {
+                        (None, _) => {
+                            let repo = changes.first().map(|c| c.repo.as_str()).unwrap_or("?");
+                            d.skip(format!("push to {repo}; service {name} follows {}", g.repo));
+                        }
+                        (_, Some(c)) if c.deleted => {
+                            d.skip(format!("{} was deleted; nothing to deploy", c.full_ref));
+                        }
+                        (_, Some(_)) if m.git_ref.is_some() => {
+                            // The URL names the ref to deploy; the push only triggers it.
+                        }
+                        (_, Some(c)) => {
+                            d.git_ref = Some(c.full_ref.clone());
+                            d.git_branch = match &c.git_ref {
+                                GitRef::Branch(b) => Some(b.clone()),
+                                _ => None,
+                            };
+                            d.git_commit = c.commit.clone();
+                            d.event_time = c.time;
+                            forced = c.forced;
+                        }
+                        (Some(_), None) => {
+                            let what: Vec<String> = in_repo.iter().map(|c| describe(c)).collect();
+                            d.skip(format!(
+                                "{}; service {name} follows {}",
+                                what.join(", "),
+                                g.follows()
+                            ));
+                        }
+                    }
+                }
+            },
+            Event::Redeploy { time } => d.event_time = *time,
+            Event::Ping | Event::Ignored(_) | Event::ImagePush(_) => {
+                unreachable!("returned above")
+            }
+        }
+        // A forced push rewrote history on purpose: it is never stale.
+        if d.state == state::QUEUED
+            && !forced
+            && let Some(t) = d.event_time
+            && let Some((newest, by)) = history.newest(name)
+            && newest > t
+        {
+            d.skip(format!(
+                "stale: event time {} is older than {} of deployment {by}",
+                fmt_ms(t),
+                fmt_ms(newest)
+            ));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// Whether a service's git policy follows a pushed ref.
+fn follows(g: &crate::config::GitSpec, r: &GitRef) -> bool {
+    match r {
+        GitRef::Branch(b) => g.branch.as_deref() == Some(b.as_str()),
+        GitRef::Tag(t) => g.tags.as_ref().is_some_and(|p| p.matches(t)),
+        GitRef::Other(_) => false,
+    }
+}
+
+fn describe(c: &GitPush) -> String {
+    let what = match &c.git_ref {
+        GitRef::Branch(b) => format!("push to branch {b}"),
+        GitRef::Tag(t) => format!("push of tag {t}"),
+        GitRef::Other(r) => format!("push to {r}"),
+    };
+    if c.deleted {
+        format!("{what} (deleted)")
+    } else {
+        what
+    }
+}
+
+impl NewDeployment {
+    fn skip(&mut self, reason: String) {
+        self.state = state::SKIPPED;
+        self.reason = Some(reason);
+    }
+}
+
+/// Formats unix milliseconds as RFC 3339 (UTC).
+pub fn fmt_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config;
+
+    fn app() -> App {
+        let text = r#"
+[apps.shop]
+token = "tok-0123456789abcdef"
+[apps.shop.services.web]
+git = { repo = "Acme/Shop", branch = "main" }
+command = ["x"]
+[apps.shop.services.api]
+git = { repo = "acme/api", branch = "main" }
+command = ["x"]
+[apps.shop.services.worker]
+command = ["x"]
+[apps.shop.services.site]
+git = { repo = "acme/shop", tags = "v*" }
+command = ["x"]
+[apps.shop.profiles."quick fix"]
+services = ["web", "worker"]
+"#;
+        config::parse(text, Path::new("f.toml"), &|_| None)
+            .unwrap()
+            .apps
+            .remove("shop")
+            .unwrap()
+    }
+
+    fn change(repo: &str, r: &str, time: Option<i64>) -> GitPush {
+        GitPush {
+            repo: repo.into(),
+            full_ref: r.into(),
+            git_ref: GitRef::parse(r),
+            commit: Some("c0ffee".into()),
+            time,
+            deleted: false,
+            forced: false,
+        }
+    }
+
+    fn push(repo: &str, r: &str, time: Option<i64>) -> Event {
+        Event::Push(vec![change(repo, r, time)])
+    }
+
+    fn none(_: &str) -> Option<(i64, i64)> {
+        None
+    }
+
+    /// Plans and renders "service state reason" lines, one per deployment.
+    fn check(event: Event, query: &str, history: &dyn History, expect: &[&str]) {
+        let m = Modifiers::parse(query);
+        let got: Vec<String> = plan(&app(), Source::Github, &event, &m, history)
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {}",
+                    d.service,
+                    d.state,
+                    d.reason.clone().unwrap_or_default()
+                )
+                .trim_end()
+                .to_string()
+            })
+            .collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn push_deploys_only_matching_git_services() {
+        check(
+            push("acme/shop", "refs/heads/main", Some(10)),
+            "",
+            &none,
+            &[
+                "api skipped push to acme/shop; service api follows acme/api",
+                "site skipped push to branch main; service site follows tags v*",
+                "web queued",
+                "worker skipped push to acme/shop: service worker does not follow a git repository",
+            ],
+        );
+    }
+
+    #[test]
+    fn push_to_other_branch_or_tag_is_skipped_with_reason() {
+        check(
+            push("acme/shop", "refs/heads/dev", None),
+            "services=web",
+            &none,
+            &["web skipped push to branch dev; service web follows branch main"],
+        );
+        check(
+            push("acme/shop", "refs/tags/v1", None),
+            "services=web",
+            &none,
+            &["web skipped push of tag v1; service web follows branch main"],
+        );
+    }
+
+    #[test]
+    fn deleted_branch_deploys_nothing() {
+        let mut p = change("acme/shop", "refs/heads/main", None);
+        p.deleted = true;
+        check(
+            Event::Push(vec![p]),
+            "services=web",
+            &none,
+            &["web skipped refs/heads/main was deleted; nothing to deploy"],
+        );
+    }
+
+    #[test]
+    fn no_git_info_redeploys_all_or_selected() {
+        let redeploy = || Event::Redeploy { time: None };
+        check(
+            redeploy(),
+            "",
+            &none,
+            &["api queued", "site queued", "web queued", "worker queued"],
+        );
+        check(
+            redeploy(),
+            "services=api,worker",
+            &none,
+            &["api queued", "worker queued"],
+        );
+        check(
+            redeploy(),
+            "deployment_profile=quick+fix",
+            &none,
+            &["web queued", "worker queued"],
+        );
+        check(
+            redeploy(),
+            "deployment_profile=quick%20fix&services=worker",
+            &none,
+            &["worker queued"],
+        );
+    }
+
+    #[test]
+    fn git_ref_modifier_steers_git_services() {
+        let m = Modifiers::parse("git_ref=v2.0&services=web");
+        let d = plan(
+            &app(),
+            Source::Generic,
+            &Event::Redeploy { time: None },
+            &m,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].git_ref.as_deref(), Some("v2.0"));
+        // A push to another branch with git_ref still deploys the named ref.
+        let d = plan(
+            &app(),
+            Source::Github,
+            &push("acme/shop", "refs/heads/dev", None),
+            &Modifiers::parse("git_ref=release&services=web"),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(d[0].state, state::QUEUED);
+        assert_eq!(d[0].git_ref.as_deref(), Some("release"));
+    }
+
+    #[test]
+    fn older_event_is_stale() {
+        let history = |s: &str| (s == "web").then_some((20_000, 7));
+        check(
+            push("acme/shop", "refs/heads/main", Some(10_000)),
+            "services=web",
+            &history,
+            &[
+                "web skipped stale: event time 1970-01-01T00:00:10Z is older than 1970-01-01T00:00:20Z of deployment 7",
+            ],
+        );
+        // Same time or newer is not stale; events without a time never are.
+        check(
+            push("acme/shop", "refs/heads/main", Some(20_000)),
+            "services=web",
+            &history,
+            &["web queued"],
+        );
+        check(
+            push("acme/shop", "refs/heads/main", None),
+            "services=web",
+            &history,
+            &["web queued"],
+        );
+    }
+
+    #[test]
+    fn forced_push_is_never_stale_and_timed_redeploy_is() {
+        let history = |s: &str| (s == "web").then_some((20_000, 7));
+        let mut c = change("acme/shop", "refs/heads/main", Some(10_000));
+        c.forced = true;
+        check(
+            Event::Push(vec![c]),
+            "services=web",
+            &history,
+            &["web queued"],
+        );
+        check(
+            Event::Redeploy { time: Some(5_000) },
+            "services=web",
+            &history,
+            &[
+                "web skipped stale: event time 1970-01-01T00:00:05Z is older than 1970-01-01T00:00:20Z of deployment 7",
+            ],
+        );
+    }
+
+    #[test]
+    fn tags_deploy_services_that_follow_them() {
+        let d = plan(
+            &app(),
+            Source::Gitlab,
+            &push("acme/shop", "refs/tags/v1.4.2", Some(1)),
+            &Modifiers::default(),
+            &none,
+        )
+        .unwrap();
+        let site = d.iter().find(|d| d.service == "site").unwrap();
+        assert_eq!(site.state, state::QUEUED);
+        assert_eq!(site.git_ref.as_deref(), Some("refs/tags/v1.4.2"));
+        assert_eq!(site.git_branch, None);
+        check(
+            push("acme/shop", "refs/tags/rc-1", None),
+            "services=site",
+            &none,
+            &["site skipped push of tag rc-1; service site follows tags v*"],
+        );
+    }
+
+    #[test]
+    fn multi_change_push_picks_the_followed_ref() {
+        let mut gone = change("acme/shop", "refs/heads/old", None);
+        gone.deleted = true;
+        let ev = Event::Push(vec![
+            change("acme/shop", "refs/heads/dev", Some(3)),
+            change("acme/shop", "refs/tags/v2", Some(2)),
+            change("acme/shop", "refs/heads/main", Some(1)),
+            gone,
+        ]);
+        check(
+            ev,
+            "services=web,site,api",
+            &none,
+            &[
+                "api skipped push to acme/shop; service api follows acme/api",
+                "site queued",
+                "web queued",
+            ],
+        );
+        let mut del = change("acme/shop", "refs/heads/main", None);
+        del.deleted = true;
+        check(
+            Event::Push(vec![change("acme/shop", "refs/heads/dev", None), del]),
+            "services=web",
+            &none,
+            &["web skipped refs/heads/main was deleted; nothing to deploy"],
+        );
+    }
+
+    #[test]
+    fn unknown_modifiers_are_errors() {
+        let a = app();
+        assert!(
+            Modifiers::parse("services=web,nope")
+                .validate(&a)
+                .unwrap_err()
+                .contains("nope")
+        );
+        assert!(
+            Modifiers::parse("deployment_profile=x")
+                .validate(&a)
+                .unwrap_err()
+                .contains("\"x\"")
+        );
+        assert!(Modifiers::parse("other=1&services=").validate(&a).is_ok());
+    }
+
+    #[test]
+    fn ping_and_ignored_events_deploy_nothing() {
+        check(Event::Ping, "", &none, &[]);
+        check(Event::Ignored("issues".into()), "", &none, &[]);
+    }
+
+    #[test]
+    fn modifiers_round_trip() {
+        let m = Modifiers {
+            services: Some(vec!["a".into(), "b".into()]),
+            profile: Some("quick fix".into()),
+            git_ref: Some("v1".into()),
+        };
+        assert_eq!(Modifiers::parse(&m.to_query()), m);
+    }
+}

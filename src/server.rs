@@ -1,0 +1,234 @@
+//! The server: wires store, planner, lanes and HTTP together, and shuts them down in order.
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future (as mini-redis does), so tests
+//! and `main` start it the same way. Start-up recovers from a crash before taking requests:
+//! deployments left `running` become `interrupted` (and are queued again), and the planner's
+//! first pass plans deliveries that were acknowledged but not yet planned.
+//!
+//! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
+//! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
+//! `interrupted`) and return.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{Intake, Store};
+use crate::{api, ingress, lanes, planner, retention};
+
+/// What request handlers share.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub intake: Intake,
+    pub metrics: Metrics,
+}
+
+/// Counters of hook answers, by outcome, for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub accepted: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub rejected: AtomicU64,
+    pub not_found: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// The HTTP routes, for a given shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/hooks/{app}/{token}", post(ingress::hook))
+        // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .merge(api::router(shared.clone()))
+        .with_state(shared)
+}
+
+/// Opens the store. While it cannot be opened (a read-only or full data dir, a missing mount),
+/// ferry still listens and answers every request 503 with the reason, so senders retry and
+/// load balancers see `/readyz` fail; it retries every two seconds. Returns `None` if asked to
+/// stop first.
+async fn open_store(
+    listener: &TcpListener,
+    data_dir: &std::path::Path,
+    stopping: &CancellationToken,
+) -> Result<Option<(Store, Intake)>, ServerError> {
+    let first = match Store::open(data_dir).await {
+        Ok(opened) => return Ok(Some(opened)),
+        Err(e) => e,
+    };
+    let reason = format!(
+        "the store in {} cannot be opened: {first}; retrying",
+        data_dir.display()
+    );
+    tracing::error!(addr = %listener.local_addr()?, "{reason}");
+    tracing::info!(addr = %listener.local_addr()?, "listening (degraded: answering 503 until the store opens)");
+    // A second handle on the same socket serves 503s meanwhile; the real server takes over
+    // the original once the store opens, and connections wait in the backlog in between.
+    let degraded = TcpListener::from_std(listener_clone(listener)?)?;
+    let opened_or_stopping = CancellationToken::new();
+    let unavailable = {
+        let reason = reason.clone();
+        Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .fallback(move || {
+                let reason = reason.clone();
+                async move {
+                    let mut r = (
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({ "error": reason })),
+                    )
+                        .into_response();
+                    r.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("5"),
+                    );
+                    r
+                }
+            })
+    };
+    let server = tokio::spawn(
+        axum::serve(degraded, unavailable)
+            .with_graceful_shutdown(opened_or_stopping.clone().cancelled_owned())
+            .into_future(),
+    );
+    let opened = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stopping.cancelled() => break None,
+        }
+        match Store::open(data_dir).await {
+            Ok(opened) => {
+                tracing::info!("store opened; leaving degraded mode");
+                break Some(opened);
+            }
+            Err(e) => tracing::debug!(error = %e, "store still unavailable"),
+        }
+    };
+    opened_or_stopping.cancel();
+    let _ = server.await;
+    Ok(opened)
+}
+
+fn listener_clone(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let fd: OwnedFd = listener.as_fd().try_clone_to_owned()?;
+    let std_listener = std::net::TcpListener::from(fd);
+    std_listener.set_nonblocking(true)?;
+    Ok(std_listener)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let data_dir = &config.server.data_dir;
+    // One token for both phases below: the shutdown future can only be awaited once.
+    let stopping = CancellationToken::new();
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+    }
+    let addr = listener.local_addr()?;
+    let Some((store, intake)) = open_store(&listener, data_dir, &stopping).await? else {
+        tracing::info!("stopped before the store could be opened");
+        return Ok(());
+    };
+    match store
+        .recover_interrupted(config.server.retry_interrupted)
+        .await
+    {
+        Ok(list) => {
+            for (id, retry) in list {
+                tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted by a previous stop");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
+    }
+
+    let lanes_wake = Arc::new(Notify::new());
+    let planner_stop = CancellationToken::new();
+    let lanes_stop = CancellationToken::new();
+    let lanes_kill = CancellationToken::new();
+    let planner = tokio::spawn(planner::run(
+        config.clone(),
+        store.clone(),
+        intake.committed.clone(),
+        lanes_wake.clone(),
+        planner_stop.clone(),
+    ));
+    // Queued deployments left from before a restart start at once.
+    lanes_wake.notify_one();
+    let mut lanes = tokio::spawn(lanes::run(
+        Arc::new(lanes::Context {
+            config: config.clone(),
+            store: store.clone(),
+        }),
+        lanes_wake,
+        lanes_stop.clone(),
+        lanes_kill.clone(),
+    ));
+
+    let retention = config.server.keep.map(|keep| {
+        tokio::spawn(retention::run(
+            store.clone(),
+            config.server.data_dir.clone(),
+            keep,
+            planner_stop.clone(),
+        ))
+    });
+
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        store,
+        intake,
+        metrics: Metrics::default(),
+    });
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(stopping.cancelled_owned())
+        .await?;
+
+    tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
+    planner_stop.cancel();
+    lanes_stop.cancel();
+    if tokio::time::timeout(config.server.shutdown_grace, &mut lanes)
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: cancelling running deployments");
+        lanes_kill.cancel();
+        let _ = lanes.await;
+    }
+    let _ = planner.await;
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

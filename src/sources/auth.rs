@@ -1,0 +1,83 @@
+//! `Authorization` credentials as a verification scheme: `Bearer <token>` or `Basic
+//! base64(user:password)`, as container registries, Harbor and Alertmanager send them.
+//! Compared in constant time against every configured credential.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::HeaderMap;
+use subtle::ConstantTimeEq;
+
+use super::{VerifyError, header};
+use crate::config::Secret;
+
+const HEADER: &str = "Authorization";
+
+fn any_equal(candidates: &[Secret], given: &[u8]) -> bool {
+    candidates.iter().fold(false, |acc, c| {
+        acc | bool::from(c.expose().as_bytes().ct_eq(given))
+    })
+}
+
+/// Returns the scheme that matched (`bearer` or `basic`).
+pub fn verify(
+    bearer: &[Secret],
+    basic: &[Secret],
+    headers: &HeaderMap,
+) -> Result<&'static str, VerifyError> {
+    let value = header(headers, HEADER).ok_or_else(|| VerifyError::Missing {
+        header: HEADER.into(),
+    })?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    let mismatch = || VerifyError::Mismatch {
+        header: HEADER.into(),
+    };
+    if scheme.eq_ignore_ascii_case("bearer") && !bearer.is_empty() {
+        return any_equal(bearer, rest.as_bytes())
+            .then_some("bearer")
+            .ok_or_else(mismatch);
+    }
+    if scheme.eq_ignore_ascii_case("basic") && !basic.is_empty() {
+        let decoded = STANDARD.decode(rest).map_err(|_| VerifyError::Malformed {
+            header: HEADER.into(),
+            why: "Basic credentials are not base64".into(),
+        })?;
+        return any_equal(basic, &decoded)
+            .then_some("basic")
+            .ok_or_else(mismatch);
+    }
+    Err(mismatch())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_and_basic() {
+        let bearer = [Secret::new("reg-token")];
+        let basic = [Secret::new("alice:s3cret")];
+        assert_eq!(
+            verify(&bearer, &basic, &h("Bearer reg-token")),
+            Ok("bearer")
+        );
+        assert!(verify(&bearer, &basic, &h("Bearer other")).is_err());
+        // "alice:s3cret" in base64
+        assert_eq!(
+            verify(&bearer, &basic, &h("Basic YWxpY2U6czNjcmV0")),
+            Ok("basic")
+        );
+        assert!(verify(&bearer, &basic, &h("Basic YWxpY2U6d3Jvbmc=")).is_err());
+        assert!(verify(&bearer, &[], &h("Basic YWxpY2U6czNjcmV0")).is_err());
+        assert!(matches!(
+            verify(&bearer, &basic, &HeaderMap::new()),
+            Err(VerifyError::Missing { .. })
+        ));
+    }
+}

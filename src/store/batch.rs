@@ -1,0 +1,183 @@
+//! Group commit for hook deliveries.
+//!
+//! A hook request may answer 2xx only once its delivery is on disk, and one fsync per request
+//! would cap ferry at the disk's fsync rate. So requests hand their delivery to one writer task
+//! ([`Intake::insert`]); the writer takes everything that is waiting, writes it in one
+//! transaction (one fsync), and answers each request. Under load batches grow by themselves; when
+//! idle a batch is a single delivery and adds no delay.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqliteConnectOptions;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::StoreError;
+
+/// Most deliveries written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A delivery as a hook request hands it to the store.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub app: String,
+    pub source: String,
+    pub event: Option<String>,
+    pub source_delivery_id: Option<String>,
+    /// `Some` for accepted deliveries with a sender id: a second one with the same key (per app)
+    /// is a duplicate. Rejected deliveries have none, so they never block a good retry.
+    pub dedupe_key: Option<String>,
+    pub received_at: i64,
+    pub verified: bool,
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub query: Option<String>,
+    pub headers: String,
+    pub body: Bytes,
+    pub replay_of: Option<i64>,
+}
+
+/// What happened to a delivery handed to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored under this id.
+    New(i64),
+    /// Same dedupe key as this earlier delivery; nothing stored.
+    Duplicate(i64),
+}
+
+type Job = (NewDelivery, oneshot::Sender<Result<Inserted, StoreError>>);
+
+/// The handle hook requests use to store deliveries. Cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Job>,
+    /// Woken after every commit that stored something new: the planner waits on it.
+    pub committed: Arc<Notify>,
+}
+
+impl Intake {
+    /// Stores a delivery durably (committed and fsync'd) before returning.
+    pub async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((delivery, done))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+pub(super) fn start(conn: SqliteConnection, options: SqliteConnectOptions) -> Intake {
+    let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+    let committed = Arc::new(Notify::new());
+    tokio::spawn(writer(
+        Writer {
+            conn: Some(conn),
+            options,
+        },
+        rx,
+        committed.clone(),
+    ));
+    Intake { tx, committed }
+}
+
+/// The writer's connection. After any failed write it is thrown away and opened afresh: a
+/// COMMIT that failed (disk full, I/O error) can leave SQLite and sqlx disagreeing about the
+/// open transaction, and later "commits" on that connection would only release savepoints
+/// — acknowledged but never written. A fresh connection cannot carry such state.
+struct Writer {
+    conn: Option<SqliteConnection>,
+    options: SqliteConnectOptions,
+}
+
+impl Writer {
+    async fn write(&mut self, jobs: &[Job]) -> Result<Vec<Inserted>, StoreError> {
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => self
+                .conn
+                .insert(<SqliteConnection as sqlx::Connection>::connect_with(&self.options).await?),
+        };
+        let result = write_batch(conn, jobs).await;
+        if result.is_err()
+            && let Some(c) = self.conn.take()
+        {
+            let _ = sqlx::Connection::close(c).await;
+        }
+        result
+    }
+}
+
+async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, committed: Arc<Notify>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let results = match w.write(&jobs).await {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, size = jobs.len(), "batch commit failed; writing one by one");
+                // One bad delivery must not fail the others: retry each on its own.
+                let mut results = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    let one = w.write(std::slice::from_ref(job)).await;
+                    results.push(one.map(|mut r| r.remove(0)));
+                }
+                results
+            }
+        };
+        if results.iter().any(|r| matches!(r, Ok(Inserted::New(_)))) {
+            committed.notify_one();
+        }
+        for ((_, done), result) in jobs.drain(..).zip(results) {
+            // The request may have gone away; its delivery is stored all the same.
+            let _ = done.send(result);
+        }
+    }
+}
+
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    jobs: &[Job],
+) -> Result<Vec<Inserted>, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (d, _) in jobs {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, replay_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(&d.app)
+        .bind(&d.source)
+        .bind(&d.event)
+        .bind(&d.source_delivery_id)
+        .bind(&d.dedupe_key)
+        .bind(d.received_at)
+        .bind(d.verified)
+        .bind(d.status)
+        .bind(&d.error)
+        .bind(&d.query)
+        .bind(&d.headers)
+        .bind(d.body.as_ref())
+        .bind(d.replay_of)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match id {
+            Some(id) => out.push(Inserted::New(id)),
+            None => {
+                let original: i64 = sqlx::query_scalar(
+                    "SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2",
+                )
+                .bind(&d.app)
+                .bind(&d.dedupe_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                out.push(Inserted::Duplicate(original));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}

@@ -1,0 +1,615 @@
+//! The store: every delivery and deployment, in SQLite (WAL, synchronous commits).
+//!
+//! Only this module knows SQL. Hook requests write through [`batch`] (group commit: concurrent
+//! deliveries share one transaction and so one fsync); everything else (planner, lanes, API) uses
+//! the small connection pool here. Times are unix milliseconds in the database.
+
+pub mod batch;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+pub use batch::{Inserted, Intake, NewDelivery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+/// Deployment states, as stored and as shown in the API.
+pub mod state {
+    pub const QUEUED: &str = "queued";
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const TIMED_OUT: &str = "timed_out";
+    pub const CANCELLED: &str = "cancelled";
+    pub const SUPERSEDED: &str = "superseded";
+    pub const SKIPPED: &str = "skipped";
+    pub const INTERRUPTED: &str = "interrupted";
+}
+
+/// Delivery statuses.
+pub mod status {
+    pub const RECEIVED: &str = "received";
+    pub const PLANNED: &str = "planned";
+    pub const REJECTED: &str = "rejected";
+}
+
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A delivery as stored (without its body, which list calls do not need).
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub app: String,
+    pub source: String,
+    pub event: Option<String>,
+    pub source_delivery_id: Option<String>,
+    pub received_at: i64,
+    pub verified: bool,
+    pub status: String,
+    pub error: Option<String>,
+    pub query: Option<String>,
+    pub replay_of: Option<i64>,
+}
+
+/// A delivery with everything needed to plan or replay it.
+#[derive(Debug, Clone)]
+pub struct FullDelivery {
+    pub delivery: Delivery,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub app: String,
+    pub service: String,
+    pub delivery_id: i64,
+    pub state: String,
+    pub reason: Option<String>,
+    pub source: String,
+    pub event: String,
+    pub git_repo: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_ref: Option<String>,
+    pub git_commit: Option<String>,
+    pub event_time: Option<i64>,
+    pub profile: Option<String>,
+    pub attempt: i64,
+    pub retry_of: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A deployment the planner decided on: queued, or skipped with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewDeployment {
+    pub app: String,
+    pub service: String,
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub source: String,
+    pub event: String,
+    pub git_repo: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_ref: Option<String>,
+    pub git_commit: Option<String>,
+    pub event_time: Option<i64>,
+    pub profile: Option<String>,
+}
+
+/// Filters and paging of the list calls: newest first, `before` an id.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub app: Option<String>,
+    pub service: Option<String>,
+    pub state: Option<String>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, attempt, retry_of, exit_code, created_at, started_at, finished_at";
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+    /// Returns the store and the group-commit writer for hook requests.
+    pub async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join("ferry.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk when it returns; that is what "durable before
+            // acknowledged" rests on. Group commit keeps the cost at one fsync per batch.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            // A connection that comes back still inside a transaction (a COMMIT or ROLLBACK
+            // failed, e.g. on a full disk) is closed, never reused: see `batch::Writer`.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let store = Store { pool };
+        let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+        let intake = batch::start(writer, options);
+        Ok((store, intake))
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- deliveries -------------------------------------------------------------------------
+
+    pub async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body FROM deliveries WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| full_delivery(&row)).transpose()
+    }
+
+    pub async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
+        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of FROM deliveries";
+        // One statement per filter shape, so SQLite walks an index backwards from `before`
+        // instead of scanning: list calls stay flat however many deliveries are stored.
+        let before = f.before.unwrap_or(i64::MAX);
+        let rows = match &f.app {
+            Some(app) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE app = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                ));
+                sqlx::query_as::<_, Delivery>(sql)
+                    .bind(app)
+                    .bind(before)
+                    .bind(f.limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                ));
+                sqlx::query_as::<_, Delivery>(sql)
+                    .bind(before)
+                    .bind(f.limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Deliveries accepted but not yet planned, oldest first.
+    pub async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body FROM deliveries
+             WHERE status = 'received' ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(full_delivery).collect()
+    }
+
+    /// Records the plan of one delivery in one transaction: its deployments (a queued one
+    /// supersedes older queued ones of its service) and the delivery's new status.
+    pub async fn record_plan(
+        &self,
+        delivery_id: i64,
+        deployments: &[NewDeployment],
+        error: Option<&str>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(deployments.len());
+        for d in deployments {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, created_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?4 = 'queued' THEN NULL ELSE ?14 END)
+                 RETURNING id",
+            )
+            .bind(&d.app)
+            .bind(&d.service)
+            .bind(delivery_id)
+            .bind(d.state)
+            .bind(&d.reason)
+            .bind(&d.source)
+            .bind(&d.event)
+            .bind(&d.git_repo)
+            .bind(&d.git_branch)
+            .bind(&d.git_ref)
+            .bind(&d.git_commit)
+            .bind(d.event_time)
+            .bind(&d.profile)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if d.state == state::QUEUED {
+                supersede_older(&mut tx, &d.app, &d.service, id, now).await?;
+            }
+            ids.push(id);
+        }
+        sqlx::query(
+            "UPDATE deliveries SET status = 'planned', planned_at = ?2, error = ?3 WHERE id = ?1",
+        )
+        .bind(delivery_id)
+        .bind(now)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    // ---- deployments ------------------------------------------------------------------------
+
+    /// How many deployments are in each state (for `/metrics`).
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM deployments GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    pub async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn deployments(&self, f: &ListFilter) -> Result<Vec<Deployment>, StoreError> {
+        let before = f.before.unwrap_or(i64::MAX);
+        // As for deliveries: the leading filters match an index, the rest filter the walk.
+        let sql = match (&f.app, &f.service) {
+            (Some(_), Some(_)) => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+                 WHERE app = ?1 AND service = ?2 AND (?3 IS NULL OR state = ?3) AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            (Some(_), None) => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_app
+                 WHERE app = ?1 AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR state = ?3) AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            (None, _) => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+                 WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR state = ?3) AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+        };
+        Ok(sqlx::query_as::<_, Deployment>(sqlx::AssertSqlSafe(sql))
+            .bind(&f.app)
+            .bind(&f.service)
+            .bind(&f.state)
+            .bind(before)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Deployment ids per delivery for deliveries `lo..=hi` (one list page), in one query.
+    pub async fn deployment_ids_between(
+        &self,
+        lo: i64,
+        hi: i64,
+    ) -> Result<std::collections::HashMap<i64, Vec<i64>>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT delivery_id, id FROM deployments INDEXED BY deployments_delivery
+             WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY id",
+        )
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut map: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+        for (delivery, id) in rows {
+            map.entry(delivery).or_default().push(id);
+        }
+        Ok(map)
+    }
+
+    pub async fn deployment_ids_of(&self, delivery_id: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM deployments WHERE delivery_id = ?1 ORDER BY id")
+                .bind(delivery_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A service's newest deployment that was not skipped, for `ferry status`.
+    pub async fn latest_of(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state != 'skipped' ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A service's newest succeeded deployment: its current version.
+    pub async fn current_of(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = 'succeeded' ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The newest event time a service has deployed, is running or has queued: an event older
+    /// than this is stale. Returns that time and the deployment that holds it.
+    pub async fn newest_event_time(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
+             WHERE app = ?1 AND service = ?2 AND event_time IS NOT NULL
+               AND state IN ('queued', 'running', 'succeeded')
+             ORDER BY event_time DESC, id DESC LIMIT 1",
+        )
+        .bind(app)
+        .bind(service)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
+    }
+
+    /// All queued deployments, oldest first: the lanes' work.
+    pub async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'queued' ORDER BY id"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Moves a queued deployment to running, superseding any older queued one of its service.
+    /// Returns false if it was no longer queued.
+    pub async fn start(&self, d: &Deployment) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE deployments SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
+        )
+        .bind(d.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?;
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    /// Records how a deployment ended.
+    pub async fn finish(
+        &self,
+        id: i64,
+        state: &str,
+        reason: Option<&str>,
+        exit_code: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(reason)
+        .bind(exit_code)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// After a crash: deployments left `running` are marked `interrupted`, and each gets a new
+    /// queued attempt if it has attempts left. Returns (interrupted id, retry id) pairs.
+    pub async fn recover_interrupted(
+        &self,
+        retries: u32,
+    ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM deployments WHERE state = 'running' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push((id, self.interrupt(id, retries).await?));
+        }
+        Ok(out)
+    }
+
+    /// Marks a running deployment `interrupted` (ferry stopped while it ran) and, if it has
+    /// attempts left and no newer deployment of its service is queued, queues it again as a new
+    /// deployment with `retry_of` set. Returns the retry's id.
+    pub async fn interrupt(&self, id: i64, retries: u32) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE deployments SET state = 'interrupted', finished_at = ?2, reason = 'ferry stopped while this deployment ran'
+             WHERE id = ?1 AND state = 'running' RETURNING app, service, attempt",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let (app, service, attempt): (String, String, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let newer_queued: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM deployments WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id > ?3 LIMIT 1",
+        )
+        .bind(&app)
+        .bind(&service)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let retry = if attempt <= i64::from(retries) && newer_queued.is_none() {
+            let retry_id: i64 = sqlx::query_scalar(
+                "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, attempt, retry_of, created_at)
+                 SELECT app, service, delivery_id, 'queued', 'retry of interrupted deployment ' || id, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, attempt + 1, id, ?2
+                 FROM deployments WHERE id = ?1 RETURNING id",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            Some(retry_id)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(retry)
+    }
+}
+
+impl Store {
+    /// Deletes deliveries received before `cutoff` (unix ms) with their deployments, in small
+    /// transactions so hook requests are not held up. Kept regardless of age: deliveries not yet
+    /// planned, and those whose deployments are queued, running, or the current version of
+    /// their service. Returns the ids of the deleted deployments (their logs go too).
+    pub async fn prune(&self, cutoff: i64) -> Result<(usize, Vec<i64>), StoreError> {
+        let mut deliveries = 0;
+        let mut deployments = Vec::new();
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT d.id FROM deliveries d INDEXED BY deliveries_received
+                 WHERE d.received_at < ?1 AND d.status != 'received'
+                   AND NOT EXISTS (
+                     SELECT 1 FROM deployments p WHERE p.delivery_id = d.id AND (
+                       p.state IN ('queued', 'running')
+                       OR p.id = (SELECT MAX(c.id) FROM deployments c INDEXED BY deployments_service
+                                  WHERE c.app = p.app AND c.service = p.service AND c.state = 'succeeded')))
+                 ORDER BY d.received_at LIMIT 500",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                tx.commit().await?;
+                return Ok((deliveries, deployments));
+            }
+            for id in &ids {
+                let gone: Vec<i64> = sqlx::query_scalar(
+                    "DELETE FROM deployments WHERE delivery_id = ?1 RETURNING id",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                deployments.extend(gone);
+                // Replays point at their original; the link may dangle once it is pruned.
+                sqlx::query("UPDATE deliveries SET replay_of = NULL WHERE replay_of = ?1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM deliveries WHERE id = ?1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            deliveries += ids.len();
+        }
+    }
+}
+
+/// Marks queued deployments of a service older than `id` as superseded by it.
+async fn supersede_older(
+    tx: &mut SqliteConnection,
+    app: &str,
+    service: &str,
+    id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deployments SET state = 'superseded', reason = 'superseded by deployment ' || ?3, finished_at = ?4
+         WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3",
+    )
+    .bind(app)
+    .bind(service)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreError> {
+    use sqlx::FromRow;
+    Ok(FullDelivery {
+        delivery: Delivery::from_row(row)?,
+        headers: row.try_get("headers")?,
+        body: row.try_get("body")?,
+    })
+}

@@ -1,0 +1,13 @@
+//! Integration tests of "the spine": a real `ferry serve` per test, driven through its hook
+//! URL, its admin API and its CLI, exactly as users drive it. See `support.rs` for the harness.
+
+mod support;
+
+mod api_cli;
+mod config_cli;
+mod executor;
+mod intake;
+mod planning;
+mod restart;
+mod senders;
+mod storage;
