@@ -2,19 +2,21 @@
 //!
 //! It wakes after every group commit (and once at start, which is how deliveries acknowledged
 //! just before a crash get planned), reads unplanned deliveries oldest first, parses each with
-//! its source, applies the rules in `crate::plan`, and records the outcome in one transaction
-//! per delivery. It is the only writer of planning decisions, so two deliveries are never
-//! planned against the same history at once.
+//! its source, applies the rules in `crate::plan`, and records the outcomes of a batch in one
+//! transaction (one fsync for up to 64 deliveries). It is the only writer of planning
+//! decisions, so two deliveries are never planned against the same history at once.
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use std::collections::HashMap;
+
+use crate::config::{App, Config};
 use crate::plan::{self, Modifiers};
-use crate::sources::{self, Source};
-use crate::store::{FullDelivery, Store, StoreError, state};
+use crate::sources::{self, Event, Source};
+use crate::store::{FullDelivery, NewDeployment, Store, StoreError, state};
 
 pub async fn run(
     config: Arc<Config>,
@@ -42,35 +44,91 @@ pub async fn run(
     }
 }
 
+/// Deliveries planned in one transaction.
+const BATCH: i64 = 64;
+
 /// Plans every unplanned delivery; returns how many deployments were queued.
 async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreError> {
     let mut queued = 0;
     loop {
-        let batch = store.unplanned(100).await?;
+        let batch = store.unplanned(BATCH).await?;
         if batch.is_empty() {
             return Ok(queued);
         }
-        for d in &batch {
-            queued += plan_one(config, store, d).await?;
+        // Parsing is the slow part: do it before the transaction takes the write lock.
+        let parsed: Vec<_> = batch.iter().map(|d| parse(config, d)).collect();
+        let mut tx = store.begin_planning().await?;
+        let mut next_id = tx.next_deployment_id().await?;
+        // What each service already holds, for the staleness rule; kept up to date with the
+        // plans of this batch as they are made.
+        let mut newest: HashMap<(String, String), Option<(i64, i64)>> = HashMap::new();
+        let mut rows = Vec::new();
+        let mut statuses = Vec::with_capacity(batch.len());
+        let mut plans = Vec::with_capacity(batch.len());
+        for (d, p) in batch.iter().zip(parsed) {
+            let outcome = match p {
+                Ok(p) => {
+                    for name in p.app.services.keys() {
+                        let key = (p.app.name.clone(), name.clone());
+                        if !newest.contains_key(&key) {
+                            let n = tx.newest_event_time(&key.0, &key.1).await?;
+                            newest.insert(key, n);
+                        }
+                    }
+                    let history = |s: &str| {
+                        newest
+                            .get(&(p.app.name.clone(), s.to_string()))
+                            .copied()
+                            .flatten()
+                    };
+                    plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
+                }
+                Err(message) => Err(message),
+            };
+            let (deployments, error) = match outcome {
+                Ok(list) => (list, None),
+                Err(message) => (Vec::new(), Some(message)),
+            };
+            let first = next_id;
+            for dep in &deployments {
+                if dep.state == state::QUEUED
+                    && let Some(t) = dep.event_time
+                {
+                    let slot = newest
+                        .entry((dep.app.clone(), dep.service.clone()))
+                        .or_default();
+                    if slot.is_none_or(|(n, _)| t >= n) {
+                        *slot = Some((t, next_id));
+                    }
+                }
+                rows.push((next_id, d.delivery.id, dep.clone()));
+                next_id += 1;
+            }
+            statuses.push((d.delivery.id, error.clone()));
+            plans.push((first, deployments, error));
+        }
+        tx.record(&rows, &statuses).await?;
+        tx.commit().await?;
+        // Logged once durable, so the log never shows a plan that a crash then lost.
+        for (d, (first, deployments, error)) in batch.iter().zip(plans) {
+            queued += log_plan(d, first, &deployments, error.as_deref());
         }
     }
 }
 
-async fn plan_one(config: &Config, store: &Store, d: &FullDelivery) -> Result<usize, StoreError> {
+/// Logs the plan of one delivery; returns how many deployments it queued.
+fn log_plan(
+    d: &FullDelivery,
+    first_id: i64,
+    deployments: &[NewDeployment],
+    error: Option<&str>,
+) -> usize {
     let id = d.delivery.id;
-    let outcome = decide(config, store, d).await?;
-    let (deployments, error) = match outcome {
-        Ok(list) => (list, None),
-        Err(message) => (Vec::new(), Some(message)),
-    };
-    let ids = store
-        .record_plan(id, &deployments, error.as_deref())
-        .await?;
-    if let Some(e) = &error {
+    if let Some(e) = error {
         tracing::warn!(delivery = id, app = %d.delivery.app, error = %e, "delivery deploys nothing");
     }
     let mut queued = 0;
-    for (dep, dep_id) in deployments.iter().zip(ids) {
+    for (dep, dep_id) in deployments.iter().zip(first_id..) {
         if dep.state == state::QUEUED {
             queued += 1;
         }
@@ -79,21 +137,25 @@ async fn plan_one(config: &Config, store: &Store, d: &FullDelivery) -> Result<us
     if deployments.is_empty() && error.is_none() {
         tracing::info!(delivery = id, app = %d.delivery.app, event = d.delivery.event.as_deref().unwrap_or(""), "delivery planned; it deploys nothing");
     }
-    Ok(queued)
+    queued
 }
 
-/// The planning decision for one delivery: deployments, or an error that deploys nothing.
-async fn decide(
-    config: &Config,
-    store: &Store,
-    d: &FullDelivery,
-) -> Result<Result<Vec<crate::store::NewDeployment>, String>, StoreError> {
+/// A stored delivery read back into what planning needs.
+struct Parsed<'c> {
+    app: &'c App,
+    source: Source,
+    event: Event,
+    modifiers: Modifiers,
+}
+
+/// Reads a stored delivery with its source; an error is the reason it deploys nothing.
+fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, String> {
     let del = &d.delivery;
     let Some(app) = config.apps.get(&del.app) else {
-        return Ok(Err(format!("app {} is no longer configured", del.app)));
+        return Err(format!("app {} is no longer configured", del.app));
     };
     let Some(source) = Source::from_name(&del.source) else {
-        return Ok(Err(format!("unknown source {}", del.source)));
+        return Err(format!("unknown source {}", del.source));
     };
     let headers: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&d.headers).unwrap_or_default();
@@ -108,18 +170,12 @@ async fn decide(
         header: &header,
         body: &d.body,
     };
-    let event = match sources::parse(source, &stored) {
-        Ok(ev) => ev,
-        Err(e) => return Ok(Err(format!("cannot read {} payload: {e}", source.as_str()))),
-    };
-    let modifiers = Modifiers::parse(del.query.as_deref().unwrap_or(""));
-    // What each service already holds, for the staleness rule.
-    let mut newest = std::collections::HashMap::new();
-    for name in app.services.keys() {
-        if let Some(n) = store.newest_event_time(&app.name, name).await? {
-            newest.insert(name.clone(), n);
-        }
-    }
-    let history = |s: &str| newest.get(s).copied();
-    Ok(plan::plan(app, source, &event, &modifiers, &history))
+    let event = sources::parse(source, &stored)
+        .map_err(|e| format!("cannot read {} payload: {e}", source.as_str()))?;
+    Ok(Parsed {
+        app,
+        source,
+        event,
+        modifiers: Modifiers::parse(del.query.as_deref().unwrap_or("")),
+    })
 }

@@ -69,13 +69,18 @@ impl Intake {
     }
 }
 
-pub(super) fn start(conn: SqliteConnection, options: SqliteConnectOptions) -> Intake {
+pub(super) fn start(
+    conn: SqliteConnection,
+    options: SqliteConnectOptions,
+    gate: super::WriteGate,
+) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     let committed = Arc::new(Notify::new());
     tokio::spawn(writer(
         Writer {
             conn: Some(conn),
             options,
+            gate,
         },
         rx,
         committed.clone(),
@@ -90,10 +95,12 @@ pub(super) fn start(conn: SqliteConnection, options: SqliteConnectOptions) -> In
 struct Writer {
     conn: Option<SqliteConnection>,
     options: SqliteConnectOptions,
+    gate: super::WriteGate,
 }
 
 impl Writer {
     async fn write(&mut self, jobs: &[Job]) -> Result<Vec<Inserted>, StoreError> {
+        let _gate = self.gate.lock().await;
         let conn = match &mut self.conn {
             Some(c) => c,
             None => self
@@ -136,46 +143,62 @@ async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, committed: Arc<Notif
     }
 }
 
+/// Writes a batch in one transaction with one multi-row INSERT: each statement is a round trip
+/// to sqlx's SQLite thread, and one per delivery made the commit, not the disk, the bottleneck.
 async fn write_batch(
     conn: &mut SqliteConnection,
     jobs: &[Job],
 ) -> Result<Vec<Inserted>, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Ids are assigned here so that each job knows its row: the order of RETURNING rows is
+    // unspecified. This writer is the only one inserting deliveries, under the write gate;
+    // `sqlite_sequence` (AUTOINCREMENT) also covers ids of pruned rows, so none is reused.
+    let first: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0) + 1",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
+    // 14 variables per row; SQLite allows 32766 per statement.
+    for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
+        let base = first + (chunk_no * 1024) as i64;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, replay_of) ",
+        );
+        q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
+            row.push_bind(base + i as i64)
+                .push_bind(d.app.clone())
+                .push_bind(d.source.clone())
+                .push_bind(d.event.clone())
+                .push_bind(d.source_delivery_id.clone())
+                .push_bind(d.dedupe_key.clone())
+                .push_bind(d.received_at)
+                .push_bind(d.verified)
+                .push_bind(d.status)
+                .push_bind(d.error.clone())
+                .push_bind(d.query.clone())
+                .push_bind(d.headers.clone())
+                .push_bind(d.body.to_vec())
+                .push_bind(d.replay_of);
+        });
+        q.push(" ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id");
+        let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+        inserted.extend(ids);
+    }
     let mut out = Vec::with_capacity(jobs.len());
-    for (d, _) in jobs {
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, replay_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-             RETURNING id",
-        )
-        .bind(&d.app)
-        .bind(&d.source)
-        .bind(&d.event)
-        .bind(&d.source_delivery_id)
-        .bind(&d.dedupe_key)
-        .bind(d.received_at)
-        .bind(d.verified)
-        .bind(d.status)
-        .bind(&d.error)
-        .bind(&d.query)
-        .bind(&d.headers)
-        .bind(d.body.as_ref())
-        .bind(d.replay_of)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match id {
-            Some(id) => out.push(Inserted::New(id)),
-            None => {
-                let original: i64 = sqlx::query_scalar(
-                    "SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2",
-                )
-                .bind(&d.app)
-                .bind(&d.dedupe_key)
-                .fetch_one(&mut *tx)
-                .await?;
-                out.push(Inserted::Duplicate(original));
-            }
+    for (i, (d, _)) in jobs.iter().enumerate() {
+        let id = first + i as i64;
+        if inserted.contains(&id) {
+            out.push(Inserted::New(id));
+        } else {
+            // A duplicate of an earlier delivery, or of one earlier in this very batch.
+            let original: i64 =
+                sqlx::query_scalar("SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2")
+                    .bind(&d.app)
+                    .bind(&d.dedupe_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            out.push(Inserted::Duplicate(original));
         }
     }
     tx.commit().await?;

@@ -61,7 +61,14 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Taken around every write transaction, by the intake writer too. SQLite has one writer at
+    /// a time and makes the others poll (sleeping 1, 2, 5… ms in its busy handler), which put
+    /// tens of milliseconds on hook answers under load; a fair async lock queues them instead.
+    gate: WriteGate,
 }
+
+/// See [`Store::gate`].
+pub(crate) type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 /// A delivery as stored (without its body, which list calls do not need).
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -167,9 +174,13 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let store = Store { pool };
+        let gate = WriteGate::default();
+        let store = Store {
+            pool,
+            gate: gate.clone(),
+        };
         let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-        let intake = batch::start(writer, options);
+        let intake = batch::start(writer, options, gate);
         Ok((store, intake))
     }
 
@@ -234,54 +245,15 @@ impl Store {
         rows.iter().map(full_delivery).collect()
     }
 
-    /// Records the plan of one delivery in one transaction: its deployments (a queued one
-    /// supersedes older queued ones of its service) and the delivery's new status.
-    pub async fn record_plan(
-        &self,
-        delivery_id: i64,
-        deployments: &[NewDeployment],
-        error: Option<&str>,
-    ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let now = now_ms();
-        let mut ids = Vec::with_capacity(deployments.len());
-        for d in deployments {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, created_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, CASE WHEN ?4 = 'queued' THEN NULL ELSE ?14 END)
-                 RETURNING id",
-            )
-            .bind(&d.app)
-            .bind(&d.service)
-            .bind(delivery_id)
-            .bind(d.state)
-            .bind(&d.reason)
-            .bind(&d.source)
-            .bind(&d.event)
-            .bind(&d.git_repo)
-            .bind(&d.git_branch)
-            .bind(&d.git_ref)
-            .bind(&d.git_commit)
-            .bind(d.event_time)
-            .bind(&d.profile)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            if d.state == state::QUEUED {
-                supersede_older(&mut tx, &d.app, &d.service, id, now).await?;
-            }
-            ids.push(id);
-        }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'planned', planned_at = ?2, error = ?3 WHERE id = ?1",
-        )
-        .bind(delivery_id)
-        .bind(now)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
+    /// Starts recording plans: one transaction for a whole batch of deliveries, so planning a
+    /// burst costs one fsync per batch rather than one per delivery (and holds the write lock
+    /// that hook requests also need for as short a time as possible).
+    pub async fn begin_planning(&self) -> Result<Planning, StoreError> {
+        let gate = self.gate.clone().lock_owned().await;
+        Ok(Planning {
+            tx: self.pool.begin().await?,
+            _gate: gate,
+        })
     }
 
     // ---- deployments ------------------------------------------------------------------------
@@ -400,26 +372,6 @@ impl Store {
             .await?)
     }
 
-    /// The newest event time a service has deployed, is running or has queued: an event older
-    /// than this is stale. Returns that time and the deployment that holds it.
-    pub async fn newest_event_time(
-        &self,
-        app: &str,
-        service: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
-             WHERE app = ?1 AND service = ?2 AND event_time IS NOT NULL
-               AND state IN ('queued', 'running', 'succeeded')
-             ORDER BY event_time DESC, id DESC LIMIT 1",
-        )
-        .bind(app)
-        .bind(service)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
-    }
-
     /// All queued deployments, oldest first: the lanes' work.
     pub async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
@@ -433,6 +385,7 @@ impl Store {
     /// Moves a queued deployment to running, superseding any older queued one of its service.
     /// Returns false if it was no longer queued.
     pub async fn start(&self, d: &Deployment) -> Result<bool, StoreError> {
+        let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let done = sqlx::query(
@@ -456,6 +409,7 @@ impl Store {
         reason: Option<&str>,
         exit_code: Option<i64>,
     ) -> Result<(), StoreError> {
+        let _gate = self.gate.lock().await;
         sqlx::query(
             "UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1",
         )
@@ -490,6 +444,7 @@ impl Store {
     /// attempts left and no newer deployment of its service is queued, queues it again as a new
     /// deployment with `retry_of` set. Returns the retry's id.
     pub async fn interrupt(&self, id: i64, retries: u32) -> Result<Option<i64>, StoreError> {
+        let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let row = sqlx::query(
@@ -507,7 +462,7 @@ impl Store {
         let (app, service, attempt): (String, String, i64) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let newer_queued: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM deployments WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id > ?3 LIMIT 1",
+            "SELECT id FROM deployments INDEXED BY deployments_queued WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id > ?3 LIMIT 1",
         )
         .bind(&app)
         .bind(&service)
@@ -542,6 +497,7 @@ impl Store {
         let mut deliveries = 0;
         let mut deployments = Vec::new();
         loop {
+            let _gate = self.gate.lock().await;
             let mut tx = self.pool.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT d.id FROM deliveries d INDEXED BY deliveries_received
@@ -584,6 +540,126 @@ impl Store {
     }
 }
 
+/// Plans being recorded, in one transaction (see [`Store::begin_planning`]). Reads through it
+/// see the plans recorded so far in the same batch. Dropped without `commit`, nothing is kept.
+pub struct Planning {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Planning {
+    /// The newest event time a service has deployed, is running or has queued: an event older
+    /// than this is stale. Returns that time and the deployment that holds it.
+    pub async fn newest_event_time(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
+             WHERE app = ?1 AND service = ?2 AND event_time IS NOT NULL
+               AND state IN ('queued', 'running', 'succeeded')
+             ORDER BY event_time DESC, id DESC LIMIT 1",
+        )
+        .bind(app)
+        .bind(service)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
+    }
+
+    /// The id the next recorded deployment will get. Plans are recorded under the write gate,
+    /// so nothing else inserts deployments until this batch commits; `sqlite_sequence`
+    /// (AUTOINCREMENT) also covers pruned ids, so none is reused.
+    pub async fn next_deployment_id(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deployments'), 0) + 1",
+        )
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Records the plans of a batch of deliveries: their deployments (each with the id it was
+    /// given from [`Planning::next_deployment_id`] on), the newest queued deployment of each
+    /// service superseding its older queued ones, and each delivery's new status (with the
+    /// reason it deploys nothing, if any). A few statements for the whole batch: each statement
+    /// is a round trip to sqlx's SQLite thread.
+    pub async fn record(
+        &mut self,
+        deployments: &[(i64, i64, NewDeployment)],
+        deliveries: &[(i64, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        // 16 variables per row; SQLite allows 32766 per statement.
+        for chunk in deployments.chunks(1024) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, created_at, finished_at) ",
+            );
+            q.push_values(chunk, |mut row, (id, delivery_id, d)| {
+                let finished = (d.state != state::QUEUED).then_some(now);
+                row.push_bind(*id)
+                    .push_bind(*delivery_id)
+                    .push_bind(d.app.clone())
+                    .push_bind(d.service.clone())
+                    .push_bind(d.state)
+                    .push_bind(d.reason.clone())
+                    .push_bind(d.source.clone())
+                    .push_bind(d.event.clone())
+                    .push_bind(d.git_repo.clone())
+                    .push_bind(d.git_branch.clone())
+                    .push_bind(d.git_ref.clone())
+                    .push_bind(d.git_commit.clone())
+                    .push_bind(d.event_time)
+                    .push_bind(d.profile.clone())
+                    .push_bind(now)
+                    .push_bind(finished);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        let mut newest_queued: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+        for (id, _, d) in deployments {
+            if d.state == state::QUEUED {
+                let slot = newest_queued.entry((&d.app, &d.service)).or_default();
+                *slot = (*slot).max(*id);
+            }
+        }
+        for ((app, service), id) in newest_queued {
+            supersede_older(&mut self.tx, app, service, id, now).await?;
+        }
+        let (planned, failed): (Vec<_>, Vec<_>) =
+            deliveries.iter().partition(|(_, error)| error.is_none());
+        for chunk in planned.chunks(1024) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE deliveries SET status = 'planned', planned_at = ",
+            );
+            q.push_bind(now).push(" WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for (id, _) in chunk {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for (id, error) in failed {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'planned', planned_at = ?2, error = ?3 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(error)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the batch durable.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// Marks queued deployments of a service older than `id` as superseded by it.
 async fn supersede_older(
     tx: &mut SqliteConnection,
@@ -593,7 +669,8 @@ async fn supersede_older(
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE deployments SET state = 'superseded', reason = 'superseded by deployment ' || ?3, finished_at = ?4
+        "UPDATE deployments INDEXED BY deployments_queued
+         SET state = 'superseded', reason = 'superseded by deployment ' || ?3, finished_at = ?4
          WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3",
     )
     .bind(app)
