@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::config::{App, Config};
 use crate::plan::{self, Modifiers};
@@ -69,10 +70,11 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
             let outcome = match p {
                 Ok(p) => {
                     for name in p.app.services.keys() {
-                        let key = (p.app.name.clone(), name.clone());
-                        if !newest.contains_key(&key) {
-                            let n = tx.newest_event_time(&key.0, &key.1).await?;
-                            newest.insert(key, n);
+                        if let Entry::Vacant(slot) =
+                            newest.entry((p.app.name.clone(), name.clone()))
+                        {
+                            let n = tx.newest_event_time(&p.app.name, name).await?;
+                            slot.insert(n);
                         }
                     }
                     let history = |s: &str| {

@@ -181,7 +181,9 @@ async fn write_batch(
                 .push_bind(d.body.to_vec())
                 .push_bind(d.replay_of);
         });
-        q.push(" ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id");
+        q.push(
+            " ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
+        );
         let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
         inserted.extend(ids);
     }
