@@ -159,9 +159,13 @@ impl Store {
             .filename(data_dir.join("ferry.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk when it returns; that is what "durable before
-            // acknowledged" rests on. Group commit keeps the cost at one fsync per batch.
-            .synchronous(SqliteSynchronous::Full)
+            // NORMAL for the pool (planning, deployment states): in WAL mode a commit then
+            // reaches the OS at once, so it survives a crash of ferry (kill -9), and the disk
+            // with the next fsync. The WAL is append-only, so what a power loss can take is
+            // only a suffix of the newest state changes — never an acknowledged delivery (below)
+            // — and startup recovery redoes them: deliveries are planned again, a deployment
+            // still `running` is `interrupted` and retried.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -179,6 +183,10 @@ impl Store {
             pool,
             gate: gate.clone(),
         };
+        // FULL for the intake writer: a commit is on disk when it returns; that is what "durable
+        // before acknowledged" rests on. Group commit keeps the cost at one fsync per batch,
+        // and that fsync also covers every earlier commit in the WAL.
+        let options = options.synchronous(SqliteSynchronous::Full);
         let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
         let intake = batch::start(writer, options, gate);
         Ok((store, intake))
