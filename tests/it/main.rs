@@ -5,6 +5,7 @@ mod support;
 
 mod api_cli;
 mod config_cli;
+mod dockerenv;
 mod executor;
 mod intake;
 mod planning;
