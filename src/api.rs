@@ -53,6 +53,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let api = Router::new()
         .route("/apps", get(apps))
         .route("/apps/{app}/deploy", post(deploy))
+        .route("/apps/{app}/services/{service}/rollback", post(rollback))
         .route("/status", get(status_of))
         .route("/deliveries", get(deliveries))
         .route("/deliveries/{id}", get(delivery))
@@ -206,6 +207,16 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
     })
 }
 
+/// What a deployment runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
+pub fn version(d: &Deployment) -> Option<String> {
+    match (&d.image_tag, &d.image_digest) {
+        (Some(t), Some(g)) => Some(format!("{t}@{g}")),
+        (Some(t), None) => Some(t.clone()),
+        (None, Some(g)) => Some(g.clone()),
+        (None, None) => d.git_commit.clone().or_else(|| d.git_ref.clone()),
+    }
+}
+
 pub fn deployment_json(d: &Deployment) -> Value {
     json!({
         "id": d.id,
@@ -213,7 +224,10 @@ pub fn deployment_json(d: &Deployment) -> Value {
         "service": d.service,
         "state": d.state,
         "reason": d.reason,
-        "version": d.git_commit.clone().or_else(|| d.git_ref.clone()),
+        "version": version(d),
+        "image": d.image,
+        "image_tag": d.image_tag,
+        "image_digest": d.image_digest,
         "git_repo": d.git_repo,
         "git_branch": d.git_branch,
         "git_ref": d.git_ref,
@@ -377,6 +391,62 @@ async fn deploy(
         query: Some(modifiers.to_query()).filter(|q| !q.is_empty()),
         headers: "{}".into(),
         body,
+        replay_of: None,
+    };
+    store_new(&shared, delivery).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// Go back to this deployment's version instead of the previous successful one.
+    to: Option<i64>,
+}
+
+/// `POST /api/v1/apps/APP/services/SERVICE/rollback`: stores a rollback request like a hook
+/// delivery; the planner resolves the version to go back to (the previous success, or `to`).
+async fn rollback(
+    State(shared): State<Arc<Shared>>,
+    Path((app_name, service)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let app = shared
+        .config
+        .apps
+        .get(&app_name)
+        .ok_or_else(|| not_found("app"))?;
+    if !app.services.contains_key(&service) {
+        return Err(not_found("service"));
+    }
+    let req: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid rollback request: {e}"),
+            )
+        })?
+    };
+    let stored = crate::sources::RollbackRequest {
+        service,
+        to: req.to,
+    };
+    let body = serde_json::to_vec(&stored)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let delivery = NewDelivery {
+        app: app.name.clone(),
+        source: crate::sources::Source::Manual.as_str().into(),
+        event: Some(crate::sources::ROLLBACK_EVENT.into()),
+        source_delivery_id: None,
+        dedupe_key: None,
+        received_at: now_ms(),
+        verified: true,
+        status: status::RECEIVED,
+        error: None,
+        query: None,
+        headers: "{}".into(),
+        body: body.into(),
         replay_of: None,
     };
     store_new(&shared, delivery).await

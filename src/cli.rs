@@ -92,6 +92,19 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Redeploy a service's previous successful version (by digest for images).
+    Rollback {
+        app: String,
+        service: String,
+        /// Go back to the version of this deployment instead.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Wait until the rollback ends; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Services with their current version and last deployment.
     Status {
         app: Option<String>,
@@ -357,6 +370,37 @@ pub async fn deploy(
     if !wait {
         return Ok(ExitCode::SUCCESS);
     }
+    wait_for(&c, id).await
+}
+
+/// `ferry rollback`: redeploy a service's previous successful version (or that of `to`).
+pub async fn rollback(
+    app: &str,
+    service: &str,
+    to: Option<i64>,
+    wait: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let answer = c
+        .post(
+            &format!("/apps/{app}/services/{service}/rollback"),
+            json!({ "to": to }),
+        )
+        .await?;
+    let id = answer["delivery_id"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("unexpected answer: {answer}"))?;
+    println!("rollback request {id} accepted");
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_for(&c, id).await
+}
+
+/// Waits until a delivery is planned and every deployment it caused has ended; prints each.
+/// Exit status 1 unless all succeeded (or were skipped).
+async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     // Wait for planning, then for every deployment it caused to end.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
     let ids = loop {

@@ -152,6 +152,9 @@ pub struct Service {
     pub name: String,
     /// Set for git-based services: pushes deploy them only when repo and branch match.
     pub git: Option<GitSpec>,
+    /// Set for image-based services: image pushes deploy them when the repository matches and
+    /// the tag policy accepts the tag.
+    pub image: Option<ImageSpec>,
     pub executor: Executor,
     pub timeout: Duration,
     /// Extra environment for the executor, from config (not from payloads).
@@ -193,17 +196,119 @@ impl GitSpec {
     }
 }
 
+/// An image service's repository and which of its tags deploy.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// As written in config, e.g. `registry.example.com/acme/api`.
+    pub repository: String,
+    pub tags: TagPolicy,
+}
+
+/// Which pushed tags an image service deploys.
+#[derive(Debug, Clone)]
+pub enum TagPolicy {
+    /// Exactly this tag (`latest` included).
+    Exact(String),
+    /// Versions in this range, only ever moving forward; pre-releases only when `pre`.
+    Semver {
+        text: String,
+        range: semver::VersionReq,
+        pre: bool,
+    },
+    /// Tags matching a glob such as `release-*`.
+    Glob(TagPattern),
+}
+
+impl TagPolicy {
+    /// Reads `latest`, `semver:^1` (`semver:^1 +pre` also takes pre-releases) or a glob.
+    pub fn parse(text: &str) -> Result<TagPolicy, String> {
+        let text = text.trim();
+        if let Some(range) = text.strip_prefix("semver:") {
+            let (range, pre) = match range.trim().strip_suffix("+pre") {
+                Some(r) => (r.trim(), true),
+                None => (range.trim(), false),
+            };
+            let req = semver::VersionReq::parse(range)
+                .map_err(|e| format!("invalid semver range {range:?}: {e}"))?;
+            return Ok(TagPolicy::Semver {
+                text: text.to_string(),
+                range: req,
+                pre,
+            });
+        }
+        if text.is_empty() {
+            return Err(
+                "is empty: use a tag (`latest`), `semver:^1` or a glob (`release-*`)".into(),
+            );
+        }
+        if text.contains(['*', '?', '[', '{']) {
+            let glob = globset::Glob::new(text).map_err(|e| format!("invalid glob: {e}"))?;
+            return Ok(TagPolicy::Glob(TagPattern {
+                pattern: text.to_string(),
+                matcher: glob.compile_matcher(),
+            }));
+        }
+        Ok(TagPolicy::Exact(text.to_string()))
+    }
+
+    pub fn text(&self) -> &str {
+        match self {
+            TagPolicy::Exact(t) => t,
+            TagPolicy::Semver { text, .. } => text,
+            TagPolicy::Glob(p) => &p.pattern,
+        }
+    }
+}
+
+/// Reads a tag as a version: `1.2.3`, `v1.2.3`, `1.2.3-rc.1`. Partial versions (`1.2`) are not
+/// versions: they are moving tags that point at some `1.2.x`.
+pub fn tag_version(tag: &str) -> Option<semver::Version> {
+    semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+}
+
 #[derive(Debug, Clone)]
 pub enum Executor {
-    Command { argv: Vec<String>, workdir: PathBuf },
+    Command {
+        argv: Vec<String>,
+        workdir: PathBuf,
+    },
+    /// Pull the new image and replace the selected containers, health-gated, with rollback.
+    Docker(DockerSpec),
 }
 
 impl Executor {
     pub fn kind(&self) -> &'static str {
         match self {
             Executor::Command { .. } => "command",
+            Executor::Docker(_) => "docker",
         }
     }
+}
+
+/// Which containers a docker service replaces, and how a new one proves healthy.
+#[derive(Debug, Clone)]
+pub struct DockerSpec {
+    pub select: ContainerSelector,
+    /// How long a new container has to become healthy before it is rolled back.
+    pub health_timeout: Duration,
+    /// An HTTP URL that must answer 2xx (checked from ferry's host), if set.
+    pub probe: Option<String>,
+    /// For images without a healthcheck and no probe: running this long without a restart
+    /// counts as healthy.
+    pub stable_for: Duration,
+    /// Registry credentials; without them the user's Docker config (`~/.docker/config.json`)
+    /// is read for the registry's host.
+    pub auth: Option<(String, Secret)>,
+    /// Keep this many previous images of the service (never the one a rollback needs);
+    /// `None` removes nothing.
+    pub keep_images: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ContainerSelector {
+    Name(String),
+    /// `key=value`: every container with this label, replaced one at a time.
+    Label(String),
 }
 
 #[derive(Debug, Clone)]
@@ -411,10 +516,28 @@ mod raw {
         pub timeout: Option<Spanned<String>>,
         #[serde(default)]
         pub env: BTreeMap<Spanned<String>, Spanned<String>>,
-        /// Image services and the docker executor are parsed so that a config written for them
-        /// gets a precise "not available yet" message instead of "unknown key".
-        pub image: Option<Spanned<toml::Value>>,
-        pub docker: Option<Spanned<toml::Value>>,
+        pub image: Option<Spanned<Image>>,
+        pub docker: Option<Spanned<Docker>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Image {
+        pub repository: Spanned<String>,
+        pub tags: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Docker {
+        pub container: Option<Spanned<String>>,
+        pub label: Option<Spanned<String>>,
+        pub health_timeout: Option<Spanned<String>>,
+        pub probe: Option<Spanned<String>>,
+        pub stable_for: Option<Spanned<String>>,
+        pub username: Option<Spanned<String>>,
+        pub password: Option<Spanned<String>>,
+        pub keep_images: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize)]
@@ -887,6 +1010,134 @@ impl Validator<'_> {
         v
     }
 
+    fn image(&mut self, raw: &Spanned<raw::Image>, key: &str) -> Option<ImageSpec> {
+        let i = raw.get_ref();
+        let rkey = format!("{key}.image.repository");
+        let repository = self.expand(&i.repository, &rkey, false)?;
+        if crate::sources::image_repository(&repository).as_deref() != Some(repository.as_str()) {
+            self.error(
+                Some(i.repository.span()),
+                &rkey,
+                format!("{repository:?} is not an image repository (no tag or digest): e.g. registry.example.com/acme/api"),
+            );
+            return None;
+        }
+        let tags = match &i.tags {
+            Some(t) => {
+                let tkey = format!("{key}.image.tags");
+                let text = self.expand(t, &tkey, false)?;
+                match TagPolicy::parse(&text) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.error(Some(t.span()), &tkey, e);
+                        return None;
+                    }
+                }
+            }
+            None => TagPolicy::Exact("latest".into()),
+        };
+        Some(ImageSpec { repository, tags })
+    }
+
+    fn docker(&mut self, raw: &Spanned<raw::Docker>, key: &str) -> Option<DockerSpec> {
+        let d = raw.get_ref();
+        let select = match (&d.container, &d.label) {
+            (Some(c), None) => ContainerSelector::Name(self.expand(
+                c,
+                &format!("{key}.docker.container"),
+                false,
+            )?),
+            (None, Some(l)) => {
+                let lkey = format!("{key}.docker.label");
+                let label = self.expand(l, &lkey, false)?;
+                if !label.contains('=') || label.starts_with('=') {
+                    self.error(
+                        Some(l.span()),
+                        &lkey,
+                        format!("{label:?} is not key=value, e.g. \"ferry.service=api\""),
+                    );
+                    return None;
+                }
+                ContainerSelector::Label(label)
+            }
+            _ => {
+                self.error(
+                    Some(raw.span()),
+                    &format!("{key}.docker"),
+                    "needs exactly one of `container = \"name\"` or `label = \"key=value\"`".into(),
+                );
+                return None;
+            }
+        };
+        let health_timeout = match &d.health_timeout {
+            Some(v) => self.duration(v, &format!("{key}.docker.health_timeout"))?,
+            None => Duration::from_secs(60),
+        };
+        let stable_for = match &d.stable_for {
+            Some(v) => self.duration(v, &format!("{key}.docker.stable_for"))?,
+            None => Duration::from_secs(5),
+        };
+        let probe = match &d.probe {
+            Some(v) => {
+                let pkey = format!("{key}.docker.probe");
+                let url = self.expand(v, &pkey, false)?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    self.error(
+                        Some(v.span()),
+                        &pkey,
+                        format!("{url:?} is not an http:// or https:// URL"),
+                    );
+                    return None;
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        let auth = match (&d.username, &d.password) {
+            (Some(u), Some(p)) => Some((
+                self.expand(u, &format!("{key}.docker.username"), false)?,
+                Secret(self.expand(p, &format!("{key}.docker.password"), true)?),
+            )),
+            (None, None) => None,
+            (Some(u), None) => {
+                self.error(
+                    Some(u.span()),
+                    &format!("{key}.docker.password"),
+                    "is required with `username`".into(),
+                );
+                return None;
+            }
+            (None, Some(p)) => {
+                self.error(
+                    Some(p.span()),
+                    &format!("{key}.docker.username"),
+                    "is required with `password`".into(),
+                );
+                return None;
+            }
+        };
+        let keep_images = match &d.keep_images {
+            Some(n) if *n.get_ref() >= 1 => usize::try_from(*n.get_ref()).ok(),
+            Some(n) => {
+                self.error(
+                    Some(n.span()),
+                    &format!("{key}.docker.keep_images"),
+                    "must be at least 1 (the rollback image is always kept)".into(),
+                );
+                return None;
+            }
+            None => None,
+        };
+        Some(DockerSpec {
+            select,
+            health_timeout,
+            probe,
+            stable_for,
+            auth,
+            keep_images,
+        })
+    }
+
     fn service(
         &mut self,
         name: &str,
@@ -896,18 +1147,12 @@ impl Validator<'_> {
     ) -> Option<Service> {
         let span = raw.span();
         let raw = raw.into_inner();
-        if let Some(v) = &raw.image {
+        let image = raw.image.as_ref().and_then(|i| self.image(i, key));
+        if let (Some(g), Some(_)) = (&raw.git, &image) {
             self.error(
-                Some(v.span()),
-                &format!("{key}.image"),
-                "image-based services are not available in this version of ferry yet".into(),
-            );
-        }
-        if let Some(v) = &raw.docker {
-            self.error(
-                Some(v.span()),
-                &format!("{key}.docker"),
-                "the docker executor is not available in this version of ferry yet".into(),
+                Some(g.span()),
+                &format!("{key}.git"),
+                "a service follows a git repository or an image, not both".into(),
             );
         }
         let git = raw.git.as_ref().and_then(|g| {
@@ -978,8 +1223,28 @@ impl Validator<'_> {
             Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
             None => dir.to_path_buf(),
         };
-        let executor = match &raw.command {
-            Some(cmd) => {
+        let executor = match (&raw.command, &raw.docker) {
+            (Some(_), Some(d)) => {
+                self.error(
+                    Some(d.span()),
+                    &format!("{key}.docker"),
+                    "a service has one executor: `command` or `docker`, not both".into(),
+                );
+                return None;
+            }
+            (None, Some(d)) => {
+                let spec = self.docker(d, key)?;
+                if raw.image.is_none() {
+                    self.error(
+                        Some(d.span()),
+                        &format!("{key}.image"),
+                        "is required with `docker`: image = { repository = \"registry.example.com/acme/api\", tags = \"semver:^1\" }".into(),
+                    );
+                    return None;
+                }
+                Executor::Docker(spec)
+            }
+            (Some(cmd), None) => {
                 let ckey = format!("{key}.command");
                 let mut argv = Vec::new();
                 for a in cmd.get_ref() {
@@ -995,20 +1260,19 @@ impl Validator<'_> {
                 }
                 Executor::Command { argv, workdir }
             }
-            None => {
-                if raw.docker.is_none() {
-                    self.error(
-                        Some(span),
-                        key,
-                        "has no executor: set `command = [\"program\", \"arg\", …]`".into(),
-                    );
-                }
+            (None, None) => {
+                self.error(
+                    Some(span),
+                    key,
+                    "has no executor: set `command = [\"program\", \"arg\", …]` or `docker = { container = \"name\" }`".into(),
+                );
                 return None;
             }
         };
         Some(Service {
             name: name.to_string(),
             git,
+            image,
             executor,
             timeout,
             env,
@@ -1109,7 +1373,9 @@ services = ["web"]
         assert_eq!(git.repo, "acme/shop");
         assert_eq!(git.branch.as_deref(), Some("main"));
         assert!(git.tags.is_none());
-        let Executor::Command { argv, workdir } = &web.executor;
+        let Executor::Command { argv, workdir } = &web.executor else {
+            panic!("command executor expected")
+        };
         assert_eq!(argv, &["./deploy/web.sh", "--fast"]);
         assert_eq!(workdir, Path::new("/etc/ferry"));
         assert_eq!(shop.services["worker"].timeout, DEFAULT_TIMEOUT);
@@ -1228,16 +1494,84 @@ services = ["web"]
         )
         .unwrap();
         assert_eq!(c.server.body_limit, 2 * 1024 * 1024);
-        let Executor::Command { argv, .. } = &c.apps["shop"].services["web"].executor;
+        let Executor::Command { argv, .. } = &c.apps["shop"].services["web"].executor else {
+            panic!("command executor expected")
+        };
         assert_eq!(argv, &["echo", "$HOME", "a$b"]);
     }
 
     #[test]
-    fn docker_executor_is_refused_clearly() {
+    fn docker_executor_needs_an_image() {
         let e = errors(
             "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.api]\ndocker = { container = \"api\" }\n",
         );
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].contains("docker executor is not available"), "{e:?}");
+        assert!(
+            e[0].contains("apps.shop.services.api.image: is required with `docker`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn image_services_and_their_errors() {
+        let base = "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.api]\n";
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api:1\", tags = \"semver:^1\" }}\ndocker = {{ container = \"api\" }}\n"
+        ));
+        assert!(
+            e.len() == 1
+                && e[0].contains("image.repository")
+                && e[0].contains("not an image repository"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\", tags = \"semver:^^1\" }}\ndocker = {{ container = \"api\" }}\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("image.tags: invalid semver range"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\", label = \"a=b\" }}\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("needs exactly one of"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ label = \"nolabel\" }}\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("docker.label") && e[0].contains("not key=value"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\", probe = \"localhost:8080\" }}\n"
+        ));
+        assert!(e.len() == 1 && e[0].contains("docker.probe"), "{e:?}");
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\" }}\ncommand = [\"x\"]\n"
+        ));
+        assert!(e.len() == 1 && e[0].contains("not both"), "{e:?}");
+    }
+
+    #[test]
+    fn tag_policies() {
+        let semver = TagPolicy::parse("semver:^1").unwrap();
+        assert!(matches!(&semver, TagPolicy::Semver { pre: false, .. }));
+        assert!(matches!(
+            TagPolicy::parse("semver:>=1.2, <2 +pre").unwrap(),
+            TagPolicy::Semver { pre: true, .. }
+        ));
+        assert!(matches!(
+            TagPolicy::parse("release-*").unwrap(),
+            TagPolicy::Glob(_)
+        ));
+        assert!(
+            matches!(TagPolicy::parse("latest").unwrap(), TagPolicy::Exact(t) if t == "latest")
+        );
+        assert!(TagPolicy::parse("").is_err());
+        assert_eq!(tag_version("v1.2.3"), Some(semver::Version::new(1, 2, 3)));
+        assert_eq!(tag_version("1.2"), None);
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Executor};
 use crate::deploylog::{self, LogWriter};
-use crate::executors::{Outcome, command};
+use crate::executors::{Outcome, command, docker};
 use crate::store::{Deployment, Store, state};
 
 /// Every FERRY_* variable ferry sets; inherited ones of these names are removed first so a
@@ -127,6 +127,7 @@ async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
     let log_path = deploylog::log_path(data_dir, d.id);
     let (final_state, reason, exit_code) = match run_executor(ctx, d, &log_path, kill).await {
         Ok(Outcome::Succeeded) => (state::SUCCEEDED, None, Some(0)),
+        Ok(Outcome::RolledBack { reason }) => (state::ROLLED_BACK, Some(reason), None),
         Ok(Outcome::Failed { exit_code, signal }) => {
             let reason = match (exit_code, signal) {
                 (Some(c), _) => format!("command exited with status {c}"),
@@ -222,6 +223,9 @@ async fn run_executor(
         ("FERRY_GIT_BRANCH", &d.git_branch),
         ("FERRY_GIT_REF", &d.git_ref),
         ("FERRY_GIT_COMMIT", &d.git_commit),
+        ("FERRY_IMAGE", &d.image),
+        ("FERRY_IMAGE_TAG", &d.image_tag),
+        ("FERRY_IMAGE_DIGEST", &d.image_digest),
         ("FERRY_PROFILE", &d.profile),
     ];
     for (k, v) in optional {
@@ -244,6 +248,32 @@ async fn run_executor(
             command::run(&spec, &log, kill)
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Executor::Docker(spec) => {
+            let Some(repository) = d.image.clone() else {
+                return Err("this deployment names no image to deploy".into());
+            };
+            let job = docker::DockerJob {
+                spec: spec.clone(),
+                repository,
+                tag: d.image_tag.clone(),
+                digest: d.image_digest.clone(),
+                deployment_id: d.id,
+            };
+            // Not cut off by the service's timeout: stopping half-way could leave the old
+            // container renamed aside. Each step is bounded instead (health by its timeout).
+            match docker::run(&job, &log, kill).await {
+                Err(e) => Err(e.to_string()),
+                Ok(result) => {
+                    if d.image_digest.is_none()
+                        && let Some(digest) = &result.digest
+                        && let Err(e) = ctx.store.set_image_digest(d.id, digest).await
+                    {
+                        tracing::error!(deployment = d.id, error = %e, "cannot record the image digest");
+                    }
+                    Ok(result.outcome)
+                }
+            }
         }
     };
     let _ = tokio::fs::remove_file(&payload).await;

@@ -35,6 +35,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(&args, cli.log_format).await,
+            Command::Rollback {
+                app,
+                service,
+                to,
+                wait,
+                client,
+            } => cli::rollback(&app, &service, to, wait, &client).await,
             Command::Deploy {
                 app,
                 services,

@@ -6,10 +6,12 @@
 //! - a payload with git information deploys only git services whose repo and branch match;
 //! - a payload without it redeploys every service (or those chosen by the modifiers);
 //! - `?services=`, `?deployment_profile=` and `?git_ref=` narrow or steer that;
-//! - an event older than what a service has deployed or queued is skipped as stale.
+//! - an event older than what a service has deployed or queued is skipped as stale;
+//! - an image push deploys image services whose repository matches and whose tag policy takes
+//!   the tag: once per digest, and under `semver:` only forward.
 
-use crate::config::App;
-use crate::sources::{Event, GitPush, GitRef, Source};
+use crate::config::{App, ImageSpec, TagPolicy, tag_version};
+use crate::sources::{Event, GitPush, GitRef, ImagePush, Source, canonical_repository};
 use crate::store::{NewDeployment, state};
 
 /// The hook URL's query modifiers.
@@ -88,10 +90,34 @@ impl Modifiers {
     }
 }
 
-/// What each service already holds: the newest event time it has deployed, runs or has queued,
-/// and the deployment holding it.
+/// What each service already holds.
 pub trait History {
+    /// The newest event time it has deployed, runs or has queued, and the deployment holding it.
     fn newest(&self, service: &str) -> Option<(i64, i64)>;
+    /// Image services: the images it runs (its newest success) and has queued or running.
+    fn images(&self, _service: &str) -> Vec<HeldImage> {
+        Vec::new()
+    }
+    /// The deployment a rollback of the service goes back to: deployment `to` if given (it must
+    /// have succeeded), else the newest success older than the current version that ran a
+    /// different version.
+    fn rollback_target(
+        &self,
+        _service: &str,
+        _to: Option<i64>,
+    ) -> Option<crate::store::Deployment> {
+        None
+    }
+}
+
+/// An image an image service holds (see [`History::images`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldImage {
+    pub deployment: i64,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    /// Queued or running, rather than the current version.
+    pub pending: bool,
 }
 
 impl<F: Fn(&str) -> Option<(i64, i64)>> History for F {
@@ -110,9 +136,11 @@ pub fn plan(
     history: &dyn History,
 ) -> Result<Vec<NewDeployment>, String> {
     m.validate(app)?;
-    // TODO(issue 5): plan image services
-    if matches!(event, Event::Ping | Event::Ignored(_) | Event::ImagePush(_)) {
+    if matches!(event, Event::Ping | Event::Ignored(_)) {
         return Ok(Vec::new());
+    }
+    if let Event::Rollback { service, to } = event {
+        return rollback(app, source, service, *to, history);
     }
     let selected: Vec<&str> = app
         .services
@@ -145,6 +173,46 @@ pub fn plan(
         }
         let mut forced = false;
         match event {
+            Event::ImagePush(pushes) => match &svc.image {
+                None => {
+                    let repo = pushes.first().map(|p| p.repository.as_str()).unwrap_or("?");
+                    d.skip(format!(
+                        "image push of {repo}: service {name} does not follow an image"
+                    ));
+                }
+                Some(spec) => {
+                    plan_image(&mut d, spec, pushes, history);
+                    forced = matches!(spec.tags, TagPolicy::Semver { .. });
+                }
+            },
+            Event::Push(_) if svc.image.is_some() => {
+                d.skip(format!(
+                    "git push: service {name} follows the image {}",
+                    svc.image
+                        .as_ref()
+                        .map(|i| i.repository.as_str())
+                        .unwrap_or("?")
+                ));
+            }
+            Event::Redeploy { time } if svc.image.is_some() => {
+                // Redeploying an image service recreates its containers from what it runs now.
+                d.event_time = *time;
+                let current = history.images(name).into_iter().find(|h| !h.pending);
+                match current {
+                    Some(h) => {
+                        d.image = svc.image.as_ref().map(|i| i.repository.clone());
+                        d.image_tag = h.tag;
+                        d.image_digest = h.digest;
+                    }
+                    None => d.skip(format!(
+                        "service {name} has no image deployed yet; push one to {}",
+                        svc.image
+                            .as_ref()
+                            .map(|i| i.repository.as_str())
+                            .unwrap_or("?")
+                    )),
+                }
+            }
             Event::Push(changes) => match &svc.git {
                 None => {
                     let repo = changes.first().map(|c| c.repo.as_str()).unwrap_or("?");
@@ -195,11 +263,12 @@ pub fn plan(
                 }
             },
             Event::Redeploy { time } => d.event_time = *time,
-            Event::Ping | Event::Ignored(_) | Event::ImagePush(_) => {
+            Event::Ping | Event::Ignored(_) | Event::Rollback { .. } => {
                 unreachable!("returned above")
             }
         }
-        // A forced push rewrote history on purpose: it is never stale.
+        // A forced push rewrote history on purpose: it is never stale. Semver image services
+        // are ordered by version instead (see `plan_image`).
         if d.state == state::QUEUED
             && !forced
             && let Some(t) = d.event_time
@@ -215,6 +284,155 @@ pub fn plan(
         out.push(d);
     }
     Ok(out)
+}
+
+/// Fills in the image an image push deploys to a service, or skips it with the reason.
+fn plan_image(
+    d: &mut NewDeployment,
+    spec: &ImageSpec,
+    pushes: &[ImagePush],
+    history: &dyn History,
+) {
+    let name = d.service.clone();
+    let wanted = canonical_repository(&spec.repository);
+    let ours: Vec<&ImagePush> = pushes
+        .iter()
+        .filter(|p| canonical_repository(&p.repository) == wanted)
+        .collect();
+    if ours.is_empty() {
+        let repo = pushes.first().map(|p| p.repository.as_str()).unwrap_or("?");
+        d.skip(format!(
+            "image push of {repo}; service {name} follows {}",
+            spec.repository
+        ));
+        return;
+    }
+    let accepted: Vec<&ImagePush> = ours
+        .iter()
+        .copied()
+        .filter(|p| p.tag.as_deref().is_some_and(|t| accepts(&spec.tags, t)))
+        .collect();
+    // Several tags of one push (`1.4.2`, `1.4`, `latest`): the highest version under a semver
+    // policy, else the newest; one deployment either way.
+    let chosen = match &spec.tags {
+        TagPolicy::Semver { .. } => accepted
+            .iter()
+            .max_by_key(|p| p.tag.as_deref().and_then(tag_version)),
+        _ => accepted.iter().max_by_key(|p| p.time),
+    };
+    let Some(push) = chosen else {
+        let tags: Vec<&str> = ours
+            .iter()
+            .map(|p| p.tag.as_deref().unwrap_or("(by digest)"))
+            .collect();
+        d.skip(format!(
+            "tag {} of {}: service {name} deploys tags {}",
+            tags.join(", "),
+            spec.repository,
+            spec.tags.text()
+        ));
+        return;
+    };
+    let tag = push.tag.clone().unwrap_or_default();
+    // The digest: this push's, or that of another accepted tag of the same push.
+    let digest = push
+        .digest
+        .clone()
+        .or_else(|| accepted.iter().find_map(|p| p.digest.clone()));
+    d.image = Some(spec.repository.clone());
+    d.image_tag = Some(tag.clone());
+    d.image_digest = digest.clone();
+    d.event_time = push.time;
+    let held = history.images(&name);
+    if let Some(digest) = &digest
+        && let Some(h) = held.iter().find(|h| h.digest.as_deref() == Some(digest))
+    {
+        let what = if h.pending { "queued" } else { "deployed" };
+        d.skip(format!(
+            "{tag} is {} already {what} (deployment {})",
+            short_digest(digest),
+            h.deployment
+        ));
+        return;
+    }
+    if let TagPolicy::Semver { text, .. } = &spec.tags
+        && let Some(v) = tag_version(&tag)
+        && let Some((h, hv)) = held
+            .iter()
+            .filter_map(|h| Some((h, h.tag.as_deref().and_then(tag_version)?)))
+            .max_by(|a, b| a.1.cmp(&b.1))
+        && hv >= v
+    {
+        d.skip(format!(
+            "{tag} is not newer than {hv} (deployment {}); {text} only moves forward",
+            h.deployment
+        ));
+    }
+}
+
+/// Whether a tag policy takes a pushed tag.
+pub fn accepts(policy: &TagPolicy, tag: &str) -> bool {
+    match policy {
+        TagPolicy::Exact(t) => t == tag,
+        TagPolicy::Glob(p) => p.matches(tag),
+        TagPolicy::Semver { range, pre, .. } => match tag_version(tag) {
+            None => false,
+            Some(v) if v.pre.is_empty() => range.matches(&v),
+            // `VersionReq` takes a pre-release only next to a comparator with one; `+pre`
+            // asks for every pre-release in the range.
+            Some(v) if *pre => {
+                range.matches(&v) || range.matches(&semver::Version::new(v.major, v.minor, v.patch))
+            }
+            Some(_) => false,
+        },
+    }
+}
+
+fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+/// Plans `ferry rollback`: one deployment of the service, to the version its target ran.
+fn rollback(
+    app: &App,
+    source: Source,
+    service: &str,
+    to: Option<i64>,
+    history: &dyn History,
+) -> Result<Vec<NewDeployment>, String> {
+    if !app.services.contains_key(service) {
+        return Err(format!("app {} has no service {service}", app.name));
+    }
+    let Some(t) = history.rollback_target(service, to) else {
+        return Err(match to {
+            Some(id) => format!(
+                "deployment {id} of {}/{service} did not succeed; nothing to roll back to",
+                app.name
+            ),
+            None => format!(
+                "{}/{service} has no earlier successful version to roll back to",
+                app.name
+            ),
+        });
+    };
+    Ok(vec![NewDeployment {
+        app: app.name.clone(),
+        service: service.to_string(),
+        state: state::QUEUED,
+        reason: Some(format!("rollback to deployment {}", t.id)),
+        source: source.as_str().to_string(),
+        event: "rollback".into(),
+        git_repo: t.git_repo,
+        git_branch: t.git_branch,
+        git_ref: t.git_ref,
+        git_commit: t.git_commit,
+        // A rollback is ordered like a new event: nothing already queued is older than it.
+        event_time: None,
+        profile: None,
+        image: t.image,
+        image_tag: t.image_tag,
+        image_digest: t.image_digest,
+    }])
 }
 
 /// Whether a service's git policy follows a pushed ref.
@@ -558,5 +776,183 @@ services = ["web", "worker"]
             git_ref: Some("v1".into()),
         };
         assert_eq!(Modifiers::parse(&m.to_query()), m);
+    }
+
+    fn image_app() -> App {
+        let text = r#"
+[apps.shop]
+token = "tok-0123456789abcdef"
+[apps.shop.services.api]
+image = { repository = "127.0.0.1:5000/acme/api", tags = "semver:^1" }
+docker = { container = "api" }
+[apps.shop.services.edge]
+image = { repository = "acme/edge", tags = "latest" }
+docker = { container = "edge" }
+[apps.shop.services.web]
+git = { repo = "acme/shop", branch = "main" }
+command = ["x"]
+"#;
+        config::parse(text, Path::new("f.toml"), &|_| None)
+            .unwrap()
+            .apps
+            .remove("shop")
+            .unwrap()
+    }
+
+    fn img(repo: &str, tag: &str, digest: &str) -> ImagePush {
+        ImagePush {
+            repository: repo.into(),
+            tag: Some(tag.into()),
+            digest: (!digest.is_empty()).then(|| format!("sha256:{digest:0>64}")),
+            time: Some(1_000),
+            event_id: None,
+        }
+    }
+
+    struct Held(Vec<HeldImage>);
+    impl History for Held {
+        fn newest(&self, _: &str) -> Option<(i64, i64)> {
+            None
+        }
+        fn images(&self, service: &str) -> Vec<HeldImage> {
+            if service == "api" {
+                self.0.clone()
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    fn plan_images(pushes: Vec<ImagePush>, held: Vec<HeldImage>) -> Vec<NewDeployment> {
+        plan(
+            &image_app(),
+            Source::Registry,
+            &Event::ImagePush(pushes),
+            &Modifiers::default(),
+            &Held(held),
+        )
+        .unwrap()
+    }
+
+    fn get<'a>(out: &'a [NewDeployment], service: &str) -> &'a NewDeployment {
+        out.iter().find(|d| d.service == service).unwrap()
+    }
+
+    #[test]
+    fn one_push_under_several_tags_deploys_once_at_the_highest_version() {
+        let r = "127.0.0.1:5000/acme/api";
+        let out = plan_images(
+            vec![
+                img(r, "1.4", "a"),
+                img(r, "1.4.2", "a"),
+                img(r, "latest", "a"),
+            ],
+            vec![],
+        );
+        let api = get(&out, "api");
+        assert_eq!(api.state, state::QUEUED, "{api:?}");
+        assert_eq!(api.image_tag.as_deref(), Some("1.4.2"));
+        assert_eq!(
+            api.image_digest.as_deref(),
+            Some(format!("sha256:{:0>64}", "a").as_str())
+        );
+        assert_eq!(api.image.as_deref(), Some(r));
+        // Other services: an image service of another repository, and a git service.
+        assert!(
+            get(&out, "edge")
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("follows acme/edge")
+        );
+        assert!(
+            get(&out, "web")
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("does not follow an image")
+        );
+    }
+
+    #[test]
+    fn semver_policy_refuses_other_majors_and_prereleases_and_moves_only_forward() {
+        let r = "127.0.0.1:5000/acme/api";
+        let out = plan_images(vec![img(r, "2.0.0", "b")], vec![]);
+        let api = get(&out, "api");
+        assert_eq!(api.state, state::SKIPPED);
+        assert!(
+            api.reason
+                .as_deref()
+                .unwrap()
+                .contains("deploys tags semver:^1"),
+            "{api:?}"
+        );
+        let out = plan_images(vec![img(r, "1.5.0-rc.1", "b")], vec![]);
+        assert_eq!(get(&out, "api").state, state::SKIPPED);
+        let held = vec![HeldImage {
+            deployment: 7,
+            tag: Some("1.1.0".into()),
+            digest: Some("sha256:x".into()),
+            pending: false,
+        }];
+        let out = plan_images(vec![img(r, "1.0.9", "c")], held.clone());
+        let api = get(&out, "api");
+        assert_eq!(api.state, state::SKIPPED);
+        assert!(
+            api.reason
+                .as_deref()
+                .unwrap()
+                .contains("not newer than 1.1.0 (deployment 7)"),
+            "{api:?}"
+        );
+        let out = plan_images(vec![img(r, "1.2.0", "c")], held);
+        assert_eq!(get(&out, "api").state, state::QUEUED);
+    }
+
+    #[test]
+    fn a_digest_already_deployed_or_queued_is_skipped() {
+        let r = "127.0.0.1:5000/acme/api";
+        let held = vec![HeldImage {
+            deployment: 9,
+            tag: Some("1.0.0".into()),
+            digest: Some(format!("sha256:{:0>64}", "d")),
+            pending: true,
+        }];
+        let out = plan_images(vec![img(r, "1.0.0", "d")], held);
+        let api = get(&out, "api");
+        assert_eq!(api.state, state::SKIPPED);
+        assert!(
+            api.reason
+                .as_deref()
+                .unwrap()
+                .contains("already queued (deployment 9)"),
+            "{api:?}"
+        );
+    }
+
+    #[test]
+    fn docker_hub_names_match_their_canonical_form() {
+        let out = plan_images(vec![img("docker.io/acme/edge", "latest", "")], vec![]);
+        let edge = get(&out, "edge");
+        assert_eq!(edge.state, state::QUEUED, "{edge:?}");
+        assert_eq!(
+            edge.image_digest, None,
+            "resolved by the executor at pull time"
+        );
+        let out = plan_images(vec![img("acme/edge", "v2", "")], vec![]);
+        assert_eq!(get(&out, "edge").state, state::SKIPPED);
+    }
+
+    #[test]
+    fn tag_policy_acceptance() {
+        let p = |t: &str| config::TagPolicy::parse(t).unwrap();
+        assert!(accepts(&p("semver:^1"), "v1.2.3"));
+        assert!(!accepts(&p("semver:^1"), "1.2"));
+        assert!(!accepts(&p("semver:^1"), "1.3.0-beta.1"));
+        assert!(accepts(&p("semver:^1 +pre"), "1.3.0-beta.1"));
+        assert!(accepts(&p("release-*"), "release-42"));
+        assert!(!accepts(&p("release-*"), "latest"));
+        assert!(accepts(&p("latest"), "latest"));
+        assert!(!accepts(&p("latest"), "1.0.0"));
     }
 }

@@ -17,7 +17,7 @@ use std::collections::hash_map::Entry;
 use crate::config::{App, Config};
 use crate::plan::{self, Modifiers};
 use crate::sources::{self, Event, Source};
-use crate::store::{FullDelivery, NewDeployment, Store, StoreError, state};
+use crate::store::{Deployment, FullDelivery, NewDeployment, Planning, Store, StoreError, state};
 
 pub async fn run(
     config: Arc<Config>,
@@ -62,27 +62,15 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
         let mut next_id = tx.next_deployment_id().await?;
         // What each service already holds, for the staleness rule; kept up to date with the
         // plans of this batch as they are made.
-        let mut newest: HashMap<(String, String), Option<(i64, i64)>> = HashMap::new();
+        let mut known = Known::default();
         let mut rows = Vec::new();
         let mut statuses = Vec::with_capacity(batch.len());
         let mut plans = Vec::with_capacity(batch.len());
         for (d, p) in batch.iter().zip(parsed) {
             let outcome = match p {
                 Ok(p) => {
-                    for name in p.app.services.keys() {
-                        if let Entry::Vacant(slot) =
-                            newest.entry((p.app.name.clone(), name.clone()))
-                        {
-                            let n = tx.newest_event_time(&p.app.name, name).await?;
-                            slot.insert(n);
-                        }
-                    }
-                    let history = |s: &str| {
-                        newest
-                            .get(&(p.app.name.clone(), s.to_string()))
-                            .copied()
-                            .flatten()
-                    };
+                    known.load(&mut tx, &p).await?;
+                    let history = known.history(&p.app.name);
                     plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
                 }
                 Err(message) => Err(message),
@@ -93,15 +81,8 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
             };
             let first = next_id;
             for dep in &deployments {
-                if dep.state == state::QUEUED
-                    && let Some(t) = dep.event_time
-                {
-                    let slot = newest
-                        .entry((dep.app.clone(), dep.service.clone()))
-                        .or_default();
-                    if slot.is_none_or(|(n, _)| t >= n) {
-                        *slot = Some((t, next_id));
-                    }
+                if dep.state == state::QUEUED {
+                    known.queued(next_id, dep);
                 }
                 rows.push((next_id, d.delivery.id, dep.clone()));
                 next_id += 1;
@@ -140,6 +121,95 @@ fn log_plan(
         tracing::info!(delivery = id, app = %d.delivery.app, event = d.delivery.event.as_deref().unwrap_or(""), "delivery planned; it deploys nothing");
     }
     queued
+}
+
+/// What the services of a batch hold, read once per batch through its transaction and kept up
+/// to date with the plans made in it, so each decision sees the earlier ones.
+#[derive(Default)]
+struct Known {
+    newest: HashMap<(String, String), Option<(i64, i64)>>,
+    images: HashMap<(String, String), Vec<plan::HeldImage>>,
+    rollback: HashMap<(String, String), Option<Deployment>>,
+}
+
+impl Known {
+    async fn load(&mut self, tx: &mut Planning, p: &Parsed<'_>) -> Result<(), StoreError> {
+        let app = &p.app.name;
+        for (name, svc) in &p.app.services {
+            if let Entry::Vacant(slot) = self.newest.entry((app.clone(), name.clone())) {
+                slot.insert(tx.newest_event_time(app, name).await?);
+            }
+            if svc.image.is_some()
+                && let Entry::Vacant(slot) = self.images.entry((app.clone(), name.clone()))
+            {
+                slot.insert(tx.images(app, name).await?);
+            }
+        }
+        if let Event::Rollback { service, to } = &p.event {
+            // Not cached: a rollback is rare, and an earlier one in the batch may have changed
+            // the answer only once it ran.
+            let target = tx.rollback_target(app, service, *to).await?;
+            self.rollback.insert((app.clone(), service.clone()), target);
+        }
+        Ok(())
+    }
+
+    /// Records a deployment just planned as queued.
+    fn queued(&mut self, id: i64, dep: &NewDeployment) {
+        let key = (dep.app.clone(), dep.service.clone());
+        if let Some(t) = dep.event_time {
+            let slot = self.newest.entry(key.clone()).or_default();
+            if slot.is_none_or(|(n, _)| t >= n) {
+                *slot = Some((t, id));
+            }
+        }
+        if dep.image.is_some() {
+            self.images.entry(key).or_default().push(plan::HeldImage {
+                deployment: id,
+                tag: dep.image_tag.clone(),
+                digest: dep.image_digest.clone(),
+                pending: true,
+            });
+        }
+    }
+
+    fn history<'a>(&'a self, app: &'a str) -> AppHistory<'a> {
+        AppHistory { known: self, app }
+    }
+}
+
+/// [`plan::History`] of one app, from [`Known`].
+struct AppHistory<'a> {
+    known: &'a Known,
+    app: &'a str,
+}
+
+impl AppHistory<'_> {
+    fn key(&self, service: &str) -> (String, String) {
+        (self.app.to_string(), service.to_string())
+    }
+}
+
+impl plan::History for AppHistory<'_> {
+    fn newest(&self, service: &str) -> Option<(i64, i64)> {
+        self.known.newest.get(&self.key(service)).copied().flatten()
+    }
+
+    fn images(&self, service: &str) -> Vec<plan::HeldImage> {
+        self.known
+            .images
+            .get(&self.key(service))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn rollback_target(&self, service: &str, _to: Option<i64>) -> Option<Deployment> {
+        self.known
+            .rollback
+            .get(&self.key(service))
+            .cloned()
+            .flatten()
+    }
 }
 
 /// A stored delivery read back into what planning needs.

@@ -6,6 +6,7 @@
 //! the HTTP side or the config file.
 
 pub mod command;
+pub mod docker;
 
 /// How a deployment ended, as far as the executor can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,4 +22,6 @@ pub enum Outcome {
     TimedOut,
     /// ferry asked it to stop (shutdown grace period over); the process group was killed.
     Cancelled,
+    /// The new version did not become healthy; the old one runs again.
+    RolledBack { reason: String },
 }

@@ -446,6 +446,9 @@ pub enum Event {
     /// No git or image information: redeploy the (selected) services. `time` is the sender's
     /// event time when it gives one (e.g. `webhook-timestamp`).
     Redeploy { time: Option<i64> },
+    /// `ferry rollback`: deploy a service's previous successful version again (or the version
+    /// of deployment `to`). Only ever stored by the API, never parsed from a hook.
+    Rollback { service: String, to: Option<i64> },
 }
 
 impl Event {
@@ -458,8 +461,52 @@ impl Event {
             (Event::Ignored(name), _) => name,
             (Event::Redeploy { .. }, Source::Manual) => "manual",
             (Event::Redeploy { .. }, _) => "redeploy",
+            (Event::Rollback { .. }, _) => "rollback",
         }
     }
+}
+
+/// The event name of the manual deliveries that `ferry rollback` stores.
+pub const ROLLBACK_EVENT: &str = "rollback";
+
+/// The body of a rollback delivery, as the API writes it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RollbackRequest {
+    pub service: String,
+    pub to: Option<i64>,
+}
+
+fn rollback(body: &[u8]) -> Result<Event, ParseError> {
+    let r: RollbackRequest =
+        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    Ok(Event::Rollback {
+        service: r.service,
+        to: r.to,
+    })
+}
+
+/// A repository name as Docker resolves it, for comparing a pushed repository with a
+/// configured one: lower case, Docker Hub's implicit `docker.io/` and `library/` made explicit.
+pub fn canonical_repository(repository: &str) -> String {
+    let r = image_repository(repository)
+        .unwrap_or_else(|| repository.to_string())
+        .to_ascii_lowercase();
+    let (host, path) = match r.split_once('/') {
+        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => {
+            (h.to_string(), p.to_string())
+        }
+        _ => ("docker.io".to_string(), r.clone()),
+    };
+    let host = match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".to_string()
+        }
+        _ => host,
+    };
+    if host == "docker.io" && !path.contains('/') {
+        return format!("docker.io/library/{path}");
+    }
+    format!("{host}/{path}")
 }
 
 /// Why a stored delivery could not be understood.
@@ -495,6 +542,7 @@ pub fn parse(source: Source, d: &Stored<'_>) -> Result<Event, ParseError> {
         Source::Dockerhub => dockerhub::parse(d.body),
         Source::Harbor => harbor::parse(d.body),
         Source::Quay => quay::parse(d.body),
+        Source::Manual if d.event == Some(ROLLBACK_EVENT) => rollback(d.body),
         Source::Generic | Source::Manual => Ok(generic::parse(d.body)),
     }
 }

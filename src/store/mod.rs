@@ -44,6 +44,7 @@ pub mod state {
     pub const SUPERSEDED: &str = "superseded";
     pub const SKIPPED: &str = "skipped";
     pub const INTERRUPTED: &str = "interrupted";
+    pub const ROLLED_BACK: &str = "rolled_back";
 }
 
 /// Delivery statuses.
@@ -110,6 +111,9 @@ pub struct Deployment {
     pub git_commit: Option<String>,
     pub event_time: Option<i64>,
     pub profile: Option<String>,
+    pub image: Option<String>,
+    pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
     pub attempt: i64,
     pub retry_of: Option<i64>,
     pub exit_code: Option<i64>,
@@ -133,6 +137,11 @@ pub struct NewDeployment {
     pub git_commit: Option<String>,
     pub event_time: Option<i64>,
     pub profile: Option<String>,
+    /// Image services: the repository, the pushed tag and the digest that will run (`None`
+    /// until resolved for senders that give no digest).
+    pub image: Option<String>,
+    pub image_tag: Option<String>,
+    pub image_digest: Option<String>,
 }
 
 /// Filters and paging of the list calls: newest first, `before` an id.
@@ -145,7 +154,7 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, attempt, retry_of, exit_code, created_at, started_at, finished_at";
+const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, exit_code, created_at, started_at, finished_at";
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
@@ -409,6 +418,17 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Records the digest a deployment resolved its tag to (senders that give none).
+    pub async fn set_image_digest(&self, id: i64, digest: &str) -> Result<(), StoreError> {
+        let _gate = self.gate.lock().await;
+        sqlx::query("UPDATE deployments SET image_digest = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records how a deployment ended.
     pub async fn finish(
         &self,
@@ -479,8 +499,8 @@ impl Store {
         .await?;
         let retry = if attempt <= i64::from(retries) && newer_queued.is_none() {
             let retry_id: i64 = sqlx::query_scalar(
-                "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, attempt, retry_of, created_at)
-                 SELECT app, service, delivery_id, 'queued', 'retry of interrupted deployment ' || id, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, attempt + 1, id, ?2
+                "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, created_at)
+                 SELECT app, service, delivery_id, 'queued', 'retry of interrupted deployment ' || id, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt + 1, id, ?2
                  FROM deployments WHERE id = ?1 RETURNING id",
             )
             .bind(id)
@@ -576,6 +596,82 @@ impl Planning {
         Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
     }
 
+    /// What an image service runs (its newest success) and has queued or running.
+    pub async fn images(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Vec<crate::plan::HeldImage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, image_tag, image_digest, 1 FROM deployments INDEXED BY deployments_active
+             WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
+             UNION ALL
+             SELECT * FROM (SELECT id, image_tag, image_digest, 0 FROM deployments INDEXED BY deployments_service
+                            WHERE app = ?1 AND service = ?2 AND state = 'succeeded' ORDER BY id DESC LIMIT 1)",
+        )
+        .bind(app)
+        .bind(service)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::plan::HeldImage {
+                    deployment: r.try_get(0)?,
+                    tag: r.try_get(1)?,
+                    digest: r.try_get(2)?,
+                    pending: r.try_get::<i64, _>(3)? == 1,
+                })
+            })
+            .collect()
+    }
+
+    /// The deployment a rollback goes back to: `to` if it is a success of this service, else
+    /// the newest success before the current version that ran something else.
+    pub async fn rollback_target(
+        &mut self,
+        app: &str,
+        service: &str,
+        to: Option<i64>,
+    ) -> Result<Option<Deployment>, StoreError> {
+        if let Some(id) = to {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1 AND app = ?2 AND service = ?3 AND state = 'succeeded'"
+            ));
+            return Ok(sqlx::query_as::<_, Deployment>(sql)
+                .bind(id)
+                .bind(app)
+                .bind(service)
+                .fetch_optional(&mut *self.tx)
+                .await?);
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = 'succeeded' ORDER BY id DESC LIMIT 1"
+        ));
+        let Some(current) = sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = 'succeeded' AND id < ?3
+               AND (COALESCE(image_digest, '') != COALESCE(?4, '') OR COALESCE(git_commit, '') != COALESCE(?5, ''))
+             ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .bind(current.id)
+            .bind(&current.image_digest)
+            .bind(&current.git_commit)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
     /// The id the next recorded deployment will get. Plans are recorded under the write gate,
     /// so nothing else inserts deployments until this batch commits; `sqlite_sequence`
     /// (AUTOINCREMENT) also covers pruned ids, so none is reused.
@@ -598,10 +694,10 @@ impl Planning {
         deliveries: &[(i64, Option<String>)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        // 16 variables per row; SQLite allows 32766 per statement.
+        // 19 variables per row; SQLite allows 32766 per statement.
         for chunk in deployments.chunks(1024) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, created_at, finished_at) ",
+                "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, created_at, finished_at) ",
             );
             q.push_values(chunk, |mut row, (id, delivery_id, d)| {
                 let finished = (d.state != state::QUEUED).then_some(now);
@@ -619,6 +715,9 @@ impl Planning {
                     .push_bind(d.git_commit.clone())
                     .push_bind(d.event_time)
                     .push_bind(d.profile.clone())
+                    .push_bind(d.image.clone())
+                    .push_bind(d.image_tag.clone())
+                    .push_bind(d.image_digest.clone())
                     .push_bind(now)
                     .push_bind(finished);
             });
