@@ -146,7 +146,7 @@ pub async fn hook(
         return reject(&shared, delivery, StatusCode::BAD_REQUEST, message).await;
     }
 
-    delivery.dedupe_key = sender_id;
+    delivery.dedupe_key = sender_id.or_else(|| sources::body_key(source, &delivery.body));
     let verified = delivery.verified;
     let is_ping = event.as_deref() == Some("ping");
     match shared.intake.insert(delivery).await {

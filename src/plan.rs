@@ -321,6 +321,13 @@ fn plan_image(
         _ => accepted.iter().max_by_key(|p| p.time),
     };
     let Some(push) = chosen else {
+        // Recorded with what was pushed, so the history shows the refused tag.
+        if let Some(p) = ours.last() {
+            d.image = Some(spec.repository.clone());
+            d.image_tag = p.tag.clone();
+            d.image_digest = p.digest.clone();
+            d.event_time = p.time;
+        }
         let tags: Vec<&str> = ours
             .iter()
             .map(|p| p.tag.as_deref().unwrap_or("(by digest)"))

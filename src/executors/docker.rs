@@ -99,9 +99,9 @@ pub async fn run(
     let digest = pull(&docker, job, log).await?;
     let image = format!("{}@{digest}", job.repository);
     let new_image = docker.inspect_image(&image).await?;
-    let new_config = new_image.config.unwrap_or_default();
+    let new_id = new_image.id.clone().unwrap_or_default();
     for name in &targets {
-        let step = replace(&docker, job, log, cancel, name, &image, &new_config).await?;
+        let step = replace(&docker, job, log, cancel, name, &image, &new_id).await?;
         if step != Outcome::Succeeded {
             // Replicas are replaced one at a time; the first that fails stops the rollout, and
             // the ones already replaced keep the new version.
@@ -255,10 +255,19 @@ async fn replace(
     cancel: &CancellationToken,
     name: &str,
     image: &str,
-    new_image: &ImageConfig,
+    new_image_id: &str,
 ) -> Result<Outcome, DockerError> {
     let old = docker.inspect_container(name, None).await?;
     let old_id = old.id.clone().unwrap_or_default();
+    let running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    if old.image.as_deref() == Some(new_image_id) && running {
+        // A redelivery, or a sender that gives no digest pushing the same image again.
+        log.ferry(&format!(
+            "container {name} already runs {image}; nothing to replace"
+        ))
+        .await?;
+        return Ok(Outcome::Succeeded);
+    }
     let old_image = match &old.image {
         Some(id) => docker
             .inspect_image(id)
@@ -269,7 +278,7 @@ async fn replace(
         None => ImageConfig::default(),
     };
     let was_running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-    let (body, extra_networks) = new_container(&old, &old_image, image, new_image);
+    let (body, extra_networks) = new_container(&old, &old_image, image);
     let publishes = old
         .host_config
         .as_ref()
@@ -552,7 +561,6 @@ fn new_container(
     old: &ContainerInspectResponse,
     old_image: &ImageConfig,
     image: &str,
-    new_image: &ImageConfig,
 ) -> (ContainerCreateBody, Vec<(String, EndpointSettings)>) {
     let config = old.config.clone().unwrap_or_default();
     let old_id = old.id.clone().unwrap_or_default();
@@ -601,7 +609,6 @@ fn new_container(
             .filter(|p| !old_image.exposed_ports.iter().flatten().any(|x| x == p))
             .collect::<Vec<_>>()
     });
-    let _ = new_image;
 
     let mut host_config = old.host_config.clone().unwrap_or_default();
     // Anonymous volumes of the old container (from the image's VOLUME) carry its data: mount
@@ -738,8 +745,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let (body, extra) =
-            new_container(&old, &old_image, "r/x@sha256:1", &ImageConfig::default());
+        let (body, extra) = new_container(&old, &old_image, "r/x@sha256:1");
         assert_eq!(body.env, Some(vec!["GREETING=hello".to_string()]));
         assert_eq!(body.cmd, None, "the new image's own CMD applies");
         assert_eq!(

@@ -209,6 +209,22 @@ pub fn delivery_id(source: Source, headers: &HeaderMap) -> Option<String> {
     id.map(|s| s.chars().take(200).collect())
 }
 
+/// The dedupe key of senders that send no delivery id but whose every event body is unique:
+/// a hash of the body, so a redelivery (the same body again) is a duplicate. Distribution and
+/// Harbor bodies carry per-event ids, Docker Hub's carry `pushed_at`. Quay's carry neither id
+/// nor time — two real pushes of one tag look the same — so Quay is not deduplicated here;
+/// the docker executor then finds the container already runs the digest and does nothing.
+pub fn body_key(source: Source, body: &[u8]) -> Option<String> {
+    use sha2::Digest;
+    match source {
+        Source::Registry | Source::Harbor | Source::Dockerhub if !body.is_empty() => Some(format!(
+            "body-sha256:{}",
+            hex::encode(sha2::Sha256::digest(body))
+        )),
+        _ => None,
+    }
+}
+
 /// Why a delivery failed verification (answered 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {

@@ -5,6 +5,7 @@ mod support;
 
 mod api_cli;
 mod config_cli;
+mod containers;
 mod dockerenv;
 mod executor;
 mod intake;

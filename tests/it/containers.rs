@@ -1,0 +1,311 @@
+//! Containers, end to end: a real registry notifies ferry of image pushes, and ferry replaces a
+//! real container through the Docker Engine — health-gated, with rollback — keeping what the
+//! user set on it. See `dockerenv.rs` for the registry and the test images.
+
+use std::net::TcpListener;
+
+use serde_json::Value;
+
+use crate::dockerenv::*;
+use crate::support::*;
+
+const NOTIFY_TOKEN: &str = "registry-notify-token";
+
+/// A free loopback port for ferry, known before it starts: the registry's config needs the
+/// hook URL, and ferry's config needs the registry's address.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn config(port: u16, repo: &str, container: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+data_dir = "{{dir}}/data"
+admin_token = "${{FERRY_ADMIN_TOKEN}}"
+
+[apps.shop]
+token = "{HOOK_TOKEN}"
+[apps.shop.verify]
+bearer = "{NOTIFY_TOKEN}"
+
+[apps.shop.services.api]
+image = {{ repository = "{repo}", tags = "semver:^1" }}
+docker = {{ container = "{container}", health_timeout = "15s" }}
+"#
+    )
+}
+
+/// The deployment of service `api` that the manifest push of `tag` caused.
+async fn deployment_of_tag(ferry: &Ferry, tag: &str, what: &str, state: &str) -> Value {
+    let list = ferry
+        .wait_deployments("app=shop&service=api", what, |list| {
+            list.iter()
+                .any(|d| d["image_tag"] == tag && d["state"] == state)
+        })
+        .await;
+    list.into_iter()
+        .find(|d| d["image_tag"] == tag && d["state"] == state)
+        .expect("found above")
+}
+
+fn container_id(name: &str) -> String {
+    docker(&["inspect", "--format", "{{.Id}}", name])
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_image_push_replaces_the_container_health_gated_with_rollback() {
+    if !require_docker("an_image_push_replaces_the_container_health_gated_with_rollback") {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-ct");
+    let name = scope.name("api");
+    let network = scope.name("net");
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hooks/shop/{HOOK_TOKEN}");
+    let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
+    let repo = scope.repo(&registry.repo("acme/api"));
+    let ferry = Ferry::with_config(&config(port, &repo, &name))
+        .dir("data")
+        .dir("marker")
+        .start()
+        .await;
+
+    // The user's container, started by hand from 1.0.0 with settings ferry must keep.
+    for (v, broken) in [
+        ("1.0.0", false),
+        ("1.1.0", false),
+        ("1.2.0", true),
+        ("2.0.0", false),
+    ] {
+        build_image(&format!("{repo}:{v}"), v, broken);
+    }
+    std::fs::write(ferry.path("marker/marker"), "kept-across-deploys").unwrap();
+    docker(&["network", "create", "--label", TEST_LABEL, &network]);
+    let _network = NetworkGuard(network.clone());
+    let mount = format!("{}:/data:ro", ferry.path("marker").display());
+    // A fixed host port: the new container can only bind it once the old one has stopped.
+    let publish = format!("127.0.0.1:{}:8080", free_port());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &network,
+        "--network-alias",
+        "api-alias",
+        "-p",
+        &publish,
+        "-e",
+        "GREETING=hello-from-the-user",
+        "-v",
+        &mount,
+        "--label",
+        "ferry.service=api",
+        "--restart",
+        "unless-stopped",
+        &format!("{repo}:1.0.0"),
+    ]);
+    wait_health(&name, "healthy").await;
+    let address = published(&name, APP_PORT);
+
+    // 1.0.0 pushed: ferry pins the running container to the pushed digest.
+    let d100 = push(&format!("{repo}:1.0.0"));
+    let first = deployment_of_tag(&ferry, "1.0.0", "1.0.0 deployed", "succeeded").await;
+    assert_eq!(first["image_digest"], d100.as_str(), "{first:#}");
+    assert_eq!(first["source"], "registry", "{first:#}");
+
+    // 1.1.0: a healthy new version replaces it, keeping env, mounts, ports, labels, alias.
+    let before = container_id(&name);
+    let d110 = push(&format!("{repo}:1.1.0"));
+    let second = deployment_of_tag(&ferry, "1.1.0", "1.1.0 deployed", "succeeded").await;
+    assert_eq!(second["version"], format!("1.1.0@{d110}"), "{second:#}");
+    let after = container_id(&name);
+    assert_ne!(before, after, "a new container runs 1.1.0");
+    let answer = http_get(&published(&name, APP_PORT)).await.unwrap();
+    assert_eq!(answer_value(&answer, "version"), Some("1.1.0"), "{answer}");
+    assert_eq!(
+        answer_value(&answer, "greeting"),
+        Some("hello-from-the-user"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer_value(&answer, "marker"),
+        Some("kept-across-deploys"),
+        "{answer}"
+    );
+    assert_eq!(
+        published(&name, APP_PORT),
+        address,
+        "the same published host port"
+    );
+    let c = inspect(&name).unwrap();
+    assert_eq!(
+        c["Config"]["Image"],
+        format!("{repo}@{d110}"),
+        "pinned by digest"
+    );
+    assert_eq!(c["Config"]["Labels"]["ferry.service"], "api");
+    assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(c["State"]["Health"]["Status"], "healthy");
+    let aliases: Vec<String> = c["NetworkSettings"]["Networks"][&network]["Aliases"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(aliases.contains(&"api-alias".to_string()), "{aliases:?}");
+    assert!(
+        !aliases.contains(&before[..12].to_string()),
+        "old short id kept: {aliases:?}"
+    );
+    assert_ne!(
+        c["Config"]["Hostname"],
+        before[..12],
+        "old generated hostname copied"
+    );
+    let env: Vec<&str> = c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        env.contains(&"VERSION=1.1.0"),
+        "the new image's own env applies: {env:?}"
+    );
+    let log = ferry.log(second["id"].as_i64().unwrap()).await;
+    for step in [
+        "pulling",
+        "digest",
+        "created",
+        "healthy after",
+        "removed the old container",
+    ] {
+        assert!(log.contains(step), "deploy log lacks {step:?}:\n{log}");
+    }
+
+    // 1.2.0 fails its healthcheck: rolled back, 1.1.0 runs on in the same container.
+    push(&format!("{repo}:1.2.0"));
+    let third = deployment_of_tag(&ferry, "1.2.0", "1.2.0 rolled back", "rolled_back").await;
+    assert!(
+        third["reason"].as_str().unwrap_or("").contains("unhealthy"),
+        "{third:#}"
+    );
+    assert_eq!(container_id(&name), after, "the 1.1.0 container is back");
+    assert!(
+        state(&name).starts_with("status=running"),
+        "{}",
+        state(&name)
+    );
+    let answer = http_get(&published(&name, APP_PORT)).await.unwrap();
+    assert_eq!(answer_value(&answer, "version"), Some("1.1.0"), "{answer}");
+    let leftovers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={name}-ferry-old"),
+        "-q",
+    ]);
+    assert!(
+        leftovers.trim().is_empty(),
+        "old containers left: {leftovers}"
+    );
+
+    // 2.0.0 is outside semver:^1.
+    push(&format!("{repo}:2.0.0"));
+    let fourth = deployment_of_tag(&ferry, "2.0.0", "2.0.0 skipped", "skipped").await;
+    assert!(
+        fourth["reason"].as_str().unwrap().contains("semver:^1"),
+        "{fourth:#}"
+    );
+
+    // The same digest under another version tag deploys nothing again.
+    docker(&["tag", &format!("{repo}:1.1.0"), &format!("{repo}:v1.1.0")]);
+    push(&format!("{repo}:v1.1.0"));
+    let again = deployment_of_tag(&ferry, "v1.1.0", "v1.1.0 skipped", "skipped").await;
+    assert!(
+        again["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already deployed"),
+        "{again:#}"
+    );
+
+    // A redelivered notification is a duplicate.
+    let delivery = ferry
+        .delivery(second["delivery_id"].as_i64().unwrap())
+        .await;
+    let body = delivery["body"].as_str().unwrap().to_string();
+    let redelivered = ferry
+        .hook("shop")
+        .header(
+            "Content-Type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .header("Authorization", &format!("Bearer {NOTIFY_TOKEN}"))
+        .body(body)
+        .send()
+        .await;
+    assert_eq!(redelivered.status, 200, "{}", redelivered.text);
+    assert_eq!(redelivered.json()["status"], "duplicate");
+    ferry.settled("shop").await;
+    assert_eq!(container_id(&name), after);
+
+    // `ferry rollback` returns to the previous successful version: 1.0.0, by digest.
+    let out = ferry
+        .cli(&["rollback", "shop", "api", "--wait"])
+        .run()
+        .await;
+    let text = out.success().to_string();
+    assert!(text.contains("succeeded"), "{text}");
+    let c = inspect(&name).unwrap();
+    assert_eq!(c["Config"]["Image"], format!("{repo}@{d100}"));
+    let answer = http_get(&published(&name, APP_PORT)).await.unwrap();
+    assert_eq!(answer_value(&answer, "version"), Some("1.0.0"), "{answer}");
+    assert_eq!(
+        answer_value(&answer, "greeting"),
+        Some("hello-from-the-user"),
+        "{answer}"
+    );
+    let status = ferry
+        .get("/api/v1/deployments?app=shop&service=api&limit=1")
+        .await;
+    let latest = &status["deployments"][0];
+    assert_eq!(latest["event"], "rollback", "{latest:#}");
+    assert!(
+        latest["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback to deployment"),
+        "{latest:#}"
+    );
+    scope.clean();
+}
+
+/// Removes a test network when dropped (after the containers on it).
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        remove_containers_on_network(&self.0);
+        let _ = try_docker(&["network", "rm", &self.0]);
+    }
+}
+
+fn remove_containers_on_network(network: &str) {
+    if let Ok(ids) = try_docker(&["ps", "-aq", "--filter", &format!("network={network}")]) {
+        for id in ids.split_whitespace() {
+            let _ = try_docker(&["rm", "-f", id]);
+        }
+    }
+}
