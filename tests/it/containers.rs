@@ -309,3 +309,126 @@ fn remove_containers_on_network(network: &str) {
         }
     }
 }
+
+/// Image services deployed by a command: every image sender's push reaches them, with the
+/// image in `FERRY_IMAGE*` (no Docker needed).
+const IMAGE_APPS: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{dir}/data"
+admin_token = "${FERRY_ADMIN_TOKEN}"
+
+[apps.hub]
+token = "image-hook-token-1"
+[apps.hub.services.testhook]
+image = { repository = "docker.io/svendowideit/testhook", tags = "latest" }
+command = ["{dir}/deploy.sh"]
+[apps.hub.services.quay]
+image = { repository = "quay.io/dgangaia/test", tags = "latest" }
+command = ["{dir}/deploy.sh"]
+[apps.hub.services.pinned]
+image = { repository = "quay.io/dgangaia/test", tags = "semver:^1" }
+command = ["{dir}/deploy.sh"]
+
+[apps.harbor]
+token = "image-hook-token-2"
+[apps.harbor.verify]
+bearer = "It's a Secret to Everybody"
+[apps.harbor.services.alpine]
+image = { repository = "localhost/harbor/alpine", tags = "latest" }
+command = ["{dir}/deploy.sh"]
+"#;
+
+#[tokio::test]
+async fn image_pushes_of_every_sender_reach_image_services() {
+    let ferry = Ferry::with_config(IMAGE_APPS).start().await;
+
+    // Docker Hub sends no identifying header: its hook URL names it (`ferry hooks` says so).
+    // Tag `latest`, no digest (resolved by the docker executor; a command gets
+    // the tag). A redelivery of the same body is a duplicate.
+    let hub = ferry
+        .hook("hub")
+        .token("image-hook-token-1")
+        .query("source=dockerhub")
+        .fixture("dockerhub/push")
+        .send()
+        .await;
+    let id = hub.accepted();
+    let deps = ferry.settle(id).await;
+    let testhook = only(&deps, "testhook");
+    assert_eq!(testhook["state"], "succeeded", "{testhook:#}");
+    assert_eq!(testhook["source"], "dockerhub");
+    assert_eq!(testhook["version"], "latest");
+    let env = ferry.run_env(testhook["id"].as_i64().unwrap());
+    assert_eq!(env["FERRY_IMAGE"], "docker.io/svendowideit/testhook");
+    assert_eq!(env["FERRY_IMAGE_TAG"], "latest");
+    assert!(!env.contains_key("FERRY_IMAGE_DIGEST"), "{env:?}");
+    assert_eq!(env["FERRY_EVENT"], "image_push");
+    assert!(
+        only(&deps, "quay")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("follows quay.io/dgangaia/test")
+    );
+    let again = ferry
+        .hook("hub")
+        .token("image-hook-token-1")
+        .query("source=dockerhub")
+        .fixture("dockerhub/push")
+        .send()
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json()["status"], "duplicate");
+
+    // Quay: `updated_tags` [latest] deploys the `latest` service; `semver:^1` refuses it.
+    let quay = ferry
+        .hook("hub")
+        .token("image-hook-token-1")
+        .query("source=quay")
+        .fixture("quay/repo-push")
+        .send()
+        .await
+        .accepted();
+    let deps = ferry.settle(quay).await;
+    assert_eq!(only(&deps, "quay")["state"], "succeeded");
+    assert_eq!(only(&deps, "quay")["image_tag"], "latest");
+    let pinned = only(&deps, "pinned");
+    assert_eq!(pinned["state"], "skipped");
+    assert!(
+        pinned["reason"].as_str().unwrap().contains("semver:^1"),
+        "{pinned:#}"
+    );
+
+    // Harbor, verified by its Authorization header; this push is by digest only, which no
+    // tag policy takes.
+    let harbor = ferry
+        .hook("harbor")
+        .token("image-hook-token-2")
+        .query("source=harbor")
+        .fixture("harbor/push-artifact-default")
+        .send()
+        .await
+        .accepted();
+    let deps = ferry.settle(harbor).await;
+    let alpine = only(&deps, "alpine");
+    assert_eq!(alpine["state"], "skipped", "{alpine:#}");
+    assert!(
+        alpine["reason"].as_str().unwrap().contains("(by digest)"),
+        "{alpine:#}"
+    );
+    assert!(
+        alpine["image_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:954b378c")
+    );
+    let unsigned = ferry
+        .hook("harbor")
+        .token("image-hook-token-2")
+        .query("source=harbor")
+        .fixture("harbor/push-artifact-default")
+        .without_header("Authorization")
+        .send()
+        .await;
+    assert_eq!(unsigned.status, 401, "{}", unsigned.text);
+}
