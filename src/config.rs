@@ -274,6 +274,8 @@ pub enum Executor {
     },
     /// Pull the new image and replace the selected containers, health-gated, with rollback.
     Docker(DockerSpec),
+    /// `compose pull` + `compose up -d --no-deps` of some services, then a health wait.
+    Compose(ComposeSpec),
 }
 
 impl Executor {
@@ -281,6 +283,7 @@ impl Executor {
         match self {
             Executor::Command { .. } => "command",
             Executor::Docker(_) => "docker",
+            Executor::Compose(_) => "compose",
         }
     }
 }
@@ -289,19 +292,36 @@ impl Executor {
 #[derive(Debug, Clone)]
 pub struct DockerSpec {
     pub select: ContainerSelector,
-    /// How long a new container has to become healthy before it is rolled back.
-    pub health_timeout: Duration,
-    /// An HTTP URL that must answer 2xx (checked from ferry's host), if set.
-    pub probe: Option<String>,
-    /// For images without a healthcheck and no probe: running this long without a restart
-    /// counts as healthy.
-    pub stable_for: Duration,
+    pub health: HealthGate,
     /// Registry credentials; without them the user's Docker config (`~/.docker/config.json`)
     /// is read for the registry's host.
     pub auth: Option<(String, Secret)>,
-    /// Keep this many previous images of the service (never the one a rollback needs);
-    /// `None` removes nothing.
+    /// Keep this many images of the service (never fewer than the running one and the one a
+    /// rollback needs); `None` removes nothing.
     pub keep_images: Option<usize>,
+}
+
+/// How a new container proves healthy: its Docker healthcheck if it has one, else the HTTP
+/// probe if set, else running without a restart for `stable_for`.
+#[derive(Debug, Clone)]
+pub struct HealthGate {
+    /// How long a new container has to become healthy.
+    pub timeout: Duration,
+    /// An HTTP URL that must answer 2xx (checked from ferry's host), if set.
+    pub probe: Option<String>,
+    pub stable_for: Duration,
+}
+
+/// A Compose project whose services are pulled and recreated through Compose itself.
+#[derive(Debug, Clone)]
+pub struct ComposeSpec {
+    /// `-p`: the Compose project name.
+    pub project: String,
+    /// `-f`: the Compose file (relative paths from the config file's directory).
+    pub file: PathBuf,
+    /// The Compose services this ferry service deploys (default: its own name).
+    pub services: Vec<String>,
+    pub health: HealthGate,
 }
 
 #[derive(Debug, Clone)]
@@ -518,6 +538,18 @@ mod raw {
         pub env: BTreeMap<Spanned<String>, Spanned<String>>,
         pub image: Option<Spanned<Image>>,
         pub docker: Option<Spanned<Docker>>,
+        pub compose: Option<Spanned<Compose>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Compose {
+        pub project: Spanned<String>,
+        pub file: Option<Spanned<String>>,
+        pub services: Option<Spanned<Vec<Spanned<String>>>>,
+        pub health_timeout: Option<Spanned<String>>,
+        pub probe: Option<Spanned<String>>,
+        pub stable_for: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1069,30 +1101,12 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let health_timeout = match &d.health_timeout {
-            Some(v) => self.duration(v, &format!("{key}.docker.health_timeout"))?,
-            None => Duration::from_secs(60),
-        };
-        let stable_for = match &d.stable_for {
-            Some(v) => self.duration(v, &format!("{key}.docker.stable_for"))?,
-            None => Duration::from_secs(5),
-        };
-        let probe = match &d.probe {
-            Some(v) => {
-                let pkey = format!("{key}.docker.probe");
-                let url = self.expand(v, &pkey, false)?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    self.error(
-                        Some(v.span()),
-                        &pkey,
-                        format!("{url:?} is not an http:// or https:// URL"),
-                    );
-                    return None;
-                }
-                Some(url)
-            }
-            None => None,
-        };
+        let health = self.health(
+            &d.health_timeout,
+            &d.probe,
+            &d.stable_for,
+            &format!("{key}.docker"),
+        )?;
         let auth = match (&d.username, &d.password) {
             (Some(u), Some(p)) => Some((
                 self.expand(u, &format!("{key}.docker.username"), false)?,
@@ -1130,11 +1144,100 @@ impl Validator<'_> {
         };
         Some(DockerSpec {
             select,
-            health_timeout,
-            probe,
-            stable_for,
+            health,
             auth,
             keep_images,
+        })
+    }
+
+    fn health(
+        &mut self,
+        timeout: &Option<Spanned<String>>,
+        probe: &Option<Spanned<String>>,
+        stable_for: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<HealthGate> {
+        let timeout = match timeout {
+            Some(v) => self.duration(v, &format!("{key}.health_timeout"))?,
+            None => Duration::from_secs(60),
+        };
+        let stable_for = match stable_for {
+            Some(v) => self.duration(v, &format!("{key}.stable_for"))?,
+            None => Duration::from_secs(5),
+        };
+        let probe = match probe {
+            Some(v) => {
+                let pkey = format!("{key}.probe");
+                let url = self.expand(v, &pkey, false)?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    self.error(
+                        Some(v.span()),
+                        &pkey,
+                        format!("{url:?} is not an http:// or https:// URL"),
+                    );
+                    return None;
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        Some(HealthGate {
+            timeout,
+            probe,
+            stable_for,
+        })
+    }
+
+    fn compose(
+        &mut self,
+        raw: &Spanned<raw::Compose>,
+        key: &str,
+        service: &str,
+        dir: &Path,
+    ) -> Option<ComposeSpec> {
+        let c = raw.get_ref();
+        let ckey = format!("{key}.compose");
+        let project = self.expand(&c.project, &format!("{ckey}.project"), false)?;
+        if project.is_empty()
+            || !project
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "-_".contains(ch))
+        {
+            self.error(
+                Some(c.project.span()),
+                &format!("{ckey}.project"),
+                format!("{project:?} is not a Compose project name (lower-case letters, digits, - and _)"),
+            );
+            return None;
+        }
+        let file = match &c.file {
+            Some(f) => dir.join(self.expand(f, &format!("{ckey}.file"), false)?),
+            None => dir.join("compose.yaml"),
+        };
+        let services = match &c.services {
+            Some(list) => {
+                let mut out = Vec::new();
+                for s in list.get_ref() {
+                    out.push(self.expand(s, &format!("{ckey}.services"), false)?);
+                }
+                if out.is_empty() || out.iter().any(|s| s.is_empty() || s.starts_with('-')) {
+                    self.error(
+                        Some(list.span()),
+                        &format!("{ckey}.services"),
+                        "must name Compose services: services = [\"api\"]".into(),
+                    );
+                    return None;
+                }
+                out
+            }
+            None => vec![service.to_string()],
+        };
+        let health = self.health(&c.health_timeout, &c.probe, &c.stable_for, &ckey)?;
+        Some(ComposeSpec {
+            project,
+            file,
+            services,
+            health,
         })
     }
 
@@ -1223,15 +1326,39 @@ impl Validator<'_> {
             Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
             None => dir.to_path_buf(),
         };
+        let executors = [
+            raw.command.as_ref().map(|c| ("command", c.span())),
+            raw.docker.as_ref().map(|c| ("docker", c.span())),
+            raw.compose.as_ref().map(|c| ("compose", c.span())),
+        ];
+        let set: Vec<_> = executors.iter().flatten().collect();
+        if set.len() > 1 {
+            self.error(
+                Some(set[1].1.clone()),
+                &format!("{key}.{}", set[1].0),
+                format!(
+                    "a service has one executor: {} are both set",
+                    set.iter()
+                        .map(|(k, _)| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            );
+            return None;
+        }
+        if let Some(c) = &raw.compose {
+            let spec = self.compose(c, key, name, dir)?;
+            return Some(Service {
+                name: name.to_string(),
+                git,
+                image,
+                executor: Executor::Compose(spec),
+                timeout,
+                env,
+            });
+        }
         let executor = match (&raw.command, &raw.docker) {
-            (Some(_), Some(d)) => {
-                self.error(
-                    Some(d.span()),
-                    &format!("{key}.docker"),
-                    "a service has one executor: `command` or `docker`, not both".into(),
-                );
-                return None;
-            }
+            (Some(_), Some(_)) => unreachable!("refused above"),
             (None, Some(d)) => {
                 let spec = self.docker(d, key)?;
                 if raw.image.is_none() {
@@ -1264,7 +1391,7 @@ impl Validator<'_> {
                 self.error(
                     Some(span),
                     key,
-                    "has no executor: set `command = [\"program\", \"arg\", …]` or `docker = { container = \"name\" }`".into(),
+                    "has no executor: set `command = [\"program\", \"arg\", …]`, `docker = { container = \"name\" }` or `compose = { project = \"name\" }`".into(),
                 );
                 return None;
             }
@@ -1552,7 +1679,27 @@ services = ["web"]
         let e = errors(&format!(
             "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\" }}\ncommand = [\"x\"]\n"
         ));
-        assert!(e.len() == 1 && e[0].contains("not both"), "{e:?}");
+        assert!(e.len() == 1 && e[0].contains("one executor"), "{e:?}");
+    }
+
+    #[test]
+    fn compose_services() {
+        let base = "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.api]\n";
+        let c = check(&format!(
+            "{base}compose = {{ project = \"shop\", file = \"deploy/compose.yml\" }}\n"
+        ))
+        .unwrap();
+        let Executor::Compose(spec) = &c.apps["shop"].services["api"].executor else {
+            panic!("compose executor expected")
+        };
+        assert_eq!(spec.file, Path::new("/etc/ferry/deploy/compose.yml"));
+        assert_eq!(spec.services, ["api"]);
+        let e = errors(&format!("{base}compose = {{ project = \"Shop App\" }}\n"));
+        assert!(e.len() == 1 && e[0].contains("compose.project"), "{e:?}");
+        let e = errors(&format!(
+            "{base}compose = {{ project = \"shop\" }}\ncommand = [\"x\"]\n"
+        ));
+        assert!(e.len() == 1 && e[0].contains("one executor"), "{e:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Executor};
 use crate::deploylog::{self, LogWriter};
-use crate::executors::{Outcome, command, docker};
+use crate::executors::{Outcome, command, compose, docker};
 use crate::store::{Deployment, Store, state};
 
 /// Every FERRY_* variable ferry sets; inherited ones of these names are removed first so a
@@ -246,6 +246,22 @@ async fn run_executor(
                 timeout: service.timeout,
             };
             command::run(&spec, &log, kill)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Executor::Compose(spec) => {
+            let job = compose::ComposeJob {
+                spec: spec.clone(),
+                workdir: spec
+                    .file
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default(),
+                env,
+                env_remove,
+                timeout: service.timeout,
+            };
+            compose::run(&job, &log, kill)
                 .await
                 .map_err(|e| e.to_string())
         }

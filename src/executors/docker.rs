@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
-use crate::config::{ContainerSelector, DockerSpec};
+use crate::config::{ContainerSelector, DockerSpec, HealthGate};
 use crate::deploylog::LogWriter;
 
 /// What to deploy: the image and which containers get it.
@@ -90,17 +90,20 @@ pub async fn run(
     log: &LogWriter,
     cancel: &CancellationToken,
 ) -> Result<DockerResult, DockerError> {
-    let docker = Docker::connect_with_defaults()
-        .map_err(DockerError::Connect)?
-        .negotiate_version()
-        .await
-        .map_err(DockerError::Connect)?;
+    let docker = connect().await?;
     let targets = select(&docker, &job.spec.select).await?;
     let digest = pull(&docker, job, log).await?;
     let image = format!("{}@{digest}", job.repository);
     let new_image = docker.inspect_image(&image).await?;
     let new_id = new_image.id.clone().unwrap_or_default();
+    // The images the replaced containers ran: what a rollback needs, so never pruned.
+    let mut previous = Vec::new();
     for name in &targets {
+        if let Ok(c) = docker.inspect_container(name, None).await
+            && let Some(image) = c.image
+        {
+            previous.push(image);
+        }
         let step = replace(&docker, job, log, cancel, name, &image, &new_id).await?;
         if step != Outcome::Succeeded {
             // Replicas are replaced one at a time; the first that fails stops the rollout, and
@@ -111,10 +114,90 @@ pub async fn run(
             });
         }
     }
+    if let Some(keep) = job.spec.keep_images {
+        previous.push(new_id);
+        prune_images(&docker, &job.repository, &previous, keep, log).await?;
+    }
     Ok(DockerResult {
         outcome: Outcome::Succeeded,
         digest: Some(digest),
     })
+}
+
+/// Removes old images of the repository, keeping the newest `keep` besides those in `needed`
+/// (the one now running and the one a rollback needs). An image still used by some container
+/// is left alone (the engine refuses, and that is fine).
+async fn prune_images(
+    docker: &Docker,
+    repository: &str,
+    needed: &[String],
+    keep: usize,
+    log: &LogWriter,
+) -> Result<(), DockerError> {
+    let ours = |refs: &[String]| {
+        refs.iter().any(|r| {
+            r.strip_prefix(repository)
+                .is_some_and(|rest| rest.starts_with('@') || rest.starts_with(':'))
+        })
+    };
+    let mut images: Vec<_> = docker
+        .list_images(Some(bollard::query_parameters::ListImagesOptions {
+            all: false,
+            ..Default::default()
+        }))
+        .await?
+        .into_iter()
+        .filter(|i| ours(&i.repo_tags) || ours(&i.repo_digests))
+        .filter(|i| !needed.contains(&i.id))
+        .collect();
+    images.sort_by_key(|i| std::cmp::Reverse(i.created));
+    let mut needed = needed.to_vec();
+    needed.sort();
+    needed.dedup();
+    let extra = keep.saturating_sub(needed.len());
+    let mut removed = 0;
+    for image in images.iter().skip(extra) {
+        // By reference, not id: an image with several tags is only removed with all of them.
+        let refs = image
+            .repo_tags
+            .iter()
+            .chain(&image.repo_digests)
+            .filter(|r| ours(std::slice::from_ref(r)));
+        let mut gone = true;
+        for r in refs {
+            if let Err(e) = docker
+                .remove_image(
+                    r,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await
+            {
+                log.ferry(&format!("kept image {r}: {e}")).await?;
+                gone = false;
+                break;
+            }
+        }
+        if gone {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        log.ferry(&format!(
+            "removed {removed} old image(s) of {repository} (keep_images = {keep})"
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Connects to the engine (`DOCKER_HOST`, else the local socket) at the API version it speaks.
+pub(crate) async fn connect() -> Result<Docker, DockerError> {
+    Docker::connect_with_defaults()
+        .map_err(DockerError::Connect)?
+        .negotiate_version()
+        .await
+        .map_err(DockerError::Connect)
 }
 
 /// The names of the containers to replace, in a stable order.
@@ -363,7 +446,7 @@ async fn replace(
     }
     .await;
     let health = match &attempt {
-        Ok(id) => wait_healthy(docker, &job.spec, log, cancel, id).await,
+        Ok(id) => wait_healthy(docker, &job.spec.health, log, cancel, id).await,
         Err(e) => Health::Failed(e.clone()),
     };
     match health {
@@ -426,22 +509,23 @@ async fn replace(
     }
 }
 
-enum Health {
+/// How the wait for a new container ended.
+pub(crate) enum Health {
     Healthy(Duration),
     Failed(String),
     Cancelled(String),
 }
 
-/// Waits until the new container is healthy, or fails, or the time is up.
-async fn wait_healthy(
+/// Waits until a new container is healthy (see [`HealthGate`]), or fails, or the time is up.
+pub(crate) async fn wait_healthy(
     docker: &Docker,
-    spec: &DockerSpec,
+    spec: &HealthGate,
     log: &LogWriter,
     cancel: &CancellationToken,
     id: &str,
 ) -> Health {
     let started = Instant::now();
-    let deadline = started + spec.health_timeout;
+    let deadline = started + spec.timeout;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -483,7 +567,7 @@ async fn wait_healthy(
             let _ = log
                 .ferry(&format!(
                     "started; waiting for {how} (at most {})",
-                    secs(spec.health_timeout)
+                    secs(spec.timeout)
                 ))
                 .await;
             announced = true;
@@ -527,7 +611,7 @@ async fn wait_healthy(
                 .unwrap_or_else(|| "running".into());
             return Health::Failed(format!(
                 "the new container was not healthy after {} (waited for {how}; status {status})",
-                secs(spec.health_timeout)
+                secs(spec.timeout)
             ));
         }
         tokio::select! {

@@ -6,6 +6,7 @@
 //! the HTTP side or the config file.
 
 pub mod command;
+pub mod compose;
 pub mod docker;
 
 /// How a deployment ended, as far as the executor can tell.

@@ -432,3 +432,214 @@ async fn image_pushes_of_every_sender_reach_image_services() {
         .await;
     assert_eq!(unsigned.status, 401, "{}", unsigned.text);
 }
+
+#[tokio::test]
+async fn labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned() {
+    if !require_docker("labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned") {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-rep");
+    let label = format!("ferry.service={}", scope.prefix());
+    scope.label(&label);
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hooks/shop/{HOOK_TOKEN}");
+    let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
+    let repo = scope.repo(&registry.repo("acme/web"));
+    let config = config(port, &repo, "unused").replace(
+        r#"docker = { container = "unused", health_timeout = "15s" }"#,
+        &format!(r#"docker = {{ label = "{label}", health_timeout = "15s", keep_images = 2 }}"#),
+    );
+    let ferry = Ferry::with_config(&config).dir("data").start().await;
+    for v in ["1.0.0", "1.1.0"] {
+        build_image(&format!("{repo}:{v}"), v, false);
+    }
+    let replicas = [scope.name("r1"), scope.name("r2")];
+    for r in &replicas {
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            r,
+            "--label",
+            &label,
+            &format!("{repo}:1.0.0"),
+        ]);
+    }
+    for r in &replicas {
+        wait_health(r, "healthy").await;
+    }
+
+    push(&format!("{repo}:1.0.0"));
+    deployment_of_tag(&ferry, "1.0.0", "1.0.0 deployed", "succeeded").await;
+    let d110 = push(&format!("{repo}:1.1.0"));
+    let dep = deployment_of_tag(&ferry, "1.1.0", "1.1.0 deployed", "succeeded").await;
+    for r in &replicas {
+        let c = inspect(r).unwrap();
+        assert_eq!(c["Config"]["Image"], format!("{repo}@{d110}"), "{r}");
+        assert_eq!(c["State"]["Health"]["Status"], "healthy", "{r}");
+    }
+    // One at a time: the first replica is healthy and its old container gone before the
+    // second one is touched.
+    let log = ferry.log(dep["id"].as_i64().unwrap()).await;
+    let first_done = log
+        .find("removed the old container")
+        .expect("first replica done");
+    let second_start = log
+        .find(&format!("container {}:", replicas[1]))
+        .expect("second replica started");
+    assert!(
+        first_done < second_start,
+        "replicas replaced together:\n{log}"
+    );
+
+    // keep_images = 2: after 1.2.0, 1.2.0 runs and 1.1.0 (the rollback) stays; 1.0.0 goes.
+    build_image(&format!("{repo}:1.2.0"), "1.2.0", false);
+    push(&format!("{repo}:1.2.0"));
+    deployment_of_tag(&ferry, "1.2.0", "1.2.0 deployed", "succeeded").await;
+    assert!(try_docker(&["image", "inspect", &format!("{repo}:1.1.0")]).is_ok());
+    assert!(try_docker(&["image", "inspect", &format!("{repo}:1.2.0")]).is_ok());
+    assert!(
+        try_docker(&["image", "inspect", &format!("{repo}:1.0.0")]).is_err(),
+        "1.0.0 should have been pruned"
+    );
+    scope.clean();
+}
+
+/// Runs `docker-compose down` for a test project when dropped.
+struct ComposeGuard {
+    project: String,
+    file: String,
+}
+
+impl Drop for ComposeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker-compose")
+            .args(["-p", &self.project, "-f", &self.file, "down", "-t", "1"])
+            .output();
+    }
+}
+
+fn compose(project: &str, file: &str, args: &[&str]) {
+    let out = std::process::Command::new("docker-compose")
+        .args(["-p", project, "-f", file])
+        .args(args)
+        .output()
+        .expect("run docker-compose");
+    assert!(
+        out.status.success(),
+        "docker-compose {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn compose_container(project: &str, service: &str) -> String {
+    docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        &format!("label=com.docker.compose.service={service}"),
+    ])
+    .trim()
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_compose_service_is_pulled_and_recreated_through_compose() {
+    if !require_docker("a_compose_service_is_pulled_and_recreated_through_compose") {
+        return;
+    }
+    if try_docker(&["version"]).is_ok()
+        && std::process::Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "docker-compose is missing"
+        );
+        eprintln!("skipping: docker-compose is not installed");
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-cmp");
+    let project = scope.prefix().to_string();
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hooks/shop/{HOOK_TOKEN}");
+    let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
+    let repo = scope.repo(&registry.repo("acme/site"));
+    let config = config(port, &repo, "unused")
+        .replace(r#"tags = "semver:^1""#, r#"tags = "stable""#)
+        .replace(
+            r#"docker = { container = "unused", health_timeout = "15s" }"#,
+            &format!(
+                r#"compose = {{ project = "{project}", file = "compose.yml", services = ["api"], health_timeout = "15s" }}"#
+            ),
+        );
+    let ferry = Ferry::with_config(&config).dir("data").start().await;
+    let file = ferry.path("compose.yml").display().to_string();
+    std::fs::write(
+        &file,
+        format!(
+            "version: \"2.4\"\nservices:\n  api:\n    image: {repo}:stable\n    environment:\n      GREETING: from-compose\n  other:\n    image: {repo}:stable\n"
+        ),
+    )
+    .unwrap();
+    let _down = ComposeGuard {
+        project: project.clone(),
+        file: file.clone(),
+    };
+    build_image(&format!("{repo}:stable"), "1.0.0", false);
+    compose(&project, &file, &["up", "-d"]);
+    let api_before = compose_container(&project, "api");
+    let other_before = compose_container(&project, "other");
+    assert!(!api_before.is_empty() && !other_before.is_empty());
+
+    // A new `stable` is pushed: ferry pulls it and recreates `api` only, through Compose.
+    build_image(&format!("{repo}:stable"), "1.1.0", false);
+    let digest = push(&format!("{repo}:stable"));
+    let dep = ferry
+        .wait_deployments("app=shop&service=api", "the compose deployment", |l| {
+            l.iter().any(|d| is_final(&d["state"]))
+        })
+        .await
+        .remove(0);
+    assert_eq!(
+        dep["state"],
+        "succeeded",
+        "{dep:#}\n{}",
+        ferry.log(dep["id"].as_i64().unwrap()).await
+    );
+    assert_eq!(dep["image_digest"], digest.as_str());
+    let api_after = compose_container(&project, "api");
+    assert_ne!(api_after, api_before, "api recreated");
+    assert_eq!(
+        compose_container(&project, "other"),
+        other_before,
+        "other untouched"
+    );
+    let c = inspect(&api_after).unwrap();
+    let env: Vec<&str> = c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(env.contains(&"VERSION=1.1.0"), "{env:?}");
+    assert!(env.contains(&"GREETING=from-compose"), "{env:?}");
+    let log = ferry.log(dep["id"].as_i64().unwrap()).await;
+    assert!(log.contains("up -d --no-deps api"), "{log}");
+    assert!(log.contains("healthy after"), "{log}");
+
+    // Compose recognises its own container: a later `up` by hand leaves `api` alone.
+    compose(&project, &file, &["up", "-d", "api"]);
+    assert_eq!(
+        compose_container(&project, "api"),
+        api_after,
+        "compose recreated api again"
+    );
+    scope.clean();
+}

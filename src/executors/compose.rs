@@ -1,0 +1,154 @@
+//! The compose executor: pull and recreate some services of a Compose project, through Compose.
+//!
+//! Runs `docker compose` (the v2 plugin) or, where only that exists, `docker-compose` (v1):
+//! `pull SERVICES`, then `up -d --no-deps SERVICES`, each as a command (own process group,
+//! output in the deployment log, the service's timeout). Going through Compose keeps its
+//! labels and config hash on the containers, so a later `docker compose up` by hand does not
+//! recreate them again. Then every container of those services must become healthy (the same
+//! gate as the docker executor). Compose has no rollback of its own: a service that does not
+//! become healthy is `failed`, with the reason.
+//!
+//! What runs is what the Compose file names (its tags, after the pull). The deploy gets the
+//! `FERRY_*` environment, so a file may also pin `image: repo@${FERRY_IMAGE_DIGEST}`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bollard::query_parameters::ListContainersOptions;
+use tokio_util::sync::CancellationToken;
+
+use super::Outcome;
+use super::command::{self, CommandSpec};
+use super::docker::{self, Health};
+use crate::config::ComposeSpec;
+use crate::deploylog::LogWriter;
+
+/// Everything one compose deployment needs.
+#[derive(Debug, Clone)]
+pub struct ComposeJob {
+    pub spec: ComposeSpec,
+    pub workdir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub env_remove: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+/// Why a compose deployment could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("neither `docker compose` nor `docker-compose` is available")]
+    NoCompose,
+    #[error(transparent)]
+    Command(#[from] command::CommandError),
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    #[error("docker: {0}")]
+    Api(#[from] bollard::errors::Error),
+    #[error("compose service {service}: {reason}")]
+    Unhealthy { service: String, reason: String },
+    #[error("compose service {0} has no container after `up`")]
+    NoContainer(String),
+    #[error("cannot write the deployment log: {0}")]
+    Log(#[from] std::io::Error),
+}
+
+/// Runs one compose deployment. See the module documentation.
+pub async fn run(
+    job: &ComposeJob,
+    log: &LogWriter,
+    cancel: &CancellationToken,
+) -> Result<Outcome, ComposeError> {
+    let program = compose_program().await.ok_or(ComposeError::NoCompose)?;
+    let spec = &job.spec;
+    let base: Vec<String> = program
+        .into_iter()
+        .chain([
+            "-p".to_string(),
+            spec.project.clone(),
+            "-f".to_string(),
+            spec.file.display().to_string(),
+        ])
+        .collect();
+    let steps: [&[&str]; 2] = [&["pull"], &["up", "-d", "--no-deps"]];
+    for step in steps {
+        let argv: Vec<String> = base
+            .iter()
+            .cloned()
+            .chain(step.iter().map(|s| s.to_string()))
+            .chain(spec.services.iter().cloned())
+            .collect();
+        log.ferry(&format!("running {}", argv.join(" "))).await?;
+        let command = CommandSpec {
+            argv,
+            workdir: job.workdir.clone(),
+            env: job.env.clone(),
+            env_remove: job.env_remove.clone(),
+            timeout: job.timeout,
+        };
+        let outcome = command::run(&command, log, cancel).await?;
+        if outcome != Outcome::Succeeded {
+            return Ok(outcome);
+        }
+    }
+    let engine = docker::connect().await?;
+    for service in &spec.services {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("com.docker.compose.project={}", spec.project),
+                format!("com.docker.compose.service={service}"),
+            ],
+        )]);
+        let containers = engine
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        if containers.is_empty() {
+            return Err(ComposeError::NoContainer(service.clone()));
+        }
+        for c in containers {
+            let id = c.id.unwrap_or_default();
+            match docker::wait_healthy(&engine, &spec.health, log, cancel, &id).await {
+                Health::Healthy(after) => {
+                    log.ferry(&format!(
+                        "{service}: container {} healthy after {:.1}s",
+                        id.get(..12).unwrap_or(&id),
+                        after.as_secs_f64()
+                    ))
+                    .await?;
+                }
+                Health::Cancelled(_) => return Ok(Outcome::Cancelled),
+                Health::Failed(reason) => {
+                    return Err(ComposeError::Unhealthy {
+                        service: service.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    Ok(Outcome::Succeeded)
+}
+
+/// `docker compose` if the plugin answers, else `docker-compose` if it does.
+async fn compose_program() -> Option<Vec<String>> {
+    let works = |argv: &'static [&'static str]| async move {
+        tokio::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    };
+    if works(&["docker", "compose", "version"]).await {
+        return Some(vec!["docker".into(), "compose".into()]);
+    }
+    if works(&["docker-compose", "version"]).await {
+        return Some(vec!["docker-compose".into()]);
+    }
+    None
+}
