@@ -276,6 +276,16 @@ pub enum Executor {
     Docker(DockerSpec),
     /// `compose pull` + `compose up -d --no-deps` of some services, then a health wait.
     Compose(ComposeSpec),
+    /// Update a Swarm service's image; Swarm rolls it out (and back) by its own settings.
+    Swarm(SwarmSpec),
+}
+
+/// A Swarm service whose image a deployment updates.
+#[derive(Debug, Clone)]
+pub struct SwarmSpec {
+    pub service: String,
+    /// How long to wait for Swarm to finish the update (or its rollback).
+    pub timeout: Duration,
 }
 
 impl Executor {
@@ -284,6 +294,7 @@ impl Executor {
             Executor::Command { .. } => "command",
             Executor::Docker(_) => "docker",
             Executor::Compose(_) => "compose",
+            Executor::Swarm(_) => "swarm",
         }
     }
 }
@@ -539,6 +550,14 @@ mod raw {
         pub image: Option<Spanned<Image>>,
         pub docker: Option<Spanned<Docker>>,
         pub compose: Option<Spanned<Compose>>,
+        pub swarm: Option<Spanned<Swarm>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Swarm {
+        pub service: Spanned<String>,
+        pub timeout: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1330,6 +1349,7 @@ impl Validator<'_> {
             raw.command.as_ref().map(|c| ("command", c.span())),
             raw.docker.as_ref().map(|c| ("docker", c.span())),
             raw.compose.as_ref().map(|c| ("compose", c.span())),
+            raw.swarm.as_ref().map(|c| ("swarm", c.span())),
         ];
         let set: Vec<_> = executors.iter().flatten().collect();
         if set.len() > 1 {
@@ -1345,6 +1365,33 @@ impl Validator<'_> {
                 ),
             );
             return None;
+        }
+        if let Some(sw) = &raw.swarm {
+            let skey = format!("{key}.swarm");
+            let service = self.expand(&sw.get_ref().service, &format!("{skey}.service"), false)?;
+            let wait = match &sw.get_ref().timeout {
+                Some(v) => self.duration(v, &format!("{skey}.timeout"))?,
+                None => Duration::from_secs(300),
+            };
+            if raw.image.is_none() {
+                self.error(
+                    Some(sw.span()),
+                    &format!("{key}.image"),
+                    "is required with `swarm`: image = { repository = \"registry.example.com/acme/api\", tags = \"semver:^1\" }".into(),
+                );
+                return None;
+            }
+            return Some(Service {
+                name: name.to_string(),
+                git,
+                image,
+                executor: Executor::Swarm(SwarmSpec {
+                    service,
+                    timeout: wait,
+                }),
+                timeout,
+                env,
+            });
         }
         if let Some(c) = &raw.compose {
             let spec = self.compose(c, key, name, dir)?;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Executor};
 use crate::deploylog::{self, LogWriter};
-use crate::executors::{Outcome, command, compose, docker};
+use crate::executors::{Outcome, command, compose, docker, swarm};
 use crate::store::{Deployment, Store, state};
 
 /// Every FERRY_* variable ferry sets; inherited ones of these names are removed first so a
@@ -246,6 +246,20 @@ async fn run_executor(
                 timeout: service.timeout,
             };
             command::run(&spec, &log, kill)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Executor::Swarm(spec) => {
+            let Some(repository) = d.image.clone() else {
+                return Err("this deployment names no image to deploy".into());
+            };
+            let job = swarm::SwarmJob {
+                spec: spec.clone(),
+                repository,
+                tag: d.image_tag.clone(),
+                digest: d.image_digest.clone(),
+            };
+            swarm::run(&job, &log, kill)
                 .await
                 .map_err(|e| e.to_string())
         }

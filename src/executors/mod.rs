@@ -8,6 +8,7 @@
 pub mod command;
 pub mod compose;
 pub mod docker;
+pub mod swarm;
 
 /// How a deployment ended, as far as the executor can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -643,3 +643,105 @@ async fn a_compose_service_is_pulled_and_recreated_through_compose() {
     );
     scope.clean();
 }
+
+/// Leaves the Swarm when dropped, if the test made this engine a Swarm manager.
+struct SwarmGuard {
+    joined: bool,
+    service: String,
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        let _ = try_docker(&["service", "rm", &self.service]);
+        if self.joined {
+            let _ = try_docker(&["swarm", "leave", "--force"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image() {
+    if !require_docker("a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image") {
+        return;
+    }
+    let active = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    let joined = active.trim() != "active";
+    if joined {
+        if let Err(e) = try_docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]) {
+            assert!(std::env::var_os("CI").is_none(), "swarm init failed: {e}");
+            eprintln!("skipping: this engine cannot run a single-node Swarm: {e}");
+            return;
+        }
+    }
+    let mut scope = DockerScope::new("ferry-swarm");
+    let service = scope.name("api");
+    let _swarm = SwarmGuard {
+        joined,
+        service: service.clone(),
+    };
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hooks/shop/{HOOK_TOKEN}");
+    let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
+    let repo = scope.repo(&registry.repo("acme/swarm"));
+    let config = config(port, &repo, "unused").replace(
+        r#"docker = { container = "unused", health_timeout = "15s" }"#,
+        &format!(r#"swarm = {{ service = "{service}", timeout = "60s" }}"#),
+    );
+    let ferry = Ferry::with_config(&config).dir("data").start().await;
+    for (v, broken) in [("1.0.0", false), ("1.1.0", false), ("1.2.0", true)] {
+        build_image(&format!("{repo}:{v}"), v, broken);
+    }
+    let d100 = push(&format!("{repo}:1.0.0"));
+    deployment_of_tag(&ferry, "1.0.0", "1.0.0 recorded", "failed").await;
+    // The service, created by the user, with Swarm's own rollback on failure.
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--health-cmd",
+        "/app check",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "4s",
+        "--env",
+        "GREETING=from-swarm",
+        &format!("{repo}@{d100}"),
+    ]);
+
+    let d110 = push(&format!("{repo}:1.1.0"));
+    let ok = deployment_of_tag(&ferry, "1.1.0", "1.1.0 rolled out", "succeeded").await;
+    let spec = inspect(&service).unwrap();
+    let image = spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(image, format!("{repo}@{d110}"));
+    let env = &spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"];
+    assert!(env.to_string().contains("GREETING=from-swarm"), "{env}");
+    assert!(
+        ferry
+            .log(ok["id"].as_i64().unwrap())
+            .await
+            .contains("update completed")
+    );
+
+    push(&format!("{repo}:1.2.0"));
+    let bad = deployment_of_tag(&ferry, "1.2.0", "1.2.0 rolled back by Swarm", "rolled_back").await;
+    assert!(bad["reason"].as_str().unwrap().contains("Swarm"), "{bad:#}");
+    let spec = inspect(&service).unwrap();
+    assert_eq!(
+        spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
+            .unwrap(),
+        image,
+        "Swarm's rollback restored 1.1.0"
+    );
+    scope.clean();
+}
