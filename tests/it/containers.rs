@@ -655,7 +655,10 @@ impl Drop for SwarmGuard {
         let _ = try_docker(&["service", "rm", &self.service]);
         if self.joined {
             let _ = try_docker(&["swarm", "leave", "--force"]);
+            let _ = try_docker(&["network", "rm", "docker_gwbridge"]);
         }
+        // Swarm tasks pull by digest: those images have no tag to remove them by.
+        let _ = try_docker(&["image", "prune", "-f", "--filter", &format!("label={TEST_LABEL}")]);
     }
 }
 
