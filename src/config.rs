@@ -72,7 +72,14 @@ pub struct App {
     pub verify: Verify,
     pub services: BTreeMap<String, Service>,
     pub profiles: BTreeMap<String, Profile>,
+    /// Docker Hub webhook chains: once a deployment caused by a Docker Hub push ends, POST its
+    /// state to the payload's `callback_url` — only if that URL starts with this prefix, so a
+    /// forged payload cannot make ferry call anywhere else.
+    pub dockerhub_callback: Option<String>,
 }
+
+/// Where Docker Hub's callback URLs live.
+pub const DOCKERHUB_CALLBACK_PREFIX: &str = "https://registry.hub.docker.com/";
 
 /// How one app's deliveries are verified. Each list holds the accepted secrets (several during
 /// a rotation); an empty list means the scheme is not configured.
@@ -503,6 +510,15 @@ mod raw {
         pub services: BTreeMap<Spanned<String>, Spanned<Service>>,
         #[serde(default)]
         pub profiles: BTreeMap<Spanned<String>, Spanned<Profile>>,
+        pub dockerhub_callback: Option<Spanned<Callback>>,
+    }
+
+    /// `true` (Docker Hub's own callback URLs) or a URL prefix.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Callback {
+        On(bool),
+        Prefix(String),
     }
 
     #[derive(Deserialize)]
@@ -933,12 +949,35 @@ impl Validator<'_> {
             }
             profiles.insert(pname.into_inner(), Profile { services: list });
         }
+        let dockerhub_callback = match &raw.dockerhub_callback {
+            None => None,
+            Some(c) => match c.get_ref() {
+                raw::Callback::On(false) => None,
+                raw::Callback::On(true) => Some(DOCKERHUB_CALLBACK_PREFIX.to_string()),
+                raw::Callback::Prefix(p) => {
+                    let ckey = format!("{key}.dockerhub_callback");
+                    let p = self.expand(&Spanned::new(c.span(), p.clone()), &ckey, false)?;
+                    if !(p.starts_with("https://") || p.starts_with("http://"))
+                        || !p.get(8..).is_some_and(|rest| rest.contains('/'))
+                    {
+                        self.error(
+                            Some(c.span()),
+                            &ckey,
+                            format!("{p:?} is not true, false or a URL prefix ending in a path (https://host/)"),
+                        );
+                        return None;
+                    }
+                    Some(p)
+                }
+            },
+        };
         Some(App {
             name: name.to_string(),
             token: token?,
             verify,
             services,
             profiles,
+            dockerhub_callback,
         })
     }
 

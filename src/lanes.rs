@@ -179,6 +179,7 @@ async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
         .await
     {
         Ok(()) => {
+            crate::notify::deployment_ended(&ctx.config, &ctx.store, d, final_state).await;
             if final_state == state::SUCCEEDED {
                 tracing::info!(deployment = d.id, app = %d.app, service = %d.service, commit = d.git_commit.as_deref().unwrap_or(""), "deployment succeeded");
             } else {

@@ -10,10 +10,13 @@
 //! - [`sources`]: one file per sender: detection, signature verification, payload → event.
 //! - [`store`]: SQLite; group commit for deliveries; the only module that knows SQL.
 //! - [`planner`]: background task: stored deliveries → deployments, using [`plan`]'s rules.
-//! - [`plan`]: pure planning rules (Cloud 66 semantics, modifiers, staleness).
+//! - [`plan`]: pure planning rules (Cloud 66 semantics, modifiers, staleness, image tag
+//!   policies, rollbacks).
 //! - [`retention`]: prunes deliveries, deployments and logs older than `server.keep`.
 //! - [`lanes`]: one deployment at a time per service; bursts collapse to the newest.
-//! - [`executors`]: how a deployment runs (`command`: argv, process group, timeout).
+//! - [`executors`]: how a deployment runs: `command` (argv, process group, timeout), `docker`
+//!   (health-gated container replacement with rollback), `compose`, `swarm`.
+//! - [`notify`]: reporting back to senders when a deployment ends (Docker Hub callbacks).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
 //! - [`api`]: the JSON API under `/api/v1` and health endpoints.
 //! - [`cli`]: command-line parsing and the client commands.
@@ -27,6 +30,7 @@ pub mod executors;
 pub mod ingress;
 pub mod lanes;
 pub mod logging;
+pub mod notify;
 pub mod plan;
 pub mod planner;
 pub mod retention;

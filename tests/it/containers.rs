@@ -658,7 +658,13 @@ impl Drop for SwarmGuard {
             let _ = try_docker(&["network", "rm", "docker_gwbridge"]);
         }
         // Swarm tasks pull by digest: those images have no tag to remove them by.
-        let _ = try_docker(&["image", "prune", "-f", "--filter", &format!("label={TEST_LABEL}")]);
+        let _ = try_docker(&[
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            &format!("label={TEST_LABEL}"),
+        ]);
     }
 }
 
@@ -747,4 +753,100 @@ async fn a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image() {
         "Swarm's rollback restored 1.1.0"
     );
     scope.clean();
+}
+
+#[tokio::test]
+async fn a_docker_hub_push_reports_back_to_its_callback_url() {
+    // Docker Hub's callback endpoint, played by a local listener (Docker Hub cannot run here).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hub = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then the body by Content-Length.
+            loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
+        }
+    });
+    let config = IMAGE_APPS.replace(
+        "[apps.hub]\ntoken = \"image-hook-token-1\"",
+        &format!(
+            "[apps.hub]\ntoken = \"image-hook-token-1\"\ndockerhub_callback = \"http://{hub}/u/\""
+        ),
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    let body = std::fs::read_to_string("tests/fixtures/dockerhub/push.json")
+        .unwrap()
+        .replace(
+            "https://registry.hub.docker.com/u/",
+            &format!("http://{hub}/u/"),
+        );
+    let id = ferry
+        .hook("hub")
+        .token("image-hook-token-1")
+        .query("source=dockerhub")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .accepted();
+    let deps = ferry.settle(id).await;
+    assert_eq!(only(&deps, "testhook")["state"], "succeeded");
+    let request = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("no callback arrived");
+    assert!(
+        request.starts_with("POST /u/svendowideit/testhook/hook/"),
+        "{request}"
+    );
+    let json: Value = serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["state"], "success", "{json}");
+    assert_eq!(json["context"], "ferry");
+
+    // The unmodified fixture's callback_url (Docker Hub's own host) is outside the prefix
+    // configured here: not called.
+    let id = ferry
+        .hook("hub")
+        .token("image-hook-token-1")
+        .query("source=dockerhub")
+        .fixture("dockerhub/push")
+        .send()
+        .await
+        .accepted();
+    ferry.settle(id).await;
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(500))
+            .is_err()
+    );
+    assert!(
+        ferry
+            .stderr_text()
+            .contains("outside dockerhub_callback's prefix")
+    );
 }
