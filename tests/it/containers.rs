@@ -850,3 +850,74 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
             .contains("outside dockerhub_callback's prefix")
     );
 }
+
+/// A Quay-shaped push of `repo` (host/namespace/name) with `tags`.
+fn quay_push(repo: &str, tags: &[&str]) -> String {
+    serde_json::json!({
+        "name": "api",
+        "repository": "acme/api",
+        "namespace": "acme",
+        "docker_url": repo,
+        "homepage": "https://quay.example/repository/acme/api",
+        "updated_tags": tags,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_refused() {
+    if !require_docker(
+        "a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_refused",
+    ) {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-res");
+    let name = scope.name("api");
+    let registry = Registry::start(None, None);
+    let repo = scope.repo(&registry.repo("acme/api"));
+    let config = config(0, &repo, &name).replace(
+        &format!("[apps.shop.verify]\nbearer = \"{NOTIFY_TOKEN}\"\n"),
+        "",
+    );
+    let ferry = Ferry::with_config(&config).dir("data").start().await;
+    build_image(&format!("{repo}:1.0.0"), "1.0.0", false);
+    push(&format!("{repo}:1.0.0"));
+    docker(&["run", "-d", "--name", &name, &format!("{repo}:1.0.0")]);
+    wait_health(&name, "healthy").await;
+    let before = container_id(&name);
+
+    // A forged push: the tag does not exist in the registry. Nothing is touched.
+    let forged = ferry
+        .hook("shop")
+        .query("source=quay")
+        .header("Content-Type", "application/json")
+        .body(quay_push(&repo, &["1.9.0"]))
+        .send()
+        .await
+        .accepted();
+    let dep = ferry.settle(forged).await.remove(0);
+    assert_eq!(dep["state"], "failed", "{dep:#}");
+    assert!(
+        dep["reason"].as_str().unwrap().contains("pulling"),
+        "{dep:#}"
+    );
+    assert_eq!(container_id(&name), before, "the container was touched");
+
+    // A real push without a digest: resolved when pulled, recorded, and deployed pinned.
+    build_image(&format!("{repo}:1.1.0"), "1.1.0", false);
+    let digest = push(&format!("{repo}:1.1.0"));
+    let real = ferry
+        .hook("shop")
+        .query("source=quay")
+        .header("Content-Type", "application/json")
+        .body(quay_push(&repo, &["1.1.0"]))
+        .send()
+        .await
+        .accepted();
+    let dep = ferry.settle(real).await.remove(0);
+    assert_eq!(dep["state"], "succeeded", "{dep:#}");
+    assert_eq!(dep["image_digest"], digest.as_str(), "{dep:#}");
+    let c = inspect(&name).unwrap();
+    assert_eq!(c["Config"]["Image"], format!("{repo}@{digest}"));
+    scope.clean();
+}
