@@ -60,10 +60,12 @@ pub fn verify(
             why: format!("is {age}s old (tolerance {tolerance}s)"),
         });
     }
-    if -age > tolerance {
+    // Not `-age`: it overflows when `age` saturated at i64::MIN (found by fuzzing).
+    let ahead = ts.saturating_sub(now_secs);
+    if ahead > tolerance {
         return Err(VerifyError::Expired {
             header: TIMESTAMP_HEADER.into(),
-            why: format!("is {}s in the future (tolerance {tolerance}s)", -age),
+            why: format!("is {ahead}s in the future (tolerance {tolerance}s)"),
         });
     }
     let keys: Vec<Vec<u8>> = secrets
@@ -142,6 +144,23 @@ mod tests {
         );
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
         assert_eq!(verify(&s, &h, body, 1649367553, FIVE_MIN), Ok(()));
+    }
+
+    #[test]
+    fn extreme_clocks_and_timestamps_are_refused_without_overflow() {
+        // Found by `cargo fuzz run verify_signatures`: `now - ts` saturating at i64::MIN and
+        // then negated.
+        let s = [Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
+        let h = headers("msg_1", &i64::MAX.to_string(), "v1,AAAA");
+        assert!(matches!(
+            verify(&s, &h, b"{}", i64::MIN, FIVE_MIN),
+            Err(VerifyError::Expired { .. })
+        ));
+        let h = headers("msg_1", &i64::MIN.to_string(), "v1,AAAA");
+        assert!(matches!(
+            verify(&s, &h, b"{}", i64::MAX, FIVE_MIN),
+            Err(VerifyError::Expired { .. })
+        ));
     }
 
     #[test]
