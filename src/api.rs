@@ -360,16 +360,7 @@ async fn deploy(
         .apps
         .get(&app_name)
         .ok_or_else(|| not_found("app"))?;
-    let req: DeployRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        DeployRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("invalid deploy request: {e}"),
-            )
-        })?
-    };
+    let req: DeployRequest = optional_json(&body, "deploy")?;
     let modifiers = Modifiers {
         services: req.services.filter(|s| !s.is_empty()),
         profile: req.profile,
@@ -396,6 +387,23 @@ async fn deploy(
     store_new(&shared, delivery).await
 }
 
+/// A request body that may be empty (all defaults) or JSON; anything else is a 400 naming
+/// `what` and the JSON error.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what} request: {e}"),
+        )
+    })
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
@@ -418,16 +426,7 @@ async fn rollback(
     if !app.services.contains_key(&service) {
         return Err(not_found("service"));
     }
-    let req: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RollbackBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("invalid rollback request: {e}"),
-            )
-        })?
-    };
+    let req: RollbackBody = optional_json(&body, "rollback")?;
     let stored = crate::sources::RollbackRequest {
         service,
         to: req.to,

@@ -241,6 +241,30 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
             secret(&v.basic, "basic")
         ));
     }
+    if app.services.values().any(|s| s.image.is_some()) {
+        // Image senders: a CNCF registry is recognised by its media type; the others send
+        // nothing recognisable, so their URL names them.
+        out.push(format!(
+            "Docker registry (config.yml notifications.endpoints): url {url}{}",
+            if v.bearer.is_empty() && v.basic.is_empty() {
+                String::new()
+            } else {
+                " · headers: Authorization as above".to_string()
+            }
+        ));
+        out.push(format!(
+            "Docker Hub (Repository → Webhooks): Webhook URL {url}?source=dockerhub"
+        ));
+        out.push(format!(
+            "Harbor (Project → Webhooks): Endpoint URL {url}?source=harbor"
+        ));
+        out.push(format!(
+            "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {url}?source=quay"
+        ));
+        out.push(format!(
+            "GitHub Container Registry: a GitHub webhook on {url} with the \"Packages\" event"
+        ));
+    }
     if v.require {
         out.push("Unsigned requests are refused (verify.require = true).".to_string());
     } else {

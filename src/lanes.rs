@@ -245,6 +245,7 @@ async fn run_executor(
                 env,
                 env_remove,
                 timeout: service.timeout,
+                pid_file: Some(pid_file(&ctx.config.server.data_dir, d.id)),
             };
             command::run(&spec, &log, kill)
                 .await
@@ -275,6 +276,7 @@ async fn run_executor(
                 env,
                 env_remove,
                 timeout: service.timeout,
+                pid_file: pid_file(&ctx.config.server.data_dir, d.id),
             };
             compose::run(&job, &log, kill)
                 .await
@@ -309,6 +311,15 @@ async fn run_executor(
     };
     let _ = tokio::fs::remove_file(&payload).await;
     result
+}
+
+/// Where running deploy commands note their process group (see `command::kill_orphans`).
+pub fn running_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("running")
+}
+
+fn pid_file(data_dir: &std::path::Path, deployment: i64) -> PathBuf {
+    running_dir(data_dir).join(format!("deployment-{deployment}.pgid"))
 }
 
 /// Writes the delivery's raw body to a private file for `FERRY_PAYLOAD`.

@@ -172,6 +172,7 @@ pub fn plan(
             d.git_ref = m.git_ref.clone().or_else(|| g.branch.clone());
         }
         let mut forced = false;
+        let image_repo = svc.image.as_ref().map_or("?", |i| i.repository.as_str());
         match event {
             Event::ImagePush(pushes) => match &svc.image {
                 None => {
@@ -187,11 +188,7 @@ pub fn plan(
             },
             Event::Push(_) if svc.image.is_some() => {
                 d.skip(format!(
-                    "git push: service {name} follows the image {}",
-                    svc.image
-                        .as_ref()
-                        .map(|i| i.repository.as_str())
-                        .unwrap_or("?")
+                    "git push: service {name} follows the image {image_repo}"
                 ));
             }
             Event::Redeploy { time } if svc.image.is_some() => {
@@ -205,11 +202,7 @@ pub fn plan(
                         d.image_digest = h.digest;
                     }
                     None => d.skip(format!(
-                        "service {name} has no image deployed yet; push one to {}",
-                        svc.image
-                            .as_ref()
-                            .map(|i| i.repository.as_str())
-                            .unwrap_or("?")
+                        "service {name} has no image deployed yet; push one to {image_repo}"
                     )),
                 }
             }

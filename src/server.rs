@@ -159,6 +159,19 @@ pub async fn serve(
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
+    // A deploy command that outlived a crash of ferry still runs in its own process group:
+    // stop it before its deployment is recorded interrupted and perhaps run again.
+    let orphans = crate::lanes::running_dir(data_dir);
+    for pgid in
+        tokio::task::spawn_blocking(move || crate::executors::command::kill_orphans(&orphans))
+            .await
+            .unwrap_or_default()
+    {
+        tracing::warn!(
+            process_group = pgid,
+            "killed a deploy command left running by a previous ferry"
+        );
+    }
     match store
         .recover_interrupted(config.server.retry_interrupted)
         .await

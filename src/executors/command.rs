@@ -48,6 +48,9 @@ pub struct CommandSpec {
     pub env_remove: Vec<String>,
     /// From the start of the child to killing its process group.
     pub timeout: Duration,
+    /// Where to note the process group while it runs, so that a ferry restarted after a crash
+    /// can kill a deploy that outlived it (see [`kill_orphans`]) before starting another.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Why a command could not be run at all. How a command that did run ended is an [`Outcome`].
@@ -73,6 +76,85 @@ pub enum CommandError {
     },
     #[error("cannot write the deployment log: {0}")]
     Log(#[source] std::io::Error),
+}
+
+/// A note of a running process group: `PGID STARTTIME` (the leader's start time in clock ticks
+/// since boot, from `/proc`, so a reused pid is never mistaken for it). Removed when dropped,
+/// i.e. once the run is over however it ended.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    async fn write(path: &Path, pgid: Pid) -> Option<PidFile> {
+        let start = start_time(pgid.as_raw())?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.ok()?;
+        }
+        tokio::fs::write(path, format!("{pgid} {start}\n"))
+            .await
+            .ok()?;
+        Some(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A process's start time (field 22 of `/proc/PID/stat`), if it exists.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a process has exited but is not reaped yet (state `Z`).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.get(stat.rfind(')')? + 1..)?.trim_start().to_string();
+            rest.chars().next()
+        })
+        == Some('Z')
+}
+
+/// At start-up, before interrupted deployments are recovered: kills every process group that
+/// a previous ferry noted in `dir` and that still runs (same leader, same start time). A
+/// deploy that outlived a crash must not run alongside the one that replaces it. Returns the
+/// groups killed.
+pub fn kill_orphans(dir: &Path) -> Vec<i32> {
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return killed;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let noted = std::fs::read_to_string(&path).ok().and_then(|text| {
+            let mut parts = text.split_whitespace();
+            let pgid: i32 = parts.next()?.parse().ok()?;
+            let start: u64 = parts.next()?.parse().ok()?;
+            Some((pgid, start))
+        });
+        if let Some((pgid, start)) = noted
+            && pgid > 1
+            && start_time(pgid) == Some(start)
+        {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            // Its parent died with the old ferry; init reaps it. Wait briefly for that.
+            for _ in 0..100 {
+                if start_time(pgid) != Some(start) || is_zombie(pgid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            killed.push(pgid);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
 }
 
 /// Runs the command to its end, its timeout, or cancellation.
@@ -149,6 +231,10 @@ pub async fn run(
     let killed = match group.pgid {
         Some(pgid) => format!("killed process group {pgid}"),
         None => "killed it".to_string(),
+    };
+    let _pid_file = match (&spec.pid_file, group.pgid) {
+        (Some(path), Some(pgid)) => PidFile::write(path, pgid).await,
+        _ => None,
     };
 
     // The pumps run inside this future (not as tasks), so dropping the run stops them too.
@@ -463,6 +549,7 @@ mod tests {
                 env: Vec::new(),
                 env_remove: Vec::new(),
                 timeout,
+                pid_file: Some(self.dir.path().join("running/test.pgid")),
             }
         }
 
@@ -924,5 +1011,44 @@ mod tests {
     fn elapsed_formatting() {
         assert_eq!(format_elapsed(Duration::from_millis(1234)), "1.23s");
         assert_eq!(format_elapsed(Duration::from_millis(754_210)), "12m 34s");
+    }
+
+    #[test]
+    fn orphans_noted_by_a_previous_ferry_are_killed_and_stale_notes_ignored() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = orphan.id() as i32;
+        let other = bystander.id() as i32;
+        let start = start_time(pid).unwrap();
+        std::fs::write(dir.path().join("a.pgid"), format!("{pid} {start}\n")).unwrap();
+        // A note whose pid now belongs to another process (different start time).
+        let wrong = start_time(other).unwrap() + 1;
+        std::fs::write(dir.path().join("b.pgid"), format!("{other} {wrong}\n")).unwrap();
+        std::fs::write(dir.path().join("c.pgid"), "garbage").unwrap();
+
+        assert_eq!(kill_orphans(dir.path()), vec![pid]);
+        let status = orphan.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "a stale note killed a bystander"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "notes are removed"
+        );
+        let _ = bystander.kill();
+        let _ = bystander.wait();
     }
 }

@@ -31,6 +31,8 @@ pub struct ComposeJob {
     pub env: Vec<(String, String)>,
     pub env_remove: Vec<String>,
     pub timeout: std::time::Duration,
+    /// See [`CommandSpec::pid_file`].
+    pub pid_file: PathBuf,
 }
 
 /// Why a compose deployment could not be carried out.
@@ -84,6 +86,7 @@ pub async fn run(
             env: job.env.clone(),
             env_remove: job.env_remove.clone(),
             timeout: job.timeout,
+            pid_file: Some(job.pid_file.clone()),
         };
         let outcome = command::run(&command, log, cancel).await?;
         if outcome != Outcome::Succeeded {

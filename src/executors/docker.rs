@@ -242,11 +242,7 @@ const OLD_MARK: &str = "-ferry-old-";
 
 /// Pulls the image and returns its digest.
 async fn pull(docker: &Docker, job: &DockerJob, log: &LogWriter) -> Result<String, DockerError> {
-    let reference = match (&job.digest, &job.tag) {
-        (Some(d), _) => format!("{}@{d}", job.repository),
-        (None, Some(t)) => format!("{}:{t}", job.repository),
-        (None, None) => format!("{}:latest", job.repository),
-    };
+    let reference = reference(&job.repository, job.tag.as_deref(), job.digest.as_deref());
     log.ferry(&format!("pulling {reference}")).await?;
     let started = Instant::now();
     let options = CreateImageOptions {
@@ -286,6 +282,15 @@ async fn pull(docker: &Docker, job: &DockerJob, log: &LogWriter) -> Result<Strin
     ))
     .await?;
     Ok(digest)
+}
+
+/// The image reference to pull or run: by digest when known, else by tag.
+pub(crate) fn reference(repository: &str, tag: Option<&str>, digest: Option<&str>) -> String {
+    match (digest, tag) {
+        (Some(d), _) => format!("{repository}@{d}"),
+        (None, Some(t)) => format!("{repository}:{t}"),
+        (None, None) => format!("{repository}:latest"),
+    }
 }
 
 /// Credentials for the image's registry: from config, else from the user's Docker config.

@@ -62,11 +62,7 @@ pub async fn run(
     let version = service.version.and_then(|v| v.index).unwrap_or_default();
     let previous_update = service.update_status.and_then(|u| u.started_at);
     let mut spec = service.spec.unwrap_or_default();
-    let image = match (&job.digest, &job.tag) {
-        (Some(d), _) => format!("{}@{d}", job.repository),
-        (None, Some(t)) => format!("{}:{t}", job.repository),
-        (None, None) => format!("{}:latest", job.repository),
-    };
+    let image = docker::reference(&job.repository, job.tag.as_deref(), job.digest.as_deref());
     let task = spec.task_template.get_or_insert_default();
     let container = task.container_spec.get_or_insert_default();
     if container.image.as_deref() == Some(image.as_str()) {

@@ -180,6 +180,32 @@ async fn hooks_prints_every_apps_hook_url() {
 }
 
 #[tokio::test]
+async fn hooks_tells_image_senders_their_url() {
+    let config = format!(
+        "{GOOD}\n[apps.shop.services.api]\nimage = {{ repository = \"registry.example.com/acme/api\", tags = \"semver:^1\" }}\ndocker = {{ container = \"shop-api\" }}\n"
+    );
+    let file = ConfigFile::new(&config);
+    let out = Cli::new(&["hooks", "--config", file.path_str()])
+        .env("FERRY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .run()
+        .await;
+    let stdout = out.success();
+    let url = "https://deploy.example.com/hooks/shop/secret-token-1";
+    for line in [
+        format!("Docker Hub (Repository → Webhooks): Webhook URL {url}?source=dockerhub"),
+        format!("Endpoint URL {url}?source=harbor"),
+        format!("Webhook POST): {url}?source=quay"),
+        format!("notifications.endpoints): url {url}"),
+    ] {
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
+    // An app without image services is not told about registries.
+    let blog = stdout.split("blog\t").nth(1).unwrap_or("");
+    let blog = blog.split("\nshop\t").next().unwrap_or(blog);
+    assert!(!blog.contains("?source=dockerhub"), "{stdout}");
+}
+
+#[tokio::test]
 async fn environment_variables_are_substituted() {
     let config = GOOD.replace(
         "token = \"secret-token-1\"",

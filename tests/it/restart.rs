@@ -70,10 +70,9 @@ async fn start_job(ferry: &Ferry) -> i64 {
     dep
 }
 
-/// `kill -9`, clear away what the dead server left running, start again.
+/// `kill -9` and start again: the new server itself stops what the dead one left running.
 async fn crash_and_restart(ferry: &mut Ferry) {
     ferry.kill9();
-    ferry.kill_orphans();
     ferry.restart().await;
 }
 
@@ -171,6 +170,53 @@ async fn kill_9_during_a_deployment_marks_it_interrupted_and_retries_it_once() {
         "retried once"
     );
     assert_eq!(job_runs(&ferry), vec![first, retry_id]);
+}
+
+#[tokio::test]
+async fn a_deploy_command_that_outlived_a_crash_is_killed_before_its_retry_runs() {
+    let mut ferry = hanging(None).start().await;
+    let first = start_job(&ferry).await;
+    let script = ferry.path("job.sh").display().to_string();
+    let orphans = procs_matching(&script);
+    assert!(!orphans.is_empty(), "the job runs");
+    ferry.kill9();
+    // The command has its own process group: it outlives a kill -9 of ferry.
+    assert!(
+        orphans
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    );
+
+    ferry.restart().await;
+    ferry.wait_state(first, "interrupted").await;
+    for pid in &orphans {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or at most a zombie waiting for init to reap it.
+        assert!(
+            stat.is_empty()
+                || stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z'),
+            "process {pid} of the interrupted deployment still runs: {stat}"
+        );
+    }
+    assert!(
+        ferry
+            .stderr_text()
+            .contains("killed a deploy command left running by a previous ferry"),
+        "{}",
+        ferry.stderr_text()
+    );
+    let list = ferry
+        .wait_deployments("app=batch&service=job", "the retry to succeed", |l| {
+            l.iter()
+                .any(|d| d["retry_of"] == first && d["state"] == "succeeded")
+        })
+        .await;
+    assert_eq!(list.len(), 2, "{list:#?}");
 }
 
 #[tokio::test]
