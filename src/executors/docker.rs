@@ -91,6 +91,7 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<DockerResult, DockerError> {
     let docker = connect().await?;
+    restore_leftovers(&docker, &job.spec.select, log).await?;
     let targets = select(&docker, &job.spec.select).await?;
     let digest = pull(&docker, job, log).await?;
     let image = format!("{}@{digest}", job.repository);
@@ -235,6 +236,70 @@ async fn select(docker: &Docker, select: &ContainerSelector) -> Result<Vec<Strin
             Ok(names)
         }
     }
+}
+
+/// Undoes what an interrupted replacement (ferry killed half-way) left behind: an old container
+/// still under its aside name gets its name back — the container that took the name, not yet
+/// proven healthy, is removed — and is started again if it was stopped. The deployment then
+/// replaces it from scratch.
+async fn restore_leftovers(
+    docker: &Docker,
+    select: &ContainerSelector,
+    log: &LogWriter,
+) -> Result<(), DockerError> {
+    let filter = match select {
+        ContainerSelector::Name(name) => ("name".to_string(), format!("{name}{OLD_MARK}")),
+        ContainerSelector::Label(label) => ("label".to_string(), label.clone()),
+    };
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(filter.0, vec![filter.1])])),
+        ..Default::default()
+    };
+    for c in docker.list_containers(Some(options)).await? {
+        let Some(aside) = c
+            .names
+            .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string()))
+        else {
+            continue;
+        };
+        let Some(at) = aside.find(OLD_MARK) else {
+            continue;
+        };
+        let original = aside[..at].to_string();
+        if let ContainerSelector::Name(name) = select
+            && *name != original
+        {
+            continue; // the name filter matches substrings: `api` also finds `api2-ferry-old-…`
+        }
+        let _ = docker
+            .remove_container(
+                &original,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        docker
+            .rename_container(
+                &aside,
+                RenameContainerOptions {
+                    name: original.clone(),
+                },
+            )
+            .await?;
+        let running = c.state.is_some_and(|s| s.to_string() == "running");
+        if !running {
+            docker.start_container(&original, None).await?;
+        }
+        log.ferry(&format!(
+            "restored {original} from an interrupted deployment (it was {aside}{})",
+            if running { "" } else { ", stopped" }
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Marks the name of an old container moved aside during a replacement.

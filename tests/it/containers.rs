@@ -921,3 +921,61 @@ async fn a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_r
     assert_eq!(c["Config"]["Image"], format!("{repo}@{digest}"));
     scope.clean();
 }
+
+#[tokio::test]
+async fn a_replacement_interrupted_half_way_is_restored_then_redone() {
+    if !require_docker("a_replacement_interrupted_half_way_is_restored_then_redone") {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-int");
+    let name = scope.name("api");
+    let registry = Registry::start(None, None);
+    let repo = scope.repo(&registry.repo("acme/api"));
+    let config = config(0, &repo, &name).replace(
+        &format!("[apps.shop.verify]\nbearer = \"{NOTIFY_TOKEN}\"\n"),
+        "",
+    );
+    let ferry = Ferry::with_config(&config).dir("data").start().await;
+    for v in ["1.0.0", "1.1.0"] {
+        build_image(&format!("{repo}:{v}"), v, false);
+        push(&format!("{repo}:{v}"));
+    }
+    // What a ferry killed during a replacement leaves: the old container stopped under its
+    // aside name, and an unverified new one under the real name.
+    docker(&["run", "-d", "--name", &name, &format!("{repo}:1.0.0")]);
+    let old = container_id(&name);
+    let aside = format!("{name}-ferry-old-7");
+    docker(&["rename", &name, &aside]);
+    docker(&["stop", "-t", "1", &aside]);
+    docker(&["run", "-d", "--name", &name, &format!("{repo}:1.1.0")]);
+    let unverified = container_id(&name);
+
+    let id = ferry
+        .hook("shop")
+        .query("source=quay")
+        .header("Content-Type", "application/json")
+        .body(quay_push(&repo, &["1.1.0"]))
+        .send()
+        .await
+        .accepted();
+    let dep = ferry.settle(id).await.remove(0);
+    let log = ferry.log(dep["id"].as_i64().unwrap()).await;
+    assert_eq!(dep["state"], "succeeded", "{dep:#}\n{log}");
+    assert!(log.contains(&format!("restored {name}")), "{log}");
+    // The old container was restored and then replaced properly; the unverified one is gone.
+    let now = container_id(&name);
+    assert!(now != old && now != unverified, "{log}");
+    assert!(
+        try_docker(&["inspect", &unverified]).is_err(),
+        "the unverified container is left"
+    );
+    assert!(
+        try_docker(&["inspect", &aside]).is_err(),
+        "the aside container is left"
+    );
+    assert!(
+        log.contains(&format!("old one ({}) renamed", &old[..12])),
+        "{log}"
+    );
+    scope.clean();
+}
