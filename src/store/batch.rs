@@ -53,6 +53,7 @@ type Job = (NewDelivery, oneshot::Sender<Result<Inserted, StoreError>>);
 #[derive(Clone)]
 pub struct Intake {
     tx: mpsc::Sender<Job>,
+    gate: super::WriteGate,
     /// Woken after every commit that stored something new: the planner waits on it.
     pub committed: Arc<Notify>,
 }
@@ -61,11 +62,22 @@ impl Intake {
     /// Stores a delivery durably (committed and fsync'd) before returning.
     pub async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, StoreError> {
         let (done, wait) = oneshot::channel();
+        self.gate.intake_enter();
+        let _leave = Leave(&self.gate);
         self.tx
             .send((delivery, done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Counts a delivery out of the intake queue however its request ends (even if dropped).
+struct Leave<'a>(&'a super::Gate);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.intake_leave();
     }
 }
 
@@ -80,12 +92,16 @@ pub(super) fn start(
         Writer {
             conn: Some(conn),
             options,
-            gate,
+            gate: gate.clone(),
         },
         rx,
         committed.clone(),
     ));
-    Intake { tx, committed }
+    Intake {
+        tx,
+        gate,
+        committed,
+    }
 }
 
 /// The writer's connection. After any failed write it is thrown away and opened afresh: a

@@ -68,8 +68,61 @@ pub struct Store {
     gate: WriteGate,
 }
 
+/// How long the planner lets hook deliveries waiting for a commit go first.
+const PLANNER_PATIENCE: Duration = Duration::from_millis(50);
+
 /// See [`Store::gate`].
-pub(crate) type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
+pub(crate) type WriteGate = std::sync::Arc<Gate>;
+
+/// The write lock, and how many hook deliveries wait for the intake writer: background writers
+/// (the planner) let those go first, for a while.
+#[derive(Default)]
+pub(crate) struct Gate {
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    intake_waiting: std::sync::atomic::AtomicUsize,
+    intake_idle: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    async fn lock_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock.clone().lock_owned().await
+    }
+
+    /// For background writers: waits until no hook delivery waits to be written, but at most
+    /// `patience`, so planning is delayed by a burst, never starved by it.
+    pub(crate) async fn yield_to_intake(&self, patience: Duration) {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let idle = self.intake_idle.notified();
+            if self.intake_waiting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn intake_enter(&self) {
+        self.intake_waiting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn intake_leave(&self) {
+        if self
+            .intake_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.intake_idle.notify_waiters();
+        }
+    }
+}
 
 /// A delivery as stored (without its body, which list calls do not need).
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -266,7 +319,9 @@ impl Store {
     /// burst costs one fsync per batch rather than one per delivery (and holds the write lock
     /// that hook requests also need for as short a time as possible).
     pub async fn begin_planning(&self) -> Result<Planning, StoreError> {
-        let gate = self.gate.clone().lock_owned().await;
+        // Hook answers wait on intake commits: let those go first, for a while.
+        self.gate.yield_to_intake(PLANNER_PATIENCE).await;
+        let gate = self.gate.lock_owned().await;
         Ok(Planning {
             tx: self.pool.begin().await?,
             _gate: gate,
