@@ -84,14 +84,14 @@ pub enum CommandError {
 struct PidFile(PathBuf);
 
 impl PidFile {
-    async fn write(path: &Path, pgid: Pid) -> Option<PidFile> {
+    /// Written synchronously (a few bytes) right after the spawn, so the note exists before
+    /// anything the command does can be observed.
+    fn write(path: &Path, pgid: Pid) -> Option<PidFile> {
         let start = start_time(pgid.as_raw())?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.ok()?;
+            std::fs::create_dir_all(dir).ok()?;
         }
-        tokio::fs::write(path, format!("{pgid} {start}\n"))
-            .await
-            .ok()?;
+        std::fs::write(path, format!("{pgid} {start}\n")).ok()?;
         Some(PidFile(path.to_path_buf()))
     }
 }
@@ -233,7 +233,7 @@ pub async fn run(
         None => "killed it".to_string(),
     };
     let _pid_file = match (&spec.pid_file, group.pgid) {
-        (Some(path), Some(pgid)) => PidFile::write(path, pgid).await,
+        (Some(path), Some(pgid)) => PidFile::write(path, pgid),
         _ => None,
     };
 

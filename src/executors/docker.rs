@@ -384,9 +384,18 @@ fn credentials(spec: &DockerSpec, repository: &str) -> Option<DockerCredentials>
             || (host == "docker.io" && matches!(k, "index.docker.io" | "registry-1.docker.io"));
         matches.then_some(v)
     })?;
+    // `auth` is base64 of `user:password`; the engine wants them apart (it does not decode
+    // `auth` itself). Credential helpers (`credsStore`) are not consulted.
+    use base64::Engine as _;
     let auth = entry.get("auth")?.as_str()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
     Some(DockerCredentials {
-        auth: Some(auth.to_string()),
+        username: Some(user.to_string()),
+        password: Some(password.to_string()),
         serveraddress: Some(host),
         ..Default::default()
     })

@@ -979,3 +979,131 @@ async fn a_replacement_interrupted_half_way_is_restored_then_redone() {
     );
     scope.clean();
 }
+
+/// `ferry-registry-pass` for the user `ferry`, bcrypt (the registry's htpasswd wants bcrypt).
+const REGISTRY_USERS: &str = "ferry:$2b$05$99sxmJh/yFHlauj7p5S7Pup/Io0D9in0iNlo14UwwfokVsZnxoLYa";
+const REGISTRY_PASS: &str = "ferry-registry-pass";
+
+/// `docker` with its own client config dir (so a login never touches the user's).
+fn docker_as(config_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", config_dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run docker");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn pulls_from_a_registry_that_wants_a_login_use_config_or_docker_credentials() {
+    if !require_docker("pulls_from_a_registry_that_wants_a_login_use_config_or_docker_credentials")
+    {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-auth");
+    let registry = Registry::start_with_users(REGISTRY_USERS);
+    let repo = scope.repo(&registry.repo("acme/api"));
+    let logins = tempfile::tempdir().unwrap();
+    docker_as(
+        logins.path(),
+        &["login", &registry.host(), "-u", "ferry", "--password-stdin"],
+        Some(REGISTRY_PASS),
+    );
+    for v in ["1.0.0", "1.1.0"] {
+        build_image(&format!("{repo}:{v}"), v, false);
+        docker_as(logins.path(), &["push", &format!("{repo}:{v}")], None);
+    }
+    let (with_config, with_login) = (scope.name("cfg"), scope.name("login"));
+    for c in [&with_config, &with_login] {
+        docker(&["run", "-d", "--name", c, &format!("{repo}:1.0.0")]);
+    }
+    let config = || {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{{dir}}/data"
+admin_token = "${{FERRY_ADMIN_TOKEN}}"
+
+[apps.shop]
+token = "{HOOK_TOKEN}"
+[apps.shop.services.cfg]
+image = {{ repository = "{repo}", tags = "semver:^1" }}
+docker = {{ container = "{with_config}", username = "ferry", password = "${{REGISTRY_PASS}}" }}
+[apps.shop.services.login]
+image = {{ repository = "{repo}", tags = "semver:^1" }}
+docker = {{ container = "{with_login}" }}
+"#
+        )
+    };
+    let push = quay_push(&repo, &["1.1.0"]);
+
+    // Without DOCKER_CONFIG: the service with credentials in config pulls; the other is refused
+    // by the registry, and its container is left alone.
+    let ferry = Ferry::with_config(&config())
+        .env("REGISTRY_PASS", REGISTRY_PASS)
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .start()
+        .await;
+    let id = ferry
+        .hook("shop")
+        .query("source=quay")
+        .header("Content-Type", "application/json")
+        .body(push.clone())
+        .send()
+        .await
+        .accepted();
+    let deps = ferry.settle(id).await;
+    assert_eq!(only(&deps, "cfg")["state"], "succeeded", "{deps:#?}");
+    let refused = only(&deps, "login");
+    assert_eq!(refused["state"], "failed", "{refused:#}");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("pulling"),
+        "{refused:#}"
+    );
+    let c = inspect(&with_login).unwrap();
+    assert!(c["Config"]["Image"].as_str().unwrap().ends_with(":1.0.0"));
+    drop(ferry);
+
+    // With the user's Docker login (DOCKER_CONFIG), the other one pulls too.
+    let ferry = Ferry::with_config(&config())
+        .env("REGISTRY_PASS", REGISTRY_PASS)
+        .env("DOCKER_CONFIG", logins.path().to_str().unwrap())
+        .start()
+        .await;
+    let id = ferry
+        .hook("shop")
+        .query("source=quay&services=login")
+        .header("Content-Type", "application/json")
+        .body(push)
+        .send()
+        .await
+        .accepted();
+    let deps = ferry.settle(id).await;
+    let login = only(&deps, "login");
+    assert_eq!(login["state"], "succeeded", "{login:#}");
+    let c = inspect(&with_login).unwrap();
+    assert!(
+        c["Config"]["Image"].as_str().unwrap().contains("@sha256:"),
+        "{c:#}"
+    );
+    scope.clean();
+}

@@ -543,13 +543,33 @@ impl Registry {
         media_types: &[&str],
         actions: &[&str],
     ) -> Registry {
+        Registry::launch(notify_url, notify_auth, media_types, actions, None)
+    }
+
+    /// A registry that requires a login: `htpasswd` is one line `USER:BCRYPT-HASH`.
+    pub fn start_with_users(htpasswd: &str) -> Registry {
+        Registry::launch(None, None, &[], &[], Some(htpasswd))
+    }
+
+    fn launch(
+        notify_url: Option<&str>,
+        notify_auth: Option<&str>,
+        media_types: &[&str],
+        actions: &[&str],
+        htpasswd: Option<&str>,
+    ) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
+        let users = htpasswd.map(|line| {
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, format!("{line}\n")).expect("write htpasswd");
+            path
+        });
         let mut last_error = String::new();
         // The free port is found by binding and releasing it, so another process may take it
         // before the registry binds; then try again with another.
         for _ in 0..5 {
             let port = free_port();
-            let config = registry_config(
+            let mut config = registry_config(
                 dir.path(),
                 port,
                 notify_url,
@@ -557,6 +577,12 @@ impl Registry {
                 media_types,
                 actions,
             );
+            if let Some(path) = &users {
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: ferry-test\n    path: {}\n",
+                    yaml_str(path.to_str().expect("utf-8 temp dir"))
+                ));
+            }
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config).expect("write config.yml");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
@@ -628,8 +654,9 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("registry exited ({status})"));
         }
+        // 401: up, and asking for a login (`start_with_users`).
         if let Ok(head) = blocking_get(&host, "/v2/")
-            && head.split_whitespace().nth(1) == Some("200")
+            && matches!(head.split_whitespace().nth(1), Some("200" | "401"))
         {
             return Ok(());
         }

@@ -176,6 +176,16 @@ async fn kill_9_during_a_deployment_marks_it_interrupted_and_retries_it_once() {
 async fn a_deploy_command_that_outlived_a_crash_is_killed_before_its_retry_runs() {
     let mut ferry = hanging(None).start().await;
     let first = start_job(&ferry).await;
+    // Past its `echo`: a write after ferry died would end it by SIGPIPE, not by ferry.
+    eventually("the job to hang", WAIT, async || {
+        let log = ferry.log(first).await;
+        if log.contains("hanging") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     let script = ferry.path("job.sh").display().to_string();
     let orphans = procs_matching(&script);
     assert!(!orphans.is_empty(), "the job runs");
