@@ -42,7 +42,17 @@ def ferry_bin():
 
 
 def build(no_build=False):
-    """Builds ferry in release mode (one cargo command) and returns the binary's path."""
+    """Builds ferry in release mode (one cargo command) and returns the binary's path.
+
+    FERRY_BIN names a binary to use instead, built no matter how: CI's smoke runs use the debug
+    build that the tests need anyway, rather than spend minutes on a release build whose speed
+    they do not measure."""
+    if os.environ.get("FERRY_BIN"):
+        path = os.environ["FERRY_BIN"]
+        if not os.access(path, os.X_OK):
+            die(f"FERRY_BIN={path} is not an executable file")
+        log(f"using FERRY_BIN={path}")
+        return path
     path = ferry_bin()
     if no_build:
         if not os.access(path, os.X_OK):
