@@ -2,10 +2,16 @@
 //!
 //! A hook request may answer 2xx only once its delivery is on disk, and one fsync per request
 //! would cap ferry at the disk's fsync rate. So requests hand their delivery to one writer task
-//! ([`Intake::insert`]); the writer takes everything that is waiting, writes it in one
-//! transaction (one fsync), and answers each request. Under load batches grow by themselves; when
-//! idle a batch is a single delivery and adds no delay.
+//! ([`Intake::insert`]); the writer takes everything that is waiting and writes it in one
+//! transaction. Under load batches grow by themselves; when idle a batch is a single delivery
+//! and adds no delay.
+//!
+//! Committing and flushing are two stages of a pipeline. The writer commits (SQLite writes the
+//! WAL frames to the OS, without fsync) and hands the batch to the flusher, which fsyncs the WAL
+//! and only then answers the batch's requests. While one batch is being flushed the writer
+//! already inserts the next, and one fsync covers every batch committed before it started.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -85,8 +91,11 @@ pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    data_dir: PathBuf,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+    // A few committed batches may wait for the flush in progress; more, and the writer waits.
+    let (flush_tx, flush_rx) = mpsc::channel(8);
     let committed = Arc::new(Notify::new());
     tokio::spawn(writer(
         Writer {
@@ -95,8 +104,9 @@ pub(super) fn start(
             gate: gate.clone(),
         },
         rx,
-        committed.clone(),
+        flush_tx,
     ));
+    tokio::spawn(flusher(Wal::new(data_dir), flush_rx, committed.clone()));
     Intake {
         tx,
         gate,
@@ -133,7 +143,13 @@ impl Writer {
     }
 }
 
-async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, committed: Arc<Notify>) {
+/// A committed batch on its way to the flusher: each request's answer, and where to send it.
+type Committed = Vec<(
+    oneshot::Sender<Result<Inserted, StoreError>>,
+    Result<Inserted, StoreError>,
+)>;
+
+async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, flush: mpsc::Sender<Committed>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let results = match w.write(&jobs).await {
@@ -149,13 +165,106 @@ async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, committed: Arc<Notif
                 results
             }
         };
-        if results.iter().any(|r| matches!(r, Ok(Inserted::New(_)))) {
-            committed.notify_one();
+        let batch: Committed = jobs.drain(..).map(|(_, done)| done).zip(results).collect();
+        if flush.send(batch).await.is_err() {
+            return; // The flusher is gone (shutdown): the dropped senders answer "writer gone".
         }
-        for ((_, done), result) in jobs.drain(..).zip(results) {
+    }
+}
+
+/// Makes committed batches durable and answers their requests. Everything waiting when a flush
+/// starts is covered by it: the WAL is append-only, and an fsync flushes all of it.
+async fn flusher(mut wal: Wal, mut rx: mpsc::Receiver<Committed>, committed: Arc<Notify>) {
+    let mut batches: Vec<Committed> = Vec::new();
+    while rx.recv_many(&mut batches, 64).await > 0 {
+        let wrote = batches.iter().flatten().any(|(_, r)| r.is_ok());
+        let flushed = if wrote {
+            let (back, result) = tokio::task::spawn_blocking(move || {
+                let result = wal.sync();
+                (wal, result)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            wal = back;
+            result
+        } else {
+            Ok(())
+        };
+        if let Err((path, e)) = &flushed {
+            // Committed but maybe not on disk: the sender gets 503 and retries. A retry with a
+            // delivery id is answered as a duplicate of the stored one; that is the best an
+            // fsync failure allows (SQLite's own FULL mode is in the same position).
+            tracing::error!(file = %path.display(), error = %e, "flushing hook deliveries to disk failed");
+        }
+        let mut new = false;
+        for (done, result) in batches.drain(..).flatten() {
+            let result = match (&flushed, result) {
+                (Err((path, e)), Ok(_)) => Err(StoreError::Flush {
+                    path: path.display().to_string(),
+                    source: e.clone(),
+                }),
+                (_, r) => r,
+            };
+            new |= matches!(result, Ok(Inserted::New(_)));
             // The request may have gone away; its delivery is stored all the same.
             let _ = done.send(result);
         }
+        if new {
+            committed.notify_one();
+        }
+    }
+}
+
+/// fsync for the database's WAL file, which SQLite (synchronous = NORMAL) writes but does not
+/// flush on commit. The file is opened afresh for each flush: SQLite deletes and recreates it
+/// when the last connection closes (the writer reconnects after a failed write), and a stale
+/// descriptor would flush a file nobody reads.
+struct Wal {
+    dir: PathBuf,
+    path: PathBuf,
+    /// Inode of the WAL flushed last; a new one means a new file whose directory entry must be
+    /// made durable too.
+    inode: Option<u64>,
+}
+
+impl Wal {
+    fn new(dir: PathBuf) -> Wal {
+        Wal {
+            path: dir.join("ferry.db-wal"),
+            dir,
+            inode: None,
+        }
+    }
+
+    /// Flushes; on failure says which file (the error goes to every request of the flush).
+    fn sync(&mut self) -> Result<(), (PathBuf, Arc<std::io::Error>)> {
+        self.sync_io().map_err(|(path, e)| (path, Arc::new(e)))
+    }
+
+    fn sync_io(&mut self) -> Result<(), (PathBuf, std::io::Error)> {
+        use std::os::unix::fs::MetadataExt;
+        let file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            // No WAL: the last connection closed and SQLite checkpointed it into the database
+            // (syncing it) and deleted it. Flush the database file all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let db = self.dir.join("ferry.db");
+                self.inode = None;
+                return std::fs::File::open(&db)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| (db, e));
+            }
+            Err(e) => return Err((self.path.clone(), e)),
+        };
+        file.sync_data().map_err(|e| (self.path.clone(), e))?;
+        let inode = file.metadata().map_err(|e| (self.path.clone(), e))?.ino();
+        if self.inode != Some(inode) {
+            std::fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| (self.dir.clone(), e))?;
+            self.inode = Some(inode);
+        }
+        Ok(())
     }
 }
 

@@ -1,8 +1,10 @@
-//! Storage failures and growth (issue 4): a full disk or a read-only data dir makes ferry answer
-//! 503 (never 2xx) and it recovers when the disk does; `server.keep` prunes old history.
+//! Storage (issue 4): an answer leaves ferry only after its delivery was fsync'd; a full disk or
+//! a read-only data dir makes ferry answer 503 (never 2xx) and it recovers when the disk does;
+//! `server.keep` prunes old history.
 //!
-//! The disk tests mount a small tmpfs as the data dir, which needs root (CAP_SYS_ADMIN). They
-//! must run in CI; elsewhere they are skipped with the reason printed.
+//! The disk tests mount a small tmpfs as the data dir, which needs root (CAP_SYS_ADMIN); the
+//! fsync test watches ferry's system calls with strace. They must run in CI; elsewhere they are
+//! skipped with the reason printed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,6 +103,162 @@ async fn assert_acknowledged_are_stored(ferry: &Ferry, accepted: usize) {
         .filter(|d| d["status"] != "rejected")
         .collect();
     assert_eq!(kept.len(), accepted, "{stored:#?}");
+}
+
+/// Prints why a test cannot run here and returns, or fails when it must run (CI).
+fn skip_outside_ci(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test must run in CI: {why}"
+    );
+    eprintln!("SKIPPED: {why}; this test runs in CI");
+}
+
+/// One system call as strace printed it (`-f`: a call interrupted by another thread's is split
+/// into an `<unfinished ...>` line and a `<... NAME resumed>` line).
+struct Call<'a> {
+    line: usize,
+    pid: &'a str,
+    name: &'a str,
+    /// The whole line (arguments; with `-y`, file descriptors show their paths).
+    text: &'a str,
+    starts: bool,
+    ends: bool,
+}
+
+fn calls(trace: &str) -> Vec<Call<'_>> {
+    let mut out = Vec::new();
+    for (line, text) in trace.lines().enumerate() {
+        // "PID NAME(args) = ret", "PID NAME(args <unfinished ...>", "PID <... NAME resumed>…"
+        let (pid, rest) = text.split_once(' ').unwrap_or(("", ""));
+        let rest = rest.trim_start();
+        if let Some(resumed) = rest.strip_prefix("<... ") {
+            let name = resumed.split(' ').next().unwrap_or("");
+            out.push(Call {
+                line,
+                pid,
+                name,
+                text,
+                starts: false,
+                ends: true,
+            });
+        } else if let Some((name, _)) = rest.split_once('(') {
+            let unfinished = text.ends_with("<unfinished ...>");
+            out.push(Call {
+                line,
+                pid,
+                name,
+                text,
+                starts: true,
+                ends: !unfinished,
+            });
+        }
+    }
+    out
+}
+
+/// "Never 2xx before data is durable", watched from outside: with strace attached to ferry,
+/// each delivery's 202 answer must be written to its socket only after an fsync of the WAL
+/// that began after the delivery's own bytes were written to the WAL, and ended before the
+/// answer. (Each body carries a marker, so its WAL write can be told from the planner's.)
+#[tokio::test]
+async fn every_answer_waits_for_an_fsync_of_what_it_acknowledges() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        return skip_outside_ci("strace is not installed");
+    }
+    let ferry = Ferry::shop().start().await;
+    let trace_path = ferry.path("strace.txt");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-y", "-s", "100000", "-e"])
+        .arg("trace=pwrite64,write,writev,sendto,sendmsg,fsync,fdatasync")
+        .arg("-o")
+        .arg(&trace_path)
+        .arg("-p")
+        .arg(ferry.pid().to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start strace");
+    // strace reports each thread it attached to; one line is enough to know it is tracing.
+    let mut attach = std::io::BufReader::new(strace.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut attach, &mut first).expect("strace stderr");
+    if !first.contains("attached") {
+        let _ = strace.kill();
+        let _ = strace.wait();
+        return skip_outside_ci(&format!("strace cannot attach here: {}", first.trim()));
+    }
+    std::thread::spawn(move || std::io::copy(&mut attach, &mut std::io::sink()));
+
+    let markers: Vec<String> = (0..8).map(|i| unique(&format!("durable-{i}"))).collect();
+    for m in &markers {
+        // One at a time, so the n-th 202 on the wire is the n-th delivery's.
+        ferry
+            .hook("shop")
+            .query("services=worker")
+            .body(format!("{{\"marker\":\"{m}\"}}"))
+            .send()
+            .await
+            .accepted();
+    }
+    // SIGINT: strace detaches, flushes its output and exits; ferry goes on.
+    sigint(strace.id());
+    let _ = strace.wait();
+    let trace = std::fs::read_to_string(&trace_path).expect("strace output");
+    let calls = calls(&trace);
+
+    let wal = |c: &Call| c.text.contains("ferry.db-wal>");
+    let answers: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.starts && c.text.contains("HTTP/1.1 202"))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        markers.len(),
+        "202 answers in the trace:\n{trace}"
+    );
+    // Where the call that starts at `start` ends: on its own line, or where its thread resumes it.
+    let end_of = |start: &Call| -> usize {
+        if start.ends {
+            return start.line;
+        }
+        calls
+            .iter()
+            .find(|c| c.line > start.line && c.pid == start.pid && c.ends)
+            .map_or(usize::MAX, |c| c.line)
+    };
+    for (m, answer) in markers.iter().zip(answers) {
+        let write = calls
+            .iter()
+            .rev()
+            .find(|c| c.starts && c.line < answer.line && wal(c) && c.text.contains(m.as_str()))
+            .unwrap_or_else(|| panic!("no WAL write of {m} before its answer:\n{trace}"));
+        let written = end_of(write);
+        let synced = calls.iter().any(|c| {
+            c.starts
+                && wal(c)
+                && matches!(c.name, "fsync" | "fdatasync")
+                && c.line > written
+                && end_of(c) < answer.line
+        });
+        assert!(
+            synced,
+            "the answer for {m} (strace line {}) was written before the WAL was flushed:\n{trace}",
+            answer.line + 1
+        );
+    }
+}
+
+/// SIGINT to a process (strace detaches from its tracees on it).
+fn sigint(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
 }
 
 #[tokio::test]
