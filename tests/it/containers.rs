@@ -433,6 +433,119 @@ async fn image_pushes_of_every_sender_reach_image_services() {
     assert_eq!(unsigned.status, 401, "{}", unsigned.text);
 }
 
+/// GitHub Container Registry: GitHub's `package` / `registry_package` events, signed like every
+/// GitHub delivery, reach image services; the version's tag and digest come from its metadata.
+#[tokio::test]
+async fn ghcr_package_events_are_verified_and_deploy_image_services() {
+    let config = r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{dir}/data"
+admin_token = "${FERRY_ADMIN_TOKEN}"
+
+[apps.gh]
+token = "image-hook-token-3"
+[apps.gh.verify]
+github = "It's a Secret to Everybody"
+[apps.gh.services.web]
+image = { repository = "ghcr.io/acme/web", tags = "semver:^1" }
+command = ["{dir}/deploy.sh"]
+[apps.gh.services.npm]
+image = { repository = "ghcr.io/codertocat/hello-world/hello-world-npm", tags = "latest" }
+command = ["{dir}/deploy.sh"]
+"#;
+    let ferry = Ferry::with_config(config).start().await;
+    const DIGEST: &str = "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498";
+    // The shape GHCR sends for a container pushed as v1.2.3 (the documented example below has
+    // no tag).
+    let body = |tag: &str| {
+        serde_json::json!({
+            "action": "published",
+            "registry_package": {
+                "name": "web", "namespace": "Acme", "ecosystem": "CONTAINER",
+                "package_type": "CONTAINER",
+                "package_version": {
+                    "version": DIGEST, "updated_at": "2026-11-30T10:00:00Z",
+                    "package_url": format!("ghcr.io/acme/web:{tag}"),
+                    "container_metadata": {"tag": {"name": tag, "digest": DIGEST}}
+                }
+            }
+        })
+        .to_string()
+    };
+    let id = ferry
+        .hook("gh")
+        .token("image-hook-token-3")
+        .github("registry_package")
+        .body(body("v1.2.3"))
+        .signed(GITHUB_SECRET)
+        .send()
+        .await
+        .accepted();
+    let deps = ferry.settle(id).await;
+    let web = only(&deps, "web");
+    assert_eq!(web["state"], "succeeded", "{web:#}");
+    assert_eq!(web["source"], "github");
+    assert_eq!(web["version"], format!("v1.2.3@{DIGEST}"));
+    let env = ferry.run_env(web["id"].as_i64().unwrap());
+    assert_eq!(env["FERRY_IMAGE"], "ghcr.io/acme/web");
+    assert_eq!(env["FERRY_IMAGE_TAG"], "v1.2.3");
+    assert_eq!(env["FERRY_IMAGE_DIGEST"], DIGEST);
+    not_deployed(&deps, "npm");
+
+    // v2.0.0 is outside `semver:^1`: recorded as skipped, with the reason.
+    let id = ferry
+        .hook("gh")
+        .token("image-hook-token-3")
+        .github("registry_package")
+        .body(body("v2.0.0"))
+        .signed(GITHUB_SECRET)
+        .send()
+        .await
+        .accepted();
+    let web = only(&ferry.settle(id).await, "web").clone();
+    assert_eq!(web["state"], "skipped", "{web:#}");
+    assert!(
+        web["reason"].as_str().unwrap().contains("semver:^1"),
+        "{web:#}"
+    );
+
+    // GitHub's documented examples (signed with the fixture secret): a version without a tag,
+    // which no tag policy deploys, recorded with its digest.
+    for fixture in [
+        "github/registry_package-published-container",
+        "github/package-published-container",
+    ] {
+        let id = ferry
+            .hook("gh")
+            .token("image-hook-token-3")
+            .fixture(fixture)
+            .send()
+            .await
+            .accepted();
+        let deps = ferry.settle(id).await;
+        let npm = only(&deps, "npm");
+        assert_eq!(npm["state"], "skipped", "{fixture}: {npm:#}");
+        assert!(
+            npm["reason"].as_str().unwrap().contains("(by digest)"),
+            "{npm:#}"
+        );
+        assert_eq!(npm["image_digest"], DIGEST);
+        assert!(ferry.delivery(id).await["verified"].as_bool().unwrap());
+    }
+
+    // Signed with another secret: 401, nothing deployed.
+    let forged = ferry
+        .hook("gh")
+        .token("image-hook-token-3")
+        .github("registry_package")
+        .body(body("v1.9.9"))
+        .signed("not the secret")
+        .send()
+        .await;
+    assert_eq!(forged.status, 401, "{}", forged.text);
+}
+
 #[tokio::test]
 async fn labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned() {
     if !require_docker("labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned") {
