@@ -113,6 +113,13 @@ impl Gate {
         }
     }
 
+    /// Whether a hook delivery waits for the intake writer (or its flush) right now.
+    fn intake_busy(&self) -> bool {
+        self.intake_waiting
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+    }
+
     pub(crate) fn intake_enter(&self) {
         self.intake_waiting
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -331,6 +338,12 @@ impl Store {
             tx: self.pool.begin().await?,
             _gate: gate,
         })
+    }
+
+    /// Whether hook deliveries wait for the write lock: a planning transaction then commits
+    /// what it has and leaves the rest for its next batch.
+    pub fn intake_busy(&self) -> bool {
+        self.gate.intake_busy()
     }
 
     // ---- deployments ------------------------------------------------------------------------
