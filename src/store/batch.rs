@@ -179,14 +179,20 @@ async fn flusher(mut wal: Wal, mut rx: mpsc::Receiver<Committed>, committed: Arc
     while rx.recv_many(&mut batches, 64).await > 0 {
         let wrote = batches.iter().flatten().any(|(_, r)| r.is_ok());
         let flushed = if wrote {
-            let (back, result) = tokio::task::spawn_blocking(move || {
+            let synced = tokio::task::spawn_blocking(move || {
                 let result = wal.sync();
                 (wal, result)
             })
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            wal = back;
-            result
+            .await;
+            match synced {
+                Ok((back, result)) => {
+                    wal = back;
+                    result
+                }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down: the waiting requests get "writer gone" (503).
+                Err(_) => return,
+            }
         } else {
             Ok(())
         };
