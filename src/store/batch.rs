@@ -11,7 +11,7 @@
 //! and only then answers the batch's requests. While one batch is being flushed the writer
 //! already inserts the next, and one fsync covers every batch committed before it started.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -91,12 +91,12 @@ pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
-    data_dir: PathBuf,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
     let (flush_tx, flush_rx) = mpsc::channel(8);
     let committed = Arc::new(Notify::new());
+    let wal = Wal::of(options.get_filename());
     tokio::spawn(writer(
         Writer {
             conn: Some(conn),
@@ -106,7 +106,7 @@ pub(super) fn start(
         rx,
         flush_tx,
     ));
-    tokio::spawn(flusher(Wal::new(data_dir), flush_rx, committed.clone()));
+    tokio::spawn(flusher(wal, flush_rx, committed.clone()));
     Intake {
         tx,
         gate,
@@ -226,48 +226,57 @@ async fn flusher(mut wal: Wal, mut rx: mpsc::Receiver<Committed>, committed: Arc
 /// when the last connection closes (the writer reconnects after a failed write), and a stale
 /// descriptor would flush a file nobody reads.
 struct Wal {
-    dir: PathBuf,
+    db: PathBuf,
     path: PathBuf,
     /// Inode of the WAL flushed last; a new one means a new file whose directory entry must be
     /// made durable too.
     inode: Option<u64>,
 }
 
+/// A failed flush: which file, and why (shared by every request of the flush).
+type FlushFailure = (PathBuf, Arc<std::io::Error>);
+
 impl Wal {
-    fn new(dir: PathBuf) -> Wal {
+    /// The WAL of the database file `db` (SQLite names it `DB-wal`).
+    fn of(db: &Path) -> Wal {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
         Wal {
-            path: dir.join("ferry.db-wal"),
-            dir,
+            db: db.to_path_buf(),
+            path: path.into(),
             inode: None,
         }
     }
 
-    /// Flushes; on failure says which file (the error goes to every request of the flush).
-    fn sync(&mut self) -> Result<(), (PathBuf, Arc<std::io::Error>)> {
-        self.sync_io().map_err(|(path, e)| (path, Arc::new(e)))
-    }
-
-    fn sync_io(&mut self) -> Result<(), (PathBuf, std::io::Error)> {
+    fn sync(&mut self) -> Result<(), FlushFailure> {
         use std::os::unix::fs::MetadataExt;
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| (path, Arc::new(e))
+        };
         let file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
             // No WAL: the last connection closed and SQLite checkpointed it into the database
             // (syncing it) and deleted it. Flush the database file all the same.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let db = self.dir.join("ferry.db");
                 self.inode = None;
-                return std::fs::File::open(&db)
+                return std::fs::File::open(&self.db)
                     .and_then(|f| f.sync_all())
-                    .map_err(|e| (db, e));
+                    .map_err(failed(&self.db));
             }
-            Err(e) => return Err((self.path.clone(), e)),
+            Err(e) => return Err(failed(&self.path)(e)),
         };
-        file.sync_data().map_err(|e| (self.path.clone(), e))?;
-        let inode = file.metadata().map_err(|e| (self.path.clone(), e))?.ino();
+        file.sync_data().map_err(failed(&self.path))?;
+        let inode = file.metadata().map_err(failed(&self.path))?.ino();
         if self.inode != Some(inode) {
-            std::fs::File::open(&self.dir)
+            // A new file: its directory entry must be on disk too.
+            let dir = match self.db.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| (self.dir.clone(), e))?;
+                .map_err(failed(dir))?;
             self.inode = Some(inode);
         }
         Ok(())

@@ -100,11 +100,10 @@ impl Gate {
     /// For background writers: waits until no hook delivery waits to be written, but at most
     /// `patience`, so planning is delayed by a burst, never starved by it.
     pub(crate) async fn yield_to_intake(&self, patience: Duration) {
-        use std::sync::atomic::Ordering;
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let idle = self.intake_idle.notified();
-            if self.intake_waiting.load(Ordering::Acquire) == 0 {
+            if !self.intake_busy() {
                 return;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
@@ -262,7 +261,7 @@ impl Store {
         // previous one is being flushed, instead of after (FULL fsyncs inside COMMIT, holding
         // the write lock). One fsync covers every commit written to the WAL before it.
         let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-        let intake = batch::start(writer, options, gate, data_dir.to_path_buf());
+        let intake = batch::start(writer, options, gate);
         Ok((store, intake))
     }
 
