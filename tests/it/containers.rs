@@ -671,12 +671,7 @@ async fn a_compose_service_is_pulled_and_recreated_through_compose() {
             .map(|o| !o.status.success())
             .unwrap_or(true)
     {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "docker-compose is missing"
-        );
-        eprintln!("skipping: docker-compose is not installed");
-        return;
+        return skip_outside_ci("docker-compose is not installed");
     }
     let mut scope = DockerScope::new("ferry-cmp");
     let project = scope.prefix().to_string();
@@ -790,9 +785,7 @@ async fn a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image() {
     let joined = active.trim() != "active";
     if joined {
         if let Err(e) = try_docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]) {
-            assert!(std::env::var_os("CI").is_none(), "swarm init failed: {e}");
-            eprintln!("skipping: this engine cannot run a single-node Swarm: {e}");
-            return;
+            return skip_outside_ci(&format!("this engine cannot run a single-node Swarm: {e}"));
         }
     }
     let mut scope = DockerScope::new("ferry-swarm");

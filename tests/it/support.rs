@@ -113,6 +113,16 @@ echo "done"
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// For a test that needs something this machine lacks: prints why it is skipped, or fails when
+/// `CI` is set (CI must run every test).
+pub fn skip_outside_ci(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test must run in CI: {why}"
+    );
+    eprintln!("SKIPPED: {why}; this test runs in CI");
+}
+
 /// A string no other test (or test process) uses.
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
