@@ -273,6 +273,9 @@ async fn delivery(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> Api
     let mut v = delivery_json(&d.delivery, &shared.store.deployment_ids_of(id).await?);
     v["headers"] = serde_json::from_str(&d.headers).unwrap_or(Value::Null);
     v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
+    // A refused delivery keeps only the start of its body: say so, and how large it was.
+    v["body_truncated"] = Value::Bool(d.body_size.is_some());
+    v["body_size"] = json!(d.body_size.unwrap_or(d.body.len() as i64));
     Ok(Json(v).into_response())
 }
 

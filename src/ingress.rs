@@ -16,13 +16,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::config::App;
+use crate::logging::Escaped;
 use crate::plan::Modifiers;
 use crate::server::{Metrics, Shared};
 use crate::sources::{self, BodyError, Source, Verdict};
 use crate::store::{Inserted, NewDelivery, now_ms, status};
-
-/// Headers never stored: they may carry credentials of their own.
-const UNSTORED_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
 /// The one answer for an unknown app and a wrong token, so apps cannot be probed.
 fn not_found() -> Response {
@@ -121,7 +119,7 @@ pub async fn hook(
         status: status::RECEIVED,
         error: None,
         query: query.clone().filter(|q| !q.is_empty()),
-        headers: headers_json(&headers),
+        headers: crate::redact::headers_json(&headers, app),
         body,
         replay_of: None,
     };
@@ -208,7 +206,8 @@ async fn reject(
     message: String,
 ) -> Response {
     Metrics::count(&shared.metrics.rejected);
-    tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %message, "delivery rejected");
+    // The reason may quote request values (a query modifier, a header): escaped.
+    tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %Escaped(&message), "delivery rejected");
     delivery.status = status::REJECTED;
     delivery.error = Some(message.clone());
     delivery.dedupe_key = None;
@@ -216,25 +215,4 @@ async fn reject(
         tracing::warn!(error = %e, "cannot record rejected delivery");
     }
     error(code, message)
-}
-
-/// The request's headers as a JSON object (lower-case names; repeated headers joined by ", ").
-fn headers_json(headers: &HeaderMap) -> String {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        if UNSTORED_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match map.get_mut(name.as_str()) {
-            Some(serde_json::Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                map.insert(name.as_str().to_string(), serde_json::Value::String(value));
-            }
-        }
-    }
-    serde_json::Value::Object(map).to_string()
 }

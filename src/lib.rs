@@ -7,6 +7,7 @@
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
 //! - [`ingress`]: `POST /hooks/APP/TOKEN` — authenticate, verify, store, answer. Nothing else.
+//! - [`redact`]: what is stored of request headers (secret-carrying ones as `[redacted]`).
 //! - [`sources`]: one file per sender: detection, signature verification, payload → event.
 //! - [`store`]: SQLite; group commit for deliveries; the only module that knows SQL.
 //! - [`planner`]: background task: stored deliveries → deployments, using [`plan`]'s rules.
@@ -33,6 +34,7 @@ pub mod logging;
 pub mod notify;
 pub mod plan;
 pub mod planner;
+pub mod redact;
 pub mod retention;
 pub mod server;
 pub mod sources;

@@ -79,6 +79,7 @@ pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, fi
                 "Docker Hub callback refused"
             )
         }
-        Err(e) => tracing::warn!(deployment = d.id, error = %e, "Docker Hub callback failed"),
+        // The error names the URL, which came from the payload: escaped.
+        Err(e) => tracing::warn!(deployment = d.id, error = %crate::logging::Escaped(&e), "Docker Hub callback failed"),
     }
 }

@@ -157,6 +157,9 @@ pub struct FullDelivery {
     pub delivery: Delivery,
     pub headers: String,
     pub body: Vec<u8>,
+    /// The size of the body as received, when `body` holds only its start (refused
+    /// deliveries keep at most [`batch::REJECTED_BODY_KEEP`] bytes).
+    pub body_size: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -275,7 +278,7 @@ impl Store {
 
     pub async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body FROM deliveries WHERE id = ?1",
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body, body_size FROM deliveries WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -317,7 +320,7 @@ impl Store {
     /// Deliveries accepted but not yet planned, oldest first.
     pub async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body FROM deliveries
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body, body_size FROM deliveries
              WHERE status = 'received' ORDER BY id LIMIT ?1",
         )
         .bind(limit)
@@ -867,5 +870,6 @@ fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreErr
         delivery: Delivery::from_row(row)?,
         headers: row.try_get("headers")?,
         body: row.try_get("body")?,
+        body_size: row.try_get("body_size")?,
     })
 }
