@@ -427,9 +427,15 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let mut v = Validator {
         text,
         file: path.display().to_string(),
+        config_dir: dir.clone(),
         env,
         diags: Vec::new(),
         secret_env_vars: Vec::new(),
@@ -457,11 +463,6 @@ pub fn parse(
             return Err(ConfigError::Invalid(v.diags));
         }
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
     let config = v.validate(raw, path, &dir);
     if v.diags.is_empty() {
         Ok(config)
@@ -493,7 +494,7 @@ mod raw {
         pub listen: Option<Spanned<String>>,
         pub public_url: Option<Spanned<String>>,
         pub data_dir: Option<Spanned<String>>,
-        pub admin_token: Option<Spanned<String>>,
+        pub admin_token: Option<Spanned<SecretValue>>,
         pub body_limit: Option<Spanned<super::Size>>,
         pub shutdown_grace: Option<Spanned<String>>,
         pub retry_interrupted: Option<Spanned<i64>>,
@@ -503,7 +504,7 @@ mod raw {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct App {
-        pub token: Option<Spanned<String>>,
+        pub token: Option<Spanned<SecretValue>>,
         #[serde(default)]
         pub verify: Option<Spanned<Verify>>,
         #[serde(default)]
@@ -540,8 +541,23 @@ mod raw {
     #[derive(Deserialize, Clone)]
     #[serde(untagged)]
     pub enum Secrets {
-        One(String),
-        Many(Vec<String>),
+        One(SecretValue),
+        Many(Vec<SecretValue>),
+    }
+
+    /// A secret written in the config (`${VAR}` allowed), or `{ file = "…" }`: read from a
+    /// file (Docker and Kubernetes secrets).
+    #[derive(Deserialize, Clone)]
+    #[serde(untagged)]
+    pub enum SecretValue {
+        Text(String),
+        File(SecretFile),
+    }
+
+    #[derive(Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub struct SecretFile {
+        pub file: String,
     }
 
     #[derive(Deserialize)]
@@ -633,6 +649,8 @@ pub(crate) enum Size {
 struct Validator<'a> {
     text: &'a str,
     file: String,
+    /// The config file's directory: relative secret files are read from there.
+    config_dir: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
     diags: Vec<Diagnostic>,
     secret_env_vars: Vec<String>,
@@ -818,7 +836,7 @@ impl Validator<'_> {
             server.data_dir = dir.join(s);
         }
         if let Some(v) = &raw.admin_token
-            && let Some(s) = self.expand(v, "server.admin_token", true)
+            && let Some(s) = self.secret_value(v, "server.admin_token")
         {
             if s.len() < MIN_TOKEN_LEN {
                 self.error(
@@ -872,9 +890,12 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(v) => {
+            Some(v) => 'token: {
                 let k = format!("{key}.token");
-                let t = self.expand(v, &k, true)?;
+                // Unreadable: reported; the rest of the app is still checked.
+                let Some(t) = self.secret_value(v, &k) else {
+                    break 'token None;
+                };
                 if t.len() < MIN_TOKEN_LEN {
                     self.error(
                         Some(v.span()),
@@ -986,7 +1007,7 @@ impl Validator<'_> {
             return Vec::new();
         };
         // Untagged enums lose inner spans, so every entry reports the whole value's line.
-        let list: Vec<Spanned<String>> = match raw.get_ref() {
+        let list: Vec<Spanned<raw::SecretValue>> = match raw.get_ref() {
             raw::Secrets::One(s) => vec![Spanned::new(raw.span(), s.clone())],
             raw::Secrets::Many(v) => v
                 .iter()
@@ -998,7 +1019,7 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         for s in &list {
-            if let Some(v) = self.expand(s, key, true) {
+            if let Some(v) = self.secret_value(s, key) {
                 if v.is_empty() {
                     self.error(Some(s.span()), key, "secret is empty".into());
                 } else {
@@ -1007,6 +1028,27 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    /// A secret's value: the text (with `${VAR}` expanded) or the content of its file.
+    fn secret_value(&mut self, value: &Spanned<raw::SecretValue>, key: &str) -> Option<String> {
+        match value.get_ref() {
+            raw::SecretValue::Text(s) => {
+                self.expand(&Spanned::new(value.span(), s.clone()), key, true)
+            }
+            raw::SecretValue::File(f) => {
+                let name = Spanned::new(value.span(), f.file.clone());
+                let file = self.expand(&name, key, false)?;
+                let path = self.config_dir.join(file);
+                match read_secret_file(&path) {
+                    Ok(s) => Some(s),
+                    Err(message) => {
+                        self.error(Some(value.span()), key, message);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     fn verify(&mut self, raw: &raw::Verify, key: &str) -> Verify {
@@ -1522,6 +1564,24 @@ fn is_url_safe_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Reads a secret from a file (`{ file = "…" }`): UTF-8 text, one trailing newline (`\n` or
+/// `\r\n`) dropped, as `echo` and editors leave it. The message names the file.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {shown}: {e}"))?;
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| format!("secret file {shown} is not UTF-8 text"))?;
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    if text.is_empty() {
+        return Err(format!("secret file {shown} is empty"));
+    }
+    Ok(text)
+}
+
 fn is_url_safe_token(s: &str) -> bool {
     s.chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
@@ -1806,5 +1866,96 @@ services = ["web"]
         assert!(TagPolicy::parse("").is_err());
         assert_eq!(tag_version("v1.2.3"), Some(semver::Version::new(1, 2, 3)));
         assert_eq!(tag_version("1.2"), None);
+    }
+
+    /// `text` as `ferry.toml` in a temp dir holding `files` (name, bytes).
+    fn with_files(
+        text: &str,
+        files: &[(&str, &[u8])],
+    ) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let text = text.replace("{dir}", dir.path().to_str().unwrap());
+        let result = parse(&text, &dir.path().join("ferry.toml"), &|_| None);
+        (dir, result)
+    }
+
+    const FROM_FILES: &str = r#"
+[server]
+admin_token = { file = "admin" }
+
+[apps.shop]
+token = { file = "{dir}/token" }
+verify = { github = { file = "gh" }, gitlab = [{ file = "gl" }, "inline-secret"], hmac = { header = "X-Sig", secret = { file = "hm" } } }
+
+[apps.shop.services.web]
+command = ["true"]
+"#;
+
+    #[test]
+    fn secrets_from_files() {
+        let (_dir, result) = with_files(
+            FROM_FILES,
+            &[
+                ("admin", b"admin-token-0123\n"),
+                ("token", b"hook-token-0123456\r\n"),
+                ("gh", b"gh secret\n\n"),
+                ("gl", b"gl-secret"),
+                ("hm", b"hm-secret\n"),
+            ],
+        );
+        let c = result.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server.admin_token.unwrap().expose(), "admin-token-0123");
+        let app = &c.apps["shop"];
+        assert_eq!(app.token.expose(), "hook-token-0123456");
+        // Only one trailing newline is dropped.
+        assert_eq!(app.verify.github[0].expose(), "gh secret\n");
+        let gitlab: Vec<&str> = app.verify.gitlab.iter().map(|s| s.expose()).collect();
+        assert_eq!(gitlab, ["gl-secret", "inline-secret"]);
+        assert_eq!(
+            app.verify.hmac.as_ref().unwrap().secrets[0].expose(),
+            "hm-secret"
+        );
+    }
+
+    #[test]
+    fn secret_file_errors_name_key_line_and_file() {
+        let (dir, result) = with_files(
+            FROM_FILES,
+            &[
+                ("admin", b"\n"),
+                ("token", b"\xff\xfe"),
+                ("hm", b"hm-secret"),
+            ],
+        );
+        let Err(ConfigError::Invalid(diags)) = result else {
+            panic!("should be invalid");
+        };
+        let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        let find = |key: &str| {
+            diags
+                .iter()
+                .find(|d| d.key == key)
+                .unwrap_or_else(|| panic!("no error for {key}: {all:#?}"))
+        };
+        let d = find("server.admin_token");
+        assert_eq!(d.line, Some(3));
+        assert!(
+            d.message.contains("is empty") && d.message.contains("admin"),
+            "{d}"
+        );
+        let d = find("apps.shop.token");
+        assert_eq!(d.line, Some(6));
+        assert!(d.message.contains("not UTF-8"), "{d}");
+        let d = find("apps.shop.verify.github");
+        assert_eq!(d.line, Some(7));
+        let gh = dir.path().join("gh");
+        assert!(
+            d.message
+                .contains(&format!("cannot read secret file {}", gh.display())),
+            "{d}"
+        );
     }
 }

@@ -19,6 +19,7 @@
 //!   (health-gated container replacement with rollback), `compose`, `swarm`.
 //! - [`notify`]: reporting back to senders when a deployment ends (Docker Hub callbacks).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
+//! - [`datadir`]: the data dir is private (dirs 0700, files 0600).
 //! - [`api`]: the JSON API under `/api/v1` and health endpoints.
 //! - [`cli`]: command-line parsing and the client commands.
 //! - [`logging`]: ferry's own structured logs (text or JSON).
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod deploylog;
 pub mod executors;
 pub mod ingress;

@@ -80,6 +80,8 @@ pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, fi
             )
         }
         // The error names the URL, which came from the payload: escaped.
-        Err(e) => tracing::warn!(deployment = d.id, error = %crate::logging::Escaped(&e), "Docker Hub callback failed"),
+        Err(e) => {
+            tracing::warn!(deployment = d.id, error = %crate::logging::Escaped(&e), "Docker Hub callback failed")
+        }
     }
 }

@@ -227,12 +227,30 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
     /// Returns the store and the group-commit writer for hook requests.
     pub async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        crate::datadir::create_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
+        // The data dir is private (see `datadir`): loose modes left by an older ferry are
+        // tightened, and the database is created 0600 (its -wal and -shm follow it).
+        let dir = data_dir.to_path_buf();
+        let tightened = tokio::task::spawn_blocking(move || crate::datadir::tighten(&dir))
+            .await
+            .unwrap_or(0);
+        if tightened > 0 {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                entries = tightened,
+                "made data dir entries private (dirs 0700, files 0600)"
+            );
+        }
+        let db = data_dir.join("ferry.db");
+        crate::datadir::create_private_file(&db).map_err(|source| StoreError::DataDir {
+            path: db.display().to_string(),
+            source,
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(data_dir.join("ferry.db"))
+            .filename(db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL for the pool (planning, deployment states): in WAL mode a commit then
