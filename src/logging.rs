@@ -82,4 +82,45 @@ mod tests {
         assert!(!s.chars().any(needs_escape));
         assert_eq!(Escaped("plain text").to_string(), "plain text");
     }
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the text format does with each kind of field: the reason `Escaped` exists.
+    #[test]
+    fn text_format_escapes_str_and_debug_fields_but_not_display_fields() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let evil = "a\nFORGED";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(s = evil, d = ?evil, e = %Escaped(evil), "safe");
+            tracing::info!(raw = %evil, "unsafe");
+        });
+        let out = String::from_utf8(sink.0.lock().expect("sink").clone()).expect("utf-8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].contains(r#"s="a\nFORGED" d="a\nFORGED" e=a\nFORGED"#),
+            "{out}"
+        );
+        assert_eq!(
+            lines[2], "FORGED",
+            "a raw Display field breaks the line: {out}"
+        );
+    }
 }

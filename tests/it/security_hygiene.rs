@@ -54,7 +54,9 @@ async fn start() -> Ferry {
 
 /// The newest delivery of `app`.
 async fn newest(ferry: &Ferry, app: &str) -> Value {
-    let list = ferry.get(&format!("/api/v1/deliveries?app={app}&limit=1")).await;
+    let list = ferry
+        .get(&format!("/api/v1/deliveries?app={app}&limit=1"))
+        .await;
     let id = list["deliveries"][0]["id"]
         .as_i64()
         .unwrap_or_else(|| panic!("no delivery of {app}: {list:#}"));
@@ -124,20 +126,24 @@ async fn only_the_newest_1000_refused_deliveries_of_an_app_are_kept() {
         }
     }
 
-    let kept = eventually("refused deliveries to be pruned to 1,000", WAIT, async || {
-        let rejected: Vec<i64> = ferry
-            .deliveries("app=open")
-            .await
-            .iter()
-            .filter(|d| d["status"] == "rejected")
-            .map(|d| d["id"].as_i64().expect("id"))
-            .collect();
-        if rejected.len() == 1000 {
-            Ok(rejected)
-        } else {
-            Err(format!("{} refused deliveries kept", rejected.len()))
-        }
-    })
+    let kept = eventually(
+        "refused deliveries to be pruned to 1,000",
+        WAIT,
+        async || {
+            let rejected: Vec<i64> = ferry
+                .deliveries("app=open")
+                .await
+                .iter()
+                .filter(|d| d["status"] == "rejected")
+                .map(|d| d["id"].as_i64().expect("id"))
+                .collect();
+            if rejected.len() == 1000 {
+                Ok(rejected)
+            } else {
+                Err(format!("{} refused deliveries kept", rejected.len()))
+            }
+        },
+    )
     .await;
     // The newest ones are those kept: 100 older ones went, the last id is the newest.
     let newest = newest(&ferry, "open").await["id"].as_i64().expect("id");
@@ -175,13 +181,20 @@ async fn secret_headers_are_stored_redacted_and_a_gitlab_replay_still_deploys() 
         "x-api-key",
         "private-token",
     ] {
-        assert_eq!(d["headers"][name], "[redacted]", "{name}: {:#}", d["headers"]);
+        assert_eq!(
+            d["headers"][name], "[redacted]",
+            "{name}: {:#}",
+            d["headers"]
+        );
     }
     assert_eq!(d["headers"]["x-gitlab-event"], "Push Hook");
     let text = d.to_string() + &ferry.get("/api/v1/deliveries?app=gl").await.to_string();
     for secret in std::iter::once("It's a Secret to Everybody").chain(secrets.map(|s| s.1)) {
         let value = secret.split_once(['=', ' ']).map_or(secret, |(_, v)| v);
-        assert!(!text.contains(value), "{value} is served by the API: {text}");
+        assert!(
+            !text.contains(value),
+            "{value} is served by the API: {text}"
+        );
     }
     let first = ferry.settle(id).await;
     assert_eq!(first[0]["state"], "succeeded", "{first:#?}");
@@ -196,7 +209,11 @@ async fn secret_headers_are_stored_redacted_and_a_gitlab_replay_still_deploys() 
     assert_eq!(again.len(), 1, "{again:#?}");
     assert_eq!(again[0]["commit"], first[0]["commit"]);
     assert_eq!(ferry.delivery(replay).await["replay_of"], id);
-    assert_eq!(ferry.runs_of("gl").len(), 2, "the replay ran the deployment again");
+    assert_eq!(
+        ferry.runs_of("gl").len(),
+        2,
+        "the replay ran the deployment again"
+    );
 }
 
 /// Every directory under `dir` (and `dir`) is 0700 and every file 0600; returns the files.
@@ -209,7 +226,11 @@ fn assert_private(dir: &Path) -> Vec<String> {
         let rel = p.strip_prefix(dir).expect("inside").display().to_string();
         if meta.is_dir() {
             assert_eq!(mode, 0o700, "directory {} is {mode:o}", p.display());
-            pending.extend(std::fs::read_dir(&p).expect("list").map(|e| e.expect("entry").path()));
+            pending.extend(
+                std::fs::read_dir(&p)
+                    .expect("list")
+                    .map(|e| e.expect("entry").path()),
+            );
         } else {
             assert_eq!(mode, 0o600, "file {} is {mode:o}", p.display());
             files.push(rel);
@@ -251,7 +272,10 @@ async fn the_data_dir_is_private() {
         assert!(files.contains(&f.to_string()), "{f} missing: {files:?}");
     }
     ferry.release("site");
-    assert_eq!(ferry.wait_state(dep, "succeeded").await["state"], "succeeded");
+    assert_eq!(
+        ferry.wait_state(dep, "succeeded").await["state"],
+        "succeeded"
+    );
     let files = assert_private(&data);
     assert!(files.contains(&format!("logs/{dep}.log")), "{files:?}");
     // Deploy commands keep the user's umask: what they create is theirs to decide (the same
@@ -280,7 +304,10 @@ async fn a_secret_from_a_file_verifies_hooks() {
         .signed("It's a Secret to Everybody\n")
         .send()
         .await;
-    assert_eq!(wrong.status, 401, "the file's trailing newline is not part of the secret");
+    assert_eq!(
+        wrong.status, 401,
+        "the file's trailing newline is not part of the secret"
+    );
 }
 
 #[tokio::test]
