@@ -158,7 +158,25 @@ pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
             "warning: server.admin_token is not set: the API and client commands are disabled"
         );
     }
+    warn_readable_secret_files(&c);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Secret files that others than their owner may read are worth a warning, not an error
+/// (a Kubernetes secret volume may be group-readable on purpose, with `fsGroup`).
+fn warn_readable_secret_files(c: &config::Config) {
+    use std::os::unix::fs::PermissionsExt;
+    for (key, path) in &c.secret_files {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: {key}: secret file {} is readable by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {

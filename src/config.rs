@@ -44,6 +44,9 @@ pub struct Config {
     /// Names of environment variables whose values became secrets. Deploy commands do not
     /// inherit them: a deploy script has no business knowing the hook token.
     pub secret_env_vars: Vec<String>,
+    /// Files secrets were read from (`{ file = "…" }`), with the key that named each:
+    /// `ferry check` warns about those others may read.
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -439,6 +442,7 @@ pub fn parse(
         env,
         diags: Vec::new(),
         secret_env_vars: Vec::new(),
+        secret_files: Vec::new(),
     };
     let raw: raw::File = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -654,6 +658,7 @@ struct Validator<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     diags: Vec<Diagnostic>,
     secret_env_vars: Vec<String>,
+    secret_files: Vec<(String, PathBuf)>,
 }
 
 impl Validator<'_> {
@@ -790,6 +795,7 @@ impl Validator<'_> {
             server,
             apps,
             secret_env_vars: std::mem::take(&mut self.secret_env_vars),
+            secret_files: std::mem::take(&mut self.secret_files),
         }
     }
 
@@ -1041,7 +1047,10 @@ impl Validator<'_> {
                 let file = self.expand(&name, key, false)?;
                 let path = self.config_dir.join(file);
                 match read_secret_file(&path) {
-                    Ok(s) => Some(s),
+                    Ok(s) => {
+                        self.secret_files.push((key.to_string(), path));
+                        Some(s)
+                    }
                     Err(message) => {
                         self.error(Some(value.span()), key, message);
                         None
@@ -1567,8 +1576,20 @@ fn is_url_safe_name(s: &str) -> bool {
 /// Reads a secret from a file (`{ file = "…" }`): UTF-8 text, one trailing newline (`\n` or
 /// `\r\n`) dropped, as `echo` and editors leave it. The message names the file.
 fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    /// A secret is a few dozen bytes; more means the wrong file (or `/dev/zero`).
+    const LIMIT: u64 = 64 * 1024;
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read secret file {shown}: {e}"))?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(format!(
+            "secret file {shown} is larger than {} KiB; is it the right file?",
+            LIMIT / 1024
+        ));
+    }
     let mut text =
         String::from_utf8(bytes).map_err(|_| format!("secret file {shown} is not UTF-8 text"))?;
     if text.ends_with("\r\n") {

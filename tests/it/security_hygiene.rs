@@ -354,3 +354,25 @@ async fn request_values_cannot_forge_log_lines() {
         );
     }
 }
+
+#[tokio::test]
+async fn ferry_check_warns_about_a_secret_file_others_may_read() {
+    let text =
+        "[apps.x]\ntoken = { file = \"token\" }\n[apps.x.services.s]\ncommand = [\"true\"]\n";
+    let config = ConfigFile::new(text);
+    let token = config.dir.path().join("token");
+    std::fs::write(&token, "x-token-123456789\n").expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = config.check().await;
+    out.success();
+    let expected = format!(
+        "warning: apps.x.token: secret file {} is readable by others (mode 644)",
+        token.display()
+    );
+    assert!(out.stderr.contains(&expected), "{out:#?}");
+
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = config.check().await;
+    out.success();
+    assert!(!out.stderr.contains("secret file"), "{out:#?}");
+}
