@@ -58,12 +58,39 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
         .map(drop)
 }
 
-/// Takes group and other permissions away from `dir` and everything in it (symbolic links are
-/// not followed). Returns how many entries were changed; entries that cannot be changed are
-/// logged and skipped.
+/// What ferry keeps in the data dir: the database files, and directories it alone writes.
+const OWN_FILES: &[&str] = &[
+    "ferry.db",
+    "ferry.db-wal",
+    "ferry.db-shm",
+    "ferry.db-journal",
+];
+const OWN_DIRS: &[&str] = &["logs", "payloads", "running"];
+
+/// Takes group and other permissions away from the data dir `dir` and what ferry keeps in it
+/// (the database files; `logs/`, `payloads/`, `running/` and everything in them). Anything else
+/// there is left alone: a data dir shared with other files (deploy scripts) must not lose their
+/// execute bits. Symbolic links are not followed. Returns how many entries were changed;
+/// entries that cannot be changed are logged and skipped.
 pub fn tighten(dir: &Path) -> usize {
     let mut changed = 0;
-    let mut pending = vec![dir.to_path_buf()];
+    let mut pending: Vec<_> = OWN_FILES
+        .iter()
+        .chain(OWN_DIRS)
+        .map(|name| dir.join(name))
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && m.permissions().mode() & 0o077 != 0 => {
+            match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)) {
+                Ok(()) => changed += 1,
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "the data dir is readable by others and its mode cannot be changed")
+                }
+            }
+        }
+        _ => {}
+    }
     while let Some(path) = pending.pop() {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
@@ -124,9 +151,13 @@ mod tests {
         let outside = tmp.path().join("outside");
         std::fs::write(&outside, "y").unwrap();
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::os::unix::fs::symlink(&outside, data.join("link")).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("logs/link")).unwrap();
+        let script = data.join("deploy.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 
         assert_eq!(tighten(&data), 2);
+        assert_eq!(mode(&script), 0o755, "not ferry's: left alone");
         assert_eq!(mode(&data), 0o700);
         assert_eq!(mode(&loose), 0o600);
         assert_eq!(mode(&outside), 0o644, "symbolic links are not followed");
