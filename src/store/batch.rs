@@ -433,3 +433,83 @@ async fn write_batch(
     tx.commit().await?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, status};
+
+    fn delivery(app: &str, status: &'static str, body: &[u8]) -> NewDelivery {
+        NewDelivery {
+            app: app.into(),
+            source: "generic".into(),
+            event: None,
+            source_delivery_id: None,
+            dedupe_key: None,
+            received_at: 1,
+            verified: false,
+            status,
+            error: None,
+            query: None,
+            headers: "{}".into(),
+            body: Bytes::copy_from_slice(body),
+            replay_of: None,
+        }
+    }
+
+    async fn insert(intake: &Intake, d: NewDelivery) -> i64 {
+        match intake.insert(d).await.expect("insert") {
+            Inserted::New(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_bodies_are_cut_and_only_the_newest_refused_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, intake) = Store::open(dir.path()).await.expect("open");
+        let big = vec![b'x'; REJECTED_BODY_KEEP + 1];
+        let accepted = insert(&intake, delivery("a", status::RECEIVED, &big)).await;
+        let mut refused = Vec::new();
+        for _ in 0..5 {
+            refused.push(insert(&intake, delivery("a", status::REJECTED, &big)).await);
+        }
+        let other = insert(&intake, delivery("b", status::REJECTED, b"x")).await;
+
+        let full = store
+            .delivery(accepted)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!((full.body.len(), full.body_size), (big.len(), None));
+        let full = store
+            .delivery(refused[0])
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(full.body.len(), REJECTED_BODY_KEEP);
+        assert_eq!(full.body_size, Some(big.len() as i64));
+
+        // A deployment that refers to a refused delivery (none should) keeps it, without error.
+        sqlx::query("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, 'skipped', 'generic', 'e', 1)")
+            .bind(refused[1])
+            .execute(&store.pool)
+            .await
+            .expect("deployment");
+        let mut conn = store.pool.acquire().await.expect("conn");
+        assert_eq!(prune_refused(&mut conn, "a", 2).await.expect("prune"), 2);
+        drop(conn);
+        let exists = async |id| store.delivery(id).await.expect("read").is_some();
+        assert!(
+            exists(accepted).await,
+            "accepted deliveries are never pruned"
+        );
+        assert!(!exists(refused[0]).await && !exists(refused[2]).await);
+        assert!(exists(refused[1]).await, "referred to by a deployment");
+        assert!(
+            exists(refused[3]).await && exists(refused[4]).await,
+            "the newest two"
+        );
+        assert!(exists(other).await, "other apps are not touched");
+    }
+}
