@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,6 +21,7 @@ use crate::plan::Modifiers;
 use crate::server::{Metrics, Shared};
 use crate::sources::{self, BodyError, Source, Verdict};
 use crate::store::{Inserted, NewDelivery, now_ms, status};
+use crate::tls::PeerCertificate;
 
 /// Headers never stored: they may carry credentials of their own.
 const UNSTORED_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
@@ -48,10 +50,27 @@ fn authenticate<'a>(shared: &'a Shared, app: &str, token: &str) -> Option<&'a Ap
     found.filter(|_| ok)
 }
 
+/// `verify.client_cert = true`: the connection must have presented a client certificate that
+/// the TLS layer verified against `server.client_ca` (a wrong CA or an expired certificate never
+/// gets this far: the handshake fails). Checked before the body is read; such a refusal is not
+/// stored as a delivery (like a wrong token, it says nothing about the sender's payload).
+fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Result<(), Response> {
+    if !app.verify.client_cert || peer.is_some() {
+        return Ok(());
+    }
+    tracing::warn!(app = %app.name, "hook refused: no client certificate (verify.client_cert = true)");
+    Err(error(
+        StatusCode::UNAUTHORIZED,
+        "this hook requires a client certificate signed by the server's client CA \
+         (verify.client_cert = true); the connection presented none",
+    ))
+}
+
 pub async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    peer_cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -59,6 +78,10 @@ pub async fn hook(
         Metrics::count(&shared.metrics.not_found);
         return not_found();
     };
+    if let Err(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
+        Metrics::count(&shared.metrics.rejected);
+        return refused;
+    }
     let limit = shared.config.server.body_limit;
     let too_large = || {
         error(

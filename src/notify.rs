@@ -54,10 +54,7 @@ pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, fi
         "context": "ferry",
         "target_url": target,
     });
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let client = match crate::outgoing::builder(Duration::from_secs(10)).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot build the callback client");
