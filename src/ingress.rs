@@ -54,12 +54,13 @@ fn authenticate<'a>(shared: &'a Shared, app: &str, token: &str) -> Option<&'a Ap
 /// the TLS layer verified against `server.client_ca` (a wrong CA or an expired certificate never
 /// gets this far: the handshake fails). Checked before the body is read; such a refusal is not
 /// stored as a delivery (like a wrong token, it says nothing about the sender's payload).
-fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Result<(), Response> {
+/// Returns the refusal, if any.
+fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Option<Response> {
     if !app.verify.client_cert || peer.is_some() {
-        return Ok(());
+        return None;
     }
     tracing::warn!(app = %app.name, "hook refused: no client certificate (verify.client_cert = true)");
-    Err(error(
+    Some(error(
         StatusCode::UNAUTHORIZED,
         "this hook requires a client certificate signed by the server's client CA \
          (verify.client_cert = true); the connection presented none",
@@ -78,7 +79,7 @@ pub async fn hook(
         Metrics::count(&shared.metrics.not_found);
         return not_found();
     };
-    if let Err(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
+    if let Some(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
         Metrics::count(&shared.metrics.rejected);
         return refused;
     }
