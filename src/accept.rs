@@ -184,3 +184,47 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The interface other layers rely on: every request carries the client's address as
+    /// `ConnectInfo<SocketAddr>`; without TLS there is no `PeerCertificate`.
+    #[tokio::test]
+    async fn requests_carry_the_client_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 cert: Option<axum::Extension<PeerCertificate>>| async move {
+                    format!("{peer} {}", cert.is_some())
+                },
+            ),
+        );
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Settings::plain(), router, stop.clone()));
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(socket))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(String::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), format!("{local} false"));
+        drop(send);
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+}

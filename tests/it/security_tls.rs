@@ -713,3 +713,47 @@ async fn check_names_bad_tls_settings() {
     let c = config(&tls_lines(&pki, true), true).replace("client-ca.pem", "empty-ca.pem");
     check_fails(&c, "client_ca", "server.client_ca", &["empty-ca.pem"]).await;
 }
+
+#[tokio::test]
+async fn while_the_store_cannot_open_https_and_the_admin_listener_answer_503() {
+    let pki = Pki::new();
+    let admin_port = free_port();
+    // The data dir's parent is a file: the store cannot be created until it is removed.
+    let config = config(
+        &format!(
+            "{}admin_listen = \"127.0.0.1:{admin_port}\"\n",
+            tls_lines(&pki, false)
+        ),
+        false,
+    )
+    .replace(
+        "data_dir = \"{dir}/data\"",
+        "data_dir = \"{dir}/blocker/data\"",
+    );
+    let blocker = pki.path("blocker");
+    let config = config.replace("{dir}/blocker", blocker.to_str().unwrap());
+    std::fs::write(&blocker, "a file, not a directory").unwrap();
+    let ferry = Ferry::with_config(&config).start().await;
+
+    let r = post_hook(&pki, &ferry, "open/open-token-123456", &[]);
+    assert_eq!(r.status, "503", "{r:#?}");
+    assert!(r.body.contains("cannot be opened"), "{r:#?}");
+    let admin = ferry
+        .http()
+        .get(format!("http://127.0.0.1:{admin_port}/api/v1/apps"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status().as_u16(), 503);
+
+    std::fs::remove_file(&blocker).unwrap();
+    eventually("the store to open", WAIT, async || {
+        let r = post_hook(&pki, &ferry, "open/open-token-123456", &[]);
+        if r.status == "202" {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+}
