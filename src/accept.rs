@@ -43,17 +43,20 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn plain() -> Settings {
+    /// The settings of one of `server`'s listeners; `tls` only for the main one. Limits read
+    /// from `[server]` belong here, so both listeners get them.
+    pub fn for_server(_server: &crate::config::Server, tls: Option<Arc<Tls>>) -> Settings {
         Settings {
-            tls: None,
+            tls,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 
-    pub fn with_tls(tls: Option<Arc<Tls>>) -> Settings {
+    /// Plain HTTP with the defaults (for tests and embedders).
+    pub fn plain() -> Settings {
         Settings {
-            tls,
-            ..Settings::plain()
+            tls: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 

@@ -272,6 +272,12 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
     } else {
         out.push(format!("Anything else (CI, curl): curl -X POST '{url}'"));
     }
+    if v.client_cert {
+        out.push(
+            "Callers need a client certificate signed by server.client_ca (verify.client_cert = true)."
+                .to_string(),
+        );
+    }
     out
 }
 

@@ -1680,6 +1680,31 @@ mod tests {
         }
     }
 
+    /// `server.tls` reads the files at check time; `public_url` then defaults to https; and
+    /// `admin_listen` must differ from `listen`.
+    #[test]
+    fn transport_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let d = dir.path().display();
+        let tls = format!(
+            "[server]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9001\"\ntls = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n"
+        );
+        let text = GOOD.replace("[server]\nlisten = \"127.0.0.1:9000\"\n", &tls);
+        let c = check(&text).unwrap();
+        assert_eq!(c.server.public_url, "https://127.0.0.1:9000");
+        assert_eq!(c.server.admin_listen.as_deref(), Some("127.0.0.1:9001"));
+        assert!(c.server.tls.is_some_and(|t| t.client_ca.is_none()));
+
+        let same = text.replace("127.0.0.1:9001", "127.0.0.1:9000");
+        let e = errors(&same);
+        assert!(e[0].contains(":4: server.admin_listen:"), "{e:?}");
+    }
+
     const GOOD: &str = r#"
 [server]
 listen = "127.0.0.1:9000"

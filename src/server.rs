@@ -5,6 +5,9 @@
 //! deployments left `running` become `interrupted` (and are queued again), and the planner's
 //! first pass plans deliveries that were acknowledged but not yet planned.
 //!
+//! Listeners: the main one (HTTPS with `server.tls`) and, with `server.admin_listen`, the admin
+//! one; both run `crate::accept::serve`. A SIGHUP reloads the TLS files (`crate::tls`).
+//!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
 //! `interrupted`) and return.
@@ -295,7 +298,7 @@ async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoin
     };
     let mut endpoints = vec![Endpoint {
         listener,
-        settings: accept::Settings::with_tls(tls),
+        settings: accept::Settings::for_server(&config.server, tls),
     }];
     if let Some(addr) = &config.server.admin_listen {
         let listener = TcpListener::bind(addr)
@@ -308,7 +311,7 @@ async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoin
         tracing::info!(admin = %listener.local_addr()?, "admin listener: API and /metrics (plain HTTP)");
         endpoints.push(Endpoint {
             listener,
-            settings: accept::Settings::plain(),
+            settings: accept::Settings::for_server(&config.server, None),
         });
     }
     Ok(endpoints)
