@@ -757,3 +757,27 @@ async fn while_the_store_cannot_open_https_and_the_admin_listener_answer_503() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_cli_reaches_an_https_server_through_the_config() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = config(&tls_lines(&pki, false), false).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    let status = |ca: Option<String>| {
+        let mut cli = Cli::new(&["status", "--config", ferry.config_path().to_str().unwrap()])
+            .env("FERRY_ADMIN_TOKEN", ADMIN_TOKEN);
+        if let Some(ca) = ca {
+            cli = cli.env("SSL_CERT_FILE", &ca);
+        }
+        cli.run()
+    };
+    // public_url defaults to https://LISTEN; the server's CA must be trusted.
+    let out = status(Some(pki.p("server-ca.pem"))).await;
+    assert!(out.success().contains("open"), "{out:#?}");
+    let out = status(Some(pki.p("client-ca.pem"))).await;
+    assert!(out.failure().contains("https://127.0.0.1"), "{out:#?}");
+}
