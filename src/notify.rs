@@ -5,7 +5,7 @@
 //! as pending until something POSTs `{"state": "success" | "failure" | "error", …}` there. The
 //! URL comes from the payload, so it is only called when it starts with the app's configured
 //! prefix (`dockerhub_callback`), never a payload value alone. Fire and forget, bounded by a
-//! timeout; the outcome goes to ferry's log.
+//! timeout; the outcome goes to ferry's log. A redirect is not followed (`crate::outgoing`).
 
 use std::time::Duration;
 
