@@ -49,7 +49,20 @@ fn not_found(what: &str) -> ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// Every route of this module (on the main listener when there is no `server.admin_listen`).
 pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    admin_router(shared).merge(health_router())
+}
+
+/// `/healthz` and `/readyz`: on every listener.
+pub fn health_router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+}
+
+/// The API and `/metrics`: on the admin listener when `server.admin_listen` is set.
+pub fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let api = Router::new()
         .route("/apps", get(apps))
         .route("/apps/{app}/deploy", post(deploy))
@@ -64,8 +77,6 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .layer(middleware::from_fn_with_state(shared, require_admin));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 

@@ -1,5 +1,7 @@
 //! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `status`,
 //! `logs`, `deliveries` and `replay` are clients of a running server's API.
+//! They find the server through `--server`, else the config: `server.admin_listen` when set
+//! (the API is only there then), else `server.public_url`.
 //!
 //! Each command returns an exit code or an error; `main` prints errors in one place.
 
@@ -288,7 +290,26 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
     } else {
         out.push(format!("Anything else (CI, curl): curl -X POST '{url}'"));
     }
+    if v.client_cert {
+        out.push(
+            "Callers need a client certificate signed by server.client_ca (verify.client_cert = true)."
+                .to_string(),
+        );
+    }
     out
+}
+
+/// The URL of `server.admin_listen` (plain HTTP) as a client reaches it: a wildcard address
+/// (`0.0.0.0`, `[::]`) means this host.
+fn admin_url(listen: &str) -> String {
+    let addr = if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
+    };
+    format!("http://{addr}")
 }
 
 /// A small blocking-free client for the API.
@@ -305,16 +326,18 @@ impl Client {
             None => {
                 let c = load_config(&args.config)
                     .context("cannot find the server: pass --server URL or set FERRY_SERVER")?;
-                c.server.public_url
+                // With an admin listener the API lives only there.
+                match &c.server.admin_listen {
+                    Some(addr) => admin_url(addr),
+                    None => c.server.public_url,
+                }
             }
         };
         let token = args
             .token
             .clone()
             .ok_or_else(|| anyhow!("no admin token: pass --token or set FERRY_ADMIN_TOKEN"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let http = crate::outgoing::builder(Duration::from_secs(30)).build()?;
         Ok(Client { base, token, http })
     }
 

@@ -66,6 +66,21 @@ pub struct Server {
     /// Deliveries (with their deployments and logs) older than this are pruned; `None` keeps
     /// everything. The current version of each service is always kept.
     pub keep: Option<Duration>,
+    /// HTTPS on `listen` (`server.tls`, with `server.client_ca` for mTLS).
+    pub tls: Option<TlsSettings>,
+    /// A second, plain-HTTP listener for the API and `/metrics`; when set, the main listener
+    /// serves only hooks and health checks.
+    pub admin_listen: Option<String>,
+}
+
+/// The files of `server.tls` and `server.client_ca` (absolute, or relative to the config's
+/// directory). Read at start and again on SIGHUP (`crate::tls`).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates signed by this CA are verified; see `Verify::client_cert`.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +123,9 @@ pub struct Verify {
     pub basic: Vec<Secret>,
     /// Refuse deliveries that no configured scheme verified (the URL token alone is not enough).
     pub require: bool,
+    /// Refuse requests whose connection presented no client certificate verified against
+    /// `server.client_ca` (mTLS).
+    pub client_cert: bool,
 }
 
 impl Verify {
@@ -443,6 +461,7 @@ pub fn parse(
         diags: Vec::new(),
         secret_env_vars: Vec::new(),
         secret_files: Vec::new(),
+        client_cert_apps: Vec::new(),
     };
     let raw: raw::File = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -503,6 +522,16 @@ mod raw {
         pub shutdown_grace: Option<Spanned<String>>,
         pub retry_interrupted: Option<Spanned<i64>>,
         pub keep: Option<Spanned<String>>,
+        pub tls: Option<Spanned<Tls>>,
+        pub client_ca: Option<Spanned<String>>,
+        pub admin_listen: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        pub cert: Spanned<String>,
+        pub key: Spanned<String>,
     }
 
     #[derive(Deserialize)]
@@ -539,6 +568,7 @@ mod raw {
         pub bearer: Option<Spanned<Secrets>>,
         pub basic: Option<Spanned<Secrets>>,
         pub require: Option<bool>,
+        pub client_cert: Option<Spanned<bool>>,
     }
 
     /// One secret, or several accepted at once during a rotation.
@@ -659,6 +689,9 @@ struct Validator<'a> {
     diags: Vec<Diagnostic>,
     secret_env_vars: Vec<String>,
     secret_files: Vec<(String, PathBuf)>,
+    /// `apps.X.verify.client_cert = true` settings (key, span), checked against
+    /// `server.client_ca` once every app is read.
+    client_cert_apps: Vec<(String, std::ops::Range<usize>)>,
 }
 
 impl Validator<'_> {
@@ -790,6 +823,7 @@ impl Validator<'_> {
         for d in dups {
             self.error(None, "token", d);
         }
+        self.check_client_cert_apps(&server);
         Config {
             path: path.to_path_buf(),
             server,
@@ -809,6 +843,8 @@ impl Validator<'_> {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retry_interrupted: 1,
             keep: None,
+            tls: None,
+            admin_listen: None,
         };
         let Some(raw) = raw.map(Spanned::into_inner) else {
             server.public_url = format!("http://{}", server.listen);
@@ -881,7 +917,93 @@ impl Validator<'_> {
                 ),
             }
         }
+        self.transport(&raw, &mut server, dir);
         server
+    }
+
+    /// `server.tls`, `server.client_ca` and `server.admin_listen`. The TLS files are read and
+    /// checked here, so `ferry check` finds a bad certificate before `ferry serve` does.
+    fn transport(&mut self, raw: &raw::Server, server: &mut Server, dir: &Path) {
+        if let Some(v) = &raw.admin_listen
+            && let Some(s) = self.expand(v, "server.admin_listen", false)
+        {
+            if s.trim().is_empty() {
+                self.error(Some(v.span()), "server.admin_listen", "is empty".into());
+            } else if s == server.listen && !s.ends_with(":0") {
+                self.error(
+                    Some(v.span()),
+                    "server.admin_listen",
+                    format!(
+                        "{s:?} is also server.listen; the admin listener needs its own address"
+                    ),
+                );
+            } else {
+                server.admin_listen = Some(s);
+            }
+        }
+        let Some(tls) = &raw.tls else {
+            if let Some(ca) = &raw.client_ca {
+                self.error(
+                    Some(ca.span()),
+                    "server.client_ca",
+                    "needs server.tls: client certificates are only seen over HTTPS".into(),
+                );
+            }
+            return;
+        };
+        let tls_span = tls.span();
+        let tls = tls.get_ref();
+        let cert = self.expand(&tls.cert, "server.tls.cert", false);
+        let key = self.expand(&tls.key, "server.tls.key", false);
+        let client_ca = match &raw.client_ca {
+            Some(v) => match self.expand(v, "server.client_ca", false) {
+                Some(s) => Some(dir.join(s)),
+                None => return,
+            },
+            None => None,
+        };
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return;
+        };
+        let settings = TlsSettings {
+            cert: dir.join(cert),
+            key: dir.join(key),
+            client_ca,
+        };
+        if let Err(e) = crate::tls::server_config(&settings) {
+            let (key, span) = if matches!(e, crate::tls::TlsError::CertKey { .. }) {
+                ("server.tls", tls_span)
+            } else if e.path() == settings.cert {
+                ("server.tls.cert", tls.cert.span())
+            } else if e.path() == settings.key {
+                ("server.tls.key", tls.key.span())
+            } else {
+                let span = raw.client_ca.as_ref().map_or(tls_span, |c| c.span());
+                ("server.client_ca", span)
+            };
+            self.error(Some(span), key, e.to_string());
+        }
+        // Links and the CLI's default server use the scheme the listener speaks.
+        if raw.public_url.is_none()
+            && let Some(rest) = server.public_url.strip_prefix("http://")
+        {
+            server.public_url = format!("https://{rest}");
+        }
+        server.tls = Some(settings);
+    }
+
+    /// `verify.client_cert = true` is meaningless without a CA to verify certificates against.
+    fn check_client_cert_apps(&mut self, server: &Server) {
+        let has_ca = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        for (key, span) in std::mem::take(&mut self.client_cert_apps) {
+            if !has_ca {
+                self.error(
+                    Some(span),
+                    &key,
+                    "needs server.client_ca (and server.tls): there is no CA to verify client certificates against".into(),
+                );
+            }
+        }
     }
 
     fn app(&mut self, name: &str, raw: Spanned<raw::App>, key: &str, dir: &Path) -> Option<App> {
@@ -1072,7 +1194,15 @@ impl Validator<'_> {
             bearer: self.secrets(&raw.bearer, &format!("{key}.bearer")),
             basic: self.secrets(&raw.basic, &format!("{key}.basic")),
             require: raw.require.unwrap_or(false),
+            client_cert: false,
         };
+        if let Some(c) = &raw.client_cert
+            && *c.get_ref()
+        {
+            v.client_cert = true;
+            self.client_cert_apps
+                .push((format!("{key}.client_cert"), c.span()));
+        }
         if let Some(t) = &raw.standard_tolerance
             && let Some(d) = self.duration(t, &format!("{key}.standard_tolerance"))
         {
@@ -1629,6 +1759,31 @@ mod tests {
             Ok(_) => panic!("config should be invalid:\n{text}"),
             Err(e) => e,
         }
+    }
+
+    /// `server.tls` reads the files at check time; `public_url` then defaults to https; and
+    /// `admin_listen` must differ from `listen`.
+    #[test]
+    fn transport_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let d = dir.path().display();
+        let tls = format!(
+            "[server]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9001\"\ntls = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n"
+        );
+        let text = GOOD.replace("[server]\nlisten = \"127.0.0.1:9000\"\n", &tls);
+        let c = check(&text).unwrap();
+        assert_eq!(c.server.public_url, "https://127.0.0.1:9000");
+        assert_eq!(c.server.admin_listen.as_deref(), Some("127.0.0.1:9001"));
+        assert!(c.server.tls.is_some_and(|t| t.client_ca.is_none()));
+
+        let same = text.replace("127.0.0.1:9001", "127.0.0.1:9000");
+        let e = errors(&same);
+        assert!(e[0].contains(":4: server.admin_listen:"), "{e:?}");
     }
 
     const GOOD: &str = r#"

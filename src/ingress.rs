@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,6 +22,7 @@ use crate::plan::Modifiers;
 use crate::server::{Metrics, Shared};
 use crate::sources::{self, BodyError, Source, Verdict};
 use crate::store::{Inserted, NewDelivery, now_ms, status};
+use crate::tls::PeerCertificate;
 
 /// The one answer for an unknown app and a wrong token, so apps cannot be probed.
 fn not_found() -> Response {
@@ -46,10 +48,28 @@ fn authenticate<'a>(shared: &'a Shared, app: &str, token: &str) -> Option<&'a Ap
     found.filter(|_| ok)
 }
 
+/// `verify.client_cert = true`: the connection must have presented a client certificate that
+/// the TLS layer verified against `server.client_ca` (a wrong CA or an expired certificate never
+/// gets this far: the handshake fails). Checked before the body is read; such a refusal is not
+/// stored as a delivery (like a wrong token, it says nothing about the sender's payload).
+/// Returns the refusal, if any.
+fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Option<Response> {
+    if !app.verify.client_cert || peer.is_some() {
+        return None;
+    }
+    tracing::warn!(app = %app.name, "hook refused: no client certificate (verify.client_cert = true)");
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "this hook requires a client certificate signed by the server's client CA \
+         (verify.client_cert = true); the connection presented none",
+    ))
+}
+
 pub async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    peer_cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -57,6 +77,10 @@ pub async fn hook(
         Metrics::count(&shared.metrics.not_found);
         return not_found();
     };
+    if let Some(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
+        Metrics::count(&shared.metrics.rejected);
+        return refused;
+    }
     let limit = shared.config.server.body_limit;
     let too_large = || {
         error(

@@ -6,6 +6,9 @@
 //!
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
+//! - [`accept`]: the accept loop of every listener (TLS handshake, HTTP/1.1 + HTTP/2,
+//!   the client's address and certificate on each request, graceful shutdown).
+//! - [`tls`]: rustls config from `server.tls`/`server.client_ca`, reloaded on SIGHUP.
 //! - [`ingress`]: `POST /hooks/APP/TOKEN` — authenticate, verify, store, answer. Nothing else.
 //! - [`redact`]: what is stored of request headers (secret-carrying ones as `[redacted]`).
 //! - [`sources`]: one file per sender: detection, signature verification, payload → event.
@@ -18,12 +21,14 @@
 //! - [`executors`]: how a deployment runs: `command` (argv, process group, timeout), `docker`
 //!   (health-gated container replacement with rollback), `compose`, `swarm`.
 //! - [`notify`]: reporting back to senders when a deployment ends (Docker Hub callbacks).
+//! - [`outgoing`]: the one builder of ferry's outgoing HTTP clients (no redirects).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
 //! - [`datadir`]: the data dir is private (dirs 0700, files 0600).
 //! - [`api`]: the JSON API under `/api/v1` and health endpoints.
 //! - [`cli`]: command-line parsing and the client commands.
 //! - [`logging`]: ferry's own structured logs (text or JSON).
 
+pub mod accept;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -34,6 +39,7 @@ pub mod ingress;
 pub mod lanes;
 pub mod logging;
 pub mod notify;
+pub mod outgoing;
 pub mod plan;
 pub mod planner;
 pub mod redact;
@@ -41,5 +47,6 @@ pub mod retention;
 pub mod server;
 pub mod sources;
 pub mod store;
+pub mod tls;
 
 pub use server::serve;

@@ -5,6 +5,9 @@
 //! deployments left `running` become `interrupted` (and are queued again), and the planner's
 //! first pass plans deliveries that were acknowledged but not yet planned.
 //!
+//! Listeners: the main one (HTTPS with `server.tls`) and, with `server.admin_listen`, the admin
+//! one; both run `crate::accept::serve`. A SIGHUP reloads the TLS files (`crate::tls`).
+//!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
 //! `interrupted`) and return.
@@ -22,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::store::{Intake, Store};
-use crate::{api, ingress, lanes, planner, retention};
+use crate::{accept, api, ingress, lanes, planner, retention};
 
 /// What request handlers share.
 pub struct Shared {
@@ -52,6 +55,13 @@ impl Metrics {
 pub enum ServerError {
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error("server.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {addr} (server.admin_listen): {source}")]
+    AdminBind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// The HTTP routes, for a given shared state.
@@ -64,12 +74,36 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// The routers of the main listener and, with `server.admin_listen`, of the admin listener:
+/// then the API and `/metrics` live only there, and the main listener keeps hooks and health
+/// checks (anything else is a 404).
+pub fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
+    if shared.config.server.admin_listen.is_none() {
+        return (router(shared), None);
+    }
+    let public = Router::new()
+        .route("/hooks/{app}/{token}", post(ingress::hook))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .merge(api::health_router())
+        .with_state(shared.clone());
+    let admin = api::admin_router(shared.clone())
+        .merge(api::health_router())
+        .with_state(shared);
+    (public, Some(admin))
+}
+
+/// A listener and how it serves: the main one (TLS when configured) and the admin one.
+struct Endpoint {
+    listener: TcpListener,
+    settings: accept::Settings,
+}
+
 /// Opens the store. While it cannot be opened (a read-only or full data dir, a missing mount),
 /// ferry still listens and answers every request 503 with the reason, so senders retry and
 /// load balancers see `/readyz` fail; it retries every two seconds. Returns `None` if asked to
 /// stop first.
 async fn open_store(
-    listener: &TcpListener,
+    endpoints: &[Endpoint],
     data_dir: &std::path::Path,
     stopping: &CancellationToken,
 ) -> Result<Option<(Store, Intake)>, ServerError> {
@@ -81,11 +115,9 @@ async fn open_store(
         "the store in {} cannot be opened: {first}; retrying",
         data_dir.display()
     );
+    let listener = &endpoints[0].listener;
     tracing::error!(addr = %listener.local_addr()?, "{reason}");
     tracing::info!(addr = %listener.local_addr()?, "listening (degraded: answering 503 until the store opens)");
-    // A second handle on the same socket serves 503s meanwhile; the real server takes over
-    // the original once the store opens, and connections wait in the backlog in between.
-    let degraded = TcpListener::from_std(listener_clone(listener)?)?;
     let opened_or_stopping = CancellationToken::new();
     let unavailable = {
         let reason = reason.clone();
@@ -107,11 +139,19 @@ async fn open_store(
                 }
             })
     };
-    let server = tokio::spawn(
-        axum::serve(degraded, unavailable)
-            .with_graceful_shutdown(opened_or_stopping.clone().cancelled_owned())
-            .into_future(),
-    );
+    // A second handle on each socket serves 503s meanwhile (over TLS where the listener has
+    // it); the real server takes over the original once the store opens, and connections wait
+    // in the backlog in between.
+    let mut servers = Vec::new();
+    for e in endpoints {
+        let degraded = TcpListener::from_std(listener_clone(&e.listener)?)?;
+        servers.push(tokio::spawn(accept::serve(
+            degraded,
+            e.settings.clone(),
+            unavailable.clone(),
+            opened_or_stopping.clone(),
+        )));
+    }
     let opened = loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
@@ -126,7 +166,9 @@ async fn open_store(
         }
     };
     opened_or_stopping.cancel();
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     Ok(opened)
 }
 
@@ -154,8 +196,12 @@ pub async fn serve(
             stopping.cancel();
         });
     }
-    let addr = listener.local_addr()?;
-    let Some((store, intake)) = open_store(&listener, data_dir, &stopping).await? else {
+    let endpoints = endpoints(listener, &config).await?;
+    tokio::spawn(crate::tls::reload_on_sighup(
+        endpoints[0].settings.tls.clone(),
+        stopping.clone(),
+    ));
+    let Some((store, intake)) = open_store(&endpoints, data_dir, &stopping).await? else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
@@ -222,10 +268,7 @@ pub async fn serve(
         intake,
         metrics: Metrics::default(),
     });
-    tracing::info!(%addr, "listening");
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(stopping.cancelled_owned())
-        .await?;
+    serve_http(endpoints, routers(shared), &stopping).await?;
 
     tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
     planner_stop.cancel();
@@ -243,5 +286,68 @@ pub async fn serve(
         let _ = r.await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The main listener (with TLS when `server.tls` is set) and, with `server.admin_listen`, the
+/// admin listener (plain HTTP: it is meant for loopback or a private network).
+async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoint>, ServerError> {
+    let tls = match &config.server.tls {
+        Some(settings) => Some(crate::tls::Tls::load(settings)?),
+        None => None,
+    };
+    let mut endpoints = vec![Endpoint {
+        listener,
+        settings: accept::Settings::for_server(&config.server, tls),
+    }];
+    if let Some(addr) = &config.server.admin_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::AdminBind {
+                addr: addr.clone(),
+                source,
+            })?;
+        // Not "listening": the test harness takes the first such line as the main address.
+        tracing::info!(admin = %listener.local_addr()?, "admin listener: API and /metrics (plain HTTP)");
+        endpoints.push(Endpoint {
+            listener,
+            settings: accept::Settings::for_server(&config.server, None),
+        });
+    }
+    Ok(endpoints)
+}
+
+/// Serves the main and admin routers until `stopping`, then waits for both to drain.
+async fn serve_http(
+    endpoints: Vec<Endpoint>,
+    (main, admin): (Router, Option<Router>),
+    stopping: &CancellationToken,
+) -> Result<(), ServerError> {
+    let mut routers = std::iter::once(main).chain(admin);
+    let mut servers = Vec::new();
+    for e in endpoints {
+        let Some(router) = routers.next() else { break };
+        let addr = e.listener.local_addr()?;
+        if servers.is_empty() {
+            let scheme = if e.settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(%addr, %scheme, "listening");
+        }
+        servers.push(tokio::spawn(accept::serve(
+            e.listener,
+            e.settings,
+            router,
+            stopping.clone(),
+        )));
+    }
+    for server in servers {
+        match server.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        }
+    }
     Ok(())
 }

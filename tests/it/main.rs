@@ -12,5 +12,6 @@ mod intake;
 mod planning;
 mod restart;
 mod security_hygiene;
+mod security_tls;
 mod senders;
 mod storage;
