@@ -158,7 +158,29 @@ pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
             "warning: server.admin_token is not set: the API and client commands are disabled"
         );
     }
+    for warning in verify_warnings(&c) {
+        eprintln!("warning: {warning}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `check` says about apps whose deliveries are not all verified: with no scheme at all,
+/// the hook URL alone steers the app (any branch, commit or image a request names).
+fn verify_warnings(c: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for app in c.apps.values() {
+        let name = &app.name;
+        if !app.verify.configured() {
+            out.push(format!(
+                "apps.{name} verifies no sender: anyone holding its hook URL can deploy any branch, commit or image a request names; add apps.{name}.verify.github (or gitlab, bitbucket, gitea, standard, hmac, bearer, basic)"
+            ));
+        } else if app.verify.allow_unsigned {
+            out.push(format!(
+                "apps.{name}.verify.allow_unsigned is set: anyone holding its hook URL can redeploy its configured services (never a version they name)"
+            ));
+        }
+    }
+    out
 }
 
 pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
