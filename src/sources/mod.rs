@@ -1372,7 +1372,9 @@ mod properties {
             for source in std::iter::once(detected).chain(Source::ALL) {
                 let _ = event_name(source, &h);
                 let _ = delivery_id(source, &h);
-                let _ = verify(source, &all_schemes(), &h, &body, now);
+                if let Ok(verdict) = verify(source, &all_schemes(), &h, &body, now) {
+                    let _ = dedupe_key(source, verdict, &h, &body);
+                }
                 let _ = check_body(source, &h, &body);
             }
         }
