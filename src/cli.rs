@@ -263,6 +263,11 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
             secret(&v.basic, "basic")
         ));
     }
+    if v.allow_unsigned {
+        out.push(format!(
+            "Unsigned redeploys (verify.allow_unsigned): curl -X POST {url} (redeploys what is configured, never a version the request names)"
+        ));
+    }
     if app.services.values().any(|s| s.image.is_some()) {
         // Image senders: a CNCF registry is recognised by its media type; the others send
         // nothing recognisable, so their URL names them.
@@ -274,14 +279,21 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
                 " · headers: Authorization as above".to_string()
             }
         ));
+        // Docker Hub and Quay cannot send credentials: only the URL token vouches for them,
+        // which an app with a scheme does not accept.
+        let token_only = if v.configured() {
+            " (sends no credentials: refused by this app, which verifies deliveries; give it an app without [verify])"
+        } else {
+            ""
+        };
         out.push(format!(
-            "Docker Hub (Repository → Webhooks): Webhook URL {url}?source=dockerhub"
+            "Docker Hub (Repository → Webhooks): Webhook URL {url}?source=dockerhub{token_only}"
         ));
         out.push(format!(
             "Harbor (Project → Webhooks): Endpoint URL {url}?source=harbor"
         ));
         out.push(format!(
-            "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {url}?source=quay"
+            "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {url}?source=quay{token_only}"
         ));
         out.push(format!(
             "GitHub Container Registry: a GitHub webhook on {url} with the \"Packages\" event"
