@@ -243,6 +243,25 @@ async fn an_allow_unsigned_redeploy_carries_no_version() {
         "{env:?}"
     );
 
+    // `allow_unsigned` exempts only requests that claim no sender: unsigned GitLab or GitHub
+    // headers are still refused.
+    let gitlab = ferry
+        .hook("shop")
+        .header("X-Gitlab-Event", "Push Hook")
+        .json(&gitlab_push("master", &sha(98)))
+        .send()
+        .await;
+    assert_eq!(gitlab.status, 401, "{}", gitlab.text);
+    let github = ferry
+        .hook("shop")
+        .github("push")
+        .body(push_payload(REPO, "master", &sha(97), &commit_time(97)))
+        .send()
+        .await;
+    assert_eq!(github.status, 401, "{}", github.text);
+    ferry.settled("shop").await;
+    assert_eq!(ferry.runs().len(), 1, "{:?}", ferry.runs());
+
     // Naming a ref needs a verified delivery, even where git_ref is an allowed modifier.
     let lax = Ferry::with_config(&shop_ci()).start().await;
     let named = lax
