@@ -2,8 +2,8 @@
 //!
 //! One file per sender. Each knows its own headers, signature scheme and payload format, and
 //! nothing of the store or planning. On the request path ingress calls [`detect`],
-//! [`verify`], [`check_body`] and [`delivery_id`]: they read headers, hash the body and check
-//! that a known sender's body is readable. [`parse`] runs later, in the planner, and turns a
+//! [`verify`], [`check_body`], [`delivery_id`] and [`dedupe_key`]: they read headers, hash the
+//! body and check that a known sender's body is readable. [`parse`] runs later, in the planner, and turns a
 //! stored delivery into an [`Event`] that planning understands.
 
 pub mod auth;
