@@ -161,6 +161,9 @@ pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
         );
     }
     warn_readable_secret_files(&c);
+    for warning in verify_warnings(&c) {
+        eprintln!("warning: {warning}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -179,6 +182,25 @@ fn warn_readable_secret_files(c: &config::Config) {
             }
         }
     }
+}
+
+/// What `check` says about apps whose deliveries are not all verified: with no scheme at all,
+/// the hook URL alone steers the app (any branch, commit or image a request names).
+fn verify_warnings(c: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for app in c.apps.values() {
+        let name = &app.name;
+        if !app.verify.configured() {
+            out.push(format!(
+                "apps.{name} verifies no sender: anyone holding its hook URL can deploy any branch, commit or image a request names; add apps.{name}.verify.github (or gitlab, bitbucket, gitea, standard, hmac, bearer, basic)"
+            ));
+        } else if app.verify.allow_unsigned {
+            out.push(format!(
+                "apps.{name}.verify.allow_unsigned is set: anyone holding its hook URL can redeploy its configured services (never a version they name)"
+            ));
+        }
+    }
+    out
 }
 
 pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
@@ -261,6 +283,11 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
             secret(&v.basic, "basic")
         ));
     }
+    if v.allow_unsigned {
+        out.push(format!(
+            "Unsigned redeploys (verify.allow_unsigned): curl -X POST {url} (redeploys what is configured, never a version the request names)"
+        ));
+    }
     if app.services.values().any(|s| s.image.is_some()) {
         // Image senders: a CNCF registry is recognised by its media type; the others send
         // nothing recognisable, so their URL names them.
@@ -272,14 +299,21 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
                 " · headers: Authorization as above".to_string()
             }
         ));
+        // Docker Hub and Quay cannot send credentials: only the URL token vouches for them,
+        // which an app with a scheme does not accept.
+        let token_only = if v.configured() {
+            " (sends no credentials: refused by this app, which verifies deliveries; give it an app without [verify])"
+        } else {
+            ""
+        };
         out.push(format!(
-            "Docker Hub (Repository → Webhooks): Webhook URL {url}?source=dockerhub"
+            "Docker Hub (Repository → Webhooks): Webhook URL {url}?source=dockerhub{token_only}"
         ));
         out.push(format!(
             "Harbor (Project → Webhooks): Endpoint URL {url}?source=harbor"
         ));
         out.push(format!(
-            "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {url}?source=quay"
+            "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {url}?source=quay{token_only}"
         ));
         out.push(format!(
             "GitHub Container Registry: a GitHub webhook on {url} with the \"Packages\" event"

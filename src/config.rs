@@ -94,6 +94,37 @@ pub struct App {
     /// state to the payload's `callback_url` — only if that URL starts with this prefix, so a
     /// forged payload cannot make ferry call anywhere else.
     pub dockerhub_callback: Option<String>,
+    /// Which hook URL modifiers (`?services=`, `?deployment_profile=`, `?git_ref=`) this app
+    /// honours (`[apps.X] modifiers`); a request with another one is refused.
+    pub modifiers: Vec<Modifier>,
+}
+
+/// A hook URL modifier an app may allow (`[apps.X] modifiers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modifier {
+    Services,
+    DeploymentProfile,
+    GitRef,
+}
+
+impl Modifier {
+    pub const ALL: [Modifier; 3] = [
+        Modifier::Services,
+        Modifier::DeploymentProfile,
+        Modifier::GitRef,
+    ];
+    /// Allowed when `modifiers` is not set: selecting among the configured services never
+    /// names a version; `git_ref` does, so it must be asked for.
+    pub const DEFAULT: [Modifier; 2] = [Modifier::Services, Modifier::DeploymentProfile];
+
+    /// The query parameter (and the value in `modifiers`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Modifier::Services => "services",
+            Modifier::DeploymentProfile => "deployment_profile",
+            Modifier::GitRef => "git_ref",
+        }
+    }
 }
 
 /// Where Docker Hub's callback URLs live.
@@ -122,10 +153,15 @@ pub struct Verify {
     /// `Authorization: Basic …`, as `user:password`.
     pub basic: Vec<Secret>,
     /// Refuse deliveries that no configured scheme verified (the URL token alone is not enough).
+    /// On by default as soon as any scheme is configured (see [`Verify::configured`]).
     pub require: bool,
     /// Refuse requests whose connection presented no client certificate verified against
     /// `server.client_ca` (mTLS).
     pub client_cert: bool,
+    /// `verify.allow_unsigned`: an app with schemes still takes an unsigned, token-only request
+    /// that claims no sender (curl, Cloud 66 style). Such a delivery carries no version: the
+    /// planner redeploys what is configured and ignores the body and `?git_ref=`.
+    pub allow_unsigned: bool,
 }
 
 impl Verify {
@@ -149,6 +185,12 @@ impl Verify {
             out.push("hmac");
         }
         out
+    }
+
+    /// Whether any scheme is configured: then every delivery must be verified by one of them,
+    /// and an unverified one (`allow_unsigned`) carries no version.
+    pub fn configured(&self) -> bool {
+        !self.schemes().is_empty()
     }
 }
 
@@ -545,6 +587,7 @@ mod raw {
         #[serde(default)]
         pub profiles: BTreeMap<Spanned<String>, Spanned<Profile>>,
         pub dockerhub_callback: Option<Spanned<Callback>>,
+        pub modifiers: Option<Spanned<Vec<Spanned<String>>>>,
     }
 
     /// `true` (Docker Hub's own callback URLs) or a URL prefix.
@@ -567,7 +610,8 @@ mod raw {
         pub hmac: Option<Spanned<Hmac>>,
         pub bearer: Option<Spanned<Secrets>>,
         pub basic: Option<Spanned<Secrets>>,
-        pub require: Option<bool>,
+        pub require: Option<Spanned<bool>>,
+        pub allow_unsigned: Option<Spanned<bool>>,
         pub client_cert: Option<Spanned<bool>>,
     }
 
@@ -1120,6 +1164,7 @@ impl Validator<'_> {
                 }
             },
         };
+        let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
         Some(App {
             name: name.to_string(),
             token: token?,
@@ -1127,6 +1172,7 @@ impl Validator<'_> {
             services,
             profiles,
             dockerhub_callback,
+            modifiers,
         })
     }
 
@@ -1193,7 +1239,8 @@ impl Validator<'_> {
             hmac: None,
             bearer: self.secrets(&raw.bearer, &format!("{key}.bearer")),
             basic: self.secrets(&raw.basic, &format!("{key}.basic")),
-            require: raw.require.unwrap_or(false),
+            require: false,
+            allow_unsigned: false,
             client_cert: false,
         };
         if let Some(c) = &raw.client_cert
@@ -1278,7 +1325,69 @@ impl Validator<'_> {
                 secrets,
             });
         }
+        self.require(raw, key, &mut v);
         v
+    }
+
+    /// `require` and `allow_unsigned`. With any scheme configured every delivery must be
+    /// verified by one of them, so `require` defaults to true there, and `require = false`
+    /// (which used to let unsigned deliveries through with their git information) is an error
+    /// that points to `allow_unsigned`, whose unsigned deliveries carry no version.
+    fn require(&mut self, raw: &raw::Verify, key: &str, v: &mut Verify) {
+        let configured = v.configured();
+        v.require = configured;
+        v.allow_unsigned = raw.allow_unsigned.as_ref().is_some_and(|a| *a.get_ref());
+        match raw.require.as_ref().map(|r| (r.span(), *r.get_ref())) {
+            Some((span, false)) if configured => self.error(
+                Some(span),
+                &format!("{key}.require"),
+                format!(
+                    "cannot be false while a scheme is configured ({}): every delivery of this app must be verified; to also take unsigned token-only redeploys (which never carry a branch, commit or image), set `allow_unsigned = true` instead",
+                    v.schemes().join(", ")
+                ),
+            ),
+            Some((span, true)) if !configured => self.error(
+                Some(span),
+                &format!("{key}.require"),
+                "is true but no scheme is configured, so every delivery would be refused: add one (github, gitlab, bitbucket, gitea, standard, hmac, bearer or basic)".into(),
+            ),
+            _ => {}
+        }
+    }
+
+    /// `[apps.X] modifiers`: which hook URL modifiers the app honours.
+    fn modifiers(
+        &mut self,
+        raw: &Option<Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+    ) -> Vec<Modifier> {
+        let Some(raw) = raw else {
+            return Modifier::DEFAULT.to_vec();
+        };
+        let mut out = Vec::new();
+        for m in raw.get_ref() {
+            match Modifier::ALL
+                .into_iter()
+                .find(|x| x.as_str() == m.get_ref())
+            {
+                Some(x) if out.contains(&x) => self.error(
+                    Some(m.span()),
+                    key,
+                    format!("names {:?} twice", m.get_ref()),
+                ),
+                Some(x) => out.push(x),
+                None => self.error(
+                    Some(m.span()),
+                    key,
+                    format!(
+                        "unknown modifier {:?} (one of: {})",
+                        m.get_ref(),
+                        Modifier::ALL.map(Modifier::as_str).join(", ")
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn image(&mut self, raw: &Spanned<raw::Image>, key: &str) -> Option<ImageSpec> {
@@ -2133,5 +2242,83 @@ command = ["true"]
                 .contains(&format!("cannot read secret file {}", gh.display())),
             "{d}"
         );
+    }
+
+    #[test]
+    fn schemes_make_verification_required() {
+        let shop = check(GOOD).unwrap().apps.remove("shop").unwrap();
+        assert!(shop.verify.require && !shop.verify.allow_unsigned);
+        assert_eq!(shop.modifiers, Modifier::DEFAULT);
+        let open = check(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.web]\ncommand = [\"x\"]\n",
+        )
+        .unwrap()
+        .apps
+        .remove("shop")
+        .unwrap();
+        assert!(!open.verify.require && !open.verify.configured());
+        let lax = check(&GOOD.replace(
+            "verify = { github = \"${SECRET}\" }",
+            "verify = { github = \"${SECRET}\", allow_unsigned = true }",
+        ))
+        .unwrap()
+        .apps
+        .remove("shop")
+        .unwrap();
+        assert!(lax.verify.require && lax.verify.allow_unsigned);
+    }
+
+    #[test]
+    fn require_false_with_a_scheme_points_to_allow_unsigned() {
+        let e = errors(&GOOD.replace(
+            "verify = { github = \"${SECRET}\" }",
+            "\n[apps.shop.verify]\ngithub = \"${SECRET}\"\nrequire = false",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("/etc/ferry/ferry.toml:11: apps.shop.verify.require: cannot be false"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("allow_unsigned = true"), "{e:?}");
+        let e = errors(
+            "[apps.shop]\ntoken = \"${TOKEN}\"\nverify = { require = true }\n[apps.shop.services.web]\ncommand = [\"x\"]\n",
+        );
+        assert!(
+            e[0].starts_with(
+                "/etc/ferry/ferry.toml:3: apps.shop.verify.require: is true but no scheme"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn modifiers_are_checked_with_their_line() {
+        let c = check(&GOOD.replace(
+            "verify = { github",
+            "modifiers = [\"git_ref\", \"services\"]\nverify = { github",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.apps["shop"].modifiers,
+            [Modifier::GitRef, Modifier::Services]
+        );
+        let e = errors(&GOOD.replace(
+            "verify = { github",
+            "modifiers = [\n  \"services\",\n  \"git-ref\",\n  \"services\",\n]\nverify = { github",
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("/etc/ferry/ferry.toml:10: apps.shop.modifiers: unknown modifier \"git-ref\" (one of: services, deployment_profile, git_ref)"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with(
+                "/etc/ferry/ferry.toml:11: apps.shop.modifiers: names \"services\" twice"
+            ),
+            "{e:?}"
+        );
+        let none =
+            check(&GOOD.replace("verify = { github", "modifiers = []\nverify = { github")).unwrap();
+        assert!(none.apps["shop"].modifiers.is_empty());
     }
 }

@@ -150,11 +150,11 @@ pub async fn hook(
 
     // Verification (401) before anything else is read from the body.
     let now_secs = delivery.received_at / 1000;
-    match sources::verify(source, &app.verify, &headers, &delivery.body, now_secs) {
-        Ok(Verdict::Verified(_)) => delivery.verified = true,
-        Ok(Verdict::Unverified) => {}
+    let verdict = match sources::verify(source, &app.verify, &headers, &delivery.body, now_secs) {
+        Ok(v) => v,
         Err(e) => return reject(&shared, delivery, StatusCode::UNAUTHORIZED, e.to_string()).await,
-    }
+    };
+    delivery.verified = matches!(verdict, Verdict::Verified(_));
     if let Err(e) = sources::check_body(source, &headers, &delivery.body) {
         let code = match e {
             BodyError::ContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -164,11 +164,14 @@ pub async fn hook(
     }
 
     let modifiers = Modifiers::parse(query.as_deref().unwrap_or(""));
-    if let Err(message) = modifiers.validate(app) {
+    if let Err(message) = modifiers
+        .check_hook(app, delivery.verified)
+        .and_then(|()| modifiers.validate(app))
+    {
         return reject(&shared, delivery, StatusCode::BAD_REQUEST, message).await;
     }
 
-    delivery.dedupe_key = sender_id.or_else(|| sources::body_key(source, &delivery.body));
+    delivery.dedupe_key = sources::dedupe_key(source, verdict, &headers, &delivery.body);
     let verified = delivery.verified;
     let is_ping = event.as_deref() == Some("ping");
     match shared.intake.insert(delivery).await {

@@ -10,7 +10,7 @@
 //! - an image push deploys image services whose repository matches and whose tag policy takes
 //!   the tag: once per digest, and under `semver:` only forward.
 
-use crate::config::{App, ImageSpec, TagPolicy, tag_version};
+use crate::config::{App, ImageSpec, Modifier, TagPolicy, tag_version};
 use crate::sources::{Event, GitPush, GitRef, ImagePush, Source, canonical_repository};
 use crate::store::{NewDeployment, state};
 
@@ -70,6 +70,41 @@ impl Modifiers {
                     app.services.keys().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks a hook request's modifiers against what the app allows (`[apps.X] modifiers`;
+    /// the API's manual deploys are not limited by it), and refuses `git_ref` on an unverified
+    /// delivery of an app with schemes (`verify.allow_unsigned`): such a delivery never names
+    /// a version. The message names the modifier and the key to set.
+    pub fn check_hook(&self, app: &App, verified: bool) -> Result<(), String> {
+        let present = [
+            (Modifier::Services, self.services.is_some()),
+            (Modifier::DeploymentProfile, self.profile.is_some()),
+            (Modifier::GitRef, self.git_ref.is_some()),
+        ];
+        if let Some((m, _)) = present
+            .iter()
+            .find(|(m, set)| *set && !app.modifiers.contains(m))
+        {
+            let allowed: Vec<&str> = app.modifiers.iter().map(|m| m.as_str()).collect();
+            return Err(format!(
+                "the modifier ?{m}= is not allowed for app {app}: add \"{m}\" to apps.{app}.modifiers (allowed now: {allowed})",
+                m = m.as_str(),
+                app = app.name,
+                allowed = if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ));
+        }
+        if self.git_ref.is_some() && !verified && app.verify.configured() {
+            return Err(format!(
+                "?git_ref= needs a verified delivery: app {} takes unsigned requests only as redeploys of what is configured (verify.allow_unsigned); sign the request to name a ref",
+                app.name
+            ));
         }
         Ok(())
     }
@@ -139,6 +174,65 @@ pub fn plan(
     if matches!(event, Event::Ping | Event::Ignored(_)) {
         return Ok(Vec::new());
     }
+    // A push names its own ref and commit: `?git_ref=` never overrides what a payload names
+    // (a captured signed push replayed with `?git_ref=X` must not deploy X).
+    let ignored_ref = matches!(event, Event::Push(_) | Event::ImagePush(_)) && m.git_ref.is_some();
+    let without_ref;
+    let m = if ignored_ref {
+        without_ref = Modifiers {
+            git_ref: None,
+            ..m.clone()
+        };
+        &without_ref
+    } else {
+        m
+    };
+    let mut out = plan_event(app, source, event, m, history)?;
+    if ignored_ref {
+        for d in &mut out {
+            d.note(IGNORED_GIT_REF);
+        }
+    }
+    Ok(out)
+}
+
+/// Recorded on deployments of a push whose hook URL had `?git_ref=`.
+pub const IGNORED_GIT_REF: &str =
+    "?git_ref= ignored: a push deploys the ref and commit it names, not the hook URL's";
+
+/// Recorded on deployments of an unverified delivery of an app that configures a scheme.
+pub const UNVERIFIED: &str = "unverified delivery (verify.allow_unsigned): redeploys what is configured; any branch, commit, tag or image the request names is ignored";
+
+/// Plans an unverified delivery of an app that configures a scheme (let through by
+/// `verify.allow_unsigned`). It carries no version, whatever its body or URL say: it is a plain
+/// redeploy of the selected services (`?services=`, `?deployment_profile=`), with no event
+/// time and no `?git_ref=`. The planner calls this instead of parsing the body, so no request
+/// path or config change can make such a delivery name a version.
+pub fn plan_unverified(
+    app: &App,
+    source: Source,
+    m: &Modifiers,
+    history: &dyn History,
+) -> Result<Vec<NewDeployment>, String> {
+    let m = Modifiers {
+        git_ref: None,
+        ..m.clone()
+    };
+    let mut out = plan(app, source, &Event::Redeploy { time: None }, &m, history)?;
+    for d in &mut out {
+        d.note(UNVERIFIED);
+    }
+    Ok(out)
+}
+
+/// [`plan`] once `?git_ref=` has been dropped where it may not apply.
+fn plan_event(
+    app: &App,
+    source: Source,
+    event: &Event,
+    m: &Modifiers,
+    history: &dyn History,
+) -> Result<Vec<NewDeployment>, String> {
     if let Event::Rollback { service, to } = event {
         return rollback(app, source, service, *to, history);
     }
@@ -462,6 +556,14 @@ impl NewDeployment {
         self.state = state::SKIPPED;
         self.reason = Some(reason);
     }
+
+    /// Adds a note to the deployment's reason (after a skip reason, if any).
+    fn note(&mut self, note: &str) {
+        self.reason = Some(match self.reason.take() {
+            Some(r) => format!("{r}; {note}"),
+            None => note.to_string(),
+        });
+    }
 }
 
 /// Formats unix milliseconds as RFC 3339 (UTC).
@@ -632,7 +734,11 @@ services = ["web", "worker"]
         .unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].git_ref.as_deref(), Some("v2.0"));
-        // A push to another branch with git_ref still deploys the named ref.
+    }
+
+    #[test]
+    fn git_ref_modifier_never_overrides_a_push() {
+        // A push to another branch with git_ref deploys nothing: the push names its own ref.
         let d = plan(
             &app(),
             Source::Github,
@@ -641,8 +747,86 @@ services = ["web", "worker"]
             &none,
         )
         .unwrap();
+        assert_eq!(d[0].state, state::SKIPPED);
+        assert!(
+            d[0].reason.as_deref().unwrap().contains(IGNORED_GIT_REF),
+            "{d:?}"
+        );
+        // A push to the followed branch deploys the pushed ref and commit, noting the modifier.
+        let d = plan(
+            &app(),
+            Source::Github,
+            &push("acme/shop", "refs/heads/main", Some(5)),
+            &Modifiers::parse("git_ref=release&services=web"),
+            &none,
+        )
+        .unwrap();
         assert_eq!(d[0].state, state::QUEUED);
-        assert_eq!(d[0].git_ref.as_deref(), Some("release"));
+        assert_eq!(d[0].git_ref.as_deref(), Some("refs/heads/main"));
+        assert_eq!(d[0].git_commit.as_deref(), Some("c0ffee"));
+        assert_eq!(d[0].reason.as_deref(), Some(IGNORED_GIT_REF));
+    }
+
+    #[test]
+    fn unverified_deliveries_redeploy_what_is_configured() {
+        let history = |s: &str| (s == "web").then_some((20_000, 7));
+        let d = plan_unverified(
+            &app(),
+            Source::Generic,
+            &Modifiers::parse("git_ref=evil&services=web"),
+            &history,
+        )
+        .unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].state, state::QUEUED);
+        assert_eq!(d[0].event, "redeploy");
+        // The configured branch, no commit, no event time: nothing the request named.
+        assert_eq!(d[0].git_ref.as_deref(), Some("main"));
+        assert_eq!(d[0].git_commit, None);
+        assert_eq!(d[0].event_time, None);
+        assert_eq!(d[0].reason.as_deref(), Some(UNVERIFIED));
+    }
+
+    #[test]
+    fn hook_modifiers_follow_the_apps_allowlist() {
+        let a = app();
+        assert!(
+            Modifiers::parse("services=web&deployment_profile=quick+fix")
+                .check_hook(&a, true)
+                .is_ok()
+        );
+        let e = Modifiers::parse("git_ref=v1")
+            .check_hook(&a, true)
+            .unwrap_err();
+        assert!(
+            e.contains("?git_ref=") && e.contains("apps.shop.modifiers"),
+            "{e}"
+        );
+        let mut only_ref = app();
+        only_ref.modifiers = vec![crate::config::Modifier::GitRef];
+        assert!(
+            Modifiers::parse("git_ref=v1")
+                .check_hook(&only_ref, true)
+                .is_ok()
+        );
+        let e = Modifiers::parse("services=web")
+            .check_hook(&only_ref, true)
+            .unwrap_err();
+        assert!(
+            e.contains("?services=") && e.contains("allowed now: git_ref"),
+            "{e}"
+        );
+        // git_ref on an unverified delivery of an app with a scheme: refused.
+        only_ref.verify.bearer = vec![crate::config::Secret::new("t")];
+        let e = Modifiers::parse("git_ref=v1")
+            .check_hook(&only_ref, false)
+            .unwrap_err();
+        assert!(e.contains("verified"), "{e}");
+        assert!(
+            Modifiers::parse("git_ref=v1")
+                .check_hook(&only_ref, true)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -81,7 +81,11 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
                 Ok(p) => {
                     known.load(&mut tx, &p).await?;
                     let history = known.history(&p.app.name);
-                    plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
+                    if p.unverified {
+                        plan::plan_unverified(p.app, p.source, &p.modifiers, &history)
+                    } else {
+                        plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
+                    }
                 }
                 Err(message) => Err(message),
             };
@@ -230,6 +234,9 @@ struct Parsed<'c> {
     source: Source,
     event: Event,
     modifiers: Modifiers,
+    /// An unverified delivery of an app that configures a scheme: planned as a plain redeploy
+    /// (`plan::plan_unverified`); its body is never read.
+    unverified: bool,
 }
 
 /// Reads a stored delivery with its source; an error is the reason it deploys nothing.
@@ -241,6 +248,16 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, String>
     let Some(source) = Source::from_name(&del.source) else {
         return Err(format!("unknown source {}", del.source));
     };
+    let modifiers = Modifiers::parse(del.query.as_deref().unwrap_or(""));
+    if !del.verified && app.verify.configured() {
+        return Ok(Parsed {
+            app,
+            source,
+            event: Event::Redeploy { time: None },
+            modifiers,
+            unverified: true,
+        });
+    }
     let headers: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&d.headers).unwrap_or_default();
     let header = |name: &str| {
@@ -260,6 +277,7 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, String>
         app,
         source,
         event,
-        modifiers: Modifiers::parse(del.query.as_deref().unwrap_or("")),
+        modifiers,
+        unverified: false,
     })
 }

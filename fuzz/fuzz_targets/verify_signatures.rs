@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ferry::config::{Encoding, HmacAlgorithm, HmacScheme, Secret, Verify};
-use ferry::sources::{check_body, delivery_id, detect, verify};
+use ferry::sources::{check_body, dedupe_key, delivery_id, detect, verify};
 use libfuzzer_sys::fuzz_target;
 
 const HEADERS: &[&str] = &[
@@ -41,9 +41,12 @@ fuzz_target!(|input: (Vec<(u8, String)>, &[u8], i64)| {
         bearer: s("b"),
         basic: s("u:p"),
         require: true,
+        allow_unsigned: true,
     };
     let source = detect(&h);
     let _ = delivery_id(source, &h);
-    let _ = verify(source, &schemes, &h, body, now);
+    if let Ok(verdict) = verify(source, &schemes, &h, body, now) {
+        let _ = dedupe_key(source, verdict, &h, body);
+    }
     let _ = check_body(source, &h, body);
 });

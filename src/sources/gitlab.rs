@@ -20,6 +20,13 @@ pub const EVENT_HEADER: &str = "x-gitlab-event";
 pub const EVENT_UUID_HEADER: &str = "x-gitlab-event-uuid";
 pub const TOKEN_HEADER: &str = "X-Gitlab-Token";
 
+/// Whether [`verify`] checks a Standard Webhooks signature (a `whsec_` signing token is
+/// configured and the request carries `webhook-signature`) rather than `X-Gitlab-Token`.
+pub fn signing(secrets: &[Secret], headers: &HeaderMap) -> bool {
+    secrets.iter().any(|s| s.expose().starts_with("whsec_"))
+        && headers.contains_key(standard::SIGNATURE_HEADER)
+}
+
 pub fn verify(
     secrets: &[Secret],
     headers: &HeaderMap,
@@ -31,7 +38,7 @@ pub fn verify(
         .iter()
         .cloned()
         .partition(|s| s.expose().starts_with("whsec_"));
-    if !signing.is_empty() && headers.contains_key(standard::SIGNATURE_HEADER) {
+    if self::signing(secrets, headers) {
         return standard::verify(&signing, headers, body, now_secs, tolerance);
     }
     if tokens.is_empty() {

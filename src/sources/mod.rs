@@ -2,8 +2,8 @@
 //!
 //! One file per sender. Each knows its own headers, signature scheme and payload format, and
 //! nothing of the store or planning. On the request path ingress calls [`detect`],
-//! [`verify`], [`check_body`] and [`delivery_id`]: they read headers, hash the body and check
-//! that a known sender's body is readable. [`parse`] runs later, in the planner, and turns a
+//! [`verify`], [`check_body`], [`delivery_id`] and [`dedupe_key`]: they read headers, hash the
+//! body and check that a known sender's body is readable. [`parse`] runs later, in the planner, and turns a
 //! stored delivery into an [`Event`] that planning understands.
 
 pub mod auth;
@@ -236,27 +236,39 @@ pub enum VerifyError {
     Mismatch { header: String },
     #[error("{header} {why}; refusing a possible replay")]
     Expired { header: String, why: String },
-    #[error("this app requires a verified delivery (configured: {schemes}); none was presented")]
-    Required { schemes: String },
+    /// Nothing verified the delivery, and no configured scheme applies to the sender it claims.
+    #[error(
+        "this app requires a verified delivery (configured: {schemes}), and none of them can verify this {sender} delivery: {hint}"
+    )]
+    Required {
+        sender: &'static str,
+        schemes: String,
+        hint: String,
+    },
 }
 
 /// What verification established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// A configured scheme matched.
+    /// A configured scheme matched (its name; `gitlab-signing` for a GitLab `whsec_` token).
     Verified(&'static str),
-    /// Nothing was configured for this sender; the URL token was the only check.
+    /// Accepted on the URL token alone: the app configures no scheme, or it allows unsigned
+    /// requests (`verify.allow_unsigned`) and this one claims no sender.
     Unverified,
 }
 
-/// Verifies a delivery with the app's configured schemes.
+/// Verifies a delivery with the app's configured schemes. One rule, whatever the sender
+/// claims to be: once an app configures any scheme, a delivery must be verified by one of them.
 ///
-/// - The detected sender's own scheme, when configured, must match (missing → 401).
-/// - Generic schemes (custom HMAC header, bearer/basic `Authorization`) are checked when their
-///   header is present, and are required when configured from generic senders and from the
-///   registries (distribution, Docker Hub, Harbor, Quay), which sign nothing of their own.
-/// - Any presented scheme that fails is a 401; otherwise one success verifies the delivery.
-/// - `require = true` refuses deliveries that nothing verified.
+/// - The claimed sender's own scheme (github, gitlab, bitbucket, gitea, standard), when
+///   configured, must match: it is what that sender sends.
+/// - Otherwise the sender-independent schemes apply to any claimed sender: the custom HMAC
+///   header, `Authorization` (bearer/basic), and a Standard Webhooks signature when its headers
+///   are present. Any presented scheme that fails is a 401; one success verifies.
+/// - Nothing verified: accepted unverified only if the app configures no scheme at all, or if
+///   it sets `allow_unsigned` and the request claims no sender (then it carries no version:
+///   the planner redeploys what is configured). Anything else is a 401 that names what is
+///   missing, e.g. a GitLab-looking request to an app that only verifies GitHub.
 pub fn verify(
     source: Source,
     v: &Verify,
@@ -268,10 +280,17 @@ pub fn verify(
         Source::Github if !v.github.is_empty() => {
             Some(("github", github::verify(&v.github, headers, body)))
         }
-        Source::Gitlab if !v.gitlab.is_empty() => Some((
-            "gitlab",
-            gitlab::verify(&v.gitlab, headers, body, now_secs, v.standard_tolerance),
-        )),
+        Source::Gitlab if !v.gitlab.is_empty() => {
+            let scheme = if gitlab::signing(&v.gitlab, headers) {
+                GITLAB_SIGNING
+            } else {
+                "gitlab"
+            };
+            Some((
+                scheme,
+                gitlab::verify(&v.gitlab, headers, body, now_secs, v.standard_tolerance),
+            ))
+        }
         Source::Bitbucket if !v.bitbucket.is_empty() => {
             Some(("bitbucket", bitbucket::verify(&v.bitbucket, headers, body)))
         }
@@ -289,16 +308,18 @@ pub fn verify(
         return Ok(Verdict::Verified(scheme));
     }
 
-    let generic_sender = source.generic_auth();
+    // Sender-independent schemes: checked when presented, whoever the request claims to be.
     let mut verified = None;
     let mut missing = None;
+    if !v.standard.is_empty() && headers.contains_key(standard::SIGNATURE_HEADER) {
+        standard::verify(&v.standard, headers, body, now_secs, v.standard_tolerance)?;
+        verified = Some("standard");
+    }
     if let Some(h) = &v.hmac {
         match generic::verify_hmac(h, headers, body) {
-            Ok(()) => verified = Some("hmac"),
+            Ok(()) => verified = verified.or(Some("hmac")),
             Err(VerifyError::Missing { header }) => {
-                if generic_sender {
-                    missing = Some(VerifyError::Missing { header });
-                }
+                missing.get_or_insert(VerifyError::Missing { header });
             }
             Err(e) => return Err(e),
         }
@@ -307,25 +328,83 @@ pub fn verify(
         match auth::verify(&v.bearer, &v.basic, headers) {
             Ok(scheme) => verified = verified.or(Some(scheme)),
             Err(VerifyError::Missing { header }) => {
-                if generic_sender && missing.is_none() {
-                    missing = Some(VerifyError::Missing { header });
-                }
+                missing.get_or_insert(VerifyError::Missing { header });
             }
             Err(e) => return Err(e),
         }
     }
-    match (verified, missing) {
-        (Some(scheme), _) => Ok(Verdict::Verified(scheme)),
-        (None, Some(e)) => Err(e),
-        (None, None) if v.require => Err(VerifyError::Required {
-            schemes: if v.schemes().is_empty() {
-                "none".into()
-            } else {
-                v.schemes().join(", ")
-            },
-        }),
-        (None, None) => Ok(Verdict::Unverified),
+    if let Some(scheme) = verified {
+        return Ok(Verdict::Verified(scheme));
     }
+    let schemes = v.schemes();
+    if !v.require && schemes.is_empty() {
+        return Ok(Verdict::Unverified);
+    }
+    if v.allow_unsigned && source == Source::Generic {
+        return Ok(Verdict::Unverified);
+    }
+    // The header a configured sender-independent scheme wants, if any: the most useful answer.
+    if let Some(e) = missing {
+        return Err(e);
+    }
+    let hint = match source {
+        Source::Generic | Source::Manual => {
+            "sign it with a scheme for your client (verify.hmac, verify.bearer or verify.basic), or set verify.allow_unsigned = true to let unsigned requests redeploy what is configured (never a version they name)".to_string()
+        }
+        s if s.generic_auth() => format!(
+            "{} signs nothing; set verify.bearer, verify.basic or verify.hmac and send those credentials",
+            s.as_str()
+        ),
+        s => format!(
+            "set verify.{} to the webhook's secret (or the request is not from the sender it claims to be)",
+            s.as_str()
+        ),
+    };
+    Err(VerifyError::Required {
+        sender: source.as_str(),
+        schemes: if schemes.is_empty() {
+            "none".into()
+        } else {
+            schemes.join(", ")
+        },
+        hint,
+    })
+}
+
+/// The scheme name of a GitLab delivery verified by a `whsec_` signing token (Standard
+/// Webhooks: its id and timestamp are signed).
+const GITLAB_SIGNING: &str = "gitlab-signing";
+
+/// The idempotency key of an accepted delivery (the unique index on `(app, dedupe_key)`).
+///
+/// GitHub, Gitea and Bitbucket sign the body but no id or time, and GitLab's plain
+/// `X-Gitlab-Token` signs nothing; their delivery id headers are not covered by anything. So a
+/// delivery verified by one of those schemes is keyed by a hash of its body: a captured body
+/// sent again under a new delivery id is a duplicate, and so is the sender's own redelivery
+/// (same id, same body). Distinct pushes have distinct bodies (another `after`, another
+/// `before`, GitHub's `pushed_at`). Deliveries verified by a Standard Webhooks signature are
+/// keyed by their signed `webhook-id`. Everything else keeps the sender's delivery id (or
+/// `Idempotency-Key`): a CI job may legitimately send the same empty body twice.
+pub fn dedupe_key(
+    source: Source,
+    verdict: Verdict,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<String> {
+    use sha2::Digest;
+    match verdict {
+        Verdict::Verified("github" | "gitea" | "bitbucket" | "gitlab") => Some(format!(
+            "{}-body-sha256:{}",
+            source.as_str(),
+            hex::encode(sha2::Sha256::digest(body))
+        )),
+        Verdict::Verified("standard" | GITLAB_SIGNING) => {
+            header(headers, standard::ID_HEADER).map(|id| id.chars().take(200).collect())
+        }
+        _ => None,
+    }
+    .or_else(|| delivery_id(source, headers))
+    .or_else(|| body_key(source, body))
 }
 
 /// Why a known sender's body cannot be accepted.
@@ -803,10 +882,237 @@ mod tests {
                 Err(VerifyError::Mismatch { .. })
             ));
         }
-        // Unchanged for git senders: credentials are checked when presented, not required.
+        // Git senders too: with only `bearer` configured, bearer is what verifies them.
         assert_eq!(
             verify(Source::Github, &v, &bare, b"{}", 0),
+            Err(VerifyError::Missing {
+                header: "Authorization".into()
+            })
+        );
+        assert_eq!(
+            verify(Source::Github, &v, &bearer, b"{}", 0),
+            Ok(Verdict::Verified("bearer"))
+        );
+    }
+
+    /// Builds a `Verify` as the config does: `require` follows whether a scheme is set.
+    fn verify_with(f: impl FnOnce(&mut Verify)) -> Verify {
+        let mut v = Verify {
+            standard_tolerance: std::time::Duration::from_secs(300),
+            ..Verify::default()
+        };
+        f(&mut v);
+        v.require = v.configured();
+        v
+    }
+
+    fn github_signed(secret: &str, body: &[u8], event: &str) -> HeaderMap {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        headers(&[("X-GitHub-Event", event), ("X-Hub-Signature-256", &sig)])
+    }
+
+    /// The verification rule, claimed sender × configured schemes.
+    #[test]
+    fn every_claimed_sender_needs_a_configured_scheme() {
+        use crate::config::Secret;
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let github_only = verify_with(|v| v.github = vec![Secret::new("gh")]);
+        let bearer_only = verify_with(|v| v.bearer = vec![Secret::new("tok")]);
+        let nothing = verify_with(|_| {});
+        let gitlab = headers(&[("X-Gitlab-Event", "Push Hook")]);
+        let gitlab_token = headers(&[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "gh")]);
+        let package = headers(&[("X-GitHub-Event", "package")]);
+        let bearer = headers(&[
+            ("X-GitHub-Event", "package"),
+            ("Authorization", "Bearer tok"),
+        ]);
+        let wrong_bearer = headers(&[
+            ("X-GitHub-Event", "package"),
+            ("Authorization", "Bearer no"),
+        ]);
+        let bare = HeaderMap::new();
+
+        // A spoofed GitLab push to an app that verifies only GitHub: nothing can verify it.
+        let e = verify(Source::Gitlab, &github_only, &gitlab, body, 0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::Required {
+                    sender: "gitlab",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("configured: github") && text.contains("verify.gitlab"),
+            "{text}"
+        );
+        // A token that happens to equal another scheme's secret verifies nothing either.
+        assert!(verify(Source::Gitlab, &github_only, &gitlab_token, body, 0).is_err());
+        // The claimed sender's own scheme decides when configured.
+        let gh = github_signed("gh", body, "push");
+        assert_eq!(
+            verify(Source::Github, &github_only, &gh, body, 0),
+            Ok(Verdict::Verified("github"))
+        );
+        assert!(matches!(
+            verify(
+                Source::Github,
+                &github_only,
+                &github_signed("x", body, "push"),
+                body,
+                0
+            ),
+            Err(VerifyError::Mismatch { .. })
+        ));
+        // A curl request to a GitHub-only app: refused, naming allow_unsigned.
+        let e = verify(Source::Generic, &github_only, &bare, body, 0).unwrap_err();
+        assert!(e.to_string().contains("allow_unsigned"), "{e}");
+
+        // An unsigned `package` event to a bearer-only app: bearer is required of it.
+        assert_eq!(
+            verify(Source::Github, &bearer_only, &package, body, 0),
+            Err(VerifyError::Missing {
+                header: "Authorization".into()
+            })
+        );
+        assert_eq!(
+            verify(Source::Github, &bearer_only, &bearer, body, 0),
+            Ok(Verdict::Verified("bearer"))
+        );
+        assert!(matches!(
+            verify(Source::Github, &bearer_only, &wrong_bearer, body, 0),
+            Err(VerifyError::Mismatch { .. })
+        ));
+        for source in [
+            Source::Gitlab,
+            Source::Bitbucket,
+            Source::Gitea,
+            Source::Quay,
+        ] {
+            assert!(
+                verify(source, &bearer_only, &bare, body, 0).is_err(),
+                "{source:?}"
+            );
+        }
+
+        // No scheme at all: token-only, as before (`ferry check` warns).
+        for source in Source::ALL {
+            assert_eq!(
+                verify(source, &nothing, &bare, body, 0),
+                Ok(Verdict::Unverified),
+                "{source:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_unsigned_lets_only_senderless_requests_through() {
+        use crate::config::Secret;
+        let body = b"{}";
+        let v = verify_with(|v| {
+            v.github = vec![Secret::new("gh")];
+            v.bearer = vec![Secret::new("tok")];
+            v.allow_unsigned = true;
+        });
+        let bare = HeaderMap::new();
+        assert_eq!(
+            verify(Source::Generic, &v, &bare, body, 0),
             Ok(Verdict::Unverified)
+        );
+        // Presented credentials that fail are still refused.
+        let wrong = headers(&[("Authorization", "Bearer no")]);
+        assert!(verify(Source::Generic, &v, &wrong, body, 0).is_err());
+        let right = headers(&[("Authorization", "Bearer tok")]);
+        assert_eq!(
+            verify(Source::Generic, &v, &right, body, 0),
+            Ok(Verdict::Verified("bearer"))
+        );
+        // A request claiming a sender gets no exemption: unsigned GitHub or GitLab is refused.
+        let github = headers(&[("X-GitHub-Event", "push")]);
+        assert!(verify(Source::Github, &v, &github, body, 0).is_err());
+        let gitlab = headers(&[("X-Gitlab-Event", "Push Hook")]);
+        assert!(verify(Source::Gitlab, &v, &gitlab, body, 0).is_err());
+        for source in Source::HINTABLE {
+            assert!(verify(source, &v, &bare, body, 0).is_err(), "{source:?}");
+        }
+    }
+
+    #[test]
+    fn a_standard_signature_verifies_any_claimed_sender() {
+        use crate::config::Secret;
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let v = verify_with(|v| v.standard = vec![Secret::new(secret)]);
+        let body = br#"{"test": 2432232314}"#;
+        // The Standard Webhooks spec's example.
+        let signed = headers(&[
+            ("X-Gitlab-Event", "Push Hook"),
+            ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("webhook-timestamp", "1614265330"),
+            (
+                "webhook-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ]);
+        assert_eq!(
+            verify(Source::Gitlab, &v, &signed, body, 1614265330),
+            Ok(Verdict::Verified("standard"))
+        );
+        assert!(verify(Source::Gitlab, &v, &signed, b"{}", 1614265330).is_err());
+        let unsigned = headers(&[("X-Gitlab-Event", "Push Hook")]);
+        assert!(verify(Source::Gitlab, &v, &unsigned, body, 1614265330).is_err());
+    }
+
+    #[test]
+    fn signed_bodies_without_a_signed_id_dedupe_on_the_body() {
+        let body = b"{\"after\":\"abc\"}";
+        let a = headers(&[("X-GitHub-Delivery", "one")]);
+        let b = headers(&[("X-GitHub-Delivery", "two")]);
+        for scheme in ["github", "gitea", "bitbucket", "gitlab"] {
+            let verified = Verdict::Verified(scheme);
+            let ka = dedupe_key(Source::Github, verified, &a, body);
+            assert!(
+                ka.as_deref().is_some_and(|k| k.contains("body-sha256")),
+                "{ka:?}"
+            );
+            // A new delivery id: the same key (a replay); another body: another key.
+            assert_eq!(ka, dedupe_key(Source::Github, verified, &b, body));
+            assert_ne!(ka, dedupe_key(Source::Github, verified, &a, b"{}"));
+        }
+        // Unverified, or verified by a credential that signs nothing: the sender's id, as before.
+        assert_eq!(
+            dedupe_key(Source::Github, Verdict::Unverified, &a, body).as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            dedupe_key(Source::Github, Verdict::Verified("bearer"), &a, body).as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            dedupe_key(
+                Source::Generic,
+                Verdict::Verified("hmac"),
+                &HeaderMap::new(),
+                b""
+            ),
+            None
+        );
+        // Standard Webhooks: the signed webhook-id.
+        let std = headers(&[("webhook-id", "msg_1"), ("Idempotency-Key", "other")]);
+        assert_eq!(
+            dedupe_key(
+                Source::Gitlab,
+                Verdict::Verified("gitlab-signing"),
+                &std,
+                body
+            )
+            .as_deref(),
+            Some("msg_1")
         );
     }
 
@@ -991,6 +1297,7 @@ mod properties {
             basic: s("u:p"),
             require: true,
             client_cert: false,
+            allow_unsigned: false,
         }
     }
 
@@ -1066,7 +1373,9 @@ mod properties {
             for source in std::iter::once(detected).chain(Source::ALL) {
                 let _ = event_name(source, &h);
                 let _ = delivery_id(source, &h);
-                let _ = verify(source, &all_schemes(), &h, &body, now);
+                if let Ok(verdict) = verify(source, &all_schemes(), &h, &body, now) {
+                    let _ = dedupe_key(source, verdict, &h, &body);
+                }
                 let _ = check_body(source, &h, &body);
             }
         }

@@ -296,7 +296,7 @@ async fn a_burst_of_15_pushes_ends_on_the_newest_commit_with_at_most_3_runs() {
 
 #[tokio::test]
 async fn payload_values_never_reach_a_shell() {
-    let ferry = Ferry::shop().start().await;
+    let ferry = Ferry::with_config(&shop_ci()).start().await;
     let root = ferry.dir_str();
     let evil = format!("$(touch {root}/pwned);`touch {root}/pwned2`");
     let encoded: String = evil
@@ -312,6 +312,7 @@ async fn payload_values_never_reach_a_shell() {
     let id = ferry
         .hook("shop")
         .query(&format!("services=web&git_ref={encoded}"))
+        .ci_bearer()
         .send()
         .await
         .accepted();

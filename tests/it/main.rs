@@ -13,5 +13,6 @@ mod planning;
 mod restart;
 mod security_hygiene;
 mod security_tls;
+mod security_verify;
 mod senders;
 mod storage;

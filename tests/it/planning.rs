@@ -192,10 +192,11 @@ async fn an_event_older_than_the_queued_one_is_skipped_as_stale() {
 
 #[tokio::test]
 async fn git_ref_deploys_that_ref_to_git_services() {
-    let ferry = Ferry::shop().start().await;
+    let ferry = Ferry::with_config(&shop_ci()).start().await;
     let id = ferry
         .hook("shop")
         .query("services=web&git_ref=v2.3.4")
+        .ci_bearer()
         .send()
         .await
         .accepted();

@@ -30,6 +30,8 @@ gitlab = "It's a Secret to Everybody"
 bitbucket = "It's a Secret to Everybody"
 gitea = ["an old secret", "IsWishesWereHorsesWedAllBeEatingSteak!"]
 standard = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# Registries sign nothing: they send this as `Authorization: Bearer …`.
+bearer = "registry-bearer"
 
 [apps.multi.services.gl]
 git = { repo = "mike/diaspora", branch = "master" }
@@ -700,6 +702,7 @@ async fn registry_notifications_are_recognised_and_hinted_sources_too() {
         .hook("multi")
         .token(TOKEN)
         .fixture("distribution/push-envelope-3-events")
+        .header("Authorization", "Bearer registry-bearer")
         .send()
         .await;
     let id = reply.accepted();
@@ -710,6 +713,7 @@ async fn registry_notifications_are_recognised_and_hinted_sources_too() {
         .token(TOKEN)
         .query("source=dockerhub")
         .fixture("dockerhub/push")
+        .header("Authorization", "Bearer registry-bearer")
         .send()
         .await
         .accepted();

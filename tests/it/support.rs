@@ -45,7 +45,9 @@ pub const POLL: Duration = Duration::from_millis(50);
 
 /// The standard config: app `shop` with a git-based service `web` (following [`REPO`] on
 /// `master`) and a plain service `worker`, both deployed by [`DEPLOY_SH`]; profiles `hotfix`
-/// (web) and `front end` (worker, a name with a space). `{dir}` is the test's temp dir.
+/// (web) and `front end` (worker, a name with a space). GitHub deliveries must be signed;
+/// unsigned requests that claim no sender are taken as redeploys (`allow_unsigned`). `{dir}` is
+/// the test's temp dir.
 pub const SHOP: &str = r#"
 [server]
 listen = "127.0.0.1:0"
@@ -57,6 +59,8 @@ token = "secret-token-1"
 
 [apps.shop.verify]
 github = "It's a Secret to Everybody"
+# Many tests redeploy with a bare curl-style request: those carry no version.
+allow_unsigned = true
 
 [apps.shop.services.web]
 git = { repo = "Codertocat/Hello-World", branch = "master" }
@@ -74,6 +78,22 @@ services = ["web"]
 [apps.shop.profiles."front end"]
 services = ["worker"]
 "#;
+
+/// `verify.bearer` of the app `shop` in [`shop_ci`]: a CI job's credential.
+pub const CI_BEARER: &str = "ci-bearer-token";
+
+/// [`SHOP`] where a CI job may name the ref to deploy: it authenticates with
+/// `Authorization: Bearer` [`CI_BEARER`], and `git_ref` is among the app's `modifiers`.
+pub fn shop_ci() -> String {
+    SHOP.replace(
+        "token = \"secret-token-1\"\n",
+        "token = \"secret-token-1\"\nmodifiers = [\"services\", \"deployment_profile\", \"git_ref\"]\n",
+    )
+    .replace(
+        "allow_unsigned = true\n",
+        &format!("allow_unsigned = true\nbearer = \"{CI_BEARER}\"\n"),
+    )
+}
 
 /// A second app for tests that need two (append it to [`SHOP`]).
 pub const BLOG: &str = r#"
@@ -1152,6 +1172,11 @@ impl HookRequest<'_> {
             .header("X-GitHub-Event", event)
             .header("X-GitHub-Delivery", &github_delivery_id())
             .header("X-GitHub-Hook-ID", "109948940")
+    }
+
+    /// `Authorization: Bearer` [`CI_BEARER`] (see [`shop_ci`]).
+    pub fn ci_bearer(self) -> Self {
+        self.header("Authorization", &format!("Bearer {CI_BEARER}"))
     }
 
     /// Signs the body as GitHub does (`X-Hub-Signature-256`) when sent.
