@@ -284,9 +284,8 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
         header: &header,
         body: &d.body,
     };
-    let mut event = sources::parse(source, &stored).map_err(|e| {
-        Unplannable::Error(format!("cannot read {} payload: {e}", source.as_str()))
-    })?;
+    let mut event = sources::parse(source, &stored)
+        .map_err(|e| Unplannable::Error(format!("cannot read {} payload: {e}", source.as_str())))?;
     let rejected = |e: values::ValueError| Unplannable::Rejected(e.to_string());
     values::check_event(&mut event).map_err(rejected)?;
     let modifiers = Modifiers::parse(del.query.as_deref().unwrap_or(""));

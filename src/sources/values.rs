@@ -361,7 +361,13 @@ mod tests {
     fn repositories() {
         assert_eq!(repository("acme/shop"), Ok(()));
         assert_eq!(repository("registry.example.com:5000/a/b"), Ok(()));
-        for bad in ["", "-acme/shop", "acme/\nshop", "acme shop", &"a".repeat(513)] {
+        for bad in [
+            "",
+            "-acme/shop",
+            "acme/\nshop",
+            "acme shop",
+            &"a".repeat(513),
+        ] {
             assert!(repository(bad).is_err(), "{bad:?}");
         }
     }
@@ -423,7 +429,9 @@ mod tests {
             "image tag"
         );
         assert_eq!(
-            check_event(&mut image("v1", "sha256:abc")).unwrap_err().field,
+            check_event(&mut image("v1", "sha256:abc"))
+                .unwrap_err()
+                .field,
             "image digest"
         );
     }
