@@ -242,3 +242,27 @@ async fn a_git_ref_modifier_that_is_no_ref_is_refused_with_400() {
     ferry.settled("open").await;
     assert_eq!(ferry.runs().len(), 3);
 }
+
+/// The lanes' last look: a `FERRY_*` value with a control character never reaches a command,
+/// whatever put it there (here the config itself names a profile with a line break).
+#[tokio::test]
+async fn no_ferry_value_with_a_control_character_reaches_a_command() {
+    let config = format!("{OPEN}\n[apps.open.profiles.\"two\\nlines\"]\nservices = [\"worker\"]\n");
+    let ferry = Ferry::with_config(&config).start().await;
+    let id = ferry
+        .hook("open")
+        .query("deployment_profile=two%0Alines")
+        .send()
+        .await
+        .accepted();
+    let deployments = ferry.settle(id).await;
+    let worker = only(&deployments, "worker");
+    assert_eq!(worker["state"], "failed", "{worker:#}");
+    let reason = worker["reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains("FERRY_PROFILE") && reason.contains("control character"),
+        "{reason}"
+    );
+    ferry.settled("open").await;
+    assert_eq!(ferry.runs(), vec![]);
+}
