@@ -599,6 +599,49 @@ mod properties {
             }
         }
 
+        /// And through the planner's rules: the deployments planned from a checked event (and
+        /// a `?git_ref=` that passed) carry only clean FERRY_* values.
+        #[test]
+        fn planned_deployments_carry_clean_ferry_values(
+            tag in hostile(),
+            commit in prop_oneof![hostile(), "[0-9a-fA-F]{40}"],
+            git_ref in prop_oneof![hostile(), Just(String::new())],
+        ) {
+            let config = crate::config::parse(
+                "[apps.a]\ntoken = \"tok-0123456789abcdef\"\n\
+                 [apps.a.services.tags]\ngit = { repo = \"acme/shop\", tags = \"*\" }\ncommand = [\"x\"]\n\
+                 [apps.a.services.plain]\ncommand = [\"x\"]\n",
+                std::path::Path::new("f.toml"),
+                &|_| None,
+            )
+            .expect("config");
+            let app = &config.apps["a"];
+            let full_ref = format!("refs/tags/{tag}");
+            let mut event = Event::Push(vec![GitPush {
+                repo: "acme/shop".into(),
+                git_ref: GitRef::parse(&full_ref),
+                full_ref,
+                commit: Some(commit),
+                time: Some(1),
+                deleted: false,
+                forced: false,
+            }]);
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("git_ref", &git_ref)
+                .finish();
+            let m = crate::plan::Modifiers::parse(&query);
+            if check_event(&mut event).is_ok()
+                && let Ok(planned) = crate::plan::plan(app, crate::sources::Source::Github, &event, &m, &|_: &str| None)
+            {
+                for d in planned {
+                    let values = [&d.git_repo, &d.git_branch, &d.git_ref, &d.git_commit, &d.image, &d.image_tag, &d.image_digest, &d.profile];
+                    for v in values.into_iter().flatten().map(String::as_str).chain([d.event.as_str()]) {
+                        prop_assert!(env_value("FERRY_X", v).is_ok() && !v.starts_with('-'), "{v:?} in {d:?}");
+                    }
+                }
+            }
+        }
+
         #[test]
         fn clamped_times_never_exceed_the_limit(t in any::<i64>(), received in any::<i64>()) {
             let mut e = Event::Redeploy { time: Some(t) };
