@@ -214,6 +214,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
         "error": d.error,
         "query": d.query,
         "replay_of": d.replay_of,
+        "note": d.note,
         "deployments": deployments,
     })
 }

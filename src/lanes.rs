@@ -234,6 +234,15 @@ async fn run_executor(
             env.push((k.to_string(), v.clone()));
         }
     }
+    // The last line of defence: planning took only checked values (`sources::values`), but
+    // whatever a deployment row holds is checked again before it becomes a variable.
+    if let Err(e) = env
+        .iter()
+        .try_for_each(|(k, v)| crate::sources::values::env_value(k, v))
+    {
+        let _ = tokio::fs::remove_file(&payload).await;
+        return Err(format!("refusing to run: {e}"));
+    }
     env.extend(service.env.iter().cloned());
     let mut env_remove: Vec<String> = FERRY_VARS.iter().map(|s| s.to_string()).collect();
     env_remove.extend(ctx.config.secret_env_vars.iter().cloned());

@@ -48,9 +48,14 @@ impl Modifiers {
         m
     }
 
-    /// Checks the modifiers against the app: unknown services or profiles are an error that
-    /// names them.
+    /// Checks the modifiers against the app: unknown services or profiles, or a `git_ref` that
+    /// is no ref name or commit id, are an error that names them.
     pub fn validate(&self, app: &App) -> Result<(), String> {
+        // `git_ref` becomes FERRY_GIT_REF: a ref name or a commit id, never an option or a
+        // line break (see `sources::values`).
+        if let Some(r) = &self.git_ref {
+            crate::sources::values::git_ref_or_commit(r).map_err(|e| e.to_string())?;
+        }
         if let Some(p) = &self.profile
             && !app.profiles.contains_key(p)
         {

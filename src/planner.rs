@@ -17,7 +17,7 @@ use std::collections::hash_map::Entry;
 use crate::config::{App, Config};
 use crate::logging::Escaped;
 use crate::plan::{self, Modifiers};
-use crate::sources::{self, Event, Source};
+use crate::sources::{self, Event, Source, values};
 use crate::store::{Deployment, FullDelivery, NewDeployment, Planning, Store, StoreError, state};
 
 pub async fn run(
@@ -72,6 +72,8 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
         let mut known = Known::default();
         let mut rows = Vec::new();
         let mut statuses = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        let mut notes = Vec::new();
         let mut plans = Vec::with_capacity(batch.len());
         for (d, p) in batch.iter().zip(parsed) {
             if !plans.is_empty() && started.elapsed() > BUSY_BUDGET && store.intake_busy() {
@@ -79,6 +81,9 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
             }
             let outcome = match p {
                 Ok(p) => {
+                    if let Some(note) = &p.note {
+                        notes.push((d.delivery.id, note.clone()));
+                    }
                     known.load(&mut tx, &p).await?;
                     let history = known.history(&p.app.name);
                     if p.unverified {
@@ -87,7 +92,12 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
                         plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
                     }
                 }
-                Err(message) => Err(message),
+                Err(Unplannable::Rejected(reason)) => {
+                    rejected.push((d.delivery.id, reason.clone()));
+                    plans.push((next_id, Vec::new(), Some(reason), true));
+                    continue;
+                }
+                Err(Unplannable::Error(message)) => Err(message),
             };
             let (deployments, error) = match outcome {
                 Ok(list) => (list, None),
@@ -102,13 +112,20 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
                 next_id += 1;
             }
             statuses.push((d.delivery.id, error.clone()));
-            plans.push((first, deployments, error));
+            plans.push((first, deployments, error, false));
         }
         tx.record(&rows, &statuses).await?;
+        tx.reject(&rejected).await?;
+        tx.note(&notes).await?;
         tx.commit().await?;
         // Logged once durable, so the log never shows a plan that a crash then lost. (`plans`
         // may cover only a prefix of the batch.)
-        for (d, (first, deployments, error)) in batch.iter().zip(plans) {
+        for (d, (first, deployments, error, rejected)) in batch.iter().zip(plans) {
+            if rejected {
+                let reason = error.as_deref().unwrap_or("");
+                tracing::warn!(delivery = d.delivery.id, app = %d.delivery.app, reason, "delivery rejected");
+                continue;
+            }
             queued += log_plan(d, first, &deployments, error.as_deref());
         }
     }
@@ -232,21 +249,36 @@ impl plan::History for AppHistory<'_> {
 struct Parsed<'c> {
     app: &'c App,
     source: Source,
+    /// Checked by `sources::values`, its times clamped to the time received.
     event: Event,
     modifiers: Modifiers,
     /// An unverified delivery of an app that configures a scheme: planned as a plain redeploy
     /// (`plan::plan_unverified`); its body is never read.
     unverified: bool,
+    /// Why an event time was not trusted, for the delivery's record.
+    note: Option<String>,
 }
 
-/// Reads a stored delivery with its source; an error is the reason it deploys nothing.
-fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, String> {
+/// Why a stored delivery is not planned.
+enum Unplannable {
+    /// It cannot be read, or its app is gone: recorded `planned`, with the error.
+    Error(String),
+    /// A value failed `sources::values`: recorded `rejected`, with the reason.
+    Rejected(String),
+}
+
+/// Reads a stored delivery with its source, checks its values and clamps its times: the one
+/// place where a payload becomes an event that planning (and so `FERRY_*`) sees.
+fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplannable> {
     let del = &d.delivery;
     let Some(app) = config.apps.get(&del.app) else {
-        return Err(format!("app {} is no longer configured", del.app));
+        return Err(Unplannable::Error(format!(
+            "app {} is no longer configured",
+            del.app
+        )));
     };
     let Some(source) = Source::from_name(&del.source) else {
-        return Err(format!("unknown source {}", del.source));
+        return Err(Unplannable::Error(format!("unknown source {}", del.source)));
     };
     let modifiers = Modifiers::parse(del.query.as_deref().unwrap_or(""));
     if !del.verified && app.verify.configured() {
@@ -256,6 +288,7 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, String>
             event: Event::Redeploy { time: None },
             modifiers,
             unverified: true,
+            note: None,
         });
     }
     let headers: serde_json::Map<String, serde_json::Value> =
@@ -271,13 +304,22 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, String>
         header: &header,
         body: &d.body,
     };
-    let event = sources::parse(source, &stored)
-        .map_err(|e| format!("cannot read {} payload: {e}", source.as_str()))?;
+    let mut event = sources::parse(source, &stored)
+        .map_err(|e| Unplannable::Error(format!("cannot read {} payload: {e}", source.as_str())))?;
+    let rejected = |e: values::ValueError| Unplannable::Rejected(e.to_string());
+    values::check_event(&mut event).map_err(rejected)?;
+    // Ingress refuses a bad `?git_ref=` already; deliveries stored before it did are caught here.
+    if let Some(r) = &modifiers.git_ref {
+        values::git_ref_or_commit(r).map_err(rejected)?;
+    }
+    // Once, here, so the plan and the batch's cache of newest times see the same time.
+    let note = values::clamp_future_times(&mut event, del.received_at);
     Ok(Parsed {
         app,
         source,
         event,
         modifiers,
         unverified: false,
+        note,
     })
 }

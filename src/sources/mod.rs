@@ -18,6 +18,7 @@ pub mod quay;
 pub mod registry;
 pub mod signature;
 pub mod standard;
+pub mod values;
 
 use http::HeaderMap;
 

@@ -149,6 +149,8 @@ pub struct Delivery {
     pub error: Option<String>,
     pub query: Option<String>,
     pub replay_of: Option<i64>,
+    /// What the planner noted, e.g. that an event time from the future was not trusted.
+    pub note: Option<String>,
 }
 
 /// A delivery with everything needed to plan or replay it.
@@ -296,7 +298,7 @@ impl Store {
 
     pub async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body, body_size FROM deliveries WHERE id = ?1",
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -305,7 +307,7 @@ impl Store {
     }
 
     pub async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
-        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of FROM deliveries";
+        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note FROM deliveries";
         // One statement per filter shape, so SQLite walks an index backwards from `before`
         // instead of scanning: list calls stay flat however many deliveries are stored.
         let before = f.before.unwrap_or(i64::MAX);
@@ -338,7 +340,7 @@ impl Store {
     /// Deliveries accepted but not yet planned, oldest first.
     pub async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body, body_size FROM deliveries
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries
              WHERE status = 'received' ORDER BY id LIMIT ?1",
         )
         .bind(limit)
@@ -849,6 +851,36 @@ impl Planning {
             .bind(error)
             .execute(&mut *self.tx)
             .await?;
+        }
+        Ok(())
+    }
+
+    /// Records deliveries whose values failed `sources::values`: `rejected`, with the reason.
+    /// Like deliveries refused on the request path they keep no dedupe key, so they never
+    /// block a good retry.
+    pub async fn reject(&mut self, deliveries: &[(i64, String)]) -> Result<(), StoreError> {
+        let now = now_ms();
+        for (id, reason) in deliveries {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'rejected', planned_at = ?2, error = ?3, dedupe_key = NULL WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(reason)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the planner's notes on deliveries (rare: one statement each).
+    pub async fn note(&mut self, notes: &[(i64, String)]) -> Result<(), StoreError> {
+        for (id, note) in notes {
+            sqlx::query("UPDATE deliveries SET note = ?2 WHERE id = ?1")
+                .bind(id)
+                .bind(note)
+                .execute(&mut *self.tx)
+                .await?;
         }
         Ok(())
     }

@@ -297,8 +297,10 @@ async fn a_burst_of_15_pushes_ends_on_the_newest_commit_with_at_most_3_runs() {
 #[tokio::test]
 async fn payload_values_never_reach_a_shell() {
     let ferry = Ferry::with_config(&shop_ci()).start().await;
-    let root = ferry.dir_str();
-    let evil = format!("$(touch {root}/pwned);`touch {root}/pwned2`");
+    // Shell syntax, yet a valid ref name (`?git_ref=` must be a ref or a commit id: no spaces,
+    // no component starting with `.` as temp dirs do). A shell would run it in the config's
+    // directory, the deploy command's working directory.
+    let evil = "$(touch${IFS}pwned);`touch${IFS}pwned2`".to_string();
     let encoded: String = evil
         .bytes()
         .map(|b| {

@@ -14,5 +14,6 @@ mod restart;
 mod security_hygiene;
 mod security_tls;
 mod security_verify;
+mod security_values;
 mod senders;
 mod storage;
