@@ -42,6 +42,8 @@ fuzz_target!(|input: (Vec<(u8, String)>, &[u8], i64)| {
         basic: s("u:p"),
         require: true,
         allow_unsigned: true,
+        // Transport and edge settings are not checked by `verify`.
+        ..Verify::default()
     };
     let source = detect(&h);
     let _ = delivery_id(source, &h);
