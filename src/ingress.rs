@@ -52,6 +52,7 @@ pub async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    client: Option<axum::Extension<crate::edges::ClientAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -59,6 +60,10 @@ pub async fn hook(
         Metrics::count(&shared.metrics.not_found);
         return not_found();
     };
+    // Allowlist and the app's rate, before the body is read or anything stored.
+    if let Some(refused) = shared.edges.admit(&shared, app, client.map(|c| c.0)) {
+        return refused;
+    }
     let limit = shared.config.server.body_limit;
     let too_large = || {
         error(
@@ -82,6 +87,14 @@ pub async fn hook(
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if over {
                 return too_large();
+            }
+            if let Some(t) = crate::listener::BodyTimeout::in_chain(&e) {
+                let mut r = error(StatusCode::REQUEST_TIMEOUT, t.to_string());
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                return r;
             }
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
         }

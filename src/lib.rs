@@ -6,6 +6,9 @@
 //!
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
+//! - [`listener`]: accepting connections: header and body timeouts, the connection cap.
+//! - [`edges`]: the client's address (trusted proxies), rate limits and IP allowlists.
+//! - [`ratelimit`]: a keyed rate limiter with bounded memory; the `"120/min"` syntax.
 //! - [`ingress`]: `POST /hooks/APP/TOKEN` — authenticate, verify, store, answer. Nothing else.
 //! - [`sources`]: one file per sender: detection, signature verification, payload → event.
 //! - [`store`]: SQLite; group commit for deliveries; the only module that knows SQL.
@@ -26,13 +29,16 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod deploylog;
+pub mod edges;
 pub mod executors;
 pub mod ingress;
 pub mod lanes;
+pub mod listener;
 pub mod logging;
 pub mod notify;
 pub mod plan;
 pub mod planner;
+pub mod ratelimit;
 pub mod retention;
 pub mod server;
 pub mod sources;

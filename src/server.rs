@@ -30,6 +30,8 @@ pub struct Shared {
     pub store: Store,
     pub intake: Intake,
     pub metrics: Metrics,
+    /// Client address, rate limits and allowlists of the hook route.
+    pub edges: crate::edges::Edges,
 }
 
 /// Counters of hook answers, by outcome, for `/metrics`.
@@ -40,6 +42,10 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     pub not_found: AtomicU64,
     pub unavailable: AtomicU64,
+    /// 429: a rate limit (per client, failed checks, per app).
+    pub limited: AtomicU64,
+    /// 403: outside the app's `verify.allow_ips`.
+    pub forbidden: AtomicU64,
 }
 
 impl Metrics {
@@ -57,7 +63,13 @@ pub enum ServerError {
 /// The HTTP routes, for a given shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/hooks/{app}/{token}", post(ingress::hook))
+        .route(
+            "/hooks/{app}/{token}",
+            post(ingress::hook).route_layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                crate::edges::guard,
+            )),
+        )
         // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .merge(api::router(shared.clone()))
@@ -72,6 +84,7 @@ async fn open_store(
     listener: &TcpListener,
     data_dir: &std::path::Path,
     stopping: &CancellationToken,
+    limits: crate::listener::ConnLimits,
 ) -> Result<Option<(Store, Intake)>, ServerError> {
     let first = match Store::open(data_dir).await {
         Ok(opened) => return Ok(Some(opened)),
@@ -107,11 +120,12 @@ async fn open_store(
                 }
             })
     };
-    let server = tokio::spawn(
-        axum::serve(degraded, unavailable)
-            .with_graceful_shutdown(opened_or_stopping.clone().cancelled_owned())
-            .into_future(),
-    );
+    let server = tokio::spawn(crate::listener::serve(
+        degraded,
+        unavailable,
+        limits,
+        opened_or_stopping.clone().cancelled_owned(),
+    ));
     let opened = loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
@@ -155,7 +169,8 @@ pub async fn serve(
         });
     }
     let addr = listener.local_addr()?;
-    let Some((store, intake)) = open_store(&listener, data_dir, &stopping).await? else {
+    let limits = crate::listener::ConnLimits::for_server(&config.server);
+    let Some((store, intake)) = open_store(&listener, data_dir, &stopping, limits).await? else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
@@ -221,11 +236,10 @@ pub async fn serve(
         store,
         intake,
         metrics: Metrics::default(),
+        edges: crate::edges::Edges::new(&config),
     });
-    tracing::info!(%addr, "listening");
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(stopping.cancelled_owned())
-        .await?;
+    tracing::info!(%addr, max_connections = limits.max_connections, "listening");
+    crate::listener::serve(listener, router(shared), limits, stopping.cancelled_owned()).await?;
 
     tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
     planner_stop.cancel();

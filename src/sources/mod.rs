@@ -990,6 +990,7 @@ mod properties {
             bearer: s("b"),
             basic: s("u:p"),
             require: true,
+            allow_ips: Vec::new(),
         }
     }
 

@@ -1,0 +1,489 @@
+//! Accepting connections and serving HTTP on them, with the limits a slow or hostile client
+//! meets before any handler runs.
+//!
+//! - **Header timeout** (`server.header_timeout`): hyper's `header_read_timeout`. It runs
+//!   whenever a connection waits for a request head, so it also closes idle keep-alive
+//!   connections and connections that never send a byte.
+//! - **Body timeout** (`server.body_timeout`): every request body is wrapped in [`Deadline`],
+//!   which fails with [`BodyTimeout`] once the body has taken longer than that since its
+//!   head arrived; ingress answers that 408.
+//! - **Connection cap** (`server.max_connections`, clamped to what `RLIMIT_NOFILE` leaves after
+//!   a reserve for the store, deploy commands and logs): at the cap, a newly accepted
+//!   connection pushes out the connection that has been idle longest (no request in
+//!   progress: a keep-alive connection or one still sending its head), so idle and slowloris
+//!   connections can never lock out `/healthz` or a sender. If every connection has a request
+//!   in progress, accepting pauses until one ends (new ones wait in the kernel's backlog).
+//!   Running out of file descriptors (`EMFILE`) closes the longest-idle connection and retries
+//!   shortly; an accept error never ends the server.
+//! - Every request carries `ConnectInfo<SocketAddr>` (the TCP peer) as axum's extension.
+//!
+//! [`serve`] is plain TCP. [`serve_with`] takes a `handshake` (for TLS: the rustls accept)
+//! that runs in the connection's own task, under the header timeout, and may return request
+//! extensions (a client certificate) that every request on the connection carries.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Server;
+
+/// File descriptors kept free for everything but client connections: the store (database,
+/// WAL and shared-memory files per pooled connection), deploy commands (pipes, log and payload
+/// files), the Docker socket, outgoing HTTP, and the one extra accept that makes room.
+pub const RESERVED_FDS: u64 = 32;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The connection-level limits, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl ConnLimits {
+    /// The configured limits, with `max_connections` lowered (and a warning logged) when the
+    /// process's file-descriptor limit cannot hold that many connections plus
+    /// [`RESERVED_FDS`]. The soft limit is first raised to the hard one, as Go's runtime does.
+    pub fn for_server(server: &Server) -> ConnLimits {
+        let mut limits = ConnLimits {
+            header_timeout: server.header_timeout,
+            body_timeout: server.body_timeout,
+            max_connections: server.max_connections,
+        };
+        if let Some(fit) = connections_that_fit()
+            && (limits.max_connections as u64) > fit
+        {
+            let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(1);
+            tracing::warn!(
+                configured = limits.max_connections,
+                used = fit,
+                "server.max_connections does not fit the open-file limit (ulimit -n) with {RESERVED_FDS} descriptors reserved; lowering it (raise the limit, e.g. LimitNOFILE= in systemd)"
+            );
+            limits.max_connections = fit;
+        }
+        limits
+    }
+}
+
+/// How many connections the open-file limit leaves room for, after the descriptors already
+/// open and [`RESERVED_FDS`]. `None` when the limit cannot be read.
+fn connections_that_fit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (mut soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        soft = hard;
+    }
+    let open = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(16);
+    Some(soft.saturating_sub(open + RESERVED_FDS))
+}
+
+/// Serves `router` on plain TCP until `shutdown` completes, then stops accepting and waits
+/// for the requests in progress to be answered.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(listener, router, limits, shutdown, |tcp| async move {
+        Ok((tcp, http::Extensions::new()))
+    })
+    .await
+}
+
+/// [`serve`] with a `handshake` from the accepted TCP stream to the stream HTTP is spoken on,
+/// plus extensions every request on that connection carries. It runs in the connection's own
+/// task (a slow handshake never holds up accepting) and gets `header_timeout` to finish.
+pub async fn serve_with<H, F, I>(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    handshake: H,
+) -> io::Result<()>
+where
+    H: Fn(TcpStream) -> F + Send + Sync + 'static,
+    F: Future<Output = io::Result<(I, http::Extensions)>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stopping = CancellationToken::new();
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.cancel();
+        });
+    }
+    let registry = Arc::new(Registry::default());
+    let handshake = Arc::new(handshake);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(&e, &registry).await;
+                    continue;
+                }
+            },
+            _ = stopping.cancelled() => break,
+        };
+        // At the cap: push out the longest-idle connection, or wait for a request to end.
+        while registry.len() >= limits.max_connections {
+            if registry.evict_idle() {
+                break;
+            }
+            tokio::select! {
+                _ = registry.wait_freed() => {}
+                _ = stopping.cancelled() => break,
+            }
+        }
+        let _ = tcp.set_nodelay(true);
+        let slot = registry.add();
+        let registry = registry.clone();
+        let handshake = handshake.clone();
+        let router = router.clone();
+        let http = http.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            let handshaken = tokio::select! {
+                r = tokio::time::timeout(limits.header_timeout, handshake(tcp)) => r,
+                _ = slot.evicted.cancelled() => Ok(Err(io::ErrorKind::ConnectionAborted.into())),
+            };
+            if let Ok(Ok((io, extensions))) = handshaken {
+                let service = hyper::service::service_fn({
+                    let slot = slot.clone();
+                    move |req| {
+                        request(
+                            req,
+                            router.clone(),
+                            peer,
+                            extensions.clone(),
+                            limits.body_timeout,
+                            slot.clone(),
+                        )
+                    }
+                });
+                let conn = http.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    // Dropping the connection closes it.
+                    _ = slot.evicted.cancelled() => {
+                        tracing::debug!(%peer, "closed an idle connection to make room");
+                    }
+                    _ = stopping.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            } else {
+                tracing::debug!(%peer, "connection closed during its handshake");
+            }
+            registry.remove(slot.id);
+        });
+    }
+    drop(listener);
+    // Requests in progress are answered; idle connections were closed by graceful_shutdown.
+    while !registry.is_empty() {
+        registry.wait_freed().await;
+    }
+    Ok(())
+}
+
+/// One request: the extensions handlers rely on, the body deadline, and the connection marked
+/// busy (not evictable) until the response is ready.
+async fn request(
+    mut req: http::Request<Incoming>,
+    router: Router,
+    peer: SocketAddr,
+    extensions: http::Extensions,
+    body_timeout: Duration,
+    slot: Arc<Slot>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    use tower::ServiceExt;
+    let _busy = slot.busy();
+    req.extensions_mut().extend(extensions);
+    req.extensions_mut().insert(ConnectInfo(peer));
+    let req = req.map(|body| axum::body::Body::new(Deadline::new(body, body_timeout)));
+    router.oneshot(req).await
+}
+
+/// What to do when `accept` fails: connection-level errors (the client gave up) are ignored;
+/// running out of descriptors closes the longest-idle connection; anything else waits a
+/// moment so a persistent error cannot spin.
+async fn accept_failed(e: &io::Error, registry: &Registry) {
+    use nix::errno::Errno;
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    let out_of_fds = e
+        .raw_os_error()
+        .is_some_and(|n| n == Errno::EMFILE as i32 || n == Errno::ENFILE as i32);
+    if out_of_fds {
+        let evicted = registry.evict_idle();
+        tracing::warn!(
+            error = %e,
+            evicted_idle = evicted,
+            "out of file descriptors accepting a connection; raise the open-file limit or lower server.max_connections"
+        );
+    } else {
+        tracing::error!(error = %e, "cannot accept a connection");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The open connections, for the cap and for choosing which idle one to close.
+#[derive(Default)]
+struct Registry {
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    next_id: AtomicU64,
+    /// Notified whenever a connection ends or a request finishes.
+    freed: Arc<tokio::sync::Notify>,
+}
+
+struct Slot {
+    id: u64,
+    /// Requests in progress on this connection.
+    busy: AtomicUsize,
+    /// When the connection was opened or last finished a request, in ms since `epoch`.
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+    evicted: CancellationToken,
+    /// The registry's `freed`.
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Registry {
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self) -> Arc<Slot> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            id,
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            evicted: CancellationToken::new(),
+            freed: self.freed.clone(),
+        });
+        self.lock().insert(id, slot.clone());
+        slot
+    }
+
+    /// Until a connection ends or a request finishes (or a short while: a notification sent
+    /// just before waiting would otherwise be missed).
+    async fn wait_freed(&self) {
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.freed.notified()).await;
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+        self.freed.notify_waiters();
+    }
+
+    /// Closes the connection idle the longest (no request in progress) and forgets it at once,
+    /// so the new connection can take its place. False if every connection is busy.
+    fn evict_idle(&self) -> bool {
+        let mut slots = self.lock();
+        let oldest = slots
+            .values()
+            .filter(|s| s.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|s| s.idle_since())
+            .map(|s| s.id);
+        match oldest.and_then(|id| slots.remove(&id)) {
+            Some(slot) => {
+                slot.evicted.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Slot {
+    fn idle_since(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+    }
+
+    fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+}
+
+/// Marks a connection busy while a request is in progress.
+struct Busy(Arc<Slot>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let slot = &self.0;
+        let ms = u64::try_from(slot.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        slot.idle_since_ms.store(ms, Ordering::Relaxed);
+        slot.busy.fetch_sub(1, Ordering::AcqRel);
+        slot.freed.notify_waiters();
+    }
+}
+
+/// A request body that must arrive within a time limit counted from the request's head.
+pub struct Deadline<B> {
+    inner: B,
+    limit: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Deadline<B> {
+    pub fn new(inner: B, limit: Duration) -> Deadline<B> {
+        Deadline {
+            inner,
+            limit,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+/// The body did not arrive within `server.body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the body was not received within {} (server.body_timeout)", humantime::format_duration(*.0))]
+pub struct BodyTimeout(pub Duration);
+
+impl BodyTimeout {
+    /// Finds a body timeout in an error's source chain (as `to_bytes` wraps it).
+    pub fn in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimeout> {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(t) = err.downcast_ref::<BodyTimeout>() {
+                return Some(t);
+            }
+            cur = err.source();
+        }
+        None
+    }
+}
+
+impl<B> Body for Deadline<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_body_that_stalls_fails_with_body_timeout() {
+        use futures_util::StreamExt;
+        // One byte, then nothing, as a slow client sends it.
+        let frames =
+            futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"{")))])
+                .chain(futures_util::stream::pending());
+        let body = Deadline::new(
+            http_body_util::StreamBody::new(frames),
+            Duration::from_millis(200),
+        );
+        let started = Instant::now();
+        let err = body.collect().await.map(|c| c.to_bytes()).unwrap_err();
+        assert!(BodyTimeout::in_chain(&*err).is_some(), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_time_passes() {
+        let body = Deadline::new(
+            http_body_util::Full::new(Bytes::from_static(b"{}")),
+            Duration::from_secs(30),
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"{}");
+    }
+
+    #[test]
+    fn eviction_takes_the_longest_idle_and_never_a_busy_one() {
+        let registry = Registry::default();
+        let a = registry.add();
+        let b = registry.add();
+        let busy = b.busy();
+        a.idle_since_ms.store(10, Ordering::Relaxed);
+        let c = registry.add();
+        c.idle_since_ms.store(5, Ordering::Relaxed);
+        assert!(registry.evict_idle());
+        assert!(c.evicted.is_cancelled() && !a.evicted.is_cancelled());
+        assert!(registry.evict_idle());
+        assert!(a.evicted.is_cancelled());
+        // Only the busy one is left.
+        assert!(!registry.evict_idle());
+        assert!(!b.evicted.is_cancelled());
+        drop(busy);
+        assert!(registry.evict_idle());
+        assert!(registry.is_empty());
+    }
+}
