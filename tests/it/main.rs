@@ -11,5 +11,6 @@ mod executor;
 mod intake;
 mod planning;
 mod restart;
+mod security_edges;
 mod senders;
 mod storage;
