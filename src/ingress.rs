@@ -1,10 +1,12 @@
 //! Ingress: the redeploy hook, `POST /hooks/APP/TOKEN`.
 //!
-//! A hook request only authenticates, stores and answers: token (constant time), body limit,
-//! sender detection and signature, modifiers checked against the config, then the delivery is
-//! committed (group commit, fsync'd) and the answer goes out. Parsing the payload, planning and
-//! deploying happen afterwards in the background (`crate::planner`, `crate::lanes`), so the
-//! answer takes milliseconds whatever the deployment does.
+//! A hook request only authenticates, stores and answers: token (constant time), address
+//! allowlist and app rate (`crate::edges`; per-client limits ran before, in `edges::guard`),
+//! body limit and timeout, sender detection and signature, modifiers checked against the
+//! config, then the delivery is committed (group commit, fsync'd) and the answer goes out.
+//! Parsing the payload, planning and deploying happen afterwards in the background
+//! (`crate::planner`, `crate::lanes`), so the answer takes milliseconds whatever the
+//! deployment does.
 
 use std::sync::Arc;
 

@@ -61,14 +61,15 @@ pub struct ConnLimits {
 impl ConnLimits {
     /// The configured limits, with `max_connections` lowered (and a warning logged) when the
     /// process's file-descriptor limit cannot hold that many connections plus
-    /// [`RESERVED_FDS`]. The soft limit is first raised to the hard one, as Go's runtime does.
+    /// [`RESERVED_FDS`]. The soft limit is first raised as far as needed (never beyond the
+    /// hard limit; deploy commands inherit it, so no further).
     pub fn for_server(server: &Server) -> ConnLimits {
         let mut limits = ConnLimits {
             header_timeout: server.header_timeout,
             body_timeout: server.body_timeout,
             max_connections: server.max_connections,
         };
-        if let Some(fit) = connections_that_fit()
+        if let Some(fit) = connections_that_fit(limits.max_connections as u64)
             && (limits.max_connections as u64) > fit
         {
             let fit = usize::try_from(fit).unwrap_or(usize::MAX).max(1);
@@ -84,16 +85,18 @@ impl ConnLimits {
 }
 
 /// How many connections the open-file limit leaves room for, after the descriptors already
-/// open and [`RESERVED_FDS`]. `None` when the limit cannot be read.
-fn connections_that_fit() -> Option<u64> {
+/// open and [`RESERVED_FDS`], having raised the soft limit towards what `wanted` connections
+/// need. `None` when the limit cannot be read.
+fn connections_that_fit(wanted: u64) -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (mut soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        soft = hard;
-    }
     let open = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(16);
+    let needed = wanted.saturating_add(open + RESERVED_FDS).min(hard);
+    if needed > soft && setrlimit(Resource::RLIMIT_NOFILE, needed, hard).is_ok() {
+        soft = needed;
+    }
     Some(soft.saturating_sub(open + RESERVED_FDS))
 }
 

@@ -148,7 +148,10 @@ async fn trickle_until_closed(ferry: &Ferry, first: &[u8], trickle: u8) -> (Stri
             }
         }
     }
-    (String::from_utf8_lossy(&got).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test]
@@ -182,11 +185,22 @@ async fn a_slow_body_is_cut_off_with_408_and_nothing_is_stored() {
     let (answer, took) = trickle_until_closed(&ferry, head.as_bytes(), b' ').await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("server.body_timeout"), "{answer}");
-    assert!(took >= Duration::from_millis(900), "answered after {took:?}");
-    assert!(took < Duration::from_secs(10), "answered only after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered only after {took:?}"
+    );
     assert!(ferry.deliveries("app=blog").await.is_empty());
     // A client that sends its body in time is served as before.
-    assert_eq!(post(ferry.http(), &ferry, "blog", BLOG_TOKEN, &[]).await.status, 202);
+    assert_eq!(
+        post(ferry.http(), &ferry, "blog", BLOG_TOKEN, &[])
+            .await
+            .status,
+        202
+    );
 }
 
 #[tokio::test]
@@ -249,7 +263,12 @@ async fn a_burst_beyond_the_app_rate_gets_429_with_retry_after_and_is_not_stored
     }
     assert_eq!(ferry.deliveries("app=blog").await.len(), 3);
     // Another app is not limited by blog's rate.
-    assert_eq!(post(ferry.http(), &ferry, "docs", DOCS_TOKEN, &[]).await.status, 202);
+    assert_eq!(
+        post(ferry.http(), &ferry, "docs", DOCS_TOKEN, &[])
+            .await
+            .status,
+        202
+    );
 }
 
 #[tokio::test]
@@ -258,7 +277,12 @@ async fn a_burst_from_one_address_gets_429_while_another_address_is_served() {
         .start()
         .await;
     for _ in 0..2 {
-        assert_eq!(post(ferry.http(), &ferry, "blog", BLOG_TOKEN, &[]).await.status, 202);
+        assert_eq!(
+            post(ferry.http(), &ferry, "blog", BLOG_TOKEN, &[])
+                .await
+                .status,
+            202
+        );
     }
     // The limit is per address, over every app.
     let a = post(ferry.http(), &ferry, "docs", DOCS_TOKEN, &[]).await;
@@ -276,7 +300,10 @@ async fn repeated_wrong_tokens_get_429_before_the_token_is_even_checked() {
         .start()
         .await;
     for guess in ["guess-000000001", "guess-000000002", "guess-000000003"] {
-        assert_eq!(post(ferry.http(), &ferry, "blog", guess, &[]).await.status, 404);
+        assert_eq!(
+            post(ferry.http(), &ferry, "blog", guess, &[]).await.status,
+            404
+        );
     }
     let a = post(ferry.http(), &ferry, "blog", "guess-000000004", &[]).await;
     assert_eq!(a.status, 429, "{}", a.text);
@@ -337,7 +364,11 @@ async fn allow_ips_refuses_an_address_outside_the_list_and_stores_nothing() {
     let outside = post(&second_address(), &ferry, "blog", BLOG_TOKEN, &[]).await;
     assert_eq!(outside.status, 403, "{}", outside.text);
     assert!(outside.text.contains("127.0.0.2"), "{}", outside.text);
-    assert!(outside.text.contains("apps.blog.verify.allow_ips"), "{}", outside.text);
+    assert!(
+        outside.text.contains("apps.blog.verify.allow_ips"),
+        "{}",
+        outside.text
+    );
     let inside = post(ferry.http(), &ferry, "blog", BLOG_TOKEN, &[]).await;
     assert_eq!(inside.status, 202, "{}", inside.text);
     assert_eq!(ferry.deliveries("app=blog").await.len(), 1);
@@ -356,10 +387,24 @@ async fn x_forwarded_for_is_honoured_only_from_a_trusted_proxy() {
     .await;
     let xff = |v: &'static str| [("X-Forwarded-For", v)];
     // From the trusted proxy: the address it saw is the client's.
-    let via_proxy = post(ferry.http(), &ferry, "blog", BLOG_TOKEN, &xff("203.0.113.5")).await;
+    let via_proxy = post(
+        ferry.http(),
+        &ferry,
+        "blog",
+        BLOG_TOKEN,
+        &xff("203.0.113.5"),
+    )
+    .await;
     assert_eq!(via_proxy.status, 202, "{}", via_proxy.text);
     // From anyone else the header is ignored: the client is the TCP peer.
-    let direct = post(&second_address(), &ferry, "blog", BLOG_TOKEN, &xff("203.0.113.5")).await;
+    let direct = post(
+        &second_address(),
+        &ferry,
+        "blog",
+        BLOG_TOKEN,
+        &xff("203.0.113.5"),
+    )
+    .await;
     assert_eq!(direct.status, 403, "{}", direct.text);
     assert!(direct.text.contains("127.0.0.2"), "{}", direct.text);
     // Entries left of the proxy's own are the client's word: the right-most one counts.
