@@ -220,9 +220,14 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
         response.status(),
         StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED
     ) && let Some(failures) = &edges.failures
-        && failures.check(&key, Instant::now()).is_err()
     {
-        tracing::warn!(%client, "client reached its limit of failed token or signature checks");
+        let now = Instant::now();
+        // Charged after the answer: a concurrent burst of guesses can overshoot the budget by
+        // the requests already in progress (bounded by rate_per_client and max_connections).
+        let _ = failures.check(&key, now);
+        if let Err(wait) = failures.peek(&key, now) {
+            tracing::warn!(%client, retry_after_secs = retry_after_secs(wait), "client reached its limit of failed token or signature checks; refusing its hook requests for now");
+        }
     }
     response
 }

@@ -423,3 +423,36 @@ async fn x_forwarded_for_is_honoured_only_from_a_trusted_proxy() {
     assert_eq!(no_header.status, 403, "{}", no_header.text);
     assert_eq!(ferry.deliveries("app=blog").await.len(), 1);
 }
+
+#[tokio::test]
+async fn at_max_connections_with_every_connection_busy_new_ones_wait_and_are_served() {
+    let ferry = Ferry::with_config(&config("max_connections = 2\nbody_timeout = \"2s\"", ""))
+        .start()
+        .await;
+    let head = format!(
+        "POST /hooks/blog/{BLOG_TOKEN} HTTP/1.1\r\nHost: ferry\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    let started = Instant::now();
+    // Two connections with a request in progress (a slow body): the cap is reached and
+    // neither may be pushed out.
+    let slow = futures_util::future::join(
+        trickle_until_closed(&ferry, head.as_bytes(), b' '),
+        trickle_until_closed(&ferry, head.as_bytes(), b' '),
+    );
+    let check_health = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = healthz(ferry.http(), &ferry).await;
+        (status, started.elapsed())
+    };
+    let (((a, _), (b, _)), (health, answered_after)) = tokio::join!(slow, check_health);
+    assert!(
+        a.starts_with("HTTP/1.1 408") && b.starts_with("HTTP/1.1 408"),
+        "{a}\n{b}"
+    );
+    // Not refused: it waited until a busy connection ended (the body timeout, 2 s).
+    assert_eq!(health, 200);
+    assert!(
+        answered_after >= Duration::from_millis(1900),
+        "/healthz was answered after {answered_after:?}, while both connections were busy"
+    );
+}
