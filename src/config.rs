@@ -74,7 +74,8 @@ pub struct Server {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Hook requests per client address (`None`: unlimited).
     pub rate_per_client: Option<crate::ratelimit::Rate>,
-    /// Failed token or signature checks per client address before it gets 429 (`None`: off).
+    /// Failed token or signature checks per client address and hook app, before that client
+    /// gets 429 on that app (`None`: off).
     pub failures_per_client: Option<crate::ratelimit::Rate>,
 }
 

@@ -7,9 +7,12 @@
 //!   `Forwarded` (RFC 7239) is not read. IPv6 clients are limited per /64 (one host
 //!   usually holds a whole /64, so single addresses would be free to rotate).
 //! - [`guard`] (middleware on the hook route, before the handler reads anything): a client
-//!   whose failed token or signature checks (404/401) exceeded `server.failures_per_client`
-//!   gets 429 without its token being checked; every client is held to
-//!   `server.rate_per_client`. Afterwards a 404 or 401 answer is charged to the client.
+//!   whose failed token or signature checks (404/401) on a hook URL's app exceeded
+//!   `server.failures_per_client` gets 429 there without its token being checked; every client
+//!   is held to `server.rate_per_client` over all apps. Afterwards a 404 or 401 answer is
+//!   charged to the client and the app named in the URL. Per app, because senders share
+//!   addresses: anyone can point a GitHub webhook with a wrong token at a ferry, and that must
+//!   not lock GitHub out of every app (only out of the app whose name they used).
 //! - [`Edges::admit`] (called by ingress once the token matched): `verify.allow_ips` (403)
 //!   and `limits.rate` per app (429).
 //!
@@ -42,7 +45,7 @@ pub struct ClientAddr(pub IpAddr);
 pub struct Edges {
     trusted_proxies: Vec<IpNet>,
     per_client: Option<Limiter<IpAddr>>,
-    failures: Option<Limiter<IpAddr>>,
+    failures: Option<Limiter<(IpAddr, String)>>,
     per_app: HashMap<String, Limiter<()>>,
 }
 
@@ -150,6 +153,19 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|ip| IpAddr::V6(ip).to_canonical())
 }
 
+/// The app segment of `/hooks/APP/TOKEN` (at most 64 bytes: it only keys a limiter).
+fn hook_app(path: &str) -> String {
+    let app = path
+        .strip_prefix("/hooks/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let mut end = app.len().min(64);
+    while !app.is_char_boundary(end) {
+        end -= 1;
+    }
+    app[..end].to_string()
+}
+
 /// The key an address is limited under: IPv4 as is, IPv6 by its /64.
 fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
@@ -189,15 +205,16 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
     let client = edges.client_addr(peer, req.headers());
     req.extensions_mut().insert(ClientAddr(client));
     let key = limit_key(client);
+    let failure_key = (key, hook_app(req.uri().path()));
     if let Some(failures) = &edges.failures
-        && let Err(wait) = failures.peek(&key, Instant::now())
+        && let Err(wait) = failures.peek(&failure_key, Instant::now())
     {
         Metrics::count(&shared.metrics.limited);
         tracing::debug!(%client, "client over its failed-check limit; answering 429");
         return too_many(
             wait,
             format!(
-                "too many failed token or signature checks from {client} (server.failures_per_client = \"{}\")",
+                "too many failed token or signature checks from {client} on this hook URL (server.failures_per_client = \"{}\")",
                 failures.rate()
             ),
         );
@@ -224,8 +241,8 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
         let now = Instant::now();
         // Charged after the answer: a concurrent burst of guesses can overshoot the budget by
         // the requests already in progress (bounded by rate_per_client and max_connections).
-        let _ = failures.check(&key, now);
-        if let Err(wait) = failures.peek(&key, now) {
+        let _ = failures.check(&failure_key, now);
+        if let Err(wait) = failures.peek(&failure_key, now) {
             tracing::warn!(%client, retry_after_secs = retry_after_secs(wait), "client reached its limit of failed token or signature checks; refusing its hook requests for now");
         }
     }
@@ -302,6 +319,13 @@ mod tests {
             e.client_addr(ip("10.0.0.1"), &xff(&["garbage, 10.2.2.2"])),
             ip("10.2.2.2")
         );
+    }
+
+    #[test]
+    fn failures_are_keyed_by_the_app_in_the_url() {
+        assert_eq!(hook_app("/hooks/blog/tok"), "blog");
+        assert_eq!(hook_app("/hooks/"), "");
+        assert_eq!(hook_app(&format!("/hooks/{}/t", "é".repeat(40))).len(), 64);
     }
 
     #[test]

@@ -295,7 +295,7 @@ async fn a_burst_from_one_address_gets_429_while_another_address_is_served() {
 }
 
 #[tokio::test]
-async fn repeated_wrong_tokens_get_429_before_the_token_is_even_checked() {
+async fn repeated_wrong_tokens_for_an_app_get_429_before_the_token_is_even_checked() {
     let ferry = Ferry::with_config(&config("failures_per_client = \"3/min\"", ""))
         .start()
         .await;
@@ -316,6 +316,10 @@ async fn repeated_wrong_tokens_get_429_before_the_token_is_even_checked() {
     let other = post(&second_address(), &ferry, "blog", BLOG_TOKEN, &[]).await;
     assert_eq!(other.status, 202, "{}", other.text);
     assert_eq!(ferry.deliveries("app=blog").await.len(), 1);
+    // So is another app from the same address: senders share addresses (GitHub's), and a
+    // stranger's wrong token for one app must not lock that sender out of the others.
+    let docs = post(ferry.http(), &ferry, "docs", DOCS_TOKEN, &[]).await;
+    assert_eq!(docs.status, 202, "{}", docs.text);
 }
 
 #[tokio::test]
