@@ -155,6 +155,9 @@ where
             _ = stopping.cancelled() => break,
         };
         // At the cap: push out the longest-idle connection, or wait for a request to end.
+        if registry.len() >= limits.max_connections {
+            registry.warn_at_cap(limits.max_connections);
+        }
         while registry.len() >= limits.max_connections {
             if registry.evict_idle() {
                 break;
@@ -275,6 +278,8 @@ struct Registry {
     next_id: AtomicU64,
     /// Notified whenever a connection ends or a request finishes.
     freed: Arc<tokio::sync::Notify>,
+    /// When the cap was last reported (seconds since the Unix epoch), to log it once a minute.
+    cap_warned_at: AtomicU64,
 }
 
 struct Slot {
@@ -292,6 +297,24 @@ struct Slot {
 impl Registry {
     fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    fn warn_at_cap(&self, max: usize) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.cap_warned_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60
+            && self
+                .cap_warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                max_connections = max,
+                "connection cap reached: each new connection closes the longest-idle one (or waits while all are busy); logged at most once a minute"
+            );
+        }
     }
 
     fn is_empty(&self) -> bool {

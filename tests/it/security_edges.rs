@@ -241,6 +241,15 @@ async fn idle_connections_at_a_file_limit_of_64_do_not_stop_healthz_or_hooks() {
         idle.push(TcpStream::connect(addr(&ferry)).await.expect("connect"));
     }
     assert_eq!(healthz(&client, &ferry).await, 200);
+    crate::support::eventually("the cap to be reported", WAIT, async || {
+        let logs = ferry.stderr_text();
+        if logs.contains("connection cap reached") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    })
+    .await;
     drop(idle);
 }
 
@@ -268,6 +277,19 @@ async fn a_burst_beyond_the_app_rate_gets_429_with_retry_after_and_is_not_stored
             .await
             .status,
         202
+    );
+    let metrics = ferry
+        .http()
+        .get(ferry.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_hook_requests_total{outcome=\"limited\"} 2"),
+        "{metrics}"
     );
 }
 
