@@ -349,34 +349,29 @@ async fn repeated_wrong_signatures_get_429() {
     let ferry = Ferry::with_config(&config("failures_per_client = \"2/min\"", ""))
         .start()
         .await;
-    let body = "{}";
-    let good = crate::support::sign_github(SIGNED_SECRET, body.as_bytes());
-    let bad = crate::support::sign_github("a guess", body.as_bytes());
-    let github = |sig: &str| {
-        vec![
-            ("X-GitHub-Event", "ping"),
-            ("X-GitHub-Delivery", "0f1e2d3c-0000-4000-8000-000000000001"),
-            ("X-Hub-Signature-256", sig),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string()))
-        .collect::<Vec<_>>()
-    };
-    let send = |sig: String| {
-        let headers = github(&sig);
-        let ferry = &ferry;
-        async move {
-            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            post(ferry.http(), ferry, "signed", SIGNED_TOKEN, &h).await
-        }
+    let send = |secret: &str| {
+        ferry
+            .hook("signed")
+            .token(SIGNED_TOKEN)
+            .github("ping")
+            .body("{}")
+            .signed(secret)
+            .send()
     };
     for _ in 0..2 {
-        let a = send(bad.clone()).await;
-        assert_eq!(a.status, 401, "{}", a.text);
+        let r = send("a guess").await;
+        assert_eq!(r.status, 401, "{}", r.text);
     }
-    let a = send(good.clone()).await;
-    assert_eq!(a.status, 429, "{}", a.text);
-    assert!(a.retry_after.is_some());
+    // Now even the right signature is refused: a right guess would tell nothing.
+    let r = send(SIGNED_SECRET).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(
+        r.error().contains("server.failures_per_client"),
+        "{}",
+        r.text
+    );
+    // The two 401s were recorded as rejected (as before); the 429 was not stored.
+    assert_eq!(ferry.deliveries("app=signed").await.len(), 2);
 }
 
 #[tokio::test]
