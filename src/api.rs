@@ -49,7 +49,20 @@ fn not_found(what: &str) -> ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// Every route of this module (on the main listener when there is no `server.admin_listen`).
 pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    admin_router(shared).merge(health_router())
+}
+
+/// `/healthz` and `/readyz`: on every listener.
+pub fn health_router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+}
+
+/// The API and `/metrics`: on the admin listener when `server.admin_listen` is set.
+pub fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let api = Router::new()
         .route("/apps", get(apps))
         .route("/apps/{app}/deploy", post(deploy))
@@ -64,8 +77,6 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .layer(middleware::from_fn_with_state(shared, require_admin));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
@@ -275,6 +286,9 @@ async fn delivery(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> Api
     let mut v = delivery_json(&d.delivery, &shared.store.deployment_ids_of(id).await?);
     v["headers"] = serde_json::from_str(&d.headers).unwrap_or(Value::Null);
     v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
+    // A refused delivery keeps only the start of its body: say so, and how large it was.
+    v["body_truncated"] = Value::Bool(d.body_size.is_some());
+    v["body_size"] = json!(d.body_size.unwrap_or(d.body.len() as i64));
     Ok(Json(v).into_response())
 }
 

@@ -1,5 +1,7 @@
 //! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `status`,
 //! `logs`, `deliveries` and `replay` are clients of a running server's API.
+//! They find the server through `--server`, else the config: `server.admin_listen` when set
+//! (the API is only there then), else `server.public_url`.
 //!
 //! Each command returns an exit code or an error; `main` prints errors in one place.
 
@@ -158,7 +160,25 @@ pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
             "warning: server.admin_token is not set: the API and client commands are disabled"
         );
     }
+    warn_readable_secret_files(&c);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Secret files that others than their owner may read are worth a warning, not an error
+/// (a Kubernetes secret volume may be group-readable on purpose, with `fsGroup`).
+fn warn_readable_secret_files(c: &config::Config) {
+    use std::os::unix::fs::PermissionsExt;
+    for (key, path) in &c.secret_files {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: {key}: secret file {} is readable by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
@@ -270,7 +290,26 @@ fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
     } else {
         out.push(format!("Anything else (CI, curl): curl -X POST '{url}'"));
     }
+    if v.client_cert {
+        out.push(
+            "Callers need a client certificate signed by server.client_ca (verify.client_cert = true)."
+                .to_string(),
+        );
+    }
     out
+}
+
+/// The URL of `server.admin_listen` (plain HTTP) as a client reaches it: a wildcard address
+/// (`0.0.0.0`, `[::]`) means this host.
+fn admin_url(listen: &str) -> String {
+    let addr = if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
+    };
+    format!("http://{addr}")
 }
 
 /// A small blocking-free client for the API.
@@ -287,16 +326,18 @@ impl Client {
             None => {
                 let c = load_config(&args.config)
                     .context("cannot find the server: pass --server URL or set FERRY_SERVER")?;
-                c.server.public_url
+                // With an admin listener the API lives only there.
+                match &c.server.admin_listen {
+                    Some(addr) => admin_url(addr),
+                    None => c.server.public_url,
+                }
             }
         };
         let token = args
             .token
             .clone()
             .ok_or_else(|| anyhow!("no admin token: pass --token or set FERRY_ADMIN_TOKEN"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let http = crate::outgoing::builder(Duration::from_secs(30)).build()?;
         Ok(Client { base, token, http })
     }
 

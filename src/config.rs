@@ -44,6 +44,9 @@ pub struct Config {
     /// Names of environment variables whose values became secrets. Deploy commands do not
     /// inherit them: a deploy script has no business knowing the hook token.
     pub secret_env_vars: Vec<String>,
+    /// Files secrets were read from (`{ file = "…" }`), with the key that named each:
+    /// `ferry check` warns about those others may read.
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +80,21 @@ pub struct Server {
     /// Failed token or signature checks per client address and hook app, before that client
     /// gets 429 on that app (`None`: off).
     pub failures_per_client: Option<crate::ratelimit::Rate>,
+    /// HTTPS on `listen` (`server.tls`, with `server.client_ca` for mTLS).
+    pub tls: Option<TlsSettings>,
+    /// A second, plain-HTTP listener for the API and `/metrics`; when set, the main listener
+    /// serves only hooks and health checks.
+    pub admin_listen: Option<String>,
+}
+
+/// The files of `server.tls` and `server.client_ca` (absolute, or relative to the config's
+/// directory). Read at start and again on SIGHUP (`crate::tls`).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates signed by this CA are verified; see `Verify::client_cert`.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +148,9 @@ pub struct Verify {
     pub require: bool,
     /// Client addresses allowed to call the hook (empty: any). Not a verification scheme.
     pub allow_ips: Vec<ipnet::IpNet>,
+    /// Refuse requests whose connection presented no client certificate verified against
+    /// `server.client_ca` (mTLS).
+    pub client_cert: bool,
 }
 
 impl Verify {
@@ -463,12 +484,20 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let mut v = Validator {
         text,
         file: path.display().to_string(),
+        config_dir: dir.clone(),
         env,
         diags: Vec::new(),
         secret_env_vars: Vec::new(),
+        secret_files: Vec::new(),
+        client_cert_apps: Vec::new(),
     };
     let raw: raw::File = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -493,11 +522,6 @@ pub fn parse(
             return Err(ConfigError::Invalid(v.diags));
         }
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
     let config = v.validate(raw, path, &dir);
     if v.diags.is_empty() {
         Ok(config)
@@ -529,7 +553,7 @@ mod raw {
         pub listen: Option<Spanned<String>>,
         pub public_url: Option<Spanned<String>>,
         pub data_dir: Option<Spanned<String>>,
-        pub admin_token: Option<Spanned<String>>,
+        pub admin_token: Option<Spanned<SecretValue>>,
         pub body_limit: Option<Spanned<super::Size>>,
         pub shutdown_grace: Option<Spanned<String>>,
         pub retry_interrupted: Option<Spanned<i64>>,
@@ -540,12 +564,22 @@ mod raw {
         pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
         pub rate_per_client: Option<Spanned<String>>,
         pub failures_per_client: Option<Spanned<String>>,
+        pub tls: Option<Spanned<Tls>>,
+        pub client_ca: Option<Spanned<String>>,
+        pub admin_listen: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        pub cert: Spanned<String>,
+        pub key: Spanned<String>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct App {
-        pub token: Option<Spanned<String>>,
+        pub token: Option<Spanned<SecretValue>>,
         #[serde(default)]
         pub verify: Option<Spanned<Verify>>,
         #[serde(default)]
@@ -584,14 +618,30 @@ mod raw {
         pub basic: Option<Spanned<Secrets>>,
         pub require: Option<bool>,
         pub allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
+        pub client_cert: Option<Spanned<bool>>,
     }
 
     /// One secret, or several accepted at once during a rotation.
     #[derive(Deserialize, Clone)]
     #[serde(untagged)]
     pub enum Secrets {
-        One(String),
-        Many(Vec<String>),
+        One(SecretValue),
+        Many(Vec<SecretValue>),
+    }
+
+    /// A secret written in the config (`${VAR}` allowed), or `{ file = "…" }`: read from a
+    /// file (Docker and Kubernetes secrets).
+    #[derive(Deserialize, Clone)]
+    #[serde(untagged)]
+    pub enum SecretValue {
+        Text(String),
+        File(SecretFile),
+    }
+
+    #[derive(Deserialize, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub struct SecretFile {
+        pub file: String,
     }
 
     #[derive(Deserialize)]
@@ -683,9 +733,15 @@ pub(crate) enum Size {
 struct Validator<'a> {
     text: &'a str,
     file: String,
+    /// The config file's directory: relative secret files are read from there.
+    config_dir: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
     diags: Vec<Diagnostic>,
     secret_env_vars: Vec<String>,
+    secret_files: Vec<(String, PathBuf)>,
+    /// `apps.X.verify.client_cert = true` settings (key, span), checked against
+    /// `server.client_ca` once every app is read.
+    client_cert_apps: Vec<(String, std::ops::Range<usize>)>,
 }
 
 impl Validator<'_> {
@@ -817,11 +873,13 @@ impl Validator<'_> {
         for d in dups {
             self.error(None, "token", d);
         }
+        self.check_client_cert_apps(&server);
         Config {
             path: path.to_path_buf(),
             server,
             apps,
             secret_env_vars: std::mem::take(&mut self.secret_env_vars),
+            secret_files: std::mem::take(&mut self.secret_files),
         }
     }
 
@@ -841,6 +899,8 @@ impl Validator<'_> {
             trusted_proxies: Vec::new(),
             rate_per_client: Some(DEFAULT_RATE_PER_CLIENT),
             failures_per_client: Some(DEFAULT_FAILURES_PER_CLIENT),
+            tls: None,
+            admin_listen: None,
         };
         let Some(raw) = raw.map(Spanned::into_inner) else {
             server.public_url = format!("http://{}", server.listen);
@@ -874,7 +934,7 @@ impl Validator<'_> {
             server.data_dir = dir.join(s);
         }
         if let Some(v) = &raw.admin_token
-            && let Some(s) = self.expand(v, "server.admin_token", true)
+            && let Some(s) = self.secret_value(v, "server.admin_token")
         {
             if s.len() < MIN_TOKEN_LEN {
                 self.error(
@@ -914,7 +974,93 @@ impl Validator<'_> {
             }
         }
         self.server_edges(&raw, &mut server);
+        self.transport(&raw, &mut server, dir);
         server
+    }
+
+    /// `server.tls`, `server.client_ca` and `server.admin_listen`. The TLS files are read and
+    /// checked here, so `ferry check` finds a bad certificate before `ferry serve` does.
+    fn transport(&mut self, raw: &raw::Server, server: &mut Server, dir: &Path) {
+        if let Some(v) = &raw.admin_listen
+            && let Some(s) = self.expand(v, "server.admin_listen", false)
+        {
+            if s.trim().is_empty() {
+                self.error(Some(v.span()), "server.admin_listen", "is empty".into());
+            } else if s == server.listen && !s.ends_with(":0") {
+                self.error(
+                    Some(v.span()),
+                    "server.admin_listen",
+                    format!(
+                        "{s:?} is also server.listen; the admin listener needs its own address"
+                    ),
+                );
+            } else {
+                server.admin_listen = Some(s);
+            }
+        }
+        let Some(tls) = &raw.tls else {
+            if let Some(ca) = &raw.client_ca {
+                self.error(
+                    Some(ca.span()),
+                    "server.client_ca",
+                    "needs server.tls: client certificates are only seen over HTTPS".into(),
+                );
+            }
+            return;
+        };
+        let tls_span = tls.span();
+        let tls = tls.get_ref();
+        let cert = self.expand(&tls.cert, "server.tls.cert", false);
+        let key = self.expand(&tls.key, "server.tls.key", false);
+        let client_ca = match &raw.client_ca {
+            Some(v) => match self.expand(v, "server.client_ca", false) {
+                Some(s) => Some(dir.join(s)),
+                None => return,
+            },
+            None => None,
+        };
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return;
+        };
+        let settings = TlsSettings {
+            cert: dir.join(cert),
+            key: dir.join(key),
+            client_ca,
+        };
+        if let Err(e) = crate::tls::server_config(&settings) {
+            let (key, span) = if matches!(e, crate::tls::TlsError::CertKey { .. }) {
+                ("server.tls", tls_span)
+            } else if e.path() == settings.cert {
+                ("server.tls.cert", tls.cert.span())
+            } else if e.path() == settings.key {
+                ("server.tls.key", tls.key.span())
+            } else {
+                let span = raw.client_ca.as_ref().map_or(tls_span, |c| c.span());
+                ("server.client_ca", span)
+            };
+            self.error(Some(span), key, e.to_string());
+        }
+        // Links and the CLI's default server use the scheme the listener speaks.
+        if raw.public_url.is_none()
+            && let Some(rest) = server.public_url.strip_prefix("http://")
+        {
+            server.public_url = format!("https://{rest}");
+        }
+        server.tls = Some(settings);
+    }
+
+    /// `verify.client_cert = true` is meaningless without a CA to verify certificates against.
+    fn check_client_cert_apps(&mut self, server: &Server) {
+        let has_ca = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        for (key, span) in std::mem::take(&mut self.client_cert_apps) {
+            if !has_ca {
+                self.error(
+                    Some(span),
+                    &key,
+                    "needs server.client_ca (and server.tls): there is no CA to verify client certificates against".into(),
+                );
+            }
+        }
     }
 
     fn app(&mut self, name: &str, raw: Spanned<raw::App>, key: &str, dir: &Path) -> Option<App> {
@@ -929,9 +1075,12 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(v) => {
+            Some(v) => 'token: {
                 let k = format!("{key}.token");
-                let t = self.expand(v, &k, true)?;
+                // Unreadable: reported; the rest of the app is still checked.
+                let Some(t) = self.secret_value(v, &k) else {
+                    break 'token None;
+                };
                 if t.len() < MIN_TOKEN_LEN {
                     self.error(
                         Some(v.span()),
@@ -1045,7 +1194,7 @@ impl Validator<'_> {
             return Vec::new();
         };
         // Untagged enums lose inner spans, so every entry reports the whole value's line.
-        let list: Vec<Spanned<String>> = match raw.get_ref() {
+        let list: Vec<Spanned<raw::SecretValue>> = match raw.get_ref() {
             raw::Secrets::One(s) => vec![Spanned::new(raw.span(), s.clone())],
             raw::Secrets::Many(v) => v
                 .iter()
@@ -1057,7 +1206,7 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         for s in &list {
-            if let Some(v) = self.expand(s, key, true) {
+            if let Some(v) = self.secret_value(s, key) {
                 if v.is_empty() {
                     self.error(Some(s.span()), key, "secret is empty".into());
                 } else {
@@ -1066,6 +1215,30 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    /// A secret's value: the text (with `${VAR}` expanded) or the content of its file.
+    fn secret_value(&mut self, value: &Spanned<raw::SecretValue>, key: &str) -> Option<String> {
+        match value.get_ref() {
+            raw::SecretValue::Text(s) => {
+                self.expand(&Spanned::new(value.span(), s.clone()), key, true)
+            }
+            raw::SecretValue::File(f) => {
+                let name = Spanned::new(value.span(), f.file.clone());
+                let file = self.expand(&name, key, false)?;
+                let path = self.config_dir.join(file);
+                match read_secret_file(&path) {
+                    Ok(s) => {
+                        self.secret_files.push((key.to_string(), path));
+                        Some(s)
+                    }
+                    Err(message) => {
+                        self.error(Some(value.span()), key, message);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     fn verify(&mut self, raw: &raw::Verify, key: &str) -> Verify {
@@ -1081,7 +1254,15 @@ impl Validator<'_> {
             basic: self.secrets(&raw.basic, &format!("{key}.basic")),
             require: raw.require.unwrap_or(false),
             allow_ips: self.cidrs(&raw.allow_ips, &format!("{key}.allow_ips")),
+            client_cert: false,
         };
+        if let Some(c) = &raw.client_cert
+            && *c.get_ref()
+        {
+            v.client_cert = true;
+            self.client_cert_apps
+                .push((format!("{key}.client_cert"), c.span()));
+        }
         if let Some(t) = &raw.standard_tolerance
             && let Some(d) = self.duration(t, &format!("{key}.standard_tolerance"))
         {
@@ -1690,6 +1871,36 @@ fn is_url_safe_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Reads a secret from a file (`{ file = "…" }`): UTF-8 text, one trailing newline (`\n` or
+/// `\r\n`) dropped, as `echo` and editors leave it. The message names the file.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    /// A secret is a few dozen bytes; more means the wrong file (or `/dev/zero`).
+    const LIMIT: u64 = 64 * 1024;
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read secret file {shown}: {e}"))?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(format!(
+            "secret file {shown} is larger than {} KiB; is it the right file?",
+            LIMIT / 1024
+        ));
+    }
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| format!("secret file {shown} is not UTF-8 text"))?;
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    if text.is_empty() {
+        return Err(format!("secret file {shown} is empty"));
+    }
+    Ok(text)
+}
+
 fn is_url_safe_token(s: &str) -> bool {
     s.chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
@@ -1716,6 +1927,31 @@ mod tests {
             Ok(_) => panic!("config should be invalid:\n{text}"),
             Err(e) => e,
         }
+    }
+
+    /// `server.tls` reads the files at check time; `public_url` then defaults to https; and
+    /// `admin_listen` must differ from `listen`.
+    #[test]
+    fn transport_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let d = dir.path().display();
+        let tls = format!(
+            "[server]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9001\"\ntls = {{ cert = \"{d}/cert.pem\", key = \"{d}/key.pem\" }}\n"
+        );
+        let text = GOOD.replace("[server]\nlisten = \"127.0.0.1:9000\"\n", &tls);
+        let c = check(&text).unwrap();
+        assert_eq!(c.server.public_url, "https://127.0.0.1:9000");
+        assert_eq!(c.server.admin_listen.as_deref(), Some("127.0.0.1:9001"));
+        assert!(c.server.tls.is_some_and(|t| t.client_ca.is_none()));
+
+        let same = text.replace("127.0.0.1:9001", "127.0.0.1:9000");
+        let e = errors(&same);
+        assert!(e[0].contains(":4: server.admin_listen:"), "{e:?}");
     }
 
     const GOOD: &str = r#"
@@ -2029,5 +2265,96 @@ services = ["web"]
             assert!(e.iter().any(|l| l.contains(x)), "missing {x:?} in {e:#?}");
         }
         assert_eq!(e.len(), expect.len(), "{e:#?}");
+    }
+
+    /// `text` as `ferry.toml` in a temp dir holding `files` (name, bytes).
+    fn with_files(
+        text: &str,
+        files: &[(&str, &[u8])],
+    ) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let text = text.replace("{dir}", dir.path().to_str().unwrap());
+        let result = parse(&text, &dir.path().join("ferry.toml"), &|_| None);
+        (dir, result)
+    }
+
+    const FROM_FILES: &str = r#"
+[server]
+admin_token = { file = "admin" }
+
+[apps.shop]
+token = { file = "{dir}/token" }
+verify = { github = { file = "gh" }, gitlab = [{ file = "gl" }, "inline-secret"], hmac = { header = "X-Sig", secret = { file = "hm" } } }
+
+[apps.shop.services.web]
+command = ["true"]
+"#;
+
+    #[test]
+    fn secrets_from_files() {
+        let (_dir, result) = with_files(
+            FROM_FILES,
+            &[
+                ("admin", b"admin-token-0123\n"),
+                ("token", b"hook-token-0123456\r\n"),
+                ("gh", b"gh secret\n\n"),
+                ("gl", b"gl-secret"),
+                ("hm", b"hm-secret\n"),
+            ],
+        );
+        let c = result.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server.admin_token.unwrap().expose(), "admin-token-0123");
+        let app = &c.apps["shop"];
+        assert_eq!(app.token.expose(), "hook-token-0123456");
+        // Only one trailing newline is dropped.
+        assert_eq!(app.verify.github[0].expose(), "gh secret\n");
+        let gitlab: Vec<&str> = app.verify.gitlab.iter().map(|s| s.expose()).collect();
+        assert_eq!(gitlab, ["gl-secret", "inline-secret"]);
+        assert_eq!(
+            app.verify.hmac.as_ref().unwrap().secrets[0].expose(),
+            "hm-secret"
+        );
+    }
+
+    #[test]
+    fn secret_file_errors_name_key_line_and_file() {
+        let (dir, result) = with_files(
+            FROM_FILES,
+            &[
+                ("admin", b"\n"),
+                ("token", b"\xff\xfe"),
+                ("hm", b"hm-secret"),
+            ],
+        );
+        let Err(ConfigError::Invalid(diags)) = result else {
+            panic!("should be invalid");
+        };
+        let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        let find = |key: &str| {
+            diags
+                .iter()
+                .find(|d| d.key == key)
+                .unwrap_or_else(|| panic!("no error for {key}: {all:#?}"))
+        };
+        let d = find("server.admin_token");
+        assert_eq!(d.line, Some(3));
+        assert!(
+            d.message.contains("is empty") && d.message.contains("admin"),
+            "{d}"
+        );
+        let d = find("apps.shop.token");
+        assert_eq!(d.line, Some(6));
+        assert!(d.message.contains("not UTF-8"), "{d}");
+        let d = find("apps.shop.verify.github");
+        assert_eq!(d.line, Some(7));
+        let gh = dir.path().join("gh");
+        assert!(
+            d.message
+                .contains(&format!("cannot read secret file {}", gh.display())),
+            "{d}"
+        );
     }
 }

@@ -49,9 +49,9 @@ impl LogWriter {
     /// Opens a log for appending, creating it and its directory if needed.
     pub async fn create(path: &Path) -> std::io::Result<LogWriter> {
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+            crate::datadir::create_dir_async(dir).await?;
         }
-        let file = tokio::fs::OpenOptions::new()
+        let file = crate::datadir::file_options_async()
             .create(true)
             .append(true)
             .open(path)

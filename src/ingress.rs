@@ -2,7 +2,7 @@
 //!
 //! A hook request only authenticates, stores and answers: token (constant time), address
 //! allowlist and app rate (`crate::edges`; per-client limits ran before, in `edges::guard`),
-//! body limit and timeout, sender detection and signature, modifiers checked against the
+//! client certificate (`verify.client_cert`), body limit and timeout, sender detection and signature, modifiers checked against the
 //! config, then the delivery is committed (group commit, fsync'd) and the answer goes out.
 //! Parsing the payload, planning and deploying happen afterwards in the background
 //! (`crate::planner`, `crate::lanes`), so the answer takes milliseconds whatever the
@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,13 +19,12 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::config::App;
+use crate::logging::Escaped;
 use crate::plan::Modifiers;
 use crate::server::{Metrics, Shared};
 use crate::sources::{self, BodyError, Source, Verdict};
 use crate::store::{Inserted, NewDelivery, now_ms, status};
-
-/// Headers never stored: they may carry credentials of their own.
-const UNSTORED_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+use crate::tls::PeerCertificate;
 
 /// The one answer for an unknown app and a wrong token, so apps cannot be probed.
 fn not_found() -> Response {
@@ -50,11 +50,29 @@ fn authenticate<'a>(shared: &'a Shared, app: &str, token: &str) -> Option<&'a Ap
     found.filter(|_| ok)
 }
 
+/// `verify.client_cert = true`: the connection must have presented a client certificate that
+/// the TLS layer verified against `server.client_ca` (a wrong CA or an expired certificate never
+/// gets this far: the handshake fails). Checked before the body is read; such a refusal is not
+/// stored as a delivery (like a wrong token, it says nothing about the sender's payload).
+/// Returns the refusal, if any.
+fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Option<Response> {
+    if !app.verify.client_cert || peer.is_some() {
+        return None;
+    }
+    tracing::warn!(app = %app.name, "hook refused: no client certificate (verify.client_cert = true)");
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "this hook requires a client certificate signed by the server's client CA \
+         (verify.client_cert = true); the connection presented none",
+    ))
+}
+
 pub async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    client: Option<axum::Extension<crate::edges::ClientAddr>>,
+    client: Option<Extension<crate::edges::ClientAddr>>,
+    peer_cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -64,6 +82,10 @@ pub async fn hook(
     };
     // Allowlist and the app's rate, before the body is read or anything stored.
     if let Some(refused) = shared.edges.admit(&shared, app, client.map(|c| c.0)) {
+        return refused;
+    }
+    if let Some(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
+        Metrics::count(&shared.metrics.rejected);
         return refused;
     }
     let limit = shared.config.server.body_limit;
@@ -136,7 +158,7 @@ pub async fn hook(
         status: status::RECEIVED,
         error: None,
         query: query.clone().filter(|q| !q.is_empty()),
-        headers: headers_json(&headers),
+        headers: crate::redact::headers_json(&headers, app),
         body,
         replay_of: None,
     };
@@ -223,7 +245,8 @@ async fn reject(
     message: String,
 ) -> Response {
     Metrics::count(&shared.metrics.rejected);
-    tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %message, "delivery rejected");
+    // The reason may quote request values (a query modifier, a header): escaped.
+    tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %Escaped(&message), "delivery rejected");
     delivery.status = status::REJECTED;
     delivery.error = Some(message.clone());
     delivery.dedupe_key = None;
@@ -231,25 +254,4 @@ async fn reject(
         tracing::warn!(error = %e, "cannot record rejected delivery");
     }
     error(code, message)
-}
-
-/// The request's headers as a JSON object (lower-case names; repeated headers joined by ", ").
-fn headers_json(headers: &HeaderMap) -> String {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        if UNSTORED_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match map.get_mut(name.as_str()) {
-            Some(serde_json::Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                map.insert(name.as_str().to_string(), serde_json::Value::String(value));
-            }
-        }
-    }
-    serde_json::Value::Object(map).to_string()
 }

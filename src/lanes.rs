@@ -332,9 +332,9 @@ async fn write_payload(ctx: &Context, d: &Deployment) -> Result<PathBuf, String>
         Err(e) => return Err(format!("cannot read delivery {}: {e}", d.delivery_id)),
     };
     let write = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        let mut opts = tokio::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true).mode(0o600);
+        crate::datadir::create_dir_async(&dir).await?;
+        let mut opts = crate::datadir::file_options_async();
+        opts.write(true).create(true).truncate(true);
         let mut f = opts.open(&path).await?;
         tokio::io::AsyncWriteExt::write_all(&mut f, &body).await?;
         tokio::io::AsyncWriteExt::flush(&mut f).await

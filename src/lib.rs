@@ -6,10 +6,14 @@
 //!
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
-//! - [`listener`]: accepting connections: header and body timeouts, the connection cap.
+//! - [`listener`]: the accept loop of every listener: TLS handshake, HTTP/1.1 + HTTP/2,
+//!   header and body timeouts, the connection cap, the client's address and certificate on
+//!   each request, graceful shutdown.
+//! - [`tls`]: rustls config from `server.tls`/`server.client_ca`, reloaded on SIGHUP.
 //! - [`edges`]: the client's address (trusted proxies), rate limits and IP allowlists.
 //! - [`ratelimit`]: a keyed rate limiter with bounded memory; the `"120/min"` syntax.
 //! - [`ingress`]: `POST /hooks/APP/TOKEN` — authenticate, verify, store, answer. Nothing else.
+//! - [`redact`]: what is stored of request headers (secret-carrying ones as `[redacted]`).
 //! - [`sources`]: one file per sender: detection, signature verification, payload → event.
 //! - [`store`]: SQLite; group commit for deliveries; the only module that knows SQL.
 //! - [`planner`]: background task: stored deliveries → deployments, using [`plan`]'s rules.
@@ -20,7 +24,9 @@
 //! - [`executors`]: how a deployment runs: `command` (argv, process group, timeout), `docker`
 //!   (health-gated container replacement with rollback), `compose`, `swarm`.
 //! - [`notify`]: reporting back to senders when a deployment ends (Docker Hub callbacks).
+//! - [`outgoing`]: the one builder of ferry's outgoing HTTP clients (no redirects).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
+//! - [`datadir`]: the data dir is private (dirs 0700, files 0600).
 //! - [`api`]: the JSON API under `/api/v1` and health endpoints.
 //! - [`cli`]: command-line parsing and the client commands.
 //! - [`logging`]: ferry's own structured logs (text or JSON).
@@ -28,6 +34,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod deploylog;
 pub mod edges;
 pub mod executors;
@@ -36,12 +43,15 @@ pub mod lanes;
 pub mod listener;
 pub mod logging;
 pub mod notify;
+pub mod outgoing;
 pub mod plan;
 pub mod planner;
 pub mod ratelimit;
+pub mod redact;
 pub mod retention;
 pub mod server;
 pub mod sources;
 pub mod store;
+pub mod tls;
 
 pub use server::serve;

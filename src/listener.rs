@@ -1,25 +1,37 @@
-//! Accepting connections and serving HTTP on them, with the limits a slow or hostile client
-//! meets before any handler runs.
+//! The accept loop of every listener (the main one with or without TLS, the admin one, and
+//! both while the store cannot open): TCP accept → TLS handshake (with `server.tls`) → one
+//! hyper connection speaking HTTP/1.1 or HTTP/2 (by ALPN, or the HTTP/2 preface on plain
+//! HTTP) → the axum router. It holds the limits a slow or hostile client meets before any
+//! handler runs:
 //!
-//! - **Header timeout** (`server.header_timeout`): hyper's `header_read_timeout`. It runs
-//!   whenever a connection waits for a request head, so it also closes idle keep-alive
-//!   connections and connections that never send a byte.
-//! - **Body timeout** (`server.body_timeout`): every request body is wrapped in [`Deadline`],
-//!   which fails with [`BodyTimeout`] once the body has taken longer than that since its
-//!   head arrived; ingress answers that 408.
+//! - **Header timeout** (`server.header_timeout`): one budget, counted from accepting the
+//!   connection (then from the end of each request), for finishing the TLS handshake and
+//!   sending a complete request head. A connection with no request in progress for that long
+//!   is asked to close (HTTP/2: GOAWAY) and dropped [`CLOSE_GRACE`] later if it has not: this
+//!   closes idle keep-alive connections, connections that never send a byte, and HTTP/2
+//!   connections, for which hyper has no header-read timeout. On HTTP/1.1 hyper's
+//!   `header_read_timeout` also cuts off a head that is still arriving.
+//! - **Body timeout** (`server.body_timeout`): every request body (HTTP/1.1 and HTTP/2) is
+//!   wrapped in [`Deadline`], which fails with [`BodyTimeout`] once the body has taken longer
+//!   than that since its head arrived; ingress answers that 408.
 //! - **Connection cap** (`server.max_connections`, clamped to what `RLIMIT_NOFILE` leaves after
-//!   a reserve for the store, deploy commands and logs): at the cap, a newly accepted
-//!   connection pushes out the connection that has been idle longest (no request in
-//!   progress: a keep-alive connection or one still sending its head), so idle and slowloris
-//!   connections can never lock out `/healthz` or a sender. If every connection has a request
-//!   in progress, accepting pauses until one ends (new ones wait in the kernel's backlog).
-//!   Running out of file descriptors (`EMFILE`) closes the longest-idle connection and retries
-//!   shortly; an accept error never ends the server.
-//! - Every request carries `ConnectInfo<SocketAddr>` (the TCP peer) as axum's extension.
+//!   [`RESERVED_FDS`]), shared by every listener served with the same [`ConnLimits`]: at the
+//!   cap, a newly accepted connection pushes out the connection that has been idle longest (no
+//!   request or response in progress), so idle and slowloris connections can never lock out
+//!   `/healthz` or a sender. If every connection is busy, accepting pauses until one ends
+//!   (new ones wait in the kernel's backlog). Running out of file descriptors (`EMFILE`)
+//!   closes the longest-idle connection and retries after 50 ms; an accept error never ends
+//!   the server. The cap counts connections, not HTTP/2 streams (hyper caps those per
+//!   connection).
+//! - Every request carries `ConnectInfo<SocketAddr>` (the TCP peer) and, when the TLS client
+//!   presented a verified certificate, a `crate::tls::PeerCertificate`.
+//! - **Shutdown**: when `shutdown` completes, accepting stops, handshakes in progress are
+//!   dropped, open connections are asked to close after the requests they have (HTTP/2:
+//!   GOAWAY), and [`serve`] returns once the last one has closed.
 //!
-//! [`serve`] is plain TCP. [`serve_with`] takes a `handshake` (for TLS: the rustls accept)
-//! that runs in the connection's own task, under the header timeout, and may return request
-//! extensions (a client certificate) that every request on the connection carries.
+//! [`serve`] is what the server runs; [`serve_with`] takes any `handshake` (the TLS one is
+//! `crate::tls::handshake`) that runs in the connection's own task and may return request
+//! extensions every request on the connection carries.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,39 +48,59 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Server;
+use crate::tls::Tls;
 
 /// File descriptors kept free for everything but client connections: the store (database,
 /// WAL and shared-memory files per pooled connection), deploy commands (pipes, log and payload
 /// files), the Docker socket, outgoing HTTP, and the one extra accept that makes room.
 pub const RESERVED_FDS: u64 = 32;
 
+/// How long a connection asked to close (shutdown, or idle past the header timeout) may stay
+/// open without a request in progress before it is dropped: an HTTP/2 client that ignores
+/// GOAWAY, or an HTTP/1.1 one that keeps trickling a head, cannot hold it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The connection-level limits, from `[server]`.
-#[derive(Debug, Clone, Copy)]
+/// The connection-level limits, from `[server]`. Clones share one connection cap, so the
+/// main and admin listeners together stay within the open-file budget.
+#[derive(Clone)]
 pub struct ConnLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// The open connections of every listener using these limits.
+    connections: Arc<Registry>,
 }
 
 impl ConnLimits {
+    pub fn new(header_timeout: Duration, body_timeout: Duration, max_connections: usize) -> Self {
+        ConnLimits {
+            header_timeout,
+            body_timeout,
+            max_connections,
+            connections: Arc::default(),
+        }
+    }
+
     /// The configured limits, with `max_connections` lowered (and a warning logged) when the
     /// process's file-descriptor limit cannot hold that many connections plus
     /// [`RESERVED_FDS`]. The soft limit is first raised as far as needed (never beyond the
     /// hard limit; deploy commands inherit it, so no further).
     pub fn for_server(server: &Server) -> ConnLimits {
-        let mut limits = ConnLimits {
-            header_timeout: server.header_timeout,
-            body_timeout: server.body_timeout,
-            max_connections: server.max_connections,
-        };
+        let mut limits = ConnLimits::new(
+            server.header_timeout,
+            server.body_timeout,
+            server.max_connections,
+        );
         if let Some(fit) = connections_that_fit(limits.max_connections as u64)
             && (limits.max_connections as u64) > fit
         {
@@ -81,6 +113,21 @@ impl ConnLimits {
             limits.max_connections = fit;
         }
         limits
+    }
+
+    /// hyper's connection builder: HTTP/1.1 and HTTP/2 on the same port. HTTP/2 pings a
+    /// client with requests open every `header_timeout` and drops one that does not answer.
+    fn http(&self) -> auto::Builder<TokioExecutor> {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.header_timeout)
+            .keep_alive_timeout(self.header_timeout);
+        http
     }
 }
 
@@ -100,23 +147,39 @@ fn connections_that_fit(wanted: u64) -> Option<u64> {
     Some(soft.saturating_sub(open + RESERVED_FDS))
 }
 
-/// Serves `router` on plain TCP until `shutdown` completes, then stops accepting and waits
-/// for the requests in progress to be answered.
+/// Serves `router` on `listener` (HTTPS when `tls` is set) until `shutdown` completes, then
+/// stops accepting and waits for the requests in progress to be answered.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_with(listener, router, limits, shutdown, |tcp| async move {
-        Ok((tcp, http::Extensions::new()))
-    })
-    .await
+    match tls {
+        Some(tls) => {
+            let handshake = move |tcp| crate::tls::handshake(tls.clone(), tcp);
+            serve_with(listener, router, limits, shutdown, handshake).await
+        }
+        None => {
+            let plain = |tcp| async move { Ok((tcp, http::Extensions::new())) };
+            serve_with(listener, router, limits, shutdown, plain).await
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+struct Serving<H> {
+    router: Router,
+    limits: ConnLimits,
+    http: auto::Builder<TokioExecutor>,
+    handshake: H,
+    stopping: CancellationToken,
 }
 
 /// [`serve`] with a `handshake` from the accepted TCP stream to the stream HTTP is spoken on,
 /// plus extensions every request on that connection carries. It runs in the connection's own
-/// task (a slow handshake never holds up accepting) and gets `header_timeout` to finish.
+/// task (a slow handshake never holds up accepting), within the header timeout.
 pub async fn serve_with<H, F, I>(
     listener: TcpListener,
     router: Router,
@@ -137,95 +200,139 @@ where
             stopping.cancel();
         });
     }
-    let registry = Arc::new(Registry::default());
-    let handshake = Arc::new(handshake);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+    let serving = Arc::new(Serving {
+        http: limits.http(),
+        router,
+        limits,
+        handshake,
+        stopping,
+    });
+    let registry = &serving.limits.connections;
+    let tasks = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    accept_failed(&e, &registry).await;
+                    accept_failed(&e, registry).await;
                     continue;
                 }
             },
-            _ = stopping.cancelled() => break,
+            _ = serving.stopping.cancelled() => break,
         };
-        // At the cap: push out the longest-idle connection, or wait for a request to end.
-        if registry.len() >= limits.max_connections {
-            registry.warn_at_cap(limits.max_connections);
-        }
-        while registry.len() >= limits.max_connections {
-            if registry.evict_idle() {
-                break;
-            }
-            tokio::select! {
-                _ = registry.wait_freed() => {}
-                _ = stopping.cancelled() => break,
-            }
-        }
+        make_room(registry, serving.limits.max_connections, &serving.stopping).await;
         let _ = tcp.set_nodelay(true);
         let slot = registry.add();
-        let registry = registry.clone();
-        let handshake = handshake.clone();
-        let router = router.clone();
-        let http = http.clone();
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            let handshaken = tokio::select! {
-                r = tokio::time::timeout(limits.header_timeout, handshake(tcp)) => r,
-                _ = slot.evicted.cancelled() => Ok(Err(io::ErrorKind::ConnectionAborted.into())),
-            };
-            if let Ok(Ok((io, extensions))) = handshaken {
-                let service = hyper::service::service_fn({
-                    let slot = slot.clone();
-                    move |req| {
-                        request(
-                            req,
-                            router.clone(),
-                            peer,
-                            extensions.clone(),
-                            limits.body_timeout,
-                            slot.clone(),
-                        )
-                    }
-                });
-                let conn = http.serve_connection(TokioIo::new(io), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    // Dropping the connection closes it.
-                    _ = slot.evicted.cancelled() => {
-                        tracing::debug!(%peer, "closed an idle connection to make room");
-                    }
-                    _ = stopping.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            } else {
-                tracing::debug!(%peer, "connection closed during its handshake");
-            }
-            registry.remove(slot.id);
+        let serving = serving.clone();
+        tasks.spawn(async move {
+            connection(&serving, tcp, peer, &slot).await;
+            serving.limits.connections.remove(slot.id);
         });
     }
     drop(listener);
-    // Requests in progress are answered; idle connections were closed by graceful_shutdown.
-    while !registry.is_empty() {
-        registry.wait_freed().await;
-    }
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }
 
+/// At the cap: pushes out the longest-idle connection, or waits until a request ends (or
+/// shutdown begins).
+async fn make_room(registry: &Registry, max: usize, stopping: &CancellationToken) {
+    if registry.len() < max {
+        return;
+    }
+    registry.warn_at_cap(max);
+    while registry.len() >= max && !registry.evict_idle() {
+        tokio::select! {
+            _ = registry.wait_freed() => {}
+            _ = stopping.cancelled() => return,
+        }
+    }
+}
+
+/// One connection, in its own task: the handshake, then HTTP until the client closes, the
+/// connection is evicted, or it is asked to close (idle past the header timeout, shutdown).
+async fn connection<H, F, I>(
+    serving: &Serving<H>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: &Arc<Slot>,
+) where
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = io::Result<(I, http::Extensions)>>,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &serving.limits;
+    let handshaken = tokio::select! {
+        r = tokio::time::timeout(limits.header_timeout, (serving.handshake)(tcp)) => r,
+        _ = slot.evicted.cancelled() => return,
+        _ = serving.stopping.cancelled() => return,
+    };
+    let (io, extensions) = match handshaken {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "handshake failed; connection closed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake not finished within server.header_timeout; connection closed");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn({
+        let (router, slot, body_timeout) =
+            (serving.router.clone(), slot.clone(), limits.body_timeout);
+        move |req| {
+            request(
+                req,
+                router.clone(),
+                peer,
+                extensions.clone(),
+                body_timeout,
+                slot.clone(),
+            )
+        }
+    });
+    let conn = serving.http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let idle_limit = if closing {
+            CLOSE_GRACE
+        } else {
+            limits.header_timeout
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            // Dropping the connection closes it.
+            _ = slot.evicted.cancelled() => {
+                tracing::debug!(%peer, "closed an idle connection to make room");
+                return;
+            }
+            _ = slot.idle_for(idle_limit) => {
+                if closing {
+                    tracing::debug!(%peer, "connection asked to close stayed open; dropped");
+                    return;
+                }
+                tracing::debug!(%peer, "no request within server.header_timeout; closing");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = serving.stopping.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
 /// One request: the extensions handlers rely on, the body deadline, and the connection marked
-/// busy (not evictable) until the response is ready.
+/// busy (not idle, not evictable) until the response has been sent.
 async fn request(
     mut req: http::Request<Incoming>,
     router: Router,
@@ -235,11 +342,38 @@ async fn request(
     slot: Arc<Slot>,
 ) -> Result<axum::response::Response, std::convert::Infallible> {
     use tower::ServiceExt;
-    let _busy = slot.busy();
+    let busy = slot.busy();
     req.extensions_mut().extend(extensions);
     req.extensions_mut().insert(ConnectInfo(peer));
     let req = req.map(|body| axum::body::Body::new(Deadline::new(body, body_timeout)));
-    router.oneshot(req).await
+    let response = router.oneshot(req).await?;
+    Ok(response.map(|body| axum::body::Body::new(Sending { body, _busy: busy })))
+}
+
+/// A response body that keeps its connection marked busy until it is sent (or dropped).
+struct Sending {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What to do when `accept` fails: connection-level errors (the client gave up) are ignored;
@@ -317,10 +451,6 @@ impl Registry {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -356,7 +486,7 @@ impl Registry {
         let mut slots = self.lock();
         let oldest = slots
             .values()
-            .filter(|s| s.busy.load(Ordering::Acquire) == 0)
+            .filter(|s| s.is_idle())
             .min_by_key(|s| s.idle_since())
             .map(|s| s.id);
         match oldest.and_then(|id| slots.remove(&id)) {
@@ -372,6 +502,25 @@ impl Registry {
 impl Slot {
     fn idle_since(&self) -> Instant {
         self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+    }
+
+    fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+    }
+
+    /// Completes once the connection has had no request in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let check_at = if self.is_idle() {
+                self.idle_since() + limit
+            } else {
+                Instant::now() + limit
+            };
+            tokio::time::sleep_until(check_at.into()).await;
+            if self.is_idle() && self.idle_since() + limit <= Instant::now() {
+                return;
+            }
+        }
     }
 
     fn busy(self: &Arc<Self>) -> Busy {
@@ -510,6 +659,6 @@ mod tests {
         assert!(!b.evicted.is_cancelled());
         drop(busy);
         assert!(registry.evict_idle());
-        assert!(registry.is_empty());
+        assert_eq!(registry.len(), 0);
     }
 }

@@ -2,8 +2,15 @@
 //! stderr, human-readable by default or JSON (`--log-format json`). `RUST_LOG` filters them.
 //! Secrets never reach a log line: config secrets are [`crate::config::Secret`]s whose `Debug`
 //! is redacted, and no handler logs tokens, signatures or payloads.
+//!
+//! Values that came from a request (a reason quoting a query value or a payload field, a stored
+//! app or event name) are logged through [`Escaped`], so a newline in them cannot forge a log
+//! line. tracing-subscriber's text format quotes and escapes `&str` and `?`-Debug fields but
+//! writes `%`-Display fields as they are; JSON output is escaped by serde.
 
+use std::fmt;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,9 +23,104 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr);
     // A second init (tests calling into the library) is harmless; ignore its error.
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => {
+            // serde escapes every string: escaping here too would double the backslashes.
+            JSON.store(true, Ordering::Relaxed);
+            builder.json().flatten_event(true).try_init()
+        }
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
+}
+
+/// Set when logs are JSON: serde escapes values there.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// A value that came from a request, for a `%` log field: control characters (and Unicode line
+/// and paragraph separators) are written as escapes (`\n`, `\u{85}`), so the value stays on
+/// its own log line. In JSON logs it is written as it is (serde escapes it).
+pub struct Escaped<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if JSON.load(Ordering::Relaxed) {
+            return self.0.fmt(f);
+        }
+        fmt::write(&mut EscapingWriter(f), format_args!("{}", self.0))
+    }
+}
+
+/// Writes through to a formatter, escaping what could break a line.
+struct EscapingWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for EscapingWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(pos) = rest.find(needs_escape) {
+            self.0.write_str(&rest[..pos])?;
+            let c = rest[pos..].chars().next().unwrap_or_default();
+            write!(self.0, "{}", c.escape_default())?;
+            rest = &rest[pos + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let s = Escaped("a\nb\r\tc\u{1b}[31m\u{85}d\u{2028}é").to_string();
+        assert_eq!(s, "a\\nb\\r\\tc\\u{1b}[31m\\u{85}d\\u{2028}é");
+        assert!(!s.chars().any(needs_escape));
+        assert_eq!(Escaped("plain text").to_string(), "plain text");
+    }
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the text format does with each kind of field: the reason `Escaped` exists.
+    #[test]
+    fn text_format_escapes_str_and_debug_fields_but_not_display_fields() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let evil = "a\nFORGED";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(s = evil, d = ?evil, e = %Escaped(evil), "safe");
+            tracing::info!(raw = %evil, "unsafe");
+        });
+        let out = String::from_utf8(sink.0.lock().expect("sink").clone()).expect("utf-8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].contains(r#"s="a\nFORGED" d="a\nFORGED" e=a\nFORGED"#),
+            "{out}"
+        );
+        assert_eq!(
+            lines[2], "FORGED",
+            "a raw Display field breaks the line: {out}"
+        );
+    }
 }

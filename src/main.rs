@@ -7,6 +7,9 @@ use clap::Parser;
 use ferry::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the process (aws-lc-rs, which reqwest uses too); ferry's own
+    // TLS code passes it explicitly, this covers every other rustls user.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

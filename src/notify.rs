@@ -5,7 +5,7 @@
 //! as pending until something POSTs `{"state": "success" | "failure" | "error", …}` there. The
 //! URL comes from the payload, so it is only called when it starts with the app's configured
 //! prefix (`dockerhub_callback`), never a payload value alone. Fire and forget, bounded by a
-//! timeout; the outcome goes to ferry's log.
+//! timeout; the outcome goes to ferry's log. A redirect is not followed (`crate::outgoing`).
 
 use std::time::Duration;
 
@@ -54,10 +54,7 @@ pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, fi
         "context": "ferry",
         "target_url": target,
     });
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let client = match crate::outgoing::builder(Duration::from_secs(10)).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot build the callback client");
@@ -79,6 +76,9 @@ pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, fi
                 "Docker Hub callback refused"
             )
         }
-        Err(e) => tracing::warn!(deployment = d.id, error = %e, "Docker Hub callback failed"),
+        // The error names the URL, which came from the payload: escaped.
+        Err(e) => {
+            tracing::warn!(deployment = d.id, error = %crate::logging::Escaped(&e), "Docker Hub callback failed")
+        }
     }
 }

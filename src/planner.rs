@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use crate::config::{App, Config};
+use crate::logging::Escaped;
 use crate::plan::{self, Modifiers};
 use crate::sources::{self, Event, Source};
 use crate::store::{Deployment, FullDelivery, NewDeployment, Planning, Store, StoreError, state};
@@ -118,7 +119,8 @@ fn log_plan(
 ) -> usize {
     let id = d.delivery.id;
     if let Some(e) = error {
-        tracing::warn!(delivery = id, app = %d.delivery.app, error = %e, "delivery deploys nothing");
+        // The error may quote payload values: escaped.
+        tracing::warn!(delivery = id, app = %d.delivery.app, error = %Escaped(e), "delivery deploys nothing");
     }
     let mut queued = 0;
     for (dep, dep_id) in deployments.iter().zip(first_id..) {

@@ -5,6 +5,10 @@
 //! deployments left `running` become `interrupted` (and are queued again), and the planner's
 //! first pass plans deliveries that were acknowledged but not yet planned.
 //!
+//! Listeners: the main one (HTTPS with `server.tls`) and, with `server.admin_listen`, the admin
+//! one; both run `crate::listener::serve` and share one connection cap. A SIGHUP reloads the
+//! TLS files (`crate::tls`).
+//!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
 //! `interrupted`) and return.
@@ -21,8 +25,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::listener::ConnLimits;
 use crate::store::{Intake, Store};
-use crate::{api, ingress, lanes, planner, retention};
+use crate::tls::Tls;
+use crate::{api, ingress, lanes, listener, planner, retention};
 
 /// What request handlers share.
 pub struct Shared {
@@ -58,22 +64,55 @@ impl Metrics {
 pub enum ServerError {
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error("server.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot listen on {addr} (server.admin_listen): {source}")]
+    AdminBind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// The hook route, behind the per-client limits of `crate::edges::guard`.
+fn hook_route(shared: &Arc<Shared>) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(ingress::hook).route_layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        crate::edges::guard,
+    ))
 }
 
 /// The HTTP routes, for a given shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route(
-            "/hooks/{app}/{token}",
-            post(ingress::hook).route_layer(axum::middleware::from_fn_with_state(
-                shared.clone(),
-                crate::edges::guard,
-            )),
-        )
+        .route("/hooks/{app}/{token}", hook_route(&shared))
         // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .merge(api::router(shared.clone()))
         .with_state(shared)
+}
+
+/// The routers of the main listener and, with `server.admin_listen`, of the admin listener:
+/// then the API and `/metrics` live only there, and the main listener keeps hooks and health
+/// checks (anything else is a 404).
+pub fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
+    if shared.config.server.admin_listen.is_none() {
+        return (router(shared), None);
+    }
+    let public = Router::new()
+        .route("/hooks/{app}/{token}", hook_route(&shared))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .merge(api::health_router())
+        .with_state(shared.clone());
+    let admin = api::admin_router(shared.clone())
+        .merge(api::health_router())
+        .with_state(shared);
+    (public, Some(admin))
+}
+
+/// A listener and how it serves: the main one (TLS when configured) and the admin one.
+struct Endpoint {
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
 }
 
 /// Opens the store. While it cannot be opened (a read-only or full data dir, a missing mount),
@@ -81,10 +120,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// load balancers see `/readyz` fail; it retries every two seconds. Returns `None` if asked to
 /// stop first.
 async fn open_store(
-    listener: &TcpListener,
+    endpoints: &[Endpoint],
+    limits: &ConnLimits,
     data_dir: &std::path::Path,
     stopping: &CancellationToken,
-    limits: crate::listener::ConnLimits,
 ) -> Result<Option<(Store, Intake)>, ServerError> {
     let first = match Store::open(data_dir).await {
         Ok(opened) => return Ok(Some(opened)),
@@ -94,11 +133,9 @@ async fn open_store(
         "the store in {} cannot be opened: {first}; retrying",
         data_dir.display()
     );
+    let listener = &endpoints[0].listener;
     tracing::error!(addr = %listener.local_addr()?, "{reason}");
     tracing::info!(addr = %listener.local_addr()?, "listening (degraded: answering 503 until the store opens)");
-    // A second handle on the same socket serves 503s meanwhile; the real server takes over
-    // the original once the store opens, and connections wait in the backlog in between.
-    let degraded = TcpListener::from_std(listener_clone(listener)?)?;
     let opened_or_stopping = CancellationToken::new();
     let unavailable = {
         let reason = reason.clone();
@@ -120,12 +157,20 @@ async fn open_store(
                 }
             })
     };
-    let server = tokio::spawn(crate::listener::serve(
-        degraded,
-        unavailable,
-        limits,
-        opened_or_stopping.clone().cancelled_owned(),
-    ));
+    // A second handle on each socket serves 503s meanwhile (over TLS where the listener has
+    // it); the real server takes over the original once the store opens, and connections wait
+    // in the backlog in between.
+    let mut servers = Vec::new();
+    for e in endpoints {
+        let degraded = TcpListener::from_std(listener_clone(&e.listener)?)?;
+        servers.push(tokio::spawn(listener::serve(
+            degraded,
+            unavailable.clone(),
+            limits.clone(),
+            e.tls.clone(),
+            opened_or_stopping.clone().cancelled_owned(),
+        )));
+    }
     let opened = loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
@@ -140,7 +185,9 @@ async fn open_store(
         }
     };
     opened_or_stopping.cancel();
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     Ok(opened)
 }
 
@@ -168,9 +215,13 @@ pub async fn serve(
             stopping.cancel();
         });
     }
-    let addr = listener.local_addr()?;
-    let limits = crate::listener::ConnLimits::for_server(&config.server);
-    let Some((store, intake)) = open_store(&listener, data_dir, &stopping, limits).await? else {
+    let endpoints = endpoints(listener, &config).await?;
+    tokio::spawn(crate::tls::reload_on_sighup(
+        endpoints[0].tls.clone(),
+        stopping.clone(),
+    ));
+    let limits = ConnLimits::for_server(&config.server);
+    let Some((store, intake)) = open_store(&endpoints, &limits, data_dir, &stopping).await? else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
@@ -238,8 +289,7 @@ pub async fn serve(
         metrics: Metrics::default(),
         edges: crate::edges::Edges::new(&config),
     });
-    tracing::info!(%addr, max_connections = limits.max_connections, "listening");
-    crate::listener::serve(listener, router(shared), limits, stopping.cancelled_owned()).await?;
+    serve_http(endpoints, routers(shared), limits, &stopping).await?;
 
     tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
     planner_stop.cancel();
@@ -257,5 +307,64 @@ pub async fn serve(
         let _ = r.await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The main listener (with TLS when `server.tls` is set) and, with `server.admin_listen`, the
+/// admin listener (plain HTTP: it is meant for loopback or a private network).
+async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoint>, ServerError> {
+    let tls = match &config.server.tls {
+        Some(settings) => Some(Tls::load(settings)?),
+        None => None,
+    };
+    let mut endpoints = vec![Endpoint { listener, tls }];
+    if let Some(addr) = &config.server.admin_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::AdminBind {
+                addr: addr.clone(),
+                source,
+            })?;
+        // Not "listening": the test harness takes the first such line as the main address.
+        tracing::info!(admin = %listener.local_addr()?, "admin listener: API and /metrics (plain HTTP)");
+        endpoints.push(Endpoint {
+            listener,
+            tls: None,
+        });
+    }
+    Ok(endpoints)
+}
+
+/// Serves the main and admin routers until `stopping`, then waits for both to drain.
+async fn serve_http(
+    endpoints: Vec<Endpoint>,
+    (main, admin): (Router, Option<Router>),
+    limits: ConnLimits,
+    stopping: &CancellationToken,
+) -> Result<(), ServerError> {
+    let mut routers = std::iter::once(main).chain(admin);
+    let mut servers = Vec::new();
+    for e in endpoints {
+        let Some(router) = routers.next() else { break };
+        let addr = e.listener.local_addr()?;
+        if servers.is_empty() {
+            let scheme = if e.tls.is_some() { "https" } else { "http" };
+            let max_connections = limits.max_connections;
+            tracing::info!(%addr, %scheme, max_connections, "listening");
+        }
+        servers.push(tokio::spawn(listener::serve(
+            e.listener,
+            router,
+            limits.clone(),
+            e.tls,
+            stopping.clone().cancelled_owned(),
+        )));
+    }
+    for server in servers {
+        match server.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        }
+    }
     Ok(())
 }

@@ -89,9 +89,15 @@ impl PidFile {
     fn write(path: &Path, pgid: Pid) -> Option<PidFile> {
         let start = start_time(pgid.as_raw())?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).ok()?;
+            crate::datadir::create_dir(dir).ok()?;
         }
-        std::fs::write(path, format!("{pgid} {start}\n")).ok()?;
+        let mut file = crate::datadir::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .ok()?;
+        std::io::Write::write_all(&mut file, format!("{pgid} {start}\n").as_bytes()).ok()?;
         Some(PidFile(path.to_path_buf()))
     }
 }

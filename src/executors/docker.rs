@@ -605,8 +605,7 @@ pub(crate) async fn wait_healthy(
 ) -> Health {
     let started = Instant::now();
     let deadline = started + spec.timeout;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
+    let http = crate::outgoing::builder(Duration::from_secs(2))
         .build()
         .ok();
     let mut announced = false;

@@ -991,6 +991,7 @@ mod properties {
             basic: s("u:p"),
             require: true,
             allow_ips: Vec::new(),
+            client_cert: false,
         }
     }
 

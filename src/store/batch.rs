@@ -24,6 +24,14 @@ use super::StoreError;
 /// Most deliveries written in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// How much of a refused delivery's body is stored: enough to see what was sent, not enough
+/// for a flood of refused 1 MiB requests to fill the disk.
+pub const REJECTED_BODY_KEEP: usize = 4096;
+
+/// How many refused deliveries are kept per app (the newest); older ones are pruned after each
+/// batch that stored one. Accepted deliveries are never pruned this way (see `server.keep`).
+pub const REJECTED_KEEP_PER_APP: i64 = 1000;
+
 /// A delivery as a hook request hands it to the store.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -143,6 +151,72 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Deletes refused deliveries of `apps` beyond the newest [`REJECTED_KEEP_PER_APP`]. Run
+    /// after each batch that stored refused deliveries, so the cap holds at all times; each
+    /// run walks at most that many entries of a partial index and usually deletes a few rows.
+    /// A failure is logged and retried with the next refused delivery: it must not fail hooks.
+    async fn prune_refused(&mut self, apps: &std::collections::BTreeSet<String>) {
+        if apps.is_empty() {
+            return;
+        }
+        let _gate = self.gate.lock().await;
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => match <SqliteConnection as sqlx::Connection>::connect_with(&self.options).await
+            {
+                Ok(c) => self.conn.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prune refused deliveries");
+                    return;
+                }
+            },
+        };
+        for app in apps {
+            if let Err(e) = prune_refused(conn, app, REJECTED_KEEP_PER_APP).await {
+                tracing::warn!(error = %e, "cannot prune refused deliveries");
+                if let Some(c) = self.conn.take() {
+                    let _ = sqlx::Connection::close(c).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Deletes an app's refused deliveries older than its newest `keep`. Refused deliveries are
+/// never planned, so no deployment refers to them (checked all the same: a foreign-key error
+/// here would be a bug, not a reason to keep failing).
+pub(super) async fn prune_refused(
+    conn: &mut SqliteConnection,
+    app: &str,
+    keep: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM deliveries
+         WHERE app = ?1 AND status = 'rejected'
+           AND id <= (SELECT id FROM deliveries INDEXED BY deliveries_rejected
+                      WHERE app = ?1 AND status = 'rejected' ORDER BY id DESC LIMIT 1 OFFSET ?2)
+           AND NOT EXISTS (SELECT 1 FROM deployments p WHERE p.delivery_id = deliveries.id)",
+    )
+    .bind(app)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// What is stored of a delivery's body, and the size received when that is less than all of
+/// it: a refused delivery keeps only its first [`REJECTED_BODY_KEEP`] bytes.
+fn stored_body(d: &NewDelivery) -> (Vec<u8>, Option<i64>) {
+    if d.status == super::status::REJECTED && d.body.len() > REJECTED_BODY_KEEP {
+        let size = i64::try_from(d.body.len()).unwrap_or(i64::MAX);
+        (d.body[..REJECTED_BODY_KEEP].to_vec(), Some(size))
+    } else {
+        (d.body.to_vec(), None)
+    }
+}
+
 /// A committed batch on its way to the flusher: each request's answer, and where to send it.
 type Committed = Vec<(
     oneshot::Sender<Result<Inserted, StoreError>>,
@@ -152,6 +226,7 @@ type Committed = Vec<(
 async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, flush: mpsc::Sender<Committed>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let refused = refused_apps(&jobs);
         let results = match w.write(&jobs).await {
             Ok(results) => results.into_iter().map(Ok).collect(),
             Err(e) => {
@@ -169,7 +244,17 @@ async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, flush: mpsc::Sender<
         if flush.send(batch).await.is_err() {
             return; // The flusher is gone (shutdown): the dropped senders answer "writer gone".
         }
+        // After the hand-off, so the batch's answers do not wait for it.
+        w.prune_refused(&refused).await;
     }
+}
+
+/// The apps that have refused deliveries in a batch.
+fn refused_apps(jobs: &[Job]) -> std::collections::BTreeSet<String> {
+    jobs.iter()
+        .filter(|(d, _)| d.status == super::status::REJECTED)
+        .map(|(d, _)| d.app.clone())
+        .collect()
 }
 
 /// Makes committed batches durable and answers their requests. Everything waiting when a flush
@@ -299,13 +384,14 @@ async fn write_batch(
     .fetch_one(&mut *tx)
     .await?;
     let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
-    // 14 variables per row; SQLite allows 32766 per statement.
+    // 15 variables per row; SQLite allows 32766 per statement.
     for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
         let base = first + (chunk_no * 1024) as i64;
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, replay_of) ",
+            "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, body_size, replay_of) ",
         );
         q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
+            let (body, body_size) = stored_body(d);
             row.push_bind(base + i as i64)
                 .push_bind(d.app.clone())
                 .push_bind(d.source.clone())
@@ -318,7 +404,8 @@ async fn write_batch(
                 .push_bind(d.error.clone())
                 .push_bind(d.query.clone())
                 .push_bind(d.headers.clone())
-                .push_bind(d.body.to_vec())
+                .push_bind(body)
+                .push_bind(body_size)
                 .push_bind(d.replay_of);
         });
         q.push(
@@ -345,4 +432,84 @@ async fn write_batch(
     }
     tx.commit().await?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, status};
+
+    fn delivery(app: &str, status: &'static str, body: &[u8]) -> NewDelivery {
+        NewDelivery {
+            app: app.into(),
+            source: "generic".into(),
+            event: None,
+            source_delivery_id: None,
+            dedupe_key: None,
+            received_at: 1,
+            verified: false,
+            status,
+            error: None,
+            query: None,
+            headers: "{}".into(),
+            body: Bytes::copy_from_slice(body),
+            replay_of: None,
+        }
+    }
+
+    async fn insert(intake: &Intake, d: NewDelivery) -> i64 {
+        match intake.insert(d).await.expect("insert") {
+            Inserted::New(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_bodies_are_cut_and_only_the_newest_refused_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, intake) = Store::open(dir.path()).await.expect("open");
+        let big = vec![b'x'; REJECTED_BODY_KEEP + 1];
+        let accepted = insert(&intake, delivery("a", status::RECEIVED, &big)).await;
+        let mut refused = Vec::new();
+        for _ in 0..5 {
+            refused.push(insert(&intake, delivery("a", status::REJECTED, &big)).await);
+        }
+        let other = insert(&intake, delivery("b", status::REJECTED, b"x")).await;
+
+        let full = store
+            .delivery(accepted)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!((full.body.len(), full.body_size), (big.len(), None));
+        let full = store
+            .delivery(refused[0])
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(full.body.len(), REJECTED_BODY_KEEP);
+        assert_eq!(full.body_size, Some(big.len() as i64));
+
+        // A deployment that refers to a refused delivery (none should) keeps it, without error.
+        sqlx::query("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, 'skipped', 'generic', 'e', 1)")
+            .bind(refused[1])
+            .execute(&store.pool)
+            .await
+            .expect("deployment");
+        let mut conn = store.pool.acquire().await.expect("conn");
+        assert_eq!(prune_refused(&mut conn, "a", 2).await.expect("prune"), 2);
+        drop(conn);
+        let exists = async |id| store.delivery(id).await.expect("read").is_some();
+        assert!(
+            exists(accepted).await,
+            "accepted deliveries are never pruned"
+        );
+        assert!(!exists(refused[0]).await && !exists(refused[2]).await);
+        assert!(exists(refused[1]).await, "referred to by a deployment");
+        assert!(
+            exists(refused[3]).await && exists(refused[4]).await,
+            "the newest two"
+        );
+        assert!(exists(other).await, "other apps are not touched");
+    }
 }

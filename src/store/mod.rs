@@ -157,6 +157,9 @@ pub struct FullDelivery {
     pub delivery: Delivery,
     pub headers: String,
     pub body: Vec<u8>,
+    /// The size of the body as received, when `body` holds only its start (refused
+    /// deliveries keep at most [`batch::REJECTED_BODY_KEEP`] bytes).
+    pub body_size: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -224,12 +227,30 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
     /// Returns the store and the group-commit writer for hook requests.
     pub async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        crate::datadir::create_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
+        // The data dir is private (see `datadir`): loose modes left by an older ferry are
+        // tightened, and the database is created 0600 (its -wal and -shm follow it).
+        let dir = data_dir.to_path_buf();
+        let tightened = tokio::task::spawn_blocking(move || crate::datadir::tighten(&dir))
+            .await
+            .unwrap_or(0);
+        if tightened > 0 {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                entries = tightened,
+                "made data dir entries private (dirs 0700, files 0600)"
+            );
+        }
+        let db = data_dir.join("ferry.db");
+        crate::datadir::create_private_file(&db).map_err(|source| StoreError::DataDir {
+            path: db.display().to_string(),
+            source,
+        })?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(data_dir.join("ferry.db"))
+            .filename(db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL for the pool (planning, deployment states): in WAL mode a commit then
@@ -275,7 +296,7 @@ impl Store {
 
     pub async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body FROM deliveries WHERE id = ?1",
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body, body_size FROM deliveries WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -317,7 +338,7 @@ impl Store {
     /// Deliveries accepted but not yet planned, oldest first.
     pub async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body FROM deliveries
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, headers, body, body_size FROM deliveries
              WHERE status = 'received' ORDER BY id LIMIT ?1",
         )
         .bind(limit)
@@ -867,5 +888,6 @@ fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreErr
         delivery: Delivery::from_row(row)?,
         headers: row.try_get("headers")?,
         body: row.try_get("body")?,
+        body_size: row.try_get("body_size")?,
     })
 }

@@ -12,5 +12,7 @@ mod intake;
 mod planning;
 mod restart;
 mod security_edges;
+mod security_hygiene;
+mod security_tls;
 mod senders;
 mod storage;
