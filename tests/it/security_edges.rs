@@ -221,8 +221,12 @@ async fn idle_connections_at_a_file_limit_of_64_do_not_stop_healthz_or_hooks() {
     for _ in 0..80 {
         idle.push(TcpStream::connect(addr(&ferry)).await.expect("connect"));
     }
+    // A new connection per request: what must get through is a new client. (A pooled
+    // keep-alive connection is idle, so new connections rightly push it out, and a request
+    // sent on it just then fails as on any server that closes idle connections.)
     let client = reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(WAIT)
         .build()
         .unwrap();
