@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -52,6 +52,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -115,8 +116,9 @@ impl ConnLimits {
         limits
     }
 
-    /// hyper's connection builder: HTTP/1.1 and HTTP/2 on the same port. HTTP/2 pings a
-    /// client with requests open every `header_timeout` and drops one that does not answer.
+    /// hyper's connection builder: HTTP/1.1 and HTTP/2 on the same port. HTTP/2 pings the
+    /// client every `header_timeout` and drops it if it does not answer within that (a dead
+    /// peer with a request open; idle connections are closed by [`connection`] anyway).
     fn http(&self) -> auto::Builder<TokioExecutor> {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -295,12 +297,12 @@ async fn connection<H, F, I>(
     });
     let conn = serving.http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut closing = false;
+    // When the connection was asked to close (idle too long, or shutdown).
+    let mut closing: Option<Instant> = None;
     loop {
-        let idle_limit = if closing {
-            CLOSE_GRACE
-        } else {
-            limits.header_timeout
+        let (limit, since) = match closing {
+            Some(asked) => (CLOSE_GRACE, asked),
+            None => (limits.header_timeout, slot.epoch),
         };
         tokio::select! {
             r = conn.as_mut() => {
@@ -314,18 +316,18 @@ async fn connection<H, F, I>(
                 tracing::debug!(%peer, "closed an idle connection to make room");
                 return;
             }
-            _ = slot.idle_for(idle_limit) => {
-                if closing {
+            _ = slot.idle_for(limit, since) => {
+                if closing.is_some() {
                     tracing::debug!(%peer, "connection asked to close stayed open; dropped");
                     return;
                 }
                 tracing::debug!(%peer, "no request within server.header_timeout; closing");
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
             }
-            _ = serving.stopping.cancelled(), if !closing => {
+            _ = serving.stopping.cancelled(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
             }
         }
     }
@@ -508,16 +510,17 @@ impl Slot {
         self.busy.load(Ordering::Acquire) == 0
     }
 
-    /// Completes once the connection has had no request in progress for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Completes once the connection has had no request in progress for `limit`, counting
+    /// from `since` at the earliest.
+    async fn idle_for(&self, limit: Duration, since: Instant) {
         loop {
             let check_at = if self.is_idle() {
-                self.idle_since() + limit
+                self.idle_since().max(since) + limit
             } else {
                 Instant::now() + limit
             };
-            tokio::time::sleep_until(check_at.into()).await;
-            if self.is_idle() && self.idle_since() + limit <= Instant::now() {
+            tokio::time::sleep_until(check_at).await;
+            if self.is_idle() && self.idle_since().max(since) + limit <= Instant::now() {
                 return;
             }
         }
@@ -639,6 +642,76 @@ mod tests {
         );
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"{}");
+    }
+
+    /// The interface other layers rely on: every request carries the client's address as
+    /// `ConnectInfo<SocketAddr>`; without TLS there is no `PeerCertificate`.
+    #[tokio::test]
+    async fn requests_carry_the_client_address() {
+        use crate::tls::PeerCertificate;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 cert: Option<axum::Extension<PeerCertificate>>| async move {
+                    format!("{peer} {}", cert.is_some())
+                },
+            ),
+        );
+        let stop = CancellationToken::new();
+        let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(10), 8);
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            None,
+            stop.clone().cancelled_owned(),
+        ));
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(socket))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(String::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body), format!("{local} false"));
+        drop(send);
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    /// Idle time counts from the later of the last request's end and `since` (when a
+    /// connection was asked to close), so the close grace is not used up in advance.
+    #[tokio::test]
+    async fn idle_time_counts_from_since_at_the_earliest() {
+        let limit = Duration::from_millis(200);
+        let registry = Registry::default();
+        let slot = registry.add();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Idle longer than `limit` already, but asked to close only now.
+        let asked = Instant::now();
+        slot.idle_for(limit, asked).await;
+        assert!(asked.elapsed() >= limit);
+        // A request in progress holds it off; its end starts the count again.
+        let busy = slot.busy();
+        let waiting = slot.idle_for(limit, asked);
+        tokio::pin!(waiting);
+        tokio::select! {
+            _ = &mut waiting => panic!("idle while a request is in progress"),
+            _ = tokio::time::sleep(2 * limit) => {}
+        }
+        drop(busy);
+        let ended = Instant::now();
+        waiting.await;
+        assert!(ended.elapsed() >= limit);
     }
 
     #[test]

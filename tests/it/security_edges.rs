@@ -481,3 +481,172 @@ async fn at_max_connections_with_every_connection_busy_new_ones_wait_and_are_ser
         "/healthz was answered after {answered_after:?}, while both connections were busy"
     );
 }
+
+/// HTTP/2 spoken frame by frame over plain TCP ("prior knowledge", which ferry's listener
+/// accepts like HTTP/2 by ALPN), for what h2 clients are too polite to do.
+mod h2 {
+    use super::*;
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const DATA: u8 = 0;
+    pub const HEADERS: u8 = 1;
+    pub const SETTINGS: u8 = 4;
+    pub const PING: u8 = 6;
+    pub const GOAWAY: u8 = 7;
+    pub const END_HEADERS: u8 = 4;
+    pub const ACK: u8 = 1;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut f = len[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// HPACK with every header a literal without indexing, new name, no Huffman (RFC 7541,
+    /// 6.2.2): no table state to get wrong.
+    pub fn headers(list: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in list {
+            out.push(0);
+            for s in [name, value] {
+                out.push(u8::try_from(s.len()).ok().filter(|n| *n < 127).unwrap());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+        out
+    }
+
+    pub struct Frame {
+        pub kind: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+        /// When it arrived, since the test's start.
+        pub at: Duration,
+    }
+
+    /// Reads frames until the server closes the connection, acknowledging its SETTINGS and
+    /// answering its PINGs as a live client does (so only ferry's own limits can close it).
+    /// Fails the test if the connection is still open after [`WAIT`].
+    pub async fn until_closed(stream: &mut TcpStream, started: Instant) -> Vec<Frame> {
+        let (mut buf, mut frames, mut chunk) = (Vec::new(), Vec::new(), [0u8; 4096]);
+        loop {
+            let n = match tokio::time::timeout_at((started + WAIT).into(), stream.read(&mut chunk))
+                .await
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => 0,
+                Err(_) => panic!("the HTTP/2 connection was still open after {WAIT:?}"),
+            };
+            if n == 0 {
+                return frames;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= 9 {
+                let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (buf[3], buf[4]);
+                let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+                let payload = buf[9..9 + len].to_vec();
+                buf.drain(..9 + len);
+                let reply = match (kind, flags & ACK) {
+                    (SETTINGS, 0) => Some(frame(SETTINGS, ACK, 0, &[])),
+                    (PING, 0) => Some(frame(PING, ACK, 0, &payload)),
+                    _ => None,
+                };
+                if let Some(reply) = reply {
+                    // Fails once the server has closed; the next read sees that.
+                    let _ = stream.write_all(&reply).await;
+                }
+                frames.push(Frame {
+                    kind,
+                    stream: id,
+                    payload,
+                    at: started.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    let ferry = Ferry::with_config(&config("header_timeout = \"1s\"", ""))
+        .start()
+        .await;
+    let mut stream = TcpStream::connect(addr(&ferry)).await.expect("connect");
+    let started = Instant::now();
+    let mut hello = h2::PREFACE.to_vec();
+    hello.extend(h2::frame(h2::SETTINGS, 0, 0, &[]));
+    stream.write_all(&hello).await.expect("write");
+    // A live client that answers pings but sends no request.
+    let frames = h2::until_closed(&mut stream, started).await;
+    let closed = started.elapsed();
+    assert!(
+        frames.iter().any(|f| f.kind == h2::SETTINGS),
+        "the server did not speak HTTP/2"
+    );
+    assert!(
+        frames.iter().any(|f| f.kind == h2::GOAWAY),
+        "closed without GOAWAY: {:?}\n{}",
+        frames.iter().map(|f| (f.kind, f.at)).collect::<Vec<_>>(),
+        ferry.stderr_text()
+    );
+    assert!(
+        closed >= Duration::from_millis(900),
+        "closed after {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_secs(10),
+        "closed only after {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_http2_body_is_cut_off_with_408_and_nothing_is_stored() {
+    let ferry = Ferry::with_config(&config(
+        "body_timeout = \"1s\"\nheader_timeout = \"2s\"",
+        "",
+    ))
+    .start()
+    .await;
+    let mut stream = TcpStream::connect(addr(&ferry)).await.expect("connect");
+    let started = Instant::now();
+    let path = format!("/hooks/blog/{BLOG_TOKEN}");
+    let mut request = h2::PREFACE.to_vec();
+    request.extend(h2::frame(h2::SETTINGS, 0, 0, &[]));
+    let head = h2::headers(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", &path),
+        (":authority", "ferry"),
+        ("content-type", "application/json"),
+        ("content-length", "1000"),
+    ]);
+    request.extend(h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &head));
+    // One byte of the promised 1000, then nothing.
+    request.extend(h2::frame(h2::DATA, 0, 1, b"{"));
+    stream.write_all(&request).await.expect("write");
+    let frames = h2::until_closed(&mut stream, started).await;
+    let answer = frames
+        .iter()
+        .find(|f| f.kind == h2::DATA && f.stream == 1)
+        .unwrap_or_else(|| panic!("no answer on the stream\n{}", ferry.stderr_text()));
+    let text = String::from_utf8_lossy(&answer.payload);
+    assert!(text.contains("server.body_timeout"), "{text}");
+    assert!(
+        answer.at >= Duration::from_millis(900),
+        "answered after {:?}",
+        answer.at
+    );
+    assert!(
+        answer.at < Duration::from_secs(10),
+        "answered only after {:?}",
+        answer.at
+    );
+    assert!(ferry.deliveries("app=blog").await.is_empty());
+}
