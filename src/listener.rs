@@ -264,23 +264,55 @@ async fn connection<H, F, I>(
     F: Future<Output = io::Result<(I, http::Extensions)>>,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &serving.limits;
+    if let Some((io, extensions)) = handshake_in_time(serving, tcp, peer, slot).await {
+        serve_http(serving, io, extensions, peer, slot).await;
+    }
+}
+
+/// The handshake, within the header timeout counted from accept (the same budget the first
+/// request head then has to arrive in); `None` if it failed, timed out, or the connection
+/// was evicted or the server is stopping.
+async fn handshake_in_time<H, F, I>(
+    serving: &Serving<H>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: &Slot,
+) -> Option<(I, http::Extensions)>
+where
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = io::Result<(I, http::Extensions)>>,
+{
+    let deadline = slot.epoch + serving.limits.header_timeout;
     let handshaken = tokio::select! {
-        r = tokio::time::timeout(limits.header_timeout, (serving.handshake)(tcp)) => r,
-        _ = slot.evicted.cancelled() => return,
-        _ = serving.stopping.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, (serving.handshake)(tcp)) => r,
+        _ = slot.evicted.cancelled() => return None,
+        _ = serving.stopping.cancelled() => return None,
     };
-    let (io, extensions) = match handshaken {
-        Ok(Ok(done)) => done,
+    match handshaken {
+        Ok(Ok(done)) => Some(done),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "handshake failed; connection closed");
-            return;
+            None
         }
         Err(_) => {
             tracing::debug!(%peer, "handshake not finished within server.header_timeout; connection closed");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 on the handshaken stream, until it ends, is evicted, or has been
+/// asked to close and then stayed idle for [`CLOSE_GRACE`].
+async fn serve_http<H, I>(
+    serving: &Serving<H>,
+    io: I,
+    extensions: http::Extensions,
+    peer: SocketAddr,
+    slot: &Arc<Slot>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &serving.limits;
     let service = hyper::service::service_fn({
         let (router, slot, body_timeout) =
             (serving.router.clone(), slot.clone(), limits.body_timeout);
