@@ -2,11 +2,11 @@
 //!
 //! A hook request only authenticates, stores and answers: token (constant time), address
 //! allowlist and app rate (`crate::edges`; per-client limits ran before, in `edges::guard`),
-//! client certificate (`verify.client_cert`), body limit and timeout, sender detection and signature, modifiers checked against the
-//! config, then the delivery is committed (group commit, fsync'd) and the answer goes out.
-//! Parsing the payload, planning and deploying happen afterwards in the background
-//! (`crate::planner`, `crate::lanes`), so the answer takes milliseconds whatever the
-//! deployment does.
+//! client certificate (`verify.client_cert`), body limit and timeout, sender detection and
+//! signature, modifiers checked against the config, then the delivery is committed (group
+//! commit, fsync'd) and the answer goes out. Parsing the payload, planning and deploying happen
+//! afterwards in the background (`crate::planner`, `crate::lanes`), so the answer takes
+//! milliseconds whatever the deployment does.
 
 use std::sync::Arc;
 

@@ -1,7 +1,6 @@
 //! Transport security (issue 8, part 5): HTTPS with rustls, HTTP/2 through ALPN, certificate
 //! reload on SIGHUP, mTLS per app, TLS 1.1 refused, a stalled handshake cut off (within
-//! `server.header_timeout`), the admin
-//! listener, and outgoing calls that follow no redirect.
+//! `server.header_timeout`), the admin listener, and outgoing calls that follow no redirect.
 //!
 //! Certificates are made here with `rcgen`; the clients are the real `curl` and
 //! `openssl s_client`.
