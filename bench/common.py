@@ -112,6 +112,9 @@ listen = "{HOST}:{port}"
 data_dir = "{data_dir}"
 admin_token = "{ADMIN_TOKEN}"
 body_limit = "1MiB"
+# one load generator on one address: the per-client rate limit would measure itself
+rate_per_client = "off"
+max_connections = 4096   # wrk runs up to 2000 connections
 
 [apps.{APP}]
 token = "{HOOK_TOKEN}"

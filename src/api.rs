@@ -131,6 +131,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
         ("rejected", &m.rejected),
         ("not_found", &m.not_found),
         ("unavailable", &m.unavailable),
+        ("limited", &m.limited),
+        ("forbidden", &m.forbidden),
     ] {
         let _ = writeln!(
             out,

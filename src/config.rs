@@ -66,6 +66,20 @@ pub struct Server {
     /// Deliveries (with their deployments and logs) older than this are pruned; `None` keeps
     /// everything. The current version of each service is always kept.
     pub keep: Option<Duration>,
+    /// Time a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once its headers arrived (408 after it).
+    pub body_timeout: Duration,
+    /// Open client connections at most (lowered at start when the open-file limit is lower).
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Hook requests per client address (`None`: unlimited).
+    pub rate_per_client: Option<crate::ratelimit::Rate>,
+    /// Failed token or signature checks per client address and hook app, before that client
+    /// gets 429 on that app (`None`: off).
+    pub failures_per_client: Option<crate::ratelimit::Rate>,
     /// HTTPS on `listen` (`server.tls`, with `server.client_ca` for mTLS).
     pub tls: Option<TlsSettings>,
     /// A second, plain-HTTP listener for the API and `/metrics`; when set, the main listener
@@ -97,6 +111,15 @@ pub struct App {
     /// Which hook URL modifiers (`?services=`, `?deployment_profile=`, `?git_ref=`) this app
     /// honours (`[apps.X] modifiers`); a request with another one is refused.
     pub modifiers: Vec<Modifier>,
+    /// `[apps.X.limits]`.
+    pub limits: Limits,
+}
+
+/// `[apps.X.limits]`: how much one app's hook may be called.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Hook requests (with a valid token) per period; beyond: 429 with `Retry-After`.
+    pub rate: Option<crate::ratelimit::Rate>,
 }
 
 /// A hook URL modifier an app may allow (`[apps.X] modifiers`).
@@ -155,6 +178,8 @@ pub struct Verify {
     /// Refuse deliveries that no configured scheme verified (the URL token alone is not enough).
     /// On by default as soon as any scheme is configured (see [`Verify::configured`]).
     pub require: bool,
+    /// Client addresses allowed to call the hook (empty: any). Not a verification scheme.
+    pub allow_ips: Vec<ipnet::IpNet>,
     /// Refuse requests whose connection presented no client certificate verified against
     /// `server.client_ca` (mTLS).
     pub client_cert: bool,
@@ -469,6 +494,17 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_STANDARD_TOLERANCE: Duration = Duration::from_secs(300);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_RATE_PER_CLIENT: crate::ratelimit::Rate = crate::ratelimit::Rate {
+    count: 600,
+    period: Duration::from_secs(60),
+};
+pub const DEFAULT_FAILURES_PER_CLIENT: crate::ratelimit::Rate = crate::ratelimit::Rate {
+    count: 20,
+    period: Duration::from_secs(60),
+};
 const MIN_TOKEN_LEN: usize = 12;
 
 /// Reads and validates a config file, with `${VAR}` taken from the process environment.
@@ -564,6 +600,12 @@ mod raw {
         pub shutdown_grace: Option<Spanned<String>>,
         pub retry_interrupted: Option<Spanned<i64>>,
         pub keep: Option<Spanned<String>>,
+        pub header_timeout: Option<Spanned<String>>,
+        pub body_timeout: Option<Spanned<String>>,
+        pub max_connections: Option<Spanned<i64>>,
+        pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+        pub rate_per_client: Option<Spanned<String>>,
+        pub failures_per_client: Option<Spanned<String>>,
         pub tls: Option<Spanned<Tls>>,
         pub client_ca: Option<Spanned<String>>,
         pub admin_listen: Option<Spanned<String>>,
@@ -588,6 +630,13 @@ mod raw {
         pub profiles: BTreeMap<Spanned<String>, Spanned<Profile>>,
         pub dockerhub_callback: Option<Spanned<Callback>>,
         pub modifiers: Option<Spanned<Vec<Spanned<String>>>>,
+        pub limits: Option<Spanned<Limits>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub rate: Option<Spanned<String>>,
     }
 
     /// `true` (Docker Hub's own callback URLs) or a URL prefix.
@@ -612,6 +661,7 @@ mod raw {
         pub basic: Option<Spanned<Secrets>>,
         pub require: Option<Spanned<bool>>,
         pub allow_unsigned: Option<Spanned<bool>>,
+        pub allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
         pub client_cert: Option<Spanned<bool>>,
     }
 
@@ -887,6 +937,12 @@ impl Validator<'_> {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retry_interrupted: 1,
             keep: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: Vec::new(),
+            rate_per_client: Some(DEFAULT_RATE_PER_CLIENT),
+            failures_per_client: Some(DEFAULT_FAILURES_PER_CLIENT),
             tls: None,
             admin_listen: None,
         };
@@ -961,6 +1017,7 @@ impl Validator<'_> {
                 ),
             }
         }
+        self.server_edges(&raw, &mut server);
         self.transport(&raw, &mut server, dir);
         server
     }
@@ -1165,6 +1222,7 @@ impl Validator<'_> {
             },
         };
         let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
+        let limits = self.limits(&raw.limits, &format!("{key}.limits"));
         Some(App {
             name: name.to_string(),
             token: token?,
@@ -1173,6 +1231,7 @@ impl Validator<'_> {
             profiles,
             dockerhub_callback,
             modifiers,
+            limits,
         })
     }
 
@@ -1241,6 +1300,7 @@ impl Validator<'_> {
             basic: self.secrets(&raw.basic, &format!("{key}.basic")),
             require: false,
             allow_unsigned: false,
+            allow_ips: self.cidrs(&raw.allow_ips, &format!("{key}.allow_ips")),
             client_cert: false,
         };
         if let Some(c) = &raw.client_cert
@@ -1386,6 +1446,114 @@ impl Validator<'_> {
                     ),
                 ),
             }
+        }
+        out
+    }
+
+    /// `[server]` keys of the connection and request limits (see `listener` and `edges`).
+    fn server_edges(&mut self, raw: &raw::Server, server: &mut Server) {
+        if let Some(v) = &raw.header_timeout
+            && let Some(d) = self.duration(v, "server.header_timeout")
+        {
+            server.header_timeout = d;
+        }
+        if let Some(v) = &raw.body_timeout
+            && let Some(d) = self.duration(v, "server.body_timeout")
+        {
+            server.body_timeout = d;
+        }
+        if let Some(v) = &raw.max_connections {
+            match usize::try_from(*v.get_ref()) {
+                Ok(n) if n > 0 => server.max_connections = n,
+                _ => self.error(
+                    Some(v.span()),
+                    "server.max_connections",
+                    "must be a positive number".into(),
+                ),
+            }
+        }
+        server.trusted_proxies = self.cidrs(&raw.trusted_proxies, "server.trusted_proxies");
+        if let Some(v) = &raw.rate_per_client {
+            server.rate_per_client = self.rate(v, "server.rate_per_client", true);
+        }
+        if let Some(v) = &raw.failures_per_client {
+            server.failures_per_client = self.rate(v, "server.failures_per_client", true);
+        }
+    }
+
+    /// `[apps.X.limits]`.
+    fn limits(&mut self, raw: &Option<Spanned<raw::Limits>>, key: &str) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(rate) = raw.as_ref().and_then(|l| l.get_ref().rate.as_ref()) {
+            limits.rate = self.rate(rate, &format!("{key}.rate"), false);
+        }
+        limits
+    }
+
+    /// A rate such as `"120/min"`; `"off"` (where allowed) turns the limit off.
+    fn rate(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        may_be_off: bool,
+    ) -> Option<crate::ratelimit::Rate> {
+        let text = self.expand(value, key, false)?;
+        if may_be_off && text.trim() == "off" {
+            return None;
+        }
+        match crate::ratelimit::Rate::parse(&text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let e = if may_be_off {
+                    format!("{e}, or \"off\"")
+                } else {
+                    e
+                };
+                self.error(Some(value.span()), key, e);
+                None
+            }
+        }
+    }
+
+    /// A list of CIDRs (`"10.0.0.0/8"`) or single addresses (`"::1"`).
+    fn cidrs(
+        &mut self,
+        raw: &Option<Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+    ) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for entry in raw.iter().flat_map(|list| list.get_ref()) {
+            let Some(text) = self.expand(entry, key, false) else {
+                continue;
+            };
+            let text = text.trim();
+            let net = match text.parse::<ipnet::IpNet>() {
+                Ok(net) => net,
+                Err(_) => match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip),
+                    Err(_) => {
+                        self.error(
+                            Some(entry.span()),
+                            key,
+                            format!("{text:?} is not an address or CIDR (examples: \"192.30.252.0/22\", \"10.0.0.1\", \"::1\")"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            // "192.30.252.1/22" is usually a typo for the network; say so rather than guess.
+            if net.trunc() != net {
+                self.error(
+                    Some(entry.span()),
+                    key,
+                    format!(
+                        "{text:?} has bits set after the prefix; did you mean \"{}\"?",
+                        net.trunc()
+                    ),
+                );
+                continue;
+            }
+            out.push(net);
         }
         out
     }
@@ -2151,6 +2319,61 @@ services = ["web"]
         assert!(TagPolicy::parse("").is_err());
         assert_eq!(tag_version("v1.2.3"), Some(semver::Version::new(1, 2, 3)));
         assert_eq!(tag_version("1.2"), None);
+    }
+
+    #[test]
+    fn edge_limits_have_defaults_and_parse() {
+        let c = check(GOOD).unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.max_connections, 1024);
+        assert_eq!(c.server.rate_per_client, Some(DEFAULT_RATE_PER_CLIENT));
+        assert!(c.server.trusted_proxies.is_empty());
+        assert!(c.apps["shop"].limits.rate.is_none());
+        assert!(c.apps["shop"].verify.allow_ips.is_empty());
+        let text = GOOD.replace(
+            "admin_token = \"${TOKEN}\"\n",
+            "admin_token = \"${TOKEN}\"\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\nmax_connections = 10\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nrate_per_client = \"off\"\nfailures_per_client = \"5/min\"\n",
+        ) + "[apps.shop.limits]\nrate = \"120/min\"\n";
+        let text = text.replace(
+            "verify = { github = \"${SECRET}\" }",
+            "verify = { github = \"${SECRET}\", allow_ips = [\"192.30.252.0/22\", \"127.0.0.2\"] }",
+        );
+        let c = check(&text).unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_connections, 10);
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert_eq!(c.server.rate_per_client, None);
+        assert_eq!(c.server.failures_per_client.unwrap().to_string(), "5/min");
+        assert_eq!(c.apps["shop"].limits.rate.unwrap().to_string(), "120/min");
+        let allow: Vec<String> = c.apps["shop"]
+            .verify
+            .allow_ips
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(allow, ["192.30.252.0/22", "127.0.0.2/32"]);
+    }
+
+    #[test]
+    fn edge_limit_errors_name_key_and_line() {
+        let e = errors(
+            "[server]\nmax_connections = 0\ntrusted_proxies = [\"10.0.0.1/8\", \"proxy.local\"]\nrate_per_client = \"lots\"\nheader_timeout = \"soon\"\n[apps.shop]\ntoken = \"${TOKEN}\"\nverify = { allow_ips = [\"1.2.3.4/33\"] }\nlimits = { rate = \"off\" }\n[apps.shop.services.web]\ncommand = [\"x\"]\n",
+        );
+        let expect = [
+            "ferry.toml:2: server.max_connections: must be a positive number",
+            "ferry.toml:3: server.trusted_proxies: \"10.0.0.1/8\" has bits set after the prefix; did you mean \"10.0.0.0/8\"?",
+            "ferry.toml:3: server.trusted_proxies: \"proxy.local\" is not an address or CIDR",
+            "ferry.toml:4: server.rate_per_client: invalid rate \"lots\"",
+            "ferry.toml:5: server.header_timeout: invalid duration \"soon\"",
+            "ferry.toml:8: apps.shop.verify.allow_ips: \"1.2.3.4/33\" is not an address or CIDR",
+            "ferry.toml:9: apps.shop.limits.rate: invalid rate \"off\"",
+        ];
+        for x in expect {
+            assert!(e.iter().any(|l| l.contains(x)), "missing {x:?} in {e:#?}");
+        }
+        assert_eq!(e.len(), expect.len(), "{e:#?}");
     }
 
     /// `text` as `ferry.toml` in a temp dir holding `files` (name, bytes).

@@ -1,10 +1,12 @@
 //! Ingress: the redeploy hook, `POST /hooks/APP/TOKEN`.
 //!
-//! A hook request only authenticates, stores and answers: token (constant time), body limit,
-//! sender detection and signature, modifiers checked against the config, then the delivery is
-//! committed (group commit, fsync'd) and the answer goes out. Parsing the payload, planning and
-//! deploying happen afterwards in the background (`crate::planner`, `crate::lanes`), so the
-//! answer takes milliseconds whatever the deployment does.
+//! A hook request only authenticates, stores and answers: token (constant time), address
+//! allowlist and app rate (`crate::edges`; per-client limits ran before, in `edges::guard`),
+//! client certificate (`verify.client_cert`), body limit and timeout, sender detection and
+//! signature, modifiers checked against the config, then the delivery is committed (group
+//! commit, fsync'd) and the answer goes out. Parsing the payload, planning and deploying happen
+//! afterwards in the background (`crate::planner`, `crate::lanes`), so the answer takes
+//! milliseconds whatever the deployment does.
 
 use std::sync::Arc;
 
@@ -69,6 +71,7 @@ pub async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    client: Option<Extension<crate::edges::ClientAddr>>,
     peer_cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Body,
@@ -77,6 +80,10 @@ pub async fn hook(
         Metrics::count(&shared.metrics.not_found);
         return not_found();
     };
+    // Allowlist and the app's rate, before the body is read or anything stored.
+    if let Some(refused) = shared.edges.admit(&shared, app, client.map(|c| c.0)) {
+        return refused;
+    }
     if let Some(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
         Metrics::count(&shared.metrics.rejected);
         return refused;
@@ -104,6 +111,14 @@ pub async fn hook(
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if over {
                 return too_large();
+            }
+            if let Some(t) = crate::listener::BodyTimeout::in_chain(&e) {
+                let mut r = error(StatusCode::REQUEST_TIMEOUT, t.to_string());
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                return r;
             }
             return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
         }

@@ -6,9 +6,12 @@
 //!
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
-//! - [`accept`]: the accept loop of every listener (TLS handshake, HTTP/1.1 + HTTP/2,
-//!   the client's address and certificate on each request, graceful shutdown).
+//! - [`listener`]: the accept loop of every listener: TLS handshake, HTTP/1.1 + HTTP/2,
+//!   header and body timeouts, the connection cap, the client's address and certificate on
+//!   each request, graceful shutdown.
 //! - [`tls`]: rustls config from `server.tls`/`server.client_ca`, reloaded on SIGHUP.
+//! - [`edges`]: the client's address (trusted proxies), rate limits and IP allowlists.
+//! - [`ratelimit`]: a keyed rate limiter with bounded memory; the `"120/min"` syntax.
 //! - [`ingress`]: `POST /hooks/APP/TOKEN` — authenticate, verify, store, answer. Nothing else.
 //! - [`redact`]: what is stored of request headers (secret-carrying ones as `[redacted]`).
 //! - [`sources`]: one file per sender: detection, signature verification, payload → event.
@@ -28,20 +31,22 @@
 //! - [`cli`]: command-line parsing and the client commands.
 //! - [`logging`]: ferry's own structured logs (text or JSON).
 
-pub mod accept;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod deploylog;
+pub mod edges;
 pub mod executors;
 pub mod ingress;
 pub mod lanes;
+pub mod listener;
 pub mod logging;
 pub mod notify;
 pub mod outgoing;
 pub mod plan;
 pub mod planner;
+pub mod ratelimit;
 pub mod redact;
 pub mod retention;
 pub mod server;

@@ -6,7 +6,8 @@
 //! first pass plans deliveries that were acknowledged but not yet planned.
 //!
 //! Listeners: the main one (HTTPS with `server.tls`) and, with `server.admin_listen`, the admin
-//! one; both run `crate::accept::serve`. A SIGHUP reloads the TLS files (`crate::tls`).
+//! one; both run `crate::listener::serve` and share one connection cap. A SIGHUP reloads the
+//! TLS files (`crate::tls`).
 //!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
@@ -24,8 +25,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::listener::ConnLimits;
 use crate::store::{Intake, Store};
-use crate::{accept, api, ingress, lanes, planner, retention};
+use crate::tls::Tls;
+use crate::{api, ingress, lanes, listener, planner, retention};
 
 /// What request handlers share.
 pub struct Shared {
@@ -33,6 +36,8 @@ pub struct Shared {
     pub store: Store,
     pub intake: Intake,
     pub metrics: Metrics,
+    /// Client address, rate limits and allowlists of the hook route.
+    pub edges: crate::edges::Edges,
 }
 
 /// Counters of hook answers, by outcome, for `/metrics`.
@@ -43,6 +48,10 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     pub not_found: AtomicU64,
     pub unavailable: AtomicU64,
+    /// 429: a rate limit (per client, failed checks, per app).
+    pub limited: AtomicU64,
+    /// 403: outside the app's `verify.allow_ips`.
+    pub forbidden: AtomicU64,
 }
 
 impl Metrics {
@@ -64,10 +73,18 @@ pub enum ServerError {
     },
 }
 
+/// The hook route, behind the per-client limits of `crate::edges::guard`.
+fn hook_route(shared: &Arc<Shared>) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(ingress::hook).route_layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        crate::edges::guard,
+    ))
+}
+
 /// The HTTP routes, for a given shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/hooks/{app}/{token}", post(ingress::hook))
+        .route("/hooks/{app}/{token}", hook_route(&shared))
         // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .merge(api::router(shared.clone()))
@@ -82,7 +99,7 @@ pub fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
         return (router(shared), None);
     }
     let public = Router::new()
-        .route("/hooks/{app}/{token}", post(ingress::hook))
+        .route("/hooks/{app}/{token}", hook_route(&shared))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .merge(api::health_router())
         .with_state(shared.clone());
@@ -95,7 +112,7 @@ pub fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
 /// A listener and how it serves: the main one (TLS when configured) and the admin one.
 struct Endpoint {
     listener: TcpListener,
-    settings: accept::Settings,
+    tls: Option<Arc<Tls>>,
 }
 
 /// Opens the store. While it cannot be opened (a read-only or full data dir, a missing mount),
@@ -104,6 +121,7 @@ struct Endpoint {
 /// stop first.
 async fn open_store(
     endpoints: &[Endpoint],
+    limits: &ConnLimits,
     data_dir: &std::path::Path,
     stopping: &CancellationToken,
 ) -> Result<Option<(Store, Intake)>, ServerError> {
@@ -145,11 +163,12 @@ async fn open_store(
     let mut servers = Vec::new();
     for e in endpoints {
         let degraded = TcpListener::from_std(listener_clone(&e.listener)?)?;
-        servers.push(tokio::spawn(accept::serve(
+        servers.push(tokio::spawn(listener::serve(
             degraded,
-            e.settings.clone(),
             unavailable.clone(),
-            opened_or_stopping.clone(),
+            limits.clone(),
+            e.tls.clone(),
+            opened_or_stopping.clone().cancelled_owned(),
         )));
     }
     let opened = loop {
@@ -198,10 +217,11 @@ pub async fn serve(
     }
     let endpoints = endpoints(listener, &config).await?;
     tokio::spawn(crate::tls::reload_on_sighup(
-        endpoints[0].settings.tls.clone(),
+        endpoints[0].tls.clone(),
         stopping.clone(),
     ));
-    let Some((store, intake)) = open_store(&endpoints, data_dir, &stopping).await? else {
+    let limits = ConnLimits::for_server(&config.server);
+    let Some((store, intake)) = open_store(&endpoints, &limits, data_dir, &stopping).await? else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
@@ -267,8 +287,9 @@ pub async fn serve(
         store,
         intake,
         metrics: Metrics::default(),
+        edges: crate::edges::Edges::new(&config),
     });
-    serve_http(endpoints, routers(shared), &stopping).await?;
+    serve_http(endpoints, routers(shared), limits, &stopping).await?;
 
     tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
     planner_stop.cancel();
@@ -293,13 +314,10 @@ pub async fn serve(
 /// admin listener (plain HTTP: it is meant for loopback or a private network).
 async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoint>, ServerError> {
     let tls = match &config.server.tls {
-        Some(settings) => Some(crate::tls::Tls::load(settings)?),
+        Some(settings) => Some(Tls::load(settings)?),
         None => None,
     };
-    let mut endpoints = vec![Endpoint {
-        listener,
-        settings: accept::Settings::for_server(&config.server, tls),
-    }];
+    let mut endpoints = vec![Endpoint { listener, tls }];
     if let Some(addr) = &config.server.admin_listen {
         let listener = TcpListener::bind(addr)
             .await
@@ -311,7 +329,7 @@ async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoin
         tracing::info!(admin = %listener.local_addr()?, "admin listener: API and /metrics (plain HTTP)");
         endpoints.push(Endpoint {
             listener,
-            settings: accept::Settings::for_server(&config.server, None),
+            tls: None,
         });
     }
     Ok(endpoints)
@@ -321,6 +339,7 @@ async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoin
 async fn serve_http(
     endpoints: Vec<Endpoint>,
     (main, admin): (Router, Option<Router>),
+    limits: ConnLimits,
     stopping: &CancellationToken,
 ) -> Result<(), ServerError> {
     let mut routers = std::iter::once(main).chain(admin);
@@ -329,18 +348,16 @@ async fn serve_http(
         let Some(router) = routers.next() else { break };
         let addr = e.listener.local_addr()?;
         if servers.is_empty() {
-            let scheme = if e.settings.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            tracing::info!(%addr, %scheme, "listening");
+            let scheme = if e.tls.is_some() { "https" } else { "http" };
+            let max_connections = limits.max_connections;
+            tracing::info!(%addr, %scheme, max_connections, "listening");
         }
-        servers.push(tokio::spawn(accept::serve(
+        servers.push(tokio::spawn(listener::serve(
             e.listener,
-            e.settings,
             router,
-            stopping.clone(),
+            limits.clone(),
+            e.tls,
+            stopping.clone().cancelled_owned(),
         )));
     }
     for server in servers {

@@ -10,8 +10,8 @@
 //! `http/1.1`. With `server.client_ca`, client certificates are verified against that CA during
 //! the handshake (a wrong CA or an expired certificate ends the handshake), but clients without
 //! one are let through: apps without `verify.client_cert` still work, and apps with it refuse
-//! such requests in `crate::ingress`. The accept loop (`crate::accept`) hands the verified chain
-//! to handlers as a [`PeerCertificate`] request extension.
+//! such requests in `crate::ingress`. [`handshake`], run by the accept loop (`crate::listener`),
+//! hands the verified chain to handlers as a [`PeerCertificate`] request extension.
 //!
 //! One crypto provider for the whole tree: aws-lc-rs (reqwest's too), passed explicitly so the
 //! library does not depend on a process-wide default.
@@ -25,7 +25,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsSettings;
@@ -210,6 +212,25 @@ impl Tls {
         }
         Ok(())
     }
+}
+
+/// The TLS side of a newly accepted connection (for `crate::listener::serve_with`): the
+/// handshake with the config current now, and the client's verified certificate, if it
+/// presented one, as an extension for every request on the connection.
+pub async fn handshake(
+    tls: Arc<Tls>,
+    tcp: TcpStream,
+) -> std::io::Result<(TlsStream<TcpStream>, http::Extensions)> {
+    let stream = tls.acceptor().accept(tcp).await?;
+    let mut extensions = http::Extensions::new();
+    if let Some(chain) = stream.get_ref().1.peer_certificates()
+        && !chain.is_empty()
+    {
+        extensions.insert(PeerCertificate {
+            chain: Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()),
+        });
+    }
+    Ok((stream, extensions))
 }
 
 /// Reloads `tls` on every SIGHUP until `stop`. Without TLS a SIGHUP is logged and ignored (it

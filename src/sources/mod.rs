@@ -1297,6 +1297,7 @@ mod properties {
             bearer: s("b"),
             basic: s("u:p"),
             require: true,
+            allow_ips: Vec::new(),
             client_cert: false,
             allow_unsigned: false,
         }

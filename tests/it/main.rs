@@ -11,6 +11,7 @@ mod executor;
 mod intake;
 mod planning;
 mod restart;
+mod security_edges;
 mod security_hygiene;
 mod security_tls;
 mod security_verify;

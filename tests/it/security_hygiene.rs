@@ -16,6 +16,8 @@ const CONFIG: &str = r#"
 listen = "127.0.0.1:0"
 data_dir = "{dir}/data"
 admin_token = "${FERRY_ADMIN_TOKEN}"
+# The pruning test sends 1,100 refused requests from one address.
+rate_per_client = "off"
 
 [apps.open]
 token = "open-token-123456"

@@ -1,6 +1,6 @@
 //! Transport security (issue 8, part 5): HTTPS with rustls, HTTP/2 through ALPN, certificate
-//! reload on SIGHUP, mTLS per app, TLS 1.1 refused, a stalled handshake cut off, the admin
-//! listener, and outgoing calls that follow no redirect.
+//! reload on SIGHUP, mTLS per app, TLS 1.1 refused, a stalled handshake cut off (within
+//! `server.header_timeout`), the admin listener, and outgoing calls that follow no redirect.
 //!
 //! Certificates are made here with `rcgen`; the clients are the real `curl` and
 //! `openssl s_client`.
@@ -487,6 +487,25 @@ async fn a_stalled_tls_handshake_is_cut_off() {
         .expect("the server closes the connection (not the read timeout)");
     assert_eq!(n, 0, "closed without a byte");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The handshake has no budget of its own: it counts against `server.header_timeout` from
+/// the moment the connection is accepted (the 10 s default matches the old fixed timeout).
+#[tokio::test]
+async fn a_stalled_tls_handshake_gets_the_header_timeout() {
+    let pki = Pki::new();
+    let extra = format!("{}header_timeout = \"2s\"\n", tls_lines(&pki, false));
+    let ferry = Ferry::with_config(&config(&extra, false)).start().await;
+    let mut idle = std::net::TcpStream::connect(format!("127.0.0.1:{}", port(&ferry))).unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    let started = std::time::Instant::now();
+    let n = idle
+        .read(&mut [0u8; 16])
+        .expect("the server closes the connection (not the read timeout)");
+    let took = started.elapsed();
+    assert_eq!(n, 0, "closed without a byte");
+    assert!(took >= Duration::from_millis(1900), "closed after {took:?}");
+    assert!(took < Duration::from_secs(8), "closed only after {took:?}");
 }
 
 /// A port that was free a moment ago (for a config the CLI reads too).

@@ -478,9 +478,16 @@ pub struct FerryBuilder {
     env: Vec<(String, String)>,
     global_args: Vec<String>,
     serve_args: Vec<String>,
+    nofile: Option<u64>,
 }
 
 impl FerryBuilder {
+    /// Runs ferry with this open-file limit (soft and hard, as `ulimit -n N` does).
+    pub fn nofile_limit(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+
     /// An environment variable for the server (and so for its deploy commands).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
@@ -543,6 +550,7 @@ impl FerryBuilder {
             env: self.env,
             global_args: self.global_args,
             serve_args: self.serve_args,
+            nofile: self.nofile,
             child: None,
             exit: None,
             addr: String::new(),
@@ -561,6 +569,7 @@ pub struct Ferry {
     env: Vec<(String, String)>,
     global_args: Vec<String>,
     serve_args: Vec<String>,
+    nofile: Option<u64>,
     child: Option<Child>,
     exit: Option<ExitStatus>,
     addr: String,
@@ -579,6 +588,7 @@ impl Ferry {
             env: vec![("FERRY_ADMIN_TOKEN".into(), ADMIN_TOKEN.into())],
             global_args: Vec::new(),
             serve_args: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -601,6 +611,16 @@ impl Ferry {
         hermetic(&mut cmd);
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         let mut child = cmd.spawn().expect("start ferry");
         let (tx, rx) = mpsc::channel::<Option<String>>();
