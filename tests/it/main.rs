@@ -14,7 +14,7 @@ mod restart;
 mod security_edges;
 mod security_hygiene;
 mod security_tls;
-mod security_verify;
 mod security_values;
+mod security_verify;
 mod senders;
 mod storage;
