@@ -4,18 +4,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// Sends a signed GitHub push with this payload to `shop` and returns the delivery id.
-async fn send_push(ferry: &Ferry, payload: &Value) -> i64 {
-    ferry
-        .hook("shop")
-        .github("push")
-        .body(payload.to_string())
-        .signed(GITHUB_SECRET)
-        .send()
-        .await
-        .accepted()
-}
-
 #[tokio::test]
 async fn a_push_to_another_branch_is_skipped_with_the_branch_as_reason() {
     let ferry = Ferry::shop().start().await;
@@ -39,16 +27,14 @@ async fn a_push_to_another_branch_is_skipped_with_the_branch_as_reason() {
 async fn repositories_match_case_insensitively_and_others_are_skipped() {
     let ferry = Ferry::shop().start().await;
 
-    let other = send_push(
-        &ferry,
-        &push_value(
+    let other = ferry
+        .signed_push(&push_value(
             "someone-else/Hello-World",
             "master",
             &sha(1),
             &commit_time(1),
-        ),
-    )
-    .await;
+        ))
+        .await;
     let deployments = ferry.settle(other).await;
     assert_eq!(only(&deployments, "web")["state"], "skipped");
     assert!(
@@ -57,11 +43,14 @@ async fn repositories_match_case_insensitively_and_others_are_skipped() {
             .is_some_and(|r| !r.is_empty())
     );
 
-    let same = send_push(
-        &ferry,
-        &push_value("codertocat/hello-world", "master", &sha(2), &commit_time(2)),
-    )
-    .await;
+    let same = ferry
+        .signed_push(&push_value(
+            "codertocat/hello-world",
+            "master",
+            &sha(2),
+            &commit_time(2),
+        ))
+        .await;
     let deployments = ferry.settle(same).await;
     let web = only(&deployments, "web");
     assert_eq!(web["state"], "succeeded", "{web:#}");
@@ -82,7 +71,7 @@ async fn deleting_a_branch_or_a_tag_deploys_nothing() {
     deletion["deleted"] = json!(true);
     deletion["commits"] = json!([]);
     deletion["head_commit"] = Value::Null;
-    let branch = send_push(&ferry, &deletion).await;
+    let branch = ferry.signed_push(&deletion).await;
     let deployments = ferry.settle(branch).await;
     not_deployed(&deployments, "web");
     not_deployed(&deployments, "worker");
@@ -110,7 +99,7 @@ async fn the_commit_comes_from_head_commit_not_after() {
     let tag_object = "7a9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b";
     let mut push = push_value(REPO, "master", &commit, &commit_time(42));
     push["after"] = json!(tag_object);
-    let id = send_push(&ferry, &push).await;
+    let id = ferry.signed_push(&push).await;
 
     let deployments = ferry.settle(id).await;
     let web = only(&deployments, "web");

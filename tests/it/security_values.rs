@@ -27,18 +27,6 @@ command = ["{dir}/deploy.sh", "worker"]
 timeout = "60s"
 "#;
 
-/// Sends a signed GitHub push with this payload to `shop`; returns the delivery id.
-async fn signed_push(ferry: &Ferry, payload: &Value) -> i64 {
-    ferry
-        .hook("shop")
-        .github("push")
-        .body(payload.to_string())
-        .signed(GITHUB_SECRET)
-        .send()
-        .await
-        .accepted()
-}
-
 /// Waits until delivery `id` is planned or rejected; asserts it was rejected, deploys nothing,
 /// and that its reason contains every one of `words`. Returns the reason.
 async fn assert_rejected(ferry: &Ferry, id: i64, words: &[&str]) -> String {
@@ -68,7 +56,7 @@ async fn an_option_looking_commit_is_rejected_and_nothing_deploys() {
     push["after"] = json!(evil);
     push["head_commit"]["id"] = json!(evil);
     push["commits"][0]["id"] = json!(evil);
-    let id = signed_push(&ferry, &push).await;
+    let id = ferry.signed_push(&push).await;
 
     let reason = assert_rejected(
         &ferry,
@@ -114,7 +102,7 @@ async fn refs_with_a_newline_or_a_leading_dash_are_rejected() {
     ] {
         let mut push = push_value(REPO, "master", &sha(1), &commit_time(1));
         push["ref"] = json!(full_ref);
-        let id = signed_push(&ferry, &push).await;
+        let id = ferry.signed_push(&push).await;
         assert_rejected(&ferry, id, &words).await;
     }
     ferry.settled("shop").await;

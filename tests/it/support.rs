@@ -790,6 +790,18 @@ impl Ferry {
 
     // ---- hooks ----
 
+    /// Sends a GitHub push with this payload to `shop`, signed with [`GITHUB_SECRET`]; returns
+    /// the delivery id (asserting 202).
+    pub async fn signed_push(&self, payload: &Value) -> i64 {
+        self.hook("shop")
+            .github("push")
+            .body(payload.to_string())
+            .signed(GITHUB_SECRET)
+            .send()
+            .await
+            .accepted()
+    }
+
     /// A request to `POST /hooks/APP/TOKEN` (token [`HOOK_TOKEN`] unless changed).
     pub fn hook(&self, app: &str) -> HookRequest<'_> {
         HookRequest {
