@@ -324,3 +324,100 @@ async fn payload_values_never_reach_a_shell() {
     assert_eq!(env.get("FERRY_GIT_REF"), Some(&evil), "passed on verbatim");
     assert!(!ferry.path("pwned").exists() && !ferry.path("pwned2").exists());
 }
+
+/// A Docker Hub callback endpoint that accepts connections and never answers (the peer under
+/// test: Docker Hub cannot run here). Reports each accepted connection; holds them open.
+fn hanging_callback_target() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(s) = stream else { break };
+            held.push(s);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_hanging_docker_hub_callback_does_not_hold_the_lane() {
+    let (hub, callbacks) = hanging_callback_target();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{{dir}}/data"
+admin_token = "${{FERRY_ADMIN_TOKEN}}"
+shutdown_grace = "2s"
+
+[apps.hub]
+token = "image-hook-token-1"
+dockerhub_callback = "http://{hub}/u/"
+[apps.hub.services.testhook]
+image = {{ repository = "docker.io/svendowideit/testhook", tags = "latest" }}
+command = ["{{dir}}/deploy.sh"]
+"#
+    );
+    let mut ferry = Ferry::with_config(&config).start().await;
+    let push = |pushed_at: u64| {
+        let body = String::from_utf8(fixture("dockerhub/push").body)
+            .unwrap()
+            .replace(
+                "https://registry.hub.docker.com/u/",
+                &format!("http://{hub}/u/"),
+            )
+            .replace("1417566161", &pushed_at.to_string());
+        ferry
+            .hook("hub")
+            .token("image-hook-token-1")
+            .query("source=dockerhub")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = push(1_417_566_161).await.accepted();
+    assert_eq!(
+        only(&ferry.settle(first).await, "testhook")["state"],
+        "succeeded"
+    );
+    callbacks
+        .recv_timeout(WAIT)
+        .expect("the first deployment's callback was called");
+
+    // The first callback now hangs (for up to its 10 s timeout); the next push of the same
+    // service deploys at once all the same.
+    let started = Instant::now();
+    let second = push(1_417_566_171).await.accepted();
+    let deployments = ferry.settle(second).await;
+    let elapsed = started.elapsed();
+    assert_eq!(only(&deployments, "testhook")["state"], "succeeded");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the second deployment took {elapsed:?}: it waited for the first one's callback"
+    );
+    assert!(
+        callbacks.try_recv().is_err(),
+        "the second callback waits behind the first, not in the lane"
+    );
+
+    // At shutdown, queued callbacks get what is left of the grace period, then are dropped
+    // with a log line: ferry does not wait for the hanging one's timeout.
+    let stopping = Instant::now();
+    ferry.sigterm();
+    let status = ferry.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", ferry.stderr_text());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    let log = ferry.stderr_text();
+    assert!(
+        log.contains("Docker Hub callback abandoned: shutting down")
+            && log.contains("Docker Hub callbacks not sent: shutting down"),
+        "{log}"
+    );
+}
