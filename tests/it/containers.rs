@@ -60,10 +60,9 @@ fn container_id(name: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn an_image_push_replaces_the_container_health_gated_with_rollback() {
-    if !require_docker("an_image_push_replaces_the_container_health_gated_with_rollback") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-ct");
     let name = scope.name("api");
     let network = scope.name("net");
@@ -547,10 +546,9 @@ command = ["{dir}/deploy.sh"]
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned() {
-    if !require_docker("labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-rep");
     let label = format!("ferry.service={}", scope.prefix());
     scope.label(&label);
@@ -660,10 +658,9 @@ fn compose_container(project: &str, service: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker, docker-registry and docker-compose: cargo test -- --include-ignored"]
 async fn a_compose_service_is_pulled_and_recreated_through_compose() {
-    if !require_docker("a_compose_service_is_pulled_and_recreated_through_compose") {
-        return;
-    }
+    require_docker();
     if try_docker(&["version"]).is_ok()
         && std::process::Command::new("docker-compose")
             .arg("version")
@@ -671,7 +668,7 @@ async fn a_compose_service_is_pulled_and_recreated_through_compose() {
             .map(|o| !o.status.success())
             .unwrap_or(true)
     {
-        return skip_outside_ci("docker-compose is not installed");
+        unavailable("docker-compose is not installed");
     }
     let mut scope = DockerScope::new("ferry-cmp");
     let project = scope.prefix().to_string();
@@ -777,15 +774,14 @@ impl Drop for SwarmGuard {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker (a single-node Swarm) and docker-registry: cargo test -- --include-ignored"]
 async fn a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image() {
-    if !require_docker("a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image") {
-        return;
-    }
+    require_docker();
     let active = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     let joined = active.trim() != "active";
     if joined {
         if let Err(e) = try_docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]) {
-            return skip_outside_ci(&format!("this engine cannot run a single-node Swarm: {e}"));
+            unavailable(&format!("this engine cannot run a single-node Swarm: {e}"));
         }
     }
     let mut scope = DockerScope::new("ferry-swarm");
@@ -971,12 +967,9 @@ fn quay_push(repo: &str, tags: &[&str]) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_refused() {
-    if !require_docker(
-        "a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_refused",
-    ) {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-res");
     let name = scope.name("api");
     let registry = Registry::start(None, None);
@@ -1029,10 +1022,9 @@ async fn a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_r
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn a_replacement_interrupted_half_way_is_restored_then_redone() {
-    if !require_docker("a_replacement_interrupted_half_way_is_restored_then_redone") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-int");
     let name = scope.name("api");
     let registry = Registry::start(None, None);
@@ -1119,11 +1111,9 @@ fn docker_as(config_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn pulls_from_a_registry_that_wants_a_login_use_config_or_docker_credentials() {
-    if !require_docker("pulls_from_a_registry_that_wants_a_login_use_config_or_docker_credentials")
-    {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-auth");
     let registry = Registry::start_with_users(REGISTRY_USERS);
     let repo = scope.repo(&registry.repo("acme/api"));

@@ -133,14 +133,27 @@ echo "done"
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// For a test that needs something this machine lacks: prints why it is skipped, or fails when
-/// `CI` is set (CI must run every test).
-pub fn skip_outside_ci(why: &str) {
+/// For a test that needs what not every machine has (Docker, strace, root for a tmpfs): such a
+/// test is marked `#[ignore = "needs …: cargo test -- --include-ignored"]`, so a plain
+/// `cargo test` lists it as ignored with that reason; run (`--include-ignored`, as `.ci/run`
+/// does), it calls this when what it needs is missing, and fails rather than pass unchecked.
+pub fn unavailable(why: &str) -> ! {
+    panic!("this test cannot run here: {why}")
+}
+
+/// CI runs every test, the ignored ones too (see [`unavailable`]): with `CI` set, a run that
+/// leaves them out fails here instead of passing with tests unrun.
+#[test]
+fn ci_runs_the_ignored_tests() {
+    let args: Vec<String> = std::env::args().collect();
+    let included = args
+        .iter()
+        .any(|a| a == "--include-ignored" || a == "--ignored");
     assert!(
-        std::env::var_os("CI").is_none(),
-        "this test must run in CI: {why}"
+        std::env::var_os("CI").is_none() || included,
+        "CI is set, so the tests that need Docker, strace or root must run: \
+         cargo test -- --include-ignored (args: {args:?})"
     );
-    eprintln!("SKIPPED: {why}; this test runs in CI");
 }
 
 /// A string no other test (or test process) uses.
