@@ -380,15 +380,13 @@ async fn image_pushes_of_every_sender_reach_image_services() {
     assert_eq!(again.json()["status"], "duplicate");
 
     // Quay: `updated_tags` [latest] deploys the `latest` service; `semver:^1` refuses it.
-    let quay = ferry
+    let (_, deps) = ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=quay")
         .fixture("quay/repo-push")
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(quay).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deps, "quay")["state"], "succeeded");
     assert_eq!(only(&deps, "quay")["image_tag"], "latest");
     let pinned = only(&deps, "pinned");
@@ -400,15 +398,13 @@ async fn image_pushes_of_every_sender_reach_image_services() {
 
     // Harbor, verified by its Authorization header; this push is by digest only, which no
     // tag policy takes.
-    let harbor = ferry
+    let (_, deps) = ferry
         .hook("harbor")
         .token("image-hook-token-2")
         .query("source=harbor")
         .fixture("harbor/push-artifact-default")
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(harbor).await;
+        .deliver()
+        .await;
     let alpine = only(&deps, "alpine");
     assert_eq!(alpine["state"], "skipped", "{alpine:#}");
     assert!(
@@ -472,16 +468,14 @@ command = ["{dir}/deploy.sh"]
         })
         .to_string()
     };
-    let id = ferry
+    let (_, deps) = ferry
         .hook("gh")
         .token("image-hook-token-3")
         .github("registry_package")
         .body(body("v1.2.3"))
         .signed(GITHUB_SECRET)
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     let web = only(&deps, "web");
     assert_eq!(web["state"], "succeeded", "{web:#}");
     assert_eq!(web["source"], "github");
@@ -515,14 +509,12 @@ command = ["{dir}/deploy.sh"]
         "github/registry_package-published-container",
         "github/package-published-container",
     ] {
-        let id = ferry
+        let (id, deps) = ferry
             .hook("gh")
             .token("image-hook-token-3")
             .fixture(fixture)
-            .send()
-            .await
-            .accepted();
-        let deps = ferry.settle(id).await;
+            .deliver()
+            .await;
         let npm = only(&deps, "npm");
         assert_eq!(npm["state"], "skipped", "{fixture}: {npm:#}");
         assert!(
@@ -903,22 +895,15 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
         ),
     );
     let ferry = Ferry::with_config(&config).start().await;
-    let body = std::fs::read_to_string("tests/fixtures/dockerhub/push.json")
-        .unwrap()
-        .replace(
-            "https://registry.hub.docker.com/u/",
-            &format!("http://{hub}/u/"),
-        );
-    let id = ferry
+    let body = dockerhub_push_calling_back_to(&hub.to_string());
+    let (_, deps) = ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=dockerhub")
         .header("Content-Type", "application/json")
         .body(body)
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deps, "testhook")["state"], "succeeded");
     let request = rx
         .recv_timeout(std::time::Duration::from_secs(10))
@@ -933,15 +918,13 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
 
     // The unmodified fixture's callback_url (Docker Hub's own host) is outside the prefix
     // configured here: not called.
-    let id = ferry
+    ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=dockerhub")
         .fixture("dockerhub/push")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+        .deliver()
+        .await;
     assert!(
         rx.recv_timeout(std::time::Duration::from_millis(500))
             .is_err()
@@ -1159,15 +1142,13 @@ docker = {{ container = "{with_login}" }}
         .env("DOCKER_CONFIG", "/nonexistent")
         .start()
         .await;
-    let id = ferry
+    let (_, deps) = ferry
         .hook("shop")
         .query("source=quay")
         .header("Content-Type", "application/json")
         .body(push.clone())
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deps, "cfg")["state"], "succeeded", "{deps:#?}");
     let refused = only(&deps, "login");
     assert_eq!(refused["state"], "failed", "{refused:#}");
@@ -1185,15 +1166,13 @@ docker = {{ container = "{with_login}" }}
         .env("DOCKER_CONFIG", logins.path().to_str().unwrap())
         .start()
         .await;
-    let id = ferry
+    let (_, deps) = ferry
         .hook("shop")
         .query("source=quay&services=login")
         .header("Content-Type", "application/json")
         .body(push)
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     let login = only(&deps, "login");
     assert_eq!(login["state"], "succeeded", "{login:#}");
     let c = inspect(&with_login).unwrap();

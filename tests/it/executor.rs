@@ -63,13 +63,7 @@ fn has_ferry_line(log: &str) -> bool {
 #[tokio::test]
 async fn exit_codes_become_states_and_output_is_logged_with_labels() {
     let ferry = Ferry::with_config(EXEC).start().await;
-    let id = ferry
-        .hook("exec")
-        .token("exec-token-1234")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+    let (_, deployments) = ferry.hook("exec").token("exec-token-1234").deliver().await;
 
     let ok = only(&deployments, "ok");
     assert_eq!(ok["state"], "succeeded", "{ok:#}");
@@ -345,44 +339,21 @@ fn hanging_callback_target() -> (String, std::sync::mpsc::Receiver<()>) {
 #[tokio::test]
 async fn a_hanging_docker_hub_callback_does_not_hold_the_lane() {
     let (hub, callbacks) = hanging_callback_target();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{{dir}}/data"
-admin_token = "${{FERRY_ADMIN_TOKEN}}"
-shutdown_grace = "2s"
-
-[apps.hub]
-token = "image-hook-token-1"
-dockerhub_callback = "http://{hub}/u/"
-[apps.hub.services.testhook]
-image = {{ repository = "docker.io/svendowideit/testhook", tags = "latest" }}
-command = ["{{dir}}/deploy.sh"]
-"#
-    );
+    let config = dockerhub_callback_config(&hub, r#"shutdown_grace = "2s""#);
     let mut ferry = Ferry::with_config(&config).start().await;
+    // Two pushes of the same tag, the second one later (else it would be stale).
     let push = |pushed_at: u64| {
-        let body = String::from_utf8(fixture("dockerhub/push").body)
-            .unwrap()
-            .replace(
-                "https://registry.hub.docker.com/u/",
-                &format!("http://{hub}/u/"),
-            )
-            .replace("1417566161", &pushed_at.to_string());
+        let body =
+            dockerhub_push_calling_back_to(&hub).replace("1417566161", &pushed_at.to_string());
         ferry
             .hook("hub")
             .token("image-hook-token-1")
             .query("source=dockerhub")
             .header("Content-Type", "application/json")
             .body(body)
-            .send()
     };
-    let first = push(1_417_566_161).await.accepted();
-    assert_eq!(
-        only(&ferry.settle(first).await, "testhook")["state"],
-        "succeeded"
-    );
+    let (_, deployments) = push(1_417_566_161).deliver().await;
+    assert_eq!(only(&deployments, "testhook")["state"], "succeeded");
     callbacks
         .recv_timeout(WAIT)
         .expect("the first deployment's callback was called");
@@ -390,8 +361,7 @@ command = ["{{dir}}/deploy.sh"]
     // The first callback now hangs (for up to its 10 s timeout); the next push of the same
     // service deploys at once all the same.
     let started = Instant::now();
-    let second = push(1_417_566_171).await.accepted();
-    let deployments = ferry.settle(second).await;
+    let (_, deployments) = push(1_417_566_171).deliver().await;
     let elapsed = started.elapsed();
     assert_eq!(only(&deployments, "testhook")["state"], "succeeded");
     assert!(

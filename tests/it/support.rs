@@ -278,6 +278,39 @@ pub fn fixture(name: &str) -> Fixture {
     Fixture { body, headers }
 }
 
+/// A ferry with one app `hub` (token `image-hook-token-1`) whose service `testhook` runs the
+/// deploy script for Docker Hub's `svendowideit/testhook:latest` (no Docker needed), and reports
+/// back to callback URLs under `http://HOST/u/`; `server` adds lines to `[server]`.
+pub fn dockerhub_callback_config(host: &str, server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{{dir}}/data"
+admin_token = "${{FERRY_ADMIN_TOKEN}}"
+{server}
+
+[apps.hub]
+token = "image-hook-token-1"
+dockerhub_callback = "http://{host}/u/"
+[apps.hub.services.testhook]
+image = {{ repository = "docker.io/svendowideit/testhook", tags = "latest" }}
+command = ["{{dir}}/deploy.sh"]
+"#
+    )
+}
+
+/// Docker Hub's push (fixture `dockerhub/push`) with its `callback_url` on `host`: a local
+/// listener that plays Docker Hub's callback endpoint (Docker Hub cannot run here).
+pub fn dockerhub_push_calling_back_to(host: &str) -> String {
+    String::from_utf8(fixture("dockerhub/push").body)
+        .expect("UTF-8 fixture")
+        .replace(
+            "https://registry.hub.docker.com/u/",
+            &format!("http://{host}/u/"),
+        )
+}
+
 /// Removes ANSI colour sequences (in case the server colours its logs).
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -1241,6 +1274,15 @@ impl HookRequest<'_> {
             self = self.header(k, v);
         }
         self.body(fx.body)
+    }
+
+    /// The chain most tests repeat: sends, asserts 202 `accepted`, and waits until the delivery
+    /// is planned and every deployment it caused has ended ([`Ferry::settle`]). Returns the
+    /// delivery id and those deployments.
+    pub async fn deliver(self) -> (i64, Vec<Value>) {
+        let ferry = self.ferry;
+        let id = self.send().await.accepted();
+        (id, ferry.settle(id).await)
     }
 
     pub async fn send(self) -> Reply {
