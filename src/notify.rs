@@ -7,8 +7,8 @@
 //! is not followed (`crate::outgoing`); the outcome goes to ferry's log.
 //!
 //! Notifications never hold a lane: the lanes hand each ended deployment to [`Notifier`], which
-//! only queues it (bounded, [`QUEUE`]); one background task ([`run`]) sends them one at a
-//! time, each bounded by [`TIMEOUT`]. So a callback target that hangs delays the callbacks
+//! only queues it (bounded, `QUEUE`); one background task (`run`) sends them one at a
+//! time, each bounded by `TIMEOUT`. So a callback target that hangs delays the callbacks
 //! queued behind it, never the next deployment. A full queue drops the notification with a
 //! warning rather than wait. At shutdown the task sends what is queued within what is left of
 //! `server.shutdown_grace` once the lanes have stopped, then drops the rest and logs how many
@@ -25,10 +25,10 @@ use crate::config::Config;
 use crate::store::{Deployment, Store, state};
 
 /// How many ended deployments may wait for their notification before new ones are dropped.
-pub const QUEUE: usize = 256;
+const QUEUE: usize = 256;
 
 /// How long one callback may take (connect, send, answer).
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A deployment that ended, waiting for its notification.
 struct Ended {
