@@ -47,6 +47,8 @@ const FERRY_VARS: &[&str] = &[
 pub struct Context {
     pub config: Arc<Config>,
     pub store: Store,
+    /// Queues reports to senders; never waits, so a slow callback holds no lane.
+    pub notifier: crate::notify::Notifier,
 }
 
 type Lane = (String, String);
@@ -179,7 +181,7 @@ async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
         .await
     {
         Ok(()) => {
-            crate::notify::deployment_ended(&ctx.config, &ctx.store, d, final_state).await;
+            ctx.notifier.deployment_ended(d, final_state);
             if final_state == state::SUCCEEDED {
                 tracing::info!(deployment = d.id, app = %d.app, service = %d.service, commit = d.git_commit.as_deref().unwrap_or(""), "deployment succeeded");
             } else {

@@ -11,7 +11,8 @@
 //!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
-//! `interrupted`) and return.
+//! `interrupted`); let the notifier send what is queued within what is left of the grace
+//! period (the rest is dropped with a warning) and return.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::config::Config;
 use crate::listener::ConnLimits;
 use crate::store::{Intake, Store};
 use crate::tls::Tls;
-use crate::{api, ingress, lanes, listener, planner, retention};
+use crate::{api, ingress, lanes, listener, notify, planner, retention};
 
 /// What request handlers share.
 pub struct Shared {
@@ -261,12 +262,18 @@ pub async fn serve(
         lanes_wake.clone(),
         planner_stop.clone(),
     ));
+    // The lanes hold the only `Notifier`: once they have returned, the notifier's queue
+    // closes and the task ends when it has sent what was queued.
+    let notifier_stop = CancellationToken::new();
+    let (notifier, mut notifications) =
+        notify::spawn(config.clone(), store.clone(), notifier_stop.clone());
     // Queued deployments left from before a restart start at once.
     lanes_wake.notify_one();
     let mut lanes = tokio::spawn(lanes::run(
         Arc::new(lanes::Context {
             config: config.clone(),
             store: store.clone(),
+            notifier,
         }),
         lanes_wake,
         lanes_stop.clone(),
@@ -294,13 +301,22 @@ pub async fn serve(
     tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
     planner_stop.cancel();
     lanes_stop.cancel();
-    if tokio::time::timeout(config.server.shutdown_grace, &mut lanes)
+    let grace_over = tokio::time::Instant::now() + config.server.shutdown_grace;
+    if tokio::time::timeout_at(grace_over, &mut lanes)
         .await
         .is_err()
     {
         tracing::warn!("grace period over: cancelling running deployments");
         lanes_kill.cancel();
         let _ = lanes.await;
+    }
+    // Notifications still queued get what is left of the grace period, then are dropped.
+    if tokio::time::timeout_at(grace_over, &mut notifications)
+        .await
+        .is_err()
+    {
+        notifier_stop.cancel();
+        let _ = notifications.await;
     }
     let _ = planner.await;
     if let Some(r) = retention {

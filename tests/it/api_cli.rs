@@ -119,22 +119,14 @@ async fn lists_are_newest_first_filter_and_page_with_before() {
     let ferry = Ferry::with_config(&format!("{SHOP}{BLOG}")).start().await;
     let mut shop = Vec::new();
     for _ in 0..3 {
-        let id = ferry
-            .hook("shop")
-            .query("services=worker")
-            .send()
-            .await
-            .accepted();
-        ferry.settle(id).await;
+        let (id, _) = ferry.hook("shop").query("services=worker").deliver().await;
         shop.push(id);
     }
-    let blog = ferry
+    let (blog, _) = ferry
         .hook("blog")
         .token("blog-token-123456")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(blog).await;
+        .deliver()
+        .await;
 
     let all = ferry.deliveries("").await;
     let ids: Vec<i64> = all.iter().map(|d| d["id"].as_i64().unwrap()).collect();
@@ -191,13 +183,7 @@ async fn lists_are_newest_first_filter_and_page_with_before() {
 #[tokio::test]
 async fn replay_processes_a_stored_delivery_again() {
     let ferry = Ferry::shop().start().await;
-    let original = ferry
-        .hook("shop")
-        .query("services=worker")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(original).await;
+    let (original, _) = ferry.hook("shop").query("services=worker").deliver().await;
 
     let reply = ferry
         .post(&format!("/api/v1/deliveries/{original}/replay"), json!({}))
@@ -339,20 +325,16 @@ async fn cli_deploy_passes_profile_and_ref() {
 #[tokio::test]
 async fn cli_status_shows_each_services_state_and_version() {
     let ferry = Ferry::with_config(&with_broken()).start().await;
-    let id = ferry
+    ferry
         .hook("shop")
         .fixture("push-branch-created")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
-    let id = ferry
+        .deliver()
+        .await;
+    ferry
         .hook("shop")
         .query("services=worker,broken")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+        .deliver()
+        .await;
 
     for args in [&["status", "shop"][..], &["status"][..]] {
         let out = ferry.cli(args).run().await;
@@ -398,20 +380,16 @@ async fn cli_logs_prints_a_deployments_log() {
 #[tokio::test]
 async fn cli_deliveries_lists_what_was_received() {
     let ferry = Ferry::with_config(&format!("{SHOP}{BLOG}")).start().await;
-    let push = ferry
+    let (push, _) = ferry
         .hook("shop")
         .fixture("push-branch-created")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(push).await;
-    let blog = ferry
+        .deliver()
+        .await;
+    ferry
         .hook("blog")
         .token("blog-token-123456")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(blog).await;
+        .deliver()
+        .await;
 
     let out = ferry.cli(&["deliveries", "shop"]).run().await;
     let stdout = out.success();
@@ -438,13 +416,7 @@ async fn cli_deliveries_lists_what_was_received() {
 #[tokio::test]
 async fn cli_replay_processes_a_delivery_again() {
     let ferry = Ferry::shop().start().await;
-    let id = ferry
-        .hook("shop")
-        .query("services=worker")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+    let (id, _) = ferry.hook("shop").query("services=worker").deliver().await;
     ferry
         .cli(&["replay", &id.to_string()])
         .run()
@@ -485,13 +457,7 @@ async fn cli_finds_server_and_token_in_the_environment() {
 
 /// Starts a server logging JSON and checks every line is a JSON object.
 async fn check_json_logs(ferry: Ferry) {
-    let id = ferry
-        .hook("shop")
-        .query("services=worker")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+    ferry.hook("shop").query("services=worker").deliver().await;
     let lines = ferry.stderr_lines();
     let mut objects = Vec::new();
     for line in lines.iter().filter(|l| !l.trim().is_empty()) {

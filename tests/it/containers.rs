@@ -60,10 +60,9 @@ fn container_id(name: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn an_image_push_replaces_the_container_health_gated_with_rollback() {
-    if !require_docker("an_image_push_replaces_the_container_health_gated_with_rollback") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-ct");
     let name = scope.name("api");
     let network = scope.name("net");
@@ -381,15 +380,13 @@ async fn image_pushes_of_every_sender_reach_image_services() {
     assert_eq!(again.json()["status"], "duplicate");
 
     // Quay: `updated_tags` [latest] deploys the `latest` service; `semver:^1` refuses it.
-    let quay = ferry
+    let (_, deps) = ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=quay")
         .fixture("quay/repo-push")
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(quay).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deps, "quay")["state"], "succeeded");
     assert_eq!(only(&deps, "quay")["image_tag"], "latest");
     let pinned = only(&deps, "pinned");
@@ -401,15 +398,13 @@ async fn image_pushes_of_every_sender_reach_image_services() {
 
     // Harbor, verified by its Authorization header; this push is by digest only, which no
     // tag policy takes.
-    let harbor = ferry
+    let (_, deps) = ferry
         .hook("harbor")
         .token("image-hook-token-2")
         .query("source=harbor")
         .fixture("harbor/push-artifact-default")
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(harbor).await;
+        .deliver()
+        .await;
     let alpine = only(&deps, "alpine");
     assert_eq!(alpine["state"], "skipped", "{alpine:#}");
     assert!(
@@ -473,16 +468,14 @@ command = ["{dir}/deploy.sh"]
         })
         .to_string()
     };
-    let id = ferry
+    let (_, deps) = ferry
         .hook("gh")
         .token("image-hook-token-3")
         .github("registry_package")
         .body(body("v1.2.3"))
         .signed(GITHUB_SECRET)
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     let web = only(&deps, "web");
     assert_eq!(web["state"], "succeeded", "{web:#}");
     assert_eq!(web["source"], "github");
@@ -516,14 +509,12 @@ command = ["{dir}/deploy.sh"]
         "github/registry_package-published-container",
         "github/package-published-container",
     ] {
-        let id = ferry
+        let (id, deps) = ferry
             .hook("gh")
             .token("image-hook-token-3")
             .fixture(fixture)
-            .send()
-            .await
-            .accepted();
-        let deps = ferry.settle(id).await;
+            .deliver()
+            .await;
         let npm = only(&deps, "npm");
         assert_eq!(npm["state"], "skipped", "{fixture}: {npm:#}");
         assert!(
@@ -547,10 +538,9 @@ command = ["{dir}/deploy.sh"]
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned() {
-    if !require_docker("labelled_replicas_are_replaced_one_at_a_time_and_old_images_pruned") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-rep");
     let label = format!("ferry.service={}", scope.prefix());
     scope.label(&label);
@@ -660,10 +650,9 @@ fn compose_container(project: &str, service: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker, docker-registry and docker-compose: cargo test -- --include-ignored"]
 async fn a_compose_service_is_pulled_and_recreated_through_compose() {
-    if !require_docker("a_compose_service_is_pulled_and_recreated_through_compose") {
-        return;
-    }
+    require_docker();
     if try_docker(&["version"]).is_ok()
         && std::process::Command::new("docker-compose")
             .arg("version")
@@ -671,7 +660,7 @@ async fn a_compose_service_is_pulled_and_recreated_through_compose() {
             .map(|o| !o.status.success())
             .unwrap_or(true)
     {
-        return skip_outside_ci("docker-compose is not installed");
+        unavailable("docker-compose is not installed");
     }
     let mut scope = DockerScope::new("ferry-cmp");
     let project = scope.prefix().to_string();
@@ -777,15 +766,14 @@ impl Drop for SwarmGuard {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker (a single-node Swarm) and docker-registry: cargo test -- --include-ignored"]
 async fn a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image() {
-    if !require_docker("a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image") {
-        return;
-    }
+    require_docker();
     let active = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     let joined = active.trim() != "active";
     if joined {
         if let Err(e) = try_docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]) {
-            return skip_outside_ci(&format!("this engine cannot run a single-node Swarm: {e}"));
+            unavailable(&format!("this engine cannot run a single-node Swarm: {e}"));
         }
     }
     let mut scope = DockerScope::new("ferry-swarm");
@@ -907,22 +895,15 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
         ),
     );
     let ferry = Ferry::with_config(&config).start().await;
-    let body = std::fs::read_to_string("tests/fixtures/dockerhub/push.json")
-        .unwrap()
-        .replace(
-            "https://registry.hub.docker.com/u/",
-            &format!("http://{hub}/u/"),
-        );
-    let id = ferry
+    let body = dockerhub_push_calling_back_to(&hub.to_string());
+    let (_, deps) = ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=dockerhub")
         .header("Content-Type", "application/json")
         .body(body)
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deps, "testhook")["state"], "succeeded");
     let request = rx
         .recv_timeout(std::time::Duration::from_secs(10))
@@ -937,15 +918,13 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
 
     // The unmodified fixture's callback_url (Docker Hub's own host) is outside the prefix
     // configured here: not called.
-    let id = ferry
+    ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=dockerhub")
         .fixture("dockerhub/push")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+        .deliver()
+        .await;
     assert!(
         rx.recv_timeout(std::time::Duration::from_millis(500))
             .is_err()
@@ -971,12 +950,9 @@ fn quay_push(repo: &str, tags: &[&str]) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_refused() {
-    if !require_docker(
-        "a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_refused",
-    ) {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-res");
     let name = scope.name("api");
     let registry = Registry::start(None, None);
@@ -1029,10 +1005,9 @@ async fn a_push_without_digest_is_resolved_in_the_registry_and_a_forged_tag_is_r
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn a_replacement_interrupted_half_way_is_restored_then_redone() {
-    if !require_docker("a_replacement_interrupted_half_way_is_restored_then_redone") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-int");
     let name = scope.name("api");
     let registry = Registry::start(None, None);
@@ -1119,11 +1094,9 @@ fn docker_as(config_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn pulls_from_a_registry_that_wants_a_login_use_config_or_docker_credentials() {
-    if !require_docker("pulls_from_a_registry_that_wants_a_login_use_config_or_docker_credentials")
-    {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("ferry-auth");
     let registry = Registry::start_with_users(REGISTRY_USERS);
     let repo = scope.repo(&registry.repo("acme/api"));
@@ -1169,15 +1142,13 @@ docker = {{ container = "{with_login}" }}
         .env("DOCKER_CONFIG", "/nonexistent")
         .start()
         .await;
-    let id = ferry
+    let (_, deps) = ferry
         .hook("shop")
         .query("source=quay")
         .header("Content-Type", "application/json")
         .body(push.clone())
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deps, "cfg")["state"], "succeeded", "{deps:#?}");
     let refused = only(&deps, "login");
     assert_eq!(refused["state"], "failed", "{refused:#}");
@@ -1195,15 +1166,13 @@ docker = {{ container = "{with_login}" }}
         .env("DOCKER_CONFIG", logins.path().to_str().unwrap())
         .start()
         .await;
-    let id = ferry
+    let (_, deps) = ferry
         .hook("shop")
         .query("source=quay&services=login")
         .header("Content-Type", "application/json")
         .body(push)
-        .send()
-        .await
-        .accepted();
-    let deps = ferry.settle(id).await;
+        .deliver()
+        .await;
     let login = only(&deps, "login");
     assert_eq!(login["state"], "succeeded", "{login:#}");
     let c = inspect(&with_login).unwrap();

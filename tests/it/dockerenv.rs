@@ -2,7 +2,7 @@
 //! (`docker-registry serve`), and test images built locally from `tests/images/app.c`.
 //!
 //! ```ignore
-//! if !require_docker("my_test") { return; }
+//! require_docker();                                 // in a test marked #[ignore = "needs Docker …"]
 //! let mut docker = DockerScope::new("my-test");      // removes what it tracks when dropped
 //! let registry = Registry::start(Some(&hook_url), Some("Bearer token"));
 //! let repo = docker.repo(&registry.repo("acme/api")); // 127.0.0.1:PORT/acme/api
@@ -45,10 +45,10 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 // ---- availability ----
 
-/// Whether this test can use Docker: `docker info` works and [`REGISTRY_BIN`] exists. If not,
-/// fails the test when `CI` is set (the Docker tests must run in CI), else prints
-/// `skipping TEST: REASON` to stderr and returns false.
-pub fn require_docker(test: &str) -> bool {
+/// Fails the test unless Docker can be used: `docker info` works and [`REGISTRY_BIN`] exists.
+/// Tests that call this are marked `#[ignore = "needs Docker …"]` (see
+/// [`crate::support::unavailable`]): run, they must not pass without Docker.
+pub fn require_docker() {
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
     let available = AVAILABLE.get_or_init(|| {
         if !Path::new(REGISTRY_BIN).exists() {
@@ -66,15 +66,8 @@ pub fn require_docker(test: &str) -> bool {
         }
         Ok(())
     });
-    match available {
-        Ok(()) => true,
-        Err(reason) if std::env::var_os("CI").is_some() => {
-            panic!("{test} needs Docker (CI is set, so it may not be skipped): {reason}")
-        }
-        Err(reason) => {
-            eprintln!("skipping {test}: {reason}");
-            false
-        }
+    if let Err(reason) = available {
+        crate::support::unavailable(&format!("Docker: {reason}"));
     }
 }
 
@@ -951,10 +944,9 @@ fn registry_version() -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn dockerenv_smoke() {
-    if !require_docker("dockerenv_smoke") {
-        return;
-    }
+    require_docker();
     let mut scope = DockerScope::new("dockerenv-smoke");
     let sink = NotifySink::start();
     let registry = Registry::start(Some(&sink.url()), Some("Bearer test-token"));

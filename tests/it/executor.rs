@@ -63,13 +63,7 @@ fn has_ferry_line(log: &str) -> bool {
 #[tokio::test]
 async fn exit_codes_become_states_and_output_is_logged_with_labels() {
     let ferry = Ferry::with_config(EXEC).start().await;
-    let id = ferry
-        .hook("exec")
-        .token("exec-token-1234")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+    let (_, deployments) = ferry.hook("exec").token("exec-token-1234").deliver().await;
 
     let ok = only(&deployments, "ok");
     assert_eq!(ok["state"], "succeeded", "{ok:#}");
@@ -323,4 +317,79 @@ async fn payload_values_never_reach_a_shell() {
     let env = ferry.run_env(web["id"].as_i64().unwrap());
     assert_eq!(env.get("FERRY_GIT_REF"), Some(&evil), "passed on verbatim");
     assert!(!ferry.path("pwned").exists() && !ferry.path("pwned2").exists());
+}
+
+/// A Docker Hub callback endpoint that accepts connections and never answers (the peer under
+/// test: Docker Hub cannot run here). Reports each accepted connection; holds them open.
+fn hanging_callback_target() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(s) = stream else { break };
+            held.push(s);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_hanging_docker_hub_callback_does_not_hold_the_lane() {
+    let (hub, callbacks) = hanging_callback_target();
+    let config = dockerhub_callback_config(&hub, r#"shutdown_grace = "2s""#);
+    let mut ferry = Ferry::with_config(&config).start().await;
+    // Two pushes of the same tag, the second one later (else it would be stale).
+    let push = |pushed_at: u64| {
+        let body =
+            dockerhub_push_calling_back_to(&hub).replace("1417566161", &pushed_at.to_string());
+        ferry
+            .hook("hub")
+            .token("image-hook-token-1")
+            .query("source=dockerhub")
+            .header("Content-Type", "application/json")
+            .body(body)
+    };
+    let (_, deployments) = push(1_417_566_161).deliver().await;
+    assert_eq!(only(&deployments, "testhook")["state"], "succeeded");
+    callbacks
+        .recv_timeout(WAIT)
+        .expect("the first deployment's callback was called");
+
+    // The first callback now hangs (for up to its 10 s timeout); the next push of the same
+    // service deploys at once all the same.
+    let started = Instant::now();
+    let (_, deployments) = push(1_417_566_171).deliver().await;
+    let elapsed = started.elapsed();
+    assert_eq!(only(&deployments, "testhook")["state"], "succeeded");
+    // Had the lane waited for the first callback, it would have ended first (timed out).
+    assert!(
+        !ferry.stderr_text().contains("Docker Hub callback failed"),
+        "the second deployment ({elapsed:?}) waited for the first one's callback:\n{}",
+        ferry.stderr_text()
+    );
+    assert!(
+        callbacks.try_recv().is_err(),
+        "the second callback waits behind the first, not in the lane"
+    );
+
+    // At shutdown, queued callbacks get what is left of the grace period, then are dropped
+    // with a log line: ferry does not wait for the hanging one's timeout.
+    let stopping = Instant::now();
+    ferry.sigterm();
+    let status = ferry.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", ferry.stderr_text());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    let log = ferry.stderr_text();
+    assert!(
+        log.contains("Docker Hub callback abandoned: shutting down")
+            && log.contains("Docker Hub callbacks not sent: shutting down"),
+        "{log}"
+    );
 }

@@ -500,14 +500,12 @@ async fn a_body_over_the_limit_is_413() {
         .await;
     assert_eq!(one_over.status, 413, "{}", one_over.text);
 
-    let at_limit = ferry
+    let (_, deployments) = ferry
         .hook("shop")
         .query("services=worker")
         .body(vec![b'a'; 1024])
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(at_limit).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deployments, "worker")["state"], "succeeded");
     ferry.settled("shop").await;
     assert_eq!(ferry.runs_of("worker").len(), 1, "{:?}", ferry.runs());
@@ -559,13 +557,11 @@ async fn a_post_without_a_body_redeploys_every_service() {
     assert_eq!(delivery["verified"], false);
 
     // `curl -X POST -d '' URL` (an empty form body) is the same thing.
-    let id = ferry
+    let (_, deployments) = ferry
         .hook("shop")
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+        .deliver()
+        .await;
     for service in ["web", "worker"] {
         assert_eq!(only(&deployments, service)["state"], "succeeded");
     }

@@ -76,13 +76,11 @@ async fn deleting_a_branch_or_a_tag_deploys_nothing() {
     not_deployed(&deployments, "web");
     not_deployed(&deployments, "worker");
 
-    let tag = ferry
+    let (_, deployments) = ferry
         .hook("shop")
         .fixture("push-tag-deleted")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(tag).await;
+        .deliver()
+        .await;
     not_deployed(&deployments, "web");
     not_deployed(&deployments, "worker");
 
@@ -182,14 +180,12 @@ async fn an_event_older_than_the_queued_one_is_skipped_as_stale() {
 #[tokio::test]
 async fn git_ref_deploys_that_ref_to_git_services() {
     let ferry = Ferry::with_config(&shop_ci()).start().await;
-    let id = ferry
+    let (_, deployments) = ferry
         .hook("shop")
         .query("services=web&git_ref=v2.3.4")
         .ci_bearer()
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+        .deliver()
+        .await;
     let web = only(&deployments, "web");
     assert_eq!(web["state"], "succeeded", "{web:#}");
     assert_eq!(web["git_ref"], "v2.3.4");
@@ -202,23 +198,15 @@ async fn git_ref_deploys_that_ref_to_git_services() {
 async fn services_selects_what_is_deployed() {
     let ferry = Ferry::shop().start().await;
 
-    let id = ferry
-        .hook("shop")
-        .query("services=worker")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+    let (_, deployments) = ferry.hook("shop").query("services=worker").deliver().await;
     assert_eq!(only(&deployments, "worker")["state"], "succeeded");
     not_deployed(&deployments, "web");
 
-    let id = ferry
+    let (_, deployments) = ferry
         .hook("shop")
         .query("services=web,worker")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deployments, "worker")["state"], "succeeded");
     assert_eq!(only(&deployments, "web")["state"], "succeeded");
 
@@ -248,13 +236,11 @@ async fn deployment_profile_selects_services_with_spaces_as_plus_or_percent_20()
         );
     }
 
-    let id = ferry
+    let (_, deployments) = ferry
         .hook("shop")
         .query("deployment_profile=hotfix")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+        .deliver()
+        .await;
     assert_eq!(only(&deployments, "web")["state"], "succeeded");
     not_deployed(&deployments, "worker");
 

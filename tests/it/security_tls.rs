@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -603,40 +603,18 @@ fn redirecting_peer() -> (String, std::sync::mpsc::Receiver<String>) {
 #[tokio::test]
 async fn a_docker_hub_callback_answering_302_is_not_followed() {
     let (peer, requests) = redirecting_peer();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{{dir}}/data"
-admin_token = "${{FERRY_ADMIN_TOKEN}}"
-
-[apps.hub]
-token = "image-hook-token-1"
-dockerhub_callback = "http://{peer}/u/"
-[apps.hub.services.testhook]
-image = {{ repository = "docker.io/svendowideit/testhook", tags = "latest" }}
-command = ["{{dir}}/deploy.sh"]
-"#
-    );
-    let ferry = Ferry::with_config(&config).start().await;
-    let body = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerhub/push.json"),
-    )
-    .unwrap()
-    .replace(
-        "https://registry.hub.docker.com/u/",
-        &format!("http://{peer}/u/"),
-    );
-    let id = ferry
+    let ferry = Ferry::with_config(&dockerhub_callback_config(&peer, ""))
+        .start()
+        .await;
+    let body = dockerhub_push_calling_back_to(&peer);
+    ferry
         .hook("hub")
         .token("image-hook-token-1")
         .query("source=dockerhub")
         .header("Content-Type", "application/json")
         .body(body)
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+        .deliver()
+        .await;
     let first = requests
         .recv_timeout(WAIT)
         .expect("the callback was called");

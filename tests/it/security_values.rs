@@ -236,13 +236,11 @@ async fn a_git_ref_modifier_that_is_no_ref_is_refused_with_400() {
 async fn no_ferry_value_with_a_control_character_reaches_a_command() {
     let config = format!("{OPEN}\n[apps.open.profiles.\"two\\nlines\"]\nservices = [\"worker\"]\n");
     let ferry = Ferry::with_config(&config).start().await;
-    let id = ferry
+    let (_, deployments) = ferry
         .hook("open")
         .query("deployment_profile=two%0Alines")
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(id).await;
+        .deliver()
+        .await;
     let worker = only(&deployments, "worker");
     assert_eq!(worker["state"], "failed", "{worker:#}");
     let reason = worker["reason"].as_str().expect("a reason");

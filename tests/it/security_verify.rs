@@ -143,15 +143,13 @@ async fn a_replayed_signed_push_under_a_new_delivery_id_is_a_duplicate() {
     let ferry = Ferry::with_config(&shop_ci()).start().await;
     let body = push_payload(REPO, "master", &sha(1), &commit_time(1));
     let signature = sign_github(GITHUB_SECRET, body.as_bytes());
-    let first = ferry
+    let (first, deployments) = ferry
         .hook("shop")
         .github("push")
         .header("X-Hub-Signature-256", &signature)
         .body(body.clone())
-        .send()
-        .await
-        .accepted();
-    let deployments = ferry.settle(first).await;
+        .deliver()
+        .await;
     assert_eq!(
         only(&deployments, "web")["commit"],
         sha(1).as_str(),

@@ -332,14 +332,12 @@ async fn bitbucket_data_center_update_and_delete() {
     let d = deployed(&ferry, id, "bbs").await;
     assert_eq!(d["state"], "succeeded", "{d:#}");
     assert_eq!(d["commit"], "22671f0349857934857983457983475ec39f196b");
-    let id = ferry
+    ferry
         .hook("multi")
         .token(TOKEN)
         .fixture("bitbucket-server/repo-refs-changed-branch-deleted")
-        .send()
-        .await
-        .accepted();
-    ferry.settle(id).await;
+        .deliver()
+        .await;
     ferry.settled("multi").await;
     assert_eq!(ferry.runs().len(), 1, "the deletion deployed nothing");
 }
@@ -627,15 +625,13 @@ command = ["{dir}/deploy.sh"]
 "#;
     let ferry = Ferry::with_config(config).start().await;
     // GitHub push of a commit made at t=20.
-    let newer = ferry
+    ferry
         .hook("app")
         .token("app-token-1234567")
         .github("push")
         .body(push_payload("acme/app", "main", &sha(20), &commit_time(20)))
-        .send()
-        .await
-        .accepted();
-    ferry.settle(newer).await;
+        .deliver()
+        .await;
     // A GitLab mirror reports an older commit (t=10) afterwards.
     let gitlab = json!({
         "object_kind": "push", "ref": "refs/heads/main", "after": sha(10), "checkout_sha": sha(10),

@@ -133,14 +133,27 @@ echo "done"
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// For a test that needs something this machine lacks: prints why it is skipped, or fails when
-/// `CI` is set (CI must run every test).
-pub fn skip_outside_ci(why: &str) {
+/// For a test that needs what not every machine has (Docker, strace, root for a tmpfs): such a
+/// test is marked `#[ignore = "needs …: cargo test -- --include-ignored"]`, so a plain
+/// `cargo test` lists it as ignored with that reason; run (`--include-ignored`, as `.ci/run`
+/// does), it calls this when what it needs is missing, and fails rather than pass unchecked.
+pub fn unavailable(why: &str) -> ! {
+    panic!("this test cannot run here: {why}")
+}
+
+/// CI runs every test, the ignored ones too (see [`unavailable`]): with `CI` set, a run that
+/// leaves them out fails here instead of passing with tests unrun.
+#[test]
+fn ci_runs_the_ignored_tests() {
+    let args: Vec<String> = std::env::args().collect();
+    let included = args
+        .iter()
+        .any(|a| a == "--include-ignored" || a == "--ignored");
     assert!(
-        std::env::var_os("CI").is_none(),
-        "this test must run in CI: {why}"
+        std::env::var_os("CI").is_none() || included,
+        "CI is set, so the tests that need Docker, strace or root must run: \
+         cargo test -- --include-ignored (args: {args:?})"
     );
-    eprintln!("SKIPPED: {why}; this test runs in CI");
 }
 
 /// A string no other test (or test process) uses.
@@ -263,6 +276,39 @@ pub fn fixture(name: &str) -> Fixture {
         })
         .collect();
     Fixture { body, headers }
+}
+
+/// A ferry with one app `hub` (token `image-hook-token-1`) whose service `testhook` runs the
+/// deploy script for Docker Hub's `svendowideit/testhook:latest` (no Docker needed), and reports
+/// back to callback URLs under `http://HOST/u/`; `server` adds lines to `[server]`.
+pub fn dockerhub_callback_config(host: &str, server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{{dir}}/data"
+admin_token = "${{FERRY_ADMIN_TOKEN}}"
+{server}
+
+[apps.hub]
+token = "image-hook-token-1"
+dockerhub_callback = "http://{host}/u/"
+[apps.hub.services.testhook]
+image = {{ repository = "docker.io/svendowideit/testhook", tags = "latest" }}
+command = ["{{dir}}/deploy.sh"]
+"#
+    )
+}
+
+/// Docker Hub's push (fixture `dockerhub/push`) with its `callback_url` on `host`: a local
+/// listener that plays Docker Hub's callback endpoint (Docker Hub cannot run here).
+pub fn dockerhub_push_calling_back_to(host: &str) -> String {
+    String::from_utf8(fixture("dockerhub/push").body)
+        .expect("UTF-8 fixture")
+        .replace(
+            "https://registry.hub.docker.com/u/",
+            &format!("http://{host}/u/"),
+        )
 }
 
 /// Removes ANSI colour sequences (in case the server colours its logs).
@@ -1228,6 +1274,15 @@ impl HookRequest<'_> {
             self = self.header(k, v);
         }
         self.body(fx.body)
+    }
+
+    /// The chain most tests repeat: sends, asserts 202 `accepted`, and waits until the delivery
+    /// is planned and every deployment it caused has ended ([`Ferry::settle`]). Returns the
+    /// delivery id and those deployments.
+    pub async fn deliver(self) -> (i64, Vec<Value>) {
+        let ferry = self.ferry;
+        let id = self.send().await.accepted();
+        (id, ferry.settle(id).await)
     }
 
     pub async fn send(self) -> Reply {
