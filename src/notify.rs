@@ -12,10 +12,15 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::store::{Deployment, Store, state};
+use crate::store::{Deployment, DeploymentState, Store};
 
 /// Reports a deployment's end to its sender, if the sender wants that and the app allows it.
-pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, final_state: &str) {
+pub async fn deployment_ended(
+    config: &Config,
+    store: &Store,
+    d: &Deployment,
+    final_state: DeploymentState,
+) {
     if d.source != crate::sources::Source::Dockerhub.as_str() {
         return;
     }
@@ -39,9 +44,16 @@ pub async fn deployment_ended(config: &Config, store: &Store, d: &Deployment, fi
         return;
     }
     let callback_state = match final_state {
-        state::SUCCEEDED => "success",
-        state::FAILED | state::TIMED_OUT | state::ROLLED_BACK => "failure",
-        _ => "error",
+        DeploymentState::Succeeded => "success",
+        DeploymentState::Failed | DeploymentState::TimedOut | DeploymentState::RolledBack => {
+            "failure"
+        }
+        DeploymentState::Cancelled
+        | DeploymentState::Interrupted
+        | DeploymentState::Superseded
+        | DeploymentState::Skipped
+        | DeploymentState::Queued
+        | DeploymentState::Running => "error",
     };
     let target = format!(
         "{}/api/v1/deployments/{}",

@@ -38,6 +38,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Client address, rate limits and allowlists of the hook route.
     pub edges: crate::edges::Edges,
+    /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.
+    pub running: crate::lanes::Running,
 }
 
 /// Counters of hook answers, by outcome, for `/metrics`.
@@ -263,10 +265,12 @@ pub async fn serve(
     ));
     // Queued deployments left from before a restart start at once.
     lanes_wake.notify_one();
+    let running = lanes::Running::default();
     let mut lanes = tokio::spawn(lanes::run(
         Arc::new(lanes::Context {
             config: config.clone(),
             store: store.clone(),
+            running: running.clone(),
         }),
         lanes_wake,
         lanes_stop.clone(),
@@ -288,6 +292,7 @@ pub async fn serve(
         intake,
         metrics: Metrics::default(),
         edges: crate::edges::Edges::new(&config),
+        running,
     });
     serve_http(endpoints, routers(shared), limits, &stopping).await?;
 
