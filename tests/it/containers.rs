@@ -1213,3 +1213,87 @@ docker = {{ container = "{with_login}" }}
     );
     scope.clean();
 }
+
+/// `ferry cancel` of a container replacement in progress takes the path of a failed health
+/// gate: the new container goes, the old one gets its name back and runs on; the deployment is
+/// `cancelled`.
+#[tokio::test]
+async fn cancelling_a_container_replacement_rolls_it_back() {
+    if !require_docker("cancelling_a_container_replacement_rolls_it_back") {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-cc");
+    let name = scope.name("api");
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hooks/shop/{HOOK_TOKEN}");
+    let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
+    let repo = scope.repo(&registry.repo("acme/api"));
+    let config =
+        config(port, &repo, &name).replace("health_timeout = \"15s\"", "health_timeout = \"5m\"");
+    let ferry = Ferry::with_config(&config).dir("data").start().await;
+    for v in ["1.0.0", "1.1.0"] {
+        build_image(&format!("{repo}:{v}"), v, false);
+    }
+    // The user's own healthcheck (copied to the new container) first runs after a minute: the
+    // health gate is still waiting when the cancel comes.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "ferry.service=api",
+        "--health-cmd",
+        "/app check",
+        "--health-interval",
+        "60s",
+        &format!("{repo}:1.0.0"),
+    ]);
+    let old = container_id(&name);
+
+    push(&format!("{repo}:1.1.0"));
+    let running = deployment_of_tag(&ferry, "1.1.0", "1.1.0 running", "running").await;
+    let id = running["id"].as_i64().unwrap();
+    eventually("the health gate to wait", WAIT, async || {
+        let log = ferry.log(id).await;
+        if log.contains("waiting for its healthcheck") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+
+    let out = ferry.cli(&["cancel", &id.to_string()]).run().await;
+    assert!(out.success().contains("cancelling"), "{out:#?}");
+    let d = ferry.wait_state(id, "cancelled").await;
+    assert!(
+        d["reason"].as_str().unwrap().contains("while it ran"),
+        "{d:#}"
+    );
+    assert_eq!(
+        container_id(&name),
+        old,
+        "the old container has its name back"
+    );
+    assert!(
+        state(&name).starts_with("status=running"),
+        "{}",
+        state(&name)
+    );
+    let leftovers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={name}-ferry-old"),
+        "-q",
+    ]);
+    assert!(leftovers.trim().is_empty(), "containers left: {leftovers}");
+    let log = ferry.log(id).await;
+    assert!(
+        log.contains("requested through the API; rolling back"),
+        "{log}"
+    );
+    assert!(log.contains("rolled back:"), "{log}");
+    scope.clean();
+}
