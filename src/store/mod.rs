@@ -1013,7 +1013,66 @@ fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreErr
 
 #[cfg(test)]
 mod tests {
-    use super::{DeliveryStatus, DeploymentState};
+    use super::{CancelOutcome, DeliveryStatus, DeploymentState, Store};
+
+    /// A store in a temp dir with one delivery and a deployment of it in each `states`.
+    async fn store_with(states: &[DeploymentState]) -> (tempfile::TempDir, Store, Vec<i64>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _intake) = Store::open(dir.path()).await.expect("open");
+        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers, body) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}', x'')")
+            .bind(DeliveryStatus::Planned)
+            .execute(&store.pool)
+            .await
+            .expect("delivery");
+        let mut ids = Vec::new();
+        for state in states {
+            let id: i64 = sqlx::query_scalar("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 1, ?1, 'generic', 'e', 1) RETURNING id")
+                .bind(*state)
+                .fetch_one(&store.pool)
+                .await
+                .expect("deployment");
+            ids.push(id);
+        }
+        (dir, store, ids)
+    }
+
+    #[tokio::test]
+    async fn cancel_dequeues_flags_running_and_leaves_ended_ones() {
+        use DeploymentState::*;
+        let (_dir, store, ids) = store_with(&[Queued, Running, Succeeded]).await;
+        let Some(CancelOutcome::Dequeued(d)) = store.cancel(ids[0]).await.unwrap() else {
+            panic!("queued → dequeued");
+        };
+        assert_eq!(d.state, Cancelled);
+        assert!(d.finished_at.is_some());
+        let Some(CancelOutcome::Stopping(d)) = store.cancel(ids[1]).await.unwrap() else {
+            panic!("running → stopping");
+        };
+        assert_eq!(d.state, Running, "the lanes record the end");
+        let Some(CancelOutcome::AlreadyFinal(d)) = store.cancel(ids[2]).await.unwrap() else {
+            panic!("succeeded → already final");
+        };
+        assert_eq!(d.state, Succeeded);
+        assert!(store.cancel(999).await.unwrap().is_none());
+        assert!(store.queued().await.unwrap().is_empty());
+    }
+
+    /// A cancel requested while ferry stopped (or crashed) is kept: the run is recorded
+    /// `cancelled` at the next start, not `interrupted`, and not retried.
+    #[tokio::test]
+    async fn a_cancel_request_survives_a_restart() {
+        use DeploymentState::*;
+        let (_dir, store, ids) = store_with(&[Running, Running]).await;
+        store.cancel(ids[0]).await.unwrap();
+        let recovered = store.recover_interrupted(3).await.unwrap();
+        assert_eq!(recovered[0], (ids[0], None), "no retry of a cancelled run");
+        assert!(recovered[1].1.is_some(), "the other one is retried");
+        let d = store.deployment(ids[0]).await.unwrap().unwrap();
+        assert_eq!(d.state, Cancelled);
+        assert_eq!(d.reason.as_deref(), Some(super::CANCELLED_WHILE_RUNNING));
+        let d = store.deployment(ids[1]).await.unwrap().unwrap();
+        assert_eq!(d.state, Interrupted);
+    }
 
     /// The state names still written as SQL literals (where a partial index needs them) are
     /// all states: a typo there would silently match nothing.
