@@ -92,7 +92,14 @@ pub async fn run(
     let docker = connect().await?;
     restore_leftovers(&docker, &job.spec.select, log).await?;
     let targets = select(&docker, &job.spec.select).await?;
-    let digest = pull(&docker, job, log).await?;
+    // A pull touches no container: a cancel (or shutdown) may simply abandon it.
+    let digest = tokio::select! {
+        digest = pull(&docker, job, log) => digest?,
+        () = cancel.cancelled() => {
+            log.ferry(&format!("cancelled while pulling: {}", cancel.why())).await?;
+            return Ok(DockerResult { outcome: Outcome::Cancelled, digest: None });
+        }
+    };
     let image = format!("{}@{digest}", job.repository);
     let new_image = docker.inspect_image(&image).await?;
     let new_id = new_image.id.clone().unwrap_or_default();

@@ -78,3 +78,27 @@ pub enum Outcome {
     /// The new version did not become healthy; the old one runs again.
     RolledBack { reason: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_says_why() {
+        let shutdown = CancellationToken::new();
+        let requested = Stop::child_of(&shutdown);
+        let other = Stop::child_of(&shutdown);
+        requested.stop("requested through the API");
+        requested.stop("a second reason is ignored");
+        assert!(requested.is_cancelled() && requested.requested());
+        assert_eq!(requested.why(), "requested through the API");
+        assert!(
+            !other.is_cancelled() && !shutdown.is_cancelled(),
+            "only that run stops"
+        );
+
+        shutdown.cancel();
+        assert!(other.is_cancelled() && !other.requested());
+        assert_eq!(other.why(), Stop::SHUTDOWN);
+    }
+}
