@@ -186,6 +186,7 @@ struct ListQuery {
 }
 
 impl ListQuery {
+    /// The store's filter; an unknown `state` is a 400 naming the known ones.
     fn filter(self) -> Result<ListFilter, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -268,7 +269,8 @@ pub fn deployment_json(d: &Deployment) -> Value {
 }
 
 async fn deliveries(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let f = q.filter()?;
+    // `state` filters deployments; deliveries ignore it, as they always have.
+    let f = ListQuery { state: None, ..q }.filter()?;
     let list = shared.store.deliveries(&f).await?;
     // One query for the whole page's deployment ids, not one per delivery.
     let ids = match (list.last(), list.first()) {

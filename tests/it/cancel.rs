@@ -1,6 +1,7 @@
 //! Cancelling deployments: `POST /api/v1/deployments/ID/cancel` and `ferry cancel ID`. A queued
 //! one never runs; a running command is stopped like a timeout (its whole process group
 //! killed) and recorded `cancelled`, and the service's next queued deployment runs as usual.
+//! Also the typed state filter of the deployment list (`?state=` takes state names only).
 
 use std::time::{Duration, Instant};
 
@@ -201,4 +202,32 @@ async fn ferry_cancel_cancels_through_the_api() {
     );
     ferry.release("worker");
     assert_eq!(ferry.runs_of("worker").len(), 1, "only the first one ran");
+}
+
+#[tokio::test]
+async fn the_state_filter_takes_state_names_only() {
+    let ferry = Ferry::shop().start().await;
+    let r = ferry
+        .api(
+            Method::GET,
+            "/api/v1/deployments?state=done",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.error()
+            .starts_with("unknown deployment state \"done\" (known: queued, running,"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        ferry.deployments("state=cancelled").await,
+        Vec::<Value>::new()
+    );
+    assert_eq!(
+        ferry.deliveries("state=whatever").await,
+        Vec::<Value>::new()
+    );
 }
