@@ -512,7 +512,8 @@ async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
     let ids = loop {
         let d = c.get(&format!("/deliveries/{id}")).await?;
-        if d["status"].as_str() != Some(DeliveryStatus::Received.as_str()) {
+        let status = d["status"].as_str().and_then(|s| s.parse().ok());
+        if status.is_none_or(DeliveryStatus::is_final) {
             if let Some(e) = d["error"].as_str() {
                 bail!("delivery {id} deploys nothing: {e}");
             }
