@@ -1,8 +1,10 @@
 //! The HTTP API under `/api/v1` (JSON, `Authorization: Bearer ADMIN_TOKEN`) and the health
 //! endpoints. The CLI's client commands are thin wrappers around it.
 //!
-//! Handlers read from the store and shape JSON; the two that act (manual deploy, replay) store a
-//! new delivery through the same group-commit path as hooks, so planning treats them alike.
+//! Handlers read from the store and shape JSON; those that deploy (manual deploy, rollback,
+//! replay) store a new delivery through the same group-commit path as hooks, so planning treats
+//! them alike. Cancel changes the deployment in the store and stops its run through the lanes'
+//! [`crate::lanes::Running`].
 
 use std::sync::Arc;
 
@@ -19,7 +21,9 @@ use subtle::ConstantTimeEq;
 use crate::deploylog;
 use crate::plan::{Modifiers, fmt_ms};
 use crate::server::Shared;
-use crate::store::{Delivery, Deployment, Inserted, ListFilter, NewDelivery, now_ms, status};
+use crate::store::{
+    CancelOutcome, Delivery, DeliveryStatus, Deployment, Inserted, ListFilter, NewDelivery, now_ms,
+};
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
@@ -74,6 +78,7 @@ pub fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/deployments", get(deployments))
         .route("/deployments/{id}", get(deployment))
         .route("/deployments/{id}/logs", get(logs))
+        .route("/deployments/{id}/cancel", post(cancel))
         .layer(middleware::from_fn_with_state(shared, require_admin));
     Router::new()
         .nest("/api/v1", api)
@@ -181,6 +186,7 @@ struct ListQuery {
 }
 
 impl ListQuery {
+    /// The store's filter; an unknown `state` is a 400 naming the known ones.
     fn filter(self) -> Result<ListFilter, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -192,7 +198,9 @@ impl ListQuery {
         Ok(ListFilter {
             app: self.app,
             service: self.service,
-            state: self.state,
+            state: self.state.map(|s| s.parse()).transpose().map_err(
+                |e: crate::states::UnknownState| ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            )?,
             before: self.before,
             limit,
         })
@@ -261,7 +269,8 @@ pub fn deployment_json(d: &Deployment) -> Value {
 }
 
 async fn deliveries(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let f = q.filter()?;
+    // `state` filters deployments; deliveries ignore it, as they always have.
+    let f = ListQuery { state: None, ..q }.filter()?;
     let list = shared.store.deliveries(&f).await?;
     // One query for the whole page's deployment ids, not one per delivery.
     let ids = match (list.last(), list.first()) {
@@ -350,13 +359,44 @@ async fn logs(
             ),
             (
                 header::HeaderName::from_static("x-ferry-deployment-state"),
-                d.state,
+                d.state.as_str().to_string(),
             ),
         ],
         bytes,
     )
         .into_response())
 }
+
+/// `POST /api/v1/deployments/ID/cancel`: a queued deployment is `cancelled` at once (200) and
+/// never runs; a running one is stopped like a timeout — its process group killed, a container
+/// replacement rolled back — and then recorded `cancelled` (202: the JSON still says
+/// `running`). A deployment that has ended is a 409 naming its state.
+async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+    let outcome = shared
+        .store
+        .cancel(id)
+        .await?
+        .ok_or_else(|| not_found("deployment"))?;
+    match outcome {
+        CancelOutcome::Dequeued(d) => {
+            tracing::info!(deployment = id, app = %d.app, service = %d.service, "queued deployment cancelled");
+            Ok(Json(deployment_json(&d)).into_response())
+        }
+        CancelOutcome::Stopping(d) => {
+            // Not found here only when the run has just ended: its outcome stands.
+            let stopping = shared.running.stop(id, CANCEL_REQUESTED);
+            tracing::info!(deployment = id, app = %d.app, service = %d.service, stopping, "cancelling running deployment");
+            Ok((StatusCode::ACCEPTED, Json(deployment_json(&d))).into_response())
+        }
+        CancelOutcome::AlreadyFinal(d) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("deployment {id} has already ended: it is {}", d.state),
+        )),
+    }
+}
+
+/// Why a cancelled run stopped, as its log says.
+const CANCEL_REQUESTED: &str = "requested through the API";
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -394,7 +434,7 @@ async fn deploy(
         dedupe_key: None,
         received_at: now_ms(),
         verified: true,
-        status: status::RECEIVED,
+        status: DeliveryStatus::Received,
         error: None,
         query: Some(modifiers.to_query()).filter(|q| !q.is_empty()),
         headers: "{}".into(),
@@ -458,7 +498,7 @@ async fn rollback(
         dedupe_key: None,
         received_at: now_ms(),
         verified: true,
-        status: status::RECEIVED,
+        status: DeliveryStatus::Received,
         error: None,
         query: None,
         headers: "{}".into(),
@@ -475,7 +515,7 @@ async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiRe
         .await?
         .ok_or_else(|| not_found("delivery"))?;
     let d = &original.delivery;
-    if d.status == status::REJECTED {
+    if d.status == DeliveryStatus::Rejected {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(
@@ -492,7 +532,7 @@ async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiRe
         dedupe_key: None,
         received_at: now_ms(),
         verified: d.verified,
-        status: status::RECEIVED,
+        status: DeliveryStatus::Received,
         error: None,
         query: d.query.clone(),
         headers: original.headers.clone(),

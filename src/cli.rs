@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `status`,
-//! `logs`, `deliveries` and `replay` are clients of a running server's API.
+//! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `rollback`,
+//! `status`, `logs`, `deliveries`, `replay` and `cancel` are clients of a running server's API.
 //! They find the server through `--server`, else the config: `server.admin_listen` when set
 //! (the API is only there then), else `server.public_url`.
 //!
@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{self, ConfigError};
+use crate::states::{DeliveryStatus, DeploymentState};
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +134,13 @@ pub enum Command {
     /// Process a stored delivery again, as a new delivery.
     Replay {
         delivery: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a deployment: a queued one never runs; a running one is stopped (its process
+    /// group killed, a container replacement rolled back).
+    Cancel {
+        deployment: i64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -504,7 +512,8 @@ async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
     let ids = loop {
         let d = c.get(&format!("/deliveries/{id}")).await?;
-        if d["status"] != "received" {
+        let status = d["status"].as_str().and_then(|s| s.parse().ok());
+        if status.is_none_or(DeliveryStatus::is_final) {
             if let Some(e) = d["error"].as_str() {
                 bail!("delivery {id} deploys nothing: {e}");
             }
@@ -520,13 +529,14 @@ async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
         let Some(dep) = dep.as_i64() else { continue };
         let final_state = loop {
             let d = c.get(&format!("/deployments/{dep}")).await?;
-            match d["state"].as_str().unwrap_or("") {
-                "queued" | "running" => tokio::time::sleep(Duration::from_millis(250)).await,
-                _ => break d,
+            if state_of(&d).is_some_and(|s| !s.is_final()) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            } else {
+                break d;
             }
         };
+        let ok = state_of(&final_state).is_some_and(DeploymentState::is_success);
         let state = s(&final_state["state"]);
-        let ok = state == "succeeded" || state == "skipped";
         all_ok &= ok;
         println!(
             "deployment {dep} {} {state}{}",
@@ -542,6 +552,11 @@ async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A deployment JSON's state; `None` for a name this client does not know (taken as ended).
+fn state_of(deployment: &Value) -> Option<DeploymentState> {
+    deployment["state"].as_str()?.parse().ok()
 }
 
 pub async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -597,7 +612,10 @@ pub async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<
         out.write_all(&bytes)?;
         out.flush()?;
         offset = next.unwrap_or(offset + bytes.len() as u64);
-        if !follow || !matches!(state.as_str(), "queued" | "running") {
+        let ended = state
+            .parse::<DeploymentState>()
+            .map_or(true, DeploymentState::is_final);
+        if !follow || ended {
             if follow && !bytes.is_empty() {
                 continue; // drain what was written before the end
             }
@@ -675,5 +693,22 @@ pub async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
         "delivery {} accepted (replay of {id})",
         s(&v["delivery_id"])
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry cancel`: a queued deployment is cancelled at once; a running one is being stopped
+/// when this returns (`ferry logs --follow ID` shows it end).
+pub async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let d = c
+        .post(&format!("/deployments/{id}/cancel"), json!({}))
+        .await?;
+    match state_of(&d) {
+        Some(DeploymentState::Cancelled) => println!("deployment {id} cancelled"),
+        _ => println!(
+            "deployment {id} is {}: cancelling (its run is being stopped)",
+            s(&d["state"])
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,7 +23,7 @@ use crate::logging::Escaped;
 use crate::plan::Modifiers;
 use crate::server::{Metrics, Shared};
 use crate::sources::{self, BodyError, Source, Verdict};
-use crate::store::{Inserted, NewDelivery, now_ms, status};
+use crate::store::{DeliveryStatus, Inserted, NewDelivery, now_ms};
 use crate::tls::PeerCertificate;
 
 /// The one answer for an unknown app and a wrong token, so apps cannot be probed.
@@ -155,7 +155,7 @@ pub async fn hook(
         dedupe_key: None,
         received_at: now_ms(),
         verified: false,
-        status: status::RECEIVED,
+        status: DeliveryStatus::Received,
         error: None,
         query: query.clone().filter(|q| !q.is_empty()),
         headers: crate::redact::headers_json(&headers, app),
@@ -250,7 +250,7 @@ async fn reject(
     Metrics::count(&shared.metrics.rejected);
     // The reason may quote request values (a query modifier, a header): escaped.
     tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %Escaped(&message), "delivery rejected");
-    delivery.status = status::REJECTED;
+    delivery.status = DeliveryStatus::Rejected;
     delivery.error = Some(message.clone());
     delivery.dedupe_key = None;
     if let Err(e) = shared.intake.insert(delivery).await {

@@ -8,10 +8,16 @@
 //!
 //! Shutdown has two steps: `stop` ends dispatching (running deployments go on); `kill` cancels
 //! running ones, which are then recorded `interrupted` and queued again for the next start.
+//!
+//! A cancel through the API reaches a running deployment through [`Running`]: each run has its
+//! own [`Stop`] (a child of `kill`), registered before the deployment is marked `running`, so
+//! the API finds every deployment the store calls running (or one that is about to end). The
+//! request itself is in the store first (`cancel_requested_at`), so a restart that cuts the
+//! stop short still records the deployment `cancelled`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -19,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Executor};
 use crate::deploylog::{self, LogWriter};
-use crate::executors::{Outcome, command, compose, docker, swarm};
-use crate::store::{Deployment, Store, state};
+use crate::executors::{Outcome, Stop, command, compose, docker, swarm};
+use crate::store::{Deployment, DeploymentState, Store};
 
 /// Every FERRY_* variable ferry sets; inherited ones of these names are removed first so a
 /// deploy command never sees a stale value.
@@ -49,6 +55,35 @@ pub struct Context {
     pub store: Store,
     /// Queues reports to senders; never waits, so a slow callback holds no lane.
     pub notifier: crate::notify::Notifier,
+    /// The runs in progress, shared with the API (cancel).
+    pub running: Running,
+}
+
+/// The [`Stop`] of each running deployment, by id: how a cancel through the API reaches it.
+#[derive(Clone, Default)]
+pub struct Running(Arc<Mutex<HashMap<i64, Stop>>>);
+
+impl Running {
+    /// Stops a running deployment for `why`. False if no run of it is in progress here.
+    pub fn stop(&self, deployment: i64, why: &str) -> bool {
+        let stop = self.lock().get(&deployment).cloned();
+        stop.map(|s| s.stop(why)).is_some()
+    }
+
+    fn insert(&self, deployment: i64, stop: Stop) {
+        self.lock().insert(deployment, stop);
+    }
+
+    fn remove(&self, deployment: i64) {
+        self.lock().remove(&deployment);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Stop>> {
+        // The map stays consistent whatever panicked while holding it: one insert or remove.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 type Lane = (String, String);
@@ -75,13 +110,17 @@ pub async fn run(
             _ = wake.notified(), if !stop.is_cancelled() => {}
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
-                if let Some((_, deployment)) = running.remove(&id)
+                let ended = running.remove(&id);
+                if let Some((_, deployment)) = ended {
+                    ctx.running.remove(deployment);
+                }
+                if let Some((_, deployment)) = ended
                     && let Err(e) = done
                 {
                     // A run that panicked must still end its deployment and free its lane.
                     tracing::error!(deployment, error = %e, "deployment task failed");
                     let reason = format!("internal error: {e}");
-                    if let Err(e) = ctx.store.finish(deployment, state::FAILED, Some(&reason), None).await {
+                    if let Err(e) = ctx.store.finish(deployment, DeploymentState::Failed, Some(&reason), None).await {
                         tracing::error!(deployment, error = %e, "cannot record deployment outcome");
                     }
                 }
@@ -110,33 +149,46 @@ async fn dispatch(
         .filter(|(lane, _)| !busy.contains(lane))
         .collect();
     for (lane, d) in idle {
-        if !ctx.store.start(&d).await? {
+        // Registered before the store says `running`, so a cancel never finds it running
+        // without a way to stop it.
+        let stop = Stop::child_of(kill);
+        ctx.running.insert(d.id, stop.clone());
+        if !ctx
+            .store
+            .start(&d)
+            .await
+            .inspect_err(|_| ctx.running.remove(d.id))?
+        {
+            ctx.running.remove(d.id);
             continue;
         }
         tracing::info!(deployment = d.id, app = %d.app, service = %d.service, commit = d.git_commit.as_deref().unwrap_or(""), "deployment running");
         let id = d.id;
         let ctx = ctx.clone();
-        let kill = kill.clone();
-        let handle = tasks.spawn(async move { execute(&ctx, &d, &kill).await });
+        let handle = tasks.spawn(async move { execute(&ctx, &d, &stop).await });
         running.insert(handle.id(), (lane, id));
     }
     Ok(())
 }
 
 /// Runs one deployment and records how it ended. Never fails: every problem becomes a state.
-async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
+async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
     let data_dir = &ctx.config.server.data_dir;
     let log_path = deploylog::log_path(data_dir, d.id);
-    let (final_state, reason, exit_code) = match run_executor(ctx, d, &log_path, kill).await {
-        Ok(Outcome::Succeeded) => (state::SUCCEEDED, None, Some(0)),
-        Ok(Outcome::RolledBack { reason }) => (state::ROLLED_BACK, Some(reason), None),
+    let (final_state, reason, exit_code) = match run_executor(ctx, d, &log_path, stop).await {
+        Ok(Outcome::Succeeded) => (DeploymentState::Succeeded, None, Some(0)),
+        Ok(Outcome::RolledBack { reason }) => (DeploymentState::RolledBack, Some(reason), None),
         Ok(Outcome::Failed { exit_code, signal }) => {
             let reason = match (exit_code, signal) {
                 (Some(c), _) => format!("command exited with status {c}"),
                 (None, Some(s)) => format!("command was killed by signal {s}"),
                 _ => "command failed".to_string(),
             };
-            (state::FAILED, Some(reason), exit_code.map(i64::from))
+            (
+                DeploymentState::Failed,
+                Some(reason),
+                exit_code.map(i64::from),
+            )
         }
         Ok(Outcome::TimedOut) => {
             let timeout = ctx
@@ -147,11 +199,18 @@ async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
                 .map(|s| humantime::format_duration(s.timeout).to_string())
                 .unwrap_or_default();
             (
-                state::TIMED_OUT,
+                DeploymentState::TimedOut,
                 Some(format!("timed out after {timeout}; process group killed")),
                 None,
             )
         }
+        // Cancelled through the API: stopped like a timeout (process group killed, a container
+        // replacement rolled back).
+        Ok(Outcome::Cancelled) if stop.requested() => (
+            DeploymentState::Cancelled,
+            Some(crate::store::CANCELLED_WHILE_RUNNING.to_string()),
+            None,
+        ),
         Ok(Outcome::Cancelled) => {
             // ferry is shutting down: record it interrupted (and queued again, if allowed).
             match ctx
@@ -172,7 +231,7 @@ async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
             if let Ok(log) = LogWriter::create(&log_path).await {
                 let _ = log.ferry(&message).await;
             }
-            (state::FAILED, Some(message), None)
+            (DeploymentState::Failed, Some(message), None)
         }
     };
     match ctx
@@ -182,10 +241,10 @@ async fn execute(ctx: &Context, d: &Deployment, kill: &CancellationToken) {
     {
         Ok(()) => {
             ctx.notifier.deployment_ended(d, final_state);
-            if final_state == state::SUCCEEDED {
+            if final_state == DeploymentState::Succeeded {
                 tracing::info!(deployment = d.id, app = %d.app, service = %d.service, commit = d.git_commit.as_deref().unwrap_or(""), "deployment succeeded");
             } else {
-                tracing::warn!(deployment = d.id, app = %d.app, service = %d.service, state = final_state, reason = reason.as_deref().unwrap_or(""), "deployment {final_state}");
+                tracing::warn!(deployment = d.id, app = %d.app, service = %d.service, state = final_state.as_str(), reason = reason.as_deref().unwrap_or(""), "deployment {final_state}");
             }
         }
         Err(e) => {
@@ -199,7 +258,7 @@ async fn run_executor(
     ctx: &Context,
     d: &Deployment,
     log_path: &std::path::Path,
-    kill: &CancellationToken,
+    kill: &Stop,
 ) -> Result<Outcome, String> {
     let service = ctx
         .config

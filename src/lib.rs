@@ -4,6 +4,8 @@
 //! answered at once; in the background it is parsed, planned and deployed. The map (see also
 //! `ARCHITECTURE.md`):
 //!
+//! - [`states`]: `DeploymentState` and `DeliveryStatus`, the bottom layer every other module
+//!   shares (names, serde, sqlx, `is_final`).
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
 //! - [`listener`]: the accept loop of every listener: TLS handshake, HTTP/1.1 + HTTP/2,
@@ -51,6 +53,7 @@ pub mod redact;
 pub mod retention;
 pub mod server;
 pub mod sources;
+pub mod states;
 pub mod store;
 pub mod tls;
 

@@ -73,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli::deliveries(app.as_deref(), limit, &client).await
             }
             Command::Replay { delivery, client } => cli::replay(delivery, &client).await,
+            Command::Cancel { deployment, client } => cli::cancel(deployment, &client).await,
             Command::Check(_) | Command::Hooks { .. } => unreachable!("handled above"),
         }
     })

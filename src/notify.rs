@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::{Deployment, Store, state};
+use crate::store::{Deployment, DeploymentState, Store};
 
 /// How many ended deployments may wait for their notification before new ones are dropped.
 const QUEUE: usize = 256;
@@ -33,7 +33,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A deployment that ended, waiting for its notification.
 struct Ended {
     deployment: Deployment,
-    final_state: &'static str,
+    final_state: DeploymentState,
 }
 
 /// The lanes' side of the queue: cheap, never waits.
@@ -56,7 +56,7 @@ pub fn spawn(
 
 impl Notifier {
     /// Queues the report of `d`'s end, if its sender wants one and the app allows it.
-    pub fn deployment_ended(&self, d: &Deployment, final_state: &'static str) {
+    pub fn deployment_ended(&self, d: &Deployment, final_state: DeploymentState) {
         if callback_prefix(&self.config, d).is_none() {
             return;
         }
@@ -132,7 +132,7 @@ async fn call_back(
     store: &Store,
     client: &reqwest::Client,
     d: &Deployment,
-    final_state: &str,
+    final_state: DeploymentState,
 ) {
     let Some(prefix) = callback_prefix(config, d) else {
         return;
@@ -150,9 +150,16 @@ async fn call_back(
         return;
     }
     let callback_state = match final_state {
-        state::SUCCEEDED => "success",
-        state::FAILED | state::TIMED_OUT | state::ROLLED_BACK => "failure",
-        _ => "error",
+        DeploymentState::Succeeded => "success",
+        DeploymentState::Failed | DeploymentState::TimedOut | DeploymentState::RolledBack => {
+            "failure"
+        }
+        DeploymentState::Cancelled
+        | DeploymentState::Interrupted
+        | DeploymentState::Superseded
+        | DeploymentState::Skipped
+        | DeploymentState::Queued
+        | DeploymentState::Running => "error",
     };
     let target = format!(
         "{}/api/v1/deployments/{}",

@@ -12,7 +12,7 @@
 
 use crate::config::{App, ImageSpec, Modifier, TagPolicy, tag_version};
 use crate::sources::{Event, GitPush, GitRef, ImagePush, Source, canonical_repository};
-use crate::store::{NewDeployment, state};
+use crate::store::{DeploymentState, NewDeployment};
 
 /// The hook URL's query modifiers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -259,7 +259,7 @@ fn plan_event(
         let mut d = NewDeployment {
             app: app.name.clone(),
             service: name.to_string(),
-            state: state::QUEUED,
+            state: DeploymentState::Queued,
             source: source.as_str().to_string(),
             event: event.name(source).to_string(),
             profile: m.profile.clone(),
@@ -361,7 +361,7 @@ fn plan_event(
         }
         // A forced push rewrote history on purpose: it is never stale. Semver image services
         // are ordered by version instead (see `plan_image`).
-        if d.state == state::QUEUED
+        if d.state == DeploymentState::Queued
             && !forced
             && let Some(t) = d.event_time
             && let Some((newest, by)) = history.newest(name)
@@ -517,7 +517,7 @@ fn rollback(
     Ok(vec![NewDeployment {
         app: app.name.clone(),
         service: service.to_string(),
-        state: state::QUEUED,
+        state: DeploymentState::Queued,
         reason: Some(format!("rollback to deployment {}", t.id)),
         source: source.as_str().to_string(),
         event: "rollback".into(),
@@ -558,7 +558,7 @@ fn describe(c: &GitPush) -> String {
 
 impl NewDeployment {
     fn skip(&mut self, reason: String) {
-        self.state = state::SKIPPED;
+        self.state = DeploymentState::Skipped;
         self.reason = Some(reason);
     }
 
@@ -752,7 +752,7 @@ services = ["web", "worker"]
             &none,
         )
         .unwrap();
-        assert_eq!(d[0].state, state::SKIPPED);
+        assert_eq!(d[0].state, DeploymentState::Skipped);
         assert!(
             d[0].reason.as_deref().unwrap().contains(IGNORED_GIT_REF),
             "{d:?}"
@@ -766,7 +766,7 @@ services = ["web", "worker"]
             &none,
         )
         .unwrap();
-        assert_eq!(d[0].state, state::QUEUED);
+        assert_eq!(d[0].state, DeploymentState::Queued);
         assert_eq!(d[0].git_ref.as_deref(), Some("refs/heads/main"));
         assert_eq!(d[0].git_commit.as_deref(), Some("c0ffee"));
         assert_eq!(d[0].reason.as_deref(), Some(IGNORED_GIT_REF));
@@ -783,7 +783,7 @@ services = ["web", "worker"]
         )
         .unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].state, state::QUEUED);
+        assert_eq!(d[0].state, DeploymentState::Queued);
         assert_eq!(d[0].event, "redeploy");
         // The configured branch, no commit, no event time: nothing the request named.
         assert_eq!(d[0].git_ref.as_deref(), Some("main"));
@@ -892,7 +892,7 @@ services = ["web", "worker"]
         )
         .unwrap();
         let site = d.iter().find(|d| d.service == "site").unwrap();
-        assert_eq!(site.state, state::QUEUED);
+        assert_eq!(site.state, DeploymentState::Queued);
         assert_eq!(site.git_ref.as_deref(), Some("refs/tags/v1.4.2"));
         assert_eq!(site.git_branch, None);
         check(
@@ -1039,7 +1039,7 @@ command = ["x"]
             vec![],
         );
         let api = get(&out, "api");
-        assert_eq!(api.state, state::QUEUED, "{api:?}");
+        assert_eq!(api.state, DeploymentState::Queued, "{api:?}");
         assert_eq!(api.image_tag.as_deref(), Some("1.4.2"));
         assert_eq!(
             api.image_digest.as_deref(),
@@ -1068,7 +1068,7 @@ command = ["x"]
         let r = "127.0.0.1:5000/acme/api";
         let out = plan_images(vec![img(r, "2.0.0", "b")], vec![]);
         let api = get(&out, "api");
-        assert_eq!(api.state, state::SKIPPED);
+        assert_eq!(api.state, DeploymentState::Skipped);
         assert!(
             api.reason
                 .as_deref()
@@ -1077,7 +1077,7 @@ command = ["x"]
             "{api:?}"
         );
         let out = plan_images(vec![img(r, "1.5.0-rc.1", "b")], vec![]);
-        assert_eq!(get(&out, "api").state, state::SKIPPED);
+        assert_eq!(get(&out, "api").state, DeploymentState::Skipped);
         let held = vec![HeldImage {
             deployment: 7,
             tag: Some("1.1.0".into()),
@@ -1086,7 +1086,7 @@ command = ["x"]
         }];
         let out = plan_images(vec![img(r, "1.0.9", "c")], held.clone());
         let api = get(&out, "api");
-        assert_eq!(api.state, state::SKIPPED);
+        assert_eq!(api.state, DeploymentState::Skipped);
         assert!(
             api.reason
                 .as_deref()
@@ -1095,7 +1095,7 @@ command = ["x"]
             "{api:?}"
         );
         let out = plan_images(vec![img(r, "1.2.0", "c")], held);
-        assert_eq!(get(&out, "api").state, state::QUEUED);
+        assert_eq!(get(&out, "api").state, DeploymentState::Queued);
     }
 
     #[test]
@@ -1109,7 +1109,7 @@ command = ["x"]
         }];
         let out = plan_images(vec![img(r, "1.0.0", "d")], held);
         let api = get(&out, "api");
-        assert_eq!(api.state, state::SKIPPED);
+        assert_eq!(api.state, DeploymentState::Skipped);
         assert!(
             api.reason
                 .as_deref()
@@ -1123,13 +1123,13 @@ command = ["x"]
     fn docker_hub_names_match_their_canonical_form() {
         let out = plan_images(vec![img("docker.io/acme/edge", "latest", "")], vec![]);
         let edge = get(&out, "edge");
-        assert_eq!(edge.state, state::QUEUED, "{edge:?}");
+        assert_eq!(edge.state, DeploymentState::Queued, "{edge:?}");
         assert_eq!(
             edge.image_digest, None,
             "resolved by the executor at pull time"
         );
         let out = plan_images(vec![img("acme/edge", "v2", "")], vec![]);
-        assert_eq!(get(&out, "edge").state, state::SKIPPED);
+        assert_eq!(get(&out, "edge").state, DeploymentState::Skipped);
     }
 
     #[test]

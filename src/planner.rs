@@ -18,7 +18,9 @@ use crate::config::{App, Config};
 use crate::logging::Escaped;
 use crate::plan::{self, Modifiers};
 use crate::sources::{self, Event, Source, values};
-use crate::store::{Deployment, FullDelivery, NewDeployment, Planning, Store, StoreError, state};
+use crate::store::{
+    Deployment, DeploymentState, FullDelivery, NewDeployment, Planning, Store, StoreError,
+};
 
 pub async fn run(
     config: Arc<Config>,
@@ -105,7 +107,7 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
             };
             let first = next_id;
             for dep in &deployments {
-                if dep.state == state::QUEUED {
+                if dep.state == DeploymentState::Queued {
                     known.queued(next_id, dep);
                 }
                 rows.push((next_id, d.delivery.id, dep.clone()));
@@ -145,10 +147,10 @@ fn log_plan(
     }
     let mut queued = 0;
     for (dep, dep_id) in deployments.iter().zip(first_id..) {
-        if dep.state == state::QUEUED {
+        if dep.state == DeploymentState::Queued {
             queued += 1;
         }
-        tracing::info!(deployment = dep_id, delivery = id, app = %dep.app, service = %dep.service, state = dep.state, reason = dep.reason.as_deref().unwrap_or(""), commit = dep.git_commit.as_deref().unwrap_or(""), "deployment {}", dep.state);
+        tracing::info!(deployment = dep_id, delivery = id, app = %dep.app, service = %dep.service, state = dep.state.as_str(), reason = dep.reason.as_deref().unwrap_or(""), commit = dep.git_commit.as_deref().unwrap_or(""), "deployment {}", dep.state);
     }
     if deployments.is_empty() && error.is_none() {
         tracing::info!(delivery = id, app = %d.delivery.app, event = d.delivery.event.as_deref().unwrap_or(""), "delivery planned; it deploys nothing");

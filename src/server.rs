@@ -39,6 +39,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Client address, rate limits and allowlists of the hook route.
     pub edges: crate::edges::Edges,
+    /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.
+    pub running: crate::lanes::Running,
 }
 
 /// Counters of hook answers, by outcome, for `/metrics`.
@@ -269,11 +271,13 @@ pub async fn serve(
         notify::spawn(config.clone(), store.clone(), notifier_stop.clone());
     // Queued deployments left from before a restart start at once.
     lanes_wake.notify_one();
+    let running = lanes::Running::default();
     let mut lanes = tokio::spawn(lanes::run(
         Arc::new(lanes::Context {
             config: config.clone(),
             store: store.clone(),
             notifier,
+            running: running.clone(),
         }),
         lanes_wake,
         lanes_stop.clone(),
@@ -295,6 +299,7 @@ pub async fn serve(
         intake,
         metrics: Metrics::default(),
         edges: crate::edges::Edges::new(&config),
+        running,
     });
     serve_http(endpoints, routers(shared), limits, &stopping).await?;
 

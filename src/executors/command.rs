@@ -170,7 +170,7 @@ pub fn kill_orphans(dir: &Path) -> Vec<i32> {
 pub async fn run(
     spec: &CommandSpec,
     log: &LogWriter,
-    cancel: &CancellationToken,
+    cancel: &super::Stop,
 ) -> Result<Outcome, CommandError> {
     let program = spec.argv.first().ok_or(CommandError::EmptyArgv)?;
     // Absolute, so a relative program path resolved against it does not depend on how the
@@ -205,7 +205,11 @@ pub async fn run(
         }
     }
     if cancel.is_cancelled() {
-        note(log, "cancelled before it started: ferry is shutting down").await;
+        note(
+            log,
+            &format!("cancelled before it started: {}", cancel.why()),
+        )
+        .await;
         return Ok(Outcome::Cancelled);
     }
 
@@ -348,7 +352,8 @@ pub async fn run(
             note(
                 log,
                 &format!(
-                    "cancelled: ferry is shutting down; {killed} after {}",
+                    "cancelled: {}; {killed} after {}",
+                    cancel.why(),
                     format_elapsed(elapsed)
                 ),
             )
@@ -562,13 +567,13 @@ mod tests {
         async fn run(
             &self,
             spec: &CommandSpec,
-            cancel: &CancellationToken,
+            cancel: &crate::executors::Stop,
         ) -> Result<Outcome, CommandError> {
             run(spec, &self.log, cancel).await
         }
 
         async fn run_argv(&self, argv: &[&str]) -> Result<Outcome, CommandError> {
-            self.run(&self.spec(argv, MINUTE), &CancellationToken::new())
+            self.run(&self.spec(argv, MINUTE), &crate::executors::Stop::default())
                 .await
         }
 
@@ -753,7 +758,10 @@ mod tests {
         ];
         // Removing a variable that is also set: the set value wins.
         spec.env_remove = vec![inherited, "FERRY_APP".into()];
-        let outcome = f.run(&spec, &CancellationToken::new()).await.unwrap();
+        let outcome = f
+            .run(&spec, &crate::executors::Stop::default())
+            .await
+            .unwrap();
         assert_eq!(outcome, Outcome::Succeeded);
         assert!(
             f.has("stdout", "app=shop inherited=unset"),
@@ -830,14 +838,20 @@ mod tests {
         let f = fixture().await;
         let mut spec = f.spec(&["/bin/true"], MINUTE);
         spec.workdir = f.dir.path().join("gone");
-        let e = f.run(&spec, &CancellationToken::new()).await.unwrap_err();
+        let e = f
+            .run(&spec, &crate::executors::Stop::default())
+            .await
+            .unwrap_err();
         assert!(matches!(e, CommandError::Workdir { .. }), "{e:?}");
         assert!(
             e.to_string().starts_with("cannot use working directory "),
             "{e}"
         );
         spec.workdir = f.dir.path().join("bin/script.sh");
-        let e = f.run(&spec, &CancellationToken::new()).await.unwrap_err();
+        let e = f
+            .run(&spec, &crate::executors::Stop::default())
+            .await
+            .unwrap_err();
         assert!(matches!(e, CommandError::Workdir { .. }), "{e:?}");
         let e = f.run_argv(&[]).await.unwrap_err();
         assert!(matches!(e, CommandError::EmptyArgv), "{e:?}");
@@ -887,7 +901,7 @@ mod tests {
         let outcome = f
             .run(
                 &f.spec(&["/bin/sh", "-c", &script], Duration::from_secs(1)),
-                &CancellationToken::new(),
+                &crate::executors::Stop::default(),
             )
             .await
             .unwrap();
@@ -906,7 +920,7 @@ mod tests {
     async fn cancellation_kills_the_whole_process_group() {
         let f = fixture().await;
         let m = marker();
-        let cancel = CancellationToken::new();
+        let cancel = crate::executors::Stop::default();
         let trigger = cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -932,7 +946,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_starts_once_cancelled() {
         let f = fixture().await;
-        let cancel = CancellationToken::new();
+        let cancel = crate::executors::Stop::default();
         cancel.cancel();
         let outcome = f
             .run(
@@ -954,7 +968,8 @@ mod tests {
             MINUTE,
         );
         let log = f.log.clone();
-        let task = tokio::spawn(async move { run(&spec, &log, &CancellationToken::new()).await });
+        let task =
+            tokio::spawn(async move { run(&spec, &log, &crate::executors::Stop::default()).await });
         assert_eq!(wait_for_sleepers(&m, 2).await, 2, "the command never ran");
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());

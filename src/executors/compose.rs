@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bollard::query_parameters::ListContainersOptions;
-use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use super::command::{self, CommandSpec};
@@ -58,7 +57,7 @@ pub enum ComposeError {
 pub async fn run(
     job: &ComposeJob,
     log: &LogWriter,
-    cancel: &CancellationToken,
+    cancel: &super::Stop,
 ) -> Result<Outcome, ComposeError> {
     let program = compose_program().await.ok_or(ComposeError::NoCompose)?;
     let spec = &job.spec;

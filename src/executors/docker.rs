@@ -37,7 +37,6 @@ use bollard::query_parameters::{
     RenameContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use crate::config::{ContainerSelector, DockerSpec, HealthGate};
@@ -88,12 +87,19 @@ pub enum DockerError {
 pub async fn run(
     job: &DockerJob,
     log: &LogWriter,
-    cancel: &CancellationToken,
+    cancel: &super::Stop,
 ) -> Result<DockerResult, DockerError> {
     let docker = connect().await?;
     restore_leftovers(&docker, &job.spec.select, log).await?;
     let targets = select(&docker, &job.spec.select).await?;
-    let digest = pull(&docker, job, log).await?;
+    // A pull touches no container: a cancel (or shutdown) may simply abandon it.
+    let digest = tokio::select! {
+        digest = pull(&docker, job, log) => digest?,
+        () = cancel.cancelled() => {
+            log.ferry(&format!("cancelled while pulling: {}", cancel.why())).await?;
+            return Ok(DockerResult { outcome: Outcome::Cancelled, digest: None });
+        }
+    };
     let image = format!("{}@{digest}", job.repository);
     let new_image = docker.inspect_image(&image).await?;
     let new_id = new_image.id.clone().unwrap_or_default();
@@ -104,6 +110,18 @@ pub async fn run(
             && let Some(image) = c.image
         {
             previous.push(image);
+        }
+        if cancel.is_cancelled() {
+            // Nothing of this container has been touched yet: stop before renaming it aside.
+            log.ferry(&format!(
+                "cancelled before replacing {name}: {}",
+                cancel.why()
+            ))
+            .await?;
+            return Ok(DockerResult {
+                outcome: Outcome::Cancelled,
+                digest: Some(digest),
+            });
         }
         let step = replace(&docker, job, log, cancel, name, &image, &new_id).await?;
         if step != Outcome::Succeeded {
@@ -414,7 +432,7 @@ async fn replace(
     docker: &Docker,
     job: &DockerJob,
     log: &LogWriter,
-    cancel: &CancellationToken,
+    cancel: &super::Stop,
     name: &str,
     image: &str,
     new_image_id: &str,
@@ -600,7 +618,7 @@ pub(crate) async fn wait_healthy(
     docker: &Docker,
     spec: &HealthGate,
     log: &LogWriter,
-    cancel: &CancellationToken,
+    cancel: &super::Stop,
     id: &str,
 ) -> Health {
     let started = Instant::now();
@@ -694,7 +712,7 @@ pub(crate) async fn wait_healthy(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = cancel.cancelled() => return Health::Cancelled("ferry is shutting down".into()),
+            _ = cancel.cancelled() => return Health::Cancelled(cancel.why().to_string()),
         }
     }
 }

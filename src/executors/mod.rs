@@ -2,13 +2,63 @@
 //!
 //! The lanes (`crate::lanes`) decide *when* a deployment runs; an executor decides *how*. Each
 //! executor lives in its own file and is handed everything it needs (argv, environment, working
-//! directory, timeout, a log to write to, a cancellation token) so it knows nothing of the store,
+//! directory, timeout, a log to write to, a [`Stop`]) so it knows nothing of the store,
 //! the HTTP side or the config file.
 
 pub mod command;
 pub mod compose;
 pub mod docker;
 pub mod swarm;
+
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+/// Asks a run to stop, and says why: ferry's shutdown (the parent token) or a cancel through
+/// the API ([`Stop::stop`]). An executor waits on it like a `CancellationToken` (it derefs to
+/// one) and writes [`Stop::why`] into the deployment log.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    why: Arc<OnceLock<String>>,
+}
+
+impl Stop {
+    /// What a stop without a request means: the parent token fired.
+    pub const SHUTDOWN: &'static str = "ferry is shutting down";
+
+    /// A stop that also fires when `parent` (ferry's shutdown) does.
+    pub fn child_of(parent: &CancellationToken) -> Stop {
+        Stop {
+            token: parent.child_token(),
+            why: Default::default(),
+        }
+    }
+
+    /// Stops the run for `why` (the first reason given wins).
+    pub fn stop(&self, why: &str) {
+        let _ = self.why.set(why.to_string());
+        self.token.cancel();
+    }
+
+    /// Whether the run was asked to stop through [`Stop::stop`] (not only by shutdown).
+    pub fn requested(&self) -> bool {
+        self.why.get().is_some()
+    }
+
+    /// Why the run stops, for the log.
+    pub fn why(&self) -> &str {
+        self.why.get().map_or(Self::SHUTDOWN, String::as_str)
+    }
+}
+
+impl std::ops::Deref for Stop {
+    type Target = CancellationToken;
+
+    fn deref(&self) -> &CancellationToken {
+        &self.token
+    }
+}
 
 /// How a deployment ended, as far as the executor can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +72,33 @@ pub enum Outcome {
     },
     /// The timeout passed; the whole process group was killed.
     TimedOut,
-    /// ferry asked it to stop (shutdown grace period over); the process group was killed.
+    /// ferry asked it to stop (shutdown grace period over, or a cancel through the API; see
+    /// [`Stop::why`]); the process group was killed, a container replacement rolled back.
     Cancelled,
     /// The new version did not become healthy; the old one runs again.
     RolledBack { reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_says_why() {
+        let shutdown = CancellationToken::new();
+        let requested = Stop::child_of(&shutdown);
+        let other = Stop::child_of(&shutdown);
+        requested.stop("requested through the API");
+        requested.stop("a second reason is ignored");
+        assert!(requested.is_cancelled() && requested.requested());
+        assert_eq!(requested.why(), "requested through the API");
+        assert!(
+            !other.is_cancelled() && !shutdown.is_cancelled(),
+            "only that run stops"
+        );
+
+        shutdown.cancel();
+        assert!(other.is_cancelled() && !other.requested());
+        assert_eq!(other.why(), Stop::SHUTDOWN);
+    }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bollard::models::ServiceUpdateStatusStateEnum as State;
 use bollard::query_parameters::UpdateServiceOptions;
-use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use super::docker::{self, DockerError};
@@ -47,7 +46,7 @@ pub enum SwarmError {
 pub async fn run(
     job: &SwarmJob,
     log: &LogWriter,
-    cancel: &CancellationToken,
+    cancel: &super::Stop,
 ) -> Result<Outcome, SwarmError> {
     let docker = docker::connect().await?;
     let name = &job.spec.service;

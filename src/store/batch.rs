@@ -19,7 +19,7 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::StoreError;
+use super::{DeliveryStatus, StoreError};
 
 /// Most deliveries written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -44,7 +44,7 @@ pub struct NewDelivery {
     pub dedupe_key: Option<String>,
     pub received_at: i64,
     pub verified: bool,
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     pub error: Option<String>,
     pub query: Option<String>,
     pub headers: String,
@@ -193,6 +193,7 @@ pub(super) async fn prune_refused(
     keep: i64,
 ) -> Result<u64, StoreError> {
     let done = sqlx::query(
+        // Literal states: the partial index `deliveries_rejected` only matches a literal.
         "DELETE FROM deliveries
          WHERE app = ?1 AND status = 'rejected'
            AND id <= (SELECT id FROM deliveries INDEXED BY deliveries_rejected
@@ -209,7 +210,7 @@ pub(super) async fn prune_refused(
 /// What is stored of a delivery's body, and the size received when that is less than all of
 /// it: a refused delivery keeps only its first [`REJECTED_BODY_KEEP`] bytes.
 fn stored_body(d: &NewDelivery) -> (Vec<u8>, Option<i64>) {
-    if d.status == super::status::REJECTED && d.body.len() > REJECTED_BODY_KEEP {
+    if d.status == DeliveryStatus::Rejected && d.body.len() > REJECTED_BODY_KEEP {
         let size = i64::try_from(d.body.len()).unwrap_or(i64::MAX);
         (d.body[..REJECTED_BODY_KEEP].to_vec(), Some(size))
     } else {
@@ -252,7 +253,7 @@ async fn writer(mut w: Writer, mut rx: mpsc::Receiver<Job>, flush: mpsc::Sender<
 /// The apps that have refused deliveries in a batch.
 fn refused_apps(jobs: &[Job]) -> std::collections::BTreeSet<String> {
     jobs.iter()
-        .filter(|(d, _)| d.status == super::status::REJECTED)
+        .filter(|(d, _)| d.status == DeliveryStatus::Rejected)
         .map(|(d, _)| d.app.clone())
         .collect()
 }
@@ -437,9 +438,9 @@ async fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, status};
+    use crate::store::{DeliveryStatus, Store};
 
-    fn delivery(app: &str, status: &'static str, body: &[u8]) -> NewDelivery {
+    fn delivery(app: &str, status: DeliveryStatus, body: &[u8]) -> NewDelivery {
         NewDelivery {
             app: app.into(),
             source: "generic".into(),
@@ -469,12 +470,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, intake) = Store::open(dir.path()).await.expect("open");
         let big = vec![b'x'; REJECTED_BODY_KEEP + 1];
-        let accepted = insert(&intake, delivery("a", status::RECEIVED, &big)).await;
+        let accepted = insert(&intake, delivery("a", DeliveryStatus::Received, &big)).await;
         let mut refused = Vec::new();
         for _ in 0..5 {
-            refused.push(insert(&intake, delivery("a", status::REJECTED, &big)).await);
+            refused.push(insert(&intake, delivery("a", DeliveryStatus::Rejected, &big)).await);
         }
-        let other = insert(&intake, delivery("b", status::REJECTED, b"x")).await;
+        let other = insert(&intake, delivery("b", DeliveryStatus::Rejected, b"x")).await;
 
         let full = store
             .delivery(accepted)

@@ -38,26 +38,7 @@ pub enum StoreError {
     },
 }
 
-/// Deployment states, as stored and as shown in the API.
-pub mod state {
-    pub const QUEUED: &str = "queued";
-    pub const RUNNING: &str = "running";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const TIMED_OUT: &str = "timed_out";
-    pub const CANCELLED: &str = "cancelled";
-    pub const SUPERSEDED: &str = "superseded";
-    pub const SKIPPED: &str = "skipped";
-    pub const INTERRUPTED: &str = "interrupted";
-    pub const ROLLED_BACK: &str = "rolled_back";
-}
-
-/// Delivery statuses.
-pub mod status {
-    pub const RECEIVED: &str = "received";
-    pub const PLANNED: &str = "planned";
-    pub const REJECTED: &str = "rejected";
-}
+pub use crate::states::{DeliveryStatus, DeploymentState};
 
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
@@ -145,7 +126,7 @@ pub struct Delivery {
     pub source_delivery_id: Option<String>,
     pub received_at: i64,
     pub verified: bool,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub error: Option<String>,
     pub query: Option<String>,
     pub replay_of: Option<i64>,
@@ -170,7 +151,7 @@ pub struct Deployment {
     pub app: String,
     pub service: String,
     pub delivery_id: i64,
-    pub state: String,
+    pub state: DeploymentState,
     pub reason: Option<String>,
     pub source: String,
     pub event: String,
@@ -196,7 +177,7 @@ pub struct Deployment {
 pub struct NewDeployment {
     pub app: String,
     pub service: String,
-    pub state: &'static str,
+    pub state: DeploymentState,
     pub reason: Option<String>,
     pub source: String,
     pub event: String,
@@ -213,12 +194,28 @@ pub struct NewDeployment {
     pub image_digest: Option<String>,
 }
 
+/// What [`Store::cancel`] did.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// It was queued: now `cancelled`, it never runs.
+    Dequeued(Deployment),
+    /// It is running: the cancel is recorded; the lanes stop it (see `lanes::Running`).
+    Stopping(Deployment),
+    /// It had already ended (or is a state that cannot be cancelled): unchanged.
+    AlreadyFinal(Deployment),
+}
+
+/// The reason of a deployment cancelled before it ran.
+pub const CANCELLED_WHILE_QUEUED: &str = "cancelled through the API before it started";
+/// The reason of a deployment cancelled while it ran.
+pub const CANCELLED_WHILE_RUNNING: &str = "cancelled through the API while it ran";
+
 /// Filters and paging of the list calls: newest first, `before` an id.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub app: Option<String>,
     pub service: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<DeploymentState>,
     pub before: Option<i64>,
     pub limit: i64,
 }
@@ -413,7 +410,7 @@ impl Store {
         Ok(sqlx::query_as::<_, Deployment>(sqlx::AssertSqlSafe(sql))
             .bind(&f.app)
             .bind(&f.service)
-            .bind(&f.state)
+            .bind(f.state)
             .bind(before)
             .bind(f.limit)
             .fetch_all(&self.pool)
@@ -458,11 +455,12 @@ impl Store {
     ) -> Result<Option<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
-             WHERE app = ?1 AND service = ?2 AND state != 'skipped' ORDER BY id DESC LIMIT 1"
+             WHERE app = ?1 AND service = ?2 AND state != ?3 ORDER BY id DESC LIMIT 1"
         ));
         Ok(sqlx::query_as::<_, Deployment>(sql)
             .bind(app)
             .bind(service)
+            .bind(DeploymentState::Skipped)
             .fetch_optional(&self.pool)
             .await?)
     }
@@ -475,17 +473,21 @@ impl Store {
     ) -> Result<Option<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
-             WHERE app = ?1 AND service = ?2 AND state = 'succeeded' ORDER BY id DESC LIMIT 1"
+             WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
         ));
         Ok(sqlx::query_as::<_, Deployment>(sql)
             .bind(app)
             .bind(service)
+            .bind(DeploymentState::Succeeded)
             .fetch_optional(&self.pool)
             .await?)
     }
 
     /// All queued deployments, oldest first: the lanes' work.
     pub async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
+        // State literals stay in SQL where a partial index (`WHERE state = 'queued'`, …) must
+        // match them: SQLite uses a partial index only for a literal, never for a bound value.
+        // `tests::sql_state_literals_are_states` checks each such literal names a state.
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'queued' ORDER BY id"
         ));
@@ -501,10 +503,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE deployments SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
+            "UPDATE deployments SET state = ?3, started_at = ?2 WHERE id = ?1 AND state = ?4",
         )
         .bind(d.id)
         .bind(now)
+        .bind(DeploymentState::Running)
+        .bind(DeploymentState::Queued)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -528,7 +532,7 @@ impl Store {
     pub async fn finish(
         &self,
         id: i64,
-        state: &str,
+        state: DeploymentState,
         reason: Option<&str>,
         exit_code: Option<i64>,
     ) -> Result<(), StoreError> {
@@ -546,6 +550,55 @@ impl Store {
         Ok(())
     }
 
+    /// Cancels a deployment (`POST /api/v1/deployments/ID/cancel`), in one transaction: a
+    /// queued one is `cancelled` at once and never runs; a running one is marked
+    /// `cancel_requested_at` (the lanes stop it and record `cancelled`; a restart that cuts
+    /// the stop short records it `cancelled` too, see [`Store::interrupt`]). `None`: no such
+    /// deployment.
+    pub async fn cancel(&self, id: i64) -> Result<Option<CancelOutcome>, StoreError> {
+        let _gate = self.gate.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let dequeued = sqlx::query(
+            "UPDATE deployments SET state = ?3, reason = ?4, finished_at = ?2, cancel_requested_at = ?2
+             WHERE id = ?1 AND state = ?5",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(DeploymentState::Cancelled)
+        .bind(CANCELLED_WHILE_QUEUED)
+        .bind(DeploymentState::Queued)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let flagged = !dequeued
+            && sqlx::query(
+                "UPDATE deployments SET cancel_requested_at = COALESCE(cancel_requested_at, ?2)
+                 WHERE id = ?1 AND state = ?3",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(DeploymentState::Running)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
+        ));
+        let d = sqlx::query_as::<_, Deployment>(sql)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(d.map(|d| match (dequeued, flagged) {
+            (true, _) => CancelOutcome::Dequeued(d),
+            (false, true) => CancelOutcome::Stopping(d),
+            (false, false) => CancelOutcome::AlreadyFinal(d),
+        }))
+    }
+
     /// After a crash: deployments left `running` are marked `interrupted`, and each gets a new
     /// queued attempt if it has attempts left. Returns (interrupted id, retry id) pairs.
     pub async fn recover_interrupted(
@@ -553,7 +606,8 @@ impl Store {
         retries: u32,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
         let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM deployments WHERE state = 'running' ORDER BY id")
+            sqlx::query_scalar("SELECT id FROM deployments WHERE state = ?1 ORDER BY id")
+                .bind(DeploymentState::Running)
                 .fetch_all(&self.pool)
                 .await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -570,20 +624,37 @@ impl Store {
         let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
+        // A deployment whose cancel was requested is recorded `cancelled`, and never retried:
+        // the request survives the restart that cut its run short.
         let row = sqlx::query(
-            "UPDATE deployments SET state = 'interrupted', finished_at = ?2, reason = 'ferry stopped while this deployment ran'
-             WHERE id = ?1 AND state = 'running' RETURNING app, service, attempt",
+            "UPDATE deployments SET
+               state = IIF(cancel_requested_at IS NULL, ?3, ?5),
+               reason = IIF(cancel_requested_at IS NULL, 'ferry stopped while this deployment ran', ?6),
+               finished_at = ?2
+             WHERE id = ?1 AND state = ?4 RETURNING app, service, attempt, state",
         )
         .bind(id)
         .bind(now)
+        .bind(DeploymentState::Interrupted)
+        .bind(DeploymentState::Running)
+        .bind(DeploymentState::Cancelled)
+        .bind(CANCELLED_WHILE_RUNNING)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
             tx.commit().await?;
             return Ok(None);
         };
-        let (app, service, attempt): (String, String, i64) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (app, service, attempt, state): (String, String, i64, DeploymentState) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        if state == DeploymentState::Cancelled {
+            tx.commit().await?;
+            return Ok(None);
+        }
         let newer_queued: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM deployments INDEXED BY deployments_queued WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id > ?3 LIMIT 1",
         )
@@ -595,11 +666,12 @@ impl Store {
         let retry = if attempt <= i64::from(retries) && newer_queued.is_none() {
             let retry_id: i64 = sqlx::query_scalar(
                 "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, created_at)
-                 SELECT app, service, delivery_id, 'queued', 'retry of interrupted deployment ' || id, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt + 1, id, ?2
+                 SELECT app, service, delivery_id, ?3, 'retry of interrupted deployment ' || id, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt + 1, id, ?2
                  FROM deployments WHERE id = ?1 RETURNING id",
             )
             .bind(id)
             .bind(now)
+            .bind(DeploymentState::Queued)
             .fetch_one(&mut *tx)
             .await?;
             Some(retry_id)
@@ -624,15 +696,19 @@ impl Store {
             let mut tx = self.pool.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT d.id FROM deliveries d INDEXED BY deliveries_received
-                 WHERE d.received_at < ?1 AND d.status != 'received'
+                 WHERE d.received_at < ?1 AND d.status != ?2
                    AND NOT EXISTS (
                      SELECT 1 FROM deployments p WHERE p.delivery_id = d.id AND (
-                       p.state IN ('queued', 'running')
+                       p.state IN (?3, ?4)
                        OR p.id = (SELECT MAX(c.id) FROM deployments c INDEXED BY deployments_service
-                                  WHERE c.app = p.app AND c.service = p.service AND c.state = 'succeeded')))
+                                  WHERE c.app = p.app AND c.service = p.service AND c.state = ?5)))
                  ORDER BY d.received_at LIMIT 500",
             )
             .bind(cutoff)
+            .bind(DeliveryStatus::Received)
+            .bind(DeploymentState::Queued)
+            .bind(DeploymentState::Running)
+            .bind(DeploymentState::Succeeded)
             .fetch_all(&mut *tx)
             .await?;
             if ids.is_empty() {
@@ -681,11 +757,14 @@ impl Planning {
         let row = sqlx::query(
             "SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
              WHERE app = ?1 AND service = ?2 AND event_time IS NOT NULL
-               AND state IN ('queued', 'running', 'succeeded')
+               AND state IN (?3, ?4, ?5)
              ORDER BY event_time DESC, id DESC LIMIT 1",
         )
         .bind(app)
         .bind(service)
+        .bind(DeploymentState::Queued)
+        .bind(DeploymentState::Running)
+        .bind(DeploymentState::Succeeded)
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
@@ -702,10 +781,11 @@ impl Planning {
              WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
              UNION ALL
              SELECT * FROM (SELECT id, image_tag, image_digest, 0 FROM deployments INDEXED BY deployments_service
-                            WHERE app = ?1 AND service = ?2 AND state = 'succeeded' ORDER BY id DESC LIMIT 1)",
+                            WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1)",
         )
         .bind(app)
         .bind(service)
+        .bind(DeploymentState::Succeeded)
         .fetch_all(&mut *self.tx)
         .await?;
         rows.iter()
@@ -730,22 +810,24 @@ impl Planning {
     ) -> Result<Option<Deployment>, StoreError> {
         if let Some(id) = to {
             let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1 AND app = ?2 AND service = ?3 AND state = 'succeeded'"
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1 AND app = ?2 AND service = ?3 AND state = ?4"
             ));
             return Ok(sqlx::query_as::<_, Deployment>(sql)
                 .bind(id)
                 .bind(app)
                 .bind(service)
+                .bind(DeploymentState::Succeeded)
                 .fetch_optional(&mut *self.tx)
                 .await?);
         }
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
-             WHERE app = ?1 AND service = ?2 AND state = 'succeeded' ORDER BY id DESC LIMIT 1"
+             WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
         ));
         let Some(current) = sqlx::query_as::<_, Deployment>(sql)
             .bind(app)
             .bind(service)
+            .bind(DeploymentState::Succeeded)
             .fetch_optional(&mut *self.tx)
             .await?
         else {
@@ -753,7 +835,7 @@ impl Planning {
         };
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
-             WHERE app = ?1 AND service = ?2 AND state = 'succeeded' AND id < ?3
+             WHERE app = ?1 AND service = ?2 AND state = ?6 AND id < ?3
                AND (COALESCE(image_digest, '') != COALESCE(?4, '') OR COALESCE(git_commit, '') != COALESCE(?5, ''))
              ORDER BY id DESC LIMIT 1"
         ));
@@ -763,6 +845,7 @@ impl Planning {
             .bind(current.id)
             .bind(&current.image_digest)
             .bind(&current.git_commit)
+            .bind(DeploymentState::Succeeded)
             .fetch_optional(&mut *self.tx)
             .await?)
     }
@@ -795,7 +878,7 @@ impl Planning {
                 "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, created_at, finished_at) ",
             );
             q.push_values(chunk, |mut row, (id, delivery_id, d)| {
-                let finished = (d.state != state::QUEUED).then_some(now);
+                let finished = (d.state != DeploymentState::Queued).then_some(now);
                 row.push_bind(*id)
                     .push_bind(*delivery_id)
                     .push_bind(d.app.clone())
@@ -820,7 +903,7 @@ impl Planning {
         }
         let mut newest_queued: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
         for (id, _, d) in deployments {
-            if d.state == state::QUEUED {
+            if d.state == DeploymentState::Queued {
                 let slot = newest_queued.entry((&d.app, &d.service)).or_default();
                 *slot = (*slot).max(*id);
             }
@@ -831,10 +914,11 @@ impl Planning {
         let (planned, failed): (Vec<_>, Vec<_>) =
             deliveries.iter().partition(|(_, error)| error.is_none());
         for chunk in planned.chunks(1024) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "UPDATE deliveries SET status = 'planned', planned_at = ",
-            );
-            q.push_bind(now).push(" WHERE id IN (");
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE deliveries SET status = ");
+            q.push_bind(DeliveryStatus::Planned)
+                .push(", planned_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN (");
             let mut ids = q.separated(", ");
             for (id, _) in chunk {
                 ids.push_bind(*id);
@@ -844,11 +928,12 @@ impl Planning {
         }
         for (id, error) in failed {
             sqlx::query(
-                "UPDATE deliveries SET status = 'planned', planned_at = ?2, error = ?3 WHERE id = ?1",
+                "UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3 WHERE id = ?1",
             )
             .bind(id)
             .bind(now)
             .bind(error)
+            .bind(DeliveryStatus::Planned)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -862,11 +947,12 @@ impl Planning {
         let now = now_ms();
         for (id, reason) in deliveries {
             sqlx::query(
-                "UPDATE deliveries SET status = 'rejected', planned_at = ?2, error = ?3, dedupe_key = NULL WHERE id = ?1",
+                "UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3, dedupe_key = NULL WHERE id = ?1",
             )
             .bind(id)
             .bind(now)
             .bind(reason)
+            .bind(DeliveryStatus::Rejected)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -902,13 +988,14 @@ async fn supersede_older(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE deployments INDEXED BY deployments_queued
-         SET state = 'superseded', reason = 'superseded by deployment ' || ?3, finished_at = ?4
+         SET state = ?5, reason = 'superseded by deployment ' || ?3, finished_at = ?4
          WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3",
     )
     .bind(app)
     .bind(service)
     .bind(id)
     .bind(now)
+    .bind(DeploymentState::Superseded)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -922,4 +1009,110 @@ fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreErr
         body: row.try_get("body")?,
         body_size: row.try_get("body_size")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CancelOutcome, DeliveryStatus, DeploymentState, Store};
+
+    /// A store in a temp dir with one delivery and a deployment of it in each `states`.
+    async fn store_with(states: &[DeploymentState]) -> (tempfile::TempDir, Store, Vec<i64>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _intake) = Store::open(dir.path()).await.expect("open");
+        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers, body) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}', x'')")
+            .bind(DeliveryStatus::Planned)
+            .execute(&store.pool)
+            .await
+            .expect("delivery");
+        let mut ids = Vec::new();
+        for state in states {
+            let id: i64 = sqlx::query_scalar("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 1, ?1, 'generic', 'e', 1) RETURNING id")
+                .bind(*state)
+                .fetch_one(&store.pool)
+                .await
+                .expect("deployment");
+            ids.push(id);
+        }
+        (dir, store, ids)
+    }
+
+    #[tokio::test]
+    async fn cancel_dequeues_flags_running_and_leaves_ended_ones() {
+        use DeploymentState::*;
+        let (_dir, store, ids) = store_with(&[Queued, Running, Succeeded]).await;
+        let Some(CancelOutcome::Dequeued(d)) = store.cancel(ids[0]).await.unwrap() else {
+            panic!("queued → dequeued");
+        };
+        assert_eq!(d.state, Cancelled);
+        assert!(d.finished_at.is_some());
+        let Some(CancelOutcome::Stopping(d)) = store.cancel(ids[1]).await.unwrap() else {
+            panic!("running → stopping");
+        };
+        assert_eq!(d.state, Running, "the lanes record the end");
+        let Some(CancelOutcome::AlreadyFinal(d)) = store.cancel(ids[2]).await.unwrap() else {
+            panic!("succeeded → already final");
+        };
+        assert_eq!(d.state, Succeeded);
+        assert!(store.cancel(999).await.unwrap().is_none());
+        assert!(store.queued().await.unwrap().is_empty());
+    }
+
+    /// A cancel requested while ferry stopped (or crashed) is kept: the run is recorded
+    /// `cancelled` at the next start, not `interrupted`, and not retried.
+    #[tokio::test]
+    async fn a_cancel_request_survives_a_restart() {
+        use DeploymentState::*;
+        let (_dir, store, ids) = store_with(&[Running, Running]).await;
+        store.cancel(ids[0]).await.unwrap();
+        let recovered = store.recover_interrupted(3).await.unwrap();
+        assert_eq!(recovered[0], (ids[0], None), "no retry of a cancelled run");
+        assert!(recovered[1].1.is_some(), "the other one is retried");
+        let d = store.deployment(ids[0]).await.unwrap().unwrap();
+        assert_eq!(d.state, Cancelled);
+        assert_eq!(d.reason.as_deref(), Some(super::CANCELLED_WHILE_RUNNING));
+        let d = store.deployment(ids[1]).await.unwrap().unwrap();
+        assert_eq!(d.state, Interrupted);
+    }
+
+    /// The state names still written as SQL literals (where a partial index needs them) are
+    /// all states: a typo there would silently match nothing.
+    #[test]
+    fn sql_state_literals_are_states() {
+        let mut seen = 0;
+        for source in [include_str!("mod.rs"), include_str!("batch.rs")] {
+            for (column, valid) in [
+                (
+                    "state",
+                    &(|s: &str| s.parse::<DeploymentState>().is_ok()) as &dyn Fn(&str) -> bool,
+                ),
+                ("status", &|s: &str| s.parse::<DeliveryStatus>().is_ok()),
+            ] {
+                for op in [" = '", " != '", " IN ('"] {
+                    let needle = format!("{column}{op}");
+                    for (at, _) in source.match_indices(&needle) {
+                        let rest = &source[at + needle.len() - 1..];
+                        let end = rest.find([')', '\n']).unwrap_or(rest.len());
+                        let list = if op.contains("IN") {
+                            &rest[..end]
+                        } else {
+                            rest
+                        };
+                        let names =
+                            list.split(',')
+                                .take(if op.contains("IN") { usize::MAX } else { 1 });
+                        for name in names {
+                            let name = name.trim().trim_start_matches('\'');
+                            let name = name.split('\'').next().unwrap_or_default();
+                            assert!(valid(name), "{column} literal {name:?} in store SQL");
+                            seen += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            seen >= 6,
+            "found only {seen} literals: is the scan still right?"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod api_cli;
+mod cancel;
 mod config_cli;
 mod containers;
 mod dockerenv;

@@ -5,7 +5,8 @@
 //! The disk tests mount a small tmpfs as the data dir, which needs root (CAP_SYS_ADMIN); the
 //! fsync test watches ferry's system calls with strace. They are `#[ignore]`d with that reason,
 //! so a plain `cargo test` lists them as ignored; CI runs them (`--include-ignored`), and there
-//! they fail if what they need is missing (`support::unavailable`).
+//! they fail if what they need is missing and `CI` is set, else skip with the reason
+//! (`support::unavailable`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,20 +21,22 @@ struct Mount {
 }
 
 impl Mount {
-    fn tmpfs(size: &str) -> Mount {
+    /// `None` (skipped, see `unavailable`) where no tmpfs can be mounted.
+    fn tmpfs(size: &str) -> Option<Mount> {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output();
         match out {
-            Ok(o) if o.status.success() => Mount { dir },
+            Ok(o) if o.status.success() => Some(Mount { dir }),
             other => {
                 let why = match other {
                     Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
                     Err(e) => e.to_string(),
                 };
-                unavailable(&format!("cannot mount a tmpfs here ({why})"))
+                unavailable(&format!("cannot mount a tmpfs here ({why})"));
+                None
             }
         }
     }
@@ -157,6 +160,7 @@ async fn every_answer_waits_for_an_fsync_of_what_it_acknowledges() {
         .is_err()
     {
         unavailable("strace is not installed");
+        return;
     }
     let ferry = Ferry::shop().start().await;
     let trace_path = ferry.path("strace.txt");
@@ -178,6 +182,7 @@ async fn every_answer_waits_for_an_fsync_of_what_it_acknowledges() {
         let _ = strace.kill();
         let _ = strace.wait();
         unavailable(&format!("strace cannot attach here: {}", first.trim()));
+        return;
     }
     std::thread::spawn(move || std::io::copy(&mut attach, &mut std::io::sink()));
 
@@ -253,7 +258,9 @@ fn sigint(pid: u32) {
 #[tokio::test]
 #[ignore = "needs root to mount a tmpfs: cargo test -- --include-ignored"]
 async fn full_disk_answers_503_and_recovers() {
-    let mount = Mount::tmpfs("8m");
+    let Some(mount) = Mount::tmpfs("8m") else {
+        return;
+    };
     let ferry = Ferry::with_config(&config(mount.path())).start().await;
     assert_eq!(send_many(&ferry, 1, 100).await, [202]);
     ferry.settled("shop").await;
@@ -284,7 +291,9 @@ async fn read_only_data_dir_answers_503_and_recovers() {
     // SQLite keeps its files open, so a data dir cannot turn read-only under a running ferry
     // (the kernel refuses the remount while files are open for writing); the case that
     // happens is a data dir that is read-only, or not yet writable, when ferry starts.
-    let mount = Mount::tmpfs("16m");
+    let Some(mount) = Mount::tmpfs("16m") else {
+        return;
+    };
     mount.remount("ro");
     let ferry = Ferry::with_config(&config(mount.path())).start().await;
     let codes = send_many(&ferry, 3, 1000).await;

@@ -1,0 +1,306 @@
+//! The states of deployments and deliveries, as shared types.
+//!
+//! The bottom layer: this module imports nothing of ferry's, so the store, the planner, the
+//! lanes, notifications, the API and the CLI all speak the same two enums. Each state has one
+//! name (`as_str`), used alike in the database (TEXT), the API's JSON, the CLI and logs; an
+//! unknown name is a typed [`UnknownState`] error wherever it is read.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A name that is no known state (of `what`: "deployment state", "delivery status").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {name:?} (known: {known})")]
+pub struct UnknownState {
+    pub what: &'static str,
+    pub name: String,
+    pub known: String,
+}
+
+/// Defines a state enum from `Variant => "name"` pairs: `as_str`, `ALL`, `Display`, `FromStr`,
+/// serde and sqlx (TEXT, any database whose strings sqlx maps) all from the one list.
+macro_rules! states {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name stored in the database and shown in the API.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownState {
+                        what: $what,
+                        name: s.to_string(),
+                        known: [$($text),+].join(", "),
+                    }),
+                }
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = UnknownState;
+
+            fn try_from(s: &str) -> Result<Self, UnknownState> {
+                s.parse()
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
+        where
+            &'static str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut DB::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'static str as sqlx::Encode<'q, DB>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+                Ok(s.parse()?)
+            }
+        }
+    };
+}
+
+states! {
+    /// Where a deployment is: `queued → running → succeeded | failed | timed_out | cancelled |
+    /// rolled_back | interrupted`; `queued → superseded | cancelled`; planned as `skipped`.
+    DeploymentState, "deployment state" {
+        /// Planned; waits for its service's lane.
+        Queued => "queued",
+        /// Its executor runs (at most one per service).
+        Running => "running",
+        Succeeded => "succeeded",
+        /// The command exited non-zero, or ferry could not run it (the reason says which).
+        Failed => "failed",
+        /// The service's timeout passed; the process group was killed.
+        TimedOut => "timed_out",
+        /// Cancelled through the API (`ferry cancel`): never ran, or was stopped (process
+        /// group killed, a container replacement rolled back).
+        Cancelled => "cancelled",
+        /// A newer deployment of the service started first.
+        Superseded => "superseded",
+        /// Planned as nothing to do, with a reason.
+        Skipped => "skipped",
+        /// ferry stopped while it ran; it may have been queued again as a retry.
+        Interrupted => "interrupted",
+        /// The new container was not healthy; the old one runs again.
+        RolledBack => "rolled_back",
+    }
+}
+
+/// A new deployment starts queued.
+impl Default for DeploymentState {
+    fn default() -> Self {
+        DeploymentState::Queued
+    }
+}
+
+impl DeploymentState {
+    /// Whether the deployment has ended: nothing will change its state any more.
+    pub const fn is_final(self) -> bool {
+        !matches!(self, DeploymentState::Queued | DeploymentState::Running)
+    }
+
+    /// Whether it ended as hoped (`ferry deploy --wait` exits 0): it ran and succeeded, or
+    /// there was nothing to do.
+    pub const fn is_success(self) -> bool {
+        matches!(self, DeploymentState::Succeeded | DeploymentState::Skipped)
+    }
+}
+
+states! {
+    /// Where a delivery is: `received` (stored, not yet planned) → `planned`; or `rejected`
+    /// (refused on the request path, or by the planner's value checks).
+    DeliveryStatus, "delivery status" {
+        Received => "received",
+        Planned => "planned",
+        Rejected => "rejected",
+    }
+}
+
+impl DeliveryStatus {
+    /// Whether the planner is done with it.
+    pub const fn is_final(self) -> bool {
+        !matches!(self, DeliveryStatus::Received)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_typed_errors() {
+        for s in DeploymentState::ALL {
+            assert_eq!(s.as_str().parse::<DeploymentState>(), Ok(*s));
+            assert_eq!(DeploymentState::try_from(s.as_str()), Ok(*s));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(*s));
+        }
+        let e = "Queued".parse::<DeploymentState>().unwrap_err();
+        assert_eq!(e.name, "Queued");
+        assert_eq!(e.what, "deployment state");
+        assert!(e.to_string().contains("timed_out"), "{e}");
+        assert!("cancelled".parse::<DeliveryStatus>().is_err());
+        assert!("".parse::<DeploymentState>().is_err());
+    }
+
+    #[test]
+    fn names_are_the_ones_stored_and_served_today() {
+        let names: Vec<&str> = DeploymentState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "queued",
+                "running",
+                "succeeded",
+                "failed",
+                "timed_out",
+                "cancelled",
+                "superseded",
+                "skipped",
+                "interrupted",
+                "rolled_back"
+            ]
+        );
+        let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["received", "planned", "rejected"]);
+    }
+
+    #[test]
+    fn only_queued_and_running_are_not_final() {
+        for s in DeploymentState::ALL {
+            let open = matches!(s, DeploymentState::Queued | DeploymentState::Running);
+            assert_eq!(s.is_final(), !open, "{s}");
+        }
+        assert!(!DeliveryStatus::Received.is_final());
+        assert!(DeliveryStatus::Planned.is_final() && DeliveryStatus::Rejected.is_final());
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        for s in DeploymentState::ALL {
+            let json = serde_json::to_string(s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<DeploymentState>(&json).unwrap(), *s);
+        }
+        for s in DeliveryStatus::ALL {
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(serde_json::from_value::<DeliveryStatus>(json).unwrap(), *s);
+        }
+        let e = serde_json::from_str::<DeploymentState>("\"done\"").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown deployment state \"done\""),
+            "{e}"
+        );
+    }
+
+    /// Every variant is written and read back through a real SQLite database, as a bound
+    /// value and as a column of a `FromRow` struct; a stored name that is no state is an error.
+    #[tokio::test]
+    async fn sqlite_round_trip() {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, state TEXT NOT NULL, status TEXT)")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        for (i, s) in DeploymentState::ALL.iter().enumerate() {
+            let status = DeliveryStatus::ALL[i % DeliveryStatus::ALL.len()];
+            sqlx::query("INSERT INTO t (id, state, status) VALUES (?1, ?2, ?3)")
+                .bind(i as i64)
+                .bind(*s)
+                .bind(status)
+                .execute(&mut db)
+                .await
+                .unwrap();
+            let raw: String = sqlx::query_scalar("SELECT state FROM t WHERE id = ?1")
+                .bind(i as i64)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+            assert_eq!(raw, s.as_str(), "stored as its name, as TEXT");
+            #[derive(sqlx::FromRow)]
+            struct Row {
+                state: DeploymentState,
+                status: DeliveryStatus,
+            }
+            let row: Row = sqlx::query_as("SELECT state, status FROM t WHERE state = ?1")
+                .bind(*s)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+            assert_eq!((row.state, row.status), (*s, status));
+        }
+        sqlx::query("INSERT INTO t (id, state) VALUES (99, 'exploded')")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let e = sqlx::query_scalar::<_, DeploymentState>("SELECT state FROM t WHERE id = 99")
+            .fetch_one(&mut db)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown deployment state"), "{e}");
+    }
+}
