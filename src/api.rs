@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::deploylog;
 use crate::plan::{Modifiers, fmt_ms};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{
     CancelOutcome, Delivery, DeliveryStatus, Deployment, Inserted, ListFilter, NewDelivery, now_ms,
 };

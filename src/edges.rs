@@ -20,18 +20,17 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use ipnet::IpNet;
 
 use crate::config::{App, Config};
+use crate::metrics::Metrics;
 use crate::ratelimit::{Limiter, retry_after_secs};
-use crate::server::{Metrics, Shared};
 
 /// Client keys the per-client limiters hold at most (a few MiB); see `ratelimit`.
 const CLIENT_KEYS: usize = 100_000;
@@ -100,7 +99,7 @@ impl Edges {
     /// The checks that need the app: its address allowlist, then its rate.
     pub fn admit(
         &self,
-        shared: &Shared,
+        metrics: &Metrics,
         app: &App,
         client: Option<ClientAddr>,
     ) -> Option<Response> {
@@ -108,7 +107,7 @@ impl Edges {
         if !allow.is_empty() {
             let allowed = client.is_some_and(|c| allow.iter().any(|net| net.contains(&c.0)));
             if !allowed {
-                Metrics::count(&shared.metrics.forbidden);
+                Metrics::count(&metrics.forbidden);
                 let who = client.map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
                 tracing::warn!(app = %app.name, client = %who, "hook request from an address outside verify.allow_ips refused");
                 return Some(error(
@@ -123,7 +122,7 @@ impl Edges {
         if let Some(limiter) = self.per_app.get(&app.name)
             && let Err(wait) = limiter.check(&(), Instant::now())
         {
-            Metrics::count(&shared.metrics.limited);
+            Metrics::count(&metrics.limited);
             tracing::warn!(app = %app.name, rate = %limiter.rate(), "hook rate limit of the app reached; answering 429");
             return Some(too_many(
                 wait,
@@ -192,8 +191,7 @@ fn too_many(wait: std::time::Duration, message: String) -> Response {
 
 /// Middleware on the hook route: decides the client address, applies the per-client limits
 /// before the handler runs, and charges failed token and signature checks afterwards.
-pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    let edges = &shared.edges;
+pub async fn guard(edges: &Edges, metrics: &Metrics, mut req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -209,7 +207,7 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
     if let Some(failures) = &edges.failures
         && let Err(wait) = failures.peek(&failure_key, Instant::now())
     {
-        Metrics::count(&shared.metrics.limited);
+        Metrics::count(&metrics.limited);
         tracing::debug!(%client, "client over its failed-check limit; answering 429");
         return too_many(
             wait,
@@ -222,7 +220,7 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Ne
     if let Some(per_client) = &edges.per_client
         && let Err(wait) = per_client.check(&key, Instant::now())
     {
-        Metrics::count(&shared.metrics.limited);
+        Metrics::count(&metrics.limited);
         tracing::debug!(%client, "client over its request rate; answering 429");
         return too_many(
             wait,

@@ -20,8 +20,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::App;
 use crate::logging::Escaped;
+use crate::metrics::Metrics;
 use crate::plan::Modifiers;
-use crate::server::{Metrics, Shared};
+use crate::shared::Shared;
 use crate::sources::{self, BodyError, Source, Verdict};
 use crate::store::{DeliveryStatus, Inserted, NewDelivery, now_ms};
 use crate::tls::PeerCertificate;
@@ -81,7 +82,10 @@ pub async fn hook(
         return not_found();
     };
     // Allowlist and the app's rate, before the body is read or anything stored.
-    if let Some(refused) = shared.edges.admit(&shared, app, client.map(|c| c.0)) {
+    if let Some(refused) = shared
+        .edges
+        .admit(&shared.metrics, app, client.map(|c| c.0))
+    {
         return refused;
     }
     if let Some(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {

@@ -16,9 +16,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use tokio::net::TcpListener;
@@ -27,41 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::listener::ConnLimits;
+use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::store::{Intake, Store};
 use crate::tls::Tls;
 use crate::{api, ingress, lanes, listener, notify, planner, retention};
-
-/// What request handlers share.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub intake: Intake,
-    pub metrics: Metrics,
-    /// Client address, rate limits and allowlists of the hook route.
-    pub edges: crate::edges::Edges,
-    /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.
-    pub running: crate::lanes::Running,
-}
-
-/// Counters of hook answers, by outcome, for `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    pub accepted: AtomicU64,
-    pub duplicate: AtomicU64,
-    pub rejected: AtomicU64,
-    pub not_found: AtomicU64,
-    pub unavailable: AtomicU64,
-    /// 429: a rate limit (per client, failed checks, per app).
-    pub limited: AtomicU64,
-    /// 403: outside the app's `verify.allow_ips`.
-    pub forbidden: AtomicU64,
-}
-
-impl Metrics {
-    pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -80,7 +51,9 @@ pub enum ServerError {
 fn hook_route(shared: &Arc<Shared>) -> axum::routing::MethodRouter<Arc<Shared>> {
     post(ingress::hook).route_layer(axum::middleware::from_fn_with_state(
         shared.clone(),
-        crate::edges::guard,
+        |State(shared): State<Arc<Shared>>, req: Request, next: Next| async move {
+            crate::edges::guard(&shared.edges, &shared.metrics, req, next).await
+        },
     ))
 }
 
