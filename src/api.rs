@@ -19,11 +19,12 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::deploylog;
-use crate::plan::{Modifiers, fmt_ms};
+use crate::plan::Modifiers;
 use crate::shared::Shared;
 use crate::store::{
     CancelOutcome, Delivery, DeliveryStatus, Deployment, Inserted, ListFilter, NewDelivery, now_ms,
 };
+use crate::timefmt::fmt_ms;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;

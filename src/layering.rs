@@ -4,8 +4,9 @@
 //!
 //! The check reads the source rather than asking the compiler: every `crate::NAME` outside a
 //! comment, including each name inside `use crate::{a, b::c}`, is an edge from the file's
-//! top-level module to `NAME`. Test code counts too: a test that reaches upwards is a cycle
-//! the next refactor trips over.
+//! top-level module to `NAME`. A file's `#[cfg(test)] mod` (by convention its last item) is
+//! left out: a unit test may check a lower module's output through a higher one (as
+//! `sources::values` does through the planner's rules) without the code depending on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -61,8 +62,11 @@ fn group_heads(body: &str) -> Vec<String> {
     heads
 }
 
-/// Every module named after `crate::` in `code` (comments removed).
+/// Every module named after `crate::` in `code` (comments and test modules removed).
 fn references(code: &str) -> BTreeSet<String> {
+    let code = code
+        .find("#[cfg(test)]\nmod ")
+        .map_or(code, |end| &code[..end]);
     let code: String = code
         .lines()
         .map(|l| match l.find("//") {
@@ -134,7 +138,7 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 #[test]
-#[ignore = "config, sources, plan, store and tls still form a cycle"]
+#[ignore = "config ⇄ sources (and config ⇄ tls) are still cycles"]
 fn module_graph_is_acyclic() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
@@ -156,7 +160,8 @@ fn module_graph_is_acyclic() {
 
 #[test]
 fn references_reads_groups_and_paths() {
-    let code = "use crate::{a, b::{c, d}, e::f};\nlet x = crate::g::h(); // crate::i\nmy_crate::j";
+    let code = "use crate::{a, b::{c, d}, e::f};\nlet x = crate::g::h(); // crate::i\nmy_crate::j\n\
+                #[cfg(test)]\nmod tests {\n    use crate::k;\n}";
     let found: Vec<String> = references(code).into_iter().collect();
     assert_eq!(found, ["a", "b", "e", "g"]);
 }

@@ -59,6 +59,7 @@ pub mod shared;
 pub mod sources;
 pub mod states;
 pub mod store;
+pub mod timefmt;
 pub mod tls;
 
 pub use server::serve;

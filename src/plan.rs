@@ -12,7 +12,8 @@
 
 use crate::config::{App, ImageSpec, Modifier, TagPolicy, tag_version};
 use crate::sources::{Event, GitPush, GitRef, ImagePush, Source, canonical_repository};
-use crate::store::{DeploymentState, NewDeployment};
+use crate::store::{DeploymentState, HeldImage, NewDeployment};
+use crate::timefmt::fmt_ms;
 
 /// The hook URL's query modifiers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,16 +149,6 @@ pub trait History {
     ) -> Option<crate::store::Deployment> {
         None
     }
-}
-
-/// An image an image service holds (see [`History::images`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldImage {
-    pub deployment: i64,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
-    /// Queued or running, rather than the current version.
-    pub pending: bool,
 }
 
 impl<F: Fn(&str) -> Option<(i64, i64)>> History for F {
@@ -569,17 +560,6 @@ impl NewDeployment {
             None => note.to_string(),
         });
     }
-}
-
-/// Formats unix milliseconds as RFC 3339 (UTC).
-pub fn fmt_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]

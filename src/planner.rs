@@ -163,7 +163,7 @@ fn log_plan(
 #[derive(Default)]
 struct Known {
     newest: HashMap<(String, String), Option<(i64, i64)>>,
-    images: HashMap<(String, String), Vec<plan::HeldImage>>,
+    images: HashMap<(String, String), Vec<crate::store::HeldImage>>,
     rollback: HashMap<(String, String), Option<Deployment>>,
 }
 
@@ -199,12 +199,15 @@ impl Known {
             }
         }
         if dep.image.is_some() {
-            self.images.entry(key).or_default().push(plan::HeldImage {
-                deployment: id,
-                tag: dep.image_tag.clone(),
-                digest: dep.image_digest.clone(),
-                pending: true,
-            });
+            self.images
+                .entry(key)
+                .or_default()
+                .push(crate::store::HeldImage {
+                    deployment: id,
+                    tag: dep.image_tag.clone(),
+                    digest: dep.image_digest.clone(),
+                    pending: true,
+                });
         }
     }
 
@@ -230,7 +233,7 @@ impl plan::History for AppHistory<'_> {
         self.known.newest.get(&self.key(service)).copied().flatten()
     }
 
-    fn images(&self, service: &str) -> Vec<plan::HeldImage> {
+    fn images(&self, service: &str) -> Vec<crate::store::HeldImage> {
         self.known
             .images
             .get(&self.key(service))

@@ -252,9 +252,9 @@ pub fn clamp_future_times(event: &mut Event, received_at: i64) -> Option<String>
     let t = latest?;
     Some(format!(
         "event time {} is later than the time received plus {} min; ordered by the time received ({}) instead",
-        crate::plan::fmt_ms(t),
+        crate::timefmt::fmt_ms(t),
         FUTURE_TOLERANCE_MS / 60_000,
-        crate::plan::fmt_ms(received_at),
+        crate::timefmt::fmt_ms(received_at),
     ))
 }
 

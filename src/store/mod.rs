@@ -172,6 +172,16 @@ pub struct Deployment {
     pub finished_at: Option<i64>,
 }
 
+/// An image an image service holds (see `crate::plan::History::images`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldImage {
+    pub deployment: i64,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    /// Queued or running, rather than the current version.
+    pub pending: bool,
+}
+
 /// A deployment the planner decided on: queued, or skipped with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewDeployment {
@@ -771,11 +781,7 @@ impl Planning {
     }
 
     /// What an image service runs (its newest success) and has queued or running.
-    pub async fn images(
-        &mut self,
-        app: &str,
-        service: &str,
-    ) -> Result<Vec<crate::plan::HeldImage>, StoreError> {
+    pub async fn images(&mut self, app: &str, service: &str) -> Result<Vec<HeldImage>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, image_tag, image_digest, 1 FROM deployments INDEXED BY deployments_active
              WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
@@ -790,7 +796,7 @@ impl Planning {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::plan::HeldImage {
+                Ok(HeldImage {
                     deployment: r.try_get(0)?,
                     tag: r.try_get(1)?,
                     digest: r.try_get(2)?,

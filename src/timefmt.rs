@@ -1,0 +1,13 @@
+//! How ferry shows a time: unix milliseconds as RFC 3339 (UTC). A bottom-layer helper, so
+//! `sources`, `plan` and `api` format times alike without importing each other.
+
+/// Formats unix milliseconds as RFC 3339 (UTC).
+pub fn fmt_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
