@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::deploylog;
 use crate::plan::Modifiers;
@@ -95,9 +94,7 @@ async fn require_admin(State(shared): State<Arc<Shared>>, req: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let ok = match (&shared.config.server.admin_token, given) {
-        (Some(expected), Some(given)) => {
-            bool::from(expected.expose().as_bytes().ct_eq(given.as_bytes()))
-        }
+        (Some(expected), Some(given)) => expected.matches(given.as_bytes()),
         _ => false,
     };
     if !ok {

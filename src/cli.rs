@@ -226,7 +226,7 @@ pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
 /// The settings a user pastes into each sender the app is configured to verify.
 fn sender_settings(app: &config::App, url: &str, show: bool) -> Vec<String> {
     let v = &app.verify;
-    let secret = |list: &[config::Secret], key: &str| -> String {
+    let secret = |list: &[crate::secret::Secret], key: &str| -> String {
         match (show, list.last()) {
             (true, Some(s)) => s.expose().to_string(),
             _ => format!("<the value of apps.{}.verify.{key}>", app.name),

@@ -13,26 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A secret string (hook token, HMAC secret, admin token). `Debug` never shows the value, so a
-/// stray `{:?}` in a log line cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The secret's bytes, for constant-time comparison or as an HMAC key.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+use crate::secret::Secret;
+use crate::tls::TlsSettings;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -85,16 +67,6 @@ pub struct Server {
     /// A second, plain-HTTP listener for the API and `/metrics`; when set, the main listener
     /// serves only hooks and health checks.
     pub admin_listen: Option<String>,
-}
-
-/// The files of `server.tls` and `server.client_ca` (absolute, or relative to the config's
-/// directory). Read at start and again on SIGHUP (`crate::tls`).
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Client certificates signed by this CA are verified; see `Verify::client_cert`.
-    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -987,7 +959,7 @@ impl Validator<'_> {
                     format!("must be at least {MIN_TOKEN_LEN} characters long"),
                 );
             }
-            server.admin_token = Some(Secret(s));
+            server.admin_token = Some(Secret::new(s));
         }
         if let Some(v) = &raw.body_limit {
             match parse_size(v.get_ref()) {
@@ -1141,7 +1113,7 @@ impl Validator<'_> {
                             .into(),
                     );
                 }
-                Some(Secret(t))
+                Some(Secret::new(t))
             }
         };
         let verify = match &raw.verify {
@@ -1256,7 +1228,7 @@ impl Validator<'_> {
                 if v.is_empty() {
                     self.error(Some(s.span()), key, "secret is empty".into());
                 } else {
-                    out.push(Secret(v));
+                    out.push(Secret::new(v));
                 }
             }
         }
@@ -1316,7 +1288,7 @@ impl Validator<'_> {
             v.standard_tolerance = d;
         }
         for s in &v.standard {
-            if crate::sources::standard::decode_secret(s.expose()).is_none() {
+            if crate::secret::decode_secret(s.expose()).is_none() {
                 self.error(
                     raw.standard.as_ref().map(|r| r.span()),
                     &format!("{key}.standard"),
@@ -1562,7 +1534,7 @@ impl Validator<'_> {
         let i = raw.get_ref();
         let rkey = format!("{key}.image.repository");
         let repository = self.expand(&i.repository, &rkey, false)?;
-        if crate::sources::image_repository(&repository).as_deref() != Some(repository.as_str()) {
+        if crate::image_ref::image_repository(&repository).as_deref() != Some(repository.as_str()) {
             self.error(
                 Some(i.repository.span()),
                 &rkey,
@@ -1626,7 +1598,7 @@ impl Validator<'_> {
         let auth = match (&d.username, &d.password) {
             (Some(u), Some(p)) => Some((
                 self.expand(u, &format!("{key}.docker.username"), false)?,
-                Secret(self.expand(p, &format!("{key}.docker.password"), true)?),
+                Secret::new(self.expand(p, &format!("{key}.docker.password"), true)?),
             )),
             (None, None) => None,
             (Some(u), None) => {

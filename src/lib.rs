@@ -40,6 +40,7 @@ pub mod datadir;
 pub mod deploylog;
 pub mod edges;
 pub mod executors;
+pub mod image_ref;
 pub mod ingress;
 pub mod lanes;
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub mod planner;
 pub mod ratelimit;
 pub mod redact;
 pub mod retention;
+pub mod secret;
 pub mod server;
 pub mod shared;
 pub mod sources;

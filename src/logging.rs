@@ -1,6 +1,6 @@
 //! ferry's own logs: one structured line per delivery and per deployment state change, on
 //! stderr, human-readable by default or JSON (`--log-format json`). `RUST_LOG` filters them.
-//! Secrets never reach a log line: config secrets are [`crate::config::Secret`]s whose `Debug`
+//! Secrets never reach a log line: config secrets are [`crate::secret::Secret`]s whose `Debug`
 //! is redacted, and no handler logs tokens, signatures or payloads.
 //!
 //! Values that came from a request (a reason quoting a query value or a payload field, a stored

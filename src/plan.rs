@@ -11,7 +11,8 @@
 //!   the tag: once per digest, and under `semver:` only forward.
 
 use crate::config::{App, ImageSpec, Modifier, TagPolicy, tag_version};
-use crate::sources::{Event, GitPush, GitRef, ImagePush, Source, canonical_repository};
+use crate::image_ref::canonical_repository;
+use crate::sources::{Event, GitPush, GitRef, ImagePush, Source};
 use crate::store::{DeploymentState, HeldImage, NewDeployment};
 use crate::timefmt::fmt_ms;
 
@@ -802,7 +803,7 @@ services = ["web", "worker"]
             "{e}"
         );
         // git_ref on an unverified delivery of an app with a scheme: refused.
-        only_ref.verify.bearer = vec![crate::config::Secret::new("t")];
+        only_ref.verify.bearer = vec![crate::secret::Secret::new("t")];
         let e = Modifiers::parse("git_ref=v1")
             .check_hook(&only_ref, false)
             .unwrap_err();

@@ -12,7 +12,6 @@
 //! `verified` flag, so a redacted token does not stop a GitLab delivery from being replayed.
 
 use axum::http::HeaderMap;
-use subtle::ConstantTimeEq;
 
 use crate::config::App;
 
@@ -61,7 +60,7 @@ fn is_secret(name: &str, value: &[u8], app: &App) -> bool {
 /// Compared in constant time (for equal lengths), like every other use of a secret.
 fn equal(secret: &[u8], value: &[u8]) -> bool {
     let value = value.trim_ascii();
-    !value.is_empty() && bool::from(secret.ct_eq(value))
+    !value.is_empty() && crate::secret::equal(secret, value)
 }
 
 /// Every secret of an app: its hook token and each `verify` secret.

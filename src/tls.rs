@@ -30,14 +30,23 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TlsSettings;
-
 /// The client certificate chain a connection presented and rustls verified against
 /// `server.client_ca` (end-entity certificate first). Inserted into every request of that
 /// connection; absent when the client presented none.
 #[derive(Debug, Clone)]
 pub struct PeerCertificate {
     pub chain: Arc<Vec<CertificateDer<'static>>>,
+}
+
+/// The files of `server.tls` and `server.client_ca` (absolute, or relative to the config's
+/// directory). Read at start and again on SIGHUP. It lives here, not in `config`, so the
+/// config's validation can try the files (`server_config`) without a cycle.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates signed by this CA are verified; see `crate::config::Verify::client_cert`.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// What can be wrong with the TLS files. Each names the file; `crate::config` adds the key and

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use ferry::config::{Encoding, HmacAlgorithm, HmacScheme, Secret, Verify};
+use ferry::config::{Encoding, HmacAlgorithm, HmacScheme, Verify};
+use ferry::secret::Secret;
 use ferry::sources::{check_body, dedupe_key, delivery_id, detect, verify};
 use libfuzzer_sys::fuzz_target;
 

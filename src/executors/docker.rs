@@ -41,6 +41,7 @@ use futures_util::StreamExt;
 use super::Outcome;
 use crate::config::{ContainerSelector, DockerSpec, HealthGate};
 use crate::deploylog::LogWriter;
+use crate::image_ref::{DOCKER_HUB_ALIASES, registry_host};
 
 /// What to deploy: the image and which containers get it.
 #[derive(Debug, Clone)]
@@ -398,8 +399,7 @@ fn credentials(spec: &DockerSpec, repository: &str) -> Option<DockerCredentials>
             .trim_start_matches("https://")
             .trim_start_matches("http://");
         let k = k.split('/').next().unwrap_or(k);
-        let matches = k == host
-            || (host == "docker.io" && matches!(k, "index.docker.io" | "registry-1.docker.io"));
+        let matches = k == host || (host == "docker.io" && DOCKER_HUB_ALIASES.contains(&k));
         matches.then_some(v)
     })?;
     // `auth` is base64 of `user:password`; the engine wants them apart (it does not decode
@@ -417,14 +417,6 @@ fn credentials(spec: &DockerSpec, repository: &str) -> Option<DockerCredentials>
         serveraddress: Some(host),
         ..Default::default()
     })
-}
-
-/// The registry host of a repository (`docker.io` when it names none).
-fn registry_host(repository: &str) -> String {
-    match repository.split_once('/') {
-        Some((h, _)) if h.contains(['.', ':']) || h == "localhost" => h.to_string(),
-        _ => "docker.io".to_string(),
-    }
 }
 
 /// Replaces one container. `Ok(Succeeded)`, or `Ok(RolledBack)` with the old one restored.

@@ -2,21 +2,13 @@
 //! base64(user:password)`, as container registries, Harbor and Alertmanager send them.
 //! Compared in constant time against every configured credential.
 
+use super::{VerifyError, header};
+use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
-use subtle::ConstantTimeEq;
-
-use super::{VerifyError, header};
-use crate::config::Secret;
 
 const HEADER: &str = "Authorization";
-
-fn any_equal(candidates: &[Secret], given: &[u8]) -> bool {
-    candidates.iter().fold(false, |acc, c| {
-        acc | bool::from(c.expose().as_bytes().ct_eq(given))
-    })
-}
 
 /// Returns the scheme that matched (`bearer` or `basic`).
 pub fn verify(
@@ -33,7 +25,7 @@ pub fn verify(
         header: HEADER.into(),
     };
     if scheme.eq_ignore_ascii_case("bearer") && !bearer.is_empty() {
-        return any_equal(bearer, rest.as_bytes())
+        return Secret::any_matches(bearer, rest.as_bytes())
             .then_some("bearer")
             .ok_or_else(mismatch);
     }
@@ -42,7 +34,7 @@ pub fn verify(
             header: HEADER.into(),
             why: "Basic credentials are not base64".into(),
         })?;
-        return any_equal(basic, &decoded)
+        return Secret::any_matches(basic, &decoded)
             .then_some("basic")
             .ok_or_else(mismatch);
     }

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{Event, GitPush, GitRef, ParseError, VerifyError, ZERO_SHA, rfc3339_ms};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 pub const EVENT_HEADER: &str = "x-event-key";
 pub const SIGNATURE_HEADER: &str = "X-Hub-Signature";

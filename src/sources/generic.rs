@@ -50,7 +50,8 @@ pub fn verify_hmac(h: &HmacScheme, headers: &HeaderMap, body: &[u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HmacAlgorithm, Secret};
+    use crate::config::HmacAlgorithm;
+    use crate::secret::Secret;
 
     fn scheme(alg: HmacAlgorithm, enc: Encoding, prefix: &str) -> HmacScheme {
         HmacScheme {

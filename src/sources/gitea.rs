@@ -8,7 +8,7 @@
 use http::HeaderMap;
 
 use super::{Event, ParseError, VerifyError, header, json_document};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 const EVENT_HEADERS: [&str; 3] = ["x-forgejo-event", "x-gitea-event", "x-gogs-event"];
 const DELIVERY_HEADERS: [&str; 3] = ["x-forgejo-delivery", "x-gitea-delivery", "x-gogs-delivery"];

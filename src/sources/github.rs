@@ -15,7 +15,8 @@ use super::{
     Event, GitPush, GitRef, ImagePush, ParseError, VerifyError, ZERO_SHA, digest, image_repository,
     image_tag, json_document, rfc3339_ms,
 };
-use crate::config::{HmacAlgorithm, Secret};
+use crate::config::HmacAlgorithm;
+use crate::secret::Secret;
 
 pub const EVENT_HEADER: &str = "x-github-event";
 pub const DELIVERY_HEADER: &str = "x-github-delivery";

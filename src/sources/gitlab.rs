@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::{
     Event, GitPush, GitRef, ParseError, VerifyError, ZERO_SHA, header, rfc3339_ms, standard,
 };
-use crate::config::Secret;
+use crate::secret::Secret;
 
 pub const EVENT_HEADER: &str = "x-gitlab-event";
 pub const EVENT_UUID_HEADER: &str = "x-gitlab-event-uuid";
@@ -50,9 +49,7 @@ pub fn verify(
         header: TOKEN_HEADER.into(),
     })?;
     // Compare against every token without stopping early.
-    let ok = tokens.iter().fold(false, |acc, t| {
-        acc | bool::from(t.expose().as_bytes().ct_eq(given.as_bytes()))
-    });
+    let ok = Secret::any_matches(&tokens, given.as_bytes());
     if ok {
         Ok(())
     } else {

@@ -23,6 +23,7 @@ pub mod values;
 use http::HeaderMap;
 
 use crate::config::Verify;
+use crate::image_ref::image_repository;
 
 /// Who sent a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -581,30 +582,6 @@ fn rollback(body: &[u8]) -> Result<Event, ParseError> {
     })
 }
 
-/// A repository name as Docker resolves it, for comparing a pushed repository with a
-/// configured one: lower case, Docker Hub's implicit `docker.io/` and `library/` made explicit.
-pub fn canonical_repository(repository: &str) -> String {
-    let r = image_repository(repository)
-        .unwrap_or_else(|| repository.to_string())
-        .to_ascii_lowercase();
-    let (host, path) = match r.split_once('/') {
-        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => {
-            (h.to_string(), p.to_string())
-        }
-        _ => ("docker.io".to_string(), r.clone()),
-    };
-    let host = match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "docker.io".to_string()
-        }
-        _ => host,
-    };
-    if host == "docker.io" && !path.contains('/') {
-        return format!("docker.io/library/{path}");
-    }
-    format!("{host}/{path}")
-}
-
 /// Why a stored delivery could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -689,27 +666,6 @@ pub(crate) fn image_tag(text: &str) -> Option<String> {
         .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     (first_ok && rest_ok && t.len() <= 128).then(|| t.to_string())
-}
-
-/// The repository of an image reference: `host/ns/name:tag`, `host/ns/name@sha256:…` and
-/// `host:5000/ns/name` all give the part before the tag or digest (a trailing `:` as in GitHub's
-/// `package_url` is dropped too; a `scheme://` prefix is removed). `None` when nothing usable
-/// is left (empty, or whitespace or control characters inside).
-pub(crate) fn image_repository(reference: &str) -> Option<String> {
-    let r = reference.trim();
-    let r = r
-        .strip_prefix("https://")
-        .or_else(|| r.strip_prefix("http://"))
-        .unwrap_or(r);
-    let r = r.split_once('@').map_or(r, |(name, _)| name);
-    // A `:` after the last `/` starts the tag; one before it belongs to a host:port.
-    let r = match r.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => name,
-        _ => r,
-    };
-    let r = r.trim_end_matches('/');
-    (!r.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control()))
-        .then(|| r.to_string())
 }
 
 /// Unix seconds (an integer, or a float as some senders write them) as unix milliseconds.
@@ -852,7 +808,7 @@ mod tests {
 
     #[test]
     fn registries_need_configured_credentials_like_generic_senders() {
-        use crate::config::Secret;
+        use crate::secret::Secret;
         let v = Verify {
             bearer: vec![Secret::new("token")],
             ..Verify::default()
@@ -918,7 +874,7 @@ mod tests {
     /// The verification rule, claimed sender × configured schemes.
     #[test]
     fn every_claimed_sender_needs_a_configured_scheme() {
-        use crate::config::Secret;
+        use crate::secret::Secret;
         let body = br#"{"ref":"refs/heads/main"}"#;
         let github_only = verify_with(|v| v.github = vec![Secret::new("gh")]);
         let bearer_only = verify_with(|v| v.bearer = vec![Secret::new("tok")]);
@@ -1014,7 +970,7 @@ mod tests {
 
     #[test]
     fn allow_unsigned_lets_only_senderless_requests_through() {
-        use crate::config::Secret;
+        use crate::secret::Secret;
         let body = b"{}";
         let v = verify_with(|v| {
             v.github = vec![Secret::new("gh")];
@@ -1046,7 +1002,7 @@ mod tests {
 
     #[test]
     fn a_standard_signature_verifies_any_claimed_sender() {
-        use crate::config::Secret;
+        use crate::secret::Secret;
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let v = verify_with(|v| v.standard = vec![Secret::new(secret)]);
         let body = br#"{"test": 2432232314}"#;
@@ -1276,7 +1232,8 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::{Encoding, HmacAlgorithm, HmacScheme, Secret, Verify};
+    use crate::config::{Encoding, HmacAlgorithm, HmacScheme, Verify};
+    use crate::secret::Secret;
 
     fn all_schemes() -> Verify {
         let s = |v: &str| vec![Secret::new(v)];

@@ -6,7 +6,8 @@
 
 use hmac::{Hmac, Mac};
 
-use crate::config::{HmacAlgorithm, Secret};
+use crate::config::HmacAlgorithm;
+use crate::secret::Secret;
 
 /// Whether `digest` is the HMAC of the concatenated `parts` under any of `keys`.
 pub fn hmac_matches(alg: HmacAlgorithm, keys: &[&[u8]], parts: &[&[u8]], digest: &[u8]) -> bool {

@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
 use super::signature::hmac_matches;
 use super::{Event, Stored, VerifyError, header};
-use crate::config::{HmacAlgorithm, Secret};
+use crate::config::HmacAlgorithm;
+use crate::secret::{Secret, decode_secret};
 
 pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
@@ -25,16 +26,6 @@ pub fn detect(headers: &HeaderMap) -> bool {
     headers.contains_key(ID_HEADER)
         && headers.contains_key(TIMESTAMP_HEADER)
         && headers.contains_key(SIGNATURE_HEADER)
-}
-
-/// The HMAC key of a `whsec_…` secret (the bare base64, padded or not, is accepted too).
-pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
-    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-    STANDARD
-        .decode(b64)
-        .or_else(|_| STANDARD_NO_PAD.decode(b64))
-        .ok()
-        .filter(|k| !k.is_empty())
 }
 
 pub fn verify(

@@ -1,0 +1,64 @@
+//! Image references as Docker reads them: the repository of a reference, its registry host,
+//! and the canonical name two spellings of one repository share. Pure functions in the bottom
+//! layer, so `config` (validation), `sources` (payloads), `plan` (matching pushes) and the
+//! docker executor (registry credentials) read references alike.
+
+/// The names Docker Hub's registry goes by besides `docker.io` (in payloads, in image
+/// references and as keys of `~/.docker/config.json`'s `auths`).
+pub const DOCKER_HUB_ALIASES: &[&str] = &[
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+
+/// The repository of an image reference: `host/ns/name:tag`, `host/ns/name@sha256:…` and
+/// `host:5000/ns/name` all give the part before the tag or digest (a trailing `:` as in GitHub's
+/// `package_url` is dropped too; a `scheme://` prefix is removed). `None` when nothing usable
+/// is left (empty, or whitespace or control characters inside).
+pub(crate) fn image_repository(reference: &str) -> Option<String> {
+    let r = reference.trim();
+    let r = r
+        .strip_prefix("https://")
+        .or_else(|| r.strip_prefix("http://"))
+        .unwrap_or(r);
+    let r = r.split_once('@').map_or(r, |(name, _)| name);
+    // A `:` after the last `/` starts the tag; one before it belongs to a host:port.
+    let r = match r.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => r,
+    };
+    let r = r.trim_end_matches('/');
+    (!r.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then(|| r.to_string())
+}
+
+/// A repository name as Docker resolves it, for comparing a pushed repository with a
+/// configured one: lower case, Docker Hub's implicit `docker.io/` and `library/` made explicit.
+pub fn canonical_repository(repository: &str) -> String {
+    let r = image_repository(repository)
+        .unwrap_or_else(|| repository.to_string())
+        .to_ascii_lowercase();
+    let (host, path) = match r.split_once('/') {
+        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => {
+            (h.to_string(), p.to_string())
+        }
+        _ => ("docker.io".to_string(), r.clone()),
+    };
+    let host = if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+        "docker.io".to_string()
+    } else {
+        host
+    };
+    if host == "docker.io" && !path.contains('/') {
+        return format!("docker.io/library/{path}");
+    }
+    format!("{host}/{path}")
+}
+
+/// The registry host of a repository (`docker.io` when it names none).
+pub(crate) fn registry_host(repository: &str) -> String {
+    match repository.split_once('/') {
+        Some((h, _)) if h.contains(['.', ':']) || h == "localhost" => h.to_string(),
+        _ => "docker.io".to_string(),
+    }
+}
