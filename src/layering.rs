@@ -151,6 +151,11 @@ fn module_graph_is_acyclic() {
         edges.extend(references(&code).into_iter().filter(|m| *m != module));
     }
     assert!(graph.len() > 10, "found too few modules: {graph:?}");
+    // Names that are not modules (`crate::serve`, a re-export) are no edges.
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for edges in graph.values_mut() {
+        edges.retain(|m| modules.contains(m));
+    }
     if let Some(cycle) = find_cycle(&graph) {
         panic!("import cycle between modules: {}", cycle.join(" → "));
     }

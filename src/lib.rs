@@ -6,8 +6,11 @@
 //!
 //! - [`states`]: `DeploymentState` and `DeliveryStatus`, the bottom layer every other module
 //!   shares (names, serde, sqlx, `is_final`).
+//! - [`secret`]: `Secret` and the one constant-time comparison; [`image_ref`]: image reference
+//!   parsing and Docker Hub's aliases; [`timefmt`]: RFC 3339 times. Bottom layer too.
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
 //! - [`server`]: wires everything together; start-up recovery and ordered shutdown.
+//! - [`shared`]: what request handlers share; [`metrics`]: the hook answers' counters.
 //! - [`listener`]: the accept loop of every listener: TLS handshake, HTTP/1.1 + HTTP/2,
 //!   header and body timeouts, the connection cap, the client's address and certificate on
 //!   each request, graceful shutdown.
