@@ -62,3 +62,59 @@ pub(crate) fn registry_host(repository: &str) -> String {
         _ => "docker.io".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_repositories() {
+        assert_eq!(
+            image_repository("localhost/harbor/alpine@sha256:954b").as_deref(),
+            Some("localhost/harbor/alpine")
+        );
+        assert_eq!(
+            image_repository("reg.local:5000/a/b:v1").as_deref(),
+            Some("reg.local:5000/a/b")
+        );
+        assert_eq!(
+            image_repository("reg.local:5000/a/b").as_deref(),
+            Some("reg.local:5000/a/b")
+        );
+        assert_eq!(
+            image_repository("ghcr.io/o/n:").as_deref(),
+            Some("ghcr.io/o/n")
+        );
+        assert_eq!(
+            image_repository("https://quay.io/a/b").as_deref(),
+            Some("quay.io/a/b")
+        );
+        assert_eq!(image_repository(" "), None);
+        assert_eq!(image_repository("a b/c"), None);
+    }
+
+    #[test]
+    fn registry_hosts() {
+        assert_eq!(registry_host("127.0.0.1:5000/acme/api"), "127.0.0.1:5000");
+        assert_eq!(registry_host("ghcr.io/acme/api"), "ghcr.io");
+        assert_eq!(registry_host("acme/api"), "docker.io");
+        assert_eq!(registry_host("nginx"), "docker.io");
+        assert_eq!(registry_host("localhost/x"), "localhost");
+    }
+
+    #[test]
+    fn docker_hub_spellings_share_one_canonical_name() {
+        for alias in ["docker.io"].iter().chain(DOCKER_HUB_ALIASES) {
+            assert_eq!(
+                canonical_repository(&format!("{alias}/acme/api")),
+                "docker.io/acme/api"
+            );
+            assert_eq!(
+                canonical_repository(&format!("{alias}/nginx:1")),
+                "docker.io/library/nginx"
+            );
+        }
+        assert_eq!(canonical_repository("Acme/API"), "docker.io/acme/api");
+        assert_eq!(canonical_repository("ghcr.io/o/n"), "ghcr.io/o/n");
+    }
+}

@@ -883,15 +883,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_hosts() {
-        assert_eq!(registry_host("127.0.0.1:5000/acme/api"), "127.0.0.1:5000");
-        assert_eq!(registry_host("ghcr.io/acme/api"), "ghcr.io");
-        assert_eq!(registry_host("acme/api"), "docker.io");
-        assert_eq!(registry_host("nginx"), "docker.io");
-        assert_eq!(registry_host("localhost/x"), "localhost");
-    }
-
-    #[test]
     fn image_defaults_are_not_copied_but_user_settings_are() {
         let old_image = ImageConfig {
             env: Some(vec!["PATH=/bin".into(), "VERSION=1.0.0".into()]),
