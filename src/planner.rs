@@ -19,7 +19,8 @@ use crate::logging::Escaped;
 use crate::plan::{self, Modifiers};
 use crate::sources::{self, Event, Source, values};
 use crate::store::{
-    Deployment, DeploymentState, FullDelivery, NewDeployment, Planning, Store, StoreError,
+    Deployment, DeploymentState, FullDelivery, HeldImage, NewDeployment, Planning, Store,
+    StoreError,
 };
 
 pub async fn run(
@@ -163,7 +164,7 @@ fn log_plan(
 #[derive(Default)]
 struct Known {
     newest: HashMap<(String, String), Option<(i64, i64)>>,
-    images: HashMap<(String, String), Vec<crate::store::HeldImage>>,
+    images: HashMap<(String, String), Vec<HeldImage>>,
     rollback: HashMap<(String, String), Option<Deployment>>,
 }
 
@@ -199,15 +200,12 @@ impl Known {
             }
         }
         if dep.image.is_some() {
-            self.images
-                .entry(key)
-                .or_default()
-                .push(crate::store::HeldImage {
-                    deployment: id,
-                    tag: dep.image_tag.clone(),
-                    digest: dep.image_digest.clone(),
-                    pending: true,
-                });
+            self.images.entry(key).or_default().push(HeldImage {
+                deployment: id,
+                tag: dep.image_tag.clone(),
+                digest: dep.image_digest.clone(),
+                pending: true,
+            });
         }
     }
 
@@ -233,7 +231,7 @@ impl plan::History for AppHistory<'_> {
         self.known.newest.get(&self.key(service)).copied().flatten()
     }
 
-    fn images(&self, service: &str) -> Vec<crate::store::HeldImage> {
+    fn images(&self, service: &str) -> Vec<HeldImage> {
         self.known
             .images
             .get(&self.key(service))
