@@ -384,9 +384,14 @@ const GITLAB_SIGNING: &str = "gitlab-signing";
 /// delivery verified by one of those schemes is keyed by a hash of its body: a captured body
 /// sent again under a new delivery id is a duplicate, and so is the sender's own redelivery
 /// (same id, same body). Distinct pushes have distinct bodies (another `after`, another
-/// `before`, GitHub's `pushed_at`). Deliveries verified by a Standard Webhooks signature are
-/// keyed by their signed `webhook-id`. Everything else keeps the sender's delivery id (or
-/// `Idempotency-Key`): a CI job may legitimately send the same empty body twice.
+/// `before`, GitHub's `pushed_at`). The key does not name the sender, so the same signed body
+/// presented as another sender (GitHub's signature under Gitea's header) is a duplicate too.
+/// The custom `hmac` scheme verifies any claimed sender: where that sender's body names a
+/// version, it is keyed the same way; a generic sender's body names none (a plain redeploy),
+/// so a CI job may send the same body twice. Deliveries verified by a Standard Webhooks
+/// signature are keyed by their signed `webhook-id`. Everything else keeps the sender's
+/// delivery id (or `Idempotency-Key`) — prefixed `unverified:` when nothing verified it, so
+/// that a request holding only the hook URL can never take the key of a signed delivery.
 pub fn dedupe_key(
     source: Source,
     verdict: Verdict,
@@ -394,19 +399,26 @@ pub fn dedupe_key(
     body: &[u8],
 ) -> Option<String> {
     use sha2::Digest;
-    match verdict {
-        Verdict::Verified("github" | "gitea" | "bitbucket" | "gitlab") => Some(format!(
-            "{}-body-sha256:{}",
-            source.as_str(),
+    let signed_body = || {
+        format!(
+            "signed-body-sha256:{}",
             hex::encode(sha2::Sha256::digest(body))
-        )),
-        Verdict::Verified("standard" | GITLAB_SIGNING) => {
-            header(headers, standard::ID_HEADER).map(|id| id.chars().take(200).collect())
-        }
+        )
+    };
+    let signed = match verdict {
+        Verdict::Verified("github" | "gitea" | "bitbucket" | "gitlab") => Some(signed_body()),
+        Verdict::Verified("hmac") if source != Source::Generic => Some(signed_body()),
+        Verdict::Verified("standard" | GITLAB_SIGNING) => header(headers, standard::ID_HEADER)
+            .map(|id| format!("signed-id:{}", id.chars().take(200).collect::<String>())),
         _ => None,
-    }
-    .or_else(|| delivery_id(source, headers))
-    .or_else(|| body_key(source, body))
+    };
+    signed.or_else(|| {
+        let key = delivery_id(source, headers).or_else(|| body_key(source, body))?;
+        Some(match verdict {
+            Verdict::Unverified => format!("unverified:{key}"),
+            Verdict::Verified(_) => key,
+        })
+    })
 }
 
 /// Why a known sender's body cannot be accepted.
@@ -1041,14 +1053,27 @@ mod tests {
             assert_eq!(ka, dedupe_key(Source::Github, verified, &b, body));
             assert_ne!(ka, dedupe_key(Source::Github, verified, &a, b"{}"));
         }
-        // Unverified, or verified by a credential that signs nothing: the sender's id, as before.
+        // The same signed body claimed by another sender: still the same key.
         assert_eq!(
-            dedupe_key(Source::Github, Verdict::Unverified, &a, body).as_deref(),
-            Some("one")
+            dedupe_key(Source::Github, Verdict::Verified("github"), &a, body),
+            dedupe_key(Source::Gitea, Verdict::Verified("gitea"), &b, body)
         );
+        // The custom HMAC on a sender whose body names a version: keyed on the body too (found
+        // in review: it used to fall back to the unsigned delivery id).
+        assert_eq!(
+            dedupe_key(Source::Github, Verdict::Verified("hmac"), &b, body),
+            dedupe_key(Source::Github, Verdict::Verified("github"), &a, body)
+        );
+        // A credential that signs nothing: the sender's id, as before.
         assert_eq!(
             dedupe_key(Source::Github, Verdict::Verified("bearer"), &a, body).as_deref(),
             Some("one")
+        );
+        // Unverified: the sender's id in a namespace of its own, so it can never take a signed
+        // delivery's key.
+        assert_eq!(
+            dedupe_key(Source::Github, Verdict::Unverified, &a, body).as_deref(),
+            Some("unverified:one")
         );
         assert_eq!(
             dedupe_key(
@@ -1069,7 +1094,7 @@ mod tests {
                 body
             )
             .as_deref(),
-            Some("msg_1")
+            Some("signed-id:msg_1")
         );
     }
 
