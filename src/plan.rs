@@ -173,22 +173,28 @@ pub fn plan(
     }
     // A push names its own ref and commit: `?git_ref=` never overrides what a payload names
     // (a captured signed push replayed with `?git_ref=X` must not deploy X).
-    let ignored_ref = matches!(event, Event::Push(_) | Event::ImagePush(_)) && m.git_ref.is_some();
-    let without_ref;
-    let m = if ignored_ref {
-        without_ref = Modifiers {
-            git_ref: None,
-            ..m.clone()
-        };
-        &without_ref
-    } else {
-        m
+    if matches!(event, Event::Push(_) | Event::ImagePush(_)) && m.git_ref.is_some() {
+        return plan_without_ref(app, source, event, m, history, IGNORED_GIT_REF);
+    }
+    plan_event(app, source, event, m, history)
+}
+
+/// [`plan_event`] with `?git_ref=` dropped, and `note` on every deployment saying why.
+fn plan_without_ref(
+    app: &App,
+    source: Source,
+    event: &Event,
+    m: &Modifiers,
+    history: &dyn History,
+    note: &str,
+) -> Result<Vec<NewDeployment>, String> {
+    let m = Modifiers {
+        git_ref: None,
+        ..m.clone()
     };
-    let mut out = plan_event(app, source, event, m, history)?;
-    if ignored_ref {
-        for d in &mut out {
-            d.note(IGNORED_GIT_REF);
-        }
+    let mut out = plan_event(app, source, event, &m, history)?;
+    for d in &mut out {
+        d.note(note);
     }
     Ok(out)
 }
@@ -211,15 +217,14 @@ pub fn plan_unverified(
     m: &Modifiers,
     history: &dyn History,
 ) -> Result<Vec<NewDeployment>, String> {
-    let m = Modifiers {
+    // Checked as `plan` checks them, once `?git_ref=` (which never applies here) is gone.
+    Modifiers {
         git_ref: None,
         ..m.clone()
-    };
-    let mut out = plan(app, source, &Event::Redeploy { time: None }, &m, history)?;
-    for d in &mut out {
-        d.note(UNVERIFIED);
     }
-    Ok(out)
+    .validate(app)?;
+    let event = Event::Redeploy { time: None };
+    plan_without_ref(app, source, &event, m, history, UNVERIFIED)
 }
 
 /// [`plan`] once `?git_ref=` has been dropped where it may not apply.
