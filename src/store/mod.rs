@@ -5,6 +5,7 @@
 //! the small connection pool here. Times are unix milliseconds in the database.
 
 pub mod batch;
+mod outbox;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +18,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 pub use batch::{Inserted, Intake, NewDelivery};
+pub use outbox::{
+    Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,7 +42,7 @@ pub enum StoreError {
     },
 }
 
-pub use crate::states::{DeliveryStatus, DeploymentState};
+pub use crate::states::{DeliveryStatus, DeploymentState, EventType, NotificationState};
 
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
