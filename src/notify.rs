@@ -14,6 +14,15 @@
 //! `server.shutdown_grace` once the lanes have stopped, then drops the rest and logs how many
 //! (nothing is kept across restarts).
 
+// Issue 10, phase 1: the outbox worker and its targets, beside the in-memory notifier they
+// replace once wired (phase 2 turns this file into `notify/mod.rs`).
+pub mod dockerhub;
+pub mod event;
+pub mod retry;
+pub mod target;
+pub mod webhook;
+pub mod worker;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -132,6 +132,18 @@ pub struct NotificationFilter {
 
 const NOTIFICATION_COLUMNS: &str = "id, uid, event_id, target, kind, event, app, service, deployment_id, delivery_id, receiver, url, body, state, attempts, next_at, created_at, retried_at, sent_at, last_error, last_status";
 
+impl Deployment {
+    /// What it runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
+    pub fn version(&self) -> Option<String> {
+        match (&self.image_tag, &self.image_digest) {
+            (Some(t), Some(g)) => Some(format!("{t}@{g}")),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(g)) => Some(g.clone()),
+            (None, None) => self.git_commit.clone().or_else(|| self.git_ref.clone()),
+        }
+    }
+}
+
 impl Store {
     /// The oldest events not fanned out yet, in the order they happened.
     pub async fn unfanned_events(&self, limit: i64) -> Result<Vec<JournalEvent>, StoreError> {
