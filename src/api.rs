@@ -4,7 +4,10 @@
 //! Handlers read from the store and shape JSON; those that deploy (manual deploy, rollback,
 //! replay) store a new delivery through the same group-commit path as hooks, so planning treats
 //! them alike. Cancel changes the deployment in the store and stops its run through the lanes'
-//! [`crate::lanes::Running`].
+//! [`crate::lanes::Running`]. The outbox (`notifications.rs`) lists notifications and queues
+//! a dead one again.
+
+mod notifications;
 
 use std::sync::Arc;
 
@@ -79,6 +82,9 @@ pub fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/deployments/{id}", get(deployment))
         .route("/deployments/{id}/logs", get(logs))
         .route("/deployments/{id}/cancel", post(cancel))
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/{id}", get(notifications::one))
+        .route("/notifications/{id}/retry", post(notifications::retry))
         .layer(middleware::from_fn_with_state(shared, require_admin));
     Router::new()
         .nest("/api/v1", api)
@@ -227,16 +233,6 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
     })
 }
 
-/// What a deployment runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
-pub fn version(d: &Deployment) -> Option<String> {
-    match (&d.image_tag, &d.image_digest) {
-        (Some(t), Some(g)) => Some(format!("{t}@{g}")),
-        (Some(t), None) => Some(t.clone()),
-        (None, Some(g)) => Some(g.clone()),
-        (None, None) => d.git_commit.clone().or_else(|| d.git_ref.clone()),
-    }
-}
-
 pub fn deployment_json(d: &Deployment) -> Value {
     json!({
         "id": d.id,
@@ -244,7 +240,7 @@ pub fn deployment_json(d: &Deployment) -> Value {
         "service": d.service,
         "state": d.state,
         "reason": d.reason,
-        "version": version(d),
+        "version": d.version(),
         "image": d.image,
         "image_tag": d.image_tag,
         "image_digest": d.image_digest,
