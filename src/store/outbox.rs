@@ -707,4 +707,81 @@ mod tests {
         assert_eq!(store.unfanned_events(10).await.unwrap().len(), 1);
         assert_eq!(store.queue_heads().await.unwrap().len(), 1);
     }
+
+    /// What the triggers cost the writes they ride on: accepted deliveries (the intake's hot
+    /// path: only the `WHEN NEW.status = 'rejected'` is evaluated) and deployments (one event
+    /// row each), timed with the triggers and with them dropped, alternately. Prints µs per
+    /// row; asserts nothing about speed. `cargo test --release --lib trigger_cost --
+    /// --ignored --nocapture` (BENCHMARKS.md).
+    #[tokio::test]
+    #[ignore = "a measurement, not a check: cargo test --release --lib trigger_cost -- --ignored --nocapture"]
+    async fn trigger_cost() {
+        use std::time::Instant;
+        const BATCH: usize = 256;
+        const BATCHES: usize = 40;
+        let body = vec![b'x'; 7736];
+        let mut results: std::collections::BTreeMap<(&str, bool), Vec<f64>> = Default::default();
+        for round in 0..6 {
+            let triggers = round % 2 == 0;
+            let (_dir, store) = store().await;
+            if !triggers {
+                for t in ["deliveries_rejected_event", "deployments_inserted_event"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {t}")))
+                        .execute(&store.pool)
+                        .await
+                        .unwrap();
+                }
+            }
+            let started = Instant::now();
+            for _ in 0..BATCHES {
+                let mut tx = store.pool.begin().await.unwrap();
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO deliveries (app, source, received_at, verified, status, headers, body) ",
+                );
+                q.push_values(0..BATCH, |mut row, _| {
+                    row.push_bind("a")
+                        .push_bind("github")
+                        .push_bind(1i64)
+                        .push_bind(true)
+                        .push_bind(DeliveryStatus::Received)
+                        .push_bind("{}")
+                        .push_bind(body.clone());
+                });
+                q.build().execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            let per_row = started.elapsed().as_secs_f64() * 1e6 / (BATCH * BATCHES) as f64;
+            results
+                .entry(("accepted delivery", triggers))
+                .or_default()
+                .push(per_row);
+            let started = Instant::now();
+            for _ in 0..BATCHES {
+                let mut tx = store.pool.begin().await.unwrap();
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) ",
+                );
+                q.push_values(0..BATCH, |mut row, _| {
+                    row.push_bind("a")
+                        .push_bind("s")
+                        .push_bind(1i64)
+                        .push_bind(DeploymentState::Queued)
+                        .push_bind("github")
+                        .push_bind("push")
+                        .push_bind(1i64);
+                });
+                q.build().execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            let per_row = started.elapsed().as_secs_f64() * 1e6 / (BATCH * BATCHES) as f64;
+            results
+                .entry(("deployment", triggers))
+                .or_default()
+                .push(per_row);
+        }
+        for ((what, triggers), times) in results {
+            let with = if triggers { "with triggers" } else { "without" };
+            println!("{what:>18} {with:>14}: {times:.1?} µs per row");
+        }
+    }
 }
