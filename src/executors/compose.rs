@@ -172,7 +172,7 @@ async fn wait_service_healthy(
         let id = c.id.unwrap_or_default();
         match wait_healthy(engine, &job.spec.health, log, cancel, &id).await {
             Health::Healthy(after) => {
-                let short = id.get(..12).unwrap_or(&id);
+                let short = docker::short(&id);
                 log.ferry(&format!(
                     "{service}: container {short} healthy after {}",
                     secs(after)

@@ -494,6 +494,7 @@ async fn container_log_tail(docker: &Docker, id: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-fn short(id: &str) -> &str {
+/// A container or image id as `docker ps` shows it.
+pub(crate) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
