@@ -2,38 +2,34 @@
 //! group, streaming its output into the deployment log.
 //!
 //! Event data reaches the command only as environment variables and a payload file (both
-//! prepared by the lanes), so nothing from a webhook can become shell syntax. The child leads a
-//! new process group: on timeout, on cancellation (shutdown) and if the run is dropped, the whole
-//! group is killed, so a deploy script's background children cannot outlive it. A command that
-//! finishes normally is different: whatever it left running in the background is the user's
-//! business (a restarted server, say), so it is left alone and only waited on briefly for its
-//! output.
+//! prepared by `Job::prepare`), so nothing from a webhook can become shell syntax. The child
+//! leads a new process group (`process.rs`): on timeout, on cancellation (cancel or shutdown)
+//! and if the run is dropped, the whole group is killed, so a deploy script's background
+//! children cannot outlive it. A command that finishes normally is different: whatever it left
+//! running in the background is the user's business (a restarted server, say), so it is left
+//! alone and only waited on briefly for its output (`output.rs`).
+
+mod output;
+mod process;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Outcome;
-use crate::deploylog::{LogWriter, Stream};
+use super::{Outcome, Stop};
+use crate::deploylog::LogWriter;
+use output::Pipes;
+use process::GroupGuard;
+pub use process::{kill_orphans, pid_file, running_dir};
 
-/// How long to keep reading output after the command ended: background processes it started
-/// may hold the pipes open, and the deployment must not wait for them.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-/// A line longer than this (give or take one read) is logged in pieces rather than buffered
-/// without limit.
-const MAX_LINE: usize = 64 * 1024;
-/// How much output is read at once.
-const READ_CHUNK: usize = 8 * 1024;
-
-/// Everything one run needs; built by the lanes from config and the deployment.
+/// Everything one run needs; built by `Job::prepare` from config and the deployment.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
     /// `argv[0]` is the program: a relative path containing `/` is taken from `workdir`, a bare
@@ -78,91 +74,6 @@ pub enum CommandError {
     Log(#[source] std::io::Error),
 }
 
-/// A note of a running process group: `PGID STARTTIME` (the leader's start time in clock ticks
-/// since boot, from `/proc`, so a reused pid is never mistaken for it). Removed when dropped,
-/// i.e. once the run is over however it ended.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    /// Written synchronously (a few bytes) right after the spawn, so the note exists before
-    /// anything the command does can be observed.
-    fn write(path: &Path, pgid: Pid) -> Option<PidFile> {
-        let start = start_time(pgid.as_raw())?;
-        if let Some(dir) = path.parent() {
-            crate::datadir::create_dir(dir).ok()?;
-        }
-        let mut file = crate::datadir::file_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .ok()?;
-        std::io::Write::write_all(&mut file, format!("{pgid} {start}\n").as_bytes()).ok()?;
-        Some(PidFile(path.to_path_buf()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A process's start time (field 22 of `/proc/PID/stat`), if it exists.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether a process has exited but is not reaped yet (state `Z`).
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = stat.get(stat.rfind(')')? + 1..)?.trim_start().to_string();
-            rest.chars().next()
-        })
-        == Some('Z')
-}
-
-/// At start-up, before interrupted deployments are recovered: kills every process group that
-/// a previous ferry noted in `dir` and that still runs (same leader, same start time). A
-/// deploy that outlived a crash must not run alongside the one that replaces it. Returns the
-/// groups killed.
-pub fn kill_orphans(dir: &Path) -> Vec<i32> {
-    let mut killed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return killed;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let noted = std::fs::read_to_string(&path).ok().and_then(|text| {
-            let mut parts = text.split_whitespace();
-            let pgid: i32 = parts.next()?.parse().ok()?;
-            let start: u64 = parts.next()?.parse().ok()?;
-            Some((pgid, start))
-        });
-        if let Some((pgid, start)) = noted
-            && pgid > 1
-            && start_time(pgid) == Some(start)
-        {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            // Its parent died with the old ferry; init reaps it. Wait briefly for that.
-            for _ in 0..100 {
-                if start_time(pgid) != Some(start) || is_zombie(pgid) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            killed.push(pgid);
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    killed
-}
-
 /// Runs the command to its end, its timeout, or cancellation.
 ///
 /// Fails only if the command cannot be started (or waited for); a log that cannot be written
@@ -170,9 +81,56 @@ pub fn kill_orphans(dir: &Path) -> Vec<i32> {
 pub async fn run(
     spec: &CommandSpec,
     log: &LogWriter,
-    cancel: &super::Stop,
+    cancel: &Stop,
 ) -> Result<Outcome, CommandError> {
     let program = spec.argv.first().ok_or(CommandError::EmptyArgv)?;
+    let workdir = workdir(spec, log).await?;
+    if cancel.is_cancelled() {
+        note(
+            log,
+            &format!("cancelled before it started: {}", cancel.why()),
+        )
+        .await;
+        return Ok(Outcome::Cancelled);
+    }
+    let started = Instant::now();
+    let mut child = spawn(spec, program, &workdir)?;
+    let mut group = GroupGuard::of(child.id());
+    let _pid_file = spec.pid_file.as_deref().and_then(|path| group.note(path));
+    // The pumps run inside this future (not as tasks), so dropping the run stops them too.
+    let stop_reading = CancellationToken::new();
+    let output = output::copy(
+        (child.stdout.take(), child.stderr.take()),
+        log,
+        &stop_reading,
+    );
+    tokio::pin!(output);
+    let (end, left_open) = match wait(&mut child, output.as_mut(), spec.timeout, cancel).await {
+        Ok(ended) => ended,
+        // The guard kills the group on the way out.
+        Err(source) => {
+            return Err(CommandError::Wait {
+                program: program.clone(),
+                source,
+            });
+        }
+    };
+    let elapsed = started.elapsed();
+    let killed = group.killed();
+    if !matches!(end, End::Exited(_)) {
+        group.kill();
+        // In case the child left its group; harmless if it is already dead.
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    // The child is reaped: see `GroupGuard::disarm`.
+    group.disarm();
+    output::after_exit(left_open, output, &stop_reading, log).await;
+    Ok(report(end, spec.timeout, cancel, &killed, elapsed, log).await)
+}
+
+/// The working directory, made absolute and checked; logs the line that starts the run.
+async fn workdir(spec: &CommandSpec, log: &LogWriter) -> Result<PathBuf, CommandError> {
     // Absolute, so a relative program path resolved against it does not depend on how the
     // platform combines `current_dir` with a relative program.
     let workdir = std::path::absolute(&spec.workdir).map_err(|source| CommandError::Workdir {
@@ -189,33 +147,25 @@ pub async fn run(
     .map_err(CommandError::Log)?;
     // A missing directory would otherwise surface as "cannot start `./deploy.sh`: No such file
     // or directory", blaming the script.
-    match tokio::fs::metadata(&workdir).await {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(CommandError::Workdir {
-                workdir: workdir.display().to_string(),
-                source: std::io::ErrorKind::NotADirectory.into(),
-            });
-        }
-        Err(source) => {
-            return Err(CommandError::Workdir {
-                workdir: workdir.display().to_string(),
-                source,
-            });
-        }
+    let checked = match tokio::fs::metadata(&workdir).await {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::ErrorKind::NotADirectory.into()),
+        Err(source) => Err(source),
+    };
+    match checked {
+        Ok(()) => Ok(workdir),
+        Err(source) => Err(CommandError::Workdir {
+            workdir: workdir.display().to_string(),
+            source,
+        }),
     }
-    if cancel.is_cancelled() {
-        note(
-            log,
-            &format!("cancelled before it started: {}", cancel.why()),
-        )
-        .await;
-        return Ok(Outcome::Cancelled);
-    }
+}
 
-    let mut cmd = Command::new(resolve_program(program, &workdir));
+/// Starts the program in `workdir`, leading a new process group, with the spec's environment.
+fn spawn(spec: &CommandSpec, program: &str, workdir: &Path) -> Result<Child, CommandError> {
+    let mut cmd = Command::new(resolve_program(program, workdir));
     cmd.args(&spec.argv[1..])
-        .current_dir(&workdir)
+        .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -225,109 +175,55 @@ pub async fn run(
         cmd.env_remove(name);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
-        program: program.clone(),
+    cmd.spawn().map_err(|source| CommandError::Spawn {
+        program: program.to_string(),
         workdir: workdir.display().to_string(),
         source,
-    })?;
-    // With `process_group(0)` the group id is the child's pid.
-    let mut group = GroupGuard {
-        pgid: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    };
-    let killed = match group.pgid {
-        Some(pgid) => format!("killed process group {pgid}"),
-        None => "killed it".to_string(),
-    };
-    let _pid_file = match (&spec.pid_file, group.pgid) {
-        (Some(path), Some(pgid)) => PidFile::write(path, pgid),
-        _ => None,
-    };
+    })
+}
 
-    // The pumps run inside this future (not as tasks), so dropping the run stops them too.
-    let stop_reading = CancellationToken::new();
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let output = async {
-        tokio::join!(
-            pump(stdout, Stream::Stdout, log, &stop_reading),
-            pump(stderr, Stream::Stderr, log, &stop_reading),
-        )
-    };
-    tokio::pin!(output);
+/// How the wait for a command ended.
+enum End {
+    Exited(ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
+/// Waits for the child to exit, the timeout to pass or the run to be stopped. Returns the
+/// pipes too if `output` ended first (the command closed or redirected its streams).
+async fn wait<O: Future<Output = Pipes>>(
+    child: &mut Child,
+    mut output: Pin<&mut O>,
+    timeout: Duration,
+    cancel: &Stop,
+) -> std::io::Result<(End, Option<Pipes>)> {
     let mut left_open = None;
-    let timeout = tokio::time::sleep(spec.timeout);
+    let timeout = tokio::time::sleep(timeout);
     tokio::pin!(timeout);
-    enum End {
-        Exited(ExitStatus),
-        TimedOut,
-        Cancelled,
-    }
     let end = loop {
         tokio::select! {
-            status = child.wait() => match status {
-                Ok(status) => break End::Exited(status),
-                // The guard kills the group on the way out.
-                Err(source) => return Err(CommandError::Wait { program: program.clone(), source }),
-            },
-            // Output can end before the process does (it closed or redirected its streams).
+            status = child.wait() => break End::Exited(status?),
             pipes = &mut output, if left_open.is_none() => left_open = Some(pipes),
             () = &mut timeout => break End::TimedOut,
             () = cancel.cancelled() => break End::Cancelled,
         }
     };
-    let elapsed = started.elapsed();
-    if !matches!(end, End::Exited(_)) {
-        group.kill();
-        // In case the child left its group; harmless if it is already dead.
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
-    // The child is reaped: its group is either dead or the user's leftovers, and its id may be
-    // reused, so the guard must not fire any more.
-    group.disarm();
+    Ok((end, left_open))
+}
 
-    let (stdout, stderr) = match left_open {
-        Some(pipes) => pipes,
-        None => {
-            tokio::select! {
-                pipes = &mut output => pipes,
-                () = tokio::time::sleep(DRAIN_AFTER_EXIT) => {
-                    stop_reading.cancel();
-                    (&mut output).await
-                }
-            }
-        }
-    };
-    if stdout.is_some() || stderr.is_some() {
-        note(
-            log,
-            &format!(
-                "output still open {} after the command ended: processes it started keep it \
-                 open and are left running; their output is not logged",
-                humantime::format_duration(DRAIN_AFTER_EXIT)
-            ),
-        )
-        .await;
-        // Keep emptying the pipes until those processes close them: closing our end would
-        // kill them with SIGPIPE on their next write, and not reading would block them.
-        if let Some(pipe) = stdout {
-            tokio::spawn(discard(pipe));
-        }
-        if let Some(pipe) = stderr {
-            tokio::spawn(discard(pipe));
-        }
-    }
-
-    Ok(match end {
+/// Logs how the command ended and says what that means for the deployment.
+async fn report(
+    end: End,
+    timeout: Duration,
+    cancel: &Stop,
+    killed: &str,
+    elapsed: Duration,
+    log: &LogWriter,
+) -> Outcome {
+    match end {
         End::Exited(status) => {
-            note(
-                log,
-                &format!("{} after {}", describe(status), format_elapsed(elapsed)),
-            )
-            .await;
+            let text = format!("{} after {}", describe(status), format_elapsed(elapsed));
+            note(log, &text).await;
             if status.success() {
                 Outcome::Succeeded
             } else {
@@ -338,52 +234,19 @@ pub async fn run(
             }
         }
         End::TimedOut => {
-            note(
-                log,
-                &format!(
-                    "timed out after {}; {killed}",
-                    humantime::format_duration(spec.timeout)
-                ),
-            )
-            .await;
-            Outcome::TimedOut
+            let after = humantime::format_duration(timeout);
+            note(log, &format!("timed out after {after}; {killed}")).await;
+            Outcome::TimedOut { after: timeout }
         }
         End::Cancelled => {
-            note(
-                log,
-                &format!(
-                    "cancelled: {}; {killed} after {}",
-                    cancel.why(),
-                    format_elapsed(elapsed)
-                ),
-            )
-            .await;
+            let text = format!(
+                "cancelled: {}; {killed} after {}",
+                cancel.why(),
+                format_elapsed(elapsed)
+            );
+            note(log, &text).await;
             Outcome::Cancelled
         }
-    })
-}
-
-/// Kills the process group when dropped, unless disarmed: an aborted run leaves nothing behind.
-struct GroupGuard {
-    pgid: Option<Pid>,
-}
-
-impl GroupGuard {
-    fn kill(&self) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH (the group is already gone) is fine.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -395,106 +258,6 @@ fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
     } else {
         path.to_path_buf()
     }
-}
-
-/// Copies one output stream into the log, line by line, until it ends or `stop` is cancelled.
-/// Returns the pipe if it was still open then.
-async fn pump<R: AsyncRead + Unpin>(
-    pipe: Option<R>,
-    stream: Stream,
-    log: &LogWriter,
-    stop: &CancellationToken,
-) -> Option<R> {
-    let mut pipe = pipe?;
-    let mut writer = LineWriter {
-        stream,
-        log,
-        failed: false,
-    };
-    let mut pending: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let still_open = loop {
-        let n = tokio::select! {
-            biased;
-            () = stop.cancelled() => break true,
-            read = pipe.read(&mut chunk) => match read {
-                Ok(0) => break false,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?stream, "cannot read command output");
-                    break false;
-                }
-            },
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        // A line longer than MAX_LINE goes out in pieces. Cutting only once a byte past the
-        // limit is known not to be the newline avoids an empty piece after a line of exactly
-        // MAX_LINE.
-        while pending.len() > MAX_LINE && !pending[..=MAX_LINE].contains(&b'\n') {
-            let rest = pending.split_off(char_boundary(&pending[..MAX_LINE]));
-            writer.write(&pending).await;
-            pending = rest;
-        }
-        // All complete lines of this read in one write: fewer writes, same timestamp.
-        if let Some(last) = pending.iter().rposition(|&b| b == b'\n') {
-            let rest = pending.split_off(last + 1);
-            writer.write(&pending).await;
-            pending = rest;
-        }
-    };
-    if !pending.is_empty() {
-        writer.write(&pending).await;
-    }
-    still_open.then_some(pipe)
-}
-
-/// Writes output to the log; a failing log is reported once and otherwise ignored, so the
-/// pipe keeps being emptied and the command is not blocked.
-struct LineWriter<'a> {
-    stream: Stream,
-    log: &'a LogWriter,
-    failed: bool,
-}
-
-impl LineWriter<'_> {
-    async fn write(&mut self, bytes: &[u8]) {
-        let result = self
-            .log
-            .line(self.stream, &String::from_utf8_lossy(bytes))
-            .await;
-        if let Err(e) = result {
-            if !self.failed {
-                tracing::warn!(error = %e, stream = ?self.stream, "cannot write the deployment log");
-            }
-            self.failed = true;
-        }
-    }
-}
-
-/// Where to cut `bytes` without splitting a UTF-8 character: before an incomplete multi-byte
-/// sequence at the end, otherwise at the end.
-fn char_boundary(bytes: &[u8]) -> usize {
-    let len = bytes.len();
-    for back in 1..=len.min(3) {
-        let byte = bytes[len - back];
-        if byte & 0xC0 == 0x80 {
-            continue; // a continuation byte: look further back for the lead byte
-        }
-        let width = match byte {
-            0xF0..=0xFF => 4,
-            0xE0..=0xEF => 3,
-            0xC0..=0xDF => 2,
-            _ => 1,
-        };
-        return if width > back { len - back } else { len };
-    }
-    len
-}
-
-/// Reads a pipe to its end without logging it.
-async fn discard(mut pipe: impl AsyncRead + Unpin) {
-    let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
 }
 
 /// A ferry line; once the command has run, a failing log must not hide its outcome.
@@ -527,7 +290,9 @@ fn format_elapsed(elapsed: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::output::MAX_LINE;
     use super::*;
+    use nix::unistd::Pid;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     const MINUTE: Duration = Duration::from_secs(60);
@@ -879,19 +644,6 @@ mod tests {
         assert_eq!(out, [MAX_LINE, MAX_LINE, MAX_LINE, 3392, MAX_LINE, 5]);
     }
 
-    #[test]
-    fn chunks_do_not_split_characters() {
-        assert_eq!(char_boundary(b"abc"), 3);
-        assert_eq!(char_boundary("aé".as_bytes()), 3);
-        assert_eq!(char_boundary(&"aé".as_bytes()[..2]), 1);
-        assert_eq!(char_boundary(&"a€".as_bytes()[..3]), 1);
-        assert_eq!(char_boundary("a€".as_bytes()), 4);
-        assert_eq!(char_boundary(&"a😀".as_bytes()[..4]), 1);
-        assert_eq!(char_boundary("a😀".as_bytes()), 5);
-        // Invalid bytes are not our business: cut anywhere.
-        assert_eq!(char_boundary(&[b'a', 0x80, 0x80, 0x80]), 4);
-    }
-
     #[tokio::test]
     async fn timeout_kills_the_whole_process_group() {
         let f = fixture().await;
@@ -905,7 +657,12 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(outcome, Outcome::TimedOut);
+        assert_eq!(
+            outcome,
+            Outcome::TimedOut {
+                after: Duration::from_secs(1)
+            }
+        );
         assert!(started.elapsed() < Duration::from_secs(4));
         let last = f.last_ferry_line();
         assert!(
@@ -1032,44 +789,5 @@ mod tests {
     fn elapsed_formatting() {
         assert_eq!(format_elapsed(Duration::from_millis(1234)), "1.23s");
         assert_eq!(format_elapsed(Duration::from_millis(754_210)), "12m 34s");
-    }
-
-    #[test]
-    fn orphans_noted_by_a_previous_ferry_are_killed_and_stale_notes_ignored() {
-        use std::os::unix::process::CommandExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut orphan = std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut bystander = std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = orphan.id() as i32;
-        let other = bystander.id() as i32;
-        let start = start_time(pid).unwrap();
-        std::fs::write(dir.path().join("a.pgid"), format!("{pid} {start}\n")).unwrap();
-        // A note whose pid now belongs to another process (different start time).
-        let wrong = start_time(other).unwrap() + 1;
-        std::fs::write(dir.path().join("b.pgid"), format!("{other} {wrong}\n")).unwrap();
-        std::fs::write(dir.path().join("c.pgid"), "garbage").unwrap();
-
-        assert_eq!(kill_orphans(dir.path()), vec![pid]);
-        let status = orphan.wait().unwrap();
-        assert_eq!(status.signal(), Some(9), "{status:?}");
-        assert!(
-            bystander.try_wait().unwrap().is_none(),
-            "a stale note killed a bystander"
-        );
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "notes are removed"
-        );
-        let _ = bystander.kill();
-        let _ = bystander.wait();
     }
 }

@@ -13,12 +13,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bollard::query_parameters::ListContainersOptions;
 
-use super::Outcome;
 use super::command::{self, CommandSpec};
-use super::docker::{self, Health};
+use super::docker;
+use super::env::Env;
+use super::health::{Health, secs, wait_healthy};
+use super::{Outcome, Stop};
 use crate::config::ComposeSpec;
 use crate::deploylog::LogWriter;
 
@@ -26,12 +29,36 @@ use crate::deploylog::LogWriter;
 #[derive(Debug, Clone)]
 pub struct ComposeJob {
     pub spec: ComposeSpec,
+    /// The Compose file's directory: the commands run there.
     pub workdir: PathBuf,
     pub env: Vec<(String, String)>,
     pub env_remove: Vec<String>,
-    pub timeout: std::time::Duration,
+    /// Of each Compose command.
+    pub timeout: Duration,
     /// See [`CommandSpec::pid_file`].
     pub pid_file: PathBuf,
+}
+
+impl ComposeJob {
+    pub(super) fn new(
+        spec: &ComposeSpec,
+        env: Env,
+        timeout: Duration,
+        pid_file: PathBuf,
+    ) -> ComposeJob {
+        ComposeJob {
+            spec: spec.clone(),
+            workdir: spec
+                .file
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+            env: env.set,
+            env_remove: env.remove,
+            timeout,
+            pid_file,
+        }
+    }
 }
 
 /// Why a compose deployment could not be carried out.
@@ -57,9 +84,30 @@ pub enum ComposeError {
 pub async fn run(
     job: &ComposeJob,
     log: &LogWriter,
-    cancel: &super::Stop,
+    cancel: &Stop,
 ) -> Result<Outcome, ComposeError> {
     let program = compose_program().await.ok_or(ComposeError::NoCompose)?;
+    let outcome = pull_and_up(job, program, log, cancel).await?;
+    if outcome != Outcome::Succeeded {
+        return Ok(outcome);
+    }
+    let engine = docker::connect().await?;
+    for service in &job.spec.services {
+        let outcome = wait_service_healthy(&engine, job, service, log, cancel).await?;
+        if outcome != Outcome::Succeeded {
+            return Ok(outcome);
+        }
+    }
+    Ok(Outcome::Succeeded)
+}
+
+/// `compose pull SERVICES`, then `compose up -d --no-deps SERVICES`, each as a command.
+async fn pull_and_up(
+    job: &ComposeJob,
+    program: Vec<String>,
+    log: &LogWriter,
+    cancel: &Stop,
+) -> Result<Outcome, ComposeError> {
     let spec = &job.spec;
     let base: Vec<String> = program
         .into_iter()
@@ -92,43 +140,51 @@ pub async fn run(
             return Ok(outcome);
         }
     }
-    let engine = docker::connect().await?;
-    for service in &spec.services {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("com.docker.compose.project={}", spec.project),
-                format!("com.docker.compose.service={service}"),
-            ],
-        )]);
-        let containers = engine
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await?;
-        if containers.is_empty() {
-            return Err(ComposeError::NoContainer(service.clone()));
-        }
-        for c in containers {
-            let id = c.id.unwrap_or_default();
-            match docker::wait_healthy(&engine, &spec.health, log, cancel, &id).await {
-                Health::Healthy(after) => {
-                    log.ferry(&format!(
-                        "{service}: container {} healthy after {:.1}s",
-                        id.get(..12).unwrap_or(&id),
-                        after.as_secs_f64()
-                    ))
-                    .await?;
-                }
-                Health::Cancelled(_) => return Ok(Outcome::Cancelled),
-                Health::Failed(reason) => {
-                    return Err(ComposeError::Unhealthy {
-                        service: service.clone(),
-                        reason,
-                    });
-                }
+    Ok(Outcome::Succeeded)
+}
+
+/// Waits until every container of one Compose service is healthy (the docker health gate).
+async fn wait_service_healthy(
+    engine: &bollard::Docker,
+    job: &ComposeJob,
+    service: &str,
+    log: &LogWriter,
+    cancel: &Stop,
+) -> Result<Outcome, ComposeError> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("com.docker.compose.project={}", job.spec.project),
+            format!("com.docker.compose.service={service}"),
+        ],
+    )]);
+    let containers = engine
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
+    if containers.is_empty() {
+        return Err(ComposeError::NoContainer(service.to_string()));
+    }
+    for c in containers {
+        let id = c.id.unwrap_or_default();
+        match wait_healthy(engine, &job.spec.health, log, cancel, &id).await {
+            Health::Healthy(after) => {
+                let short = docker::short(&id);
+                log.ferry(&format!(
+                    "{service}: container {short} healthy after {}",
+                    secs(after)
+                ))
+                .await?;
+            }
+            Health::Cancelled(_) => return Ok(Outcome::Cancelled),
+            Health::Failed(reason) => {
+                return Err(ComposeError::Unhealthy {
+                    service: service.to_string(),
+                    reason,
+                });
             }
         }
     }

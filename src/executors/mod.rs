@@ -1,16 +1,33 @@
 //! Executors: how one deployment of one service is carried out.
 //!
-//! The lanes (`crate::lanes`) decide *when* a deployment runs; an executor decides *how*. Each
-//! executor lives in its own file and is handed everything it needs (argv, environment, working
-//! directory, timeout, a log to write to, a [`Stop`]) so it knows nothing of the store,
-//! the HTTP side or the config file.
+//! The lanes (`crate::lanes`) decide *when* a deployment runs; this module decides *how*.
+//! [`Job::prepare`] builds, once, everything a run needs from the service's config and the
+//! deployment: the log, the payload file and the `FERRY_*` environment (`env.rs`, the one
+//! list of those names, each value checked before anything runs), the version to deploy and
+//! the executor's own settings ([`Work`], one variant per executor). [`Job::run`] hands the
+//! work to its executor and returns how it ended: an [`Outcome`], or a typed [`Error`] when
+//! nothing could be carried out.
+//!
+//! One file per executor, each with a `run(job, log, stop)`: `command.rs` (argv in its own
+//! process group), `docker.rs` (health-gated container replacement with rollback),
+//! `compose.rs` (through Compose) and `swarm.rs` (a Swarm service update). `health.rs` is the
+//! health gate that `docker` and `compose` share. Executors know nothing of the store or the
+//! HTTP side; only `job.rs` reads the config and the deployment row.
+//!
+//! Adding an executor: see "Adding an executor" in `ARCHITECTURE.md`.
 
 pub mod command;
 pub mod compose;
 pub mod docker;
+mod env;
+pub(crate) mod health;
+mod job;
 pub mod swarm;
 
+pub use job::{Error, Image, Job, Ran, Work};
+
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -70,8 +87,8 @@ pub enum Outcome {
         exit_code: Option<i32>,
         signal: Option<i32>,
     },
-    /// The timeout passed; the whole process group was killed.
-    TimedOut,
+    /// The timeout (`after`, the service's) passed; the whole process group was killed.
+    TimedOut { after: Duration },
     /// ferry asked it to stop (shutdown grace period over, or a cancel through the API; see
     /// [`Stop::why`]); the process group was killed, a container replacement rolled back.
     Cancelled,

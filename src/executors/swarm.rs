@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bollard::models::ServiceUpdateStatusStateEnum as State;
 use bollard::query_parameters::UpdateServiceOptions;
 
-use super::Outcome;
 use super::docker::{self, DockerError};
+use super::{Image, Outcome, Stop};
 use crate::config::SwarmSpec;
 use crate::deploylog::LogWriter;
 
@@ -22,9 +22,7 @@ use crate::deploylog::LogWriter;
 #[derive(Debug, Clone)]
 pub struct SwarmJob {
     pub spec: SwarmSpec,
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub image: Image,
 }
 
 /// Why a swarm deployment could not be carried out.
@@ -43,12 +41,44 @@ pub enum SwarmError {
 }
 
 /// Runs one swarm deployment. See the module documentation.
-pub async fn run(
+pub async fn run(job: &SwarmJob, log: &LogWriter, cancel: &Stop) -> Result<Outcome, SwarmError> {
+    let docker = docker::connect().await?;
+    let update = update(&docker, job, log).await?;
+    let name = &job.spec.service;
+    let deadline = update.started + job.spec.timeout;
+    loop {
+        let s = docker.inspect_service(name, None).await?;
+        if let Some(u) = s.update_status
+            && u.started_at.is_some()
+            && u.started_at != update.previous
+            && let Some(outcome) = end_state(u, update.started, log).await?
+        {
+            return Ok(outcome);
+        }
+        if Instant::now() >= deadline {
+            return Err(SwarmError::Timeout(name.clone(), job.spec.timeout));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = cancel.cancelled() => return Ok(Outcome::Cancelled),
+        }
+    }
+}
+
+/// An update asked of Swarm.
+struct Update {
+    /// When the service's previous update started: a newer start time is ours.
+    previous: Option<String>,
+    started: Instant,
+}
+
+/// Points the service at the job's image, at the version read, so a concurrent change is
+/// refused rather than overwritten.
+async fn update(
+    docker: &bollard::Docker,
     job: &SwarmJob,
     log: &LogWriter,
-    cancel: &super::Stop,
-) -> Result<Outcome, SwarmError> {
-    let docker = docker::connect().await?;
+) -> Result<Update, SwarmError> {
     let name = &job.spec.service;
     let service = match docker.inspect_service(name, None).await {
         Ok(s) => s,
@@ -59,9 +89,9 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
     let version = service.version.and_then(|v| v.index).unwrap_or_default();
-    let previous_update = service.update_status.and_then(|u| u.started_at);
+    let previous = service.update_status.and_then(|u| u.started_at);
     let mut spec = service.spec.unwrap_or_default();
-    let image = docker::reference(&job.repository, job.tag.as_deref(), job.digest.as_deref());
+    let image = job.image.reference();
     let task = spec.task_template.get_or_insert_default();
     let container = task.container_spec.get_or_insert_default();
     if container.image.as_deref() == Some(image.as_str()) {
@@ -73,58 +103,45 @@ pub async fn run(
     let started = Instant::now();
     log.ferry(&format!("updating Swarm service {name} to {image}"))
         .await?;
-    let answer = docker
-        .update_service(
-            name,
-            spec,
-            UpdateServiceOptions {
-                version: i32::try_from(version).unwrap_or(i32::MAX),
-                ..Default::default()
-            },
-            None,
-        )
-        .await?;
+    let options = UpdateServiceOptions {
+        version: i32::try_from(version).unwrap_or(i32::MAX),
+        ..Default::default()
+    };
+    let answer = docker.update_service(name, spec, options, None).await?;
     for warning in answer.warnings.into_iter().flatten() {
         log.ferry(&format!("Swarm: {warning}")).await?;
     }
-    let deadline = started + job.spec.timeout;
-    loop {
-        let s = docker.inspect_service(name, None).await?;
-        if let Some(u) = s.update_status
-            && u.started_at.is_some()
-            && u.started_at != previous_update
-        {
-            let message = u.message.unwrap_or_default();
-            match u.state {
-                Some(State::COMPLETED) => {
-                    log.ferry(&format!(
-                        "update completed in {:.1}s: {message}",
-                        started.elapsed().as_secs_f64()
-                    ))
-                    .await?;
-                    return Ok(Outcome::Succeeded);
-                }
-                Some(State::ROLLBACK_COMPLETED) => {
-                    log.ferry(&format!("Swarm rolled back: {message}")).await?;
-                    return Ok(Outcome::RolledBack {
-                        reason: format!("Swarm rolled the update back: {message}"),
-                    });
-                }
-                Some(State::PAUSED | State::ROLLBACK_PAUSED) => {
-                    log.ferry(&format!("update paused: {message}")).await?;
-                    return Ok(Outcome::RolledBack {
-                        reason: format!("Swarm paused the update: {message}"),
-                    });
-                }
-                _ => {}
+    Ok(Update { previous, started })
+}
+
+/// What an update's state means, once it is one Swarm is done with.
+async fn end_state(
+    u: bollard::models::ServiceUpdateStatus,
+    started: Instant,
+    log: &LogWriter,
+) -> Result<Option<Outcome>, SwarmError> {
+    let message = u.message.unwrap_or_default();
+    Ok(Some(match u.state {
+        Some(State::COMPLETED) => {
+            log.ferry(&format!(
+                "update completed in {:.1}s: {message}",
+                started.elapsed().as_secs_f64()
+            ))
+            .await?;
+            Outcome::Succeeded
+        }
+        Some(State::ROLLBACK_COMPLETED) => {
+            log.ferry(&format!("Swarm rolled back: {message}")).await?;
+            Outcome::RolledBack {
+                reason: format!("Swarm rolled the update back: {message}"),
             }
         }
-        if Instant::now() >= deadline {
-            return Err(SwarmError::Timeout(name.clone(), job.spec.timeout));
+        Some(State::PAUSED | State::ROLLBACK_PAUSED) => {
+            log.ferry(&format!("update paused: {message}")).await?;
+            Outcome::RolledBack {
+                reason: format!("Swarm paused the update: {message}"),
+            }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = cancel.cancelled() => return Ok(Outcome::Cancelled),
-        }
-    }
+        _ => return Ok(None),
+    }))
 }

@@ -1,0 +1,238 @@
+//! `[apps.X.services.NAME]`: what a service follows (a git branch or tags, or an image
+//! repository and tag policy) and the settings every executor shares (`timeout`, `env`,
+//! `workdir`). Which executor runs it, and that executor's settings, are in `executors`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::validator::Validator;
+use super::values::is_url_safe_name;
+use super::{DEFAULT_TIMEOUT, GitSpec, ImageSpec, Service, TagPattern, TagPolicy, raw};
+
+impl Validator<'_> {
+    /// Every service of an app (`key` is the app's); an app without any is an error.
+    pub(super) fn services(
+        &mut self,
+        raw: BTreeMap<Spanned<String>, Spanned<raw::Service>>,
+        key: &str,
+        dir: &Path,
+        app_span: Range<usize>,
+    ) -> BTreeMap<String, Service> {
+        let mut services = BTreeMap::new();
+        let declared_services = raw.len();
+        for (sname, svc) in raw {
+            let skey = format!("{key}.services.{}", sname.get_ref());
+            if !is_url_safe_name(sname.get_ref()) {
+                self.error(
+                    Some(sname.span()),
+                    &skey,
+                    "service names may use only letters, digits, '-' and '_'".into(),
+                );
+            }
+            if let Some(s) = self.service(sname.get_ref(), svc, &skey, dir) {
+                services.insert(sname.into_inner(), s);
+            }
+        }
+        if declared_services == 0 {
+            self.error(
+                Some(app_span),
+                key,
+                "has no services: add at least one [apps.NAME.services.SERVICE]".into(),
+            );
+        }
+        services
+    }
+
+    /// One service; `None` when it cannot be used (the reasons are reported).
+    fn service(
+        &mut self,
+        name: &str,
+        raw: Spanned<raw::Service>,
+        key: &str,
+        dir: &Path,
+    ) -> Option<Service> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let image = raw.image.as_ref().and_then(|i| self.image(i, key));
+        if let (Some(g), Some(_)) = (&raw.git, &image) {
+            self.error(
+                Some(g.span()),
+                &format!("{key}.git"),
+                "a service follows a git repository or an image, not both".into(),
+            );
+        }
+        let git = raw.git.as_ref().and_then(|g| self.git(g, key));
+        let timeout = match &raw.timeout {
+            Some(v) => self.duration(v, &format!("{key}.timeout"))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        let env = self.env(&raw.env, key);
+        let workdir = match &raw.workdir {
+            Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
+            None => dir.to_path_buf(),
+        };
+        let executor = self.executor(&raw, span, key, name, dir, workdir)?;
+        Some(Service {
+            name: name.to_string(),
+            git,
+            image,
+            executor,
+            timeout,
+            env,
+        })
+    }
+
+    /// `git = { repo, branch, tags }`: pushes to this repository's branch (default `main`,
+    /// unless only tags are followed) or tags deploy the service.
+    fn git(&mut self, raw: &Spanned<raw::Git>, key: &str) -> Option<GitSpec> {
+        let span = raw.span();
+        let g = raw.get_ref();
+        let repo = self.expand(&g.repo, &format!("{key}.git.repo"), false)?;
+        let repo = repo.trim_matches('/').to_string();
+        if repo.is_empty() {
+            self.error(
+                Some(g.repo.span()),
+                &format!("{key}.git.repo"),
+                "is empty".into(),
+            );
+        }
+        let tags = match &g.tags {
+            Some(t) => {
+                let tkey = format!("{key}.git.tags");
+                let pattern = self.expand(t, &tkey, false)?;
+                match globset::Glob::new(&pattern) {
+                    Ok(glob) => Some(TagPattern {
+                        pattern,
+                        matcher: glob.compile_matcher(),
+                    }),
+                    Err(e) => {
+                        self.error(Some(t.span()), &tkey, format!("invalid glob: {e}"));
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        let branch = match &g.branch {
+            Some(b) => Some(self.expand(b, &format!("{key}.git.branch"), false)?),
+            // Following tags only is explicit; otherwise the default branch is main.
+            None if tags.is_some() => None,
+            None => Some("main".to_string()),
+        };
+        let branch = branch.map(|b| b.strip_prefix("refs/heads/").unwrap_or(&b).to_string());
+        if branch.as_deref() == Some("") {
+            self.error(Some(span), &format!("{key}.git.branch"), "is empty".into());
+        }
+        Some(GitSpec { repo, branch, tags })
+    }
+
+    /// `image = { repository, tags }`: pushes of this repository whose tag the policy accepts
+    /// (default `latest`) deploy the service.
+    fn image(&mut self, raw: &Spanned<raw::Image>, key: &str) -> Option<ImageSpec> {
+        let i = raw.get_ref();
+        let rkey = format!("{key}.image.repository");
+        let repository = self.expand(&i.repository, &rkey, false)?;
+        if crate::image_ref::image_repository(&repository).as_deref() != Some(repository.as_str()) {
+            self.error(
+                Some(i.repository.span()),
+                &rkey,
+                format!("{repository:?} is not an image repository (no tag or digest): e.g. registry.example.com/acme/api"),
+            );
+            return None;
+        }
+        let tags = match &i.tags {
+            Some(t) => {
+                let tkey = format!("{key}.image.tags");
+                let text = self.expand(t, &tkey, false)?;
+                match TagPolicy::parse(&text) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.error(Some(t.span()), &tkey, e);
+                        return None;
+                    }
+                }
+            }
+            None => TagPolicy::Exact("latest".into()),
+        };
+        Some(ImageSpec { repository, tags })
+    }
+
+    /// `env`: extra variables for the executor. `FERRY_*` are ferry's own.
+    fn env(
+        &mut self,
+        raw: &BTreeMap<Spanned<String>, Spanned<String>>,
+        key: &str,
+    ) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for (k, v) in raw {
+            let ekey = format!("{key}.env.{}", k.get_ref());
+            if k.get_ref().is_empty() || k.get_ref().contains('=') || k.get_ref().contains('\0') {
+                self.error(Some(k.span()), &ekey, "is not a valid variable name".into());
+                continue;
+            }
+            if k.get_ref().starts_with("FERRY_") {
+                self.error(
+                    Some(k.span()),
+                    &ekey,
+                    "FERRY_* variables are set by ferry itself".into(),
+                );
+                continue;
+            }
+            if let Some(val) = self.expand(v, &ekey, false) {
+                env.push((k.get_ref().clone(), val));
+            }
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::errors;
+
+    #[test]
+    fn image_services_and_their_errors() {
+        let base = "[apps.shop]\ntoken = \"${TOKEN}\"\n[apps.shop.services.api]\n";
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api:1\", tags = \"semver:^1\" }}\ndocker = {{ container = \"api\" }}\n"
+        ));
+        assert!(
+            e.len() == 1
+                && e[0].contains("image.repository")
+                && e[0].contains("not an image repository"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\", tags = \"semver:^^1\" }}\ndocker = {{ container = \"api\" }}\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("image.tags: invalid semver range"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\", label = \"a=b\" }}\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("needs exactly one of"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ label = \"nolabel\" }}\n"
+        ));
+        assert!(
+            e.len() == 1 && e[0].contains("docker.label") && e[0].contains("not key=value"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\", probe = \"localhost:8080\" }}\n"
+        ));
+        assert!(e.len() == 1 && e[0].contains("docker.probe"), "{e:?}");
+        let e = errors(&format!(
+            "{base}image = {{ repository = \"r.example/acme/api\" }}\ndocker = {{ container = \"api\" }}\ncommand = [\"x\"]\n"
+        ));
+        assert!(e.len() == 1 && e[0].contains("one executor"), "{e:?}");
+    }
+}

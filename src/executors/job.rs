@@ -1,0 +1,319 @@
+//! A deployment made ready to run: [`Job::prepare`] builds it once from the service's config
+//! and the deployment row, [`Job::run`] hands it to its executor.
+//!
+//! Everything an executor may need is decided here, in one place and before anything runs:
+//! the log, the payload file, the environment (checked), the version to deploy, the settings
+//! of the executor the service configures ([`Work`]) and the [`Stop`] the lanes registered.
+//! A problem found while preparing is an [`Error`] and nothing runs.
+
+use std::path::{Path, PathBuf};
+
+use super::command::{self, CommandError, CommandSpec};
+use super::compose::{self, ComposeError, ComposeJob};
+use super::docker::{self, DockerError, DockerJob};
+use super::env::{Env, Payload};
+use super::swarm::{self, SwarmError, SwarmJob};
+use super::{Outcome, Stop};
+use crate::config::{Config, Executor, Service};
+use crate::deploylog::{self, LogWriter};
+use crate::sources::values::ValueError;
+use crate::store::Deployment;
+
+/// One deployment, ready to run.
+#[derive(Debug)]
+pub struct Job {
+    /// The deployment's log (`DATA_DIR/logs/ID.log`): executors write their notes and the
+    /// command's output here.
+    pub log: LogWriter,
+    /// How a cancel through the API, or ferry's shutdown, reaches the run.
+    pub stop: Stop,
+    /// What runs, and how.
+    pub work: Work,
+    /// Kept while the job lives: a command reads it through `FERRY_PAYLOAD`.
+    _payload: Payload,
+}
+
+/// The executor a service configures, with all it needs; one variant per executor.
+#[derive(Debug, Clone)]
+pub enum Work {
+    Command(CommandSpec),
+    Docker(DockerJob),
+    Compose(ComposeJob),
+    Swarm(SwarmJob),
+}
+
+/// The version of an image to deploy: the repository as configured, and the tag and digest
+/// the deployment names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// E.g. `registry.example.com/acme/api`.
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl Image {
+    /// The image a deployment names; an image executor has nothing to do without one.
+    fn of(d: &Deployment) -> Result<Image, Error> {
+        Ok(Image {
+            repository: d.image.clone().ok_or(Error::NoImage)?,
+            tag: d.image_tag.clone(),
+            digest: d.image_digest.clone(),
+        })
+    }
+
+    /// The reference to pull or run: by digest when known, else by tag (else `latest`).
+    pub fn reference(&self) -> String {
+        let repository = &self.repository;
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => format!("{repository}@{d}"),
+            (None, Some(t)) => format!("{repository}:{t}"),
+            (None, None) => format!("{repository}:latest"),
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub outcome: Outcome,
+    /// The digest the registry served for a deployment that named only a tag (docker), to
+    /// be recorded with the deployment.
+    pub resolved_digest: Option<String>,
+}
+
+impl From<Outcome> for Ran {
+    fn from(outcome: Outcome) -> Ran {
+        Ran {
+            outcome,
+            resolved_digest: None,
+        }
+    }
+}
+
+/// Why a deployment could not be carried out. Its message is the deployment's reason (and
+/// the last line of its log). How a run that did happen ended is an [`Outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("service {app}/{service} is no longer configured")]
+    NotConfigured { app: String, service: String },
+    #[error("cannot create log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write payload file {}: {source}", path.display())]
+    Payload {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A `FERRY_*` value failed the last check; nothing ran.
+    #[error("refusing to run: {0}")]
+    Refused(#[from] ValueError),
+    #[error("this deployment names no image to deploy")]
+    NoImage,
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+}
+
+impl Job {
+    /// Prepares deployment `d` of the service `config` has for it: creates the log, writes
+    /// `payload` (the delivery's body) to the payload file, builds and checks the environment
+    /// and the executor's work.
+    pub async fn prepare(
+        config: &Config,
+        d: &Deployment,
+        payload: &[u8],
+        stop: Stop,
+    ) -> Result<Job, Error> {
+        let service = config
+            .apps
+            .get(&d.app)
+            .and_then(|a| a.services.get(&d.service))
+            .ok_or_else(|| Error::NotConfigured {
+                app: d.app.clone(),
+                service: d.service.clone(),
+            })?;
+        let data_dir = &config.server.data_dir;
+        let path = deploylog::log_path(data_dir, d.id);
+        let log = match LogWriter::create(&path).await {
+            Ok(log) => log,
+            Err(source) => return Err(Error::Log { path, source }),
+        };
+        let payload = Payload::write(data_dir, d.id, payload).await?;
+        let env = Env::new(d, payload.path(), &service.env, &config.secret_env_vars)?;
+        let work = Work::new(service, d, env, data_dir)?;
+        Ok(Job {
+            log,
+            stop,
+            work,
+            _payload: payload,
+        })
+    }
+
+    /// Runs the job to its end.
+    pub async fn run(&self) -> Result<Ran, Error> {
+        let (log, stop) = (&self.log, &self.stop);
+        Ok(match &self.work {
+            Work::Command(spec) => command::run(spec, log, stop).await?.into(),
+            // Not cut off by the service's timeout: stopping half-way could leave the old
+            // container renamed aside. Each step is bounded instead (health by its timeout).
+            Work::Docker(job) => {
+                let result = docker::run(job, log, stop).await?;
+                Ran {
+                    outcome: result.outcome,
+                    resolved_digest: result.digest.filter(|_| job.image.digest.is_none()),
+                }
+            }
+            Work::Compose(job) => compose::run(job, log, stop).await?.into(),
+            Work::Swarm(job) => swarm::run(job, log, stop).await?.into(),
+        })
+    }
+}
+
+impl Work {
+    fn new(service: &Service, d: &Deployment, env: Env, data_dir: &Path) -> Result<Work, Error> {
+        let pid_file = command::pid_file(data_dir, d.id);
+        Ok(match &service.executor {
+            Executor::Command { argv, workdir } => Work::Command(CommandSpec {
+                argv: argv.clone(),
+                workdir: workdir.clone(),
+                env: env.set,
+                env_remove: env.remove,
+                timeout: service.timeout,
+                pid_file: Some(pid_file),
+            }),
+            Executor::Docker(spec) => Work::Docker(DockerJob {
+                spec: spec.clone(),
+                image: Image::of(d)?,
+                deployment_id: d.id,
+            }),
+            Executor::Compose(spec) => {
+                Work::Compose(ComposeJob::new(spec, env, service.timeout, pid_file))
+            }
+            Executor::Swarm(spec) => Work::Swarm(SwarmJob {
+                spec: spec.clone(),
+                image: Image::of(d)?,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_referenced_by_digest_else_tag_else_latest() {
+        let mut image = Image {
+            repository: "r.example/acme/api".into(),
+            tag: Some("1.2.0".into()),
+            digest: Some("sha256:ab".into()),
+        };
+        assert_eq!(image.reference(), "r.example/acme/api@sha256:ab");
+        image.digest = None;
+        assert_eq!(image.reference(), "r.example/acme/api:1.2.0");
+        image.tag = None;
+        assert_eq!(image.reference(), "r.example/acme/api:latest");
+    }
+
+    /// A config in a temporary directory (its data dir inside it): a command service `web`
+    /// that prints its payload and one variable, and a docker service `api`.
+    fn config(dir: &Path) -> Config {
+        let text = "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n\
+            [apps.shop.services.web]\n\
+            command = [\"/bin/sh\", \"-c\", \"cat \\\"$FERRY_PAYLOAD\\\"; echo \\\" $FERRY_GIT_BRANCH\\\"\"]\n\
+            [apps.shop.services.api]\n\
+            image = { repository = \"r.example/acme/api\" }\ndocker = { container = \"api\" }\n";
+        crate::config::parse(text, &dir.join("ferry.toml"), &|_| None).expect("config")
+    }
+
+    fn deployment(service: &str) -> Deployment {
+        Deployment {
+            id: 7,
+            app: "shop".into(),
+            service: service.into(),
+            delivery_id: 3,
+            state: crate::store::DeploymentState::Running,
+            reason: None,
+            source: "github".into(),
+            event: "push".into(),
+            git_repo: None,
+            git_branch: Some("main".into()),
+            git_ref: None,
+            git_commit: None,
+            event_time: None,
+            profile: None,
+            image: None,
+            image_tag: None,
+            image_digest: None,
+            attempt: 1,
+            retry_of: None,
+            exit_code: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_job_gets_its_payload_and_environment_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let data = &config.server.data_dir;
+        let job = Job::prepare(
+            &config,
+            &deployment("web"),
+            b"{\"hello\":1}",
+            Stop::default(),
+        )
+        .await
+        .unwrap();
+        let Work::Command(spec) = &job.work else {
+            panic!("{:?}", job.work)
+        };
+        assert_eq!(spec.pid_file, Some(command::pid_file(data, 7)));
+        assert!(spec.env_remove.iter().any(|n| n == "FERRY_IMAGE_DIGEST"));
+        let payload = data.join("payloads/deployment-7.body");
+        assert!(payload.exists());
+        assert_eq!(job.run().await.unwrap(), Ran::from(Outcome::Succeeded));
+        drop(job);
+        assert!(!payload.exists(), "the payload file outlived its job");
+        let log = std::fs::read_to_string(deploylog::log_path(data, 7)).unwrap();
+        assert!(log.contains("stdout | {\"hello\":1} main"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn problems_found_while_preparing_are_typed_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let payload = config.server.data_dir.join("payloads/deployment-7.body");
+        let prepare = async |d: Deployment| {
+            Job::prepare(&config, &d, b"{}", Stop::default())
+                .await
+                .unwrap_err()
+        };
+
+        let e = prepare(deployment("gone")).await;
+        assert!(matches!(e, Error::NotConfigured { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "service shop/gone is no longer configured");
+
+        let e = prepare(deployment("api")).await;
+        assert!(matches!(e, Error::NoImage), "{e:?}");
+        assert_eq!(e.to_string(), "this deployment names no image to deploy");
+        assert!(!payload.exists());
+
+        let mut bad = deployment("web");
+        bad.git_branch = Some("main\u{7}".into());
+        let e = prepare(bad).await;
+        assert!(matches!(e, Error::Refused(_)), "{e:?}");
+        assert!(e.to_string().starts_with("refusing to run: "), "{e}");
+        assert!(!payload.exists());
+    }
+}
