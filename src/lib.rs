@@ -39,10 +39,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-// Issue 10, phase 1: `[[notify]]`'s validated types, declared here until the config's split
-// (issue 9) lands; then `config` declares it.
-#[path = "config/notify.rs"]
-pub mod config_notify;
 pub mod datadir;
 pub mod deploylog;
 pub mod edges;

@@ -16,6 +16,20 @@ pub struct File {
     pub server: Option<Spanned<Server>>,
     #[serde(default)]
     pub apps: BTreeMap<Spanned<String>, Spanned<App>>,
+    #[serde(default)]
+    pub notify: Vec<Spanned<Notify>>,
+}
+
+/// One `[[notify]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// A secret value: a Slack-style URL is the receiver's credential.
+    pub url: Spanned<SecretValue>,
+    pub secret: Option<Spanned<SecretValue>>,
+    pub format: Option<Spanned<String>>,
+    pub apps: Option<Spanned<Vec<Spanned<String>>>>,
+    pub events: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +52,7 @@ pub struct Server {
     pub tls: Option<Spanned<Tls>>,
     pub client_ca: Option<Spanned<String>>,
     pub admin_listen: Option<Spanned<String>>,
+    pub notify_retry_for: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

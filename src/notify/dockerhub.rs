@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::retry::retry_after;
 use super::target::{self, Context, Kind, Outcome, Subject};
-use crate::config_notify::receiver_of;
+use crate::config::receiver_of;
 use crate::states::DeploymentState;
 use crate::store::{NewNotification, Notification, StoreError};
 

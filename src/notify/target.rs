@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{dockerhub, webhook};
 use crate::config::Config;
-use crate::config_notify::NotifyTarget;
+use crate::config::NotifyTarget;
 use crate::store::{
     Delivery, Deployment, JournalEvent, NewNotification, Notification, Store, StoreError,
 };
@@ -32,19 +32,15 @@ pub struct Context {
 }
 
 impl Context {
-    /// The worker's context: the client is built here (no redirects, [`TIMEOUT`] per try).
-    pub fn new(
-        config: Arc<Config>,
-        targets: Vec<NotifyTarget>,
-        store: Store,
-        retry_for: Duration,
-    ) -> Result<Context, reqwest::Error> {
+    /// The worker's context, from the config: the `[[notify]]` entries, `notify_retry_for`,
+    /// and a client built here (no redirects, [`TIMEOUT`] per try).
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Context, reqwest::Error> {
         Ok(Context {
+            targets: config.notify.clone(),
+            retry_for: config.server.notify_retry_for,
             config,
-            targets,
             store,
             client: crate::outgoing::builder(TIMEOUT).build()?,
-            retry_for,
         })
     }
 

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use super::event;
 use super::retry::retry_after;
 use super::target::{self, Context, Kind, Outcome, Subject};
-use crate::config_notify::NotifyFormat;
+use crate::config::NotifyFormat;
 use crate::store::{NewNotification, Notification};
 
 /// The notifications of one event, one per `[[notify]]` entry that wants it.

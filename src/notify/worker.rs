@@ -235,7 +235,7 @@ async fn prune(ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config_notify::{NotifyFormat, NotifyTarget};
+    use crate::config::{NotifyFormat, NotifyTarget};
     use crate::secret::Secret;
     use crate::states::{DeliveryStatus, DeploymentState, NotificationState};
     use crate::store::{Intake, NewDelivery, NewDeployment, NotificationFilter, Store};
@@ -283,13 +283,8 @@ command = ["x"]
         let (store, intake) = Store::open(dir.path()).await.unwrap();
         let config =
             crate::config::parse(CONFIG, std::path::Path::new("/f.toml"), &|_| None).unwrap();
-        let ctx = Context::new(
-            Arc::new(config),
-            targets(url),
-            store,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+        let mut ctx = Context::new(Arc::new(config), store).unwrap();
+        ctx.targets = targets(url);
         (dir, Arc::new(ctx), intake)
     }
 
