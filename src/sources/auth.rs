@@ -2,6 +2,7 @@
 //! base64(user:password)`, as container registries, Harbor and Alertmanager send them.
 //! Compared in constant time against every configured credential.
 
+use super::setup::Setup;
 use super::{VerifyError, header};
 use crate::secret::Secret;
 use base64::Engine;
@@ -39,6 +40,25 @@ pub fn verify(
             .ok_or_else(mismatch);
     }
     Err(mismatch())
+}
+
+/// `ferry hooks`: the `Authorization` credentials the app accepts.
+pub fn setup(s: &Setup<'_>) -> Vec<String> {
+    let v = s.verify();
+    let mut out = Vec::new();
+    if !v.bearer.is_empty() {
+        out.push(format!(
+            "Registries/Alertmanager: header Authorization: Bearer {}",
+            s.secret(&v.bearer, "bearer")
+        ));
+    }
+    if !v.basic.is_empty() {
+        out.push(format!(
+            "Registries/Alertmanager: basic auth {}",
+            s.secret(&v.basic, "basic")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, epoch_secs_ms, image_repository, image_tag};
 
 #[derive(Deserialize)]
@@ -59,6 +60,15 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
         time: data.pushed_at.as_ref().and_then(epoch_secs_ms),
         event_id: None,
     }]))
+}
+
+/// `ferry hooks`: the webhook URL, named `?source=dockerhub` (apps with images).
+pub fn setup(s: &Setup<'_>) -> String {
+    format!(
+        "Docker Hub (Repository → Webhooks): Webhook URL {}?source=dockerhub{}",
+        s.url,
+        s.no_credentials_note()
+    )
 }
 
 #[cfg(test)]

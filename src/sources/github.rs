@@ -10,6 +10,7 @@
 use http::HeaderMap;
 use serde::Deserialize;
 
+use super::setup::Setup;
 use super::signature::{hmac_matches, keys};
 use super::{
     Event, GitPush, GitRef, ImagePush, ParseError, VerifyError, ZERO_SHA, digest, image_repository,
@@ -246,6 +247,26 @@ fn push_event(p: Push) -> Result<GitPush, ParseError> {
 pub(crate) fn parse_push(json: &[u8]) -> Result<GitPush, ParseError> {
     let push: Push = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
     push_event(push)
+}
+
+/// `ferry hooks`: the push webhook, for apps that verify GitHub.
+pub fn setup(s: &Setup<'_>) -> Option<String> {
+    let v = s.verify();
+    (!v.github.is_empty()).then(|| {
+        format!(
+            "GitHub (Settings → Webhooks → Add webhook): Payload URL {} · Content type application/json · Secret {} · Events: Just the push event",
+            s.url,
+            s.secret(&v.github, "github")
+        )
+    })
+}
+
+/// `ferry hooks`: GHCR pushes, which come as GitHub `package` events (apps with images).
+pub fn package_setup(s: &Setup<'_>) -> String {
+    format!(
+        "GitHub Container Registry: a GitHub webhook on {} with the \"Packages\" event",
+        s.url
+    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod gitlab;
 pub mod harbor;
 pub mod quay;
 pub mod registry;
+pub mod setup;
 pub mod signature;
 pub mod standard;
 pub mod values;
@@ -24,6 +25,8 @@ use http::HeaderMap;
 
 use crate::config::Verify;
 use crate::image_ref::image_repository;
+
+pub use setup::setup_lines;
 
 /// Who sent a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
