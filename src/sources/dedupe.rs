@@ -4,8 +4,7 @@
 
 use http::HeaderMap;
 
-use super::verify::GITLAB_SIGNING;
-use super::{Source, Verdict, delivery_id, header, standard};
+use super::{Scheme, Source, Verdict, delivery_id, header, standard};
 
 /// The idempotency key of an accepted delivery (the unique index on `(app, dedupe_key)`).
 ///
@@ -28,19 +27,9 @@ pub fn dedupe_key(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Option<String> {
-    use sha2::Digest;
-    let signed_body = || {
-        format!(
-            "signed-body-sha256:{}",
-            hex::encode(sha2::Sha256::digest(body))
-        )
-    };
     let signed = match verdict {
-        Verdict::Verified("github" | "gitea" | "bitbucket" | "gitlab") => Some(signed_body()),
-        Verdict::Verified("hmac") if source != Source::Generic => Some(signed_body()),
-        Verdict::Verified("standard" | GITLAB_SIGNING) => header(headers, standard::ID_HEADER)
-            .map(|id| format!("signed-id:{}", id.chars().take(200).collect::<String>())),
-        _ => None,
+        Verdict::Verified(scheme) => signed_key(scheme, source, headers, body),
+        Verdict::Unverified => None,
     };
     signed.or_else(|| {
         let key = delivery_id(source, headers).or_else(|| body_key(source, body))?;
@@ -57,14 +46,40 @@ pub fn dedupe_key(
 /// nor time — two real pushes of one tag look the same — so Quay is not deduplicated here;
 /// the docker executor then finds the container already runs the digest and does nothing.
 pub fn body_key(source: Source, body: &[u8]) -> Option<String> {
-    use sha2::Digest;
-    match source {
-        Source::Registry | Source::Harbor | Source::Dockerhub if !body.is_empty() => Some(format!(
-            "body-sha256:{}",
-            hex::encode(sha2::Sha256::digest(body))
-        )),
-        _ => None,
+    let unique = match source {
+        Source::Registry | Source::Harbor | Source::Dockerhub => true,
+        // Neither id nor time in the body (see above).
+        Source::Quay => false,
+        // They send a delivery id, or their keys come from a signature.
+        Source::Github
+        | Source::Gitlab
+        | Source::Bitbucket
+        | Source::Gitea
+        | Source::Standard
+        | Source::Generic
+        | Source::Manual => false,
+    };
+    (unique && !body.is_empty()).then(|| format!("body-sha256:{}", sha256_hex(body)))
+}
+
+/// The key that a scheme's signature vouches for, if it signs anything that identifies the
+/// delivery: the body, or Standard Webhooks' `webhook-id`.
+fn signed_key(scheme: Scheme, source: Source, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let signed_body = || format!("signed-body-sha256:{}", sha256_hex(body));
+    match scheme {
+        Scheme::Github | Scheme::Gitea | Scheme::Bitbucket | Scheme::Gitlab => Some(signed_body()),
+        // A generic sender's body names no version: a CI job may send the same body twice.
+        Scheme::Hmac => (source != Source::Generic).then(signed_body),
+        Scheme::Standard | Scheme::GitlabSigning => header(headers, standard::ID_HEADER)
+            .map(|id| format!("signed-id:{}", id.chars().take(200).collect::<String>())),
+        // Credentials sign nothing.
+        Scheme::Bearer | Scheme::Basic => None,
     }
+}
+
+fn sha256_hex(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
 }
 
 #[cfg(test)]
@@ -77,7 +92,12 @@ mod tests {
         let body = b"{\"after\":\"abc\"}";
         let a = headers(&[("X-GitHub-Delivery", "one")]);
         let b = headers(&[("X-GitHub-Delivery", "two")]);
-        for scheme in ["github", "gitea", "bitbucket", "gitlab"] {
+        for scheme in [
+            Scheme::Github,
+            Scheme::Gitea,
+            Scheme::Bitbucket,
+            Scheme::Gitlab,
+        ] {
             let verified = Verdict::Verified(scheme);
             let ka = dedupe_key(Source::Github, verified, &a, body);
             assert!(
@@ -90,18 +110,18 @@ mod tests {
         }
         // The same signed body claimed by another sender: still the same key.
         assert_eq!(
-            dedupe_key(Source::Github, Verdict::Verified("github"), &a, body),
-            dedupe_key(Source::Gitea, Verdict::Verified("gitea"), &b, body)
+            dedupe_key(Source::Github, Verdict::Verified(Scheme::Github), &a, body),
+            dedupe_key(Source::Gitea, Verdict::Verified(Scheme::Gitea), &b, body)
         );
         // The custom HMAC on a sender whose body names a version: keyed on the body too (found
         // in review: it used to fall back to the unsigned delivery id).
         assert_eq!(
-            dedupe_key(Source::Github, Verdict::Verified("hmac"), &b, body),
-            dedupe_key(Source::Github, Verdict::Verified("github"), &a, body)
+            dedupe_key(Source::Github, Verdict::Verified(Scheme::Hmac), &b, body),
+            dedupe_key(Source::Github, Verdict::Verified(Scheme::Github), &a, body)
         );
         // A credential that signs nothing: the sender's id, as before.
         assert_eq!(
-            dedupe_key(Source::Github, Verdict::Verified("bearer"), &a, body).as_deref(),
+            dedupe_key(Source::Github, Verdict::Verified(Scheme::Bearer), &a, body).as_deref(),
             Some("one")
         );
         // Unverified: the sender's id in a namespace of its own, so it can never take a signed
@@ -113,7 +133,7 @@ mod tests {
         assert_eq!(
             dedupe_key(
                 Source::Generic,
-                Verdict::Verified("hmac"),
+                Verdict::Verified(Scheme::Hmac),
                 &HeaderMap::new(),
                 b""
             ),
@@ -124,7 +144,7 @@ mod tests {
         assert_eq!(
             dedupe_key(
                 Source::Gitlab,
-                Verdict::Verified("gitlab-signing"),
+                Verdict::Verified(Scheme::GitlabSigning),
                 &std,
                 body
             )

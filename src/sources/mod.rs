@@ -49,7 +49,7 @@ pub(crate) use fields::{
 };
 pub use parse::{ParseError, ROLLBACK_EVENT, RollbackRequest, Stored, parse};
 pub use setup::setup_lines;
-pub use verify::{Verdict, VerifyError, verify};
+pub use verify::{Scheme, Verdict, VerifyError, verify};
 
 /// Who sent a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,16 +127,6 @@ impl Source {
         Source::HINTABLE
             .into_iter()
             .find(|s| s.as_str().eq_ignore_ascii_case(hint))
-    }
-
-    /// Senders without a signature of their own, verified only by the generic schemes (the
-    /// custom HMAC header, `Authorization`), which are therefore required of them when
-    /// configured.
-    fn generic_auth(self) -> bool {
-        matches!(
-            self,
-            Source::Generic | Source::Registry | Source::Dockerhub | Source::Harbor | Source::Quay
-        )
     }
 
     /// Content types this sender uses; `None` for senders whose body ferry never interprets.

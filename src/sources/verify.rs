@@ -34,11 +34,34 @@ pub enum VerifyError {
 /// What verification established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// A configured scheme matched (its name; `gitlab-signing` for a GitLab `whsec_` token).
-    Verified(&'static str),
+    /// A configured scheme matched.
+    Verified(Scheme),
     /// Accepted on the URL token alone: the app configures no scheme, or it allows unsigned
     /// requests (`verify.allow_unsigned`) and this one claims no sender.
     Unverified,
+}
+
+/// The scheme that verified a delivery: what it signs decides the dedupe key (`dedupe.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `X-Hub-Signature-256` over the body.
+    Github,
+    /// `X-Gitlab-Token`: the secret itself, signs nothing.
+    Gitlab,
+    /// A GitLab `whsec_` signing token (Standard Webhooks: id and timestamp are signed).
+    GitlabSigning,
+    /// `X-Hub-Signature` over the body.
+    Bitbucket,
+    /// `X-Gitea-Signature` / `X-Forgejo-Signature` over the JSON.
+    Gitea,
+    /// Standard Webhooks: id, timestamp and body are signed.
+    Standard,
+    /// The configured custom HMAC header over the body.
+    Hmac,
+    /// `Authorization: Bearer`: a credential, signs nothing.
+    Bearer,
+    /// `Authorization: Basic`: a credential, signs nothing.
+    Basic,
 }
 
 /// Verifies a delivery with the app's configured schemes. One rule, whatever the sender
@@ -60,63 +83,11 @@ pub fn verify(
     body: &[u8],
     now_secs: i64,
 ) -> Result<Verdict, VerifyError> {
-    let own = match source {
-        Source::Github if !v.github.is_empty() => {
-            Some(("github", github::verify(&v.github, headers, body)))
-        }
-        Source::Gitlab if !v.gitlab.is_empty() => {
-            let scheme = if gitlab::signing(&v.gitlab, headers) {
-                GITLAB_SIGNING
-            } else {
-                "gitlab"
-            };
-            Some((
-                scheme,
-                gitlab::verify(&v.gitlab, headers, body, now_secs, v.standard_tolerance),
-            ))
-        }
-        Source::Bitbucket if !v.bitbucket.is_empty() => {
-            Some(("bitbucket", bitbucket::verify(&v.bitbucket, headers, body)))
-        }
-        Source::Gitea if !v.gitea.is_empty() => {
-            Some(("gitea", gitea::verify(&v.gitea, headers, body)))
-        }
-        Source::Standard if !v.standard.is_empty() => Some((
-            "standard",
-            standard::verify(&v.standard, headers, body, now_secs, v.standard_tolerance),
-        )),
-        _ => None,
-    };
-    if let Some((scheme, result)) = own {
+    if let Some((scheme, result)) = own_scheme(source, v, headers, body, now_secs) {
         result?;
         return Ok(Verdict::Verified(scheme));
     }
-
-    // Sender-independent schemes: checked when presented, whoever the request claims to be.
-    let mut verified = None;
-    let mut missing = None;
-    if !v.standard.is_empty() && headers.contains_key(standard::SIGNATURE_HEADER) {
-        standard::verify(&v.standard, headers, body, now_secs, v.standard_tolerance)?;
-        verified = Some("standard");
-    }
-    if let Some(h) = &v.hmac {
-        match generic::verify_hmac(h, headers, body) {
-            Ok(()) => verified = verified.or(Some("hmac")),
-            Err(VerifyError::Missing { header }) => {
-                missing.get_or_insert(VerifyError::Missing { header });
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if !v.bearer.is_empty() || !v.basic.is_empty() {
-        match auth::verify(&v.bearer, &v.basic, headers) {
-            Ok(scheme) => verified = verified.or(Some(scheme)),
-            Err(VerifyError::Missing { header }) => {
-                missing.get_or_insert(VerifyError::Missing { header });
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let (verified, missing) = independent_schemes(v, headers, body, now_secs)?;
     if let Some(scheme) = verified {
         return Ok(Verdict::Verified(scheme));
     }
@@ -128,23 +99,107 @@ pub fn verify(
         return Ok(Verdict::Unverified);
     }
     // The header a configured sender-independent scheme wants, if any: the most useful answer.
-    if let Some(e) = missing {
-        return Err(e);
+    Err(missing.unwrap_or_else(|| required(source, &schemes)))
+}
+
+/// The claimed sender's own scheme and its result, when the app configures it. `None` when it
+/// does not, and for senders that sign nothing (the sender-independent schemes verify those).
+fn own_scheme(
+    source: Source,
+    v: &Verify,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+) -> Option<(Scheme, Result<(), VerifyError>)> {
+    let tolerance = v.standard_tolerance;
+    match source {
+        Source::Github => (!v.github.is_empty())
+            .then(|| (Scheme::Github, github::verify(&v.github, headers, body))),
+        Source::Gitlab => (!v.gitlab.is_empty()).then(|| {
+            let scheme = if gitlab::signing(&v.gitlab, headers) {
+                Scheme::GitlabSigning
+            } else {
+                Scheme::Gitlab
+            };
+            let result = gitlab::verify(&v.gitlab, headers, body, now_secs, tolerance);
+            (scheme, result)
+        }),
+        Source::Bitbucket => (!v.bitbucket.is_empty()).then(|| {
+            (
+                Scheme::Bitbucket,
+                bitbucket::verify(&v.bitbucket, headers, body),
+            )
+        }),
+        Source::Gitea => {
+            (!v.gitea.is_empty()).then(|| (Scheme::Gitea, gitea::verify(&v.gitea, headers, body)))
+        }
+        Source::Standard => (!v.standard.is_empty()).then(|| {
+            let result = standard::verify(&v.standard, headers, body, now_secs, tolerance);
+            (Scheme::Standard, result)
+        }),
+        Source::Registry
+        | Source::Dockerhub
+        | Source::Harbor
+        | Source::Quay
+        | Source::Generic
+        | Source::Manual => None,
     }
+}
+
+/// The sender-independent schemes, each checked when presented, whoever the request claims to
+/// be: a presented one that fails is the error. Returns the first that verified (Standard
+/// Webhooks, custom HMAC, then `Authorization`) and the first configured one whose header is
+/// missing.
+fn independent_schemes(
+    v: &Verify,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<(Option<Scheme>, Option<VerifyError>), VerifyError> {
+    let mut verified = None;
+    let mut missing = None;
+    if !v.standard.is_empty() && headers.contains_key(standard::SIGNATURE_HEADER) {
+        standard::verify(&v.standard, headers, body, now_secs, v.standard_tolerance)?;
+        verified = Some(Scheme::Standard);
+    }
+    let mut presented = |result: Result<Scheme, VerifyError>| match result {
+        Ok(scheme) => {
+            verified = verified.or(Some(scheme));
+            Ok(())
+        }
+        Err(VerifyError::Missing { header }) => {
+            missing.get_or_insert(VerifyError::Missing { header });
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(h) = &v.hmac {
+        presented(generic::verify_hmac(h, headers, body).map(|()| Scheme::Hmac))?;
+    }
+    if !v.bearer.is_empty() || !v.basic.is_empty() {
+        presented(auth::verify(&v.bearer, &v.basic, headers))?;
+    }
+    Ok((verified, missing))
+}
+
+/// The 401 for a delivery that nothing verified, saying what would.
+fn required(source: Source, schemes: &[&str]) -> VerifyError {
     let hint = match source {
         Source::Generic | Source::Manual => {
             "sign it with a scheme for your client (verify.hmac, verify.bearer or verify.basic), or set verify.allow_unsigned = true to let unsigned requests redeploy what is configured (never a version they name)".to_string()
         }
-        s if s.generic_auth() => format!(
+        Source::Registry | Source::Dockerhub | Source::Harbor | Source::Quay => format!(
             "{} signs nothing; set verify.bearer, verify.basic or verify.hmac and send those credentials",
-            s.as_str()
+            source.as_str()
         ),
-        s => format!(
-            "set verify.{} to the webhook's secret (or the request is not from the sender it claims to be)",
-            s.as_str()
-        ),
+        Source::Github | Source::Gitlab | Source::Bitbucket | Source::Gitea | Source::Standard => {
+            format!(
+                "set verify.{} to the webhook's secret (or the request is not from the sender it claims to be)",
+                source.as_str()
+            )
+        }
     };
-    Err(VerifyError::Required {
+    VerifyError::Required {
         sender: source.as_str(),
         schemes: if schemes.is_empty() {
             "none".into()
@@ -152,12 +207,8 @@ pub fn verify(
             schemes.join(", ")
         },
         hint,
-    })
+    }
 }
-
-/// The scheme name of a GitLab delivery verified by a `whsec_` signing token (Standard
-/// Webhooks: its id and timestamp are signed).
-pub(super) const GITLAB_SIGNING: &str = "gitlab-signing";
 
 #[cfg(test)]
 mod tests {
@@ -190,7 +241,7 @@ mod tests {
             );
             assert_eq!(
                 verify(source, &v, &bearer, b"{}", 0),
-                Ok(Verdict::Verified("bearer"))
+                Ok(Verdict::Verified(Scheme::Bearer))
             );
             assert!(matches!(
                 verify(source, &v, &wrong, b"{}", 0),
@@ -206,7 +257,7 @@ mod tests {
         );
         assert_eq!(
             verify(Source::Github, &v, &bearer, b"{}", 0),
-            Ok(Verdict::Verified("bearer"))
+            Ok(Verdict::Verified(Scheme::Bearer))
         );
     }
 
@@ -273,7 +324,7 @@ mod tests {
         let gh = github_signed("gh", body, "push");
         assert_eq!(
             verify(Source::Github, &github_only, &gh, body, 0),
-            Ok(Verdict::Verified("github"))
+            Ok(Verdict::Verified(Scheme::Github))
         );
         assert!(matches!(
             verify(
@@ -298,7 +349,7 @@ mod tests {
         );
         assert_eq!(
             verify(Source::Github, &bearer_only, &bearer, body, 0),
-            Ok(Verdict::Verified("bearer"))
+            Ok(Verdict::Verified(Scheme::Bearer))
         );
         assert!(matches!(
             verify(Source::Github, &bearer_only, &wrong_bearer, body, 0),
@@ -346,7 +397,7 @@ mod tests {
         let right = headers(&[("Authorization", "Bearer tok")]);
         assert_eq!(
             verify(Source::Generic, &v, &right, body, 0),
-            Ok(Verdict::Verified("bearer"))
+            Ok(Verdict::Verified(Scheme::Bearer))
         );
         // A request claiming a sender gets no exemption: unsigned GitHub or GitLab is refused.
         let github = headers(&[("X-GitHub-Event", "push")]);
@@ -376,7 +427,7 @@ mod tests {
         ]);
         assert_eq!(
             verify(Source::Gitlab, &v, &signed, body, 1614265330),
-            Ok(Verdict::Verified("standard"))
+            Ok(Verdict::Verified(Scheme::Standard))
         );
         assert!(verify(Source::Gitlab, &v, &signed, b"{}", 1614265330).is_err());
         let unsigned = headers(&[("X-Gitlab-Event", "Push Hook")]);
