@@ -8,25 +8,42 @@ use http::HeaderMap;
 
 use super::{Source, bitbucket, gitea, github, gitlab, header, registry, standard};
 
-/// Recognises the sender from its headers. Gitea and Forgejo also send GitHub's headers, and
-/// GitLab 19 also sends Standard Webhooks headers, so the more specific senders go first.
-/// A distribution registry is recognised by its events media type; Docker Hub, Harbor and Quay
-/// send nothing that identifies them (see [`detect_with_hint`]).
+/// Recognises the sender from its headers: the first of [`DETECTION_ORDER`] whose headers are
+/// present, else [`Source::Generic`]. A distribution registry is recognised by its events
+/// media type; Docker Hub, Harbor and Quay send nothing that identifies them (see
+/// [`detect_with_hint`]).
 pub fn detect(headers: &HeaderMap) -> Source {
-    if gitea::detect(headers) {
-        Source::Gitea
-    } else if headers.contains_key(github::EVENT_HEADER) {
-        Source::Github
-    } else if headers.contains_key(gitlab::EVENT_HEADER) {
-        Source::Gitlab
-    } else if headers.contains_key(bitbucket::EVENT_HEADER) {
-        Source::Bitbucket
-    } else if standard::detect(headers) {
-        Source::Standard
-    } else if registry::detect(headers) {
-        Source::Registry
-    } else {
-        Source::Generic
+    DETECTION_ORDER
+        .into_iter()
+        .find(|&source| recognised(source, headers))
+        .unwrap_or(Source::Generic)
+}
+
+/// The senders that identify themselves, most specific first: Gitea and Forgejo also send
+/// GitHub's headers, and GitLab 19 also sends Standard Webhooks headers.
+const DETECTION_ORDER: [Source; 6] = [
+    Source::Gitea,
+    Source::Github,
+    Source::Gitlab,
+    Source::Bitbucket,
+    Source::Standard,
+    Source::Registry,
+];
+
+/// Whether the request carries `source`'s identifying headers. A sender that has some must
+/// also be placed in [`DETECTION_ORDER`].
+fn recognised(source: Source, headers: &HeaderMap) -> bool {
+    match source {
+        Source::Gitea => gitea::detect(headers),
+        Source::Github => headers.contains_key(github::EVENT_HEADER),
+        Source::Gitlab => headers.contains_key(gitlab::EVENT_HEADER),
+        Source::Bitbucket => headers.contains_key(bitbucket::EVENT_HEADER),
+        Source::Standard => standard::detect(headers),
+        Source::Registry => registry::detect(headers),
+        // Nothing identifies them: the hook URL names them (`?source=`).
+        Source::Dockerhub | Source::Harbor | Source::Quay => false,
+        // What is left when nothing else is recognised; never sent by a hook.
+        Source::Generic | Source::Manual => false,
     }
 }
 
@@ -156,6 +173,20 @@ mod tests {
             ])),
             Source::Github
         );
+    }
+
+    /// A sender left out of the order would never be detected: only those named by
+    /// `?source=`, and the fallbacks, may be missing from it.
+    #[test]
+    fn every_self_identifying_sender_is_in_the_detection_order() {
+        for source in Source::ALL {
+            assert!(
+                DETECTION_ORDER.contains(&source)
+                    || Source::HINTABLE.contains(&source)
+                    || matches!(source, Source::Generic | Source::Manual),
+                "{source:?}"
+            );
+        }
     }
 
     #[test]
