@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,6 +67,8 @@ fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Option<Respon
     ))
 }
 
+/// The hook handler: each step below either passes the request on or answers it, in the
+/// order `ARCHITECTURE.md` documents (`src/ingress.rs`).
 pub async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
@@ -80,18 +82,47 @@ pub async fn hook(
         Metrics::count(&shared.metrics.not_found);
         return not_found();
     };
-    // Allowlist and the app's rate, before the body is read or anything stored.
-    if let Some(refused) = shared
-        .edges
-        .admit(&shared.metrics, app, client.map(|c| c.0))
-    {
+    let peer_cert = peer_cert.as_ref().map(|e| &e.0);
+    if let Some(refused) = admit(&shared, app, client.map(|c| c.0), peer_cert) {
         return refused;
     }
-    if let Some(refused) = check_client_cert(app, peer_cert.as_ref().map(|e| &e.0)) {
-        Metrics::count(&shared.metrics.rejected);
-        return refused;
+    let body = match read_body(shared.config.server.body_limit, &headers, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let source = match source_hint(query.as_deref()) {
+        Ok(hint) => sources::detect_with_hint(&headers, hint.as_deref()),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let mut delivery = new_delivery(app, source, &headers, query, body);
+    let verdict = match check(app, source, &headers, &mut delivery) {
+        Ok(verdict) => verdict,
+        Err((code, message)) => return reject(&shared, delivery, code, message).await,
+    };
+    delivery.dedupe_key = sources::dedupe_key(source, verdict, &headers, &delivery.body);
+    store(&shared, app, delivery).await
+}
+
+/// Whether the app takes this caller, before the body is read or anything stored (none of
+/// these refusals is stored): the allowlist and the app's rate (`Edges::admit`: 403, 429),
+/// then the client certificate (401). Returns the refusal, if any.
+fn admit(
+    shared: &Shared,
+    app: &App,
+    client: Option<crate::edges::ClientAddr>,
+    peer_cert: Option<&PeerCertificate>,
+) -> Option<Response> {
+    if let Some(refused) = shared.edges.admit(&shared.metrics, app, client) {
+        return Some(refused);
     }
-    let limit = shared.config.server.body_limit;
+    let refused = check_client_cert(app, peer_cert)?;
+    Metrics::count(&shared.metrics.rejected);
+    Some(refused)
+}
+
+/// The whole body, within `server.body_limit` (413, also when `Content-Length` announces more)
+/// and `server.body_timeout` (408, and the connection is closed).
+async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,32 +135,32 @@ pub async fn hook(
         .and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
-        return too_large();
+        return Err(too_large());
     }
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
-            // `to_bytes` reports an over-limit body as a length-limit error in its source chain.
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
-                return too_large();
-            }
-            if let Some(t) = crate::listener::BodyTimeout::in_chain(&e) {
-                let mut r = error(StatusCode::REQUEST_TIMEOUT, t.to_string());
-                r.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-                return r;
-            }
-            return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // `to_bytes` reports an over-limit body as a length-limit error in its source chain.
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            return too_large();
         }
-    };
+        if let Some(t) = crate::listener::BodyTimeout::in_chain(&e) {
+            let mut r = error(StatusCode::REQUEST_TIMEOUT, t.to_string());
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+        error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+    })
+}
 
-    // Registries that send nothing recognisable (Docker Hub, Harbor, Quay) are named in the
-    // hook URL: `?source=dockerhub`.
-    let hint = query.as_deref().and_then(|q| {
+/// The sender named by `?source=`, for registries that send nothing recognisable (Docker Hub,
+/// Harbor, Quay: `?source=dockerhub`). A value that names no such sender is refused (400, not
+/// stored) with this message.
+fn source_hint(query: Option<&str>) -> Result<Option<String>, String> {
+    let hint = query.and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "source")
             .map(|(_, v)| v.into_owned())
@@ -138,64 +169,79 @@ pub async fn hook(
         && Source::from_hint(h).is_none()
     {
         let known: Vec<&str> = Source::HINTABLE.iter().map(|s| s.as_str()).collect();
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown source {h:?} in ?source= (one of: {})",
-                known.join(", ")
-            ),
-        );
+        return Err(format!(
+            "unknown source {h:?} in ?source= (one of: {})",
+            known.join(", ")
+        ));
     }
-    let source = sources::detect_with_hint(&headers, hint.as_deref());
-    let event = sources::event_name(source, &headers);
-    let sender_id = sources::delivery_id(source, &headers);
+    Ok(hint)
+}
 
-    let mut delivery = NewDelivery {
+/// The delivery as it will be stored, received now: not yet verified, no dedupe key.
+fn new_delivery(
+    app: &App,
+    source: Source,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: Bytes,
+) -> NewDelivery {
+    NewDelivery {
         app: app.name.clone(),
         source: source.as_str().to_string(),
-        event: event.clone(),
-        source_delivery_id: sender_id.clone(),
+        event: sources::event_name(source, headers),
+        source_delivery_id: sources::delivery_id(source, headers),
         dedupe_key: None,
         received_at: now_ms(),
         verified: false,
         status: DeliveryStatus::Received,
         error: None,
-        query: query.clone().filter(|q| !q.is_empty()),
-        headers: crate::redact::headers_json(&headers, app),
+        query: query.filter(|q| !q.is_empty()),
+        headers: crate::redact::headers_json(headers, app),
         body,
         replay_of: None,
-    };
+    }
+}
 
-    // Verification (401) before anything else is read from the body.
+/// What the request says, checked against the app (a refusal is stored as `rejected`, with
+/// its status and reason): the signature (401) before anything is read from the body, then the
+/// body (415, 400), then the modifiers against the config and the app's allowlist (400).
+/// Records on `delivery` whether it was verified.
+fn check(
+    app: &App,
+    source: Source,
+    headers: &HeaderMap,
+    delivery: &mut NewDelivery,
+) -> Result<Verdict, (StatusCode, String)> {
     let now_secs = delivery.received_at / 1000;
-    let verdict = match sources::verify(source, &app.verify, &headers, &delivery.body, now_secs) {
-        Ok(v) => v,
-        Err(e) => return reject(&shared, delivery, StatusCode::UNAUTHORIZED, e.to_string()).await,
-    };
+    let verdict = sources::verify(source, &app.verify, headers, &delivery.body, now_secs)
+        .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
     delivery.verified = matches!(verdict, Verdict::Verified(_));
-    if let Err(e) = sources::check_body(source, &headers, &delivery.body) {
+    sources::check_body(source, headers, &delivery.body).map_err(|e| {
         let code = match e {
             BodyError::ContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyError::Unreadable { .. } => StatusCode::BAD_REQUEST,
         };
-        return reject(&shared, delivery, code, e.to_string()).await;
-    }
-
-    let modifiers = Modifiers::parse(query.as_deref().unwrap_or(""));
-    if let Err(message) = modifiers
+        (code, e.to_string())
+    })?;
+    let modifiers = Modifiers::parse(delivery.query.as_deref().unwrap_or(""));
+    modifiers
         .check_hook(app, delivery.verified)
         .and_then(|()| modifiers.validate(app))
-    {
-        return reject(&shared, delivery, StatusCode::BAD_REQUEST, message).await;
-    }
+        .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
+    Ok(verdict)
+}
 
-    delivery.dedupe_key = sources::dedupe_key(source, verdict, &headers, &delivery.body);
+/// Stores an accepted delivery and answers: 202 (200 `pong` for a ping), 200 `duplicate`
+/// when its dedupe key is already stored, 503 when the store cannot take it.
+async fn store(shared: &Shared, app: &App, delivery: NewDelivery) -> Response {
+    let source = delivery.source.clone();
+    let event = delivery.event.clone();
     let verified = delivery.verified;
     let is_ping = event.as_deref() == Some("ping");
     match shared.intake.insert(delivery).await {
         Ok(Inserted::New(id)) => {
             Metrics::count(&shared.metrics.accepted);
-            tracing::info!(delivery = id, app = %app.name, source = source.as_str(), event = event.as_deref().unwrap_or(""), verified, "delivery accepted");
+            tracing::info!(delivery = id, app = %app.name, source, event = event.as_deref().unwrap_or(""), verified, "delivery accepted");
             if is_ping {
                 return (
                     StatusCode::OK,
@@ -207,7 +253,7 @@ pub async fn hook(
         }
         Ok(Inserted::Duplicate(original)) => {
             Metrics::count(&shared.metrics.duplicate);
-            tracing::info!(delivery = original, app = %app.name, source = source.as_str(), "duplicate delivery; nothing to do");
+            tracing::info!(delivery = original, app = %app.name, source, "duplicate delivery; nothing to do");
             (
                 StatusCode::OK,
                 axum::Json(json!({"status": "duplicate", "delivery_id": original})),

@@ -150,10 +150,9 @@ async fn call_back(
         Ok(Some(full)) => full.body,
         _ => return,
     };
-    let url = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("callback_url")?.as_str().map(str::to_string));
-    let Some(url) = url else { return };
+    let Some(url) = crate::sources::dockerhub::callback_url(&body) else {
+        return;
+    };
     if !url.starts_with(prefix) {
         tracing::warn!(deployment = d.id, app = %d.app, "Docker Hub callback_url is outside dockerhub_callback's prefix; not called");
         return;

@@ -8,6 +8,7 @@
 use http::HeaderMap;
 use serde::Deserialize;
 
+use super::setup::Setup;
 use super::{Event, GitPush, GitRef, ParseError, VerifyError, ZERO_SHA, rfc3339_ms};
 use crate::secret::Secret;
 
@@ -176,6 +177,18 @@ fn parse_server(body: &[u8]) -> Result<Event, ParseError> {
         });
     }
     Ok(Event::Push(out))
+}
+
+/// `ferry hooks`: the webhook, for apps that verify Bitbucket.
+pub fn setup(s: &Setup<'_>) -> Option<String> {
+    let v = s.verify();
+    (!v.bitbucket.is_empty()).then(|| {
+        format!(
+            "Bitbucket (Repository settings → Webhooks → Add webhook): URL {} · Secret {} · Triggers: Repository push (Data Center: Repository → Push)",
+            s.url,
+            s.secret(&v.bitbucket, "bitbucket")
+        )
+    })
 }
 
 #[cfg(test)]

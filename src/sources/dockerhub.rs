@@ -4,10 +4,14 @@
 //! with `?source=dockerhub` and its URL token is the only secret. Only pushes exist:
 //! `push_data.tag`, `push_data.pushed_at` (unix seconds) and `repository.repo_name`
 //! (`namespace/name`). There is no digest: the tag is resolved against the registry later.
+//!
+//! A push also carries `callback_url`, where Docker Hub waits for the outcome; [`callback_url`]
+//! reads it for `crate::notify`, which decides whether to call it.
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, epoch_secs_ms, image_repository, image_tag};
 
 #[derive(Deserialize)]
@@ -61,6 +65,23 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
     }]))
 }
 
+/// The `callback_url` of a stored push, if it has one: where Docker Hub expects the outcome of
+/// the webhook chain. A payload value: the caller checks it against the app's
+/// `dockerhub_callback` prefix before calling it.
+pub fn callback_url(body: &[u8]) -> Option<String> {
+    let push: Value = serde_json::from_slice(body).ok()?;
+    push.get("callback_url")?.as_str().map(str::to_string)
+}
+
+/// `ferry hooks`: the webhook URL, named `?source=dockerhub` (apps with images).
+pub fn setup(s: &Setup<'_>) -> String {
+    format!(
+        "Docker Hub (Repository → Webhooks): Webhook URL {}?source=dockerhub{}",
+        s.url,
+        s.no_credentials_note()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +133,19 @@ mod tests {
         );
         assert_eq!(parse(b"{}"), Err(ParseError::Field("push_data")));
         assert!(matches!(parse(b"not json"), Err(ParseError::Json(_))));
+    }
+
+    #[test]
+    fn callback_urls() {
+        let body = include_bytes!("../../tests/fixtures/dockerhub/push.json");
+        assert_eq!(
+            callback_url(body).as_deref(),
+            Some(
+                "https://registry.hub.docker.com/u/svendowideit/testhook/hook/2141b5bi5i5b02bec211i4eeih0242eg11000a/"
+            )
+        );
+        assert_eq!(callback_url(br#"{"callback_url":1}"#), None);
+        assert_eq!(callback_url(b"{}"), None);
+        assert_eq!(callback_url(b"not json"), None);
     }
 }

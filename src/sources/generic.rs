@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
+use super::setup::Setup;
 use super::signature::{hmac_matches, keys};
 use super::{Event, VerifyError, header};
 use crate::config::{Encoding, HmacScheme};
@@ -45,6 +46,31 @@ pub fn verify_hmac(h: &HmacScheme, headers: &HeaderMap, body: &[u8]) -> Result<(
             header: name.into(),
         })
     }
+}
+
+/// `ferry hooks`: the sender-independent schemes the app configures (custom HMAC header,
+/// `Authorization`), and unsigned redeploys when `allow_unsigned` takes them.
+pub fn setup(s: &Setup<'_>) -> Vec<String> {
+    let v = s.verify();
+    let mut out = Vec::new();
+    if let Some(h) = &v.hmac {
+        out.push(format!(
+            "Custom HMAC: send header {}: {}<{} of HMAC-{:?}(secret, body)> with secret {}",
+            h.header,
+            h.prefix,
+            format!("{:?}", h.encoding).to_lowercase(),
+            h.algorithm,
+            s.secret(&h.secrets, "hmac.secret")
+        ));
+    }
+    out.extend(super::auth::setup(s));
+    if v.allow_unsigned {
+        out.push(format!(
+            "Unsigned redeploys (verify.allow_unsigned): curl -X POST {} (redeploys what is configured, never a version the request names)",
+            s.url
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use http::HeaderMap;
 
+use super::setup::Setup;
 use super::{Event, ParseError, VerifyError, header, json_document};
 use crate::secret::Secret;
 
@@ -56,6 +57,18 @@ pub fn parse(event: &str, content_type: Option<&str>, body: &[u8]) -> Result<Eve
         }
         other => Ok(Event::Ignored(other.to_string())),
     }
+}
+
+/// `ferry hooks`: the webhook, for apps that verify Gitea/Forgejo.
+pub fn setup(s: &Setup<'_>) -> Option<String> {
+    let v = s.verify();
+    (!v.gitea.is_empty()).then(|| {
+        format!(
+            "Gitea/Forgejo (Settings → Webhooks → Add webhook → Gitea/Forgejo): Target URL {} · HTTP method POST · POST content type application/json · Secret {} · Trigger on: Push events",
+            s.url,
+            s.secret(&v.gitea, "gitea")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use http::HeaderMap;
 use serde::Deserialize;
 
+use super::setup::Setup;
 use super::signature::{hmac_matches, keys};
 use super::{
     Event, GitPush, GitRef, ImagePush, ParseError, VerifyError, ZERO_SHA, digest, image_repository,
@@ -161,20 +162,32 @@ fn parse_package(event: &str, json: &[u8]) -> Result<Event, ParseError> {
         .or_else(|| e.get(other))
         .filter(|p| p.is_object())
         .ok_or(ParseError::Field("package"))?;
+    if let Some(kind) = other_than_container(package) {
+        return Ok(Event::Ignored(format!("{event}: {kind} package")));
+    }
+    let package = Package::deserialize(package).map_err(|e| ParseError::Json(e.to_string()))?;
+    Ok(Event::ImagePush(vec![container_push(package)?]))
+}
+
+/// The kind of a package that is not a container (npm, maven, …; cut to 50 characters), or
+/// `None` for a container. GitHub's examples name `docker` in one field and not the other.
+fn other_than_container(package: &serde_json::Value) -> Option<String> {
     let kind = |key: &str| package.get(key).and_then(|k| k.as_str()).unwrap_or("");
     let is_container =
         |k: &str| k.eq_ignore_ascii_case("container") || k.eq_ignore_ascii_case("docker");
-    if !is_container(kind("ecosystem")) && !is_container(kind("package_type")) {
-        let named = [kind("package_type"), kind("ecosystem")]
-            .into_iter()
-            .find(|k| !k.is_empty())
-            .unwrap_or("unknown");
-        return Ok(Event::Ignored(format!(
-            "{event}: {} package",
-            named.chars().take(50).collect::<String>()
-        )));
+    if is_container(kind("ecosystem")) || is_container(kind("package_type")) {
+        return None;
     }
-    let package = Package::deserialize(package).map_err(|e| ParseError::Json(e.to_string()))?;
+    let named = [kind("package_type"), kind("ecosystem")]
+        .into_iter()
+        .find(|k| !k.is_empty())
+        .unwrap_or("unknown");
+    Some(named.chars().take(50).collect())
+}
+
+/// The image a container package version names: `ghcr.io/NAMESPACE/NAME` (or its
+/// `package_url`), its tag and digest where well-formed, and a plausible time.
+fn container_push(package: Package) -> Result<ImagePush, ParseError> {
     let version = package.package_version;
     let package_url = version.as_ref().and_then(|v| v.package_url.as_deref());
     let named = match (package.namespace.as_deref(), package.name.as_deref()) {
@@ -207,13 +220,13 @@ fn parse_package(event: &str, json: &[u8]) -> Result<Event, ParseError> {
             .into_iter()
             .find_map(|t| t.as_deref().and_then(rfc3339_ms).filter(|ms| *ms > 0))
     });
-    Ok(Event::ImagePush(vec![ImagePush {
+    Ok(ImagePush {
         repository,
         tag: tag.and_then(|t| t.name.as_deref()).and_then(image_tag),
         digest,
         time,
         event_id: None,
-    }]))
+    })
 }
 
 fn push_event(p: Push) -> Result<GitPush, ParseError> {
@@ -246,6 +259,26 @@ fn push_event(p: Push) -> Result<GitPush, ParseError> {
 pub(crate) fn parse_push(json: &[u8]) -> Result<GitPush, ParseError> {
     let push: Push = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
     push_event(push)
+}
+
+/// `ferry hooks`: the push webhook, for apps that verify GitHub.
+pub fn setup(s: &Setup<'_>) -> Option<String> {
+    let v = s.verify();
+    (!v.github.is_empty()).then(|| {
+        format!(
+            "GitHub (Settings → Webhooks → Add webhook): Payload URL {} · Content type application/json · Secret {} · Events: Just the push event",
+            s.url,
+            s.secret(&v.github, "github")
+        )
+    })
+}
+
+/// `ferry hooks`: GHCR pushes, which come as GitHub `package` events (apps with images).
+pub fn package_setup(s: &Setup<'_>) -> String {
+    format!(
+        "GitHub Container Registry: a GitHub webhook on {} with the \"Packages\" event",
+        s.url
+    )
 }
 
 #[cfg(test)]

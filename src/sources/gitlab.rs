@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde::Deserialize;
 
+use super::setup::Setup;
 use super::{
     Event, GitPush, GitRef, ParseError, VerifyError, ZERO_SHA, header, rfc3339_ms, standard,
 };
@@ -120,6 +121,25 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
         deleted,
         forced: false,
     }]))
+}
+
+/// `ferry hooks`: the webhook, for apps that verify GitLab. A `whsec_` token goes in
+/// GitLab's "Signing token" field, a plain one in "Secret token".
+pub fn setup(s: &Setup<'_>) -> Option<String> {
+    let v = s.verify();
+    if v.gitlab.is_empty() {
+        return None;
+    }
+    let token = s.secret(&v.gitlab, "gitlab");
+    let field = if v.gitlab.iter().any(|s| s.expose().starts_with("whsec_")) {
+        "Signing token"
+    } else {
+        "Secret token"
+    };
+    Some(format!(
+        "GitLab (Settings → Webhooks → Add new webhook): URL {} · {field} {token} · Trigger: Push events, Tag push events",
+        s.url
+    ))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, digest, epoch_secs_ms, image_repository, image_tag};
 
 /// The CloudEvents format's content type (structured mode).
@@ -97,6 +98,14 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
         ));
     }
     Ok(Event::ImagePush(pushes))
+}
+
+/// `ferry hooks`: the endpoint URL, named `?source=harbor` (apps with images).
+pub fn setup(s: &Setup<'_>) -> String {
+    format!(
+        "Harbor (Project → Webhooks): Endpoint URL {}?source=harbor",
+        s.url
+    )
 }
 
 #[cfg(test)]

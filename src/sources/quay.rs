@@ -10,6 +10,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, image_repository, image_tag};
 
 #[derive(Deserialize)]
@@ -54,6 +55,15 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
             })
             .collect(),
     ))
+}
+
+/// `ferry hooks`: the notification's URL, named `?source=quay` (apps with images).
+pub fn setup(s: &Setup<'_>) -> String {
+    format!(
+        "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {}?source=quay{}",
+        s.url,
+        s.no_credentials_note()
+    )
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, content_type, digest, essence, image_tag, rfc3339_ms};
 
 pub const EVENTS_V1: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -85,6 +86,21 @@ fn image_push(event: &Value) -> Option<ImagePush> {
             .filter(|id| !id.is_empty())
             .map(|id| id.chars().take(200).collect()),
     })
+}
+
+/// `ferry hooks`: the registry's notification endpoint (apps with images). It is recognised by
+/// its media type, so its URL needs no `?source=`; it can send the app's `Authorization`.
+pub fn setup(s: &Setup<'_>) -> String {
+    let v = s.verify();
+    format!(
+        "Docker registry (config.yml notifications.endpoints): url {}{}",
+        s.url,
+        if v.bearer.is_empty() && v.basic.is_empty() {
+            ""
+        } else {
+            " · headers: Authorization as above"
+        }
+    )
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
+use super::setup::Setup;
 use super::signature::hmac_matches;
 use super::{Event, Stored, VerifyError, header};
 use crate::config::HmacAlgorithm;
@@ -96,6 +97,19 @@ pub fn parse(d: &Stored<'_>) -> Event {
         .and_then(|t| t.trim().parse::<i64>().ok())
         .and_then(|s| s.checked_mul(1000));
     Event::Redeploy { time }
+}
+
+/// `ferry hooks`: the endpoint, for apps that verify Standard Webhooks.
+pub fn setup(s: &Setup<'_>) -> Option<String> {
+    let v = s.verify();
+    (!v.standard.is_empty()).then(|| {
+        format!(
+            "Standard Webhooks sender: endpoint {} · signing secret {} (tolerance {})",
+            s.url,
+            s.secret(&v.standard, "standard"),
+            humantime::format_duration(v.standard_tolerance)
+        )
+    })
 }
 
 #[cfg(test)]

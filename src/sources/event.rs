@@ -1,0 +1,110 @@
+//! The event model: what a delivery means once parsed, in terms planning understands (git
+//! pushes, image pushes, redeploys, rollbacks), whoever sent it.
+
+use super::Source;
+
+/// A git ref as pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitRef {
+    Branch(String),
+    Tag(String),
+    Other(String),
+}
+
+impl GitRef {
+    pub fn parse(full: &str) -> GitRef {
+        if let Some(b) = full.strip_prefix("refs/heads/") {
+            GitRef::Branch(b.to_string())
+        } else if let Some(t) = full.strip_prefix("refs/tags/") {
+            GitRef::Tag(t.to_string())
+        } else {
+            GitRef::Other(full.to_string())
+        }
+    }
+}
+
+/// One ref update in a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitPush {
+    /// `owner/name` (Bitbucket Data Center: `PROJECT/slug`).
+    pub repo: String,
+    /// The full ref, e.g. `refs/heads/main`.
+    pub full_ref: String,
+    pub git_ref: GitRef,
+    /// The commit to deploy (for annotated tags the commit, not the tag object).
+    pub commit: Option<String>,
+    /// Commit time (or the sender's event time), unix milliseconds: orders events per service.
+    pub time: Option<i64>,
+    /// The ref was deleted: nothing to deploy.
+    pub deleted: bool,
+    /// History was rewritten on purpose: never stale.
+    pub forced: bool,
+}
+
+/// One pushed image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePush {
+    /// Repository as the registry names it, e.g. `registry.example.com/acme/api` when the
+    /// sender gives a host, else `acme/api` (Docker Hub: `namespace/name`; official images
+    /// `library/name`).
+    pub repository: String,
+    /// The pushed tag; `None` when the image was pushed by digest only. Always a valid tag
+    /// (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+    pub tag: Option<String>,
+    /// `sha256:…` manifest digest when the sender gives one (distribution, Harbor, GHCR); None
+    /// for Docker Hub and Quay (resolved later against the registry). Always well-formed
+    /// (`sha256:` + 64 or `sha512:` + 128 lower-case hex digits).
+    pub digest: Option<String>,
+    /// Event time, unix ms, when given.
+    pub time: Option<i64>,
+    /// The sender's per-event id, when it has one (distribution `events[].id`, CloudEvents
+    /// `id`).
+    pub event_id: Option<String>,
+}
+
+/// What a delivery means once parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The sender checks the hook works; deploys nothing.
+    Ping,
+    /// A push: one or more ref updates (Bitbucket pushes can carry several).
+    Push(Vec<GitPush>),
+    /// Images pushed to a registry: one or more references (distribution batches several).
+    ImagePush(Vec<ImagePush>),
+    /// A sender event that never deploys (e.g. GitHub `issues`); named for the record.
+    Ignored(String),
+    /// No git or image information: redeploy the (selected) services. `time` is the sender's
+    /// event time when it gives one (e.g. `webhook-timestamp`).
+    Redeploy { time: Option<i64> },
+    /// `ferry rollback`: deploy a service's previous successful version again (or the version
+    /// of deployment `to`). Only ever stored by the API, never parsed from a hook.
+    Rollback { service: String, to: Option<i64> },
+}
+
+impl Event {
+    /// The `FERRY_EVENT` name of deployments this event causes.
+    pub fn name(&self, source: Source) -> &str {
+        match (self, source) {
+            (Event::Ping, _) => "ping",
+            (Event::Push(_), _) => "push",
+            (Event::ImagePush(_), _) => "image_push",
+            (Event::Ignored(name), _) => name,
+            (Event::Redeploy { .. }, Source::Manual) => "manual",
+            (Event::Redeploy { .. }, _) => "redeploy",
+            (Event::Rollback { .. }, _) => "rollback",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_pushes_are_named_for_deploy_commands() {
+        assert_eq!(
+            Event::ImagePush(Vec::new()).name(Source::Dockerhub),
+            "image_push"
+        );
+    }
+}
