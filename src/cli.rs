@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `rollback`,
-//! `status`, `logs`, `deliveries`, `replay` and `cancel` are clients of a running server's API.
+//! `status`, `logs`, `deliveries`, `replay`, `cancel` and `notifications` are clients of a
+//! running server's API.
 //! They find the server through `--server`, else the config: `server.admin_listen` when set
 //! (the API is only there then), else `server.public_url`.
 //!
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{self, ConfigError};
-use crate::states::{DeliveryStatus, DeploymentState};
+use crate::states::{DeliveryStatus, DeploymentState, NotificationState};
 
 #[derive(Parser)]
 #[command(
@@ -141,6 +142,18 @@ pub enum Command {
     /// group killed, a container replacement rolled back).
     Cancel {
         deployment: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Outgoing notifications (webhooks, Docker Hub callbacks), newest first.
+    Notifications {
+        /// Only the dead ones: refused, or still failing when `notify_retry_for` ran out.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value = "100")]
+        limit: i64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -593,5 +606,61 @@ pub async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
             s(&d["state"])
         ),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry notifications`: the outbox as a table (what went where, how often it was tried, the
+/// last error). `--failed` shows only the dead ones.
+pub async fn notifications(
+    failed: bool,
+    app: Option<&str>,
+    limit: i64,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string());
+    if failed {
+        query.append_pair("state", NotificationState::Dead.as_str());
+    }
+    if let Some(a) = app {
+        query.append_pair("app", a);
+    }
+    let v = c.get(&format!("/notifications?{}", query.finish())).await?;
+    let rows = v["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            let about = match (&n["deployment_id"], &n["delivery_id"]) {
+                (Value::Number(d), _) => format!("deployment {d}"),
+                (_, Value::Number(d)) => format!("delivery {d}"),
+                _ => "-".into(),
+            };
+            let last = match (&n["last_status"], &n["last_error"]) {
+                (_, Value::String(e)) => e.clone(),
+                (Value::Number(s), _) => format!("answered {s}"),
+                _ => "-".into(),
+            };
+            vec![
+                s(&n["id"]),
+                s(&n["created_at"]),
+                s(&n["state"]),
+                s(&n["event"]),
+                s(&n["app"]),
+                about,
+                s(&n["receiver"]),
+                s(&n["attempts"]),
+                last,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "CREATED", "STATE", "EVENT", "APP", "ABOUT", "RECEIVER", "TRIES", "LAST",
+        ],
+        rows,
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -74,6 +74,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Replay { delivery, client } => cli::replay(delivery, &client).await,
             Command::Cancel { deployment, client } => cli::cancel(deployment, &client).await,
+            Command::Notifications {
+                failed,
+                app,
+                limit,
+                client,
+            } => cli::notifications(failed, app.as_deref(), limit, &client).await,
             Command::Check(_) | Command::Hooks { .. } => unreachable!("handled above"),
         }
     })

@@ -44,7 +44,7 @@ pub async fn fan_out(
     let Some(delivery) = ctx.store.delivery(d.delivery_id).await? else {
         return Ok(None);
     };
-    let Some(url) = callback_url(&delivery.body) else {
+    let Some(url) = crate::sources::dockerhub::callback_url(&delivery.body) else {
         return Ok(None);
     };
     if !url.starts_with(prefix) {
@@ -85,15 +85,6 @@ fn callback_state(state: DeploymentState) -> Option<&'static str> {
         | DeploymentState::Skipped
         | DeploymentState::Interrupted => None,
     }
-}
-
-/// The payload's `callback_url`, if it has one.
-fn callback_url(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()?
-        .get("callback_url")?
-        .as_str()
-        .map(str::to_string)
 }
 
 /// One try: POST the stored body to the stored callback URL.
@@ -163,11 +154,5 @@ mod tests {
                 (RolledBack, "failure"),
             ]
         );
-        assert_eq!(
-            callback_url(br#"{"callback_url": "https://x/"}"#).as_deref(),
-            Some("https://x/")
-        );
-        assert_eq!(callback_url(b"not json"), None);
-        assert_eq!(callback_url(br#"{"callback_url": 3}"#), None);
     }
 }
