@@ -11,8 +11,8 @@
 //!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
-//! `interrupted`); let the notifier send what is queued within what is left of the grace
-//! period (the rest is dropped with a warning) and return.
+//! `interrupted`); stop the notify worker (what it has not sent stays in the outbox) and
+//! return.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -237,11 +237,9 @@ pub async fn serve(
         lanes_wake.clone(),
         planner_stop.clone(),
     ));
-    // The lanes hold the only `Notifier`: once they have returned, the notifier's queue
-    // closes and the task ends when it has sent what was queued.
-    let notifier_stop = CancellationToken::new();
-    let (notifier, mut notifications) =
-        notify::spawn(config.clone(), store.clone(), notifier_stop.clone());
+    // Notifications: the outbox's worker (it never holds anything the lanes wait for).
+    let notify_stop = CancellationToken::new();
+    let notifications = notify::spawn(config.clone(), store.clone(), notify_stop.clone());
     // Queued deployments left from before a restart start at once.
     lanes_wake.notify_one();
     let running = lanes::Running::default();
@@ -249,7 +247,6 @@ pub async fn serve(
         Arc::new(lanes::Context {
             config: config.clone(),
             store: store.clone(),
-            notifier,
             running: running.clone(),
         }),
         lanes_wake,
@@ -288,13 +285,10 @@ pub async fn serve(
         lanes_kill.cancel();
         let _ = lanes.await;
     }
-    // Notifications still queued get what is left of the grace period, then are dropped.
-    if tokio::time::timeout_at(grace_over, &mut notifications)
-        .await
-        .is_err()
-    {
-        notifier_stop.cancel();
-        let _ = notifications.await;
+    // What is pending stays in the outbox, for the next start: no waiting for receivers.
+    notify_stop.cancel();
+    if let Some(n) = notifications {
+        let _ = n.await;
     }
     let _ = planner.await;
     if let Some(r) = retention {

@@ -97,7 +97,8 @@ fn delivery_data(ctx: &Context, s: &Subject<'_>) -> Value {
     v
 }
 
-/// One line for chat, in Slack's markup: `shop/web: <URL|deployment 42> succeeded (v1.2.3)`.
+/// One line for chat, in Slack's markup: `shop/web: <URL|deployment 42> succeeded (v1.2.3)`,
+/// with the reason after a colon when it ended otherwise.
 /// Values are escaped as Slack asks (`&`, `<`, `>`), so none can forge a link or mention.
 pub fn summary(ctx: &Context, s: &Subject<'_>) -> String {
     let e = s.event;
@@ -125,9 +126,12 @@ pub fn summary(ctx: &Context, s: &Subject<'_>) -> String {
         .and_then(|d| d.version())
         .map(|v| format!(" ({})", escape(&v)))
         .unwrap_or_default();
+    // The reason says why it ended so; on a success, or before the end, it is only a note.
+    let why = state.is_final() && state != DeploymentState::Succeeded;
     let reason = e
         .reason
         .as_deref()
+        .filter(|_| why)
         .map(|r| format!(": {}", escape(r)))
         .unwrap_or_default();
     format!(

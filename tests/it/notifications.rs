@@ -141,14 +141,18 @@ impl Receiver {
 
     /// Waits until `n` requests were answered 2xx.
     async fn wait_delivered(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        eventually(&format!("{n} notifications at {}", self.addr), timeout, async || {
-            let got = self.delivered();
-            if got.len() >= n {
-                Ok(got)
-            } else {
-                Err(format!("{:#?}", self.seen()))
-            }
-        })
+        eventually(
+            &format!("{n} notifications at {}", self.addr),
+            timeout,
+            async || {
+                let got = self.delivered();
+                if got.len() >= n {
+                    Ok(got)
+                } else {
+                    Err(format!("{:#?}", self.seen()))
+                }
+            },
+        )
         .await
     }
 }
@@ -193,7 +197,10 @@ fn verify_standard(r: &Received) {
     assert!(id.starts_with("msg_"), "webhook-id {id:?}");
     let ts_secs: i64 = ts.parse().expect("webhook-timestamp in seconds");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    assert!((now - ts_secs).abs() < 300, "timestamp {ts_secs} vs now {now}");
+    assert!(
+        (now - ts_secs).abs() < 300,
+        "timestamp {ts_secs} vs now {now}"
+    );
     let key = base64::engine::general_purpose::STANDARD
         .decode(WHSEC.trim_start_matches("whsec_"))
         .unwrap();
@@ -300,7 +307,11 @@ async fn a_deployments_events_arrive_in_order_as_signed_standard_webhooks() {
     let got = receiver.wait_delivered(3, WAIT).await;
     assert_eq!(
         types(&got),
-        ["deployment.queued", "deployment.started", "deployment.succeeded"]
+        [
+            "deployment.queued",
+            "deployment.started",
+            "deployment.succeeded"
+        ]
     );
     for r in &got {
         verify_standard(r);
@@ -310,9 +321,10 @@ async fn a_deployments_events_arrive_in_order_as_signed_standard_webhooks() {
         assert_eq!(body["data"]["app"], "shop");
         assert_eq!(body["data"]["service"], "worker");
         assert!(body["timestamp"].as_str().unwrap().ends_with('Z'), "{body}");
+        // `public_url` (here the configured listen address, port 0) names the links.
         assert_eq!(
             body["data"]["url"],
-            ferry.url(&format!("/api/v1/deployments/{}", worker["id"]))
+            format!("http://127.0.0.1:0/api/v1/deployments/{}", worker["id"])
         );
     }
     let states: Vec<String> = got
@@ -360,16 +372,29 @@ async fn failed_tries_are_retried_and_later_ones_wait_their_turn() {
             .all(|r| r.header("webhook-id") == first_id),
         "only the head was tried while it failed: {seen:#?}"
     );
-    assert_eq!(got[0].header("webhook-id"), first_id, "the retry keeps its id");
+    assert_eq!(
+        got[0].header("webhook-id"),
+        first_id,
+        "the retry keeps its id"
+    );
     assert_eq!(
         types(&got),
-        ["deployment.queued", "deployment.started", "deployment.succeeded"]
+        [
+            "deployment.queued",
+            "deployment.started",
+            "deployment.succeeded"
+        ]
     );
     for r in &seen {
         verify_standard(r);
     }
     let list = ferry.get("/api/v1/notifications?app=shop").await;
-    let head = list["notifications"].as_array().unwrap().last().unwrap().clone();
+    let head = list["notifications"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert!(head["attempts"].as_i64().unwrap() >= 3, "{head:#}");
     assert_eq!(head["state"], "sent");
 }
@@ -389,7 +414,11 @@ async fn a_hanging_receiver_delays_only_its_own_queue() {
     let ferry = Ferry::with_config(&config("", &entries)).start().await;
     deploy_worker(&ferry).await;
     fine.wait_delivered(3, WAIT).await;
-    assert_eq!(hanging.seen().len(), 1, "the hanging one holds its first try");
+    assert_eq!(
+        hanging.seen().len(),
+        1,
+        "the hanging one holds its first try"
+    );
     // A deploy of another service goes through while the receiver hangs.
     let started = Instant::now();
     let id = ferry
@@ -400,7 +429,11 @@ async fn a_hanging_receiver_delays_only_its_own_queue() {
         .accepted();
     let deployments = ferry.settle(id).await;
     assert_eq!(only(&deployments, "site")["state"], "succeeded");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     fine.wait_delivered(6, WAIT).await;
     assert_eq!(hanging.seen().len(), 1);
 
@@ -409,10 +442,16 @@ async fn a_hanging_receiver_delays_only_its_own_queue() {
     let first = &hanging.seen()[0];
     assert_eq!(got[0].header("webhook-id"), first.header("webhook-id"));
     let waited = got[0].at - first.at;
-    assert!(waited >= Duration::from_secs(10), "retried after the timeout: {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(10),
+        "retried after the timeout: {waited:?}"
+    );
     assert_eq!(types(&got)[..3], types(&fine.delivered())[..3]);
     let log = ferry.stderr_text();
-    assert!(log.contains("webhook failed; will retry") && log.contains("timed out after 10s"), "{log}");
+    assert!(
+        log.contains("webhook failed; will retry") && log.contains("timed out after 10s"),
+        "{log}"
+    );
 }
 
 /// Notifications pending while the receiver is down survive `kill -9`: after the restart
@@ -431,7 +470,11 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
             .unwrap()
             .iter()
             .any(|n| n["attempts"].as_i64() > Some(0));
-        if tried { Ok(()) } else { Err(format!("{list:#}")) }
+        if tried {
+            Ok(())
+        } else {
+            Err(format!("{list:#}"))
+        }
     })
     .await;
     ferry.kill9();
@@ -440,7 +483,11 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
     let got = receiver.wait_delivered(3, WAIT).await;
     assert_eq!(
         types(&got),
-        ["deployment.queued", "deployment.started", "deployment.succeeded"]
+        [
+            "deployment.queued",
+            "deployment.started",
+            "deployment.succeeded"
+        ]
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let seen = receiver.seen();
@@ -479,10 +526,18 @@ async fn a_dead_notification_is_listed_and_sent_again_on_request() {
     let out = ferry.cli(&["notifications", "--failed"]).run().await;
     out.success();
     assert!(out.stdout.contains(&id.to_string()), "{}", out.stdout);
-    assert!(out.stdout.contains("deployment.succeeded") && out.stdout.contains("dead"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("deployment.succeeded") && out.stdout.contains("dead"),
+        "{}",
+        out.stdout
+    );
     let everything = ferry.cli(&["notifications", "--app", "blog"]).run().await;
     everything.success();
-    assert!(!everything.stdout.contains("deployment.succeeded"), "{}", everything.stdout);
+    assert!(
+        !everything.stdout.contains("deployment.succeeded"),
+        "{}",
+        everything.stdout
+    );
 
     let retry = format!("/api/v1/notifications/{id}/retry");
     let r = ferry.post(&retry, Value::Null).await;
@@ -490,7 +545,13 @@ async fn a_dead_notification_is_listed_and_sent_again_on_request() {
     assert_eq!(r.json()["state"], "pending");
     let again = ferry.post(&retry, Value::Null).await;
     assert_eq!(again.status, 409, "{}", again.text);
-    assert_eq!(ferry.post("/api/v1/notifications/99999/retry", Value::Null).await.status, 404);
+    assert_eq!(
+        ferry
+            .post("/api/v1/notifications/99999/retry", Value::Null)
+            .await
+            .status,
+        404
+    );
 
     receiver.set(Answer::Status(200));
     // It may have died once more meanwhile (the window is 2 s): retry until it is sent.
@@ -506,7 +567,10 @@ async fn a_dead_notification_is_listed_and_sent_again_on_request() {
         Err(format!("{n:#}"))
     })
     .await;
-    assert_eq!(got[0].header("webhook-id"), receiver.seen()[0].header("webhook-id"));
+    assert_eq!(
+        got[0].header("webhook-id"),
+        receiver.seen()[0].header("webhook-id")
+    );
     verify_standard(&got[0]);
     let n = ferry.get(&format!("/api/v1/notifications/{id}")).await;
     assert_eq!(n["body"]["type"], "deployment.succeeded");
@@ -527,12 +591,19 @@ async fn entries_filter_by_app_and_event_and_slack_gets_text() {
     let worker = deploy_worker(&ferry).await;
     let got = chat.wait_delivered(1, WAIT).await;
     let text = got[0].json()["text"].as_str().unwrap().to_string();
-    let link = ferry.url(&format!("/api/v1/deployments/{}", worker["id"]));
+    let link = format!("http://127.0.0.1:0/api/v1/deployments/{}", worker["id"]);
     assert_eq!(
         text,
-        format!("shop/worker: <{link}|deployment {}> succeeded", worker["id"])
+        format!(
+            "shop/worker: <{link}|deployment {}> succeeded",
+            worker["id"]
+        )
     );
-    assert_eq!(got[0].header("webhook-signature"), "", "slack messages are not signed");
+    assert_eq!(
+        got[0].header("webhook-signature"),
+        "",
+        "slack messages are not signed"
+    );
 
     // A push with a bad signature is refused: `delivery.rejected`, to the chat only.
     let r = ferry
@@ -545,7 +616,10 @@ async fn entries_filter_by_app_and_event_and_slack_gets_text() {
     assert_eq!(r.status, 401);
     let got = chat.wait_delivered(2, WAIT).await;
     let text = got[1].json()["text"].as_str().unwrap().to_string();
-    assert!(text.starts_with("shop: <") && text.contains("rejected"), "{text}");
+    assert!(
+        text.starts_with("shop: <") && text.contains("rejected"),
+        "{text}"
+    );
 
     let id = ferry
         .hook("blog")
@@ -555,8 +629,14 @@ async fn entries_filter_by_app_and_event_and_slack_gets_text() {
         .accepted();
     ferry.settle(id).await;
     let got = blog_only.wait_delivered(3, WAIT).await;
-    assert!(got.iter().all(|r| r.json()["data"]["app"] == "blog"), "{got:#?}");
+    assert!(
+        got.iter().all(|r| r.json()["data"]["app"] == "blog"),
+        "{got:#?}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(chat.seen().len(), 2, "no blog events in the chat");
-    assert!(!ferry.stderr_text().contains("XXXX"), "the Slack URL is a secret");
+    assert!(
+        !ferry.stderr_text().contains("XXXX"),
+        "the Slack URL is a secret"
+    );
 }
