@@ -126,7 +126,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Prometheus text format: hook answers since start, deployments by state (from the store).
+/// Prometheus text format: hook answers since start, deployments and notifications by state
+/// (from the store).
 async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
@@ -152,6 +153,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
     out.push_str("# HELP ferry_deployments Deployments in the store, by state.\n# TYPE ferry_deployments gauge\n");
     for (state, n) in shared.store.count_by_state().await? {
         let _ = writeln!(out, "ferry_deployments{{state=\"{state}\"}} {n}");
+    }
+    out.push_str("# HELP ferry_notifications Outgoing notifications in the store, by state.\n# TYPE ferry_notifications gauge\n");
+    let counts = shared.store.count_notifications().await?;
+    for state in crate::states::NotificationState::ALL {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "ferry_notifications{{state=\"{state}\"}} {n}");
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

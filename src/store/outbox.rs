@@ -268,6 +268,15 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// How many notifications are in each state (for `/metrics`).
+    pub async fn count_notifications(&self) -> Result<Vec<(NotificationState, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT state, COUNT(*) FROM notifications INDEXED BY notifications_state GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The oldest pending notification of each target: the only one of its target that may be
     /// sent now (a later one never overtakes it).
     pub async fn queue_heads(&self) -> Result<Vec<Notification>, StoreError> {

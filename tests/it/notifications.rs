@@ -345,6 +345,20 @@ async fn a_deployments_events_arrive_in_order_as_signed_standard_webhooks() {
     assert_eq!(list[0]["receiver"], format!("http://{}", receiver.addr));
     assert_eq!(list[0]["event"], "deployment.succeeded", "newest first");
     assert_eq!(list[0]["attempts"], 1);
+    let metrics = ferry
+        .http()
+        .get(ferry.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_notifications{state=\"sent\"} 3")
+            && metrics.contains("ferry_notifications{state=\"dead\"} 0"),
+        "{metrics}"
+    );
 }
 
 /// A receiver answering 500 twice: the first notification is tried again (same
@@ -477,6 +491,23 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
         }
     })
     .await;
+    let uids = |list: Value| -> std::collections::BTreeSet<String> {
+        list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["uid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = eventually("three notifications pending", WAIT, async || {
+        let list = uids(ferry.get("/api/v1/notifications?state=pending").await);
+        if list.len() == 3 {
+            Ok(list)
+        } else {
+            Err(format!("{list:?}"))
+        }
+    })
+    .await;
     ferry.kill9();
     receiver.up(Answer::Status(200));
     ferry.restart().await;
@@ -494,6 +525,8 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
     let ids: std::collections::BTreeSet<&str> =
         seen.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!((seen.len(), ids.len()), (3, 3), "each once: {seen:#?}");
+    let sent: std::collections::BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
+    assert_eq!(sent, before, "the ids they had before the kill");
     for r in &seen {
         verify_standard(r);
     }
