@@ -11,8 +11,8 @@
 //!   the tag: once per digest, and under `semver:` only forward.
 //!
 //! Layout: this file holds the entry points ([`plan`], [`plan_unverified`]), the services an
-//! event selects and the staleness rule; `modifiers.rs` the hook URL's modifiers; `git.rs` git
-//! pushes; `image.rs` image pushes and image redeploys; `rollback.rs` rollbacks.
+//! event selects and the staleness rule; in `plan/`: `modifiers.rs` the hook URL's modifiers,
+//! `git.rs` git pushes, `image.rs` image pushes and image redeploys, `rollback.rs` rollbacks.
 
 mod git;
 mod image;
