@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-/// See [`Store::gate`].
+/// See [`super::Store::gate`].
 pub(crate) type WriteGate = std::sync::Arc<Gate>;
 
 /// The write lock, and how many hook deliveries wait for the intake writer: background writers
