@@ -388,32 +388,7 @@ async fn write_batch(
     // 15 variables per row; SQLite allows 32766 per statement.
     for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
         let base = first + (chunk_no * 1024) as i64;
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, body_size, replay_of) ",
-        );
-        q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
-            let (body, body_size) = stored_body(d);
-            row.push_bind(base + i as i64)
-                .push_bind(d.app.clone())
-                .push_bind(d.source.clone())
-                .push_bind(d.event.clone())
-                .push_bind(d.source_delivery_id.clone())
-                .push_bind(d.dedupe_key.clone())
-                .push_bind(d.received_at)
-                .push_bind(d.verified)
-                .push_bind(d.status)
-                .push_bind(d.error.clone())
-                .push_bind(d.query.clone())
-                .push_bind(d.headers.clone())
-                .push_bind(body)
-                .push_bind(body_size)
-                .push_bind(d.replay_of);
-        });
-        q.push(
-            " ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
-        );
-        let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-        inserted.extend(ids);
+        inserted.extend(insert_chunk(&mut tx, base, chunk).await?);
     }
     let mut out = Vec::with_capacity(jobs.len());
     for (i, (d, _)) in jobs.iter().enumerate() {
@@ -422,17 +397,53 @@ async fn write_batch(
             out.push(Inserted::New(id));
         } else {
             // A duplicate of an earlier delivery, or of one earlier in this very batch.
-            let original: i64 =
-                sqlx::query_scalar("SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2")
-                    .bind(&d.app)
-                    .bind(&d.dedupe_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            out.push(Inserted::Duplicate(original));
+            out.push(Inserted::Duplicate(original_of(&mut tx, d).await?));
         }
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// Inserts deliveries under the ids `base..`, skipping duplicates; returns the ids inserted.
+async fn insert_chunk(
+    tx: &mut SqliteConnection,
+    base: i64,
+    chunk: &[Job],
+) -> Result<Vec<i64>, StoreError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, body_size, replay_of) ",
+    );
+    q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
+        let (body, body_size) = stored_body(d);
+        row.push_bind(base + i as i64)
+            .push_bind(d.app.clone())
+            .push_bind(d.source.clone())
+            .push_bind(d.event.clone())
+            .push_bind(d.source_delivery_id.clone())
+            .push_bind(d.dedupe_key.clone())
+            .push_bind(d.received_at)
+            .push_bind(d.verified)
+            .push_bind(d.status)
+            .push_bind(d.error.clone())
+            .push_bind(d.query.clone())
+            .push_bind(d.headers.clone())
+            .push_bind(body)
+            .push_bind(body_size)
+            .push_bind(d.replay_of);
+    });
+    q.push(" ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id");
+    Ok(q.build_query_scalar().fetch_all(&mut *tx).await?)
+}
+
+/// The stored delivery a duplicate duplicates.
+async fn original_of(tx: &mut SqliteConnection, d: &NewDelivery) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2")
+            .bind(&d.app)
+            .bind(&d.dedupe_key)
+            .fetch_one(&mut *tx)
+            .await?,
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! The background tasks around the HTTP server: crash recovery before they start, then the
+//! planner, the lanes, the notifier and retention, and their shutdown in order (no new
+//! deployments; running ones get the grace period, then are cancelled; queued notifications
+//! get what is left of it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{Intake, Store};
+use crate::{lanes, notify, planner, retention};
+
+/// Recovers from a crash, before the lanes start: kills deploy commands the dead ferry left
+/// running, then records their deployments (and any other left `running`) interrupted,
+/// queueing retries while attempts remain.
+pub(super) async fn recover(config: &Config, store: &Store) {
+    // A deploy command that outlived a crash of ferry still runs in its own process group:
+    // stop it before its deployment is recorded interrupted and perhaps run again.
+    let orphans = crate::lanes::running_dir(&config.server.data_dir);
+    for pgid in
+        tokio::task::spawn_blocking(move || crate::executors::command::kill_orphans(&orphans))
+            .await
+            .unwrap_or_default()
+    {
+        tracing::warn!(
+            process_group = pgid,
+            "killed a deploy command left running by a previous ferry"
+        );
+    }
+    match store
+        .recover_interrupted(config.server.retry_interrupted)
+        .await
+    {
+        Ok(list) => {
+            for (id, retry) in list {
+                tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted by a previous stop");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
+    }
+}
+
+/// The running background tasks, and the tokens that stop each.
+pub(super) struct Background {
+    /// The lanes' runs in progress, shared with the API (cancel).
+    pub(super) running: lanes::Running,
+    planner: JoinHandle<()>,
+    /// Stops the planner and retention.
+    planner_stop: CancellationToken,
+    lanes: JoinHandle<()>,
+    /// No new deployments; running ones go on.
+    lanes_stop: CancellationToken,
+    /// Cancels running deployments (the grace period is over).
+    lanes_kill: CancellationToken,
+    notifications: JoinHandle<()>,
+    /// Drops the notifications still queued.
+    notifier_stop: CancellationToken,
+    retention: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Spawns planner, notifier, lanes and (with `server.keep`) retention.
+    pub(super) fn spawn(config: &Arc<Config>, store: &Store, intake: &Intake) -> Background {
+        let lanes_wake = Arc::new(Notify::new());
+        let planner_stop = CancellationToken::new();
+        let lanes_stop = CancellationToken::new();
+        let lanes_kill = CancellationToken::new();
+        let planner = tokio::spawn(planner::run(
+            config.clone(),
+            store.clone(),
+            intake.committed.clone(),
+            lanes_wake.clone(),
+            planner_stop.clone(),
+        ));
+        // The lanes hold the only `Notifier`: once they have returned, the notifier's queue
+        // closes and the task ends when it has sent what was queued.
+        let notifier_stop = CancellationToken::new();
+        let (notifier, notifications) =
+            notify::spawn(config.clone(), store.clone(), notifier_stop.clone());
+        // Queued deployments left from before a restart start at once.
+        lanes_wake.notify_one();
+        let running = lanes::Running::default();
+        let lanes = tokio::spawn(lanes::run(
+            Arc::new(lanes::Context {
+                config: config.clone(),
+                store: store.clone(),
+                notifier,
+                running: running.clone(),
+            }),
+            lanes_wake,
+            lanes_stop.clone(),
+            lanes_kill.clone(),
+        ));
+        let retention = config.server.keep.map(|keep| {
+            tokio::spawn(retention::run(
+                store.clone(),
+                config.server.data_dir.clone(),
+                keep,
+                planner_stop.clone(),
+            ))
+        });
+        Background {
+            running,
+            planner,
+            planner_stop,
+            lanes,
+            lanes_stop,
+            lanes_kill,
+            notifications,
+            notifier_stop,
+            retention,
+        }
+    }
+
+    /// Stops everything in order, within `grace`: planning and new deployments at once;
+    /// running deployments get the grace period, then are cancelled; queued notifications get
+    /// what is left of it, then are dropped.
+    pub(super) async fn stop(mut self, grace: Duration) {
+        tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new deployments; waiting for running ones");
+        self.planner_stop.cancel();
+        self.lanes_stop.cancel();
+        let grace_over = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(grace_over, &mut self.lanes)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: cancelling running deployments");
+            self.lanes_kill.cancel();
+            let _ = self.lanes.await;
+        }
+        // Notifications still queued get what is left of the grace period, then are dropped.
+        if tokio::time::timeout_at(grace_over, &mut self.notifications)
+            .await
+            .is_err()
+        {
+            self.notifier_stop.cancel();
+            let _ = self.notifications.await;
+        }
+        let _ = self.planner.await;
+        if let Some(r) = self.retention {
+            let _ = r.await;
+        }
+    }
+}
