@@ -29,7 +29,7 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
 
 /// An API failure: a status code and a message for the caller.
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -54,19 +54,19 @@ fn not_found(what: &str) -> ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 /// Every route of this module (on the main listener when there is no `server.admin_listen`).
-pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     admin_router(shared).merge(health_router())
 }
 
 /// `/healthz` and `/readyz`: on every listener.
-pub fn health_router() -> Router<Arc<Shared>> {
+pub(crate) fn health_router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
 }
 
 /// The API and `/metrics`: on the admin listener when `server.admin_listen` is set.
-pub fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let api = Router::new()
         .route("/apps", get(apps))
         .route("/apps/{app}/deploy", post(deploy))
@@ -228,7 +228,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
 }
 
 /// What a deployment runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
-pub fn version(d: &Deployment) -> Option<String> {
+pub(crate) fn version(d: &Deployment) -> Option<String> {
     match (&d.image_tag, &d.image_digest) {
         (Some(t), Some(g)) => Some(format!("{t}@{g}")),
         (Some(t), None) => Some(t.clone()),
@@ -237,7 +237,7 @@ pub fn version(d: &Deployment) -> Option<String> {
     }
 }
 
-pub fn deployment_json(d: &Deployment) -> Value {
+pub(crate) fn deployment_json(d: &Deployment) -> Value {
     json!({
         "id": d.id,
         "app": d.app,

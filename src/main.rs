@@ -2,5 +2,5 @@
 //! `cli::main`, so the binary holds no logic of its own.
 
 fn main() -> std::process::ExitCode {
-    ferry::cli::main()
+    ferry::main()
 }

@@ -37,14 +37,14 @@ struct Ended {
 }
 
 /// The lanes' side of the queue: cheap, never waits.
-pub struct Notifier {
+pub(crate) struct Notifier {
     config: Arc<Config>,
     queue: mpsc::Sender<Ended>,
 }
 
 /// Starts the notifier: the lanes get the [`Notifier`]; the returned task sends until every
 /// `Notifier` is dropped and the queue is empty, or until `stop` (then the rest is dropped).
-pub fn spawn(
+pub(crate) fn spawn(
     config: Arc<Config>,
     store: Store,
     stop: CancellationToken,
@@ -56,7 +56,7 @@ pub fn spawn(
 
 impl Notifier {
     /// Queues the report of `d`'s end, if its sender wants one and the app allows it.
-    pub fn deployment_ended(&self, d: &Deployment, final_state: DeploymentState) {
+    pub(crate) fn deployment_ended(&self, d: &Deployment, final_state: DeploymentState) {
         if callback_prefix(&self.config, d).is_none() {
             return;
         }

@@ -19,8 +19,7 @@ mod image;
 mod modifiers;
 mod rollback;
 
-pub use image::accepts;
-pub use modifiers::Modifiers;
+pub(crate) use modifiers::Modifiers;
 
 use crate::config::App;
 use crate::sources::{Event, Source};
@@ -28,7 +27,7 @@ use crate::store::{DeploymentState, HeldImage, NewDeployment};
 use crate::timefmt::fmt_ms;
 
 /// What each service already holds.
-pub trait History {
+pub(crate) trait History {
     /// The newest event time it has deployed, runs or has queued, and the deployment holding it.
     fn newest(&self, service: &str) -> Option<(i64, i64)>;
     /// Image services: the images it runs (its newest success) and has queued or running.
@@ -55,7 +54,7 @@ impl<F: Fn(&str) -> Option<(i64, i64)>> History for F {
 
 /// Plans one delivery. Returns the deployments to record (queued or skipped) or an error that
 /// deploys nothing (e.g. a profile that no longer exists).
-pub fn plan(
+pub(crate) fn plan(
     app: &App,
     source: Source,
     event: &Event,
@@ -95,18 +94,18 @@ fn plan_without_ref(
 }
 
 /// Recorded on deployments of a push whose hook URL had `?git_ref=`.
-pub const IGNORED_GIT_REF: &str =
+pub(crate) const IGNORED_GIT_REF: &str =
     "?git_ref= ignored: a push deploys the ref and commit it names, not the hook URL's";
 
 /// Recorded on deployments of an unverified delivery of an app that configures a scheme.
-pub const UNVERIFIED: &str = "unverified delivery (verify.allow_unsigned): redeploys what is configured; any branch, commit, tag or image the request names is ignored";
+pub(crate) const UNVERIFIED: &str = "unverified delivery (verify.allow_unsigned): redeploys what is configured; any branch, commit, tag or image the request names is ignored";
 
 /// Plans an unverified delivery of an app that configures a scheme (let through by
 /// `verify.allow_unsigned`). It carries no version, whatever its body or URL say: it is a plain
 /// redeploy of the selected services (`?services=`, `?deployment_profile=`), with no event
 /// time and no `?git_ref=`. The planner calls this instead of parsing the body, so no request
 /// path or config change can make such a delivery name a version.
-pub fn plan_unverified(
+pub(crate) fn plan_unverified(
     app: &App,
     source: Source,
     m: &Modifiers,

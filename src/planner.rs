@@ -23,7 +23,7 @@ use crate::store::{
     StoreError,
 };
 
-pub async fn run(
+pub(crate) async fn run(
     config: Arc<Config>,
     store: Store,
     wake: Arc<Notify>,

@@ -42,7 +42,7 @@ use background::Background;
 use degraded::open_store;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
     #[error("server.tls: {0}")]
@@ -65,7 +65,7 @@ fn hook_route(shared: &Arc<Shared>) -> axum::routing::MethodRouter<Arc<Shared>> 
 }
 
 /// The HTTP routes, for a given shared state.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/hooks/{app}/{token}", hook_route(&shared))
         // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
@@ -77,7 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The routers of the main listener and, with `server.admin_listen`, of the admin listener:
 /// then the API and `/metrics` live only there, and the main listener keeps hooks and health
 /// checks (anything else is a 404).
-pub fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
+pub(crate) fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
     if shared.config.server.admin_listen.is_none() {
         return (router(shared), None);
     }
@@ -101,7 +101,7 @@ struct Endpoint {
 /// Runs ferry on an already-bound listener until `shutdown` resolves: opens the store (in
 /// degraded mode while it cannot), recovers from a crash, starts the background tasks, serves
 /// HTTP, then stops everything in order.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -11,10 +11,10 @@ use std::str::FromStr;
 /// A name that is no known state (of `what`: "deployment state", "delivery status").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {name:?} (known: {known})")]
-pub struct UnknownState {
-    pub what: &'static str,
-    pub name: String,
-    pub known: String,
+pub(crate) struct UnknownState {
+    pub(crate) what: &'static str,
+    pub(crate) name: String,
+    pub(crate) known: String,
 }
 
 /// Defines a state enum from `Variant => "name"` pairs: `as_str`, `ALL`, `Display`, `FromStr`,
@@ -23,16 +23,17 @@ macro_rules! states {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name {
+        pub(crate) enum $name {
             $($(#[$vmeta])* $variant,)+
         }
 
         impl $name {
             /// Every state, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant,)+];
 
             /// The name stored in the database and shown in the API.
-            pub const fn as_str(self) -> &'static str {
+            pub(crate) const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
                 }
@@ -154,13 +155,13 @@ impl Default for DeploymentState {
 
 impl DeploymentState {
     /// Whether the deployment has ended: nothing will change its state any more.
-    pub const fn is_final(self) -> bool {
+    pub(crate) const fn is_final(self) -> bool {
         !matches!(self, DeploymentState::Queued | DeploymentState::Running)
     }
 
     /// Whether it ended as hoped (`ferry deploy --wait` exits 0): it ran and succeeded, or
     /// there was nothing to do.
-    pub const fn is_success(self) -> bool {
+    pub(crate) const fn is_success(self) -> bool {
         matches!(self, DeploymentState::Succeeded | DeploymentState::Skipped)
     }
 }
@@ -177,7 +178,7 @@ states! {
 
 impl DeliveryStatus {
     /// Whether the planner is done with it.
-    pub const fn is_final(self) -> bool {
+    pub(crate) const fn is_final(self) -> bool {
         !matches!(self, DeliveryStatus::Received)
     }
 }

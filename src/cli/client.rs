@@ -126,7 +126,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-pub async fn deploy(
+pub(crate) async fn deploy(
     app: &str,
     services: &[String],
     profile: Option<&str>,
@@ -152,7 +152,7 @@ pub async fn deploy(
 }
 
 /// `ferry rollback`: redeploy a service's previous successful version (or that of `to`).
-pub async fn rollback(
+pub(crate) async fn rollback(
     app: &str,
     service: &str,
     to: Option<i64>,
@@ -230,7 +230,7 @@ fn state_of(deployment: &Value) -> Option<DeploymentState> {
     deployment["state"].as_str()?.parse().ok()
 }
 
-pub async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let path = match app {
         Some(a) => format!("/status?app={a}"),
@@ -264,7 +264,7 @@ pub async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let mut offset = 0u64;
     let mut out = std::io::stdout();
@@ -296,7 +296,7 @@ pub async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<
     }
 }
 
-pub async fn deliveries(
+pub(crate) async fn deliveries(
     app: Option<&str>,
     limit: i64,
     client: &ClientArgs,
@@ -355,7 +355,7 @@ pub async fn deliveries(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let v = c
         .post(&format!("/deliveries/{id}/replay"), json!({}))
@@ -369,7 +369,7 @@ pub async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry cancel`: a queued deployment is cancelled at once; a running one is being stopped
 /// when this returns (`ferry logs --follow ID` shows it end).
-pub async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let d = c
         .post(&format!("/deployments/{id}/cancel"), json!({}))

@@ -10,13 +10,13 @@ use super::ConfigArg;
 use crate::config::{self, ConfigError};
 
 /// Loads the config, turning its errors into the message `check` and `serve` print.
-pub fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
+pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
     // The message already names the cause (file, line, key): printing the error's source
     // chain as well would say it twice.
     config::load(path).map_err(|e: ConfigError| anyhow!("{e}"))
 }
 
-pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+pub(crate) fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let c = load_config(&args.config)?;
     let services: usize = c.apps.values().map(|a| a.services.len()).sum();
     println!(
@@ -73,7 +73,7 @@ fn verify_warnings(c: &config::Config) -> Vec<String> {
     out
 }
 
-pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
     let c = load_config(&args.config)?;
     for app in c.apps.values() {
         let url = app.hook_url(&c.server.public_url);

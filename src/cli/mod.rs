@@ -13,8 +13,8 @@
 mod client;
 mod config_file;
 
-pub use client::{cancel, deliveries, deploy, logs, replay, rollback, status};
-pub use config_file::{check, hooks, load_config};
+pub(crate) use client::{cancel, deliveries, deploy, logs, replay, rollback, status};
+pub(crate) use config_file::{check, hooks, load_config};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ use crate::logging::LogFormat;
     version,
     about = "Secret redeploy hook URLs that verify, store durably, and deploy."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format of `ferry serve` (on stderr).
     #[arg(
         long,
@@ -38,20 +38,20 @@ pub struct Cli {
         default_value = "text",
         env = "FERRY_LOG_FORMAT"
     )]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(clap::Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// The config file.
     #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 #[derive(clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The ferry server's URL (default: the config's server.public_url).
     #[arg(long, env = "FERRY_SERVER")]
     server: Option<String>,
@@ -64,7 +64,7 @@ pub struct ClientArgs {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server.
     Serve(ConfigArg),
     /// Validate the config; errors name the key and the line.

@@ -161,7 +161,7 @@ pub(super) fn plan_redeploy(
 }
 
 /// Whether a tag policy takes a pushed tag.
-pub fn accepts(policy: &TagPolicy, tag: &str) -> bool {
+pub(crate) fn accepts(policy: &TagPolicy, tag: &str) -> bool {
     match policy {
         TagPolicy::Exact(t) => t == tag,
         TagPolicy::Glob(p) => p.matches(tag),

@@ -6,16 +6,16 @@ use crate::config::{App, Modifier};
 
 /// The hook URL's query modifiers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Modifiers {
-    pub services: Option<Vec<String>>,
-    pub profile: Option<String>,
-    pub git_ref: Option<String>,
+pub(crate) struct Modifiers {
+    pub(crate) services: Option<Vec<String>>,
+    pub(crate) profile: Option<String>,
+    pub(crate) git_ref: Option<String>,
 }
 
 impl Modifiers {
     /// Reads `services`, `deployment_profile` and `git_ref` from a raw query string (`+` and
     /// `%20` both decode to a space). Other parameters are ignored.
-    pub fn parse(query: &str) -> Modifiers {
+    pub(crate) fn parse(query: &str) -> Modifiers {
         let mut m = Modifiers::default();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let v = v.trim().to_string();
@@ -40,7 +40,7 @@ impl Modifiers {
 
     /// Checks the modifiers against the app: unknown services or profiles, or a `git_ref` that
     /// is no ref name or commit id, are an error that names them.
-    pub fn validate(&self, app: &App) -> Result<(), String> {
+    pub(crate) fn validate(&self, app: &App) -> Result<(), String> {
         // `git_ref` becomes FERRY_GIT_REF: a ref name or a commit id, never an option or a
         // line break (see `sources::values`).
         if let Some(r) = &self.git_ref {
@@ -73,7 +73,7 @@ impl Modifiers {
     /// the API's manual deploys are not limited by it), and refuses `git_ref` on an unverified
     /// delivery of an app with schemes (`verify.allow_unsigned`): such a delivery never names
     /// a version. The message names the modifier and the key to set.
-    pub fn check_hook(&self, app: &App, verified: bool) -> Result<(), String> {
+    pub(crate) fn check_hook(&self, app: &App, verified: bool) -> Result<(), String> {
         let present = [
             (Modifier::Services, self.services.is_some()),
             (Modifier::DeploymentProfile, self.profile.is_some()),
@@ -105,7 +105,7 @@ impl Modifiers {
     }
 
     /// Encodes the modifiers as a query string (for manual deploys, stored like a hook URL's).
-    pub fn to_query(&self) -> String {
+    pub(crate) fn to_query(&self) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
         if let Some(s) = &self.services {
             q.append_pair("services", &s.join(","));

@@ -26,35 +26,35 @@ const MAX_BATCH: usize = 512;
 
 /// How much of a refused delivery's body is stored: enough to see what was sent, not enough
 /// for a flood of refused 1 MiB requests to fill the disk.
-pub const REJECTED_BODY_KEEP: usize = 4096;
+pub(crate) const REJECTED_BODY_KEEP: usize = 4096;
 
 /// How many refused deliveries are kept per app (the newest); older ones are pruned after each
 /// batch that stored one. Accepted deliveries are never pruned this way (see `server.keep`).
-pub const REJECTED_KEEP_PER_APP: i64 = 1000;
+pub(crate) const REJECTED_KEEP_PER_APP: i64 = 1000;
 
 /// A delivery as a hook request hands it to the store.
 #[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub app: String,
-    pub source: String,
-    pub event: Option<String>,
-    pub source_delivery_id: Option<String>,
+pub(crate) struct NewDelivery {
+    pub(crate) app: String,
+    pub(crate) source: String,
+    pub(crate) event: Option<String>,
+    pub(crate) source_delivery_id: Option<String>,
     /// `Some` for accepted deliveries with a sender id: a second one with the same key (per app)
     /// is a duplicate. Rejected deliveries have none, so they never block a good retry.
-    pub dedupe_key: Option<String>,
-    pub received_at: i64,
-    pub verified: bool,
-    pub status: DeliveryStatus,
-    pub error: Option<String>,
-    pub query: Option<String>,
-    pub headers: String,
-    pub body: Bytes,
-    pub replay_of: Option<i64>,
+    pub(crate) dedupe_key: Option<String>,
+    pub(crate) received_at: i64,
+    pub(crate) verified: bool,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) error: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: String,
+    pub(crate) body: Bytes,
+    pub(crate) replay_of: Option<i64>,
 }
 
 /// What happened to a delivery handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
+pub(crate) enum Inserted {
     /// Stored under this id.
     New(i64),
     /// Same dedupe key as this earlier delivery; nothing stored.
@@ -65,16 +65,16 @@ type Job = (NewDelivery, oneshot::Sender<Result<Inserted, StoreError>>);
 
 /// The handle hook requests use to store deliveries. Cheap to clone.
 #[derive(Clone)]
-pub struct Intake {
+pub(crate) struct Intake {
     tx: mpsc::Sender<Job>,
     gate: super::WriteGate,
     /// Woken after every commit that stored something new: the planner waits on it.
-    pub committed: Arc<Notify>,
+    pub(crate) committed: Arc<Notify>,
 }
 
 impl Intake {
     /// Stores a delivery durably (committed and fsync'd) before returning.
-    pub async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, StoreError> {
+    pub(crate) async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, StoreError> {
         let (done, wait) = oneshot::channel();
         self.gate.intake_enter();
         let _leave = Leave(&self.gate);

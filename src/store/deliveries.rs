@@ -9,36 +9,36 @@ use super::{DeliveryStatus, ListFilter, Store, StoreError};
 
 /// A delivery as stored (without its body, which list calls do not need).
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct Delivery {
-    pub id: i64,
-    pub app: String,
-    pub source: String,
-    pub event: Option<String>,
-    pub source_delivery_id: Option<String>,
-    pub received_at: i64,
-    pub verified: bool,
-    pub status: DeliveryStatus,
-    pub error: Option<String>,
-    pub query: Option<String>,
-    pub replay_of: Option<i64>,
+pub(crate) struct Delivery {
+    pub(crate) id: i64,
+    pub(crate) app: String,
+    pub(crate) source: String,
+    pub(crate) event: Option<String>,
+    pub(crate) source_delivery_id: Option<String>,
+    pub(crate) received_at: i64,
+    pub(crate) verified: bool,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) error: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) replay_of: Option<i64>,
     /// What the planner noted, e.g. that an event time from the future was not trusted.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 /// A delivery with everything needed to plan or replay it.
 #[derive(Debug, Clone)]
-pub struct FullDelivery {
-    pub delivery: Delivery,
-    pub headers: String,
-    pub body: Vec<u8>,
+pub(crate) struct FullDelivery {
+    pub(crate) delivery: Delivery,
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
     /// The size of the body as received, when `body` holds only its start (refused
     /// deliveries keep at most [`super::batch::REJECTED_BODY_KEEP`] bytes).
-    pub body_size: Option<i64>,
+    pub(crate) body_size: Option<i64>,
 }
 
 impl Store {
     /// One delivery with its headers and body (replays, notifications, the lanes' payload).
-    pub async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
+    pub(crate) async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
         let row = sqlx::query(
             "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries WHERE id = ?1",
         )
@@ -49,7 +49,7 @@ impl Store {
     }
 
     /// A page of deliveries, newest first, for the API.
-    pub async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
+    pub(crate) async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
         const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note FROM deliveries";
         // One statement per filter shape, so SQLite walks an index backwards from `before`
         // instead of scanning: list calls stay flat however many deliveries are stored.
@@ -81,7 +81,7 @@ impl Store {
     }
 
     /// Deliveries accepted but not yet planned, oldest first.
-    pub async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
+    pub(crate) async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries
              WHERE status = 'received' ORDER BY id LIMIT ?1",

@@ -8,30 +8,30 @@ use sqlx::Row;
 use super::{DeploymentState, ListFilter, Store, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct Deployment {
-    pub id: i64,
-    pub app: String,
-    pub service: String,
-    pub delivery_id: i64,
-    pub state: DeploymentState,
-    pub reason: Option<String>,
-    pub source: String,
-    pub event: String,
-    pub git_repo: Option<String>,
-    pub git_branch: Option<String>,
-    pub git_ref: Option<String>,
-    pub git_commit: Option<String>,
-    pub event_time: Option<i64>,
-    pub profile: Option<String>,
-    pub image: Option<String>,
-    pub image_tag: Option<String>,
-    pub image_digest: Option<String>,
-    pub attempt: i64,
-    pub retry_of: Option<i64>,
-    pub exit_code: Option<i64>,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
+pub(crate) struct Deployment {
+    pub(crate) id: i64,
+    pub(crate) app: String,
+    pub(crate) service: String,
+    pub(crate) delivery_id: i64,
+    pub(crate) state: DeploymentState,
+    pub(crate) reason: Option<String>,
+    pub(crate) source: String,
+    pub(crate) event: String,
+    pub(crate) git_repo: Option<String>,
+    pub(crate) git_branch: Option<String>,
+    pub(crate) git_ref: Option<String>,
+    pub(crate) git_commit: Option<String>,
+    pub(crate) event_time: Option<i64>,
+    pub(crate) profile: Option<String>,
+    pub(crate) image: Option<String>,
+    pub(crate) image_tag: Option<String>,
+    pub(crate) image_digest: Option<String>,
+    pub(crate) attempt: i64,
+    pub(crate) retry_of: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
 }
 
 /// Every column of `deployments`, in [`Deployment`]'s order.
@@ -39,7 +39,7 @@ pub(super) const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, stat
 
 impl Store {
     /// How many deployments are in each state (for `/metrics`).
-    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM deployments GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
@@ -48,7 +48,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+    pub(crate) async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
         ));
@@ -58,7 +58,7 @@ impl Store {
             .await?)
     }
 
-    pub async fn deployments(&self, f: &ListFilter) -> Result<Vec<Deployment>, StoreError> {
+    pub(crate) async fn deployments(&self, f: &ListFilter) -> Result<Vec<Deployment>, StoreError> {
         let before = f.before.unwrap_or(i64::MAX);
         // As for deliveries: the leading filters match an index, the rest filter the walk.
         let sql = match (&f.app, &f.service) {
@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// Deployment ids per delivery for deliveries `lo..=hi` (one list page), in one query.
-    pub async fn deployment_ids_between(
+    pub(crate) async fn deployment_ids_between(
         &self,
         lo: i64,
         hi: i64,
@@ -109,7 +109,7 @@ impl Store {
         Ok(map)
     }
 
-    pub async fn deployment_ids_of(&self, delivery_id: i64) -> Result<Vec<i64>, StoreError> {
+    pub(crate) async fn deployment_ids_of(&self, delivery_id: i64) -> Result<Vec<i64>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT id FROM deployments WHERE delivery_id = ?1 ORDER BY id")
                 .bind(delivery_id)
@@ -119,7 +119,7 @@ impl Store {
     }
 
     /// A service's newest deployment that was not skipped, for `ferry status`.
-    pub async fn latest_of(
+    pub(crate) async fn latest_of(
         &self,
         app: &str,
         service: &str,
@@ -137,7 +137,7 @@ impl Store {
     }
 
     /// A service's newest succeeded deployment: its current version.
-    pub async fn current_of(
+    pub(crate) async fn current_of(
         &self,
         app: &str,
         service: &str,

@@ -9,18 +9,18 @@ use super::{Deployment, DeploymentState, Planning, StoreError};
 
 /// An image an image service holds (see `crate::plan::History::images`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldImage {
-    pub deployment: i64,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
+pub(crate) struct HeldImage {
+    pub(crate) deployment: i64,
+    pub(crate) tag: Option<String>,
+    pub(crate) digest: Option<String>,
     /// Queued or running, rather than the current version.
-    pub pending: bool,
+    pub(crate) pending: bool,
 }
 
 impl Planning {
     /// The newest event time a service has deployed, is running or has queued: an event older
     /// than this is stale. Returns that time and the deployment that holds it.
-    pub async fn newest_event_time(
+    pub(crate) async fn newest_event_time(
         &mut self,
         app: &str,
         service: &str,
@@ -42,7 +42,11 @@ impl Planning {
     }
 
     /// What an image service runs (its newest success) and has queued or running.
-    pub async fn images(&mut self, app: &str, service: &str) -> Result<Vec<HeldImage>, StoreError> {
+    pub(crate) async fn images(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Vec<HeldImage>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, image_tag, image_digest, 1 FROM deployments INDEXED BY deployments_active
              WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
@@ -69,7 +73,7 @@ impl Planning {
 
     /// The deployment a rollback goes back to: `to` if it is a success of this service, else
     /// the newest success before the current version that ran something else.
-    pub async fn rollback_target(
+    pub(crate) async fn rollback_target(
         &mut self,
         app: &str,
         service: &str,

@@ -8,7 +8,7 @@ use super::{Deployment, DeploymentState, Store, StoreError, now_ms};
 
 /// What [`Store::cancel`] did.
 #[derive(Debug, Clone)]
-pub enum CancelOutcome {
+pub(crate) enum CancelOutcome {
     /// It was queued: now `cancelled`, it never runs.
     Dequeued(Deployment),
     /// It is running: the cancel is recorded; the lanes stop it (see `lanes::Running`).
@@ -18,13 +18,13 @@ pub enum CancelOutcome {
 }
 
 /// The reason of a deployment cancelled before it ran.
-pub const CANCELLED_WHILE_QUEUED: &str = "cancelled through the API before it started";
+pub(crate) const CANCELLED_WHILE_QUEUED: &str = "cancelled through the API before it started";
 /// The reason of a deployment cancelled while it ran.
-pub const CANCELLED_WHILE_RUNNING: &str = "cancelled through the API while it ran";
+pub(crate) const CANCELLED_WHILE_RUNNING: &str = "cancelled through the API while it ran";
 
 impl Store {
     /// All queued deployments, oldest first: the lanes' work.
-    pub async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
+    pub(crate) async fn queued(&self) -> Result<Vec<Deployment>, StoreError> {
         // State literals stay in SQL where a partial index (`WHERE state = 'queued'`, …) must
         // match them: SQLite uses a partial index only for a literal, never for a bound value.
         // `store::tests::sql_state_literals_are_states` checks each such literal names a state.
@@ -38,7 +38,7 @@ impl Store {
 
     /// Moves a queued deployment to running, superseding any older queued one of its service.
     /// Returns false if it was no longer queued.
-    pub async fn start(&self, d: &Deployment) -> Result<bool, StoreError> {
+    pub(crate) async fn start(&self, d: &Deployment) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
@@ -58,7 +58,7 @@ impl Store {
     }
 
     /// Records the digest a deployment resolved its tag to (senders that give none).
-    pub async fn set_image_digest(&self, id: i64, digest: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_image_digest(&self, id: i64, digest: &str) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
         sqlx::query("UPDATE deployments SET image_digest = ?2 WHERE id = ?1")
             .bind(id)
@@ -69,7 +69,7 @@ impl Store {
     }
 
     /// Records how a deployment ended.
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         id: i64,
         state: DeploymentState,
@@ -95,7 +95,7 @@ impl Store {
     /// `cancel_requested_at` (the lanes stop it and record `cancelled`; a restart that cuts
     /// the stop short records it `cancelled` too, see [`Store::interrupt`]). `None`: no such
     /// deployment.
-    pub async fn cancel(&self, id: i64) -> Result<Option<CancelOutcome>, StoreError> {
+    pub(crate) async fn cancel(&self, id: i64) -> Result<Option<CancelOutcome>, StoreError> {
         let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();

@@ -20,7 +20,7 @@
 //! (SQLite matches a partial index only against literals); `tests::sql_state_literals_are_states`
 //! checks every such literal in these files.
 
-pub mod batch;
+pub(crate) mod batch;
 mod deliveries;
 mod deployments;
 mod gate;
@@ -33,16 +33,16 @@ mod recovery;
 
 use sqlx::sqlite::SqlitePool;
 
-pub use batch::{Inserted, Intake, NewDelivery};
-pub use deliveries::{Delivery, FullDelivery};
-pub use deployments::Deployment;
+pub(crate) use batch::{Inserted, Intake, NewDelivery};
+pub(crate) use deliveries::{Delivery, FullDelivery};
+pub(crate) use deployments::Deployment;
 pub(crate) use gate::{Gate, WriteGate};
-pub use history::HeldImage;
-pub use lifecycle::{CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, CancelOutcome};
-pub use planning::{NewDeployment, Planning};
+pub(crate) use history::HeldImage;
+pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome};
+pub(crate) use planning::{NewDeployment, Planning};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -61,15 +61,15 @@ pub enum StoreError {
     },
 }
 
-pub use crate::states::{DeliveryStatus, DeploymentState};
+pub(crate) use crate::states::{DeliveryStatus, DeploymentState};
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pool: SqlitePool,
     /// Taken around every write transaction, by the intake writer too (see `gate.rs`: a fair
     /// async lock instead of SQLite's polling busy handler).
@@ -78,12 +78,12 @@ pub struct Store {
 
 /// Filters and paging of the list calls: newest first, `before` an id.
 #[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub app: Option<String>,
-    pub service: Option<String>,
-    pub state: Option<DeploymentState>,
-    pub before: Option<i64>,
-    pub limit: i64,
+pub(crate) struct ListFilter {
+    pub(crate) app: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) state: Option<DeploymentState>,
+    pub(crate) before: Option<i64>,
+    pub(crate) limit: i64,
 }
 
 #[cfg(test)]

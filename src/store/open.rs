@@ -16,7 +16,7 @@ use super::{Intake, Store, StoreError, batch};
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
     /// Returns the store and the group-commit writer for hook requests.
-    pub async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
+    pub(crate) async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
         let db = prepare_dir(data_dir).await?;
         let options = connect_options(db)?;
         let pool = pool(&options).await?;
@@ -36,7 +36,7 @@ impl Store {
     }
 
     /// Checks that the database answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }

@@ -15,31 +15,31 @@ const PLANNER_PATIENCE: Duration = Duration::from_millis(50);
 
 /// A deployment the planner decided on: queued, or skipped with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NewDeployment {
-    pub app: String,
-    pub service: String,
-    pub state: DeploymentState,
-    pub reason: Option<String>,
-    pub source: String,
-    pub event: String,
-    pub git_repo: Option<String>,
-    pub git_branch: Option<String>,
-    pub git_ref: Option<String>,
-    pub git_commit: Option<String>,
-    pub event_time: Option<i64>,
-    pub profile: Option<String>,
+pub(crate) struct NewDeployment {
+    pub(crate) app: String,
+    pub(crate) service: String,
+    pub(crate) state: DeploymentState,
+    pub(crate) reason: Option<String>,
+    pub(crate) source: String,
+    pub(crate) event: String,
+    pub(crate) git_repo: Option<String>,
+    pub(crate) git_branch: Option<String>,
+    pub(crate) git_ref: Option<String>,
+    pub(crate) git_commit: Option<String>,
+    pub(crate) event_time: Option<i64>,
+    pub(crate) profile: Option<String>,
     /// Image services: the repository, the pushed tag and the digest that will run (`None`
     /// until resolved for senders that give no digest).
-    pub image: Option<String>,
-    pub image_tag: Option<String>,
-    pub image_digest: Option<String>,
+    pub(crate) image: Option<String>,
+    pub(crate) image_tag: Option<String>,
+    pub(crate) image_digest: Option<String>,
 }
 
 impl Store {
     /// Starts recording plans: one transaction for a whole batch of deliveries, so planning a
     /// burst costs one fsync per batch rather than one per delivery (and holds the write lock
     /// that hook requests also need for as short a time as possible).
-    pub async fn begin_planning(&self) -> Result<Planning, StoreError> {
+    pub(crate) async fn begin_planning(&self) -> Result<Planning, StoreError> {
         // Hook answers wait on intake commits: let those go first, for a while.
         self.gate.yield_to_intake(PLANNER_PATIENCE).await;
         let gate = self.gate.lock_owned().await;
@@ -51,14 +51,14 @@ impl Store {
 
     /// Whether hook deliveries wait for the write lock: a planning transaction then commits
     /// what it has and leaves the rest for its next batch.
-    pub fn intake_busy(&self) -> bool {
+    pub(crate) fn intake_busy(&self) -> bool {
         self.gate.intake_busy()
     }
 }
 
 /// Plans being recorded, in one transaction (see [`Store::begin_planning`]). Reads through it
 /// see the plans recorded so far in the same batch. Dropped without `commit`, nothing is kept.
-pub struct Planning {
+pub(crate) struct Planning {
     /// Also read through by `history.rs`.
     pub(super) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     _gate: tokio::sync::OwnedMutexGuard<()>,
@@ -68,7 +68,7 @@ impl Planning {
     /// The id the next recorded deployment will get. Plans are recorded under the write gate,
     /// so nothing else inserts deployments until this batch commits; `sqlite_sequence`
     /// (AUTOINCREMENT) also covers pruned ids, so none is reused.
-    pub async fn next_deployment_id(&mut self) -> Result<i64, StoreError> {
+    pub(crate) async fn next_deployment_id(&mut self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deployments'), 0) + 1",
         )
@@ -81,7 +81,7 @@ impl Planning {
     /// service superseding its older queued ones, and each delivery's new status (with the
     /// reason it deploys nothing, if any). A few statements for the whole batch: each statement
     /// is a round trip to sqlx's SQLite thread.
-    pub async fn record(
+    pub(crate) async fn record(
         &mut self,
         deployments: &[(i64, i64, NewDeployment)],
         deliveries: &[(i64, Option<String>)],
@@ -97,7 +97,7 @@ impl Planning {
     /// Records deliveries whose values failed `sources::values`: `rejected`, with the reason.
     /// Like deliveries refused on the request path they keep no dedupe key, so they never
     /// block a good retry.
-    pub async fn reject(&mut self, deliveries: &[(i64, String)]) -> Result<(), StoreError> {
+    pub(crate) async fn reject(&mut self, deliveries: &[(i64, String)]) -> Result<(), StoreError> {
         let now = now_ms();
         for (id, reason) in deliveries {
             sqlx::query(
@@ -114,7 +114,7 @@ impl Planning {
     }
 
     /// Records the planner's notes on deliveries (rare: one statement each).
-    pub async fn note(&mut self, notes: &[(i64, String)]) -> Result<(), StoreError> {
+    pub(crate) async fn note(&mut self, notes: &[(i64, String)]) -> Result<(), StoreError> {
         for (id, note) in notes {
             sqlx::query("UPDATE deliveries SET note = ?2 WHERE id = ?1")
                 .bind(id)
@@ -126,7 +126,7 @@ impl Planning {
     }
 
     /// Makes the batch durable.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
     }

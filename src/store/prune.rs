@@ -8,7 +8,7 @@ impl Store {
     /// transactions so hook requests are not held up. Kept regardless of age: deliveries not yet
     /// planned, and those whose deployments are queued, running, or the current version of
     /// their service. Returns the ids of the deleted deployments (their logs go too).
-    pub async fn prune(&self, cutoff: i64) -> Result<(usize, Vec<i64>), StoreError> {
+    pub(crate) async fn prune(&self, cutoff: i64) -> Result<(usize, Vec<i64>), StoreError> {
         let mut deliveries = 0;
         let mut deployments = Vec::new();
         loop {

@@ -8,7 +8,7 @@ use super::{CANCELLED_WHILE_RUNNING, DeploymentState, Store, StoreError, now_ms}
 impl Store {
     /// After a crash: deployments left `running` are marked `interrupted`, and each gets a new
     /// queued attempt if it has attempts left. Returns (interrupted id, retry id) pairs.
-    pub async fn recover_interrupted(
+    pub(crate) async fn recover_interrupted(
         &self,
         retries: u32,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
@@ -27,7 +27,7 @@ impl Store {
     /// Marks a running deployment `interrupted` (ferry stopped while it ran) and, if it has
     /// attempts left and no newer deployment of its service is queued, queues it again as a new
     /// deployment with `retry_of` set. Returns the retry's id.
-    pub async fn interrupt(&self, id: i64, retries: u32) -> Result<Option<i64>, StoreError> {
+    pub(crate) async fn interrupt(&self, id: i64, retries: u32) -> Result<Option<i64>, StoreError> {
         let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
