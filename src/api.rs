@@ -32,7 +32,7 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
 
 /// An API failure: a status code and a message for the caller.
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -57,19 +57,19 @@ fn not_found(what: &str) -> ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 /// Every route of this module (on the main listener when there is no `server.admin_listen`).
-pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     admin_router(shared).merge(health_router())
 }
 
 /// `/healthz` and `/readyz`: on every listener.
-pub fn health_router() -> Router<Arc<Shared>> {
+pub(crate) fn health_router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
 }
 
 /// The API and `/metrics`: on the admin listener when `server.admin_listen` is set.
-pub fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let api = Router::new()
         .route("/apps", get(apps))
         .route("/apps/{app}/deploy", post(deploy))
@@ -243,7 +243,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
     })
 }
 
-pub fn deployment_json(d: &Deployment) -> Value {
+pub(crate) fn deployment_json(d: &Deployment) -> Value {
     json!({
         "id": d.id,
         "app": d.app,

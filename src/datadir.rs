@@ -13,12 +13,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Mode of every directory ferry creates under the data dir.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of every file ferry creates under the data dir.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and its missing parents, each `0700`.
-pub fn create_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -26,7 +26,7 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Async [`create_dir`].
-pub async fn create_dir_async(dir: &Path) -> io::Result<()> {
+pub(crate) async fn create_dir_async(dir: &Path) -> io::Result<()> {
     tokio::fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -35,14 +35,14 @@ pub async fn create_dir_async(dir: &Path) -> io::Result<()> {
 }
 
 /// Options that create a file `0600`.
-pub fn file_options() -> std::fs::OpenOptions {
+pub(crate) fn file_options() -> std::fs::OpenOptions {
     let mut o = std::fs::OpenOptions::new();
     o.mode(FILE_MODE);
     o
 }
 
 /// Async [`file_options`].
-pub fn file_options_async() -> tokio::fs::OpenOptions {
+pub(crate) fn file_options_async() -> tokio::fs::OpenOptions {
     let mut o = tokio::fs::OpenOptions::new();
     o.mode(FILE_MODE);
     o
@@ -50,7 +50,7 @@ pub fn file_options_async() -> tokio::fs::OpenOptions {
 
 /// Creates the database file `0600` if it does not exist yet (SQLite takes an empty file for a
 /// new database, and gives its `-wal` and `-shm` the same mode).
-pub fn create_private_file(path: &Path) -> io::Result<()> {
+pub(crate) fn create_private_file(path: &Path) -> io::Result<()> {
     file_options()
         .create(true)
         .append(true)
@@ -72,7 +72,7 @@ const OWN_DIRS: &[&str] = &["logs", "payloads", "running"];
 /// there is left alone: a data dir shared with other files (deploy scripts) must not lose their
 /// execute bits. Symbolic links are not followed. Returns how many entries were changed;
 /// entries that cannot be changed are logged and skipped.
-pub fn tighten(dir: &Path) -> usize {
+pub(crate) fn tighten(dir: &Path) -> usize {
     let mut changed = 0;
     let mut pending: Vec<_> = OWN_FILES
         .iter()

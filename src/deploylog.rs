@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 /// Where a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
     /// ferry's own notes about the run (start, exit status, timeout, ...).
@@ -41,13 +41,13 @@ impl Stream {
 /// stderr readers can write concurrently; every call is one write under a lock, so lines never
 /// interleave.
 #[derive(Clone, Debug)]
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     file: Arc<Mutex<tokio::fs::File>>,
 }
 
 impl LogWriter {
     /// Opens a log for appending, creating it and its directory if needed.
-    pub async fn create(path: &Path) -> std::io::Result<LogWriter> {
+    pub(crate) async fn create(path: &Path) -> std::io::Result<LogWriter> {
         if let Some(dir) = path.parent() {
             crate::datadir::create_dir_async(dir).await?;
         }
@@ -63,7 +63,7 @@ impl LogWriter {
 
     /// Writes `text` as a line: one trailing `\n` (or `\r\n`) is dropped, and any further
     /// newlines start further lines, each stamped with the same time and the stream.
-    pub async fn line(&self, stream: Stream, text: &str) -> std::io::Result<()> {
+    pub(crate) async fn line(&self, stream: Stream, text: &str) -> std::io::Result<()> {
         let out = format_lines(&timestamp(), stream, text);
         let mut file = self.file.lock().await;
         file.write_all(out.as_bytes()).await?;
@@ -73,7 +73,7 @@ impl LogWriter {
     }
 
     /// A note from ferry itself.
-    pub async fn ferry(&self, text: &str) -> std::io::Result<()> {
+    pub(crate) async fn ferry(&self, text: &str) -> std::io::Result<()> {
         self.line(Stream::Ferry, text).await
     }
 }
@@ -105,13 +105,17 @@ fn timestamp() -> String {
 }
 
 /// The log file of a deployment: `DATA_DIR/logs/<id>.log`.
-pub fn log_path(data_dir: &Path, deployment_id: i64) -> PathBuf {
+pub(crate) fn log_path(data_dir: &Path, deployment_id: i64) -> PathBuf {
     data_dir.join("logs").join(format!("{deployment_id}.log"))
 }
 
 /// Reads at most `max` bytes from `offset`; returns them and the offset after them. A log that
 /// does not exist yet reads as empty, as does an offset at or past the end.
-pub async fn read_from(path: &Path, offset: u64, max: usize) -> std::io::Result<(Vec<u8>, u64)> {
+pub(crate) async fn read_from(
+    path: &Path,
+    offset: u64,
+    max: usize,
+) -> std::io::Result<(Vec<u8>, u64)> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),

@@ -38,10 +38,10 @@ const CLIENT_KEYS: usize = 100_000;
 /// The client's address as ferry decided it (see [`Edges::client_addr`]); a request extension
 /// on hook requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+pub(crate) struct ClientAddr(pub IpAddr);
 
 /// Limiters and lists, built once from the config.
-pub struct Edges {
+pub(crate) struct Edges {
     trusted_proxies: Vec<IpNet>,
     per_client: Option<Limiter<IpAddr>>,
     failures: Option<Limiter<(IpAddr, String)>>,
@@ -52,7 +52,7 @@ pub struct Edges {
 }
 
 impl Edges {
-    pub fn new(config: &Config) -> Edges {
+    pub(crate) fn new(config: &Config) -> Edges {
         let server = &config.server;
         Edges {
             trusted_proxies: server.trusted_proxies.clone(),
@@ -76,7 +76,7 @@ impl Edges {
     /// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
     /// right-most `X-Forwarded-For` entry that is not a trusted proxy (or the left-most entry
     /// if all are). An entry that is not an address stops the walk at the hop that wrote it.
-    pub fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = peer.to_canonical();
         if !self.trusted(client) {
             return client;
@@ -101,7 +101,7 @@ impl Edges {
     }
 
     /// The checks that need the app: its address allowlist, then its rate.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         metrics: &Metrics,
         app: &App,
@@ -198,7 +198,12 @@ fn too_many(wait: std::time::Duration, message: String) -> Response {
 
 /// Middleware on the hook route: decides the client address, applies the per-client limits
 /// before the handler runs, and charges failed token and signature checks afterwards.
-pub async fn guard(edges: &Edges, metrics: &Metrics, mut req: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    edges: &Edges,
+    metrics: &Metrics,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -5,7 +5,7 @@
 
 /// The names Docker Hub's registry goes by besides `docker.io` (in payloads, in image
 /// references and as keys of `~/.docker/config.json`'s `auths`).
-pub const DOCKER_HUB_ALIASES: &[&str] = &[
+pub(crate) const DOCKER_HUB_ALIASES: &[&str] = &[
     "index.docker.io",
     "registry-1.docker.io",
     "registry.hub.docker.com",
@@ -34,7 +34,7 @@ pub(crate) fn image_repository(reference: &str) -> Option<String> {
 
 /// A repository name as Docker resolves it, for comparing a pushed repository with a
 /// configured one: lower case, Docker Hub's implicit `docker.io/` and `library/` made explicit.
-pub fn canonical_repository(repository: &str) -> String {
+pub(crate) fn canonical_repository(repository: &str) -> String {
     let r = image_repository(repository)
         .unwrap_or_else(|| repository.to_string())
         .to_ascii_lowercase();

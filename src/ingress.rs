@@ -69,7 +69,7 @@ fn check_client_cert(app: &App, peer: Option<&PeerCertificate>) -> Option<Respon
 
 /// The hook handler: each step below either passes the request on or answers it, in the
 /// order `ARCHITECTURE.md` documents (`src/ingress.rs`).
-pub async fn hook(
+pub(crate) async fn hook(
     State(shared): State<Arc<Shared>>,
     Path((app_name, token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -277,7 +277,7 @@ async fn store(shared: &Shared, app: &App, delivery: NewDelivery) -> Response {
 }
 
 /// The 202 answer: the delivery is durable and will be planned.
-pub fn accepted(public_url: &str, id: i64) -> Response {
+pub(crate) fn accepted(public_url: &str, id: i64) -> Response {
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({

@@ -29,23 +29,23 @@ use crate::executors::{Job, Outcome, Ran, Stop};
 use crate::store::{Deployment, DeploymentState, Store, StoreError};
 
 /// Where running deploy commands note their process group (see `command::kill_orphans`).
-pub use crate::executors::command::running_dir;
+pub(crate) use crate::executors::command::running_dir;
 
 /// What running a deployment needs.
-pub struct Context {
-    pub config: Arc<Config>,
-    pub store: Store,
+pub(crate) struct Context {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Store,
     /// The runs in progress, shared with the API (cancel).
-    pub running: Running,
+    pub(crate) running: Running,
 }
 
 /// The [`Stop`] of each running deployment, by id: how a cancel through the API reaches it.
 #[derive(Clone, Default)]
-pub struct Running(Arc<Mutex<HashMap<i64, Stop>>>);
+pub(crate) struct Running(Arc<Mutex<HashMap<i64, Stop>>>);
 
 impl Running {
     /// Stops a running deployment for `why`. False if no run of it is in progress here.
-    pub fn stop(&self, deployment: i64, why: &str) -> bool {
+    pub(crate) fn stop(&self, deployment: i64, why: &str) -> bool {
         let stop = self.lock().get(&deployment).cloned();
         stop.map(|s| s.stop(why)).is_some()
     }
@@ -68,7 +68,7 @@ impl Running {
 
 type Lane = (String, String);
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<Context>,
     wake: Arc<Notify>,
     stop: CancellationToken,

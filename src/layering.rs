@@ -1,6 +1,7 @@
-//! Guards the layering (`ARCHITECTURE.md`, "Invariants"): the graph of `crate::` references
-//! between top-level modules must stay acyclic, so each module can be read — and replaced —
-//! knowing only the modules below it.
+//! Guards the shape of the code (`ARCHITECTURE.md`, "Invariants"): the graph of `crate::`
+//! references between top-level modules must stay acyclic, so each module can be read — and
+//! replaced — knowing only the modules below it; and no function outside tests grows past 80
+//! lines unless a `// Long:` comment says why.
 //!
 //! The check reads the source rather than asking the compiler: every `crate::NAME` outside a
 //! comment, including each name inside `use crate::{a, b::c}`, is an edge from the file's
@@ -167,4 +168,106 @@ fn references_reads_groups_and_paths() {
                 #[cfg(test)]\nmod tests {\n    use crate::k;\n}";
     let found: Vec<String> = references(code).into_iter().collect();
     assert_eq!(found, ["a", "b", "e", "g"]);
+}
+
+/// The longest a non-test function may be without a `// Long:` comment saying why.
+const MAX_FN_LINES: usize = 80;
+
+/// Non-test functions in `code` longer than [`MAX_FN_LINES`] that no `// Long:` comment
+/// (among the comments and attributes right above the `fn`) excuses, as (line, name, length).
+/// Relies on rustfmt's layout: a function's closing brace is the first line after its
+/// signature that holds only `}` at the `fn`'s indentation.
+fn long_functions(code: &str) -> Vec<(usize, String, usize)> {
+    let code = code
+        .find("#[cfg(test)]\nmod ")
+        .map_or(code, |end| &code[..end]);
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let rest = line.trim_start();
+        let indent = &line[..line.len() - rest.len()];
+        let Some(name) = fn_name(rest) else {
+            continue;
+        };
+        let Some(open) = (i..lines.len()).find(|&j| {
+            let l = lines[j].trim_end();
+            l.ends_with('{') || l.ends_with(';')
+        }) else {
+            continue;
+        };
+        if lines[open].trim_end().ends_with(';') {
+            continue; // a declaration without a body (trait method, extern)
+        }
+        let close = format!("{indent}}}");
+        let Some(end) = (open + 1..lines.len()).find(|&k| lines[k] == close) else {
+            continue;
+        };
+        let length = end - i + 1;
+        let excused = lines[..i]
+            .iter()
+            .rev()
+            .map(|l| l.trim_start())
+            .take_while(|l| l.starts_with("//") || l.starts_with("#["))
+            .any(|l| l.starts_with("// Long:"));
+        if length > MAX_FN_LINES && !excused {
+            out.push((i + 1, name, length));
+        }
+    }
+    out
+}
+
+/// The name of the function a trimmed line declares (`pub(crate) async fn run(` → `run`).
+fn fn_name(line: &str) -> Option<String> {
+    let mut rest = line;
+    if let Some(r) = rest.strip_prefix("pub") {
+        rest = match r.strip_prefix('(') {
+            Some(r) => r.split_once(") ")?.1,
+            None => r.strip_prefix(' ')?,
+        };
+    }
+    for qualifier in ["const ", "async ", "unsafe "] {
+        rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let end = rest.find(|c| !is_ident(c)).unwrap_or(rest.len());
+    (end > 0).then(|| rest[..end].to_string())
+}
+
+#[test]
+fn functions_are_short() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut long = Vec::new();
+    for file in &files {
+        let code = fs::read_to_string(file).expect("read source file");
+        let rel = file.strip_prefix(&src).expect("file below src");
+        for (line, name, length) in long_functions(&code) {
+            long.push(format!(
+                "src/{}:{line}: {name} is {length} lines",
+                rel.display()
+            ));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split them, or say why in a `// Long:` comment \
+         right above the `fn`):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn long_functions_finds_long_bodies_and_honours_the_excuse() {
+    let body = "    x();\n".repeat(MAX_FN_LINES);
+    let code = format!(
+        "pub(crate) async fn long(a: u8) {{\n{body}}}\n\
+         fn short() {{\n    y();\n}}\n\
+         /// Doc.\n// Long: one match over every sender.\n#[allow(x)]\nfn excused() {{\n{body}}}\n\
+         trait T {{\n    fn declared(&self);\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn in_test() {{\n{body}    }}\n}}\n"
+    );
+    let found = long_functions(&code);
+    assert_eq!(found, [(1, "long".to_string(), MAX_FN_LINES + 2)]);
 }

@@ -33,38 +33,57 @@
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
 //! - [`datadir`]: the data dir is private (dirs 0700, files 0600).
 //! - [`api`]: the JSON API under `/api/v1` and health endpoints.
-//! - [`cli`]: command-line parsing and the client commands.
+//! - [`cli`]: the top: the binary's `main`, command-line parsing, `serve`, the client commands.
 //! - [`logging`]: ferry's own structured logs (text or JSON).
 
-pub mod api;
-pub mod cli;
-pub mod config;
-pub mod datadir;
-pub mod deploylog;
-pub mod edges;
-pub mod executors;
-pub mod image_ref;
-pub mod ingress;
-pub mod lanes;
+// Items are `pub(crate)` unless the fuzz targets need them (`fuzzing`): this lint says which
+// `pub` is wider than it can be, and the compiler's dead-code lint then sees every module.
+#![warn(unreachable_pub)]
+// The docs are for contributors and link private items: `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod api;
+mod cli;
+mod config;
+mod datadir;
+mod deploylog;
+mod edges;
+mod executors;
+mod image_ref;
+mod ingress;
+mod lanes;
 #[cfg(test)]
 mod layering;
-pub mod listener;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod outgoing;
-pub mod plan;
-pub mod planner;
-pub mod ratelimit;
-pub mod redact;
-pub mod retention;
-pub mod secret;
-pub mod server;
-pub mod shared;
-pub mod sources;
-pub mod states;
-pub mod store;
-pub mod timefmt;
-pub mod tls;
+mod listener;
+mod logging;
+mod metrics;
+mod notify;
+mod outgoing;
+mod plan;
+mod planner;
+mod ratelimit;
+mod redact;
+mod retention;
+mod secret;
+mod server;
+mod shared;
+mod sources;
+mod states;
+mod store;
+mod timefmt;
+mod tls;
 
-pub use server::serve;
+pub use cli::main;
+
+/// What the fuzz targets (`fuzz/`) call, and nothing else outside this crate may rely on: every
+/// other module is private, so the compiler reports what no code uses.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::config::{Encoding, HmacAlgorithm, HmacScheme, Verify, parse as parse_config};
+    pub use crate::secret::Secret;
+    pub use crate::sources::values;
+    pub use crate::sources::{
+        BodyError, Event, GitPush, GitRef, ImagePush, ParseError, Scheme, Source, Stored, Verdict,
+        VerifyError, check_body, dedupe_key, delivery_id, detect, parse, verify,
+    };
+}

@@ -62,28 +62,32 @@ use crate::tls::Tls;
 /// File descriptors kept free for everything but client connections: the store (database,
 /// WAL and shared-memory files per pooled connection), deploy commands (pipes, log and payload
 /// files), the Docker socket, outgoing HTTP, and the one extra accept that makes room.
-pub const RESERVED_FDS: u64 = 32;
+pub(crate) const RESERVED_FDS: u64 = 32;
 
 /// How long a connection asked to close (shutdown, or idle past the header timeout) may stay
 /// open without a request in progress before it is dropped: an HTTP/2 client that ignores
 /// GOAWAY, or an HTTP/1.1 one that keeps trickling a head, cannot hold it.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The connection-level limits, from `[server]`. Clones share one connection cap, so the
 /// main and admin listeners together stay within the open-file budget.
 #[derive(Clone)]
-pub struct ConnLimits {
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub max_connections: usize,
+pub(crate) struct ConnLimits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_connections: usize,
     /// The open connections of every listener using these limits.
     connections: Arc<Registry>,
 }
 
 impl ConnLimits {
-    pub fn new(header_timeout: Duration, body_timeout: Duration, max_connections: usize) -> Self {
+    pub(crate) fn new(
+        header_timeout: Duration,
+        body_timeout: Duration,
+        max_connections: usize,
+    ) -> Self {
         ConnLimits {
             header_timeout,
             body_timeout,
@@ -96,7 +100,7 @@ impl ConnLimits {
     /// process's file-descriptor limit cannot hold that many connections plus
     /// [`RESERVED_FDS`]. The soft limit is first raised as far as needed (never beyond the
     /// hard limit; deploy commands inherit it, so no further).
-    pub fn for_server(server: &Server) -> ConnLimits {
+    pub(crate) fn for_server(server: &Server) -> ConnLimits {
         let mut limits = ConnLimits::new(
             server.header_timeout,
             server.body_timeout,
@@ -151,7 +155,7 @@ fn connections_that_fit(wanted: u64) -> Option<u64> {
 
 /// Serves `router` on `listener` (HTTPS when `tls` is set) until `shutdown` completes, then
 /// stops accepting and waits for the requests in progress to be answered.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
@@ -182,7 +186,7 @@ struct Serving<H> {
 /// [`serve`] with a `handshake` from the accepted TCP stream to the stream HTTP is spoken on,
 /// plus extensions every request on that connection carries. It runs in the connection's own
 /// task (a slow handshake never holds up accepting), within the header timeout.
-pub async fn serve_with<H, F, I>(
+pub(crate) async fn serve_with<H, F, I>(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
@@ -578,14 +582,14 @@ impl Drop for Busy {
 }
 
 /// A request body that must arrive within a time limit counted from the request's head.
-pub struct Deadline<B> {
+pub(crate) struct Deadline<B> {
     inner: B,
     limit: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<B> Deadline<B> {
-    pub fn new(inner: B, limit: Duration) -> Deadline<B> {
+    pub(crate) fn new(inner: B, limit: Duration) -> Deadline<B> {
         Deadline {
             inner,
             limit,
@@ -597,11 +601,13 @@ impl<B> Deadline<B> {
 /// The body did not arrive within `server.body_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the body was not received within {} (server.body_timeout)", humantime::format_duration(*.0))]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub Duration);
 
 impl BodyTimeout {
     /// Finds a body timeout in an error's source chain (as `to_bytes` wraps it).
-    pub fn in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimeout> {
+    pub(crate) fn in_chain<'a>(
+        e: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a BodyTimeout> {
         let mut cur = Some(e);
         while let Some(err) = cur {
             if let Some(t) = err.downcast_ref::<BodyTimeout>() {

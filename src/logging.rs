@@ -14,9 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// The format of ferry's own log lines (`--log-format`).
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
 
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -40,7 +45,7 @@ static JSON: AtomicBool = AtomicBool::new(false);
 /// A value that came from a request, for a `%` log field: control characters (and Unicode line
 /// and paragraph separators) are written as escapes (`\n`, `\u{85}`), so the value stays on
 /// its own log line. In JSON logs it is written as it is (serde escapes it).
-pub struct Escaped<T>(pub T);
+pub(crate) struct Escaped<T>(pub T);
 
 impl<T: fmt::Display> fmt::Display for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

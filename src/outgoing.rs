@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// A client builder with ferry's rules and `timeout` per request.
-pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+pub(crate) fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)

@@ -9,131 +9,25 @@
 //! - an event older than what a service has deployed or queued is skipped as stale;
 //! - an image push deploys image services whose repository matches and whose tag policy takes
 //!   the tag: once per digest, and under `semver:` only forward.
+//!
+//! Layout: this file holds the entry points ([`plan`], [`plan_unverified`]), the services an
+//! event selects and the staleness rule; in `plan/`: `modifiers.rs` the hook URL's modifiers,
+//! `git.rs` git pushes, `image.rs` image pushes and image redeploys, `rollback.rs` rollbacks.
 
-use crate::config::{App, ImageSpec, Modifier, TagPolicy, tag_version};
-use crate::image_ref::canonical_repository;
-use crate::sources::{Event, GitPush, GitRef, ImagePush, Source};
+mod git;
+mod image;
+mod modifiers;
+mod rollback;
+
+pub(crate) use modifiers::Modifiers;
+
+use crate::config::App;
+use crate::sources::{Event, Source};
 use crate::store::{DeploymentState, HeldImage, NewDeployment};
 use crate::timefmt::fmt_ms;
 
-/// The hook URL's query modifiers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Modifiers {
-    pub services: Option<Vec<String>>,
-    pub profile: Option<String>,
-    pub git_ref: Option<String>,
-}
-
-impl Modifiers {
-    /// Reads `services`, `deployment_profile` and `git_ref` from a raw query string (`+` and
-    /// `%20` both decode to a space). Other parameters are ignored.
-    pub fn parse(query: &str) -> Modifiers {
-        let mut m = Modifiers::default();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            let v = v.trim().to_string();
-            match k.as_ref() {
-                "services" => {
-                    let list: Vec<String> = v
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect();
-                    if !list.is_empty() {
-                        m.services = Some(list);
-                    }
-                }
-                "deployment_profile" if !v.is_empty() => m.profile = Some(v),
-                "git_ref" if !v.is_empty() => m.git_ref = Some(v),
-                _ => {}
-            }
-        }
-        m
-    }
-
-    /// Checks the modifiers against the app: unknown services or profiles, or a `git_ref` that
-    /// is no ref name or commit id, are an error that names them.
-    pub fn validate(&self, app: &App) -> Result<(), String> {
-        // `git_ref` becomes FERRY_GIT_REF: a ref name or a commit id, never an option or a
-        // line break (see `sources::values`).
-        if let Some(r) = &self.git_ref {
-            crate::sources::values::git_ref_or_commit(r).map_err(|e| e.to_string())?;
-        }
-        if let Some(p) = &self.profile
-            && !app.profiles.contains_key(p)
-        {
-            return Err(format!("app {} has no deployment profile {p:?}", app.name));
-        }
-        if let Some(list) = &self.services {
-            let unknown: Vec<&str> = list
-                .iter()
-                .filter(|s| !app.services.contains_key(s.as_str()))
-                .map(String::as_str)
-                .collect();
-            if !unknown.is_empty() {
-                return Err(format!(
-                    "app {} has no service {} (services: {})",
-                    app.name,
-                    unknown.join(", "),
-                    app.services.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a hook request's modifiers against what the app allows (`[apps.X] modifiers`;
-    /// the API's manual deploys are not limited by it), and refuses `git_ref` on an unverified
-    /// delivery of an app with schemes (`verify.allow_unsigned`): such a delivery never names
-    /// a version. The message names the modifier and the key to set.
-    pub fn check_hook(&self, app: &App, verified: bool) -> Result<(), String> {
-        let present = [
-            (Modifier::Services, self.services.is_some()),
-            (Modifier::DeploymentProfile, self.profile.is_some()),
-            (Modifier::GitRef, self.git_ref.is_some()),
-        ];
-        if let Some((m, _)) = present
-            .iter()
-            .find(|(m, set)| *set && !app.modifiers.contains(m))
-        {
-            let allowed: Vec<&str> = app.modifiers.iter().map(|m| m.as_str()).collect();
-            return Err(format!(
-                "the modifier ?{m}= is not allowed for app {app}: add \"{m}\" to apps.{app}.modifiers (allowed now: {allowed})",
-                m = m.as_str(),
-                app = app.name,
-                allowed = if allowed.is_empty() {
-                    "none".to_string()
-                } else {
-                    allowed.join(", ")
-                }
-            ));
-        }
-        if self.git_ref.is_some() && !verified && app.verify.configured() {
-            return Err(format!(
-                "?git_ref= needs a verified delivery: app {} takes unsigned requests only as redeploys of what is configured (verify.allow_unsigned); sign the request to name a ref",
-                app.name
-            ));
-        }
-        Ok(())
-    }
-
-    /// Encodes the modifiers as a query string (for manual deploys, stored like a hook URL's).
-    pub fn to_query(&self) -> String {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        if let Some(s) = &self.services {
-            q.append_pair("services", &s.join(","));
-        }
-        if let Some(p) = &self.profile {
-            q.append_pair("deployment_profile", p);
-        }
-        if let Some(r) = &self.git_ref {
-            q.append_pair("git_ref", r);
-        }
-        q.finish()
-    }
-}
-
 /// What each service already holds.
-pub trait History {
+pub(crate) trait History {
     /// The newest event time it has deployed, runs or has queued, and the deployment holding it.
     fn newest(&self, service: &str) -> Option<(i64, i64)>;
     /// Image services: the images it runs (its newest success) and has queued or running.
@@ -160,7 +54,7 @@ impl<F: Fn(&str) -> Option<(i64, i64)>> History for F {
 
 /// Plans one delivery. Returns the deployments to record (queued or skipped) or an error that
 /// deploys nothing (e.g. a profile that no longer exists).
-pub fn plan(
+pub(crate) fn plan(
     app: &App,
     source: Source,
     event: &Event,
@@ -200,18 +94,18 @@ fn plan_without_ref(
 }
 
 /// Recorded on deployments of a push whose hook URL had `?git_ref=`.
-pub const IGNORED_GIT_REF: &str =
+pub(crate) const IGNORED_GIT_REF: &str =
     "?git_ref= ignored: a push deploys the ref and commit it names, not the hook URL's";
 
 /// Recorded on deployments of an unverified delivery of an app that configures a scheme.
-pub const UNVERIFIED: &str = "unverified delivery (verify.allow_unsigned): redeploys what is configured; any branch, commit, tag or image the request names is ignored";
+pub(crate) const UNVERIFIED: &str = "unverified delivery (verify.allow_unsigned): redeploys what is configured; any branch, commit, tag or image the request names is ignored";
 
 /// Plans an unverified delivery of an app that configures a scheme (let through by
 /// `verify.allow_unsigned`). It carries no version, whatever its body or URL say: it is a plain
 /// redeploy of the selected services (`?services=`, `?deployment_profile=`), with no event
 /// time and no `?git_ref=`. The planner calls this instead of parsing the body, so no request
 /// path or config change can make such a delivery name a version.
-pub fn plan_unverified(
+pub(crate) fn plan_unverified(
     app: &App,
     source: Source,
     m: &Modifiers,
@@ -236,10 +130,18 @@ fn plan_event(
     history: &dyn History,
 ) -> Result<Vec<NewDeployment>, String> {
     if let Event::Rollback { service, to } = event {
-        return rollback(app, source, service, *to, history);
+        return rollback::rollback(app, source, service, *to, history);
     }
-    let selected: Vec<&str> = app
-        .services
+    Ok(selected(app, m)
+        .into_iter()
+        .map(|name| plan_service(app, name, source, event, m, history))
+        .collect())
+}
+
+/// The services an event deploys: all of the app's, narrowed by `?deployment_profile=` and
+/// `?services=`.
+fn selected<'a>(app: &'a App, m: &Modifiers) -> Vec<&'a str> {
+    app.services
         .keys()
         .map(String::as_str)
         .filter(|s| {
@@ -248,308 +150,83 @@ fn plan_event(
                 .is_none_or(|p| app.profiles[p].services.iter().any(|x| x == s))
         })
         .filter(|s| m.services.as_ref().is_none_or(|l| l.iter().any(|x| x == s)))
-        .collect();
-
-    let mut out = Vec::new();
-    for name in selected {
-        let svc = &app.services[name];
-        let mut d = NewDeployment {
-            app: app.name.clone(),
-            service: name.to_string(),
-            state: DeploymentState::Queued,
-            source: source.as_str().to_string(),
-            event: event.name(source).to_string(),
-            profile: m.profile.clone(),
-            ..NewDeployment::default()
-        };
-        if let Some(g) = &svc.git {
-            d.git_repo = Some(g.repo.clone());
-            d.git_branch = g.branch.clone();
-            d.git_ref = m.git_ref.clone().or_else(|| g.branch.clone());
-        }
-        let mut forced = false;
-        let image_repo = svc.image.as_ref().map_or("?", |i| i.repository.as_str());
-        match event {
-            Event::ImagePush(pushes) => match &svc.image {
-                None => {
-                    let repo = pushes.first().map(|p| p.repository.as_str()).unwrap_or("?");
-                    d.skip(format!(
-                        "image push of {repo}: service {name} does not follow an image"
-                    ));
-                }
-                Some(spec) => {
-                    plan_image(&mut d, spec, pushes, history);
-                    forced = matches!(spec.tags, TagPolicy::Semver { .. });
-                }
-            },
-            Event::Push(_) if svc.image.is_some() => {
-                d.skip(format!(
-                    "git push: service {name} follows the image {image_repo}"
-                ));
-            }
-            Event::Redeploy { time } if svc.image.is_some() => {
-                // Redeploying an image service recreates its containers from what it runs now.
-                d.event_time = *time;
-                let current = history.images(name).into_iter().find(|h| !h.pending);
-                match current {
-                    Some(h) => {
-                        d.image = svc.image.as_ref().map(|i| i.repository.clone());
-                        d.image_tag = h.tag;
-                        d.image_digest = h.digest;
-                    }
-                    None => d.skip(format!(
-                        "service {name} has no image deployed yet; push one to {image_repo}"
-                    )),
-                }
-            }
-            Event::Push(changes) => match &svc.git {
-                None => {
-                    let repo = changes.first().map(|c| c.repo.as_str()).unwrap_or("?");
-                    d.skip(format!(
-                        "push to {repo}: service {name} does not follow a git repository"
-                    ));
-                }
-                Some(g) => {
-                    let in_repo: Vec<&GitPush> = changes
-                        .iter()
-                        .filter(|c| g.repo.eq_ignore_ascii_case(&c.repo))
-                        .collect();
-                    // The change this service follows; the newest if several match.
-                    let followed = in_repo
-                        .iter()
-                        .filter(|c| m.git_ref.is_some() || follows(g, &c.git_ref))
-                        .max_by_key(|c| c.time);
-                    match (in_repo.first(), followed) {
-                        (None, _) => {
-                            let repo = changes.first().map(|c| c.repo.as_str()).unwrap_or("?");
-                            d.skip(format!("push to {repo}; service {name} follows {}", g.repo));
-                        }
-                        (_, Some(c)) if c.deleted => {
-                            d.skip(format!("{} was deleted; nothing to deploy", c.full_ref));
-                        }
-                        (_, Some(_)) if m.git_ref.is_some() => {
-                            // The URL names the ref to deploy; the push only triggers it.
-                        }
-                        (_, Some(c)) => {
-                            d.git_ref = Some(c.full_ref.clone());
-                            d.git_branch = match &c.git_ref {
-                                GitRef::Branch(b) => Some(b.clone()),
-                                _ => None,
-                            };
-                            d.git_commit = c.commit.clone();
-                            d.event_time = c.time;
-                            forced = c.forced;
-                        }
-                        (Some(_), None) => {
-                            let what: Vec<String> = in_repo.iter().map(|c| describe(c)).collect();
-                            d.skip(format!(
-                                "{}; service {name} follows {}",
-                                what.join(", "),
-                                g.follows()
-                            ));
-                        }
-                    }
-                }
-            },
-            Event::Redeploy { time } => d.event_time = *time,
-            Event::Ping | Event::Ignored(_) | Event::Rollback { .. } => {
-                unreachable!("returned above")
-            }
-        }
-        // A forced push rewrote history on purpose: it is never stale. Semver image services
-        // are ordered by version instead (see `plan_image`).
-        if d.state == DeploymentState::Queued
-            && !forced
-            && let Some(t) = d.event_time
-            && let Some((newest, by)) = history.newest(name)
-            && newest > t
-        {
-            d.skip(format!(
-                "stale: event time {} is older than {} of deployment {by}",
-                fmt_ms(t),
-                fmt_ms(newest)
-            ));
-        }
-        out.push(d);
-    }
-    Ok(out)
+        .collect()
 }
 
-/// Fills in the image an image push deploys to a service, or skips it with the reason.
-fn plan_image(
-    d: &mut NewDeployment,
-    spec: &ImageSpec,
-    pushes: &[ImagePush],
-    history: &dyn History,
-) {
-    let name = d.service.clone();
-    let wanted = canonical_repository(&spec.repository);
-    let ours: Vec<&ImagePush> = pushes
-        .iter()
-        .filter(|p| canonical_repository(&p.repository) == wanted)
-        .collect();
-    if ours.is_empty() {
-        let repo = pushes.first().map(|p| p.repository.as_str()).unwrap_or("?");
-        d.skip(format!(
-            "image push of {repo}; service {name} follows {}",
-            spec.repository
-        ));
-        return;
-    }
-    let accepted: Vec<&ImagePush> = ours
-        .iter()
-        .copied()
-        .filter(|p| p.tag.as_deref().is_some_and(|t| accepts(&spec.tags, t)))
-        .collect();
-    // Several tags of one push (`1.4.2`, `1.4`, `latest`): the highest version under a semver
-    // policy, else the newest; one deployment either way.
-    let chosen = match &spec.tags {
-        TagPolicy::Semver { .. } => accepted
-            .iter()
-            .max_by_key(|p| p.tag.as_deref().and_then(tag_version)),
-        _ => accepted.iter().max_by_key(|p| p.time),
-    };
-    let Some(push) = chosen else {
-        // Recorded with what was pushed, so the history shows the refused tag.
-        if let Some(p) = ours.last() {
-            d.image = Some(spec.repository.clone());
-            d.image_tag = p.tag.clone();
-            d.image_digest = p.digest.clone();
-            d.event_time = p.time;
-        }
-        let tags: Vec<&str> = ours
-            .iter()
-            .map(|p| p.tag.as_deref().unwrap_or("(by digest)"))
-            .collect();
-        d.skip(format!(
-            "tag {} of {}: service {name} deploys tags {}",
-            tags.join(", "),
-            spec.repository,
-            spec.tags.text()
-        ));
-        return;
-    };
-    let tag = push.tag.clone().unwrap_or_default();
-    // The digest: this push's, or that of another accepted tag of the same push.
-    let digest = push
-        .digest
-        .clone()
-        .or_else(|| accepted.iter().find_map(|p| p.digest.clone()));
-    d.image = Some(spec.repository.clone());
-    d.image_tag = Some(tag.clone());
-    d.image_digest = digest.clone();
-    d.event_time = push.time;
-    let held = history.images(&name);
-    if let Some(digest) = &digest
-        && let Some(h) = held.iter().find(|h| h.digest.as_deref() == Some(digest))
-    {
-        let what = if h.pending { "queued" } else { "deployed" };
-        d.skip(format!(
-            "{tag} is {} already {what} (deployment {})",
-            short_digest(digest),
-            h.deployment
-        ));
-        return;
-    }
-    if let TagPolicy::Semver { text, .. } = &spec.tags
-        && let Some(v) = tag_version(&tag)
-        && let Some((h, hv)) = held
-            .iter()
-            .filter_map(|h| Some((h, h.tag.as_deref().and_then(tag_version)?)))
-            .max_by(|a, b| a.1.cmp(&b.1))
-        && hv >= v
-    {
-        d.skip(format!(
-            "{tag} is not newer than {hv} (deployment {}); {text} only moves forward",
-            h.deployment
-        ));
-    }
-}
-
-/// Whether a tag policy takes a pushed tag.
-pub fn accepts(policy: &TagPolicy, tag: &str) -> bool {
-    match policy {
-        TagPolicy::Exact(t) => t == tag,
-        TagPolicy::Glob(p) => p.matches(tag),
-        TagPolicy::Semver { range, pre, .. } => match tag_version(tag) {
-            None => false,
-            Some(v) if v.pre.is_empty() => range.matches(&v),
-            // `VersionReq` takes a pre-release only next to a comparator with one; `+pre`
-            // asks for every pre-release in the range.
-            Some(v) if *pre => {
-                range.matches(&v) || range.matches(&semver::Version::new(v.major, v.minor, v.patch))
-            }
-            Some(_) => false,
-        },
-    }
-}
-
-fn short_digest(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
-}
-
-/// Plans `ferry rollback`: one deployment of the service, to the version its target ran.
-fn rollback(
+/// Plans one service for an event (not a rollback): what the event means for a git service
+/// or an image service, then the staleness rule.
+fn plan_service(
     app: &App,
+    name: &str,
     source: Source,
-    service: &str,
-    to: Option<i64>,
+    event: &Event,
+    m: &Modifiers,
     history: &dyn History,
-) -> Result<Vec<NewDeployment>, String> {
-    if !app.services.contains_key(service) {
-        return Err(format!("app {} has no service {service}", app.name));
-    }
-    let Some(t) = history.rollback_target(service, to) else {
-        return Err(match to {
-            Some(id) => format!(
-                "deployment {id} of {}/{service} did not succeed; nothing to roll back to",
-                app.name
-            ),
-            None => format!(
-                "{}/{service} has no earlier successful version to roll back to",
-                app.name
-            ),
-        });
-    };
-    Ok(vec![NewDeployment {
+) -> NewDeployment {
+    let svc = &app.services[name];
+    let mut d = NewDeployment {
         app: app.name.clone(),
-        service: service.to_string(),
+        service: name.to_string(),
         state: DeploymentState::Queued,
-        reason: Some(format!("rollback to deployment {}", t.id)),
         source: source.as_str().to_string(),
-        event: "rollback".into(),
-        git_repo: t.git_repo,
-        git_branch: t.git_branch,
-        git_ref: t.git_ref,
-        git_commit: t.git_commit,
-        // A rollback is ordered like a new event: nothing already queued is older than it.
-        event_time: None,
-        profile: None,
-        image: t.image,
-        image_tag: t.image_tag,
-        image_digest: t.image_digest,
-    }])
-}
-
-/// Whether a service's git policy follows a pushed ref.
-fn follows(g: &crate::config::GitSpec, r: &GitRef) -> bool {
-    match r {
-        GitRef::Branch(b) => g.branch.as_deref() == Some(b.as_str()),
-        GitRef::Tag(t) => g.tags.as_ref().is_some_and(|p| p.matches(t)),
-        GitRef::Other(_) => false,
-    }
-}
-
-fn describe(c: &GitPush) -> String {
-    let what = match &c.git_ref {
-        GitRef::Branch(b) => format!("push to branch {b}"),
-        GitRef::Tag(t) => format!("push of tag {t}"),
-        GitRef::Other(r) => format!("push to {r}"),
+        event: event.name(source).to_string(),
+        profile: m.profile.clone(),
+        ..NewDeployment::default()
     };
-    if c.deleted {
-        format!("{what} (deleted)")
-    } else {
-        what
+    if let Some(g) = &svc.git {
+        d.git_repo = Some(g.repo.clone());
+        d.git_branch = g.branch.clone();
+        d.git_ref = m.git_ref.clone().or_else(|| g.branch.clone());
+    }
+    // Whether the staleness rule is waived (see `skip_if_stale`).
+    let forced = match (event, &svc.image) {
+        (Event::ImagePush(pushes), Some(spec)) => image::plan_push(&mut d, spec, pushes, history),
+        (Event::ImagePush(pushes), None) => {
+            let repo = pushes.first().map(|p| p.repository.as_str()).unwrap_or("?");
+            d.skip(format!(
+                "image push of {repo}: service {name} does not follow an image"
+            ));
+            false
+        }
+        (Event::Push(_), Some(spec)) => {
+            d.skip(format!(
+                "git push: service {name} follows the image {}",
+                spec.repository
+            ));
+            false
+        }
+        (Event::Redeploy { time }, Some(spec)) => {
+            image::plan_redeploy(&mut d, spec, *time, history);
+            false
+        }
+        (Event::Push(changes), None) => git::plan_push(&mut d, svc.git.as_ref(), changes, m),
+        (Event::Redeploy { time }, None) => {
+            d.event_time = *time;
+            false
+        }
+        (Event::Ping | Event::Ignored(_) | Event::Rollback { .. }, _) => {
+            unreachable!("returned above")
+        }
+    };
+    skip_if_stale(&mut d, forced, history);
+    d
+}
+
+/// Skips a queued deployment whose event is older than what its service already has. A forced
+/// push rewrote history on purpose: it is never stale. Semver image services are ordered by
+/// version instead (see `image::plan_push`).
+fn skip_if_stale(d: &mut NewDeployment, forced: bool, history: &dyn History) {
+    if d.state == DeploymentState::Queued
+        && !forced
+        && let Some(t) = d.event_time
+        && let Some((newest, by)) = history.newest(&d.service)
+        && newest > t
+    {
+        d.skip(format!(
+            "stale: event time {} is older than {} of deployment {by}",
+            fmt_ms(t),
+            fmt_ms(newest)
+        ));
     }
 }
 
@@ -574,6 +251,7 @@ mod tests {
 
     use super::*;
     use crate::config;
+    use crate::sources::{GitPush, GitRef};
 
     fn app() -> App {
         let text = r#"
@@ -951,183 +629,5 @@ services = ["web", "worker"]
             git_ref: Some("v1".into()),
         };
         assert_eq!(Modifiers::parse(&m.to_query()), m);
-    }
-
-    fn image_app() -> App {
-        let text = r#"
-[apps.shop]
-token = "tok-0123456789abcdef"
-[apps.shop.services.api]
-image = { repository = "127.0.0.1:5000/acme/api", tags = "semver:^1" }
-docker = { container = "api" }
-[apps.shop.services.edge]
-image = { repository = "acme/edge", tags = "latest" }
-docker = { container = "edge" }
-[apps.shop.services.web]
-git = { repo = "acme/shop", branch = "main" }
-command = ["x"]
-"#;
-        config::parse(text, Path::new("f.toml"), &|_| None)
-            .unwrap()
-            .apps
-            .remove("shop")
-            .unwrap()
-    }
-
-    fn img(repo: &str, tag: &str, digest: &str) -> ImagePush {
-        ImagePush {
-            repository: repo.into(),
-            tag: Some(tag.into()),
-            digest: (!digest.is_empty()).then(|| format!("sha256:{digest:0>64}")),
-            time: Some(1_000),
-            event_id: None,
-        }
-    }
-
-    struct Held(Vec<HeldImage>);
-    impl History for Held {
-        fn newest(&self, _: &str) -> Option<(i64, i64)> {
-            None
-        }
-        fn images(&self, service: &str) -> Vec<HeldImage> {
-            if service == "api" {
-                self.0.clone()
-            } else {
-                Vec::new()
-            }
-        }
-    }
-
-    fn plan_images(pushes: Vec<ImagePush>, held: Vec<HeldImage>) -> Vec<NewDeployment> {
-        plan(
-            &image_app(),
-            Source::Registry,
-            &Event::ImagePush(pushes),
-            &Modifiers::default(),
-            &Held(held),
-        )
-        .unwrap()
-    }
-
-    fn get<'a>(out: &'a [NewDeployment], service: &str) -> &'a NewDeployment {
-        out.iter().find(|d| d.service == service).unwrap()
-    }
-
-    #[test]
-    fn one_push_under_several_tags_deploys_once_at_the_highest_version() {
-        let r = "127.0.0.1:5000/acme/api";
-        let out = plan_images(
-            vec![
-                img(r, "1.4", "a"),
-                img(r, "1.4.2", "a"),
-                img(r, "latest", "a"),
-            ],
-            vec![],
-        );
-        let api = get(&out, "api");
-        assert_eq!(api.state, DeploymentState::Queued, "{api:?}");
-        assert_eq!(api.image_tag.as_deref(), Some("1.4.2"));
-        assert_eq!(
-            api.image_digest.as_deref(),
-            Some(format!("sha256:{:0>64}", "a").as_str())
-        );
-        assert_eq!(api.image.as_deref(), Some(r));
-        // Other services: an image service of another repository, and a git service.
-        assert!(
-            get(&out, "edge")
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("follows acme/edge")
-        );
-        assert!(
-            get(&out, "web")
-                .reason
-                .as_deref()
-                .unwrap()
-                .contains("does not follow an image")
-        );
-    }
-
-    #[test]
-    fn semver_policy_refuses_other_majors_and_prereleases_and_moves_only_forward() {
-        let r = "127.0.0.1:5000/acme/api";
-        let out = plan_images(vec![img(r, "2.0.0", "b")], vec![]);
-        let api = get(&out, "api");
-        assert_eq!(api.state, DeploymentState::Skipped);
-        assert!(
-            api.reason
-                .as_deref()
-                .unwrap()
-                .contains("deploys tags semver:^1"),
-            "{api:?}"
-        );
-        let out = plan_images(vec![img(r, "1.5.0-rc.1", "b")], vec![]);
-        assert_eq!(get(&out, "api").state, DeploymentState::Skipped);
-        let held = vec![HeldImage {
-            deployment: 7,
-            tag: Some("1.1.0".into()),
-            digest: Some("sha256:x".into()),
-            pending: false,
-        }];
-        let out = plan_images(vec![img(r, "1.0.9", "c")], held.clone());
-        let api = get(&out, "api");
-        assert_eq!(api.state, DeploymentState::Skipped);
-        assert!(
-            api.reason
-                .as_deref()
-                .unwrap()
-                .contains("not newer than 1.1.0 (deployment 7)"),
-            "{api:?}"
-        );
-        let out = plan_images(vec![img(r, "1.2.0", "c")], held);
-        assert_eq!(get(&out, "api").state, DeploymentState::Queued);
-    }
-
-    #[test]
-    fn a_digest_already_deployed_or_queued_is_skipped() {
-        let r = "127.0.0.1:5000/acme/api";
-        let held = vec![HeldImage {
-            deployment: 9,
-            tag: Some("1.0.0".into()),
-            digest: Some(format!("sha256:{:0>64}", "d")),
-            pending: true,
-        }];
-        let out = plan_images(vec![img(r, "1.0.0", "d")], held);
-        let api = get(&out, "api");
-        assert_eq!(api.state, DeploymentState::Skipped);
-        assert!(
-            api.reason
-                .as_deref()
-                .unwrap()
-                .contains("already queued (deployment 9)"),
-            "{api:?}"
-        );
-    }
-
-    #[test]
-    fn docker_hub_names_match_their_canonical_form() {
-        let out = plan_images(vec![img("docker.io/acme/edge", "latest", "")], vec![]);
-        let edge = get(&out, "edge");
-        assert_eq!(edge.state, DeploymentState::Queued, "{edge:?}");
-        assert_eq!(
-            edge.image_digest, None,
-            "resolved by the executor at pull time"
-        );
-        let out = plan_images(vec![img("acme/edge", "v2", "")], vec![]);
-        assert_eq!(get(&out, "edge").state, DeploymentState::Skipped);
-    }
-
-    #[test]
-    fn tag_policy_acceptance() {
-        let p = |t: &str| config::TagPolicy::parse(t).unwrap();
-        assert!(accepts(&p("semver:^1"), "v1.2.3"));
-        assert!(!accepts(&p("semver:^1"), "1.2"));
-        assert!(!accepts(&p("semver:^1"), "1.3.0-beta.1"));
-        assert!(accepts(&p("semver:^1 +pre"), "1.3.0-beta.1"));
-        assert!(accepts(&p("release-*"), "release-42"));
-        assert!(!accepts(&p("release-*"), "latest"));
-        assert!(accepts(&p("latest"), "latest"));
-        assert!(!accepts(&p("latest"), "1.0.0"));
     }
 }

@@ -23,7 +23,7 @@ use crate::store::{
     StoreError,
 };
 
-pub async fn run(
+pub(crate) async fn run(
     config: Arc<Config>,
     store: Store,
     wake: Arc<Notify>,
@@ -67,70 +67,147 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
         }
         // Parsing is the slow part: do it before the transaction takes the write lock.
         let parsed: Vec<_> = batch.iter().map(|d| parse(config, d)).collect();
-        let mut tx = store.begin_planning().await?;
-        let started = std::time::Instant::now();
-        let mut next_id = tx.next_deployment_id().await?;
-        // What each service already holds, for the staleness rule; kept up to date with the
-        // plans of this batch as they are made.
-        let mut known = Known::default();
-        let mut rows = Vec::new();
-        let mut statuses = Vec::with_capacity(batch.len());
-        let mut rejected = Vec::new();
-        let mut notes = Vec::new();
-        let mut plans = Vec::with_capacity(batch.len());
-        for (d, p) in batch.iter().zip(parsed) {
-            if !plans.is_empty() && started.elapsed() > BUSY_BUDGET && store.intake_busy() {
-                break; // The rest stays unplanned, for the next batch.
-            }
-            let outcome = match p {
-                Ok(p) => {
-                    if let Some(note) = &p.note {
-                        notes.push((d.delivery.id, note.clone()));
-                    }
-                    known.load(&mut tx, &p).await?;
-                    let history = known.history(&p.app.name);
-                    if p.unverified {
-                        plan::plan_unverified(p.app, p.source, &p.modifiers, &history)
-                    } else {
-                        plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
-                    }
-                }
-                Err(Unplannable::Rejected(reason)) => {
-                    rejected.push((d.delivery.id, reason.clone()));
-                    plans.push((next_id, Vec::new(), Some(reason), true));
-                    continue;
-                }
-                Err(Unplannable::Error(message)) => Err(message),
-            };
-            let (deployments, error) = match outcome {
-                Ok(list) => (list, None),
-                Err(message) => (Vec::new(), Some(message)),
-            };
-            let first = next_id;
-            for dep in &deployments {
-                if dep.state == DeploymentState::Queued {
-                    known.queued(next_id, dep);
-                }
-                rows.push((next_id, d.delivery.id, dep.clone()));
-                next_id += 1;
-            }
-            statuses.push((d.delivery.id, error.clone()));
-            plans.push((first, deployments, error, false));
-        }
-        tx.record(&rows, &statuses).await?;
-        tx.reject(&rejected).await?;
-        tx.note(&notes).await?;
-        tx.commit().await?;
+        let plans = plan_batch(store, &batch, parsed).await?;
         // Logged once durable, so the log never shows a plan that a crash then lost. (`plans`
         // may cover only a prefix of the batch.)
-        for (d, (first, deployments, error, rejected)) in batch.iter().zip(plans) {
-            if rejected {
-                let reason = error.as_deref().unwrap_or("");
-                tracing::warn!(delivery = d.delivery.id, app = %d.delivery.app, reason, "delivery rejected");
+        for (d, plan) in batch.iter().zip(plans) {
+            queued += plan.log(d);
+        }
+    }
+}
+
+/// Plans a batch (or, while hook deliveries wait, a prefix of it) and records the outcome in
+/// one transaction; returns each planned delivery's plan, in order.
+async fn plan_batch(
+    store: &Store,
+    batch: &[FullDelivery],
+    parsed: Vec<Result<Parsed<'_>, Unplannable>>,
+) -> Result<Vec<Plan>, StoreError> {
+    let mut tx = store.begin_planning().await?;
+    let started = std::time::Instant::now();
+    let mut out = Outcomes::new(tx.next_deployment_id().await?, batch.len());
+    // What each service already holds, for the staleness rule; kept up to date with the
+    // plans of this batch as they are made.
+    let mut known = Known::default();
+    for (d, p) in batch.iter().zip(parsed) {
+        if !out.plans.is_empty() && started.elapsed() > BUSY_BUDGET && store.intake_busy() {
+            break; // The rest stays unplanned, for the next batch.
+        }
+        let id = d.delivery.id;
+        let outcome = match p {
+            Ok(p) => {
+                if let Some(note) = &p.note {
+                    out.notes.push((id, note.clone()));
+                }
+                known.load(&mut tx, &p).await?;
+                let history = known.history(&p.app.name);
+                if p.unverified {
+                    plan::plan_unverified(p.app, p.source, &p.modifiers, &history)
+                } else {
+                    plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
+                }
+            }
+            Err(Unplannable::Rejected(reason)) => {
+                out.reject(id, reason);
                 continue;
             }
-            queued += log_plan(d, first, &deployments, error.as_deref());
+            Err(Unplannable::Error(message)) => Err(message),
+        };
+        out.planned(id, outcome, &mut known);
+    }
+    tx.record(&out.rows, &out.statuses).await?;
+    tx.reject(&out.rejected).await?;
+    tx.note(&out.notes).await?;
+    tx.commit().await?;
+    Ok(out.plans)
+}
+
+/// What a planning transaction records, gathered delivery by delivery.
+struct Outcomes {
+    /// The id the next deployment gets (see `Planning::next_deployment_id`).
+    next_id: i64,
+    /// (deployment id, delivery id, deployment), for `Planning::record`.
+    rows: Vec<(i64, i64, NewDeployment)>,
+    /// Each planned delivery and the reason it deploys nothing, if any.
+    statuses: Vec<(i64, Option<String>)>,
+    /// Deliveries whose values failed the checks, with the reason.
+    rejected: Vec<(i64, String)>,
+    notes: Vec<(i64, String)>,
+    /// One per delivery handled, in order, for the log.
+    plans: Vec<Plan>,
+}
+
+/// What became of one delivery, for the log once committed.
+struct Plan {
+    /// The id of its first deployment (the others follow).
+    first: i64,
+    deployments: Vec<NewDeployment>,
+    /// Why it deploys nothing, or why it was rejected.
+    error: Option<String>,
+    rejected: bool,
+}
+
+impl Outcomes {
+    fn new(next_id: i64, size: usize) -> Outcomes {
+        Outcomes {
+            next_id,
+            rows: Vec::new(),
+            statuses: Vec::with_capacity(size),
+            rejected: Vec::new(),
+            notes: Vec::new(),
+            plans: Vec::with_capacity(size),
         }
+    }
+
+    /// A delivery rejected for its values: no status update, no deployments.
+    fn reject(&mut self, delivery: i64, reason: String) {
+        self.rejected.push((delivery, reason.clone()));
+        self.plans.push(Plan {
+            first: self.next_id,
+            deployments: Vec::new(),
+            error: Some(reason),
+            rejected: true,
+        });
+    }
+
+    /// A delivery planned: its deployments get ids, and those queued join what `known` holds.
+    fn planned(
+        &mut self,
+        delivery: i64,
+        outcome: Result<Vec<NewDeployment>, String>,
+        known: &mut Known,
+    ) {
+        let (deployments, error) = match outcome {
+            Ok(list) => (list, None),
+            Err(message) => (Vec::new(), Some(message)),
+        };
+        let first = self.next_id;
+        for dep in &deployments {
+            if dep.state == DeploymentState::Queued {
+                known.queued(self.next_id, dep);
+            }
+            self.rows.push((self.next_id, delivery, dep.clone()));
+            self.next_id += 1;
+        }
+        self.statuses.push((delivery, error.clone()));
+        self.plans.push(Plan {
+            first,
+            deployments,
+            error,
+            rejected: false,
+        });
+    }
+}
+
+impl Plan {
+    /// Logs the plan of one delivery; returns how many deployments it queued.
+    fn log(self, d: &FullDelivery) -> usize {
+        if self.rejected {
+            let reason = self.error.as_deref().unwrap_or("");
+            tracing::warn!(delivery = d.delivery.id, app = %d.delivery.app, reason, "delivery rejected");
+            return 0;
+        }
+        log_plan(d, self.first, &self.deployments, self.error.as_deref())
     }
 }
 

@@ -59,7 +59,7 @@ impl std::fmt::Display for Rate {
 
 /// A keyed rate limiter. Cheap to share (`&self` methods; one short mutex section each).
 #[derive(Debug)]
-pub struct Limiter<K> {
+pub(crate) struct Limiter<K> {
     rate: Rate,
     capacity: usize,
     /// Per key, the time at which its bucket is full again.
@@ -67,7 +67,7 @@ pub struct Limiter<K> {
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
-    pub fn new(rate: Rate, capacity: usize) -> Limiter<K> {
+    pub(crate) fn new(rate: Rate, capacity: usize) -> Limiter<K> {
         Limiter {
             rate,
             capacity: capacity.max(1),
@@ -75,7 +75,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
-    pub fn rate(&self) -> Rate {
+    pub(crate) fn rate(&self) -> Rate {
         self.rate
     }
 
@@ -85,7 +85,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     /// Would a request now pass? `Err(wait)` says how long until one would. Charges nothing.
-    pub fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
         match tats.get(key) {
             Some(&tat) => self.verdict(tat.max(now), now),
@@ -94,7 +94,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     /// Lets one request through and charges it, or says how long to wait (charging nothing).
-    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
         let tat = tats.get(key).map_or(now, |&t| t.max(now));
         self.verdict(tat, now)?;
@@ -129,17 +129,14 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     /// Number of keys held (for tests).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.tats.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// Whole seconds for `Retry-After`, rounded up (never 0: "retry now" would be wrong).
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }

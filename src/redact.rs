@@ -16,10 +16,10 @@ use axum::http::HeaderMap;
 use crate::config::App;
 
 /// The stored value of a header that carried a secret.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Headers that carry credentials (lower case, as `http` names them).
-pub const SECRET_HEADERS: &[&str] = &[
+pub(crate) const SECRET_HEADERS: &[&str] = &[
     "authorization",
     "cookie",
     "proxy-authorization",
@@ -30,7 +30,7 @@ pub const SECRET_HEADERS: &[&str] = &[
 
 /// The request's headers as a JSON object (lower-case names; repeated headers joined by ", "),
 /// with secret-carrying ones replaced by [`REDACTED`].
-pub fn headers_json(headers: &HeaderMap, app: &App) -> String {
+pub(crate) fn headers_json(headers: &HeaderMap, app: &App) -> String {
     let mut map = serde_json::Map::new();
     for (name, value) in headers {
         let value = if is_secret(name.as_str(), value.as_bytes(), app) {

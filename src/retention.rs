@@ -16,7 +16,7 @@ fn period(keep: Duration) -> Duration {
     (keep / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600))
 }
 
-pub async fn run(store: Store, data_dir: PathBuf, keep: Duration, stop: CancellationToken) {
+pub(crate) async fn run(store: Store, data_dir: PathBuf, keep: Duration, stop: CancellationToken) {
     loop {
         prune_once(&store, &data_dir, keep).await;
         tokio::select! {
@@ -27,7 +27,7 @@ pub async fn run(store: Store, data_dir: PathBuf, keep: Duration, stop: Cancella
 }
 
 /// One pass: delete old rows, then their log files.
-pub async fn prune_once(store: &Store, data_dir: &std::path::Path, keep: Duration) {
+pub(crate) async fn prune_once(store: &Store, data_dir: &std::path::Path, keep: Duration) {
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     let cutoff = now_ms().saturating_sub(keep_ms);
     match store.prune(cutoff).await {

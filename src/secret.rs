@@ -40,12 +40,12 @@ impl fmt::Debug for Secret {
 
 /// Whether `a` and `b` are equal, in constant time (a different length answers at once: the
 /// length of a secret is not kept from the caller).
-pub fn equal(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn equal(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
 /// The HMAC key of a `whsec_…` secret (the bare base64, padded or not, is accepted too).
-pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_secret(secret: &str) -> Option<Vec<u8>> {
     let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
     STANDARD
         .decode(b64)

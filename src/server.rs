@@ -13,6 +13,13 @@
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
 //! `interrupted`); stop the notify worker (what it has not sent stays in the outbox) and
 //! return.
+//!
+//! Layout: this file holds [`serve`], the routes and the listeners; `server/degraded.rs` the
+//! 503 mode while the store cannot be opened; `server/background.rs` crash recovery, the
+//! background tasks and their ordered shutdown.
+
+mod background;
+mod degraded;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,22 +27,22 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::IntoResponse;
 use axum::routing::post;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
-use crate::store::{Intake, Store};
 use crate::tls::Tls;
-use crate::{api, ingress, lanes, listener, notify, planner, retention};
+use crate::{api, ingress, listener};
+
+use background::Background;
+use degraded::open_store;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
     #[error("server.tls: {0}")]
@@ -58,7 +65,7 @@ fn hook_route(shared: &Arc<Shared>) -> axum::routing::MethodRouter<Arc<Shared>> 
 }
 
 /// The HTTP routes, for a given shared state.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/hooks/{app}/{token}", hook_route(&shared))
         // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
@@ -70,7 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The routers of the main listener and, with `server.admin_listen`, of the admin listener:
 /// then the API and `/metrics` live only there, and the main listener keeps hooks and health
 /// checks (anything else is a 404).
-pub fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
+pub(crate) fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
     if shared.config.server.admin_listen.is_none() {
         return (router(shared), None);
     }
@@ -91,211 +98,53 @@ struct Endpoint {
     tls: Option<Arc<Tls>>,
 }
 
-/// Opens the store. While it cannot be opened (a read-only or full data dir, a missing mount),
-/// ferry still listens and answers every request 503 with the reason, so senders retry and
-/// load balancers see `/readyz` fail; it retries every two seconds. Returns `None` if asked to
-/// stop first.
-async fn open_store(
-    endpoints: &[Endpoint],
-    limits: &ConnLimits,
-    data_dir: &std::path::Path,
-    stopping: &CancellationToken,
-) -> Result<Option<(Store, Intake)>, ServerError> {
-    let first = match Store::open(data_dir).await {
-        Ok(opened) => return Ok(Some(opened)),
-        Err(e) => e,
-    };
-    let reason = format!(
-        "the store in {} cannot be opened: {first}; retrying",
-        data_dir.display()
-    );
-    let listener = &endpoints[0].listener;
-    tracing::error!(addr = %listener.local_addr()?, "{reason}");
-    tracing::info!(addr = %listener.local_addr()?, "listening (degraded: answering 503 until the store opens)");
-    let opened_or_stopping = CancellationToken::new();
-    let unavailable = {
-        let reason = reason.clone();
-        Router::new()
-            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-            .fallback(move || {
-                let reason = reason.clone();
-                async move {
-                    let mut r = (
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(serde_json::json!({ "error": reason })),
-                    )
-                        .into_response();
-                    r.headers_mut().insert(
-                        http::header::RETRY_AFTER,
-                        http::HeaderValue::from_static("5"),
-                    );
-                    r
-                }
-            })
-    };
-    // A second handle on each socket serves 503s meanwhile (over TLS where the listener has
-    // it); the real server takes over the original once the store opens, and connections wait
-    // in the backlog in between.
-    let mut servers = Vec::new();
-    for e in endpoints {
-        let degraded = TcpListener::from_std(listener_clone(&e.listener)?)?;
-        servers.push(tokio::spawn(listener::serve(
-            degraded,
-            unavailable.clone(),
-            limits.clone(),
-            e.tls.clone(),
-            opened_or_stopping.clone().cancelled_owned(),
-        )));
-    }
-    let opened = loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            _ = stopping.cancelled() => break None,
-        }
-        match Store::open(data_dir).await {
-            Ok(opened) => {
-                tracing::info!("store opened; leaving degraded mode");
-                break Some(opened);
-            }
-            Err(e) => tracing::debug!(error = %e, "store still unavailable"),
-        }
-    };
-    opened_or_stopping.cancel();
-    for server in servers {
-        let _ = server.await;
-    }
-    Ok(opened)
-}
-
-fn listener_clone(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
-    use std::os::fd::{AsFd, OwnedFd};
-    let fd: OwnedFd = listener.as_fd().try_clone_to_owned()?;
-    let std_listener = std::net::TcpListener::from(fd);
-    std_listener.set_nonblocking(true)?;
-    Ok(std_listener)
-}
-
-pub async fn serve(
+/// Runs ferry on an already-bound listener until `shutdown` resolves: opens the store (in
+/// degraded mode while it cannot), recovers from a crash, starts the background tasks, serves
+/// HTTP, then stops everything in order.
+pub(crate) async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
-    let data_dir = &config.server.data_dir;
-    // One token for both phases below: the shutdown future can only be awaited once.
-    let stopping = CancellationToken::new();
-    {
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stopping.cancel();
-        });
-    }
+    let stopping = stop_token(shutdown);
     let endpoints = endpoints(listener, &config).await?;
     tokio::spawn(crate::tls::reload_on_sighup(
         endpoints[0].tls.clone(),
         stopping.clone(),
     ));
     let limits = ConnLimits::for_server(&config.server);
+    let data_dir = &config.server.data_dir;
     let Some((store, intake)) = open_store(&endpoints, &limits, data_dir, &stopping).await? else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
-    // A deploy command that outlived a crash of ferry still runs in its own process group:
-    // stop it before its deployment is recorded interrupted and perhaps run again.
-    let orphans = crate::lanes::running_dir(data_dir);
-    for pgid in
-        tokio::task::spawn_blocking(move || crate::executors::command::kill_orphans(&orphans))
-            .await
-            .unwrap_or_default()
-    {
-        tracing::warn!(
-            process_group = pgid,
-            "killed a deploy command left running by a previous ferry"
-        );
-    }
-    match store
-        .recover_interrupted(config.server.retry_interrupted)
-        .await
-    {
-        Ok(list) => {
-            for (id, retry) in list {
-                tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted by a previous stop");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
-    }
-
-    let lanes_wake = Arc::new(Notify::new());
-    let planner_stop = CancellationToken::new();
-    let lanes_stop = CancellationToken::new();
-    let lanes_kill = CancellationToken::new();
-    let planner = tokio::spawn(planner::run(
-        config.clone(),
-        store.clone(),
-        intake.committed.clone(),
-        lanes_wake.clone(),
-        planner_stop.clone(),
-    ));
-    // Notifications: the outbox's worker (it never holds anything the lanes wait for).
-    let notify_stop = CancellationToken::new();
-    let notifications = notify::spawn(config.clone(), store.clone(), notify_stop.clone());
-    // Queued deployments left from before a restart start at once.
-    lanes_wake.notify_one();
-    let running = lanes::Running::default();
-    let mut lanes = tokio::spawn(lanes::run(
-        Arc::new(lanes::Context {
-            config: config.clone(),
-            store: store.clone(),
-            running: running.clone(),
-        }),
-        lanes_wake,
-        lanes_stop.clone(),
-        lanes_kill.clone(),
-    ));
-
-    let retention = config.server.keep.map(|keep| {
-        tokio::spawn(retention::run(
-            store.clone(),
-            config.server.data_dir.clone(),
-            keep,
-            planner_stop.clone(),
-        ))
-    });
-
+    background::recover(&config, &store).await;
+    let tasks = Background::spawn(&config, &store, &intake);
     let shared = Arc::new(Shared {
         config: config.clone(),
         store,
         intake,
         metrics: Metrics::default(),
         edges: crate::edges::Edges::new(&config),
-        running,
+        running: tasks.running.clone(),
     });
     serve_http(endpoints, routers(shared), limits, &stopping).await?;
-
-    tracing::info!(grace = %humantime::format_duration(config.server.shutdown_grace), "shutting down: no new deployments; waiting for running ones");
-    planner_stop.cancel();
-    lanes_stop.cancel();
-    let grace_over = tokio::time::Instant::now() + config.server.shutdown_grace;
-    if tokio::time::timeout_at(grace_over, &mut lanes)
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over: cancelling running deployments");
-        lanes_kill.cancel();
-        let _ = lanes.await;
-    }
-    // What is pending stays in the outbox, for the next start: no waiting for receivers.
-    notify_stop.cancel();
-    if let Some(n) = notifications {
-        let _ = n.await;
-    }
-    let _ = planner.await;
-    if let Some(r) = retention {
-        let _ = r.await;
-    }
+    tasks.stop(config.server.shutdown_grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A token cancelled when `shutdown` resolves. One token serves both phases (degraded mode,
+/// then HTTP): the shutdown future can only be awaited once.
+fn stop_token(shutdown: impl Future<Output = ()> + Send + 'static) -> CancellationToken {
+    let stopping = CancellationToken::new();
+    let token = stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        token.cancel();
+    });
+    stopping
 }
 
 /// The main listener (with TLS when `server.tls` is set) and, with `server.admin_listen`, the

@@ -9,13 +9,13 @@ use crate::metrics::Metrics;
 use crate::store::{Intake, Store};
 
 /// What request handlers share.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub intake: Intake,
-    pub metrics: Metrics,
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Store,
+    pub(crate) intake: Intake,
+    pub(crate) metrics: Metrics,
     /// Client address, rate limits and allowlists of the hook route.
-    pub edges: crate::edges::Edges,
+    pub(crate) edges: crate::edges::Edges,
     /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.
-    pub running: crate::lanes::Running,
+    pub(crate) running: crate::lanes::Running,
 }

@@ -12,10 +12,10 @@ use std::str::FromStr;
 /// A name that is no known state (of `what`: "deployment state", "delivery status").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {name:?} (known: {known})")]
-pub struct UnknownState {
-    pub what: &'static str,
-    pub name: String,
-    pub known: String,
+pub(crate) struct UnknownState {
+    pub(crate) what: &'static str,
+    pub(crate) name: String,
+    pub(crate) known: String,
 }
 
 /// Defines a state enum from `Variant => "name"` pairs: `as_str`, `ALL`, `Display`, `FromStr`,
@@ -24,16 +24,18 @@ macro_rules! states {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name {
+        pub(crate) enum $name {
             $($(#[$vmeta])* $variant,)+
         }
 
         impl $name {
-            /// Every state, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// Every state, in declaration order. (Outside tests, not every enum needs it: the
+            /// outbox's event types and notification states do, delivery statuses do not.)
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant,)+];
 
             /// The name stored in the database and shown in the API.
-            pub const fn as_str(self) -> &'static str {
+            pub(crate) const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
                 }
@@ -155,13 +157,13 @@ impl Default for DeploymentState {
 
 impl DeploymentState {
     /// Whether the deployment has ended: nothing will change its state any more.
-    pub const fn is_final(self) -> bool {
+    pub(crate) const fn is_final(self) -> bool {
         !matches!(self, DeploymentState::Queued | DeploymentState::Running)
     }
 
     /// Whether it ended as hoped (`ferry deploy --wait` exits 0): it ran and succeeded, or
     /// there was nothing to do.
-    pub const fn is_success(self) -> bool {
+    pub(crate) const fn is_success(self) -> bool {
         matches!(self, DeploymentState::Succeeded | DeploymentState::Skipped)
     }
 }
@@ -178,7 +180,7 @@ states! {
 
 impl DeliveryStatus {
     /// Whether the planner is done with it.
-    pub const fn is_final(self) -> bool {
+    pub(crate) const fn is_final(self) -> bool {
         !matches!(self, DeliveryStatus::Received)
     }
 }
@@ -220,7 +222,7 @@ states! {
 
 impl EventType {
     /// The event a deployment's move into `state` causes.
-    pub const fn of_deployment(state: DeploymentState) -> EventType {
+    pub(crate) const fn of_deployment(state: DeploymentState) -> EventType {
         match state {
             DeploymentState::Queued => EventType::DeploymentQueued,
             DeploymentState::Running => EventType::DeploymentStarted,
@@ -236,7 +238,7 @@ impl EventType {
     }
 
     /// The deployment state this event reports, for deployment events.
-    pub fn deployment_state(self) -> Option<DeploymentState> {
+    pub(crate) fn deployment_state(self) -> Option<DeploymentState> {
         DeploymentState::ALL
             .iter()
             .copied()
@@ -246,7 +248,7 @@ impl EventType {
     /// Whether a `[[notify]]` entry without `events` gets it: every type but
     /// `deployment.skipped`, which every push to an unrelated branch causes (a receiver that
     /// got `deployment.queued` still gets how that deployment ended, whatever it was).
-    pub const fn is_default(self) -> bool {
+    pub(crate) const fn is_default(self) -> bool {
         !matches!(self, EventType::DeploymentSkipped)
     }
 }

@@ -2,7 +2,7 @@
 //! `sources`, `plan` and `api` format times alike without importing each other.
 
 /// Formats unix milliseconds as RFC 3339 (UTC).
-pub fn fmt_ms(ms: i64) -> String {
+pub(crate) fn fmt_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

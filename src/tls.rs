@@ -30,13 +30,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-/// The client certificate chain a connection presented and rustls verified against
-/// `server.client_ca` (end-entity certificate first). Inserted into every request of that
-/// connection; absent when the client presented none.
-#[derive(Debug, Clone)]
-pub struct PeerCertificate {
-    pub chain: Arc<Vec<CertificateDer<'static>>>,
-}
+/// Says that the connection presented a client certificate chain and rustls verified it
+/// against `server.client_ca`. Inserted into every request of that connection; absent when
+/// the client presented none. (No handler reads the certificate itself yet, so it is not kept.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerCertificate;
 
 /// The files of `server.tls` and `server.client_ca` (absolute, or relative to the config's
 /// directory). Read at start and again on SIGHUP. It lives here, not in `config`, so the
@@ -52,7 +50,7 @@ pub struct TlsSettings {
 /// What can be wrong with the TLS files. Each names the file; `crate::config` adds the key and
 /// line.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -81,7 +79,7 @@ pub enum TlsError {
 
 impl TlsError {
     /// Which of the settings' files the error is about, so config errors can name the key.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             TlsError::Read { path, .. }
             | TlsError::Pem { path, .. }
@@ -95,7 +93,7 @@ impl TlsError {
 }
 
 /// The one crypto provider ferry uses (aws-lc-rs, as reqwest does).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -114,7 +112,7 @@ fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
 }
 
 /// Every certificate in a PEM file, in order.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -128,7 +126,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// The first private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
@@ -139,7 +137,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The CA certificates client certificates must chain to.
-pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|source| TlsError::BadCa {
@@ -151,7 +149,7 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 }
 
 /// Builds the server config from the files as they are now.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let certs = load_certs(&settings.cert)?;
     let key = load_key(&settings.key)?;
@@ -189,13 +187,13 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
 }
 
 /// The listener's TLS: settings and the config new handshakes use.
-pub struct Tls {
+pub(crate) struct Tls {
     settings: TlsSettings,
     current: RwLock<Arc<ServerConfig>>,
 }
 
 impl Tls {
-    pub fn load(settings: &TlsSettings) -> Result<Arc<Tls>, TlsError> {
+    pub(crate) fn load(settings: &TlsSettings) -> Result<Arc<Tls>, TlsError> {
         let config = server_config(settings)?;
         Ok(Arc::new(Tls {
             settings: settings.clone(),
@@ -204,7 +202,7 @@ impl Tls {
     }
 
     /// An acceptor with the config current now (for one handshake).
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         let config = match self.current.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -213,7 +211,7 @@ impl Tls {
     }
 
     /// Reads the files again; on success new handshakes use them, on failure nothing changes.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.settings)?;
         match self.current.write() {
             Ok(mut c) => *c = config,
@@ -226,25 +224,26 @@ impl Tls {
 /// The TLS side of a newly accepted connection (for `crate::listener::serve_with`): the
 /// handshake with the config current now, and the client's verified certificate, if it
 /// presented one, as an extension for every request on the connection.
-pub async fn handshake(
+pub(crate) async fn handshake(
     tls: Arc<Tls>,
     tcp: TcpStream,
 ) -> std::io::Result<(TlsStream<TcpStream>, http::Extensions)> {
     let stream = tls.acceptor().accept(tcp).await?;
     let mut extensions = http::Extensions::new();
-    if let Some(chain) = stream.get_ref().1.peer_certificates()
-        && !chain.is_empty()
+    if stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .is_some_and(|chain| !chain.is_empty())
     {
-        extensions.insert(PeerCertificate {
-            chain: Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()),
-        });
+        extensions.insert(PeerCertificate);
     }
     Ok((stream, extensions))
 }
 
 /// Reloads `tls` on every SIGHUP until `stop`. Without TLS a SIGHUP is logged and ignored (it
 /// no longer terminates ferry, so `systemctl reload` is always safe).
-pub async fn reload_on_sighup(tls: Option<Arc<Tls>>, stop: CancellationToken) {
+pub(crate) async fn reload_on_sighup(tls: Option<Arc<Tls>>, stop: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,

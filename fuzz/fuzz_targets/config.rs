@@ -5,5 +5,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     let env = |name: &str| (name.len() % 2 == 0).then(|| format!("value-of-{name}-0123456789"));
-    let _ = ferry::config::parse(text, std::path::Path::new("/fuzz/ferry.toml"), &env);
+    let _ = ferry::fuzzing::parse_config(text, std::path::Path::new("/fuzz/ferry.toml"), &env);
 });

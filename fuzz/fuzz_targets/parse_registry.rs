@@ -3,7 +3,7 @@
 
 mod common;
 
-use ferry::sources::Source;
+use ferry::fuzzing::Source;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u8, &[u8])| common::parse_as(Source::Registry, input.0, input.1));

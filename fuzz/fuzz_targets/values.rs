@@ -3,11 +3,11 @@
 //! only clean `FERRY_*` values. Times from the future never survive `clamp_future_times`.
 #![no_main]
 
-use ferry::sources::values::{
+use ferry::fuzzing::values::{
     FUTURE_TOLERANCE_MS, check_event, clamp_future_times, commit_id, env_value,
     git_ref_or_commit, ref_name, repository,
 };
-use ferry::sources::{Event, GitPush, GitRef};
+use ferry::fuzzing::{Event, GitPush, GitRef};
 use libfuzzer_sys::fuzz_target;
 
 fn clean(v: &str) -> bool {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use ferry::config::{Encoding, HmacAlgorithm, HmacScheme, Verify};
-use ferry::secret::Secret;
-use ferry::sources::{check_body, dedupe_key, delivery_id, detect, verify};
+use ferry::fuzzing::{Encoding, HmacAlgorithm, HmacScheme, Verify};
+use ferry::fuzzing::Secret;
+use ferry::fuzzing::{check_body, dedupe_key, delivery_id, detect, verify};
 use libfuzzer_sys::fuzz_target;
 
 const HEADERS: &[&str] = &[

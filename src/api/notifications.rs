@@ -105,7 +105,7 @@ pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) 
 pub(super) async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
     match shared.store.retry_notification(id, now_ms()).await? {
         None => Err(not_found("notification")),
-        Some(RetryOutcome::AlreadyPending(_)) => Err(ApiError(
+        Some(RetryOutcome::AlreadyPending) => Err(ApiError(
             StatusCode::CONFLICT,
             format!("notification {id} is pending already"),
         )),

@@ -36,7 +36,7 @@ use crate::secret::Secret;
 use crate::tls::TlsSettings;
 use validator::Validator;
 
-pub use notify::{NotifyFormat, NotifyTarget, receiver_of};
+pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub struct Config {
     pub server: Server,
     pub apps: BTreeMap<String, App>,
     /// `[[notify]]`: outgoing webhooks, in the order written.
-    pub notify: Vec<NotifyTarget>,
+    pub(crate) notify: Vec<NotifyTarget>,
     /// Names of environment variables whose values became secrets. Deploy commands do not
     /// inherit them: a deploy script has no business knowing the hook token.
     pub secret_env_vars: Vec<String>,
@@ -93,7 +93,7 @@ pub struct Server {
     pub admin_listen: Option<String>,
     /// How long a failing notification is retried after it was created (or manually
     /// retried) before it is `dead`.
-    pub notify_retry_for: Duration,
+    pub(crate) notify_retry_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +150,7 @@ impl Modifier {
 }
 
 /// Where Docker Hub's callback URLs live.
-pub const DOCKERHUB_CALLBACK_PREFIX: &str = "https://registry.hub.docker.com/";
+pub(crate) const DOCKERHUB_CALLBACK_PREFIX: &str = "https://registry.hub.docker.com/";
 
 /// How one app's deliveries are verified. Each list holds the accepted secrets (several during
 /// a rotation); an empty list means the scheme is not configured.
@@ -356,7 +356,7 @@ impl TagPolicy {
 
 /// Reads a tag as a version: `1.2.3`, `v1.2.3`, `1.2.3-rc.1`. Partial versions (`1.2`) are not
 /// versions: they are moving tags that point at some `1.2.x`.
-pub fn tag_version(tag: &str) -> Option<semver::Version> {
+pub(crate) fn tag_version(tag: &str) -> Option<semver::Version> {
     semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
 }
 
@@ -488,27 +488,27 @@ fn display_all(diags: &[Diagnostic]) -> String {
 }
 
 /// Defaults that the contract promises.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-pub const DEFAULT_NOTIFY_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_STANDARD_TOLERANCE: Duration = Duration::from_secs(300);
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-pub const DEFAULT_RATE_PER_CLIENT: crate::ratelimit::Rate = crate::ratelimit::Rate {
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_NOTIFY_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_STANDARD_TOLERANCE: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_RATE_PER_CLIENT: crate::ratelimit::Rate = crate::ratelimit::Rate {
     count: 600,
     period: Duration::from_secs(60),
 };
-pub const DEFAULT_FAILURES_PER_CLIENT: crate::ratelimit::Rate = crate::ratelimit::Rate {
+pub(crate) const DEFAULT_FAILURES_PER_CLIENT: crate::ratelimit::Rate = crate::ratelimit::Rate {
     count: 20,
     period: Duration::from_secs(60),
 };
 const MIN_TOKEN_LEN: usize = 12;
 
 /// Reads and validates a config file, with `${VAR}` taken from the process environment.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,

@@ -16,7 +16,7 @@ use crate::states::EventType;
 
 /// How a `[[notify]]` receiver wants its notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyFormat {
+pub(crate) enum NotifyFormat {
     /// Standard Webhooks: a signed JSON body with `type`, `timestamp` and `data`.
     Standard,
     /// Slack-compatible incoming-webhook JSON (`{"text": …}`); the URL is the secret.
@@ -24,10 +24,10 @@ pub enum NotifyFormat {
 }
 
 impl NotifyFormat {
-    pub const ALL: [NotifyFormat; 2] = [NotifyFormat::Standard, NotifyFormat::Slack];
+    pub(crate) const ALL: [NotifyFormat; 2] = [NotifyFormat::Standard, NotifyFormat::Slack];
 
     /// The value of `format`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NotifyFormat::Standard => "standard",
             NotifyFormat::Slack => "slack",
@@ -37,27 +37,27 @@ impl NotifyFormat {
 
 /// One `[[notify]]` entry.
 #[derive(Debug, Clone)]
-pub struct NotifyTarget {
+pub(crate) struct NotifyTarget {
     /// Where to POST. A `Secret`: a Slack-style URL is the receiver's credential, and any URL
     /// may carry a token in its query; it is never logged, stored or served.
-    pub url: Secret,
+    pub(crate) url: Secret,
     /// The `whsec_…` signing secret (`standard` only).
-    pub secret: Option<Secret>,
-    pub format: NotifyFormat,
+    pub(crate) secret: Option<Secret>,
+    pub(crate) format: NotifyFormat,
     /// The apps whose events it gets (`None`: every app).
-    pub apps: Option<BTreeSet<String>>,
+    pub(crate) apps: Option<BTreeSet<String>>,
     /// The event types it gets (without `events`: every type that `EventType::is_default`).
-    pub events: BTreeSet<EventType>,
+    pub(crate) events: BTreeSet<EventType>,
     /// Its queue in the outbox: `notify:` and a hash of the URL (the URL itself may be a
     /// secret, so it is not stored: the worker finds the entry again by this key).
-    pub target: String,
+    pub(crate) target: String,
     /// `scheme://host[:port]` of the URL, for logs and the API.
-    pub receiver: String,
+    pub(crate) receiver: String,
 }
 
 impl NotifyTarget {
     /// An entry for `url` (which must parse as a URL: the config checked it).
-    pub fn new(
+    pub(crate) fn new(
         url: Secret,
         secret: Option<Secret>,
         format: NotifyFormat,
@@ -86,7 +86,7 @@ impl NotifyTarget {
     }
 
     /// Whether it wants an event of `event` about `app`.
-    pub fn wants(&self, event: EventType, app: &str) -> bool {
+    pub(crate) fn wants(&self, event: EventType, app: &str) -> bool {
         self.events.contains(&event) && self.apps.as_ref().is_none_or(|a| a.contains(app))
     }
 }
@@ -297,7 +297,7 @@ impl Validator<'_> {
 }
 
 /// `scheme://host[:port]` of a URL: where it goes, without path, query or credentials.
-pub fn receiver_of(url: &str) -> String {
+pub(crate) fn receiver_of(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => {
             let host = u.host_str().unwrap_or_default();

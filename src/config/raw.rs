@@ -11,108 +11,108 @@ use toml::Spanned;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(super) struct File {
     #[serde(default)]
-    pub server: Option<Spanned<Server>>,
+    pub(crate) server: Option<Spanned<Server>>,
     #[serde(default)]
-    pub apps: BTreeMap<Spanned<String>, Spanned<App>>,
+    pub(crate) apps: BTreeMap<Spanned<String>, Spanned<App>>,
     #[serde(default)]
-    pub notify: Vec<Spanned<Notify>>,
+    pub(crate) notify: Vec<Spanned<Notify>>,
 }
 
 /// One `[[notify]]` entry.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Notify {
+pub(super) struct Notify {
     /// A secret value: a Slack-style URL is the receiver's credential.
-    pub url: Spanned<SecretValue>,
-    pub secret: Option<Spanned<SecretValue>>,
-    pub format: Option<Spanned<String>>,
-    pub apps: Option<Spanned<Vec<Spanned<String>>>>,
-    pub events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) url: Spanned<SecretValue>,
+    pub(crate) secret: Option<Spanned<SecretValue>>,
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) apps: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) events: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
-    pub listen: Option<Spanned<String>>,
-    pub public_url: Option<Spanned<String>>,
-    pub data_dir: Option<Spanned<String>>,
-    pub admin_token: Option<Spanned<SecretValue>>,
-    pub body_limit: Option<Spanned<Size>>,
-    pub shutdown_grace: Option<Spanned<String>>,
-    pub retry_interrupted: Option<Spanned<i64>>,
-    pub keep: Option<Spanned<String>>,
-    pub header_timeout: Option<Spanned<String>>,
-    pub body_timeout: Option<Spanned<String>>,
-    pub max_connections: Option<Spanned<i64>>,
-    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
-    pub rate_per_client: Option<Spanned<String>>,
-    pub failures_per_client: Option<Spanned<String>>,
-    pub tls: Option<Spanned<Tls>>,
-    pub client_ca: Option<Spanned<String>>,
-    pub admin_listen: Option<Spanned<String>>,
-    pub notify_retry_for: Option<Spanned<String>>,
+pub(super) struct Server {
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) public_url: Option<Spanned<String>>,
+    pub(crate) data_dir: Option<Spanned<String>>,
+    pub(crate) admin_token: Option<Spanned<SecretValue>>,
+    pub(crate) body_limit: Option<Spanned<Size>>,
+    pub(crate) shutdown_grace: Option<Spanned<String>>,
+    pub(crate) retry_interrupted: Option<Spanned<i64>>,
+    pub(crate) keep: Option<Spanned<String>>,
+    pub(crate) header_timeout: Option<Spanned<String>>,
+    pub(crate) body_timeout: Option<Spanned<String>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) rate_per_client: Option<Spanned<String>>,
+    pub(crate) failures_per_client: Option<Spanned<String>>,
+    pub(crate) tls: Option<Spanned<Tls>>,
+    pub(crate) client_ca: Option<Spanned<String>>,
+    pub(crate) admin_listen: Option<Spanned<String>>,
+    pub(crate) notify_retry_for: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Tls {
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+pub(super) struct Tls {
+    pub(crate) cert: Spanned<String>,
+    pub(crate) key: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct App {
-    pub token: Option<Spanned<SecretValue>>,
+pub(super) struct App {
+    pub(crate) token: Option<Spanned<SecretValue>>,
     #[serde(default)]
-    pub verify: Option<Spanned<Verify>>,
+    pub(crate) verify: Option<Spanned<Verify>>,
     #[serde(default)]
-    pub services: BTreeMap<Spanned<String>, Spanned<Service>>,
+    pub(crate) services: BTreeMap<Spanned<String>, Spanned<Service>>,
     #[serde(default)]
-    pub profiles: BTreeMap<Spanned<String>, Spanned<Profile>>,
-    pub dockerhub_callback: Option<Spanned<Callback>>,
-    pub modifiers: Option<Spanned<Vec<Spanned<String>>>>,
-    pub limits: Option<Spanned<Limits>>,
+    pub(crate) profiles: BTreeMap<Spanned<String>, Spanned<Profile>>,
+    pub(crate) dockerhub_callback: Option<Spanned<Callback>>,
+    pub(crate) modifiers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) limits: Option<Spanned<Limits>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub rate: Option<Spanned<String>>,
+pub(super) struct Limits {
+    pub(crate) rate: Option<Spanned<String>>,
 }
 
 /// `true` (Docker Hub's own callback URLs) or a URL prefix.
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub enum Callback {
+pub(super) enum Callback {
     On(bool),
     Prefix(String),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Verify {
-    pub github: Option<Spanned<Secrets>>,
-    pub gitlab: Option<Spanned<Secrets>>,
-    pub bitbucket: Option<Spanned<Secrets>>,
-    pub gitea: Option<Spanned<Secrets>>,
-    pub standard: Option<Spanned<Secrets>>,
-    pub standard_tolerance: Option<Spanned<String>>,
-    pub hmac: Option<Spanned<Hmac>>,
-    pub bearer: Option<Spanned<Secrets>>,
-    pub basic: Option<Spanned<Secrets>>,
-    pub require: Option<Spanned<bool>>,
-    pub allow_unsigned: Option<Spanned<bool>>,
-    pub allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
-    pub client_cert: Option<Spanned<bool>>,
+pub(super) struct Verify {
+    pub(crate) github: Option<Spanned<Secrets>>,
+    pub(crate) gitlab: Option<Spanned<Secrets>>,
+    pub(crate) bitbucket: Option<Spanned<Secrets>>,
+    pub(crate) gitea: Option<Spanned<Secrets>>,
+    pub(crate) standard: Option<Spanned<Secrets>>,
+    pub(crate) standard_tolerance: Option<Spanned<String>>,
+    pub(crate) hmac: Option<Spanned<Hmac>>,
+    pub(crate) bearer: Option<Spanned<Secrets>>,
+    pub(crate) basic: Option<Spanned<Secrets>>,
+    pub(crate) require: Option<Spanned<bool>>,
+    pub(crate) allow_unsigned: Option<Spanned<bool>>,
+    pub(crate) allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) client_cert: Option<Spanned<bool>>,
 }
 
 /// One secret, or several accepted at once during a rotation.
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
-pub enum Secrets {
+pub(super) enum Secrets {
     One(SecretValue),
     Many(Vec<SecretValue>),
 }
@@ -121,98 +121,98 @@ pub enum Secrets {
 /// file (Docker and Kubernetes secrets).
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
-pub enum SecretValue {
+pub(super) enum SecretValue {
     Text(String),
     File(SecretFile),
 }
 
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct SecretFile {
-    pub file: String,
+pub(super) struct SecretFile {
+    pub(crate) file: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Hmac {
-    pub header: Spanned<String>,
-    pub algorithm: Option<Spanned<String>>,
-    pub encoding: Option<Spanned<String>>,
-    pub prefix: Option<Spanned<String>>,
-    pub secret: Spanned<Secrets>,
+pub(super) struct Hmac {
+    pub(crate) header: Spanned<String>,
+    pub(crate) algorithm: Option<Spanned<String>>,
+    pub(crate) encoding: Option<Spanned<String>>,
+    pub(crate) prefix: Option<Spanned<String>>,
+    pub(crate) secret: Spanned<Secrets>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
-    pub git: Option<Spanned<Git>>,
-    pub command: Option<Spanned<Vec<Spanned<String>>>>,
-    pub workdir: Option<Spanned<String>>,
-    pub timeout: Option<Spanned<String>>,
+pub(super) struct Service {
+    pub(crate) git: Option<Spanned<Git>>,
+    pub(crate) command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) workdir: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
     #[serde(default)]
-    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
-    pub image: Option<Spanned<Image>>,
-    pub docker: Option<Spanned<Docker>>,
-    pub compose: Option<Spanned<Compose>>,
-    pub swarm: Option<Spanned<Swarm>>,
+    pub(crate) env: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) image: Option<Spanned<Image>>,
+    pub(crate) docker: Option<Spanned<Docker>>,
+    pub(crate) compose: Option<Spanned<Compose>>,
+    pub(crate) swarm: Option<Spanned<Swarm>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Swarm {
-    pub service: Spanned<String>,
-    pub timeout: Option<Spanned<String>>,
+pub(super) struct Swarm {
+    pub(crate) service: Spanned<String>,
+    pub(crate) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Compose {
-    pub project: Spanned<String>,
-    pub file: Option<Spanned<String>>,
-    pub services: Option<Spanned<Vec<Spanned<String>>>>,
-    pub health_timeout: Option<Spanned<String>>,
-    pub probe: Option<Spanned<String>>,
-    pub stable_for: Option<Spanned<String>>,
+pub(super) struct Compose {
+    pub(crate) project: Spanned<String>,
+    pub(crate) file: Option<Spanned<String>>,
+    pub(crate) services: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) health_timeout: Option<Spanned<String>>,
+    pub(crate) probe: Option<Spanned<String>>,
+    pub(crate) stable_for: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Image {
-    pub repository: Spanned<String>,
-    pub tags: Option<Spanned<String>>,
+pub(super) struct Image {
+    pub(crate) repository: Spanned<String>,
+    pub(crate) tags: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Docker {
-    pub container: Option<Spanned<String>>,
-    pub label: Option<Spanned<String>>,
-    pub health_timeout: Option<Spanned<String>>,
-    pub probe: Option<Spanned<String>>,
-    pub stable_for: Option<Spanned<String>>,
-    pub username: Option<Spanned<String>>,
-    pub password: Option<Spanned<String>>,
-    pub keep_images: Option<Spanned<i64>>,
+pub(super) struct Docker {
+    pub(crate) container: Option<Spanned<String>>,
+    pub(crate) label: Option<Spanned<String>>,
+    pub(crate) health_timeout: Option<Spanned<String>>,
+    pub(crate) probe: Option<Spanned<String>>,
+    pub(crate) stable_for: Option<Spanned<String>>,
+    pub(crate) username: Option<Spanned<String>>,
+    pub(crate) password: Option<Spanned<String>>,
+    pub(crate) keep_images: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Git {
-    pub repo: Spanned<String>,
-    pub branch: Option<Spanned<String>>,
-    pub tags: Option<Spanned<String>>,
+pub(super) struct Git {
+    pub(crate) repo: Spanned<String>,
+    pub(crate) branch: Option<Spanned<String>>,
+    pub(crate) tags: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
-    pub services: Spanned<Vec<Spanned<String>>>,
+pub(super) struct Profile {
+    pub(crate) services: Spanned<Vec<Spanned<String>>>,
 }
 
 /// A byte size: an integer, or a string such as `"512KiB"`, `"1MiB"`, `"10MB"`.
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub enum Size {
+pub(super) enum Size {
     Bytes(i64),
     Text(String),
 }

@@ -27,31 +27,31 @@ use super::{Outcome, Stop};
 use crate::deploylog::LogWriter;
 use output::Pipes;
 use process::GroupGuard;
-pub use process::{kill_orphans, pid_file, running_dir};
+pub(crate) use process::{kill_orphans, pid_file, running_dir};
 
 /// Everything one run needs; built by `Job::prepare` from config and the deployment.
 #[derive(Debug, Clone)]
-pub struct CommandSpec {
+pub(crate) struct CommandSpec {
     /// `argv[0]` is the program: a relative path containing `/` is taken from `workdir`, a bare
     /// name is looked up on `PATH`.
-    pub argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
     /// The child's current directory.
-    pub workdir: PathBuf,
+    pub(crate) workdir: PathBuf,
     /// Added to the inherited environment (after `env_remove`, so these win).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Removed from the inherited environment (variables that held ferry's secrets, stale
     /// `FERRY_*`).
-    pub env_remove: Vec<String>,
+    pub(crate) env_remove: Vec<String>,
     /// From the start of the child to killing its process group.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Where to note the process group while it runs, so that a ferry restarted after a crash
     /// can kill a deploy that outlived it (see [`kill_orphans`]) before starting another.
-    pub pid_file: Option<PathBuf>,
+    pub(crate) pid_file: Option<PathBuf>,
 }
 
 /// Why a command could not be run at all. How a command that did run ended is an [`Outcome`].
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("the command is empty")]
     EmptyArgv,
     #[error("cannot use working directory {workdir}: {source}")]
@@ -78,7 +78,7 @@ pub enum CommandError {
 ///
 /// Fails only if the command cannot be started (or waited for); a log that cannot be written
 /// once the command runs is reported through `tracing` rather than hiding the outcome.
-pub async fn run(
+pub(crate) async fn run(
     spec: &CommandSpec,
     log: &LogWriter,
     cancel: &Stop,

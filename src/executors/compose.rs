@@ -27,16 +27,16 @@ use crate::deploylog::LogWriter;
 
 /// Everything one compose deployment needs.
 #[derive(Debug, Clone)]
-pub struct ComposeJob {
-    pub spec: ComposeSpec,
+pub(crate) struct ComposeJob {
+    pub(crate) spec: ComposeSpec,
     /// The Compose file's directory: the commands run there.
-    pub workdir: PathBuf,
-    pub env: Vec<(String, String)>,
-    pub env_remove: Vec<String>,
+    pub(crate) workdir: PathBuf,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) env_remove: Vec<String>,
     /// Of each Compose command.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// See [`CommandSpec::pid_file`].
-    pub pid_file: PathBuf,
+    pub(crate) pid_file: PathBuf,
 }
 
 impl ComposeJob {
@@ -63,7 +63,7 @@ impl ComposeJob {
 
 /// Why a compose deployment could not be carried out.
 #[derive(Debug, thiserror::Error)]
-pub enum ComposeError {
+pub(crate) enum ComposeError {
     #[error("neither `docker compose` nor `docker-compose` is available")]
     NoCompose,
     #[error(transparent)]
@@ -81,7 +81,7 @@ pub enum ComposeError {
 }
 
 /// Runs one compose deployment. See the module documentation.
-pub async fn run(
+pub(crate) async fn run(
     job: &ComposeJob,
     log: &LogWriter,
     cancel: &Stop,

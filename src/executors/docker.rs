@@ -51,25 +51,25 @@ use recreate::new_container;
 
 /// What to deploy: the image and which containers get it.
 #[derive(Debug, Clone)]
-pub struct DockerJob {
-    pub spec: DockerSpec,
-    pub image: Image,
+pub(crate) struct DockerJob {
+    pub(crate) spec: DockerSpec,
+    pub(crate) image: Image,
     /// Names the old container while it is moved aside (`NAME-ferry-old-DEPLOYMENT`).
-    pub deployment_id: i64,
+    pub(crate) deployment_id: i64,
 }
 
 /// How a docker deployment ended, and the digest it ran (resolved from the tag if the sender
 /// gave none).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerResult {
-    pub outcome: Outcome,
-    pub digest: Option<String>,
+pub(crate) struct DockerResult {
+    pub(crate) outcome: Outcome,
+    pub(crate) digest: Option<String>,
 }
 
 /// Why a docker deployment could not be carried out. Nothing was replaced when these occur
 /// (a failure after the old container was moved aside is a rollback, not an error).
 #[derive(Debug, thiserror::Error)]
-pub enum DockerError {
+pub(crate) enum DockerError {
     #[error("cannot reach the Docker Engine: {0}")]
     Connect(#[source] bollard::errors::Error),
     #[error(
@@ -89,7 +89,7 @@ pub enum DockerError {
 }
 
 /// Runs one docker deployment. See the module documentation for the sequence.
-pub async fn run(
+pub(crate) async fn run(
     job: &DockerJob,
     log: &LogWriter,
     cancel: &Stop,

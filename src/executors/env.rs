@@ -40,16 +40,16 @@ const FERRY_VARS: &[(&str, Value)] = &[
 #[derive(Debug, Clone)]
 pub(super) struct Env {
     /// Added: the `FERRY_*` values, then the service's `env` from config.
-    pub set: Vec<(String, String)>,
+    pub(crate) set: Vec<(String, String)>,
     /// Removed first: every `FERRY_*` name, and the variables that held ferry's secrets.
-    pub remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
 }
 
 impl Env {
     /// The environment of deployment `d`. Every `FERRY_*` value is checked for control
     /// characters once more: the planner took only checked values (`sources::values`), but
     /// whatever a deployment row holds is checked again before it becomes a variable.
-    pub fn new(
+    pub(super) fn new(
         d: &Deployment,
         payload: &Path,
         service_env: &[(String, String)],
@@ -78,7 +78,11 @@ impl Env {
 pub(super) struct Payload(PathBuf);
 
 impl Payload {
-    pub async fn write(data_dir: &Path, deployment: i64, body: &[u8]) -> Result<Payload, Error> {
+    pub(super) async fn write(
+        data_dir: &Path,
+        deployment: i64,
+        body: &[u8],
+    ) -> Result<Payload, Error> {
         let dir = data_dir.join("payloads");
         let path = dir.join(format!("deployment-{deployment}.body"));
         let write = async {
@@ -95,7 +99,7 @@ impl Payload {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }

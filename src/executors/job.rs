@@ -21,21 +21,21 @@ use crate::store::Deployment;
 
 /// One deployment, ready to run.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// The deployment's log (`DATA_DIR/logs/ID.log`): executors write their notes and the
     /// command's output here.
-    pub log: LogWriter,
+    pub(crate) log: LogWriter,
     /// How a cancel through the API, or ferry's shutdown, reaches the run.
-    pub stop: Stop,
+    pub(crate) stop: Stop,
     /// What runs, and how.
-    pub work: Work,
+    pub(crate) work: Work,
     /// Kept while the job lives: a command reads it through `FERRY_PAYLOAD`.
     _payload: Payload,
 }
 
 /// The executor a service configures, with all it needs; one variant per executor.
 #[derive(Debug, Clone)]
-pub enum Work {
+pub(crate) enum Work {
     Command(CommandSpec),
     Docker(DockerJob),
     Compose(ComposeJob),
@@ -45,11 +45,11 @@ pub enum Work {
 /// The version of an image to deploy: the repository as configured, and the tag and digest
 /// the deployment names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
+pub(crate) struct Image {
     /// E.g. `registry.example.com/acme/api`.
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub(crate) repository: String,
+    pub(crate) tag: Option<String>,
+    pub(crate) digest: Option<String>,
 }
 
 impl Image {
@@ -63,7 +63,7 @@ impl Image {
     }
 
     /// The reference to pull or run: by digest when known, else by tag (else `latest`).
-    pub fn reference(&self) -> String {
+    pub(crate) fn reference(&self) -> String {
         let repository = &self.repository;
         match (&self.digest, &self.tag) {
             (Some(d), _) => format!("{repository}@{d}"),
@@ -75,11 +75,11 @@ impl Image {
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ran {
-    pub outcome: Outcome,
+pub(crate) struct Ran {
+    pub(crate) outcome: Outcome,
     /// The digest the registry served for a deployment that named only a tag (docker), to
     /// be recorded with the deployment.
-    pub resolved_digest: Option<String>,
+    pub(crate) resolved_digest: Option<String>,
 }
 
 impl From<Outcome> for Ran {
@@ -94,7 +94,7 @@ impl From<Outcome> for Ran {
 /// Why a deployment could not be carried out. Its message is the deployment's reason (and
 /// the last line of its log). How a run that did happen ended is an [`Outcome`].
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("service {app}/{service} is no longer configured")]
     NotConfigured { app: String, service: String },
     #[error("cannot create log {}: {source}", path.display())]
@@ -126,7 +126,7 @@ impl Job {
     /// Prepares deployment `d` of the service `config` has for it: creates the log, writes
     /// `payload` (the delivery's body) to the payload file, builds and checks the environment
     /// and the executor's work.
-    pub async fn prepare(
+    pub(crate) async fn prepare(
         config: &Config,
         d: &Deployment,
         payload: &[u8],
@@ -158,7 +158,7 @@ impl Job {
     }
 
     /// Runs the job to its end.
-    pub async fn run(&self) -> Result<Ran, Error> {
+    pub(crate) async fn run(&self) -> Result<Ran, Error> {
         let (log, stop) = (&self.log, &self.stop);
         Ok(match &self.work {
             Work::Command(spec) => command::run(spec, log, stop).await?.into(),

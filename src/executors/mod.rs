@@ -4,7 +4,7 @@
 //! [`Job::prepare`] builds, once, everything a run needs from the service's config and the
 //! deployment: the log, the payload file and the `FERRY_*` environment (`env.rs`, the one
 //! list of those names, each value checked before anything runs), the version to deploy and
-//! the executor's own settings ([`Work`], one variant per executor). [`Job::run`] hands the
+//! the executor's own settings ([`job::Work`], one variant per executor). [`Job::run`] hands the
 //! work to its executor and returns how it ended: an [`Outcome`], or a typed [`Error`] when
 //! nothing could be carried out.
 //!
@@ -16,15 +16,15 @@
 //!
 //! Adding an executor: see "Adding an executor" in `ARCHITECTURE.md`.
 
-pub mod command;
-pub mod compose;
-pub mod docker;
+pub(crate) mod command;
+pub(crate) mod compose;
+pub(crate) mod docker;
 mod env;
 pub(crate) mod health;
 mod job;
-pub mod swarm;
+pub(crate) mod swarm;
 
-pub use job::{Error, Image, Job, Ran, Work};
+pub(crate) use job::{Error, Image, Job, Ran};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -35,17 +35,17 @@ use tokio_util::sync::CancellationToken;
 /// the API ([`Stop::stop`]). An executor waits on it like a `CancellationToken` (it derefs to
 /// one) and writes [`Stop::why`] into the deployment log.
 #[derive(Debug, Clone, Default)]
-pub struct Stop {
+pub(crate) struct Stop {
     token: CancellationToken,
     why: Arc<OnceLock<String>>,
 }
 
 impl Stop {
     /// What a stop without a request means: the parent token fired.
-    pub const SHUTDOWN: &'static str = "ferry is shutting down";
+    pub(crate) const SHUTDOWN: &'static str = "ferry is shutting down";
 
     /// A stop that also fires when `parent` (ferry's shutdown) does.
-    pub fn child_of(parent: &CancellationToken) -> Stop {
+    pub(crate) fn child_of(parent: &CancellationToken) -> Stop {
         Stop {
             token: parent.child_token(),
             why: Default::default(),
@@ -53,18 +53,18 @@ impl Stop {
     }
 
     /// Stops the run for `why` (the first reason given wins).
-    pub fn stop(&self, why: &str) {
+    pub(crate) fn stop(&self, why: &str) {
         let _ = self.why.set(why.to_string());
         self.token.cancel();
     }
 
     /// Whether the run was asked to stop through [`Stop::stop`] (not only by shutdown).
-    pub fn requested(&self) -> bool {
+    pub(crate) fn requested(&self) -> bool {
         self.why.get().is_some()
     }
 
     /// Why the run stops, for the log.
-    pub fn why(&self) -> &str {
+    pub(crate) fn why(&self) -> &str {
         self.why.get().map_or(Self::SHUTDOWN, String::as_str)
     }
 }
@@ -79,7 +79,7 @@ impl std::ops::Deref for Stop {
 
 /// How a deployment ended, as far as the executor can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The command exited with status 0.
     Succeeded,
     /// The command exited non-zero or was killed by a signal it did not get from us.

@@ -20,14 +20,14 @@ use crate::deploylog::LogWriter;
 
 /// One swarm deployment: which service gets which image.
 #[derive(Debug, Clone)]
-pub struct SwarmJob {
-    pub spec: SwarmSpec,
-    pub image: Image,
+pub(crate) struct SwarmJob {
+    pub(crate) spec: SwarmSpec,
+    pub(crate) image: Image,
 }
 
 /// Why a swarm deployment could not be carried out.
 #[derive(Debug, thiserror::Error)]
-pub enum SwarmError {
+pub(crate) enum SwarmError {
     #[error(transparent)]
     Connect(#[from] DockerError),
     #[error("no Swarm service named {0} (is this engine a Swarm manager?)")]
@@ -41,7 +41,11 @@ pub enum SwarmError {
 }
 
 /// Runs one swarm deployment. See the module documentation.
-pub async fn run(job: &SwarmJob, log: &LogWriter, cancel: &Stop) -> Result<Outcome, SwarmError> {
+pub(crate) async fn run(
+    job: &SwarmJob,
+    log: &LogWriter,
+    cancel: &Stop,
+) -> Result<Outcome, SwarmError> {
     let docker = docker::connect().await?;
     let update = update(&docker, job, log).await?;
     let name = &job.spec.service;

@@ -20,7 +20,7 @@ use crate::store::{NewNotification, Notification, StoreError};
 
 /// The callback of one event, if it is the end of a run of a Docker Hub push's deployment
 /// whose app wants callbacks and whose payload names a callback URL under the app's prefix.
-pub async fn fan_out(
+pub(crate) async fn fan_out(
     ctx: &Context,
     s: &Subject<'_>,
 ) -> Result<Option<NewNotification>, StoreError> {
@@ -88,7 +88,7 @@ fn callback_state(state: DeploymentState) -> Option<&'static str> {
 }
 
 /// One try: POST the stored body to the stored callback URL.
-pub async fn send(ctx: &Context, n: &Notification) -> Outcome {
+pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
     let Some(url) = n.url.as_deref() else {
         return Outcome::Permanent {
             status: None,

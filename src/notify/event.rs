@@ -10,7 +10,7 @@ use crate::states::DeploymentState;
 use crate::timefmt::fmt_ms;
 
 /// The `data` of an event: the deployment or the delivery it is about.
-pub fn data(ctx: &Context, s: &Subject<'_>) -> Value {
+pub(crate) fn data(ctx: &Context, s: &Subject<'_>) -> Value {
     match s.event.event.deployment_state() {
         Some(state) => deployment_data(ctx, s, state),
         None => delivery_data(ctx, s),
@@ -18,7 +18,7 @@ pub fn data(ctx: &Context, s: &Subject<'_>) -> Value {
 }
 
 /// The Standard Webhooks body: `type`, `timestamp` (when it happened), `data`.
-pub fn standard_body(ctx: &Context, s: &Subject<'_>) -> String {
+pub(crate) fn standard_body(ctx: &Context, s: &Subject<'_>) -> String {
     json!({
         "type": s.event.event,
         "timestamp": fmt_ms(s.event.at),
@@ -100,7 +100,7 @@ fn delivery_data(ctx: &Context, s: &Subject<'_>) -> Value {
 /// One line for chat, in Slack's markup: `shop/web: <URL|deployment 42> succeeded (v1.2.3)`,
 /// with the reason after a colon when it ended otherwise.
 /// Values are escaped as Slack asks (`&`, `<`, `>`), so none can forge a link or mention.
-pub fn summary(ctx: &Context, s: &Subject<'_>) -> String {
+pub(crate) fn summary(ctx: &Context, s: &Subject<'_>) -> String {
     let e = s.event;
     let Some(state) = e.event.deployment_state() else {
         let id = e.delivery_id.unwrap_or_default();
@@ -143,7 +143,7 @@ pub fn summary(ctx: &Context, s: &Subject<'_>) -> String {
 }
 
 /// Slack's escaping of message text.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -17,12 +17,12 @@
 //! - [`retry`]: backoff with jitter, `Retry-After`, when a notification is dead.
 //! - [`worker`]: the task: fan-out, per-target queues, tries, pruning.
 
-pub mod dockerhub;
-pub mod event;
-pub mod retry;
-pub mod target;
-pub mod webhook;
-pub mod worker;
+pub(crate) mod dockerhub;
+pub(crate) mod event;
+pub(crate) mod retry;
+pub(crate) mod target;
+pub(crate) mod webhook;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 
@@ -31,12 +31,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::store::Store;
-pub use target::Context;
+pub(crate) use target::Context;
 
 /// Starts the notify worker; it runs until `stop` (then what is pending stays pending, and is
 /// sent after the next start). `None` if no HTTP client could be built (nothing is lost: the
 /// notifications wait in the store).
-pub fn spawn(config: Arc<Config>, store: Store, stop: CancellationToken) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn(
+    config: Arc<Config>,
+    store: Store,
+    stop: CancellationToken,
+) -> Option<JoinHandle<()>> {
     match Context::new(config, store) {
         Ok(ctx) => Some(tokio::spawn(worker::run(Arc::new(ctx), stop))),
         Err(e) => {

@@ -10,15 +10,15 @@ use super::target::Outcome;
 use crate::store::{Attempt, Notification};
 
 /// The first wait after a failure.
-pub const FIRST_DELAY: Duration = Duration::from_secs(5);
+pub(crate) const FIRST_DELAY: Duration = Duration::from_secs(5);
 /// The longest wait between two tries (also the most a `Retry-After` is believed).
-pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// The wait before the next try after `failures` failed ones (1 = the first failure): 5 s,
 /// doubling, capped at [`MAX_DELAY`], then shortened by a random part of up to half, so many
 /// notifications that failed together (a receiver that was down) do not come back together.
 /// `random` is any u64 (the jitter's source).
-pub fn backoff(failures: u32, random: u64) -> Duration {
+pub(crate) fn backoff(failures: u32, random: u64) -> Duration {
     let doublings = failures.saturating_sub(1).min(20);
     let full = FIRST_DELAY.saturating_mul(1u32 << doublings).min(MAX_DELAY);
     let half_ms = u64::try_from(full.as_millis() / 2)
@@ -28,14 +28,14 @@ pub fn backoff(failures: u32, random: u64) -> Duration {
 }
 
 /// A random u64 for the jitter (std's per-instance random hash keys; no crate needed).
-pub fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
     h.finish()
 }
 
 /// A receiver's `Retry-After`: seconds, or an HTTP date; within 1 s and [`MAX_DELAY`].
-pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let text = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -55,7 +55,12 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 /// What to record after a try of `n` at `now` (unix ms) ended with `outcome`.
-pub fn attempt(n: &Notification, outcome: Outcome, now: i64, retry_for: Duration) -> Attempt {
+pub(crate) fn attempt(
+    n: &Notification,
+    outcome: Outcome,
+    now: i64,
+    retry_for: Duration,
+) -> Attempt {
     match outcome {
         Outcome::Sent { status } => Attempt::Sent {
             status: Some(status),

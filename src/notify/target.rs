@@ -17,24 +17,24 @@ use crate::store::{
 
 /// How long one try may take (connect, send, answer): a hanging receiver holds only its own
 /// queue, and only this long per try.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the notify worker works with.
-pub struct Context {
-    pub config: Arc<Config>,
+pub(crate) struct Context {
+    pub(crate) config: Arc<Config>,
     /// The `[[notify]]` entries.
-    pub targets: Vec<NotifyTarget>,
-    pub store: Store,
+    pub(crate) targets: Vec<NotifyTarget>,
+    pub(crate) store: Store,
     /// From `crate::outgoing` (no redirects), with [`TIMEOUT`].
-    pub client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     /// How long a notification is retried after it was created (`server.notify_retry_for`).
-    pub retry_for: Duration,
+    pub(crate) retry_for: Duration,
 }
 
 impl Context {
     /// The worker's context, from the config: the `[[notify]]` entries, `notify_retry_for`,
     /// and a client built here (no redirects, [`TIMEOUT`] per try).
-    pub fn new(config: Arc<Config>, store: Store) -> Result<Context, reqwest::Error> {
+    pub(crate) fn new(config: Arc<Config>, store: Store) -> Result<Context, reqwest::Error> {
         Ok(Context {
             targets: config.notify.clone(),
             retry_for: config.server.notify_retry_for,
@@ -45,16 +45,16 @@ impl Context {
     }
 
     /// The `[[notify]]` entry whose queue is `target`, if it is still configured.
-    pub fn notify_target(&self, target: &str) -> Option<&NotifyTarget> {
+    pub(crate) fn notify_target(&self, target: &str) -> Option<&NotifyTarget> {
         self.targets.iter().find(|t| t.target == target)
     }
 
     /// Where a deployment's JSON is served (the link in every notification).
-    pub fn deployment_url(&self, id: i64) -> String {
+    pub(crate) fn deployment_url(&self, id: i64) -> String {
         format!("{}/api/v1/deployments/{id}", self.public_url())
     }
 
-    pub fn delivery_url(&self, id: i64) -> String {
+    pub(crate) fn delivery_url(&self, id: i64) -> String {
         format!("{}/api/v1/deliveries/{id}", self.public_url())
     }
 
@@ -65,7 +65,7 @@ impl Context {
 
 /// Every kind of target, by the name stored in `notifications.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `[[notify]]` with `format = "standard"`: Standard Webhooks.
     Webhook,
     /// `[[notify]]` with `format = "slack"`.
@@ -75,9 +75,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Webhook, Kind::Slack, Kind::Dockerhub];
+    pub(crate) const ALL: [Kind; 3] = [Kind::Webhook, Kind::Slack, Kind::Dockerhub];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Webhook => "webhook",
             Kind::Slack => "slack",
@@ -85,12 +85,12 @@ impl Kind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Kind> {
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// What ferry's log calls one of these.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::Webhook => "webhook",
             Kind::Slack => "Slack message",
@@ -101,15 +101,15 @@ impl Kind {
 
 /// An event with what it is about, as far as the store still has it (retention may have
 /// pruned the deployment or delivery since).
-pub struct Subject<'a> {
-    pub event: &'a JournalEvent,
-    pub deployment: Option<&'a Deployment>,
-    pub delivery: Option<&'a Delivery>,
+pub(crate) struct Subject<'a> {
+    pub(crate) event: &'a JournalEvent,
+    pub(crate) deployment: Option<&'a Deployment>,
+    pub(crate) delivery: Option<&'a Delivery>,
 }
 
 /// How one try went, as a target reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Received (2xx).
     Sent { status: u16 },
     /// Failed; worth trying again, after `after` if the receiver said so (`Retry-After`).
@@ -123,7 +123,7 @@ pub enum Outcome {
 }
 
 /// The notifications every target wants for one event.
-pub async fn fan_out(
+pub(crate) async fn fan_out(
     ctx: &Context,
     subject: &Subject<'_>,
 ) -> Result<Vec<NewNotification>, StoreError> {
@@ -133,7 +133,7 @@ pub async fn fan_out(
 }
 
 /// One try of `n`, by its kind.
-pub async fn send(ctx: &Context, n: &Notification) -> Outcome {
+pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
     let Some(kind) = Kind::parse(&n.kind) else {
         return Outcome::Permanent {
             status: None,
@@ -152,13 +152,13 @@ pub async fn send(ctx: &Context, n: &Notification) -> Outcome {
 /// A notification's stable id (the Standard Webhooks `webhook-id`): derived from the event
 /// and the target, so a fan-out redone after a crash gives the same one, and from the event's
 /// time too, so a fresh database (ids from 1 again) does not repeat ids receivers have seen.
-pub fn uid(event: &JournalEvent, target: &str) -> String {
+pub(crate) fn uid(event: &JournalEvent, target: &str) -> String {
     let digest = Sha256::digest(format!("{}.{}.{target}", event.id, event.at).as_bytes());
     format!("msg_{}", &hex::encode(digest)[..24])
 }
 
 /// A notification for `event` to `target`, with its body rendered.
-pub fn notification(
+pub(crate) fn notification(
     subject: &Subject<'_>,
     target: &str,
     kind: Kind,
@@ -185,7 +185,7 @@ pub fn notification(
 
 /// What went wrong with a request, without its URL (which may be a secret or come from a
 /// payload): "timed out after 10s", "cannot connect: …".
-pub fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         return format!("timed out after {}", humantime::format_duration(TIMEOUT));
     }

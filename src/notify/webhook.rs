@@ -21,7 +21,7 @@ use crate::config::NotifyFormat;
 use crate::store::{NewNotification, Notification};
 
 /// The notifications of one event, one per `[[notify]]` entry that wants it.
-pub fn fan_out(ctx: &Context, s: &Subject<'_>) -> Vec<NewNotification> {
+pub(crate) fn fan_out(ctx: &Context, s: &Subject<'_>) -> Vec<NewNotification> {
     let mut standard = None;
     let mut slack = None;
     let mut out = Vec::new();
@@ -55,7 +55,7 @@ pub fn fan_out(ctx: &Context, s: &Subject<'_>) -> Vec<NewNotification> {
 /// One try: POST the stored body to the entry's URL (signed, for `standard`). 2xx is sent;
 /// anything else, and no answer within the timeout, is tried again (as the spec asks),
 /// after the receiver's `Retry-After` if it sent one.
-pub async fn send(ctx: &Context, n: &Notification) -> Outcome {
+pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
     let Some(t) = ctx.notify_target(&n.target) else {
         return Outcome::Permanent {
             status: None,
@@ -109,7 +109,7 @@ pub async fn send(ctx: &Context, n: &Notification) -> Outcome {
 }
 
 /// The `webhook-signature` header: `v1,` and the base64 HMAC-SHA256 of `id.timestamp.body`.
-pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mac) => mac,

@@ -31,7 +31,7 @@ use crate::store::{Attempt, JournalEvent, NewNotification, Notification, StoreEr
 /// Events fanned out per transaction.
 const FAN_OUT_BATCH: i64 = 256;
 /// Tries in flight at most (each to another target).
-pub const CONCURRENCY: usize = 16;
+pub(crate) const CONCURRENCY: usize = 16;
 /// How often the worker looks for new events and due notifications when nothing woke it.
 const POLL: Duration = Duration::from_millis(250);
 /// How long it waits after the store failed.
@@ -47,7 +47,7 @@ const DEAD_KEEP: Duration = Duration::from_secs(30 * 86400);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs until `stop`.
-pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+pub(crate) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let mut tries: JoinSet<()> = JoinSet::new();
     let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut next_prune = tokio::time::Instant::now();

@@ -12,7 +12,7 @@ use http::HeaderMap;
 const HEADER: &str = "Authorization";
 
 /// Returns the scheme that matched ([`Scheme::Bearer`] or [`Scheme::Basic`]).
-pub fn verify(
+pub(crate) fn verify(
     bearer: &[Secret],
     basic: &[Secret],
     headers: &HeaderMap,
@@ -43,7 +43,7 @@ pub fn verify(
 }
 
 /// `ferry hooks`: the `Authorization` credentials the app accepts.
-pub fn setup(s: &Setup<'_>) -> Vec<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Vec<String> {
     let v = s.verify();
     let mut out = Vec::new();
     if !v.bearer.is_empty() {

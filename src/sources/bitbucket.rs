@@ -12,14 +12,18 @@ use super::setup::Setup;
 use super::{Event, GitPush, GitRef, ParseError, VerifyError, ZERO_SHA, rfc3339_ms};
 use crate::secret::Secret;
 
-pub const EVENT_HEADER: &str = "x-event-key";
-pub const SIGNATURE_HEADER: &str = "X-Hub-Signature";
+pub(crate) const EVENT_HEADER: &str = "x-event-key";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Hub-Signature";
 
-pub fn verify(secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+pub(crate) fn verify(
+    secrets: &[Secret],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), VerifyError> {
     super::github::verify_prefixed_hex(SIGNATURE_HEADER, "sha256=", secrets, headers, body)
 }
 
-pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
     match event {
         "repo:push" => parse_cloud(body),
         "repo:refs_changed" => parse_server(body),
@@ -180,7 +184,7 @@ fn parse_server(body: &[u8]) -> Result<Event, ParseError> {
 }
 
 /// `ferry hooks`: the webhook, for apps that verify Bitbucket.
-pub fn setup(s: &Setup<'_>) -> Option<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
     let v = s.verify();
     (!v.bitbucket.is_empty()).then(|| {
         format!(

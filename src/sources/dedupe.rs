@@ -45,7 +45,7 @@ pub fn dedupe_key(
 /// Harbor bodies carry per-event ids, Docker Hub's carry `pushed_at`. Quay's carry neither id
 /// nor time — two real pushes of one tag look the same — so Quay is not deduplicated here;
 /// the docker executor then finds the container already runs the digest and does nothing.
-pub fn body_key(source: Source, body: &[u8]) -> Option<String> {
+pub(crate) fn body_key(source: Source, body: &[u8]) -> Option<String> {
     let unique = match source {
         Source::Registry | Source::Harbor | Source::Dockerhub => true,
         // Neither id nor time in the body (see above).

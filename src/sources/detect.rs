@@ -56,13 +56,13 @@ fn recognised(source: Source, headers: &HeaderMap) -> bool {
 /// Forcing is safe: these senders are verified like generic ones (the configured HMAC header
 /// or `Authorization` is required of them), so a hint never skips a check that a generic
 /// delivery would face.
-pub fn detect_with_hint(headers: &HeaderMap, hint: Option<&str>) -> Source {
+pub(crate) fn detect_with_hint(headers: &HeaderMap, hint: Option<&str>) -> Source {
     hint.and_then(Source::from_hint)
         .unwrap_or_else(|| detect(headers))
 }
 
 /// The sender's event name, from its headers.
-pub fn event_name(source: Source, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn event_name(source: Source, headers: &HeaderMap) -> Option<String> {
     let name = match source {
         Source::Github => header(headers, github::EVENT_HEADER),
         Source::Gitlab => header(headers, gitlab::EVENT_HEADER),

@@ -33,7 +33,7 @@ struct Repository {
     name: Option<String>,
 }
 
-pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Event, ParseError> {
     let p: Push = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let data = p.push_data.ok_or(ParseError::Field("push_data"))?;
     let tag = data
@@ -68,13 +68,13 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
 /// The `callback_url` of a stored push, if it has one: where Docker Hub expects the outcome of
 /// the webhook chain. A payload value: the caller checks it against the app's
 /// `dockerhub_callback` prefix before calling it.
-pub fn callback_url(body: &[u8]) -> Option<String> {
+pub(crate) fn callback_url(body: &[u8]) -> Option<String> {
     let push: Value = serde_json::from_slice(body).ok()?;
     push.get("callback_url")?.as_str().map(str::to_string)
 }
 
 /// `ferry hooks`: the webhook URL, named `?source=dockerhub` (apps with images).
-pub fn setup(s: &Setup<'_>) -> String {
+pub(crate) fn setup(s: &Setup<'_>) -> String {
     format!(
         "Docker Hub (Repository → Webhooks): Webhook URL {}?source=dockerhub{}",
         s.url,

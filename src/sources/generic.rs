@@ -15,12 +15,16 @@ use super::signature::{hmac_matches, keys};
 use super::{Event, VerifyError, header};
 use crate::config::{Encoding, HmacScheme};
 
-pub fn parse(_body: &[u8]) -> Event {
+pub(crate) fn parse(_body: &[u8]) -> Event {
     Event::Redeploy { time: None }
 }
 
 /// `HEADER: <prefix><hex or base64 of HMAC-alg(secret, body)>`, as configured.
-pub fn verify_hmac(h: &HmacScheme, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+pub(crate) fn verify_hmac(
+    h: &HmacScheme,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), VerifyError> {
     let name = h.header.as_str();
     let value = header(headers, name).ok_or_else(|| VerifyError::Missing {
         header: name.into(),
@@ -50,7 +54,7 @@ pub fn verify_hmac(h: &HmacScheme, headers: &HeaderMap, body: &[u8]) -> Result<(
 
 /// `ferry hooks`: the sender-independent schemes the app configures (custom HMAC header,
 /// `Authorization`), and unsigned redeploys when `allow_unsigned` takes them.
-pub fn setup(s: &Setup<'_>) -> Vec<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Vec<String> {
     let v = s.verify();
     let mut out = Vec::new();
     if let Some(h) = &v.hmac {

@@ -19,19 +19,23 @@ const SIGNATURE_HEADERS: [&str; 3] = [
     "X-Gogs-Signature",
 ];
 
-pub fn detect(headers: &HeaderMap) -> bool {
+pub(crate) fn detect(headers: &HeaderMap) -> bool {
     EVENT_HEADERS.iter().any(|h| headers.contains_key(*h))
 }
 
-pub fn event(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn event(headers: &HeaderMap) -> Option<&str> {
     EVENT_HEADERS.iter().find_map(|h| header(headers, h))
 }
 
-pub fn delivery(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn delivery(headers: &HeaderMap) -> Option<&str> {
     DELIVERY_HEADERS.iter().find_map(|h| header(headers, h))
 }
 
-pub fn verify(secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+pub(crate) fn verify(
+    secrets: &[Secret],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), VerifyError> {
     // The first signature header present decides (Gitea sends them empty without a secret).
     let Some(name) = SIGNATURE_HEADERS
         .iter()
@@ -49,7 +53,11 @@ pub fn verify(secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<()
     super::github::verify_prefixed_hex(name, "", secrets, headers, &signed)
 }
 
-pub fn parse(event: &str, content_type: Option<&str>, body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(
+    event: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Event, ParseError> {
     match event {
         "push" => {
             let json = json_document(content_type, body).map_err(|_| ParseError::NoFormPayload)?;
@@ -60,7 +68,7 @@ pub fn parse(event: &str, content_type: Option<&str>, body: &[u8]) -> Result<Eve
 }
 
 /// `ferry hooks`: the webhook, for apps that verify Gitea/Forgejo.
-pub fn setup(s: &Setup<'_>) -> Option<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
     let v = s.verify();
     (!v.gitea.is_empty()).then(|| {
         format!(

@@ -19,12 +19,16 @@ use super::{
 use crate::config::HmacAlgorithm;
 use crate::secret::Secret;
 
-pub const EVENT_HEADER: &str = "x-github-event";
-pub const DELIVERY_HEADER: &str = "x-github-delivery";
-pub const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
+pub(crate) const EVENT_HEADER: &str = "x-github-event";
+pub(crate) const DELIVERY_HEADER: &str = "x-github-delivery";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 
 /// Checks `X-Hub-Signature-256: sha256=<hex>` against the raw body, in constant time.
-pub fn verify(secrets: &[Secret], headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+pub(crate) fn verify(
+    secrets: &[Secret],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), VerifyError> {
     verify_prefixed_hex(SIGNATURE_HEADER, "sha256=", secrets, headers, body)
 }
 
@@ -92,7 +96,11 @@ struct HeadCommit {
 }
 
 /// Parses a GitHub delivery (JSON, or form-encoded with the JSON in `payload`).
-pub fn parse(event: &str, content_type: Option<&str>, body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(
+    event: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Event, ParseError> {
     match event {
         "ping" => Ok(Event::Ping),
         "push" => {
@@ -262,7 +270,7 @@ pub(crate) fn parse_push(json: &[u8]) -> Result<GitPush, ParseError> {
 }
 
 /// `ferry hooks`: the push webhook, for apps that verify GitHub.
-pub fn setup(s: &Setup<'_>) -> Option<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
     let v = s.verify();
     (!v.github.is_empty()).then(|| {
         format!(
@@ -274,7 +282,7 @@ pub fn setup(s: &Setup<'_>) -> Option<String> {
 }
 
 /// `ferry hooks`: GHCR pushes, which come as GitHub `package` events (apps with images).
-pub fn package_setup(s: &Setup<'_>) -> String {
+pub(crate) fn package_setup(s: &Setup<'_>) -> String {
     format!(
         "GitHub Container Registry: a GitHub webhook on {} with the \"Packages\" event",
         s.url

@@ -16,18 +16,18 @@ use super::{
 };
 use crate::secret::Secret;
 
-pub const EVENT_HEADER: &str = "x-gitlab-event";
-pub const EVENT_UUID_HEADER: &str = "x-gitlab-event-uuid";
-pub const TOKEN_HEADER: &str = "X-Gitlab-Token";
+pub(crate) const EVENT_HEADER: &str = "x-gitlab-event";
+pub(crate) const EVENT_UUID_HEADER: &str = "x-gitlab-event-uuid";
+pub(crate) const TOKEN_HEADER: &str = "X-Gitlab-Token";
 
 /// Whether [`verify`] checks a Standard Webhooks signature (a `whsec_` signing token is
 /// configured and the request carries `webhook-signature`) rather than `X-Gitlab-Token`.
-pub fn signing(secrets: &[Secret], headers: &HeaderMap) -> bool {
+pub(crate) fn signing(secrets: &[Secret], headers: &HeaderMap) -> bool {
     secrets.iter().any(|s| s.expose().starts_with("whsec_"))
         && headers.contains_key(standard::SIGNATURE_HEADER)
 }
 
-pub fn verify(
+pub(crate) fn verify(
     secrets: &[Secret],
     headers: &HeaderMap,
     body: &[u8],
@@ -83,7 +83,7 @@ struct Commit {
     timestamp: Option<String>,
 }
 
-pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
     // System hooks carry the kind only in the body.
     if !matches!(event, "Push Hook" | "Tag Push Hook" | "System Hook") {
         return Ok(Event::Ignored(event.to_string()));
@@ -125,7 +125,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, ParseError> {
 
 /// `ferry hooks`: the webhook, for apps that verify GitLab. A `whsec_` token goes in
 /// GitLab's "Signing token" field, a plain one in "Secret token".
-pub fn setup(s: &Setup<'_>) -> Option<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
     let v = s.verify();
     if v.gitlab.is_empty() {
         return None;

@@ -19,7 +19,7 @@ use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, digest, epoch_secs_ms, image_repository, image_tag};
 
 /// The CloudEvents format's content type (structured mode).
-pub const CLOUDEVENTS: &str = "application/cloudevents+json";
+pub(crate) const CLOUDEVENTS: &str = "application/cloudevents+json";
 
 const PUSH_DEFAULT: &str = "PUSH_ARTIFACT";
 const PUSH_CLOUDEVENTS: &str = "harbor.artifact.pushed";
@@ -50,7 +50,7 @@ struct Resource {
     resource_url: Option<String>,
 }
 
-pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Event, ParseError> {
     let p: Payload = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let kind = p.kind.ok_or(ParseError::Field("type"))?;
     let cloudevents = p.specversion.is_some();
@@ -101,7 +101,7 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
 }
 
 /// `ferry hooks`: the endpoint URL, named `?source=harbor` (apps with images).
-pub fn setup(s: &Setup<'_>) -> String {
+pub(crate) fn setup(s: &Setup<'_>) -> String {
     format!(
         "Harbor (Project → Webhooks): Endpoint URL {}?source=harbor",
         s.url

@@ -5,35 +5,35 @@
 //! around them hold what is decided across senders, each dispatching by [`Source`] with an
 //! exhaustive match, so a new sender is considered everywhere the compiler can tell:
 //!
-//! - request path (ingress), in this order: [`detect`] (`detect.rs`: sender, event name and
-//!   delivery id from the headers), [`verify`] (`verify.rs`: the one verification rule),
+//! - request path (ingress), in this order: [`detect()`] (`detect.rs`: sender, event name and
+//!   delivery id from the headers), [`verify()`] (`verify.rs`: the one verification rule),
 //!   [`check_body`] (`body.rs`: content type, well-formed JSON) and [`dedupe_key`]
 //!   (`dedupe.rs`). They read headers and hash the body; none interprets it.
-//! - planner: [`parse`] (`parse.rs`) turns a stored delivery into an [`Event`] (`event.rs`);
+//! - planner: [`parse()`] (`parse.rs`) turns a stored delivery into an [`Event`] (`event.rs`);
 //!   `values.rs` then checks every value in it.
 //! - `ferry hooks`: [`setup_lines`] (`setup.rs`), each sender's line from its own file.
 //! - shared helpers: `fields.rs` (header and payload field readers), `signature.rs` (HMAC),
 //!   `auth.rs` (bearer/basic).
 
-pub mod auth;
-pub mod bitbucket;
+pub(crate) mod auth;
+pub(crate) mod bitbucket;
 mod body;
 mod dedupe;
 mod detect;
-pub mod dockerhub;
+pub(crate) mod dockerhub;
 mod event;
 mod fields;
-pub mod generic;
-pub mod gitea;
-pub mod github;
-pub mod gitlab;
-pub mod harbor;
+pub(crate) mod generic;
+pub(crate) mod gitea;
+pub(crate) mod github;
+pub(crate) mod gitlab;
+pub(crate) mod harbor;
 mod parse;
-pub mod quay;
-pub mod registry;
-pub mod setup;
-pub mod signature;
-pub mod standard;
+pub(crate) mod quay;
+pub(crate) mod registry;
+pub(crate) mod setup;
+pub(crate) mod signature;
+pub(crate) mod standard;
 pub mod values;
 mod verify;
 
@@ -41,14 +41,16 @@ use crate::image_ref::image_repository;
 
 pub(crate) use body::json_document;
 pub use body::{BodyError, check_body};
-pub use dedupe::{body_key, dedupe_key};
-pub use detect::{delivery_id, detect, detect_with_hint, event_name};
+pub use dedupe::dedupe_key;
+pub use detect::{delivery_id, detect};
+pub(crate) use detect::{detect_with_hint, event_name};
 pub use event::{Event, GitPush, GitRef, ImagePush};
 pub(crate) use fields::{
     ZERO_SHA, content_type, digest, epoch_secs_ms, essence, header, image_tag, rfc3339_ms,
 };
-pub use parse::{ParseError, ROLLBACK_EVENT, RollbackRequest, Stored, parse};
-pub use setup::setup_lines;
+pub use parse::{ParseError, Stored, parse};
+pub(crate) use parse::{ROLLBACK_EVENT, RollbackRequest};
+pub(crate) use setup::setup_lines;
 pub use verify::{Scheme, Verdict, VerifyError, verify};
 
 /// Who sent a delivery.

@@ -45,13 +45,13 @@ pub fn parse(source: Source, d: &Stored<'_>) -> Result<Event, ParseError> {
 }
 
 /// The event name of the manual deliveries that `ferry rollback` stores.
-pub const ROLLBACK_EVENT: &str = "rollback";
+pub(crate) const ROLLBACK_EVENT: &str = "rollback";
 
 /// The body of a rollback delivery, as the API writes it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct RollbackRequest {
-    pub service: String,
-    pub to: Option<i64>,
+pub(crate) struct RollbackRequest {
+    pub(crate) service: String,
+    pub(crate) to: Option<i64>,
 }
 
 fn rollback(body: &[u8]) -> Result<Event, ParseError> {

@@ -20,7 +20,7 @@ struct Notification {
     updated_tags: Option<Value>,
 }
 
-pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Event, ParseError> {
     let n: Notification =
         serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let Some(updated) = n.updated_tags else {
@@ -58,7 +58,7 @@ pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
 }
 
 /// `ferry hooks`: the notification's URL, named `?source=quay` (apps with images).
-pub fn setup(s: &Setup<'_>) -> String {
+pub(crate) fn setup(s: &Setup<'_>) -> String {
     format!(
         "Quay (Repository → Settings → Create Notification → Push to Repository → Webhook POST): {}?source=quay{}",
         s.url,

@@ -17,8 +17,8 @@ use serde_json::Value;
 use super::setup::Setup;
 use super::{Event, ImagePush, ParseError, content_type, digest, essence, image_tag, rfc3339_ms};
 
-pub const EVENTS_V1: &str = "application/vnd.docker.distribution.events.v1+json";
-pub const EVENTS_V2: &str = "application/vnd.docker.distribution.events.v2+json";
+pub(crate) const EVENTS_V1: &str = "application/vnd.docker.distribution.events.v1+json";
+pub(crate) const EVENTS_V2: &str = "application/vnd.docker.distribution.events.v2+json";
 
 /// Manifest and index media types: the pushes that name an image (not its blobs).
 const MANIFEST_TYPES: [&str; 4] = [
@@ -29,7 +29,7 @@ const MANIFEST_TYPES: [&str; 4] = [
 ];
 
 /// The registry's own events media type (plain `application/json` is too broad to tell).
-pub fn detect(headers: &HeaderMap) -> bool {
+pub(crate) fn detect(headers: &HeaderMap) -> bool {
     content_type(headers).is_some_and(|ct| {
         let e = essence(&ct);
         e == EVENTS_V1 || e == EVENTS_V2
@@ -42,7 +42,7 @@ struct Envelope {
     events: Option<Vec<Value>>,
 }
 
-pub fn parse(body: &[u8]) -> Result<Event, ParseError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Event, ParseError> {
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let events = envelope.events.ok_or(ParseError::Field("events"))?;
@@ -90,7 +90,7 @@ fn image_push(event: &Value) -> Option<ImagePush> {
 
 /// `ferry hooks`: the registry's notification endpoint (apps with images). It is recognised by
 /// its media type, so its URL needs no `?source=`; it can send the app's `Authorization`.
-pub fn setup(s: &Setup<'_>) -> String {
+pub(crate) fn setup(s: &Setup<'_>) -> String {
     let v = s.verify();
     format!(
         "Docker registry (config.yml notifications.endpoints): url {}{}",

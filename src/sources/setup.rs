@@ -12,22 +12,22 @@ use crate::config::{App, Verify};
 use crate::secret::Secret;
 
 /// What a sender's setup line is written from.
-pub struct Setup<'a> {
-    pub app: &'a App,
+pub(crate) struct Setup<'a> {
+    pub(crate) app: &'a App,
     /// The app's hook URL, as the sender must call it (without `?source=`).
-    pub url: &'a str,
+    pub(crate) url: &'a str,
     /// `ferry hooks --show-secrets`: print the secret itself instead of naming its config key.
-    pub show_secrets: bool,
+    pub(crate) show_secrets: bool,
 }
 
 impl Setup<'_> {
-    pub fn verify(&self) -> &Verify {
+    pub(crate) fn verify(&self) -> &Verify {
         &self.app.verify
     }
 
     /// The secret to paste: with `--show-secrets` the last one configured (the newest, during
     /// a rotation), else the config key that holds it (`apps.APP.verify.KEY`).
-    pub fn secret(&self, list: &[Secret], key: &str) -> String {
+    pub(crate) fn secret(&self, list: &[Secret], key: &str) -> String {
         match (self.show_secrets, list.last()) {
             (true, Some(s)) => s.expose().to_string(),
             _ => format!("<the value of apps.{}.verify.{key}>", self.app.name),
@@ -36,7 +36,7 @@ impl Setup<'_> {
 
     /// Said of senders that cannot send credentials (Docker Hub, Quay): only the URL token
     /// vouches for them, which an app with a scheme does not accept.
-    pub fn no_credentials_note(&self) -> &'static str {
+    pub(crate) fn no_credentials_note(&self) -> &'static str {
         if self.verify().configured() {
             " (sends no credentials: refused by this app, which verifies deliveries; give it an app without [verify])"
         } else {
@@ -48,7 +48,7 @@ impl Setup<'_> {
 /// The lines `ferry hooks` prints under an app's hook URL: one per sender whose scheme the app
 /// configures, then (for apps with image services) one per image sender, then what the app
 /// asks of everything else.
-pub fn setup_lines(app: &App, url: &str, show_secrets: bool) -> Vec<String> {
+pub(crate) fn setup_lines(app: &App, url: &str, show_secrets: bool) -> Vec<String> {
     let s = Setup {
         app,
         url,

@@ -10,7 +10,12 @@ use crate::config::HmacAlgorithm;
 use crate::secret::Secret;
 
 /// Whether `digest` is the HMAC of the concatenated `parts` under any of `keys`.
-pub fn hmac_matches(alg: HmacAlgorithm, keys: &[&[u8]], parts: &[&[u8]], digest: &[u8]) -> bool {
+pub(crate) fn hmac_matches(
+    alg: HmacAlgorithm,
+    keys: &[&[u8]],
+    parts: &[&[u8]],
+    digest: &[u8],
+) -> bool {
     keys.iter().any(|key| match alg {
         HmacAlgorithm::Sha1 => check::<Hmac<sha1::Sha1>>(key, parts, digest),
         HmacAlgorithm::Sha256 => check::<Hmac<sha2::Sha256>>(key, parts, digest),
@@ -29,12 +34,13 @@ fn check<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]], digest: &[
 }
 
 /// The secrets as HMAC keys (their UTF-8 bytes).
-pub fn keys(secrets: &[Secret]) -> Vec<&[u8]> {
+pub(crate) fn keys(secrets: &[Secret]) -> Vec<&[u8]> {
     secrets.iter().map(|s| s.expose().as_bytes()).collect()
 }
 
-/// Computes an HMAC (for tests and for documentation examples in messages).
-pub fn hmac(alg: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+/// Computes an HMAC (for tests).
+#[cfg(test)]
+fn hmac(alg: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
             return Vec::new();

@@ -19,17 +19,17 @@ use super::{Event, Stored, VerifyError, header};
 use crate::config::HmacAlgorithm;
 use crate::secret::{Secret, decode_secret};
 
-pub const ID_HEADER: &str = "webhook-id";
-pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
-pub const SIGNATURE_HEADER: &str = "webhook-signature";
+pub(crate) const ID_HEADER: &str = "webhook-id";
+pub(crate) const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub(crate) const SIGNATURE_HEADER: &str = "webhook-signature";
 
-pub fn detect(headers: &HeaderMap) -> bool {
+pub(crate) fn detect(headers: &HeaderMap) -> bool {
     headers.contains_key(ID_HEADER)
         && headers.contains_key(TIMESTAMP_HEADER)
         && headers.contains_key(SIGNATURE_HEADER)
 }
 
-pub fn verify(
+pub(crate) fn verify(
     secrets: &[Secret],
     headers: &HeaderMap,
     body: &[u8],
@@ -92,7 +92,7 @@ pub fn verify(
 
 /// Standard Webhooks carry no git information ferry trusts: a redeploy, ordered by the
 /// sender's timestamp.
-pub fn parse(d: &Stored<'_>) -> Event {
+pub(crate) fn parse(d: &Stored<'_>) -> Event {
     let time = (d.header)(TIMESTAMP_HEADER)
         .and_then(|t| t.trim().parse::<i64>().ok())
         .and_then(|s| s.checked_mul(1000));
@@ -100,7 +100,7 @@ pub fn parse(d: &Stored<'_>) -> Event {
 }
 
 /// `ferry hooks`: the endpoint, for apps that verify Standard Webhooks.
-pub fn setup(s: &Setup<'_>) -> Option<String> {
+pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
     let v = s.verify();
     (!v.standard.is_empty()).then(|| {
         format!(

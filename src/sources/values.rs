@@ -3,7 +3,7 @@
 //! Payload values end up as `FERRY_*` variables of deploy commands, which pass them to git,
 //! docker and shell scripts. A commit id that reads as an option (`--upload-pack=…`) or a ref
 //! holding a newline is an injection into whatever reads it, so the planner runs
-//! [`check_event`] on every event that [`super::parse`] returns, before planning: a value that
+//! [`check_event`] on every event that [`super::parse()`] returns, before planning: a value that
 //! fails rejects the whole delivery (status `rejected`, with a [`ValueError`] naming the field,
 //! the value and the rule). The rules:
 //! - commit ids are 40 (SHA-1) or 64 (SHA-256) hex digits, stored lower-case;

@@ -26,35 +26,35 @@ const MAX_BATCH: usize = 512;
 
 /// How much of a refused delivery's body is stored: enough to see what was sent, not enough
 /// for a flood of refused 1 MiB requests to fill the disk.
-pub const REJECTED_BODY_KEEP: usize = 4096;
+pub(crate) const REJECTED_BODY_KEEP: usize = 4096;
 
 /// How many refused deliveries are kept per app (the newest); older ones are pruned after each
 /// batch that stored one. Accepted deliveries are never pruned this way (see `server.keep`).
-pub const REJECTED_KEEP_PER_APP: i64 = 1000;
+pub(crate) const REJECTED_KEEP_PER_APP: i64 = 1000;
 
 /// A delivery as a hook request hands it to the store.
 #[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub app: String,
-    pub source: String,
-    pub event: Option<String>,
-    pub source_delivery_id: Option<String>,
+pub(crate) struct NewDelivery {
+    pub(crate) app: String,
+    pub(crate) source: String,
+    pub(crate) event: Option<String>,
+    pub(crate) source_delivery_id: Option<String>,
     /// `Some` for accepted deliveries with a sender id: a second one with the same key (per app)
     /// is a duplicate. Rejected deliveries have none, so they never block a good retry.
-    pub dedupe_key: Option<String>,
-    pub received_at: i64,
-    pub verified: bool,
-    pub status: DeliveryStatus,
-    pub error: Option<String>,
-    pub query: Option<String>,
-    pub headers: String,
-    pub body: Bytes,
-    pub replay_of: Option<i64>,
+    pub(crate) dedupe_key: Option<String>,
+    pub(crate) received_at: i64,
+    pub(crate) verified: bool,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) error: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: String,
+    pub(crate) body: Bytes,
+    pub(crate) replay_of: Option<i64>,
 }
 
 /// What happened to a delivery handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
+pub(crate) enum Inserted {
     /// Stored under this id.
     New(i64),
     /// Same dedupe key as this earlier delivery; nothing stored.
@@ -65,16 +65,16 @@ type Job = (NewDelivery, oneshot::Sender<Result<Inserted, StoreError>>);
 
 /// The handle hook requests use to store deliveries. Cheap to clone.
 #[derive(Clone)]
-pub struct Intake {
+pub(crate) struct Intake {
     tx: mpsc::Sender<Job>,
     gate: super::WriteGate,
     /// Woken after every commit that stored something new: the planner waits on it.
-    pub committed: Arc<Notify>,
+    pub(crate) committed: Arc<Notify>,
 }
 
 impl Intake {
     /// Stores a delivery durably (committed and fsync'd) before returning.
-    pub async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, StoreError> {
+    pub(crate) async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, StoreError> {
         let (done, wait) = oneshot::channel();
         self.gate.intake_enter();
         let _leave = Leave(&self.gate);
@@ -388,32 +388,7 @@ async fn write_batch(
     // 15 variables per row; SQLite allows 32766 per statement.
     for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
         let base = first + (chunk_no * 1024) as i64;
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, body_size, replay_of) ",
-        );
-        q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
-            let (body, body_size) = stored_body(d);
-            row.push_bind(base + i as i64)
-                .push_bind(d.app.clone())
-                .push_bind(d.source.clone())
-                .push_bind(d.event.clone())
-                .push_bind(d.source_delivery_id.clone())
-                .push_bind(d.dedupe_key.clone())
-                .push_bind(d.received_at)
-                .push_bind(d.verified)
-                .push_bind(d.status)
-                .push_bind(d.error.clone())
-                .push_bind(d.query.clone())
-                .push_bind(d.headers.clone())
-                .push_bind(body)
-                .push_bind(body_size)
-                .push_bind(d.replay_of);
-        });
-        q.push(
-            " ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
-        );
-        let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-        inserted.extend(ids);
+        inserted.extend(insert_chunk(&mut tx, base, chunk).await?);
     }
     let mut out = Vec::with_capacity(jobs.len());
     for (i, (d, _)) in jobs.iter().enumerate() {
@@ -422,17 +397,53 @@ async fn write_batch(
             out.push(Inserted::New(id));
         } else {
             // A duplicate of an earlier delivery, or of one earlier in this very batch.
-            let original: i64 =
-                sqlx::query_scalar("SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2")
-                    .bind(&d.app)
-                    .bind(&d.dedupe_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            out.push(Inserted::Duplicate(original));
+            out.push(Inserted::Duplicate(original_of(&mut tx, d).await?));
         }
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// Inserts deliveries under the ids `base..`, skipping duplicates; returns the ids inserted.
+async fn insert_chunk(
+    tx: &mut SqliteConnection,
+    base: i64,
+    chunk: &[Job],
+) -> Result<Vec<i64>, StoreError> {
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, body_size, replay_of) ",
+    );
+    q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
+        let (body, body_size) = stored_body(d);
+        row.push_bind(base + i as i64)
+            .push_bind(d.app.clone())
+            .push_bind(d.source.clone())
+            .push_bind(d.event.clone())
+            .push_bind(d.source_delivery_id.clone())
+            .push_bind(d.dedupe_key.clone())
+            .push_bind(d.received_at)
+            .push_bind(d.verified)
+            .push_bind(d.status)
+            .push_bind(d.error.clone())
+            .push_bind(d.query.clone())
+            .push_bind(d.headers.clone())
+            .push_bind(body)
+            .push_bind(body_size)
+            .push_bind(d.replay_of);
+    });
+    q.push(" ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id");
+    Ok(q.build_query_scalar().fetch_all(&mut *tx).await?)
+}
+
+/// The stored delivery a duplicate duplicates.
+async fn original_of(tx: &mut SqliteConnection, d: &NewDelivery) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2")
+            .bind(&d.app)
+            .bind(&d.dedupe_key)
+            .fetch_one(&mut *tx)
+            .await?,
+    )
 }
 
 #[cfg(test)]

@@ -21,81 +21,81 @@ const FAN_OUT_PATIENCE: Duration = Duration::from_millis(50);
 
 /// One entry of the `events` journal.
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq, Eq)]
-pub struct JournalEvent {
-    pub id: i64,
+pub(crate) struct JournalEvent {
+    pub(crate) id: i64,
     /// When it happened (unix ms).
-    pub at: i64,
+    pub(crate) at: i64,
     #[sqlx(rename = "type")]
-    pub event: EventType,
-    pub app: String,
-    pub service: Option<String>,
-    pub deployment_id: Option<i64>,
-    pub delivery_id: Option<i64>,
+    pub(crate) event: EventType,
+    pub(crate) app: String,
+    pub(crate) service: Option<String>,
+    pub(crate) deployment_id: Option<i64>,
+    pub(crate) delivery_id: Option<i64>,
     /// The deployment's reason (or the refused delivery's error) when it happened.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// A notification the fan-out decided on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewNotification {
+pub(crate) struct NewNotification {
     /// Stable across retries and fan-outs redone after a crash (`webhook-id`).
-    pub uid: String,
-    pub event_id: i64,
+    pub(crate) uid: String,
+    pub(crate) event_id: i64,
     /// The receiver's queue: notifications of one target are sent one at a time, in order.
-    pub target: String,
+    pub(crate) target: String,
     /// How it is sent (see `crate::notify::Kind`).
-    pub kind: String,
-    pub event: EventType,
-    pub app: String,
-    pub service: Option<String>,
-    pub deployment_id: Option<i64>,
-    pub delivery_id: Option<i64>,
+    pub(crate) kind: String,
+    pub(crate) event: EventType,
+    pub(crate) app: String,
+    pub(crate) service: Option<String>,
+    pub(crate) deployment_id: Option<i64>,
+    pub(crate) delivery_id: Option<i64>,
     /// `scheme://host[:port]` of where it goes, for people (never a secret).
-    pub receiver: String,
+    pub(crate) receiver: String,
     /// The URL, only when it is neither a secret nor in the config (Docker Hub's callback).
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// The rendered body.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// A notification as stored.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct Notification {
-    pub id: i64,
-    pub uid: String,
-    pub event_id: i64,
-    pub target: String,
-    pub kind: String,
-    pub event: EventType,
-    pub app: String,
-    pub service: Option<String>,
-    pub deployment_id: Option<i64>,
-    pub delivery_id: Option<i64>,
-    pub receiver: String,
+pub(crate) struct Notification {
+    pub(crate) id: i64,
+    pub(crate) uid: String,
+    pub(crate) event_id: i64,
+    pub(crate) target: String,
+    pub(crate) kind: String,
+    pub(crate) event: EventType,
+    pub(crate) app: String,
+    pub(crate) service: Option<String>,
+    pub(crate) deployment_id: Option<i64>,
+    pub(crate) delivery_id: Option<i64>,
+    pub(crate) receiver: String,
     #[serde(skip)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(skip)]
-    pub body: String,
-    pub state: NotificationState,
-    pub attempts: i64,
-    pub next_at: i64,
-    pub created_at: i64,
-    pub retried_at: Option<i64>,
-    pub sent_at: Option<i64>,
-    pub last_error: Option<String>,
-    pub last_status: Option<i64>,
+    pub(crate) body: String,
+    pub(crate) state: NotificationState,
+    pub(crate) attempts: i64,
+    pub(crate) next_at: i64,
+    pub(crate) created_at: i64,
+    pub(crate) retried_at: Option<i64>,
+    pub(crate) sent_at: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_status: Option<i64>,
 }
 
 impl Notification {
     /// Since when it is being tried: its creation, or its last manual retry.
-    pub fn trying_since(&self) -> i64 {
+    pub(crate) fn trying_since(&self) -> i64 {
         self.retried_at.unwrap_or(self.created_at)
     }
 }
 
 /// How one try went, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     Sent {
         status: Option<u16>,
     },
@@ -114,27 +114,27 @@ pub enum Attempt {
 
 /// What [`Store::retry_notification`] did.
 #[derive(Debug, Clone)]
-pub enum RetryOutcome {
+pub(crate) enum RetryOutcome {
     /// It was sent or dead: pending again, due now, its attempts reset.
-    Requeued(Notification),
+    Requeued(Box<Notification>),
     /// It is pending already: unchanged.
-    AlreadyPending(Notification),
+    AlreadyPending,
 }
 
 /// Filters and paging of the notification list: newest first, `before` an id.
 #[derive(Debug, Clone, Default)]
-pub struct NotificationFilter {
-    pub state: Option<NotificationState>,
-    pub app: Option<String>,
-    pub before: Option<i64>,
-    pub limit: i64,
+pub(crate) struct NotificationFilter {
+    pub(crate) state: Option<NotificationState>,
+    pub(crate) app: Option<String>,
+    pub(crate) before: Option<i64>,
+    pub(crate) limit: i64,
 }
 
 const NOTIFICATION_COLUMNS: &str = "id, uid, event_id, target, kind, event, app, service, deployment_id, delivery_id, receiver, url, body, state, attempts, next_at, created_at, retried_at, sent_at, last_error, last_status";
 
 impl Deployment {
     /// What it runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
-    pub fn version(&self) -> Option<String> {
+    pub(crate) fn version(&self) -> Option<String> {
         match (&self.image_tag, &self.image_digest) {
             (Some(t), Some(g)) => Some(format!("{t}@{g}")),
             (Some(t), None) => Some(t.clone()),
@@ -146,7 +146,10 @@ impl Deployment {
 
 impl Store {
     /// The oldest events not fanned out yet, in the order they happened.
-    pub async fn unfanned_events(&self, limit: i64) -> Result<Vec<JournalEvent>, StoreError> {
+    pub(crate) async fn unfanned_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<JournalEvent>, StoreError> {
         Ok(sqlx::query_as::<_, JournalEvent>(
             "SELECT id, at, type, app, service, deployment_id, delivery_id, reason
              FROM events INDEXED BY events_unfanned WHERE fanned_out = 0 ORDER BY id LIMIT ?1",
@@ -157,7 +160,7 @@ impl Store {
     }
 
     /// The deployments of these ids that still exist (retention may have pruned some).
-    pub async fn deployments_by_id(
+    pub(crate) async fn deployments_by_id(
         &self,
         ids: &[i64],
     ) -> Result<HashMap<i64, Deployment>, StoreError> {
@@ -165,7 +168,7 @@ impl Store {
         for chunk in ids.chunks(512) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
                 "SELECT {} FROM deployments WHERE id IN (",
-                super::DEPLOYMENT_COLUMNS
+                super::deployments::DEPLOYMENT_COLUMNS
             ));
             let mut list = q.separated(", ");
             for id in chunk {
@@ -184,7 +187,7 @@ impl Store {
     }
 
     /// The deliveries of these ids that still exist (without their bodies).
-    pub async fn deliveries_by_id(
+    pub(crate) async fn deliveries_by_id(
         &self,
         ids: &[i64],
     ) -> Result<HashMap<i64, Delivery>, StoreError> {
@@ -207,7 +210,7 @@ impl Store {
 
     /// Records the notifications decided for `events` and marks those events fanned out, in
     /// one transaction. A notification whose `uid` is stored already is left as it is.
-    pub async fn fan_out(
+    pub(crate) async fn fan_out(
         &self,
         notifications: &[NewNotification],
         events: &[i64],
@@ -257,7 +260,7 @@ impl Store {
     }
 
     /// How many notifications wait per target (for the fan-out's cap on refused deliveries).
-    pub async fn pending_per_target(&self) -> Result<HashMap<String, i64>, StoreError> {
+    pub(crate) async fn pending_per_target(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT target, COUNT(*) FROM notifications INDEXED BY notifications_queue
              WHERE state = ?1 GROUP BY target",
@@ -269,7 +272,9 @@ impl Store {
     }
 
     /// How many notifications are in each state (for `/metrics`).
-    pub async fn count_notifications(&self) -> Result<Vec<(NotificationState, i64)>, StoreError> {
+    pub(crate) async fn count_notifications(
+        &self,
+    ) -> Result<Vec<(NotificationState, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT state, COUNT(*) FROM notifications INDEXED BY notifications_state GROUP BY state",
         )
@@ -279,7 +284,7 @@ impl Store {
 
     /// The oldest pending notification of each target: the only one of its target that may be
     /// sent now (a later one never overtakes it).
-    pub async fn queue_heads(&self) -> Result<Vec<Notification>, StoreError> {
+    pub(crate) async fn queue_heads(&self) -> Result<Vec<Notification>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id IN (
                SELECT MIN(id) FROM notifications INDEXED BY notifications_queue
@@ -293,7 +298,7 @@ impl Store {
     }
 
     /// Records one try of a pending notification. False if it is gone or no longer pending.
-    pub async fn record_attempt(
+    pub(crate) async fn record_attempt(
         &self,
         id: i64,
         attempt: &Attempt,
@@ -337,7 +342,7 @@ impl Store {
         Ok(done == 1)
     }
 
-    pub async fn notification(&self, id: i64) -> Result<Option<Notification>, StoreError> {
+    pub(crate) async fn notification(&self, id: i64) -> Result<Option<Notification>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1"
         ));
@@ -348,7 +353,7 @@ impl Store {
     }
 
     /// Notifications, newest first (`GET /api/v1/notifications`).
-    pub async fn notifications(
+    pub(crate) async fn notifications(
         &self,
         f: &NotificationFilter,
     ) -> Result<Vec<Notification>, StoreError> {
@@ -372,7 +377,7 @@ impl Store {
     /// Sends a sent or dead notification again (`POST /api/v1/notifications/ID/retry`): it is
     /// pending, due at once, with its attempts reset and a new retry window from `now`. `None`:
     /// no such notification.
-    pub async fn retry_notification(
+    pub(crate) async fn retry_notification(
         &self,
         id: i64,
         now: i64,
@@ -389,18 +394,18 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         if let Some(n) = requeued {
-            return Ok(Some(RetryOutcome::Requeued(n)));
+            return Ok(Some(RetryOutcome::Requeued(Box::new(n))));
         }
         Ok(self
             .notification(id)
             .await?
-            .map(RetryOutcome::AlreadyPending))
+            .map(|_| RetryOutcome::AlreadyPending))
     }
 
     /// Deletes fanned-out events that happened before `events_before`, and sent or dead
     /// notifications created before `sent_before` / `dead_before` (unix ms), in small
     /// transactions. Returns how many events and notifications went.
-    pub async fn prune_outbox(
+    pub(crate) async fn prune_outbox(
         &self,
         events_before: i64,
         sent_before: i64,
@@ -683,7 +688,7 @@ mod tests {
         );
         assert!(matches!(
             store.retry_notification(h2, 7000).await.unwrap(),
-            Some(RetryOutcome::AlreadyPending(_))
+            Some(RetryOutcome::AlreadyPending)
         ));
         assert!(store.retry_notification(999, 7000).await.unwrap().is_none());
         let heads = store.queue_heads().await.unwrap();

@@ -1,7 +1,7 @@
 //! Shared by the `parse_*` targets: one sender's parser, fed any body under every event name
 //! and content type that sender could send (the selector byte picks them).
 
-use ferry::sources::{Source, Stored, parse};
+use ferry::fuzzing::{Source, Stored, parse};
 
 const EVENTS: &[&str] = &[
     "push",

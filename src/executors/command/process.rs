@@ -12,12 +12,12 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 /// Where running deploy commands note their process group (see [`kill_orphans`]).
-pub fn running_dir(data_dir: &Path) -> PathBuf {
+pub(crate) fn running_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("running")
 }
 
 /// The note of deployment `deployment`'s process group.
-pub fn pid_file(data_dir: &Path, deployment: i64) -> PathBuf {
+pub(crate) fn pid_file(data_dir: &Path, deployment: i64) -> PathBuf {
     running_dir(data_dir).join(format!("deployment-{deployment}.pgid"))
 }
 
@@ -74,7 +74,7 @@ fn is_zombie(pid: i32) -> bool {
 /// a previous ferry noted in `dir` and that still runs (same leader, same start time). A
 /// deploy that outlived a crash must not run alongside the one that replaces it. Returns the
 /// groups killed.
-pub fn kill_orphans(dir: &Path) -> Vec<i32> {
+pub(crate) fn kill_orphans(dir: &Path) -> Vec<i32> {
     let mut killed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return killed;
@@ -114,7 +114,7 @@ pub(super) struct GroupGuard {
 
 impl GroupGuard {
     /// The group of a child spawned with `process_group(0)`: its id is the child's pid.
-    pub fn of(child_id: Option<u32>) -> GroupGuard {
+    pub(super) fn of(child_id: Option<u32>) -> GroupGuard {
         GroupGuard {
             pgid: child_id
                 .and_then(|id| i32::try_from(id).ok())
@@ -123,19 +123,19 @@ impl GroupGuard {
     }
 
     /// Notes the group at `path` while the returned note lives.
-    pub fn note(&self, path: &Path) -> Option<PidFile> {
+    pub(super) fn note(&self, path: &Path) -> Option<PidFile> {
         PidFile::write(path, self.pgid?)
     }
 
     /// What killing it did, for the log: "killed process group 123".
-    pub fn killed(&self) -> String {
+    pub(super) fn killed(&self) -> String {
         match self.pgid {
             Some(pgid) => format!("killed process group {pgid}"),
             None => "killed it".to_string(),
         }
     }
 
-    pub fn kill(&self) {
+    pub(super) fn kill(&self) {
         if let Some(pgid) = self.pgid {
             // ESRCH (the group is already gone) is fine.
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -144,7 +144,7 @@ impl GroupGuard {
 
     /// Once the child is reaped its group is either dead or the user's leftovers, and its id
     /// may be reused: the guard must not fire any more.
-    pub fn disarm(&mut self) {
+    pub(super) fn disarm(&mut self) {
         self.pgid = None;
     }
 }

@@ -1,241 +1,16 @@
-//! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `rollback`,
-//! `status`, `logs`, `deliveries`, `replay`, `cancel` and `notifications` are clients of a
-//! running server's API.
-//! They find the server through `--server`, else the config: `server.admin_listen` when set
-//! (the API is only there then), else `server.public_url`.
-//!
-//! Each command returns an exit code or an error; `main` prints errors in one place.
+//! The client commands (`deploy`, `rollback`, `status`, `logs`, `deliveries`, `replay`,
+//! `cancel`, `notifications`): each talks to a running server's `/api/v1` with the admin token and prints a
+//! table or follows a deployment to its end.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::config::{self, ConfigError};
+use super::{ClientArgs, load_config};
 use crate::states::{DeliveryStatus, DeploymentState, NotificationState};
-
-#[derive(Parser)]
-#[command(
-    name = "ferry",
-    version,
-    about = "Secret redeploy hook URLs that verify, store durably, and deploy."
-)]
-pub struct Cli {
-    /// Log format of `ferry serve` (on stderr).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "FERRY_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(clap::Args)]
-pub struct ConfigArg {
-    /// The config file.
-    #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
-    pub config: PathBuf,
-}
-
-#[derive(clap::Args)]
-pub struct ClientArgs {
-    /// The ferry server's URL (default: the config's server.public_url).
-    #[arg(long, env = "FERRY_SERVER")]
-    server: Option<String>,
-    /// The admin token.
-    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The config file, to find the server when --server is not given.
-    #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
-    config: PathBuf,
-}
-
-#[derive(Subcommand)]
-pub enum Command {
-    /// Run the server.
-    Serve(ConfigArg),
-    /// Validate the config; errors name the key and the line.
-    Check(ConfigArg),
-    /// Print every app's hook URL and what to paste into each configured sender.
-    Hooks {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Print secrets instead of naming the config key that holds them.
-        #[arg(long)]
-        show_secrets: bool,
-    },
-    /// Trigger a deployment through the running server.
-    Deploy {
-        app: String,
-        /// Only these services (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        services: Vec<String>,
-        /// Use this deployment profile.
-        #[arg(long)]
-        profile: Option<String>,
-        /// Deploy this branch, tag or commit to git-based services.
-        #[arg(long = "ref")]
-        git_ref: Option<String>,
-        /// Wait until the deployments end; exit 1 unless all succeeded.
-        #[arg(long)]
-        wait: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Redeploy a service's previous successful version (by digest for images).
-    Rollback {
-        app: String,
-        service: String,
-        /// Go back to the version of this deployment instead.
-        #[arg(long)]
-        to: Option<i64>,
-        /// Wait until the rollback ends; exit 1 unless it succeeded.
-        #[arg(long)]
-        wait: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Services with their current version and last deployment.
-    Status {
-        app: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// A deployment's log.
-    Logs {
-        deployment: i64,
-        /// Keep printing until the deployment ends.
-        #[arg(long, short)]
-        follow: bool,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Received requests, newest first.
-    Deliveries {
-        app: Option<String>,
-        #[arg(long, default_value = "20")]
-        limit: i64,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Process a stored delivery again, as a new delivery.
-    Replay {
-        delivery: i64,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Cancel a deployment: a queued one never runs; a running one is stopped (its process
-    /// group killed, a container replacement rolled back).
-    Cancel {
-        deployment: i64,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-    /// Outgoing notifications (webhooks, Docker Hub callbacks), newest first.
-    Notifications {
-        /// Only the dead ones: refused, or still failing when `notify_retry_for` ran out.
-        #[arg(long)]
-        failed: bool,
-        #[arg(long)]
-        app: Option<String>,
-        #[arg(long, default_value = "100")]
-        limit: i64,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
-
-/// Loads the config, turning its errors into the message `check` and `serve` print.
-pub fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
-    config::load(path).map_err(|e| match e {
-        ConfigError::Invalid(_) => anyhow!("{e}"),
-        ConfigError::Read { .. } => anyhow!("{e}"),
-    })
-}
-
-pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
-    let c = load_config(&args.config)?;
-    let services: usize = c.apps.values().map(|a| a.services.len()).sum();
-    println!(
-        "{}: ok ({} apps, {} services)",
-        args.config.display(),
-        c.apps.len(),
-        services
-    );
-    if c.server.admin_token.is_none() {
-        eprintln!(
-            "warning: server.admin_token is not set: the API and client commands are disabled"
-        );
-    }
-    warn_readable_secret_files(&c);
-    for warning in verify_warnings(&c) {
-        eprintln!("warning: {warning}");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Secret files that others than their owner may read are worth a warning, not an error
-/// (a Kubernetes secret volume may be group-readable on purpose, with `fsGroup`).
-fn warn_readable_secret_files(c: &config::Config) {
-    use std::os::unix::fs::PermissionsExt;
-    for (key, path) in &c.secret_files {
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                eprintln!(
-                    "warning: {key}: secret file {} is readable by others (mode {mode:o}); chmod 600 it",
-                    path.display()
-                );
-            }
-        }
-    }
-}
-
-/// What `check` says about apps whose deliveries are not all verified: with no scheme at all,
-/// the hook URL alone steers the app (any branch, commit or image a request names).
-fn verify_warnings(c: &config::Config) -> Vec<String> {
-    let mut out = Vec::new();
-    for app in c.apps.values() {
-        let name = &app.name;
-        if !app.verify.configured() {
-            out.push(format!(
-                "apps.{name} verifies no sender: anyone holding its hook URL can deploy any branch, commit or image a request names; add apps.{name}.verify.github (or gitlab, bitbucket, gitea, standard, hmac, bearer, basic)"
-            ));
-        } else if app.verify.allow_unsigned {
-            out.push(format!(
-                "apps.{name}.verify.allow_unsigned is set: anyone holding its hook URL can redeploy its configured services (never a version they name)"
-            ));
-        }
-    }
-    out
-}
-
-pub fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
-    let c = load_config(&args.config)?;
-    for app in c.apps.values() {
-        let url = app.hook_url(&c.server.public_url);
-        println!("{}\t{url}", app.name);
-        // What to paste into each sender: every sender's file writes its own line.
-        for line in crate::sources::setup_lines(app, &url, show_secrets) {
-            println!("    {line}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 /// The URL of `server.admin_listen` (plain HTTP) as a client reaches it: a wildcard address
 /// (`0.0.0.0`, `[::]`) means this host.
@@ -351,7 +126,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-pub async fn deploy(
+pub(crate) async fn deploy(
     app: &str,
     services: &[String],
     profile: Option<&str>,
@@ -377,7 +152,7 @@ pub async fn deploy(
 }
 
 /// `ferry rollback`: redeploy a service's previous successful version (or that of `to`).
-pub async fn rollback(
+pub(crate) async fn rollback(
     app: &str,
     service: &str,
     to: Option<i64>,
@@ -455,7 +230,7 @@ fn state_of(deployment: &Value) -> Option<DeploymentState> {
     deployment["state"].as_str()?.parse().ok()
 }
 
-pub async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let path = match app {
         Some(a) => format!("/status?app={a}"),
@@ -489,7 +264,7 @@ pub async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let mut offset = 0u64;
     let mut out = std::io::stdout();
@@ -521,7 +296,7 @@ pub async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<
     }
 }
 
-pub async fn deliveries(
+pub(crate) async fn deliveries(
     app: Option<&str>,
     limit: i64,
     client: &ClientArgs,
@@ -580,7 +355,7 @@ pub async fn deliveries(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let v = c
         .post(&format!("/deliveries/{id}/replay"), json!({}))
@@ -594,7 +369,7 @@ pub async fn replay(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry cancel`: a queued deployment is cancelled at once; a running one is being stopped
 /// when this returns (`ferry logs --follow ID` shows it end).
-pub async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
     let d = c
         .post(&format!("/deployments/{id}/cancel"), json!({}))
@@ -611,7 +386,7 @@ pub async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry notifications`: the outbox as a table (what went where, how often it was tried, the
 /// last error). `--failed` shows only the dead ones.
-pub async fn notifications(
+pub(crate) async fn notifications(
     failed: bool,
     app: Option<&str>,
     limit: i64,

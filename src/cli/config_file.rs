@@ -1,0 +1,87 @@
+//! The commands that read the config file and need no server: `check` (validate, then warn
+//! about what is valid but risky) and `hooks` (every app's hook URL and what to paste into
+//! each sender); `load_config` is also what `serve` reads the config with.
+
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+
+use super::ConfigArg;
+use crate::config::{self, ConfigError};
+
+/// Loads the config, turning its errors into the message `check` and `serve` print.
+pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
+    // The message already names the cause (file, line, key): printing the error's source
+    // chain as well would say it twice.
+    config::load(path).map_err(|e: ConfigError| anyhow!("{e}"))
+}
+
+pub(crate) fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let c = load_config(&args.config)?;
+    let services: usize = c.apps.values().map(|a| a.services.len()).sum();
+    println!(
+        "{}: ok ({} apps, {} services)",
+        args.config.display(),
+        c.apps.len(),
+        services
+    );
+    if c.server.admin_token.is_none() {
+        eprintln!(
+            "warning: server.admin_token is not set: the API and client commands are disabled"
+        );
+    }
+    warn_readable_secret_files(&c);
+    for warning in verify_warnings(&c) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Secret files that others than their owner may read are worth a warning, not an error
+/// (a Kubernetes secret volume may be group-readable on purpose, with `fsGroup`).
+fn warn_readable_secret_files(c: &config::Config) {
+    use std::os::unix::fs::PermissionsExt;
+    for (key, path) in &c.secret_files {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: {key}: secret file {} is readable by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// What `check` says about apps whose deliveries are not all verified: with no scheme at all,
+/// the hook URL alone steers the app (any branch, commit or image a request names).
+fn verify_warnings(c: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for app in c.apps.values() {
+        let name = &app.name;
+        if !app.verify.configured() {
+            out.push(format!(
+                "apps.{name} verifies no sender: anyone holding its hook URL can deploy any branch, commit or image a request names; add apps.{name}.verify.github (or gitlab, bitbucket, gitea, standard, hmac, bearer, basic)"
+            ));
+        } else if app.verify.allow_unsigned {
+            out.push(format!(
+                "apps.{name}.verify.allow_unsigned is set: anyone holding its hook URL can redeploy its configured services (never a version they name)"
+            ));
+        }
+    }
+    out
+}
+
+pub(crate) fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {
+    let c = load_config(&args.config)?;
+    for app in c.apps.values() {
+        let url = app.hook_url(&c.server.public_url);
+        println!("{}\t{url}", app.name);
+        // What to paste into each sender: every sender's file writes its own line.
+        for line in crate::sources::setup_lines(app, &url, show_secrets) {
+            println!("    {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,266 @@
+//! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `rollback`,
+//! `status`, `logs`, `deliveries`, `replay`, `cancel` and `notifications` are clients of a
+//! running server's API.
+//! They find the server through `--server`, else the config: `server.admin_listen` when set
+//! (the API is only there then), else `server.public_url`.
+//!
+//! Each command returns an exit code or an error; [`main`] prints errors in one place. The
+//! binary (`src/main.rs`) only calls [`main`], so this is the top of the layers: the only
+//! module that may import `server`.
+//!
+//! - `config_file.rs`: `check` and `hooks`, and loading the config for `serve`.
+//! - `client.rs`: the API client commands and their table output.
+
+mod client;
+mod config_file;
+
+pub(crate) use client::{
+    cancel, deliveries, deploy, logs, notifications, replay, rollback, status,
+};
+pub(crate) use config_file::{check, hooks, load_config};
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Secret redeploy hook URLs that verify, store durably, and deploy."
+)]
+pub(crate) struct Cli {
+    /// Log format of `ferry serve` (on stderr).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FERRY_LOG_FORMAT"
+    )]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
+    pub(crate) config: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ClientArgs {
+    /// The ferry server's URL (default: the config's server.public_url).
+    #[arg(long, env = "FERRY_SERVER")]
+    server: Option<String>,
+    /// The admin token.
+    #[arg(long, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The config file, to find the server when --server is not given.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value = "ferry.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the server.
+    Serve(ConfigArg),
+    /// Validate the config; errors name the key and the line.
+    Check(ConfigArg),
+    /// Print every app's hook URL and what to paste into each configured sender.
+    Hooks {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print secrets instead of naming the config key that holds them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Trigger a deployment through the running server.
+    Deploy {
+        app: String,
+        /// Only these services (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// Use this deployment profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Deploy this branch, tag or commit to git-based services.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Wait until the deployments end; exit 1 unless all succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Redeploy a service's previous successful version (by digest for images).
+    Rollback {
+        app: String,
+        service: String,
+        /// Go back to the version of this deployment instead.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Wait until the rollback ends; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Services with their current version and last deployment.
+    Status {
+        app: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A deployment's log.
+    Logs {
+        deployment: i64,
+        /// Keep printing until the deployment ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Received requests, newest first.
+    Deliveries {
+        app: Option<String>,
+        #[arg(long, default_value = "20")]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Process a stored delivery again, as a new delivery.
+    Replay {
+        delivery: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a deployment: a queued one never runs; a running one is stopped (its process
+    /// group killed, a container replacement rolled back).
+    Cancel {
+        deployment: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Outgoing notifications (webhooks, Docker Hub callbacks), newest first.
+    Notifications {
+        /// Only the dead ones: refused, or still failing when `notify_retry_for` ran out.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value = "100")]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// The binary's `main`: parses the arguments, runs the command, prints an error once with its
+/// causes.
+pub fn main() -> ExitCode {
+    // One TLS crypto provider for the process (aws-lc-rs, which reqwest uses too); ferry's own
+    // TLS code passes it explicitly, this covers every other rustls user.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Check(args) => return check(args),
+        Command::Hooks {
+            config,
+            show_secrets,
+        } => return hooks(config, *show_secrets),
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(&args, cli.log_format).await,
+            Command::Rollback {
+                app,
+                service,
+                to,
+                wait,
+                client,
+            } => rollback(&app, &service, to, wait, &client).await,
+            Command::Deploy {
+                app,
+                services,
+                profile,
+                git_ref,
+                wait,
+                client,
+            } => {
+                deploy(
+                    &app,
+                    &services,
+                    profile.as_deref(),
+                    git_ref.as_deref(),
+                    wait,
+                    &client,
+                )
+                .await
+            }
+            Command::Status { app, client } => status(app.as_deref(), &client).await,
+            Command::Logs {
+                deployment,
+                follow,
+                client,
+            } => logs(deployment, follow, &client).await,
+            Command::Deliveries { app, limit, client } => {
+                deliveries(app.as_deref(), limit, &client).await
+            }
+            Command::Replay { delivery, client } => replay(delivery, &client).await,
+            Command::Cancel { deployment, client } => cancel(deployment, &client).await,
+            Command::Notifications {
+                failed,
+                app,
+                limit,
+                client,
+            } => notifications(failed, app.as_deref(), limit, &client).await,
+            Command::Check(_) | Command::Hooks { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+async fn serve(args: &ConfigArg, format: LogFormat) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    crate::logging::init(format);
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+    crate::server::serve(listener, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}

@@ -1,0 +1,143 @@
+//! The background tasks around the HTTP server: crash recovery before they start, then the
+//! planner, the lanes, the notify worker and retention, and their shutdown in order (no new
+//! deployments; running ones get the grace period, then are cancelled; then the notify worker
+//! stops: what it has not sent stays pending in the outbox, for the next start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{Intake, Store};
+use crate::{lanes, notify, planner, retention};
+
+/// Recovers from a crash, before the lanes start: kills deploy commands the dead ferry left
+/// running, then records their deployments (and any other left `running`) interrupted,
+/// queueing retries while attempts remain.
+pub(super) async fn recover(config: &Config, store: &Store) {
+    // A deploy command that outlived a crash of ferry still runs in its own process group:
+    // stop it before its deployment is recorded interrupted and perhaps run again.
+    let orphans = crate::lanes::running_dir(&config.server.data_dir);
+    for pgid in
+        tokio::task::spawn_blocking(move || crate::executors::command::kill_orphans(&orphans))
+            .await
+            .unwrap_or_default()
+    {
+        tracing::warn!(
+            process_group = pgid,
+            "killed a deploy command left running by a previous ferry"
+        );
+    }
+    match store
+        .recover_interrupted(config.server.retry_interrupted)
+        .await
+    {
+        Ok(list) => {
+            for (id, retry) in list {
+                tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted by a previous stop");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
+    }
+}
+
+/// The running background tasks, and the tokens that stop each.
+pub(super) struct Background {
+    /// The lanes' runs in progress, shared with the API (cancel).
+    pub(super) running: lanes::Running,
+    planner: JoinHandle<()>,
+    /// Stops the planner and retention.
+    planner_stop: CancellationToken,
+    lanes: JoinHandle<()>,
+    /// No new deployments; running ones go on.
+    lanes_stop: CancellationToken,
+    /// Cancels running deployments (the grace period is over).
+    lanes_kill: CancellationToken,
+    /// The notify worker (`None` if it could not start: its notifications wait in the store).
+    notifications: Option<JoinHandle<()>>,
+    /// Stops the notify worker.
+    notify_stop: CancellationToken,
+    retention: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Spawns planner, notify worker, lanes and (with `server.keep`) retention.
+    pub(super) fn spawn(config: &Arc<Config>, store: &Store, intake: &Intake) -> Background {
+        let lanes_wake = Arc::new(Notify::new());
+        let planner_stop = CancellationToken::new();
+        let lanes_stop = CancellationToken::new();
+        let lanes_kill = CancellationToken::new();
+        let planner = tokio::spawn(planner::run(
+            config.clone(),
+            store.clone(),
+            intake.committed.clone(),
+            lanes_wake.clone(),
+            planner_stop.clone(),
+        ));
+        // The outbox's worker: it never holds anything the lanes wait for.
+        let notify_stop = CancellationToken::new();
+        let notifications = notify::spawn(config.clone(), store.clone(), notify_stop.clone());
+        // Queued deployments left from before a restart start at once.
+        lanes_wake.notify_one();
+        let running = lanes::Running::default();
+        let lanes = tokio::spawn(lanes::run(
+            Arc::new(lanes::Context {
+                config: config.clone(),
+                store: store.clone(),
+                running: running.clone(),
+            }),
+            lanes_wake,
+            lanes_stop.clone(),
+            lanes_kill.clone(),
+        ));
+        let retention = config.server.keep.map(|keep| {
+            tokio::spawn(retention::run(
+                store.clone(),
+                config.server.data_dir.clone(),
+                keep,
+                planner_stop.clone(),
+            ))
+        });
+        Background {
+            running,
+            planner,
+            planner_stop,
+            lanes,
+            lanes_stop,
+            lanes_kill,
+            notifications,
+            notify_stop,
+            retention,
+        }
+    }
+
+    /// Stops everything in order, within `grace`: planning and new deployments at once;
+    /// running deployments get the grace period, then are cancelled; then the notify worker
+    /// stops (after the lanes, so the ends they record are in the outbox first).
+    pub(super) async fn stop(mut self, grace: Duration) {
+        tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new deployments; waiting for running ones");
+        self.planner_stop.cancel();
+        self.lanes_stop.cancel();
+        let grace_over = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(grace_over, &mut self.lanes)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: cancelling running deployments");
+            self.lanes_kill.cancel();
+            let _ = self.lanes.await;
+        }
+        // No waiting for receivers: what is pending stays in the outbox for the next start.
+        self.notify_stop.cancel();
+        if let Some(n) = self.notifications {
+            let _ = n.await;
+        }
+        let _ = self.planner.await;
+        if let Some(r) = self.retention {
+            let _ = r.await;
+        }
+    }
+}

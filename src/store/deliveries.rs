@@ -1,0 +1,104 @@
+//! Deliveries as stored, and the queries that read them: one for replays and notifications,
+//! the API's list, and the planner's queue of unplanned ones. They are written by the intake
+//! writer (`super::batch`) and get their status from planning (`super::planning`).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{DeliveryStatus, ListFilter, Store, StoreError};
+
+/// A delivery as stored (without its body, which list calls do not need).
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub(crate) struct Delivery {
+    pub(crate) id: i64,
+    pub(crate) app: String,
+    pub(crate) source: String,
+    pub(crate) event: Option<String>,
+    pub(crate) source_delivery_id: Option<String>,
+    pub(crate) received_at: i64,
+    pub(crate) verified: bool,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) error: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) replay_of: Option<i64>,
+    /// What the planner noted, e.g. that an event time from the future was not trusted.
+    pub(crate) note: Option<String>,
+}
+
+/// A delivery with everything needed to plan or replay it.
+#[derive(Debug, Clone)]
+pub(crate) struct FullDelivery {
+    pub(crate) delivery: Delivery,
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
+    /// The size of the body as received, when `body` holds only its start (refused
+    /// deliveries keep at most [`super::batch::REJECTED_BODY_KEEP`] bytes).
+    pub(crate) body_size: Option<i64>,
+}
+
+impl Store {
+    /// One delivery with its headers and body (replays, notifications, the lanes' payload).
+    pub(crate) async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| full_delivery(&row)).transpose()
+    }
+
+    /// A page of deliveries, newest first, for the API.
+    pub(crate) async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
+        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note FROM deliveries";
+        // One statement per filter shape, so SQLite walks an index backwards from `before`
+        // instead of scanning: list calls stay flat however many deliveries are stored.
+        let before = f.before.unwrap_or(i64::MAX);
+        let rows = match &f.app {
+            Some(app) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE app = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                ));
+                sqlx::query_as::<_, Delivery>(sql)
+                    .bind(app)
+                    .bind(before)
+                    .bind(f.limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                ));
+                sqlx::query_as::<_, Delivery>(sql)
+                    .bind(before)
+                    .bind(f.limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// Deliveries accepted but not yet planned, oldest first.
+    pub(crate) async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries
+             WHERE status = 'received' ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(full_delivery).collect()
+    }
+}
+
+fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreError> {
+    use sqlx::FromRow;
+    Ok(FullDelivery {
+        delivery: Delivery::from_row(row)?,
+        headers: row.try_get("headers")?,
+        body: row.try_get("body")?,
+        body_size: row.try_get("body_size")?,
+    })
+}

@@ -1,0 +1,156 @@
+//! Deployments as stored, and the read-only queries over them for the API, the CLI and
+//! `/metrics`. What changes a deployment lives in `super::lifecycle` (lanes and cancel),
+//! `super::recovery` (interrupted runs) and `super::planning` (new ones).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{DeploymentState, ListFilter, Store, StoreError};
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub(crate) struct Deployment {
+    pub(crate) id: i64,
+    pub(crate) app: String,
+    pub(crate) service: String,
+    pub(crate) delivery_id: i64,
+    pub(crate) state: DeploymentState,
+    pub(crate) reason: Option<String>,
+    pub(crate) source: String,
+    pub(crate) event: String,
+    pub(crate) git_repo: Option<String>,
+    pub(crate) git_branch: Option<String>,
+    pub(crate) git_ref: Option<String>,
+    pub(crate) git_commit: Option<String>,
+    pub(crate) event_time: Option<i64>,
+    pub(crate) profile: Option<String>,
+    pub(crate) image: Option<String>,
+    pub(crate) image_tag: Option<String>,
+    pub(crate) image_digest: Option<String>,
+    pub(crate) attempt: i64,
+    pub(crate) retry_of: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+}
+
+/// Every column of `deployments`, in [`Deployment`]'s order.
+pub(super) const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, exit_code, created_at, started_at, finished_at";
+
+impl Store {
+    /// How many deployments are in each state (for `/metrics`).
+    pub(crate) async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM deployments GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    pub(crate) async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub(crate) async fn deployments(&self, f: &ListFilter) -> Result<Vec<Deployment>, StoreError> {
+        let before = f.before.unwrap_or(i64::MAX);
+        // As for deliveries: the leading filters match an index, the rest filter the walk.
+        let sql = match (&f.app, &f.service) {
+            (Some(_), Some(_)) => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+                 WHERE app = ?1 AND service = ?2 AND (?3 IS NULL OR state = ?3) AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            (Some(_), None) => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_app
+                 WHERE app = ?1 AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR state = ?3) AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            (None, _) => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+                 WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR state = ?3) AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+        };
+        Ok(sqlx::query_as::<_, Deployment>(sqlx::AssertSqlSafe(sql))
+            .bind(&f.app)
+            .bind(&f.service)
+            .bind(f.state)
+            .bind(before)
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Deployment ids per delivery for deliveries `lo..=hi` (one list page), in one query.
+    pub(crate) async fn deployment_ids_between(
+        &self,
+        lo: i64,
+        hi: i64,
+    ) -> Result<std::collections::HashMap<i64, Vec<i64>>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT delivery_id, id FROM deployments INDEXED BY deployments_delivery
+             WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY id",
+        )
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut map: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+        for (delivery, id) in rows {
+            map.entry(delivery).or_default().push(id);
+        }
+        Ok(map)
+    }
+
+    pub(crate) async fn deployment_ids_of(&self, delivery_id: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM deployments WHERE delivery_id = ?1 ORDER BY id")
+                .bind(delivery_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A service's newest deployment that was not skipped, for `ferry status`.
+    pub(crate) async fn latest_of(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state != ?3 ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Skipped)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A service's newest succeeded deployment: its current version.
+    pub(crate) async fn current_of(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,123 @@
+//! What services already hold, read by the planner through its planning transaction (so it
+//! sees the plans recorded earlier in the same batch): the newest event time (staleness),
+//! the images an image service runs or has pending, and a rollback's target.
+
+use sqlx::Row;
+
+use super::deployments::DEPLOYMENT_COLUMNS;
+use super::{Deployment, DeploymentState, Planning, StoreError};
+
+/// An image an image service holds (see `crate::plan::History::images`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldImage {
+    pub(crate) deployment: i64,
+    pub(crate) tag: Option<String>,
+    pub(crate) digest: Option<String>,
+    /// Queued or running, rather than the current version.
+    pub(crate) pending: bool,
+}
+
+impl Planning {
+    /// The newest event time a service has deployed, is running or has queued: an event older
+    /// than this is stale. Returns that time and the deployment that holds it.
+    pub(crate) async fn newest_event_time(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
+             WHERE app = ?1 AND service = ?2 AND event_time IS NOT NULL
+               AND state IN (?3, ?4, ?5)
+             ORDER BY event_time DESC, id DESC LIMIT 1",
+        )
+        .bind(app)
+        .bind(service)
+        .bind(DeploymentState::Queued)
+        .bind(DeploymentState::Running)
+        .bind(DeploymentState::Succeeded)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
+    }
+
+    /// What an image service runs (its newest success) and has queued or running.
+    pub(crate) async fn images(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Vec<HeldImage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, image_tag, image_digest, 1 FROM deployments INDEXED BY deployments_active
+             WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
+             UNION ALL
+             SELECT * FROM (SELECT id, image_tag, image_digest, 0 FROM deployments INDEXED BY deployments_service
+                            WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1)",
+        )
+        .bind(app)
+        .bind(service)
+        .bind(DeploymentState::Succeeded)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HeldImage {
+                    deployment: r.try_get(0)?,
+                    tag: r.try_get(1)?,
+                    digest: r.try_get(2)?,
+                    pending: r.try_get::<i64, _>(3)? == 1,
+                })
+            })
+            .collect()
+    }
+
+    /// The deployment a rollback goes back to: `to` if it is a success of this service, else
+    /// the newest success before the current version that ran something else.
+    pub(crate) async fn rollback_target(
+        &mut self,
+        app: &str,
+        service: &str,
+        to: Option<i64>,
+    ) -> Result<Option<Deployment>, StoreError> {
+        if let Some(id) = to {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1 AND app = ?2 AND service = ?3 AND state = ?4"
+            ));
+            return Ok(sqlx::query_as::<_, Deployment>(sql)
+                .bind(id)
+                .bind(app)
+                .bind(service)
+                .bind(DeploymentState::Succeeded)
+                .fetch_optional(&mut *self.tx)
+                .await?);
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
+        ));
+        let Some(current) = sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?6 AND id < ?3
+               AND (COALESCE(image_digest, '') != COALESCE(?4, '') OR COALESCE(git_commit, '') != COALESCE(?5, ''))
+             ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(app)
+            .bind(service)
+            .bind(current.id)
+            .bind(&current.image_digest)
+            .bind(&current.git_commit)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+}

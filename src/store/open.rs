@@ -1,0 +1,100 @@
+//! Opening the store: the private data dir, the database file, SQLite's settings for the pool
+//! and the intake writer, and the migrations (`migrations/`).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqliteConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::gate::WriteGate;
+use super::{Intake, Store, StoreError, batch};
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+    /// Returns the store and the group-commit writer for hook requests.
+    pub(crate) async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
+        let db = prepare_dir(data_dir).await?;
+        let options = connect_options(db)?;
+        let pool = pool(&options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let gate = WriteGate::default();
+        let store = Store {
+            pool,
+            gate: gate.clone(),
+        };
+        // The intake writer commits with NORMAL too, and `batch` makes each commit durable itself
+        // by fsyncing the WAL before it answers: then the next batch is inserted while the
+        // previous one is being flushed, instead of after (FULL fsyncs inside COMMIT, holding
+        // the write lock). One fsync covers every commit written to the WAL before it.
+        let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+        let intake = batch::start(writer, options, gate);
+        Ok((store, intake))
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Creates the data dir and the database file (both private); returns the database's path.
+async fn prepare_dir(data_dir: &Path) -> Result<PathBuf, StoreError> {
+    crate::datadir::create_dir(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    // The data dir is private (see `datadir`): loose modes left by an older ferry are
+    // tightened, and the database is created 0600 (its -wal and -shm follow it).
+    let dir = data_dir.to_path_buf();
+    let tightened = tokio::task::spawn_blocking(move || crate::datadir::tighten(&dir))
+        .await
+        .unwrap_or(0);
+    if tightened > 0 {
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            entries = tightened,
+            "made data dir entries private (dirs 0700, files 0600)"
+        );
+    }
+    let db = data_dir.join("ferry.db");
+    crate::datadir::create_private_file(&db).map_err(|source| StoreError::DataDir {
+        path: db.display().to_string(),
+        source,
+    })?;
+    Ok(db)
+}
+
+/// How every connection to the database is opened, the pool's and the intake writer's.
+fn connect_options(db: PathBuf) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")?
+        .filename(db)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL for the pool (planning, deployment states): in WAL mode a commit then
+        // reaches the OS at once, so it survives a crash of ferry (kill -9), and the disk
+        // with the next fsync. The WAL is append-only, so what a power loss can take is
+        // only a suffix of the newest state changes — never an acknowledged delivery (below)
+        // — and startup recovery redoes them: deliveries are planned again, a deployment
+        // still `running` is `interrupted` and retried.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true))
+}
+
+/// The pool that planner, lanes and API share.
+async fn pool(options: &SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(4)
+        // A connection that comes back still inside a transaction (a COMMIT or ROLLBACK
+        // failed, e.g. on a full disk) is closed, never reused: see `batch::Writer`.
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
+        .connect_with(options.clone())
+        .await?)
+}

@@ -1,0 +1,220 @@
+//! Recording the planner's decisions: one transaction per batch of deliveries, holding the
+//! write gate, in which the new deployments, the supersedes they cause and each delivery's
+//! new status (planned, rejected, noted) are written with a handful of statements. Reads
+//! through the same transaction are in `super::history`.
+
+use std::time::Duration;
+
+use sqlx::SqliteConnection;
+
+use super::lifecycle::supersede_older;
+use super::{DeliveryStatus, DeploymentState, Store, StoreError, now_ms};
+
+/// How long the planner lets hook deliveries waiting for a commit go first.
+const PLANNER_PATIENCE: Duration = Duration::from_millis(50);
+
+/// A deployment the planner decided on: queued, or skipped with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct NewDeployment {
+    pub(crate) app: String,
+    pub(crate) service: String,
+    pub(crate) state: DeploymentState,
+    pub(crate) reason: Option<String>,
+    pub(crate) source: String,
+    pub(crate) event: String,
+    pub(crate) git_repo: Option<String>,
+    pub(crate) git_branch: Option<String>,
+    pub(crate) git_ref: Option<String>,
+    pub(crate) git_commit: Option<String>,
+    pub(crate) event_time: Option<i64>,
+    pub(crate) profile: Option<String>,
+    /// Image services: the repository, the pushed tag and the digest that will run (`None`
+    /// until resolved for senders that give no digest).
+    pub(crate) image: Option<String>,
+    pub(crate) image_tag: Option<String>,
+    pub(crate) image_digest: Option<String>,
+}
+
+impl Store {
+    /// Starts recording plans: one transaction for a whole batch of deliveries, so planning a
+    /// burst costs one fsync per batch rather than one per delivery (and holds the write lock
+    /// that hook requests also need for as short a time as possible).
+    pub(crate) async fn begin_planning(&self) -> Result<Planning, StoreError> {
+        // Hook answers wait on intake commits: let those go first, for a while.
+        self.gate.yield_to_intake(PLANNER_PATIENCE).await;
+        let gate = self.gate.lock_owned().await;
+        Ok(Planning {
+            tx: self.pool.begin().await?,
+            _gate: gate,
+        })
+    }
+
+    /// Whether hook deliveries wait for the write lock: a planning transaction then commits
+    /// what it has and leaves the rest for its next batch.
+    pub(crate) fn intake_busy(&self) -> bool {
+        self.gate.intake_busy()
+    }
+}
+
+/// Plans being recorded, in one transaction (see [`Store::begin_planning`]). Reads through it
+/// see the plans recorded so far in the same batch. Dropped without `commit`, nothing is kept.
+pub(crate) struct Planning {
+    /// Also read through by `history.rs`.
+    pub(super) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Planning {
+    /// The id the next recorded deployment will get. Plans are recorded under the write gate,
+    /// so nothing else inserts deployments until this batch commits; `sqlite_sequence`
+    /// (AUTOINCREMENT) also covers pruned ids, so none is reused.
+    pub(crate) async fn next_deployment_id(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deployments'), 0) + 1",
+        )
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Records the plans of a batch of deliveries: their deployments (each with the id it was
+    /// given from [`Planning::next_deployment_id`] on), the newest queued deployment of each
+    /// service superseding its older queued ones, and each delivery's new status (with the
+    /// reason it deploys nothing, if any). A few statements for the whole batch: each statement
+    /// is a round trip to sqlx's SQLite thread.
+    pub(crate) async fn record(
+        &mut self,
+        deployments: &[(i64, i64, NewDeployment)],
+        deliveries: &[(i64, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        insert_deployments(&mut self.tx, deployments, now).await?;
+        for ((app, service), id) in newest_queued(deployments) {
+            supersede_older(&mut self.tx, app, service, id, now).await?;
+        }
+        mark_planned(&mut self.tx, deliveries, now).await
+    }
+
+    /// Records deliveries whose values failed `sources::values`: `rejected`, with the reason.
+    /// Like deliveries refused on the request path they keep no dedupe key, so they never
+    /// block a good retry.
+    pub(crate) async fn reject(&mut self, deliveries: &[(i64, String)]) -> Result<(), StoreError> {
+        let now = now_ms();
+        for (id, reason) in deliveries {
+            sqlx::query(
+                "UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3, dedupe_key = NULL WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(reason)
+            .bind(DeliveryStatus::Rejected)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the planner's notes on deliveries (rare: one statement each).
+    pub(crate) async fn note(&mut self, notes: &[(i64, String)]) -> Result<(), StoreError> {
+        for (id, note) in notes {
+            sqlx::query("UPDATE deliveries SET note = ?2 WHERE id = ?1")
+                .bind(id)
+                .bind(note)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the batch durable.
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Inserts planned deployments (id, delivery id, deployment) with multi-row INSERTs.
+async fn insert_deployments(
+    tx: &mut SqliteConnection,
+    deployments: &[(i64, i64, NewDeployment)],
+    now: i64,
+) -> Result<(), StoreError> {
+    // 19 variables per row; SQLite allows 32766 per statement.
+    for chunk in deployments.chunks(1024) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, created_at, finished_at) ",
+        );
+        q.push_values(chunk, |mut row, (id, delivery_id, d)| {
+            let finished = (d.state != DeploymentState::Queued).then_some(now);
+            row.push_bind(*id)
+                .push_bind(*delivery_id)
+                .push_bind(d.app.clone())
+                .push_bind(d.service.clone())
+                .push_bind(d.state)
+                .push_bind(d.reason.clone())
+                .push_bind(d.source.clone())
+                .push_bind(d.event.clone())
+                .push_bind(d.git_repo.clone())
+                .push_bind(d.git_branch.clone())
+                .push_bind(d.git_ref.clone())
+                .push_bind(d.git_commit.clone())
+                .push_bind(d.event_time)
+                .push_bind(d.profile.clone())
+                .push_bind(d.image.clone())
+                .push_bind(d.image_tag.clone())
+                .push_bind(d.image_digest.clone())
+                .push_bind(now)
+                .push_bind(finished);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// The newest queued deployment of each service among those planned: it supersedes the
+/// service's older queued ones.
+fn newest_queued(
+    deployments: &[(i64, i64, NewDeployment)],
+) -> std::collections::BTreeMap<(&str, &str), i64> {
+    let mut newest_queued: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+    for (id, _, d) in deployments {
+        if d.state == DeploymentState::Queued {
+            let slot = newest_queued.entry((&d.app, &d.service)).or_default();
+            *slot = (*slot).max(*id);
+        }
+    }
+    newest_queued
+}
+
+/// Sets each delivery's status to `planned`, with the reason it deploys nothing if any (one
+/// UPDATE per 1,024 without a reason, one each with one).
+async fn mark_planned(
+    tx: &mut SqliteConnection,
+    deliveries: &[(i64, Option<String>)],
+    now: i64,
+) -> Result<(), StoreError> {
+    let (planned, failed): (Vec<_>, Vec<_>) =
+        deliveries.iter().partition(|(_, error)| error.is_none());
+    for chunk in planned.chunks(1024) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE deliveries SET status = ");
+        q.push_bind(DeliveryStatus::Planned)
+            .push(", planned_at = ")
+            .push_bind(now)
+            .push(" WHERE id IN (");
+        let mut ids = q.separated(", ");
+        for (id, _) in chunk {
+            ids.push_bind(*id);
+        }
+        q.push(")");
+        q.build().execute(&mut *tx).await?;
+    }
+    for (id, error) in failed {
+        sqlx::query("UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(now)
+            .bind(error)
+            .bind(DeliveryStatus::Planned)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
