@@ -1,6 +1,7 @@
 -- Issue 10: the outbox. Every deployment state change and every refused delivery is written to
--- the `events` journal by the triggers below, inside the transaction that made the change, so
--- an event commits with the change that caused it, wherever in the store the change is made.
+-- the `events` journal inside the transaction that made the change — by the triggers below
+-- (and, for deliveries refused on the request path, by the intake writer) — so an event
+-- commits with the change that caused it, wherever in the store the change is made.
 -- One background task (`notify`) fans each event out into `notifications` (one per target
 -- that wants it) and marks it fanned out, in one transaction; another part of it sends them.
 
@@ -39,15 +40,11 @@ BEGIN
             NEW.app, NEW.service, NEW.id, NEW.delivery_id, NEW.reason);
 END;
 
--- A delivery refused on the request path is stored `rejected`. The WHEN keeps accepted
--- deliveries (the hot path of intake) from doing anything more than evaluating it.
-CREATE TRIGGER deliveries_rejected_event AFTER INSERT ON deliveries
-WHEN NEW.status = 'rejected'
-BEGIN
-    INSERT INTO events (at, type, app, delivery_id, reason)
-    VALUES (CAST(unixepoch('subsec') * 1000 AS INTEGER), 'delivery.rejected',
-            NEW.app, NEW.id, NEW.error);
-END;
+-- A delivery refused on the request path is stored `rejected` by the intake writer, which
+-- journals `delivery.rejected` itself, in the same transaction (`store::outbox::journal_refused`):
+-- any row trigger on deliveries, even one whose WHEN is false, makes SQLite stage every
+-- multi-row INSERT in a temporary table first, which cost accepted deliveries (7.7 KB bodies)
+-- about 15 % more per insert (BENCHMARKS.md).
 
 -- A delivery the planner refuses for its values.
 CREATE TRIGGER deliveries_rejected_later_event AFTER UPDATE OF status ON deliveries
