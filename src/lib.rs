@@ -29,7 +29,7 @@
 //! - [`executors`]: how a deployment runs: `command` (argv, process group, timeout), `docker`
 //!   (health-gated container replacement with rollback), `compose`, `swarm`.
 //! - [`notify`]: the outbox's worker: every deployment state change and refused delivery
-//!   (journalled by the store's triggers) sent to `[[notify]]` webhooks and Docker Hub
+//!   (journalled by the store) sent to `[[notify]]` webhooks and Docker Hub
 //!   callbacks, in order per receiver, retried until `notify_retry_for`.
 //! - [`outgoing`]: the one builder of ferry's outgoing HTTP clients (no redirects).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.

@@ -1,9 +1,9 @@
 //! Telling others how deployments go, through a durable outbox.
 //!
 //! Nothing here is called by the code that changes a deployment or refuses a delivery: the
-//! store's triggers (migration 0008) write each such change into the `events` journal in the
-//! change's own transaction, so every notification is committed with the state change that
-//! causes it, wherever in the store that change is made. One background task ([`worker`])
+//! store writes each such change into the `events` journal in the change's own transaction
+//! (triggers of migration 0008; the intake writer for deliveries it stores refused), so every
+//! notification is committed with the state change that causes it. One background task ([`worker`])
 //! fans each event out into the `notifications` its targets want and sends them: per target
 //! one at a time and in order, targets concurrently, each try bounded by a timeout, failures
 //! retried with backoff until `server.notify_retry_for`, then `dead` (listed by the API, and
