@@ -4,7 +4,10 @@
 //! Handlers read from the store and shape JSON; those that deploy (manual deploy, rollback,
 //! replay) store a new delivery through the same group-commit path as hooks, so planning treats
 //! them alike. Cancel changes the deployment in the store and stops its run through the lanes'
-//! [`crate::lanes::Running`].
+//! [`crate::lanes::Running`]. The outbox (`notifications.rs`) lists notifications and queues
+//! a dead one again.
+
+mod notifications;
 
 use std::sync::Arc;
 
@@ -79,6 +82,9 @@ pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/deployments/{id}", get(deployment))
         .route("/deployments/{id}/logs", get(logs))
         .route("/deployments/{id}/cancel", post(cancel))
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/{id}", get(notifications::one))
+        .route("/notifications/{id}/retry", post(notifications::retry))
         .layer(middleware::from_fn_with_state(shared, require_admin));
     Router::new()
         .nest("/api/v1", api)
@@ -120,7 +126,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Prometheus text format: hook answers since start, deployments by state (from the store).
+/// Prometheus text format: hook answers since start, deployments and notifications by state
+/// (from the store).
 async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
@@ -146,6 +153,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
     out.push_str("# HELP ferry_deployments Deployments in the store, by state.\n# TYPE ferry_deployments gauge\n");
     for (state, n) in shared.store.count_by_state().await? {
         let _ = writeln!(out, "ferry_deployments{{state=\"{state}\"}} {n}");
+    }
+    out.push_str("# HELP ferry_notifications Outgoing notifications in the store, by state.\n# TYPE ferry_notifications gauge\n");
+    let counts = shared.store.count_notifications().await?;
+    for state in crate::states::NotificationState::ALL {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "ferry_notifications{{state=\"{state}\"}} {n}");
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
@@ -227,16 +243,6 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
     })
 }
 
-/// What a deployment runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
-pub(crate) fn version(d: &Deployment) -> Option<String> {
-    match (&d.image_tag, &d.image_digest) {
-        (Some(t), Some(g)) => Some(format!("{t}@{g}")),
-        (Some(t), None) => Some(t.clone()),
-        (None, Some(g)) => Some(g.clone()),
-        (None, None) => d.git_commit.clone().or_else(|| d.git_ref.clone()),
-    }
-}
-
 pub(crate) fn deployment_json(d: &Deployment) -> Value {
     json!({
         "id": d.id,
@@ -244,7 +250,7 @@ pub(crate) fn deployment_json(d: &Deployment) -> Value {
         "service": d.service,
         "state": d.state,
         "reason": d.reason,
-        "version": version(d),
+        "version": d.version(),
         "image": d.image,
         "image_tag": d.image_tag,
         "image_digest": d.image_digest,

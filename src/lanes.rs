@@ -35,8 +35,6 @@ pub(crate) use crate::executors::command::running_dir;
 pub(crate) struct Context {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Store,
-    /// Queues reports to senders; never waits, so a slow callback holds no lane.
-    pub(crate) notifier: crate::notify::Notifier,
     /// The runs in progress, shared with the API (cancel).
     pub(crate) running: Running,
 }
@@ -183,7 +181,6 @@ async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
         .await
     {
         Ok(()) => {
-            ctx.notifier.deployment_ended(d, state);
             if state == DeploymentState::Succeeded {
                 tracing::info!(deployment = d.id, app = %d.app, service = %d.service, commit = d.git_commit.as_deref().unwrap_or(""), "deployment succeeded");
             } else {

@@ -4,8 +4,8 @@
 //! answered at once; in the background it is parsed, planned and deployed. The map (see also
 //! `ARCHITECTURE.md`):
 //!
-//! - [`states`]: `DeploymentState` and `DeliveryStatus`, the bottom layer every other module
-//!   shares (names, serde, sqlx, `is_final`).
+//! - [`states`]: `DeploymentState`, `DeliveryStatus`, `NotificationState` and `EventType`,
+//!   the bottom layer every other module shares (names, serde, sqlx, `is_final`).
 //! - [`secret`]: `Secret` and the one constant-time comparison; [`image_ref`]: image reference
 //!   parsing and Docker Hub's aliases; [`timefmt`]: RFC 3339 times. Bottom layer too.
 //! - [`config`]: `ferry.toml` → a validated [`config::Config`]; errors name key and line.
@@ -28,7 +28,9 @@
 //! - [`lanes`]: one deployment at a time per service; bursts collapse to the newest.
 //! - [`executors`]: how a deployment runs: `command` (argv, process group, timeout), `docker`
 //!   (health-gated container replacement with rollback), `compose`, `swarm`.
-//! - [`notify`]: reporting back to senders when a deployment ends (Docker Hub callbacks).
+//! - [`notify`]: the outbox's worker: every deployment state change and refused delivery
+//!   (journalled by the store) sent to `[[notify]]` webhooks and Docker Hub
+//!   callbacks, in order per receiver, retried until `notify_retry_for`.
 //! - [`outgoing`]: the one builder of ferry's outgoing HTTP clients (no redirects).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
 //! - [`datadir`]: the data dir is private (dirs 0700, files 0600).

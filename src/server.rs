@@ -11,8 +11,8 @@
 //!
 //! Shutdown: stop accepting and answer the requests already read; stop starting deployments;
 //! give running ones `server.shutdown_grace` to finish; then cancel the rest (recorded
-//! `interrupted`); let the notifier send what is queued within what is left of the grace
-//! period (the rest is dropped with a warning) and return.
+//! `interrupted`); stop the notify worker (what it has not sent stays in the outbox) and
+//! return.
 //!
 //! Layout: this file holds [`serve`], the routes and the listeners; `server/degraded.rs` the
 //! 503 mode while the store cannot be opened; `server/background.rs` crash recovery, the

@@ -1,9 +1,10 @@
-//! The states of deployments and deliveries, as shared types.
+//! The states of deployments, deliveries and notifications, and the types of the events their
+//! changes cause, as shared types.
 //!
 //! The bottom layer: this module imports nothing of ferry's, so the store, the planner, the
-//! lanes, notifications, the API and the CLI all speak the same two enums. Each state has one
-//! name (`as_str`), used alike in the database (TEXT), the API's JSON, the CLI and logs; an
-//! unknown name is a typed [`UnknownState`] error wherever it is read.
+//! lanes, notifications, the config, the API and the CLI all speak the same enums. Each state
+//! has one name (`as_str`), used alike in the database (TEXT), the API's JSON, the CLI and
+//! logs; an unknown name is a typed [`UnknownState`] error wherever it is read.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,8 +29,9 @@ macro_rules! states {
         }
 
         impl $name {
-            /// Every state, in declaration order.
-            #[cfg(test)]
+            /// Every state, in declaration order. (Outside tests, not every enum needs it: the
+            /// outbox's event types and notification states do, delivery statuses do not.)
+            #[cfg_attr(not(test), allow(dead_code))]
             pub(crate) const ALL: &'static [$name] = &[$($name::$variant,)+];
 
             /// The name stored in the database and shown in the API.
@@ -183,6 +185,74 @@ impl DeliveryStatus {
     }
 }
 
+states! {
+    /// Where an outgoing notification is: `pending` (waiting for its turn, or for its next try)
+    /// → `sent`; or `dead` (refused for good, or still failing when `server.notify_retry_for`
+    /// ran out). A manual retry (`POST /api/v1/notifications/ID/retry`) makes it `pending` again.
+    NotificationState, "notification state" {
+        Pending => "pending",
+        Sent => "sent",
+        Dead => "dead",
+    }
+}
+
+states! {
+    /// What happened, as outgoing notifications name it (`[[notify]] events`, the `type` of a
+    /// Standard Webhooks body). The store's triggers write these names into the `events`
+    /// journal (migration 0008), one per deployment state change and refused delivery.
+    EventType, "event type" {
+        /// A delivery was refused (on the request path, or by the planner's value checks).
+        DeliveryRejected => "delivery.rejected",
+        DeploymentQueued => "deployment.queued",
+        /// The deployment's executor started (state `running`).
+        DeploymentStarted => "deployment.started",
+        DeploymentSucceeded => "deployment.succeeded",
+        DeploymentFailed => "deployment.failed",
+        DeploymentTimedOut => "deployment.timed_out",
+        DeploymentCancelled => "deployment.cancelled",
+        DeploymentRolledBack => "deployment.rolled_back",
+        /// A queued deployment that never ran: a newer one of its service started first.
+        DeploymentSuperseded => "deployment.superseded",
+        /// Planned as nothing to do (another branch, stale, not selected), with a reason.
+        DeploymentSkipped => "deployment.skipped",
+        /// ferry stopped while it ran; a retry may have been queued.
+        DeploymentInterrupted => "deployment.interrupted",
+    }
+}
+
+impl EventType {
+    /// The event a deployment's move into `state` causes.
+    pub(crate) const fn of_deployment(state: DeploymentState) -> EventType {
+        match state {
+            DeploymentState::Queued => EventType::DeploymentQueued,
+            DeploymentState::Running => EventType::DeploymentStarted,
+            DeploymentState::Succeeded => EventType::DeploymentSucceeded,
+            DeploymentState::Failed => EventType::DeploymentFailed,
+            DeploymentState::TimedOut => EventType::DeploymentTimedOut,
+            DeploymentState::Cancelled => EventType::DeploymentCancelled,
+            DeploymentState::Superseded => EventType::DeploymentSuperseded,
+            DeploymentState::Skipped => EventType::DeploymentSkipped,
+            DeploymentState::Interrupted => EventType::DeploymentInterrupted,
+            DeploymentState::RolledBack => EventType::DeploymentRolledBack,
+        }
+    }
+
+    /// The deployment state this event reports, for deployment events.
+    pub(crate) fn deployment_state(self) -> Option<DeploymentState> {
+        DeploymentState::ALL
+            .iter()
+            .copied()
+            .find(|s| EventType::of_deployment(*s) == self)
+    }
+
+    /// Whether a `[[notify]]` entry without `events` gets it: every type but
+    /// `deployment.skipped`, which every push to an unrelated branch causes (a receiver that
+    /// got `deployment.queued` still gets how that deployment ended, whatever it was).
+    pub(crate) const fn is_default(self) -> bool {
+        !matches!(self, EventType::DeploymentSkipped)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +295,26 @@ mod tests {
         );
         let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(names, ["received", "planned", "rejected"]);
+    }
+
+    #[test]
+    fn every_deployment_state_has_its_event_and_back() {
+        for s in DeploymentState::ALL {
+            let e = EventType::of_deployment(*s);
+            assert!(e.as_str().starts_with("deployment."), "{e}");
+            assert_eq!(e.deployment_state(), Some(*s));
+        }
+        assert_eq!(EventType::DeliveryRejected.deployment_state(), None);
+        assert_eq!(
+            EventType::of_deployment(DeploymentState::Running).as_str(),
+            "deployment.started"
+        );
+        let defaults: Vec<_> = EventType::ALL.iter().filter(|e| !e.is_default()).collect();
+        assert_eq!(defaults, [&EventType::DeploymentSkipped]);
+        let e = "deployment.exploded".parse::<EventType>().unwrap_err();
+        assert!(e.to_string().contains("deployment.rolled_back"), "{e}");
+        let names: Vec<&str> = NotificationState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["pending", "sent", "dead"]);
     }
 
     #[test]

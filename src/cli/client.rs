@@ -1,5 +1,5 @@
 //! The client commands (`deploy`, `rollback`, `status`, `logs`, `deliveries`, `replay`,
-//! `cancel`): each talks to a running server's `/api/v1` with the admin token and prints a
+//! `cancel`, `notifications`): each talks to a running server's `/api/v1` with the admin token and prints a
 //! table or follows a deployment to its end.
 
 use std::io::Write;
@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::{ClientArgs, load_config};
-use crate::states::{DeliveryStatus, DeploymentState};
+use crate::states::{DeliveryStatus, DeploymentState, NotificationState};
 
 /// The URL of `server.admin_listen` (plain HTTP) as a client reaches it: a wildcard address
 /// (`0.0.0.0`, `[::]`) means this host.
@@ -381,5 +381,61 @@ pub(crate) async fn cancel(id: i64, client: &ClientArgs) -> anyhow::Result<ExitC
             s(&d["state"])
         ),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry notifications`: the outbox as a table (what went where, how often it was tried, the
+/// last error). `--failed` shows only the dead ones.
+pub(crate) async fn notifications(
+    failed: bool,
+    app: Option<&str>,
+    limit: i64,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string());
+    if failed {
+        query.append_pair("state", NotificationState::Dead.as_str());
+    }
+    if let Some(a) = app {
+        query.append_pair("app", a);
+    }
+    let v = c.get(&format!("/notifications?{}", query.finish())).await?;
+    let rows = v["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            let about = match (&n["deployment_id"], &n["delivery_id"]) {
+                (Value::Number(d), _) => format!("deployment {d}"),
+                (_, Value::Number(d)) => format!("delivery {d}"),
+                _ => "-".into(),
+            };
+            let last = match (&n["last_status"], &n["last_error"]) {
+                (_, Value::String(e)) => e.clone(),
+                (Value::Number(s), _) => format!("answered {s}"),
+                _ => "-".into(),
+            };
+            vec![
+                s(&n["id"]),
+                s(&n["created_at"]),
+                s(&n["state"]),
+                s(&n["event"]),
+                s(&n["app"]),
+                about,
+                s(&n["receiver"]),
+                s(&n["attempts"]),
+                last,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "CREATED", "STATE", "EVENT", "APP", "ABOUT", "RECEIVER", "TRIES", "LAST",
+        ],
+        rows,
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check`, `hooks` work on the config file; `deploy`, `rollback`,
-//! `status`, `logs`, `deliveries`, `replay` and `cancel` are clients of a running server's API.
+//! `status`, `logs`, `deliveries`, `replay`, `cancel` and `notifications` are clients of a
+//! running server's API.
 //! They find the server through `--server`, else the config: `server.admin_listen` when set
 //! (the API is only there then), else `server.public_url`.
 //!
@@ -13,7 +14,9 @@
 mod client;
 mod config_file;
 
-pub(crate) use client::{cancel, deliveries, deploy, logs, replay, rollback, status};
+pub(crate) use client::{
+    cancel, deliveries, deploy, logs, notifications, replay, rollback, status,
+};
 pub(crate) use config_file::{check, hooks, load_config};
 
 use std::path::PathBuf;
@@ -144,6 +147,18 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Outgoing notifications (webhooks, Docker Hub callbacks), newest first.
+    Notifications {
+        /// Only the dead ones: refused, or still failing when `notify_retry_for` ran out.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value = "100")]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// The binary's `main`: parses the arguments, runs the command, prints an error once with its
@@ -216,6 +231,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Replay { delivery, client } => replay(delivery, &client).await,
             Command::Cancel { deployment, client } => cancel(deployment, &client).await,
+            Command::Notifications {
+                failed,
+                app,
+                limit,
+                client,
+            } => notifications(failed, app.as_deref(), limit, &client).await,
             Command::Check(_) | Command::Hooks { .. } => unreachable!("handled above"),
         }
     })

@@ -9,12 +9,14 @@
 //! [`load`] / [`parse`]. The way from one to the other:
 //! - `raw` — the TOML mirror (`deny_unknown_fields` everywhere);
 //! - `validator` — the `Validator` that walks it and collects diagnostics;
-//! - `server`, `apps`, `verify`, `services`, `executors` — the checks of each section;
+//! - `server`, `apps`, `verify`, `services`, `executors`, `notify` — the checks of each
+//!   section;
 //! - `values` (`${VAR}`, durations, rates, addresses, sizes) and `secrets` (`{ file = … }`),
 //!   the readers every section shares.
 
 mod apps;
 mod executors;
+mod notify;
 mod raw;
 mod secrets;
 mod server;
@@ -34,6 +36,8 @@ use crate::secret::Secret;
 use crate::tls::TlsSettings;
 use validator::Validator;
 
+pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -41,6 +45,8 @@ pub struct Config {
     pub path: PathBuf,
     pub server: Server,
     pub apps: BTreeMap<String, App>,
+    /// `[[notify]]`: outgoing webhooks, in the order written.
+    pub(crate) notify: Vec<NotifyTarget>,
     /// Names of environment variables whose values became secrets. Deploy commands do not
     /// inherit them: a deploy script has no business knowing the hook token.
     pub secret_env_vars: Vec<String>,
@@ -85,6 +91,9 @@ pub struct Server {
     /// A second, plain-HTTP listener for the API and `/metrics`; when set, the main listener
     /// serves only hooks and health checks.
     pub admin_listen: Option<String>,
+    /// How long a failing notification is retried after it was created (or manually
+    /// retried) before it is `dead`.
+    pub(crate) notify_retry_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -483,6 +492,7 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_NOTIFY_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const DEFAULT_STANDARD_TOLERANCE: Duration = Duration::from_secs(300);
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);

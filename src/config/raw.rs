@@ -16,6 +16,20 @@ pub(super) struct File {
     pub(crate) server: Option<Spanned<Server>>,
     #[serde(default)]
     pub(crate) apps: BTreeMap<Spanned<String>, Spanned<App>>,
+    #[serde(default)]
+    pub(crate) notify: Vec<Spanned<Notify>>,
+}
+
+/// One `[[notify]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Notify {
+    /// A secret value: a Slack-style URL is the receiver's credential.
+    pub(crate) url: Spanned<SecretValue>,
+    pub(crate) secret: Option<Spanned<SecretValue>>,
+    pub(crate) format: Option<Spanned<String>>,
+    pub(crate) apps: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) events: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +52,7 @@ pub(super) struct Server {
     pub(crate) tls: Option<Spanned<Tls>>,
     pub(crate) client_ca: Option<Spanned<String>>,
     pub(crate) admin_listen: Option<Spanned<String>>,
+    pub(crate) notify_retry_for: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -11,8 +11,8 @@ use super::validator::Validator;
 use super::values::parse_size;
 use super::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_FAILURES_PER_CLIENT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_RATE_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
-    MIN_TOKEN_LEN, Server,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_NOTIFY_RETRY_FOR, DEFAULT_RATE_PER_CLIENT,
+    DEFAULT_SHUTDOWN_GRACE, MIN_TOKEN_LEN, Server,
 };
 use crate::secret::Secret;
 use crate::tls::{TlsError, TlsSettings};
@@ -36,6 +36,7 @@ fn defaults(dir: &Path) -> Server {
         failures_per_client: Some(DEFAULT_FAILURES_PER_CLIENT),
         tls: None,
         admin_listen: None,
+        notify_retry_for: DEFAULT_NOTIFY_RETRY_FOR,
     }
 }
 
@@ -102,7 +103,7 @@ impl Validator<'_> {
     }
 
     /// How much ferry takes in and keeps, and how it ends and resumes work: `body_limit`,
-    /// `shutdown_grace`, `keep`, `retry_interrupted`.
+    /// `shutdown_grace`, `keep`, `notify_retry_for`, `retry_interrupted`.
     fn server_work(&mut self, raw: &raw::Server, server: &mut Server) {
         if let Some(v) = &raw.body_limit {
             match parse_size(v.get_ref()) {
@@ -121,6 +122,11 @@ impl Validator<'_> {
         }
         if let Some(v) = &raw.keep {
             server.keep = self.duration(v, "server.keep");
+        }
+        if let Some(v) = &raw.notify_retry_for
+            && let Some(d) = self.duration(v, "server.notify_retry_for")
+        {
+            server.notify_retry_for = d;
         }
         if let Some(v) = &raw.retry_interrupted {
             match u32::try_from(*v.get_ref()) {

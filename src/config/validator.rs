@@ -4,7 +4,7 @@
 //! numbers), the environment (for `${VAR}`), the diagnostics so far — and what is gathered on
 //! the way (names of env vars and files that held secrets). The checks themselves are
 //! `impl Validator` blocks next to the section they read: `server`, `apps`, `verify`,
-//! `services`, `executors`, with the readers of single values in `values` and of secrets in
+//! `services`, `executors`, `notify`, with the readers of single values in `values` and of secrets in
 //! `secrets`. A check that fails records a diagnostic and goes on, so `ferry check` reports
 //! every error at once, in the order the checks run.
 
@@ -93,10 +93,12 @@ impl<'a> Validator<'a> {
         let server = self.server(raw.server, dir);
         let apps = self.apps(raw.apps, dir);
         self.check_client_cert_apps(&server);
+        let notify = self.notify(&raw.notify, &apps);
         Config {
             path: path.to_path_buf(),
             server,
             apps,
+            notify,
             secret_env_vars: std::mem::take(&mut self.secret_env_vars),
             secret_files: std::mem::take(&mut self.secret_files),
         }

@@ -1,7 +1,7 @@
 //! The background tasks around the HTTP server: crash recovery before they start, then the
-//! planner, the lanes, the notifier and retention, and their shutdown in order (no new
-//! deployments; running ones get the grace period, then are cancelled; queued notifications
-//! get what is left of it).
+//! planner, the lanes, the notify worker and retention, and their shutdown in order (no new
+//! deployments; running ones get the grace period, then are cancelled; then the notify worker
+//! stops: what it has not sent stays pending in the outbox, for the next start).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,14 +56,15 @@ pub(super) struct Background {
     lanes_stop: CancellationToken,
     /// Cancels running deployments (the grace period is over).
     lanes_kill: CancellationToken,
-    notifications: JoinHandle<()>,
-    /// Drops the notifications still queued.
-    notifier_stop: CancellationToken,
+    /// The notify worker (`None` if it could not start: its notifications wait in the store).
+    notifications: Option<JoinHandle<()>>,
+    /// Stops the notify worker.
+    notify_stop: CancellationToken,
     retention: Option<JoinHandle<()>>,
 }
 
 impl Background {
-    /// Spawns planner, notifier, lanes and (with `server.keep`) retention.
+    /// Spawns planner, notify worker, lanes and (with `server.keep`) retention.
     pub(super) fn spawn(config: &Arc<Config>, store: &Store, intake: &Intake) -> Background {
         let lanes_wake = Arc::new(Notify::new());
         let planner_stop = CancellationToken::new();
@@ -76,11 +77,9 @@ impl Background {
             lanes_wake.clone(),
             planner_stop.clone(),
         ));
-        // The lanes hold the only `Notifier`: once they have returned, the notifier's queue
-        // closes and the task ends when it has sent what was queued.
-        let notifier_stop = CancellationToken::new();
-        let (notifier, notifications) =
-            notify::spawn(config.clone(), store.clone(), notifier_stop.clone());
+        // The outbox's worker: it never holds anything the lanes wait for.
+        let notify_stop = CancellationToken::new();
+        let notifications = notify::spawn(config.clone(), store.clone(), notify_stop.clone());
         // Queued deployments left from before a restart start at once.
         lanes_wake.notify_one();
         let running = lanes::Running::default();
@@ -88,7 +87,6 @@ impl Background {
             Arc::new(lanes::Context {
                 config: config.clone(),
                 store: store.clone(),
-                notifier,
                 running: running.clone(),
             }),
             lanes_wake,
@@ -111,14 +109,14 @@ impl Background {
             lanes_stop,
             lanes_kill,
             notifications,
-            notifier_stop,
+            notify_stop,
             retention,
         }
     }
 
     /// Stops everything in order, within `grace`: planning and new deployments at once;
-    /// running deployments get the grace period, then are cancelled; queued notifications get
-    /// what is left of it, then are dropped.
+    /// running deployments get the grace period, then are cancelled; then the notify worker
+    /// stops (after the lanes, so the ends they record are in the outbox first).
     pub(super) async fn stop(mut self, grace: Duration) {
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new deployments; waiting for running ones");
         self.planner_stop.cancel();
@@ -132,13 +130,10 @@ impl Background {
             self.lanes_kill.cancel();
             let _ = self.lanes.await;
         }
-        // Notifications still queued get what is left of the grace period, then are dropped.
-        if tokio::time::timeout_at(grace_over, &mut self.notifications)
-            .await
-            .is_err()
-        {
-            self.notifier_stop.cancel();
-            let _ = self.notifications.await;
+        // No waiting for receivers: what is pending stays in the outbox for the next start.
+        self.notify_stop.cancel();
+        if let Some(n) = self.notifications {
+            let _ = n.await;
         }
         let _ = self.planner.await;
         if let Some(r) = self.retention {

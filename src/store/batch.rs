@@ -390,6 +390,15 @@ async fn write_batch(
         let base = first + (chunk_no * 1024) as i64;
         inserted.extend(insert_chunk(&mut tx, base, chunk).await?);
     }
+    // Refused deliveries (never duplicates: they have no dedupe key) are events.
+    let refused: Vec<i64> = (first..)
+        .zip(jobs)
+        .filter(|(_, (d, _))| d.status == DeliveryStatus::Rejected)
+        .map(|(id, _)| id)
+        .collect();
+    if !refused.is_empty() {
+        super::outbox::journal_refused(&mut tx, &refused).await?;
+    }
     let mut out = Vec::with_capacity(jobs.len());
     for (i, (d, _)) in jobs.iter().enumerate() {
         let id = first + i as i64;

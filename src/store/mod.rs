@@ -15,6 +15,7 @@
 //! - `recovery.rs`: runs cut short by a crash or shutdown: `interrupted`, and retries.
 //! - `deployments.rs`: [`Deployment`] and the API's reads of it.
 //! - `prune.rs`: retention's deletes.
+//! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
 //!
 //! States are bound as values, except where a partial index needs the literal in the SQL text
 //! (SQLite matches a partial index only against literals); `tests::sql_state_literals_are_states`
@@ -27,6 +28,7 @@ mod gate;
 mod history;
 mod lifecycle;
 mod open;
+mod outbox;
 mod planning;
 mod prune;
 mod recovery;
@@ -39,6 +41,9 @@ pub(crate) use deployments::Deployment;
 pub(crate) use gate::{Gate, WriteGate};
 pub(crate) use history::HeldImage;
 pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome};
+pub(crate) use outbox::{
+    Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
+};
 pub(crate) use planning::{NewDeployment, Planning};
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ mod containers;
 mod dockerenv;
 mod executor;
 mod intake;
+mod notifications;
 mod planning;
 mod restart;
 mod security_edges;

@@ -633,6 +633,12 @@ async fn a_docker_hub_callback_answering_302_is_not_followed() {
         requests.recv_timeout(Duration::from_millis(500)).is_err(),
         "the redirect was followed"
     );
+    // A redirect is final: the callback is dead (listed for a manual retry), not retried.
+    let list = ferry.get("/api/v1/notifications?state=dead").await;
+    let dead = &list["notifications"][0];
+    assert_eq!(dead["kind"], "dockerhub", "{list:#}");
+    assert_eq!(dead["last_status"], 302);
+    assert_eq!(dead["attempts"], 1);
 }
 
 // ---- config errors (ferry check) ----
