@@ -102,7 +102,9 @@ impl Validator<'_> {
         let problem = if env.trim().is_empty() {
             Some("is empty".to_string())
         } else if env.len() > MAX_ENVIRONMENT {
-            Some(format!("is longer than GitHub's {MAX_ENVIRONMENT} characters"))
+            Some(format!(
+                "is longer than GitHub's {MAX_ENVIRONMENT} characters"
+            ))
         } else if env.chars().any(char::is_control) {
             Some("holds a control character".to_string())
         } else {
@@ -144,7 +146,10 @@ mod tests {
 
     #[test]
     fn defaults_and_every_key() {
-        let c = check(&format!("{GOOD}\n[apps.shop.github]\ntoken = \"${{TOKEN}}\"\n")).unwrap();
+        let c = check(&format!(
+            "{GOOD}\n[apps.shop.github]\ntoken = \"${{TOKEN}}\"\n"
+        ))
+        .unwrap();
         let gh = c.apps["shop"].github.as_ref().unwrap();
         assert_eq!(gh.token.expose(), "tok-0123456789abcdef");
         assert_eq!(gh.environment, "production");
@@ -155,7 +160,10 @@ mod tests {
             "deploy commands do not inherit the token's variable"
         );
         let shown = format!("{gh:?}");
-        assert!(shown.contains("Secret(***)") && !shown.contains("tok-"), "{shown}");
+        assert!(
+            shown.contains("Secret(***)") && !shown.contains("tok-"),
+            "{shown}"
+        );
 
         let c = check(&format!(
             "{GOOD}\n[apps.shop.github]\ntoken = \"ghp_x\"\nenvironment = \"staging eu\"\nenvironment_url = \"https://staging.example.com/?from=github\"\napi_url = \"https://ghe.example.com/api/v3/\"\n"
@@ -167,18 +175,26 @@ mod tests {
             gh.environment_url.as_deref(),
             Some("https://staging.example.com/?from=github")
         );
-        assert_eq!(gh.api_url, "https://ghe.example.com/api/v3", "no trailing slash");
+        assert_eq!(
+            gh.api_url, "https://ghe.example.com/api/v3",
+            "no trailing slash"
+        );
         assert!(check(GOOD).unwrap().apps["shop"].github.is_none());
     }
 
     #[test]
     fn a_token_file_is_read() {
         let text = "[apps.shop]\ntoken = \"hook-token-0123456\"\n[apps.shop.services.web]\ncommand = [\"true\"]\n[apps.shop.github]\ntoken = { file = \"{dir}/gh-token\" }\n";
-        let (_dir, c) = super::super::testing::with_files(text, &[("gh-token", b"ghp_from_file\n")]);
+        let (_dir, c) =
+            super::super::testing::with_files(text, &[("gh-token", b"ghp_from_file\n")]);
         let c = c.unwrap();
         let gh = c.apps["shop"].github.as_ref().unwrap();
         assert_eq!(gh.token.expose(), "ghp_from_file");
-        assert!(c.secret_files.iter().any(|(k, _)| k == "apps.shop.github.token"));
+        assert!(
+            c.secret_files
+                .iter()
+                .any(|(k, _)| k == "apps.shop.github.token")
+        );
     }
 
     #[test]
@@ -197,7 +213,10 @@ mod tests {
         let errs = errors(&text);
         let line = |n: usize| format!("/etc/ferry/ferry.toml:{}: ", base + n);
         let expect = [
-            (line(2), "apps.shop.github.token: missing: GitHub needs a token"),
+            (
+                line(2),
+                "apps.shop.github.token: missing: GitHub needs a token",
+            ),
             (line(3), "apps.shop.github.environment: is empty"),
             (
                 line(4),
@@ -210,13 +229,22 @@ mod tests {
         ];
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
         for ((line, message), got) in expect.iter().zip(&errs) {
-            assert!(got.starts_with(line) && got.contains(message), "{got}\nexpected {line}{message}");
+            assert!(
+                got.starts_with(line) && got.contains(message),
+                "{got}\nexpected {line}{message}"
+            );
         }
         let errs = errors(&format!(
             "{GOOD}\n[apps.shop.github]\ntoken = \"ghp x\"\nenvironment = \"{}\"\n",
             "e".repeat(256)
         ));
-        assert!(errs[0].contains("apps.shop.github.token: holds whitespace"), "{errs:#?}");
-        assert!(errs[1].contains("apps.shop.github.environment: is longer than GitHub's 255"), "{errs:#?}");
+        assert!(
+            errs[0].contains("apps.shop.github.token: holds whitespace"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].contains("apps.shop.github.environment: is longer than GitHub's 255"),
+            "{errs:#?}"
+        );
     }
 }
