@@ -142,7 +142,6 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{GOOD, check, errors};
-    use super::*;
 
     #[test]
     fn defaults_and_every_key() {

@@ -13,12 +13,15 @@
 //!   worker's [`Context`]. Adding a kind of target is one file plus a variant there.
 //! - [`webhook`]: `[[notify]]` receivers — Standard Webhooks (signed) or Slack-style text.
 //! - [`dockerhub`]: Docker Hub's `callback_url`, under the app's `dockerhub_callback` prefix.
+//! - [`github`]: GitHub Deployments (`[apps.X.github]`): one per deployment of a GitHub push,
+//!   and its statuses (or the statuses of the deployment a GitHub `deployment` event named).
 //! - [`event`]: what an event says (the `data` of a webhook, a line of chat).
 //! - [`retry`]: backoff with jitter, `Retry-After`, when a notification is dead.
 //! - [`worker`]: the task: fan-out, per-target queues, tries, pruning.
 
 pub(crate) mod dockerhub;
 pub(crate) mod event;
+pub(crate) mod github;
 pub(crate) mod retry;
 pub(crate) mod target;
 pub(crate) mod webhook;

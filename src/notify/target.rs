@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{dockerhub, webhook};
+use super::{dockerhub, github, webhook};
 use crate::config::Config;
 use crate::config::NotifyTarget;
 use crate::store::{
@@ -72,16 +72,19 @@ pub(crate) enum Kind {
     Slack,
     /// Docker Hub's `callback_url` (`[apps.X] dockerhub_callback`).
     Dockerhub,
+    /// GitHub Deployments and their statuses (`[apps.X.github]`).
+    Github,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 3] = [Kind::Webhook, Kind::Slack, Kind::Dockerhub];
+    pub(crate) const ALL: [Kind; 4] = [Kind::Webhook, Kind::Slack, Kind::Dockerhub, Kind::Github];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Webhook => "webhook",
             Kind::Slack => "slack",
             Kind::Dockerhub => "dockerhub",
+            Kind::Github => "github",
         }
     }
 
@@ -95,6 +98,7 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::Slack => "Slack message",
             Kind::Dockerhub => "Docker Hub callback",
+            Kind::Github => "GitHub deployment request",
         }
     }
 }
@@ -112,6 +116,9 @@ pub(crate) struct Subject<'a> {
 pub(crate) enum Outcome {
     /// Received (2xx).
     Sent { status: u16 },
+    /// Received (2xx), and GitHub created a deployment whose id the later statuses of the
+    /// same ferry deployment go to: stored in the transaction that marks this one sent.
+    Created { status: u16, github_deployment: i64 },
     /// Failed; worth trying again, after `after` if the receiver said so (`Retry-After`).
     Retry {
         status: Option<u16>,
@@ -129,6 +136,7 @@ pub(crate) async fn fan_out(
 ) -> Result<Vec<NewNotification>, StoreError> {
     let mut out = webhook::fan_out(ctx, subject);
     out.extend(dockerhub::fan_out(ctx, subject).await?);
+    out.extend(github::fan_out(ctx, subject).await?);
     Ok(out)
 }
 
@@ -146,6 +154,7 @@ pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
     match kind {
         Kind::Webhook | Kind::Slack => webhook::send(ctx, n).await,
         Kind::Dockerhub => dockerhub::send(ctx, n).await,
+        Kind::Github => github::send(ctx, n).await,
     }
 }
 
@@ -214,7 +223,7 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
-        assert_eq!(Kind::parse("github"), None);
+        assert_eq!(Kind::parse("carrier-pigeon"), None);
         let e = JournalEvent {
             id: 7,
             at: 1_700_000_000_000,
