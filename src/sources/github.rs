@@ -639,6 +639,37 @@ mod tests {
         );
     }
 
+    /// `ferry hooks` asks for the Deployments event too when the app reports to GitHub.
+    #[test]
+    fn setup_names_the_events_to_send() {
+        let app = |extra: &str| {
+            let text = format!(
+                "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\nverify = {{ github = \"s\" }}\n[apps.shop.services.web]\ncommand = [\"x\"]\n{extra}"
+            );
+            crate::config::parse(&text, std::path::Path::new("f.toml"), &|_| None)
+                .unwrap()
+                .apps
+                .remove("shop")
+                .unwrap()
+        };
+        let line = |app: &crate::config::App| {
+            setup(&Setup {
+                app,
+                url: "https://ferry.example/hooks/shop/T",
+                show_secrets: false,
+            })
+            .unwrap()
+        };
+        assert!(line(&app("")).ends_with("Events: Just the push event"));
+        let reporting = app("[apps.shop.github]\ntoken = \"t\"\n");
+        assert!(
+            line(&reporting)
+                .ends_with("Events: Let me select individual events: Pushes, Deployments"),
+            "{}",
+            line(&reporting)
+        );
+    }
+
     #[test]
     fn form_encoded_push_and_other_events() {
         let json = r#"{"ref":"refs/heads/main","after":"abc","repository":{"full_name":"a/b"}}"#;

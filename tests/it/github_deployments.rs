@@ -391,7 +391,7 @@ async fn a_deployment_event_deploys_its_sha_and_reports_on_that_deployment() {
     );
 }
 
-/// The fixture's body with `environment` (and so its signature) changed.
+/// The fixture's body with `environment` and `ref` changed (sent re-signed).
 fn deployment_event(environment: &str, git_ref: &str) -> String {
     let mut v: Value = serde_json::from_slice(&fixture("deployment-created").body).unwrap();
     v["deployment"]["environment"] = json!(environment);
@@ -401,7 +401,8 @@ fn deployment_event(environment: &str, git_ref: &str) -> String {
 
 /// A `deployment` event to another environment deploys nothing, and says why; one to this
 /// app's environment for a ref the service does not follow deploys the named commit (the
-/// branch filter does not apply: the deployment names an exact commit).
+/// branch filter does not apply: the deployment names an exact commit); one that ferry
+/// created itself deploys nothing again.
 #[tokio::test]
 async fn a_deployment_event_for_another_environment_deploys_nothing() {
     let fake = FakeGithub::start();
@@ -435,6 +436,32 @@ async fn a_deployment_event_for_another_environment_deploys_nothing() {
     assert_eq!(web["commit"], EVENT_SHA);
     assert_eq!(web["git_ref"], "feature/x");
     fake.wait_ok(3, WAIT).await;
+
+    // The deployment ferry created for that push comes back as a `deployment` event: its
+    // payload names ferry's deployment, and it deploys nothing again.
+    let mut own: Value = serde_json::from_str(&deployment_event("production", "master")).unwrap();
+    own["deployment"]["payload"] =
+        json!({"ferry": {"deployment": web["id"], "app": "shop", "service": "web"}});
+    let id = ferry
+        .hook("shop")
+        .github("deployment")
+        .body(own.to_string())
+        .signed(GITHUB_SECRET)
+        .send()
+        .await
+        .accepted();
+    let delivery = ferry.wait_planned(id).await;
+    assert_eq!(delivery["deployments"], json!([]));
+    let error = delivery["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "created by ferry for its deployment {}",
+            web["id"]
+        )),
+        "{delivery:#}"
+    );
+    ferry.settled("shop").await;
+    assert_eq!(fake.calls().len(), 3, "nothing more to report");
 }
 
 /// Two quick pushes while a slow deploy runs: the first queued one is superseded by the
