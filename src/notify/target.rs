@@ -129,7 +129,8 @@ pub(crate) struct Subject<'a> {
 /// How one try went, as a target reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Received (2xx).
+    /// Received (2xx), or refused only because the receiver has it already (GitLab's repeat
+    /// of a commit status's state).
     Sent { status: u16 },
     /// Failed; worth trying again, after `after` if the receiver said so (`Retry-After`).
     Retry {
