@@ -13,7 +13,8 @@
 //!   reach the host in the order they happened (a `success` never overtakes its `running`).
 //!   The stored `url` is the request's path under `api_url` (repository and commit
 //!   percent-encoded), never the token: each try reads the token and `api_url` from the
-//!   config again, so a rotated token or a corrected URL applies to the next try.
+//!   config again, so after a restart with a new token or a corrected URL, waiting (and
+//!   manually retried) statuses use it.
 //! - **How answers count** ([`answer`]): 2xx sent; 429, a 403 that says it is a rate limit,
 //!   408 and 5xx tried again (after `Retry-After` or the rate limit's reset when given);
 //!   any other answer is a refusal recorded with the host's own message and not tried again
