@@ -77,6 +77,7 @@ impl Validator<'_> {
         let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
         let limits = self.limits(&raw.limits, &format!("{key}.limits"));
         let github = self.github(&raw.github, &format!("{key}.github"))?;
+        let commit_statuses = self.status_targets([&raw.gitlab, &raw.gitea, &raw.bitbucket], key);
         Some(App {
             name: name.to_string(),
             token: token?,
@@ -87,6 +88,7 @@ impl Validator<'_> {
             modifiers,
             limits,
             github,
+            commit_statuses,
         })
     }
 

@@ -9,8 +9,8 @@
 //! [`load`] / [`parse`]. The way from one to the other:
 //! - `raw` — the TOML mirror (`deny_unknown_fields` everywhere);
 //! - `validator` — the `Validator` that walks it and collects diagnostics;
-//! - `server`, `apps`, `verify`, `services`, `executors`, `notify`, `github` — the checks of each
-//!   section;
+//! - `server`, `apps`, `verify`, `services`, `executors`, `notify`, `github`, `statuses` — the
+//!   checks of each section;
 //! - `values` (`${VAR}`, durations, rates, addresses, sizes) and `secrets` (`{ file = … }`),
 //!   the readers every section shares.
 
@@ -22,6 +22,7 @@ mod raw;
 mod secrets;
 mod server;
 mod services;
+mod statuses;
 #[cfg(test)]
 mod testing;
 mod validator;
@@ -39,6 +40,7 @@ use validator::Validator;
 
 pub(crate) use github::Github;
 pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
+pub(crate) use statuses::{CommitStatuses, StatusTargets};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -117,6 +119,9 @@ pub struct App {
     /// `[apps.X.github]`: report deployments to GitHub as GitHub Deployments, and take
     /// GitHub `deployment` events for its environment.
     pub(crate) github: Option<Github>,
+    /// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: where the commit statuses of
+    /// deployments caused by those hosts' pushes go.
+    pub(crate) commit_statuses: StatusTargets,
 }
 
 /// `[apps.X.limits]`: how much one app's hook may be called.

@@ -76,6 +76,9 @@ pub(super) struct App {
     pub(crate) modifiers: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) limits: Option<Spanned<Limits>>,
     pub(crate) github: Option<Spanned<Github>>,
+    pub(crate) gitlab: Option<Spanned<CommitStatuses>>,
+    pub(crate) gitea: Option<Spanned<CommitStatuses>>,
+    pub(crate) bitbucket: Option<Spanned<CommitStatuses>>,
 }
 
 /// `[apps.X.github]`.
@@ -85,6 +88,14 @@ pub(super) struct Github {
     pub(crate) token: Option<Spanned<SecretValue>>,
     pub(crate) environment: Option<Spanned<String>>,
     pub(crate) environment_url: Option<Spanned<String>>,
+    pub(crate) api_url: Option<Spanned<String>>,
+}
+
+/// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: commit statuses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommitStatuses {
+    pub(crate) token: Option<Spanned<SecretValue>>,
     pub(crate) api_url: Option<Spanned<String>>,
 }
 

@@ -15,17 +15,16 @@
 //! instead of being sent.
 //!
 //! The token is read from the config at each try, never stored with the notification or
-//! logged. Answers: 2xx is sent; 403 and 429 that are rate limits (`x-ratelimit-remaining:
-//! 0` with `x-ratelimit-reset`, or `retry-after`) are tried again when GitHub says; any
-//! other 4xx is refused for good, recorded with GitHub's `message`; 5xx and network errors
-//! are tried again with the outbox's backoff.
-
-use std::time::Duration;
+//! logged. Answers count as for commit statuses (`statuses::answer`): 2xx is sent; 429, and
+//! a 403 that is a rate limit (`x-ratelimit-remaining: 0` with `x-ratelimit-reset`, or
+//! `retry-after`), are tried again when GitHub says; 408, 5xx and network errors are tried
+//! again with the outbox's backoff; any other answer is refused for good, recorded with
+//! GitHub's `message` (and the `errors` it lists).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::retry::{MAX_DELAY, retry_after};
+use super::statuses;
 use super::target::{self, Context, Kind, Outcome, Subject};
 use crate::config::{Github, receiver_of};
 use crate::sources::github;
@@ -33,12 +32,7 @@ use crate::states::DeploymentState;
 use crate::store::{Deployment, NewNotification, Notification, StoreError};
 
 /// GitHub's limit on a description.
-const MAX_DESCRIPTION: usize = 140;
-/// How much of GitHub's error message is kept.
-const MAX_MESSAGE: usize = 300;
-/// The wait after a 429 that says nothing of when to come back (GitHub asks for at least a
-/// minute).
-const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+const MAX_DESCRIPTION: usize = statuses::DESCRIPTION_MAX;
 
 /// What a notification of this kind stores as its body.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -177,7 +171,11 @@ async fn origin(ctx: &Context, d: &Deployment) -> Result<Option<Origin>, StoreEr
             let headers: serde_json::Map<String, Value> =
                 serde_json::from_str(&delivery.headers).unwrap_or_default();
             let content_type = headers.get("content-type").and_then(Value::as_str);
-            Ok(github::requested_deployment(content_type, &delivery.body)
+            // The repository the service follows (the event's matched it): not the payload's.
+            let id = github::requested_deployment_id(content_type, &delivery.body);
+            Ok(d.git_repo
+                .clone()
+                .zip(id)
                 .map(|(repository, id)| Origin::Requested { repository, id }))
         }
         _ => Ok(None),
@@ -195,7 +193,7 @@ fn create_body(ctx: &Context, gh: &Github, d: &Deployment) -> Value {
         "auto_merge": false,
         "required_contexts": [],
         "environment": gh.environment,
-        "description": cut(&format!("ferry: {}/{}, deployment {}", d.app, d.service, d.id), MAX_DESCRIPTION),
+        "description": statuses::cut(&format!("ferry: {}/{}, deployment {}", d.app, d.service, d.id), MAX_DESCRIPTION),
         "payload": {
             "ferry": {
                 "deployment": d.id,
@@ -232,22 +230,12 @@ fn status_body(
     let mut body = json!({
         "state": status_of(state),
         "log_url": ctx.deployment_url(d.id),
-        "description": cut(&description, MAX_DESCRIPTION),
+        "description": statuses::cut(&description, MAX_DESCRIPTION),
     });
     if let (Some(url), Some(b)) = (&gh.environment_url, body.as_object_mut()) {
         b.insert("environment_url".into(), json!(url));
     }
     body
-}
-
-/// `text` cut to `max` characters (on a character boundary), the last one `…` when cut.
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// One try: the stored request, to `[apps.X.github] api_url` with the token (read from the
@@ -258,7 +246,10 @@ pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
         Err(e) => return refused(format!("the stored request cannot be read: {e}")),
     };
     let Some(gh) = ctx.config.apps.get(&n.app).and_then(|a| a.github.as_ref()) else {
-        return refused(format!("[apps.{}.github] is no longer configured", n.app));
+        return refused(format!(
+            "[apps.{}.github] is not configured any more",
+            n.app
+        ));
     };
     let url = match url(ctx, gh, n, &stored).await {
         Ok(url) => url,
@@ -279,7 +270,7 @@ pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
         .send()
         .await;
     match answer {
-        Ok(r) => answered(stored.request, r).await,
+        Ok(r) => answered(stored.request, r, gh.token.expose()).await,
         Err(e) => Outcome::Retry {
             status: None,
             error: target::describe(e),
@@ -301,14 +292,15 @@ fn refused(error: String) -> Outcome {
 /// Where the request goes. A status of a deployment ferry created needs that deployment's
 /// id: if the creation failed for good there is none, and the status is refused with why.
 async fn url(ctx: &Context, gh: &Github, n: &Notification, s: &Stored) -> Result<String, Outcome> {
-    let Some((owner, name)) = s.repository.split_once('/') else {
+    // `owner/name`, each a plain segment (never `.` or `..`), percent-encoded.
+    let Some(parts) = statuses::segments(&s.repository).filter(|p| p.len() == 2) else {
         return Err(refused(format!("{:?} is not owner/name", s.repository)));
     };
     let base = format!(
         "{}/repos/{}/{}/deployments",
         gh.api_url,
-        segment(owner),
-        segment(name)
+        statuses::encode(parts[0]),
+        statuses::encode(parts[1])
     );
     let id = match (s.request, s.github_deployment) {
         (Request::CreateDeployment, _) => return Ok(base),
@@ -353,147 +345,40 @@ async fn created(ctx: &Context, n: &Notification) -> Result<i64, Outcome> {
     }))
 }
 
-/// A path segment, percent-encoded (owner and repository names are plain, but they come
-/// from the config or a payload).
-fn segment(s: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
-}
-
-/// What an answer means (see the module doc).
-async fn answered(request: Request, r: reqwest::Response) -> Outcome {
-    let status = r.status();
-    let code = Some(status.as_u16());
-    let headers = r.headers().clone();
-    let body = r.bytes().await.unwrap_or_default();
-    if status.is_success() {
-        return match request {
-            Request::DeploymentStatus => Outcome::Sent {
-                status: status.as_u16(),
-            },
-            Request::CreateDeployment => match deployment_id(&body) {
-                Some(id) => Outcome::Created {
-                    status: status.as_u16(),
-                    github_deployment: id,
-                },
-                // 202: GitHub merged the default branch instead (ferry asks it not to).
-                None => Outcome::Permanent {
-                    status: code,
-                    error: format!(
-                        "answered {status} without a deployment id: {}",
-                        message(&body)
-                    ),
-                },
-            },
-        };
+/// What an answer means: 2xx is sent (with the id of a created deployment); anything else
+/// as for commit statuses (`statuses::answer`: rate limits and 5xx retried, other refusals
+/// final with GitHub's message).
+async fn answered(request: Request, r: reqwest::Response, token: &str) -> Outcome {
+    let (status, headers) = (r.status(), r.headers().clone());
+    let body = statuses::read_body(r).await;
+    if !status.is_success() {
+        return statuses::answer(status, &headers, &body, token);
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if let Some(after) = rate_limited(status, &headers, now) {
-        return Outcome::Retry {
-            status: code,
-            error: format!("answered {status} (rate limited): {}", message(&body)),
-            after: Some(after),
-        };
-    }
-    let error = format!("answered {status}: {}", message(&body));
-    if status.is_server_error() {
-        Outcome::Retry {
-            status: code,
-            error,
-            after: retry_after(&headers),
-        }
-    } else {
-        Outcome::Permanent {
-            status: code,
-            error,
-        }
+    match (request, deployment_id(&body)) {
+        (Request::DeploymentStatus, _) => Outcome::Sent {
+            status: status.as_u16(),
+        },
+        (Request::CreateDeployment, Some(id)) => Outcome::Created {
+            status: status.as_u16(),
+            github_deployment: id,
+        },
+        // 202: GitHub merged the default branch into the ref instead (ferry asks it not to).
+        (Request::CreateDeployment, None) => Outcome::Permanent {
+            status: Some(status.as_u16()),
+            error: format!(
+                "answered {status} without a deployment id: {}",
+                statuses::host_message(&body).unwrap_or_default()
+            ),
+        },
     }
 }
 
 /// The `id` of a created deployment.
-fn deployment_id(body: &[u8]) -> Option<i64> {
-    serde_json::from_slice::<Value>(body)
+fn deployment_id(body: &str) -> Option<i64> {
+    serde_json::from_str::<Value>(body)
         .ok()?
         .get("id")?
         .as_i64()
-}
-
-/// GitHub's `message`, with the `errors` it lists (`field: message` or `code`), cut to
-/// [`MAX_MESSAGE`] characters; a body that is not GitHub's JSON is quoted as text.
-fn message(body: &[u8]) -> String {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
-        return if text.is_empty() {
-            "(no message)".into()
-        } else {
-            cut(text, MAX_MESSAGE)
-        };
-    };
-    let mut text = v
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("(no message)")
-        .to_string();
-    let errors: Vec<String> = v
-        .get("errors")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(error_text)
-        .collect();
-    if !errors.is_empty() {
-        text = format!("{text} ({})", errors.join("; "));
-    }
-    cut(&text, MAX_MESSAGE)
-}
-
-/// One entry of GitHub's `errors`: a string, or `{field, code, message}`.
-fn error_text(e: &Value) -> Option<String> {
-    if let Some(s) = e.as_str() {
-        return Some(s.to_string());
-    }
-    let what = e
-        .get("message")
-        .or_else(|| e.get("code"))
-        .and_then(Value::as_str)?;
-    Some(match e.get("field").and_then(Value::as_str) {
-        Some(field) => format!("{field}: {what}"),
-        None => what.to_string(),
-    })
-}
-
-/// How long to wait when a 403 or 429 is a rate limit: `retry-after` (secondary limits), or
-/// until `x-ratelimit-reset` (epoch seconds) when `x-ratelimit-remaining` is 0; a 429 that
-/// says neither, a minute. `None`: not a rate limit (a 403 for missing permissions).
-fn rate_limited(status: http::StatusCode, headers: &http::HeaderMap, now: i64) -> Option<Duration> {
-    if status != http::StatusCode::FORBIDDEN && status != http::StatusCode::TOO_MANY_REQUESTS {
-        return None;
-    }
-    if let Some(after) = retry_after(headers) {
-        return Some(after);
-    }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if header("x-ratelimit-remaining") == Some("0") {
-        let reset = header("x-ratelimit-reset").and_then(|r| r.parse::<i64>().ok());
-        return Some(match reset {
-            Some(reset) => {
-                let secs = u64::try_from(reset.saturating_sub(now)).unwrap_or(0);
-                Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_DELAY)
-            }
-            None => SECONDARY_LIMIT_WAIT,
-        });
-    }
-    (status == http::StatusCode::TOO_MANY_REQUESTS).then_some(SECONDARY_LIMIT_WAIT)
 }
 
 #[cfg(test)]
@@ -530,79 +415,13 @@ mod tests {
 
     #[test]
     fn descriptions_are_cut_to_140_characters_on_a_char_boundary() {
-        assert_eq!(cut("short", 140), "short");
+        assert_eq!(statuses::cut("short", 140), "short");
         let exact = "é".repeat(140);
-        assert_eq!(cut(&exact, 140), exact);
+        assert_eq!(statuses::cut(&exact, 140), exact);
         let long = format!("{}ü€", "ä".repeat(139));
-        let c = cut(&long, 140);
+        let c = statuses::cut(&long, 140);
         assert_eq!(c.chars().count(), 140);
         assert!(c.ends_with("ä…"), "{c}");
-    }
-
-    #[test]
-    fn githubs_message_with_its_errors() {
-        let body = br#"{"message":"Validation Failed","errors":[{"resource":"Deployment","code":"custom","field":"ref","message":"No ref found for: x"},{"code":"invalid","field":"environment"},"plain"],"documentation_url":"https://docs.github.com"}"#;
-        assert_eq!(
-            message(body),
-            "Validation Failed (ref: No ref found for: x; environment: invalid; plain)"
-        );
-        assert_eq!(
-            message(br#"{"message":"Bad credentials"}"#),
-            "Bad credentials"
-        );
-        assert_eq!(
-            message(b"<html>Bad gateway</html>\n"),
-            "<html>Bad gateway</html>"
-        );
-        assert_eq!(message(b""), "(no message)");
-        assert_eq!(message(&vec![b'x'; 1000]).chars().count(), MAX_MESSAGE);
-    }
-
-    #[test]
-    fn rate_limits_say_when_to_come_back() {
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = http::HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, v.parse().unwrap());
-            }
-            h
-        };
-        let forbidden = http::StatusCode::FORBIDDEN;
-        let too_many = http::StatusCode::TOO_MANY_REQUESTS;
-        let now = 1_700_000_000;
-        let reset = headers(&[
-            ("x-ratelimit-remaining", "0"),
-            ("x-ratelimit-reset", "1700000042"),
-        ]);
-        assert_eq!(
-            rate_limited(forbidden, &reset, now),
-            Some(Duration::from_secs(42))
-        );
-        assert_eq!(
-            rate_limited(too_many, &reset, now),
-            Some(Duration::from_secs(42))
-        );
-        assert_eq!(
-            rate_limited(forbidden, &reset, now + 100),
-            Some(Duration::from_secs(1)),
-            "a reset already past: soon"
-        );
-        assert_eq!(
-            rate_limited(forbidden, &headers(&[("retry-after", "30")]), now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            rate_limited(too_many, &headers(&[]), now),
-            Some(SECONDARY_LIMIT_WAIT)
-        );
-        // A 403 that is no rate limit (missing permission) is refused for good.
-        assert_eq!(rate_limited(forbidden, &headers(&[]), now), None);
-        let left = headers(&[
-            ("x-ratelimit-remaining", "17"),
-            ("x-ratelimit-reset", "1700000042"),
-        ]);
-        assert_eq!(rate_limited(forbidden, &left, now), None);
-        assert_eq!(rate_limited(http::StatusCode::NOT_FOUND, &reset, now), None);
     }
 
     const CONFIG: &str = r#"

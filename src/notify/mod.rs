@@ -15,14 +15,21 @@
 //! - [`dockerhub`]: Docker Hub's `callback_url`, under the app's `dockerhub_callback` prefix.
 //! - [`github`]: GitHub Deployments (`[apps.X.github]`): one per deployment of a GitHub push,
 //!   and its statuses (or the statuses of the deployment a GitHub `deployment` event named).
+//! - [`gitlab`], [`gitea`], [`bitbucket`]: commit statuses on those hosts for the deployments
+//!   their pushes caused; what the three share (events, states, context, answers) is
+//!   [`statuses`].
 //! - [`event`]: what an event says (the `data` of a webhook, a line of chat).
 //! - [`retry`]: backoff with jitter, `Retry-After`, when a notification is dead.
 //! - [`worker`]: the task: fan-out, per-target queues, tries, pruning.
 
+pub(crate) mod bitbucket;
 pub(crate) mod dockerhub;
 pub(crate) mod event;
+pub(crate) mod gitea;
 pub(crate) mod github;
+pub(crate) mod gitlab;
 pub(crate) mod retry;
+pub(crate) mod statuses;
 pub(crate) mod target;
 pub(crate) mod webhook;
 pub(crate) mod worker;

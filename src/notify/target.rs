@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{dockerhub, github, webhook};
+use super::{bitbucket, dockerhub, gitea, github, gitlab, webhook};
 use crate::config::Config;
 use crate::config::NotifyTarget;
 use crate::store::{
@@ -74,10 +74,24 @@ pub(crate) enum Kind {
     Dockerhub,
     /// GitHub Deployments and their statuses (`[apps.X.github]`).
     Github,
+    /// GitLab commit statuses (`[apps.X.gitlab]`).
+    Gitlab,
+    /// Gitea/Forgejo commit statuses (`[apps.X.gitea]`).
+    Gitea,
+    /// Bitbucket Cloud build statuses (`[apps.X.bitbucket]`).
+    Bitbucket,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 4] = [Kind::Webhook, Kind::Slack, Kind::Dockerhub, Kind::Github];
+    pub(crate) const ALL: [Kind; 7] = [
+        Kind::Webhook,
+        Kind::Slack,
+        Kind::Dockerhub,
+        Kind::Github,
+        Kind::Gitlab,
+        Kind::Gitea,
+        Kind::Bitbucket,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -85,6 +99,9 @@ impl Kind {
             Kind::Slack => "slack",
             Kind::Dockerhub => "dockerhub",
             Kind::Github => "github",
+            Kind::Gitlab => "gitlab",
+            Kind::Gitea => "gitea",
+            Kind::Bitbucket => "bitbucket",
         }
     }
 
@@ -99,6 +116,9 @@ impl Kind {
             Kind::Slack => "Slack message",
             Kind::Dockerhub => "Docker Hub callback",
             Kind::Github => "GitHub deployment request",
+            Kind::Gitlab => "GitLab commit status",
+            Kind::Gitea => "Gitea commit status",
+            Kind::Bitbucket => "Bitbucket build status",
         }
     }
 }
@@ -114,7 +134,8 @@ pub(crate) struct Subject<'a> {
 /// How one try went, as a target reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Received (2xx).
+    /// Received (2xx), or refused only because the receiver has it already (GitLab's repeat
+    /// of a commit status's state).
     Sent { status: u16 },
     /// Received (2xx), and GitHub created a deployment whose id the later statuses of the
     /// same ferry deployment go to: stored in the transaction that marks this one sent.
@@ -137,6 +158,9 @@ pub(crate) async fn fan_out(
     let mut out = webhook::fan_out(ctx, subject);
     out.extend(dockerhub::fan_out(ctx, subject).await?);
     out.extend(github::fan_out(ctx, subject).await?);
+    out.extend(gitlab::fan_out(ctx, subject));
+    out.extend(gitea::fan_out(ctx, subject));
+    out.extend(bitbucket::fan_out(ctx, subject).await?);
     Ok(out)
 }
 
@@ -155,6 +179,9 @@ pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
         Kind::Webhook | Kind::Slack => webhook::send(ctx, n).await,
         Kind::Dockerhub => dockerhub::send(ctx, n).await,
         Kind::Github => github::send(ctx, n).await,
+        Kind::Gitlab => gitlab::send(ctx, n).await,
+        Kind::Gitea => gitea::send(ctx, n).await,
+        Kind::Bitbucket => bitbucket::send(ctx, n).await,
     }
 }
 

@@ -178,14 +178,11 @@ fn parse_deployment(json: &[u8]) -> Result<Event, ParseError> {
     }))
 }
 
-/// The repository (`owner/name`) and id of the GitHub deployment a stored `deployment`
-/// delivery names: where ferry posts the statuses of the deployments it caused.
-pub(crate) fn requested_deployment(
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Option<(String, i64)> {
+/// The id of the GitHub deployment a stored `deployment` delivery names: where ferry posts
+/// the statuses of the deployments it caused.
+pub(crate) fn requested_deployment_id(content_type: Option<&str>, body: &[u8]) -> Option<i64> {
     match parse(DEPLOYMENT_EVENT, content_type, body).ok()? {
-        Event::Deployment(d) => Some((d.repo, d.id)),
+        Event::Deployment(d) => Some(d.id),
         _ => None,
     }
 }
@@ -590,8 +587,8 @@ mod tests {
             Event::Deployment(expected.clone())
         );
         assert_eq!(
-            requested_deployment(Some("application/json"), body),
-            Some(("Codertocat/Hello-World".into(), 145988746))
+            requested_deployment_id(Some("application/json"), body),
+            Some(145988746)
         );
         let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
         v["deployment"]["payload"] =
@@ -631,7 +628,10 @@ mod tests {
             parse("deployment", None, v.to_string().as_bytes()),
             Err(ParseError::Field("deployment.sha"))
         );
-        assert_eq!(requested_deployment(None, v.to_string().as_bytes()), None);
+        assert_eq!(
+            requested_deployment_id(None, v.to_string().as_bytes()),
+            None
+        );
         // A deployment_status event (GitHub's echo of the statuses ferry posts) deploys nothing.
         assert_eq!(
             parse("deployment_status", None, b"{}").unwrap(),

@@ -617,7 +617,7 @@ async fn a_rate_limited_403_is_retried_after_the_reset() {
     );
     let log = ferry.stderr_text();
     assert!(
-        log.contains("rate limited") && log.contains("API rate limit exceeded"),
+        log.contains("answered 403 Forbidden (rate limited)"),
         "{log}"
     );
 }
