@@ -171,8 +171,8 @@ async fn origin(ctx: &Context, d: &Deployment) -> Result<Option<Origin>, StoreEr
             let headers: serde_json::Map<String, Value> =
                 serde_json::from_str(&delivery.headers).unwrap_or_default();
             let content_type = headers.get("content-type").and_then(Value::as_str);
-            // The repository the service follows (the event's matched it): not the payload's.
             let id = github::requested_deployment_id(content_type, &delivery.body);
+            // The repository the service follows (the event's matched it), not the payload's.
             Ok(d.git_repo
                 .clone()
                 .zip(id)
@@ -187,13 +187,14 @@ async fn origin(ctx: &Context, d: &Deployment) -> Result<Option<Origin>, StoreEr
 /// pusher's business), and a payload naming the ferry deployment — by which ferry knows the
 /// `deployment` event GitHub then sends as its own, and does not deploy it again.
 fn create_body(ctx: &Context, gh: &Github, d: &Deployment) -> Value {
+    let description = format!("ferry: {}/{}, deployment {}", d.app, d.service, d.id);
     json!({
         "ref": d.git_commit,
         "task": "deploy",
         "auto_merge": false,
         "required_contexts": [],
         "environment": gh.environment,
-        "description": statuses::cut(&format!("ferry: {}/{}, deployment {}", d.app, d.service, d.id), MAX_DESCRIPTION),
+        "description": statuses::cut(&description, MAX_DESCRIPTION),
         "payload": {
             "ferry": {
                 "deployment": d.id,
