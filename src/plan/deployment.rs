@@ -28,7 +28,8 @@ pub(super) fn accepts(app: &App, d: &GitDeployment) -> Result<(), String> {
             d.environment, app.name, app.name
         ));
     };
-    if d.environment != gh.environment {
+    // GitHub's environment names are not case sensitive.
+    if d.environment.to_lowercase() != gh.environment.to_lowercase() {
         return Err(format!(
             "GitHub deployment {id} is to environment {:?}; app {} deploys {:?} ([apps.{}.github] environment)",
             d.environment, app.name, gh.environment, app.name
@@ -210,6 +211,7 @@ command = ["x"]
         );
         let staging = format!("{GITHUB}environment = \"staging\"\n");
         assert!(run(&app(&staging), requested("staging"), "").is_ok());
+        assert!(run(&app(&staging), requested("Staging"), "").is_ok(), "as GitHub compares");
         let err = run(
             &app(GITHUB),
             GitDeployment {
