@@ -211,7 +211,10 @@ command = ["x"]
         );
         let staging = format!("{GITHUB}environment = \"staging\"\n");
         assert!(run(&app(&staging), requested("staging"), "").is_ok());
-        assert!(run(&app(&staging), requested("Staging"), "").is_ok(), "as GitHub compares");
+        assert!(
+            run(&app(&staging), requested("Staging"), "").is_ok(),
+            "as GitHub compares"
+        );
         let err = run(
             &app(GITHUB),
             GitDeployment {
