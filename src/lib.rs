@@ -85,7 +85,7 @@ pub mod fuzzing {
     pub use crate::secret::Secret;
     pub use crate::sources::values;
     pub use crate::sources::{
-        BodyError, Event, GitPush, GitRef, ImagePush, ParseError, Scheme, Source, Stored, Verdict,
-        VerifyError, check_body, dedupe_key, delivery_id, detect, parse, verify,
+        BodyError, Event, GitDeployment, GitPush, GitRef, ImagePush, ParseError, Scheme, Source,
+        Stored, Verdict, VerifyError, check_body, dedupe_key, delivery_id, detect, parse, verify,
     };
 }

@@ -8,12 +8,16 @@
 //! - `?services=`, `?deployment_profile=` and `?git_ref=` narrow or steer that;
 //! - an event older than what a service has deployed or queued is skipped as stale;
 //! - an image push deploys image services whose repository matches and whose tag policy takes
-//!   the tag: once per digest, and under `semver:` only forward.
+//!   the tag: once per digest, and under `semver:` only forward;
+//! - a deployment requested in GitHub (`deployment` event) for the app's environment deploys
+//!   its commit to the git services following its repository, whatever branch they follow.
 //!
 //! Layout: this file holds the entry points ([`plan`], [`plan_unverified`]), the services an
 //! event selects and the staleness rule; in `plan/`: `modifiers.rs` the hook URL's modifiers,
-//! `git.rs` git pushes, `image.rs` image pushes and image redeploys, `rollback.rs` rollbacks.
+//! `git.rs` git pushes, `deployment.rs` deployments requested in GitHub, `image.rs` image
+//! pushes and image redeploys, `rollback.rs` rollbacks.
 
+mod deployment;
 mod git;
 mod image;
 mod modifiers;
@@ -67,7 +71,11 @@ pub(crate) fn plan(
     }
     // A push names its own ref and commit: `?git_ref=` never overrides what a payload names
     // (a captured signed push replayed with `?git_ref=X` must not deploy X).
-    if matches!(event, Event::Push(_) | Event::ImagePush(_)) && m.git_ref.is_some() {
+    if matches!(
+        event,
+        Event::Push(_) | Event::ImagePush(_) | Event::Deployment(_)
+    ) && m.git_ref.is_some()
+    {
         return plan_without_ref(app, source, event, m, history, IGNORED_GIT_REF);
     }
     plan_event(app, source, event, m, history)
@@ -132,6 +140,9 @@ fn plan_event(
     if let Event::Rollback { service, to } = event {
         return rollback::rollback(app, source, service, *to, history);
     }
+    if let Event::Deployment(d) = event {
+        deployment::accepts(app, d)?;
+    }
     Ok(selected(app, m)
         .into_iter()
         .map(|name| plan_service(app, name, source, event, m, history))
@@ -194,6 +205,16 @@ fn plan_service(
                 spec.repository
             ));
             false
+        }
+        (Event::Deployment(dep), Some(spec)) => {
+            d.skip(format!(
+                "GitHub deployment of {}: service {name} follows the image {}",
+                dep.repo, spec.repository
+            ));
+            false
+        }
+        (Event::Deployment(dep), None) => {
+            deployment::plan_deployment(&mut d, svc.git.as_ref(), dep)
         }
         (Event::Redeploy { time }, Some(spec)) => {
             image::plan_redeploy(&mut d, spec, *time, history);

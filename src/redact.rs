@@ -63,7 +63,8 @@ fn equal(secret: &[u8], value: &[u8]) -> bool {
     !value.is_empty() && crate::secret::equal(secret, value)
 }
 
-/// Every secret of an app: its hook token, each `verify` secret and its commit-status tokens.
+/// Every secret of an app: its hook token, each `verify` secret, its commit-status tokens and
+/// its GitHub token.
 fn app_secrets(app: &App) -> impl Iterator<Item = &str> {
     let v = &app.verify;
     std::iter::once(&app.token)
@@ -76,6 +77,7 @@ fn app_secrets(app: &App) -> impl Iterator<Item = &str> {
         .chain(&v.basic)
         .chain(v.hmac.iter().flat_map(|h| &h.secrets))
         .chain(app.commit_statuses.tokens())
+        .chain(app.github.iter().map(|g| &g.token))
         .map(|s| s.expose())
 }
 
@@ -88,6 +90,7 @@ mod tests {
 [apps.web]
 token = "hook-token-0123456789"
 verify = { gitlab = "gitlab-secret", hmac = { header = "X-Sig", secret = "hmac-secret" } }
+github = { token = "ghp-deployments-token" }
 [apps.web.services.site]
 command = ["true"]
 "#;
@@ -133,7 +136,9 @@ command = ["true"]
             ("X-Webhook-Secret", "hmac-secret"),
             ("X-Other", " hook-token-0123456789 "),
             ("X-Event", "push"),
+            ("X-Github-Token", "ghp-deployments-token"),
         ]);
+        assert_eq!(v["x-github-token"], REDACTED);
         assert_eq!(v["x-webhook-secret"], REDACTED);
         assert_eq!(v["x-other"], REDACTED);
         assert_eq!(v["x-event"], "push");

@@ -76,6 +76,7 @@ impl Validator<'_> {
         let dockerhub_callback = self.dockerhub_callback(&raw.dockerhub_callback, key)?;
         let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
         let limits = self.limits(&raw.limits, &format!("{key}.limits"));
+        let github = self.github(&raw.github, &format!("{key}.github"))?;
         let commit_statuses = self.status_targets([&raw.gitlab, &raw.gitea, &raw.bitbucket], key);
         Some(App {
             name: name.to_string(),
@@ -86,6 +87,7 @@ impl Validator<'_> {
             dockerhub_callback,
             modifiers,
             limits,
+            github,
             commit_statuses,
         })
     }

@@ -9,13 +9,14 @@
 //! [`load`] / [`parse`]. The way from one to the other:
 //! - `raw` — the TOML mirror (`deny_unknown_fields` everywhere);
 //! - `validator` — the `Validator` that walks it and collects diagnostics;
-//! - `server`, `apps`, `verify`, `services`, `executors`, `notify` — the checks of each
-//!   section;
+//! - `server`, `apps`, `verify`, `services`, `executors`, `notify`, `github`, `statuses` — the
+//!   checks of each section;
 //! - `values` (`${VAR}`, durations, rates, addresses, sizes) and `secrets` (`{ file = … }`),
 //!   the readers every section shares.
 
 mod apps;
 mod executors;
+mod github;
 mod notify;
 mod raw;
 mod secrets;
@@ -37,6 +38,7 @@ use crate::secret::Secret;
 use crate::tls::TlsSettings;
 use validator::Validator;
 
+pub(crate) use github::Github;
 pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
 pub(crate) use statuses::{CommitStatuses, StatusTargets};
 
@@ -114,6 +116,9 @@ pub struct App {
     pub modifiers: Vec<Modifier>,
     /// `[apps.X.limits]`.
     pub limits: Limits,
+    /// `[apps.X.github]`: report deployments to GitHub as GitHub Deployments, and take
+    /// GitHub `deployment` events for its environment.
+    pub(crate) github: Option<Github>,
     /// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: where the commit statuses of
     /// deployments caused by those hosts' pushes go.
     pub(crate) commit_statuses: StatusTargets,

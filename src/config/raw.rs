@@ -75,9 +75,20 @@ pub(super) struct App {
     pub(crate) dockerhub_callback: Option<Spanned<Callback>>,
     pub(crate) modifiers: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) limits: Option<Spanned<Limits>>,
+    pub(crate) github: Option<Spanned<Github>>,
     pub(crate) gitlab: Option<Spanned<CommitStatuses>>,
     pub(crate) gitea: Option<Spanned<CommitStatuses>>,
     pub(crate) bitbucket: Option<Spanned<CommitStatuses>>,
+}
+
+/// `[apps.X.github]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Github {
+    pub(crate) token: Option<Spanned<SecretValue>>,
+    pub(crate) environment: Option<Spanned<String>>,
+    pub(crate) environment_url: Option<Spanned<String>>,
+    pub(crate) api_url: Option<Spanned<String>>,
 }
 
 /// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: commit statuses.

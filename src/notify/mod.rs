@@ -13,6 +13,8 @@
 //!   worker's [`Context`]. Adding a kind of target is one file plus a variant there.
 //! - [`webhook`]: `[[notify]]` receivers — Standard Webhooks (signed) or Slack-style text.
 //! - [`dockerhub`]: Docker Hub's `callback_url`, under the app's `dockerhub_callback` prefix.
+//! - [`github`]: GitHub Deployments (`[apps.X.github]`): one per deployment of a GitHub push,
+//!   and its statuses (or the statuses of the deployment a GitHub `deployment` event named).
 //! - [`gitlab`], [`gitea`], [`bitbucket`]: commit statuses on those hosts for the deployments
 //!   their pushes caused; what the three share (events, states, context, answers) is
 //!   [`statuses`].
@@ -24,6 +26,7 @@ pub(crate) mod bitbucket;
 pub(crate) mod dockerhub;
 pub(crate) mod event;
 pub(crate) mod gitea;
+pub(crate) mod github;
 pub(crate) mod gitlab;
 pub(crate) mod retry;
 pub(crate) mod statuses;

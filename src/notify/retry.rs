@@ -65,6 +65,13 @@ pub(crate) fn attempt(
         Outcome::Sent { status } => Attempt::Sent {
             status: Some(status),
         },
+        Outcome::Created {
+            status,
+            github_deployment,
+        } => Attempt::Created {
+            status: Some(status),
+            github_deployment,
+        },
         Outcome::Permanent { status, error } => Attempt::Dead { status, error },
         Outcome::Retry {
             status,

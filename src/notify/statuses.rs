@@ -15,7 +15,7 @@
 //!   percent-encoded), never the token: each try reads the token and `api_url` from the
 //!   config again, so after a restart with a new token or a corrected URL, waiting (and
 //!   manually retried) statuses use it.
-//! - **How answers count** ([`answer`]): 2xx sent; 429, a 403 that says it is a rate limit,
+//! - **How answers count** ([`answer`], also for GitHub Deployments, `github.rs`): 2xx sent; 429, a 403 that says it is a rate limit,
 //!   408 and 5xx tried again (after `Retry-After` or the rate limit's reset when given);
 //!   any other answer is a refusal recorded with the host's own message and not tried again
 //!   — e.g. GitLab's 400 for a status that would move backwards.
@@ -209,7 +209,7 @@ pub(crate) fn description(id: i64, state: DeploymentState, reason: Option<&str>)
 }
 
 /// `text` in at most `max` characters, with `…` where it was cut.
-fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
     }
@@ -218,8 +218,9 @@ fn cut(text: &str, max: usize) -> String {
     out
 }
 
-/// A repository's path segments, if every one is a usable name.
-fn segments(repo: &str) -> Option<Vec<&str>> {
+/// A repository's path segments, if every one is a usable name (GitHub Deployments use it
+/// too).
+pub(crate) fn segments(repo: &str) -> Option<Vec<&str>> {
     let parts: Vec<&str> = repo.split('/').collect();
     let ok = parts.len() >= 2
         && parts
@@ -333,7 +334,7 @@ fn refused(error: String) -> Outcome {
 }
 
 /// The start of an answer's body ([`BODY_MAX`] bytes at most), as text.
-async fn read_body(mut r: reqwest::Response) -> String {
+pub(crate) async fn read_body(mut r: reqwest::Response) -> String {
     let mut buf = Vec::new();
     while buf.len() < BODY_MAX {
         match r.chunk().await {
@@ -430,10 +431,36 @@ pub(crate) fn host_message(body: &str) -> Option<String> {
             (m, d) => m.or(d),
         };
     }
-    v.get("message")
+    let message = v
+        .get("message")
         .and_then(text)
-        .or_else(|| v.get("error").and_then(text))
-        .or_else(|| (!v.is_null()).then(|| v.to_string()))
+        .or_else(|| v.get("error").and_then(text));
+    match (message, listed_errors(&v)) {
+        (Some(m), Some(errors)) => Some(format!("{m} ({errors})")),
+        (Some(m), None) => Some(m),
+        (None, _) => (!v.is_null()).then(|| v.to_string()),
+    }
+}
+
+/// GitHub's `errors` beside its `message` ("Validation Failed"): what failed, each as
+/// `field: message` (or its `code`), or the string it is; `None` if it lists none.
+fn listed_errors(v: &Value) -> Option<String> {
+    let listed: Vec<String> = v
+        .get("errors")?
+        .as_array()?
+        .iter()
+        .filter_map(|e| {
+            if let Some(s) = e.as_str() {
+                return Some(s.to_string());
+            }
+            let what = e.get("message").or_else(|| e.get("code"))?.as_str()?;
+            Some(match e.get("field").and_then(Value::as_str) {
+                Some(field) => format!("{field}: {what}"),
+                None => what.to_string(),
+            })
+        })
+        .collect();
+    (!listed.is_empty()).then(|| listed.join("; "))
 }
 
 #[cfg(test)]
@@ -561,6 +588,15 @@ mod tests {
         assert_eq!(
             error,
             "answered 404 Not Found: Resource not found (There is no commit with hash abc)"
+        );
+        // GitHub's validation errors list what failed beside the message.
+        let github = r#"{"message":"Validation Failed","errors":[{"resource":"Deployment","code":"custom","field":"ref","message":"No ref found for: x"},{"code":"invalid","field":"environment"},"plain"],"documentation_url":"https://docs.github.com/rest"}"#;
+        let Outcome::Permanent { error, .. } = outcome(422, &[], github) else {
+            panic!()
+        };
+        assert_eq!(
+            error,
+            "answered 422 Unprocessable Entity: Validation Failed (ref: No ref found for: x; environment: invalid; plain)"
         );
         let Outcome::Permanent { error, .. } = outcome(422, &[], "<html>nope</html>") else {
             panic!()

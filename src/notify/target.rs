@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{bitbucket, dockerhub, gitea, gitlab, webhook};
+use super::{bitbucket, dockerhub, gitea, github, gitlab, webhook};
 use crate::config::Config;
 use crate::config::NotifyTarget;
 use crate::store::{
@@ -72,6 +72,8 @@ pub(crate) enum Kind {
     Slack,
     /// Docker Hub's `callback_url` (`[apps.X] dockerhub_callback`).
     Dockerhub,
+    /// GitHub Deployments and their statuses (`[apps.X.github]`).
+    Github,
     /// GitLab commit statuses (`[apps.X.gitlab]`).
     Gitlab,
     /// Gitea/Forgejo commit statuses (`[apps.X.gitea]`).
@@ -81,10 +83,11 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 6] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Webhook,
         Kind::Slack,
         Kind::Dockerhub,
+        Kind::Github,
         Kind::Gitlab,
         Kind::Gitea,
         Kind::Bitbucket,
@@ -95,6 +98,7 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::Slack => "slack",
             Kind::Dockerhub => "dockerhub",
+            Kind::Github => "github",
             Kind::Gitlab => "gitlab",
             Kind::Gitea => "gitea",
             Kind::Bitbucket => "bitbucket",
@@ -111,6 +115,7 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::Slack => "Slack message",
             Kind::Dockerhub => "Docker Hub callback",
+            Kind::Github => "GitHub deployment request",
             Kind::Gitlab => "GitLab commit status",
             Kind::Gitea => "Gitea commit status",
             Kind::Bitbucket => "Bitbucket build status",
@@ -132,6 +137,9 @@ pub(crate) enum Outcome {
     /// Received (2xx), or refused only because the receiver has it already (GitLab's repeat
     /// of a commit status's state).
     Sent { status: u16 },
+    /// Received (2xx), and GitHub created a deployment whose id the later statuses of the
+    /// same ferry deployment go to: stored in the transaction that marks this one sent.
+    Created { status: u16, github_deployment: i64 },
     /// Failed; worth trying again, after `after` if the receiver said so (`Retry-After`).
     Retry {
         status: Option<u16>,
@@ -149,6 +157,7 @@ pub(crate) async fn fan_out(
 ) -> Result<Vec<NewNotification>, StoreError> {
     let mut out = webhook::fan_out(ctx, subject);
     out.extend(dockerhub::fan_out(ctx, subject).await?);
+    out.extend(github::fan_out(ctx, subject).await?);
     out.extend(gitlab::fan_out(ctx, subject));
     out.extend(gitea::fan_out(ctx, subject));
     out.extend(bitbucket::fan_out(ctx, subject).await?);
@@ -169,6 +178,7 @@ pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
     match kind {
         Kind::Webhook | Kind::Slack => webhook::send(ctx, n).await,
         Kind::Dockerhub => dockerhub::send(ctx, n).await,
+        Kind::Github => github::send(ctx, n).await,
         Kind::Gitlab => gitlab::send(ctx, n).await,
         Kind::Gitea => gitea::send(ctx, n).await,
         Kind::Bitbucket => bitbucket::send(ctx, n).await,
@@ -240,7 +250,7 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
-        assert_eq!(Kind::parse("github"), None);
+        assert_eq!(Kind::parse("carrier-pigeon"), None);
         let e = JournalEvent {
             id: 7,
             at: 1_700_000_000_000,

@@ -195,6 +195,15 @@ fn log_attempt(n: &Notification, outcome: &Outcome, attempt: &Attempt, now: i64)
             tracing::info!(notification = id, event, %receiver, attempts, status, "{label} sent")
         }
         (
+            Attempt::Created {
+                status,
+                github_deployment,
+            },
+            _,
+        ) => {
+            tracing::info!(notification = id, event, %receiver, attempts, status, github_deployment, "{label} sent: GitHub deployment created")
+        }
+        (
             Attempt::Retry {
                 next_at,
                 error,

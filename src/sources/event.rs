@@ -1,5 +1,6 @@
 //! The event model: what a delivery means once parsed, in terms planning understands (git
-//! pushes, image pushes, redeploys, rollbacks), whoever sent it.
+//! pushes, image pushes, deployments requested in the git host, redeploys, rollbacks), whoever
+//! sent it.
 
 use super::Source;
 
@@ -62,6 +63,27 @@ pub struct ImagePush {
     pub event_id: Option<String>,
 }
 
+/// A deployment requested in the git host for an exact commit (GitHub's `deployment` event,
+/// made by the GitHub UI, Actions, the CLI or ferry itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitDeployment {
+    /// `owner/name`.
+    pub repo: String,
+    /// The commit to deploy.
+    pub commit: String,
+    /// What it was requested for, as given: a branch or tag name, or the commit itself.
+    pub git_ref: String,
+    /// The environment it deploys to; an app takes only its own (`[apps.X.github]`).
+    pub environment: String,
+    /// `deploy`, or another task (`deploy:migrations`), which ferry does not run.
+    pub task: String,
+    /// The host's id of the deployment: ferry posts its statuses there.
+    pub id: i64,
+    /// The ferry deployment its payload names when ferry created it (for a push): that push
+    /// deploys it already.
+    pub created_by_ferry: Option<i64>,
+}
+
 /// What a delivery means once parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -71,6 +93,9 @@ pub enum Event {
     Push(Vec<GitPush>),
     /// Images pushed to a registry: one or more references (distribution batches several).
     ImagePush(Vec<ImagePush>),
+    /// A deployment requested in the git host: deploys its commit to the services following
+    /// its repository, if its environment is the app's.
+    Deployment(GitDeployment),
     /// A sender event that never deploys (e.g. GitHub `issues`); named for the record.
     Ignored(String),
     /// No git or image information: redeploy the (selected) services. `time` is the sender's
@@ -88,6 +113,7 @@ impl Event {
             (Event::Ping, _) => "ping",
             (Event::Push(_), _) => "push",
             (Event::ImagePush(_), _) => "image_push",
+            (Event::Deployment(_), _) => "deployment",
             (Event::Ignored(name), _) => name,
             (Event::Redeploy { .. }, Source::Manual) => "manual",
             (Event::Redeploy { .. }, _) => "redeploy",

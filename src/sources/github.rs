@@ -3,8 +3,9 @@
 //! The signature is HMAC-SHA256 of the raw body as received — for form-encoded deliveries that
 //! is the `payload=…` form, not the JSON inside it — so verification runs before any decoding.
 //! `push` becomes [`Event::Push`], `ping` [`Event::Ping`], a container published to GHCR
-//! (`package` / `registry_package`, action `published` or `updated`) [`Event::ImagePush`];
-//! every other event deploys nothing. Gitea and Forgejo reuse this module's push parsing and
+//! (`package` / `registry_package`, action `published` or `updated`) [`Event::ImagePush`],
+//! `deployment` (action `created`: a deployment made in GitHub by anyone, ferry included)
+//! [`Event::Deployment`]; every other event deploys nothing. Gitea and Forgejo reuse this module's push parsing and
 //! signature check.
 
 use http::HeaderMap;
@@ -13,8 +14,8 @@ use serde::Deserialize;
 use super::setup::Setup;
 use super::signature::{hmac_matches, keys};
 use super::{
-    Event, GitPush, GitRef, ImagePush, ParseError, VerifyError, ZERO_SHA, digest, image_repository,
-    image_tag, json_document, rfc3339_ms,
+    Event, GitDeployment, GitPush, GitRef, ImagePush, ParseError, VerifyError, ZERO_SHA, digest,
+    image_repository, image_tag, json_document, rfc3339_ms,
 };
 use crate::config::HmacAlgorithm;
 use crate::secret::Secret;
@@ -113,7 +114,76 @@ pub(crate) fn parse(
             let json = json_document(content_type, body).map_err(|_| ParseError::NoFormPayload)?;
             parse_package(event, &json)
         }
+        DEPLOYMENT_EVENT => {
+            let json = json_document(content_type, body).map_err(|_| ParseError::NoFormPayload)?;
+            parse_deployment(&json)
+        }
         other => Ok(Event::Ignored(other.to_string())),
+    }
+}
+
+/// The `X-GitHub-Event` of a deployment created in GitHub.
+pub(crate) const DEPLOYMENT_EVENT: &str = "deployment";
+
+#[derive(Deserialize)]
+struct DeploymentEvent {
+    action: Option<String>,
+    deployment: Option<DeploymentFields>,
+    repository: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct DeploymentFields {
+    id: Option<i64>,
+    sha: Option<String>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    task: Option<String>,
+    environment: Option<String>,
+    /// Any JSON (an object, or a string for deployments made with one).
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+/// A `deployment` event: what it asks to deploy, where, and which deployment the statuses go
+/// to. Its `payload` names a ferry deployment when ferry created it.
+fn parse_deployment(json: &[u8]) -> Result<Event, ParseError> {
+    let e: DeploymentEvent =
+        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+    if let Some(action) = e.action.as_deref().filter(|a| *a != "created") {
+        return Ok(Event::Ignored(format!(
+            "deployment: {}",
+            action.chars().take(50).collect::<String>()
+        )));
+    }
+    let d = e.deployment.ok_or(ParseError::Field("deployment"))?;
+    let created_by_ferry = d
+        .payload
+        .get("ferry")
+        .and_then(|f| f.get("deployment"))
+        .and_then(serde_json::Value::as_i64);
+    Ok(Event::Deployment(GitDeployment {
+        repo: e
+            .repository
+            .and_then(|r| r.full_name)
+            .ok_or(ParseError::Field("repository.full_name"))?,
+        commit: d.sha.ok_or(ParseError::Field("deployment.sha"))?,
+        git_ref: d.git_ref.ok_or(ParseError::Field("deployment.ref"))?,
+        environment: d
+            .environment
+            .ok_or(ParseError::Field("deployment.environment"))?,
+        task: d.task.unwrap_or_else(|| "deploy".into()),
+        id: d.id.ok_or(ParseError::Field("deployment.id"))?,
+        created_by_ferry,
+    }))
+}
+
+/// The id of the GitHub deployment a stored `deployment` delivery names: where ferry posts
+/// the statuses of the deployments it caused.
+pub(crate) fn requested_deployment_id(content_type: Option<&str>, body: &[u8]) -> Option<i64> {
+    match parse(DEPLOYMENT_EVENT, content_type, body).ok()? {
+        Event::Deployment(d) => Some(d.id),
+        _ => None,
     }
 }
 
@@ -269,12 +339,19 @@ pub(crate) fn parse_push(json: &[u8]) -> Result<GitPush, ParseError> {
     push_event(push)
 }
 
-/// `ferry hooks`: the push webhook, for apps that verify GitHub.
+/// `ferry hooks`: the push webhook (and deployments, for apps with `[apps.X.github]`), for
+/// apps that verify GitHub.
 pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
     let v = s.verify();
+    // With [apps.X.github], deployments made in GitHub deploy too.
+    let events = if s.app.github.is_some() {
+        "Let me select individual events: Pushes, Deployments"
+    } else {
+        "Just the push event"
+    };
     (!v.github.is_empty()).then(|| {
         format!(
-            "GitHub (Settings → Webhooks → Add webhook): Payload URL {} · Content type application/json · Secret {} · Events: Just the push event",
+            "GitHub (Settings → Webhooks → Add webhook): Payload URL {} · Content type application/json · Secret {} · Events: {events}",
             s.url,
             s.secret(&v.github, "github")
         )
@@ -488,6 +565,108 @@ mod tests {
         assert_eq!(
             parse("package", None, br#"{"action":"published"}"#),
             Err(ParseError::Field("package"))
+        );
+    }
+
+    /// The documented `deployment` event (a deployment created in GitHub); ferry's own,
+    /// recognised by its payload; other actions and broken ones; a form-encoded delivery.
+    #[test]
+    fn deployment_events() {
+        let body = include_bytes!("../../tests/fixtures/github/deployment-created.json");
+        let expected = GitDeployment {
+            repo: "Codertocat/Hello-World".into(),
+            commit: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e".into(),
+            git_ref: "master".into(),
+            environment: "production".into(),
+            task: "deploy".into(),
+            id: 145988746,
+            created_by_ferry: None,
+        };
+        assert_eq!(
+            parse("deployment", Some("application/json"), body).unwrap(),
+            Event::Deployment(expected.clone())
+        );
+        assert_eq!(
+            requested_deployment_id(Some("application/json"), body),
+            Some(145988746)
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["deployment"]["payload"] =
+            serde_json::json!({"ferry": {"deployment": 42, "app": "shop", "service": "web"}});
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &v.to_string())
+            .finish();
+        assert_eq!(
+            parse(
+                "deployment",
+                Some("application/x-www-form-urlencoded"),
+                form.as_bytes()
+            )
+            .unwrap(),
+            Event::Deployment(GitDeployment {
+                created_by_ferry: Some(42),
+                ..expected
+            })
+        );
+        v["deployment"]["payload"] = serde_json::json!("a string payload");
+        v["action"] = serde_json::json!("created");
+        assert!(matches!(
+            parse("deployment", None, v.to_string().as_bytes()).unwrap(),
+            Event::Deployment(GitDeployment {
+                created_by_ferry: None,
+                ..
+            })
+        ));
+        v["action"] = serde_json::json!("deleted");
+        assert_eq!(
+            parse("deployment", None, v.to_string().as_bytes()).unwrap(),
+            Event::Ignored("deployment: deleted".into())
+        );
+        v["action"] = serde_json::json!("created");
+        v["deployment"].as_object_mut().unwrap().remove("sha");
+        assert_eq!(
+            parse("deployment", None, v.to_string().as_bytes()),
+            Err(ParseError::Field("deployment.sha"))
+        );
+        assert_eq!(
+            requested_deployment_id(None, v.to_string().as_bytes()),
+            None
+        );
+        // A deployment_status event (GitHub's echo of the statuses ferry posts) deploys nothing.
+        assert_eq!(
+            parse("deployment_status", None, b"{}").unwrap(),
+            Event::Ignored("deployment_status".into())
+        );
+    }
+
+    /// `ferry hooks` asks for the Deployments event too when the app reports to GitHub.
+    #[test]
+    fn setup_names_the_events_to_send() {
+        let app = |extra: &str| {
+            let text = format!(
+                "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\nverify = {{ github = \"s\" }}\n[apps.shop.services.web]\ncommand = [\"x\"]\n{extra}"
+            );
+            crate::config::parse(&text, std::path::Path::new("f.toml"), &|_| None)
+                .unwrap()
+                .apps
+                .remove("shop")
+                .unwrap()
+        };
+        let line = |app: &crate::config::App| {
+            setup(&Setup {
+                app,
+                url: "https://ferry.example/hooks/shop/T",
+                show_secrets: false,
+            })
+            .unwrap()
+        };
+        assert!(line(&app("")).ends_with("Events: Just the push event"));
+        let reporting = app("[apps.shop.github]\ntoken = \"t\"\n");
+        assert!(
+            line(&reporting)
+                .ends_with("Events: Let me select individual events: Pushes, Deployments"),
+            "{}",
+            line(&reporting)
         );
     }
 

@@ -44,7 +44,7 @@ pub use body::{BodyError, check_body};
 pub use dedupe::dedupe_key;
 pub use detect::{delivery_id, detect};
 pub(crate) use detect::{detect_with_hint, event_name};
-pub use event::{Event, GitPush, GitRef, ImagePush};
+pub use event::{Event, GitDeployment, GitPush, GitRef, ImagePush};
 pub(crate) use fields::{
     ZERO_SHA, content_type, digest, epoch_secs_ms, essence, header, image_tag, rfc3339_ms,
 };

@@ -74,6 +74,7 @@ const EVENTS: &[&str] = &[
     "issues",
     "package",
     "registry_package",
+    "deployment",
 ];
 
 fn header_map(values: &[(usize, String)]) -> HeaderMap {

@@ -220,6 +220,7 @@ pub fn check_event(event: &mut Event) -> Result<(), ValueError> {
                 }
             }
         }
+        Event::Deployment(d) => check_deployment(d)?,
         Event::Rollback { service, .. } => {
             env_value("service", service)?;
         }
@@ -227,6 +228,26 @@ pub fn check_event(event: &mut Event) -> Result<(), ValueError> {
         Event::Ping | Event::Ignored(_) | Event::Redeploy { .. } => {}
     }
     Ok(())
+}
+
+/// A deployment requested in the git host: its repository, commit (lower-cased) and ref as
+/// a push's; its environment and task (compared with the config, quoted in reasons) free of
+/// control characters.
+fn check_deployment(d: &mut super::GitDeployment) -> Result<(), ValueError> {
+    repository(&d.repo).map_err(|why| ValueError::new("repository", &d.repo, why))?;
+    d.commit =
+        commit_id(&d.commit).map_err(|why| ValueError::new("deployment.sha", &d.commit, why))?;
+    if commit_id(&d.git_ref).is_err() {
+        ref_name(&d.git_ref).map_err(|why| {
+            ValueError::new(
+                "deployment.ref",
+                &d.git_ref,
+                format!("is neither a ref name nor a commit id: it {why}"),
+            )
+        })?;
+    }
+    env_value("deployment.environment", &d.environment)?;
+    env_value("deployment.task", &d.task)
 }
 
 /// Replaces event times later than `received_at` + [`FUTURE_TOLERANCE_MS`] by `received_at`
@@ -247,7 +268,8 @@ pub fn clamp_future_times(event: &mut Event, received_at: i64) -> Option<String>
         Event::Push(changes) => changes.iter_mut().for_each(|c| clamp(&mut c.time)),
         Event::ImagePush(pushes) => pushes.iter_mut().for_each(|p| clamp(&mut p.time)),
         Event::Redeploy { time } => clamp(time),
-        Event::Ping | Event::Ignored(_) | Event::Rollback { .. } => {}
+        // A requested deployment carries no time: it is never ordered against pushes.
+        Event::Ping | Event::Ignored(_) | Event::Rollback { .. } | Event::Deployment(_) => {}
     }
     let t = latest?;
     Some(format!(
@@ -434,6 +456,48 @@ mod tests {
                 .field,
             "image digest"
         );
+    }
+
+    /// A deployment requested in GitHub: its sha and ref are checked as a push's (the ref may
+    /// also be the commit itself), the sha lower-cased; environment and task hold no control
+    /// character.
+    #[test]
+    fn requested_deployments_are_checked() {
+        let dep = |commit: &str, git_ref: &str, environment: &str| {
+            Event::Deployment(crate::sources::GitDeployment {
+                repo: "acme/shop".into(),
+                commit: commit.into(),
+                git_ref: git_ref.into(),
+                environment: environment.into(),
+                task: "deploy".into(),
+                id: 1,
+                created_by_ferry: None,
+            })
+        };
+        let upper = "6113728F27AE82C7B1A177C8D03F9E96E0ADF246";
+        let mut e = dep(upper, "main", "production");
+        assert_eq!(check_event(&mut e), Ok(()));
+        let Event::Deployment(d) = &e else {
+            unreachable!()
+        };
+        assert_eq!(d.commit, upper.to_lowercase());
+        assert_eq!(check_event(&mut dep(upper, upper, "production")), Ok(()));
+        let sha = "a".repeat(40);
+        let err = check_event(&mut dep("--upload-pack=x", "main", "p")).unwrap_err();
+        assert_eq!(err.field, "deployment.sha");
+        let err = check_event(&mut dep(&sha, "-main", "p")).unwrap_err();
+        assert_eq!(err.field, "deployment.ref");
+        assert!(
+            err.problem.contains("neither a ref name nor a commit id"),
+            "{err}"
+        );
+        let err = check_event(&mut dep(&sha, "main", "prod\nuction")).unwrap_err();
+        assert_eq!(err.field, "deployment.environment");
+        let mut bad_repo = dep(&sha, "main", "p");
+        if let Event::Deployment(d) = &mut bad_repo {
+            d.repo = "-acme/shop".into();
+        }
+        assert_eq!(check_event(&mut bad_repo).unwrap_err().field, "repository");
     }
 
     #[test]

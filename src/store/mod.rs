@@ -16,6 +16,8 @@
 //! - `deployments.rs`: [`Deployment`] and the API's reads of it.
 //! - `prune.rs`: retention's deletes.
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
+//! - `github.rs`: the ids of the GitHub deployments ferry created, stored with the sent
+//!   creation (`Attempt::Created`).
 //!
 //! States are bound as values, except where a partial index needs the literal in the SQL text
 //! (SQLite matches a partial index only against literals); `tests::sql_state_literals_are_states`
@@ -25,6 +27,7 @@ pub(crate) mod batch;
 mod deliveries;
 mod deployments;
 mod gate;
+mod github;
 mod history;
 mod lifecycle;
 mod open;

@@ -99,6 +99,12 @@ pub(crate) enum Attempt {
     Sent {
         status: Option<u16>,
     },
+    /// Sent, and it created a GitHub deployment: its id is stored for the notification's
+    /// deployment in the same transaction (`store::github`).
+    Created {
+        status: Option<u16>,
+        github_deployment: i64,
+    },
     /// Failed; tried again at `next_at` (unix ms).
     Retry {
         next_at: i64,
@@ -330,7 +336,9 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let (state, next_at, status, error) = match attempt {
-            Attempt::Sent { status } => (NotificationState::Sent, None, *status, None),
+            Attempt::Sent { status } | Attempt::Created { status, .. } => {
+                (NotificationState::Sent, None, *status, None)
+            }
             Attempt::Retry {
                 next_at,
                 status,
@@ -346,6 +354,7 @@ impl Store {
             }
         };
         let _gate = self.gate.lock().await;
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE notifications SET
                state = ?2, attempts = attempts + 1, next_at = COALESCE(?3, next_at),
@@ -361,9 +370,19 @@ impl Store {
         .bind(now)
         .bind(NotificationState::Sent)
         .bind(NotificationState::Pending)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if let (
+            1,
+            Attempt::Created {
+                github_deployment, ..
+            },
+        ) = (done, attempt)
+        {
+            super::github::remember(&mut tx, id, *github_deployment, now).await?;
+        }
+        tx.commit().await?;
         Ok(done == 1)
     }
 

@@ -36,6 +36,13 @@ impl Store {
                 return Ok((deliveries, deployments));
             }
             for id in &ids {
+                sqlx::query(
+                    "DELETE FROM github_deployments WHERE deployment_id IN (
+                       SELECT id FROM deployments WHERE delivery_id = ?1)",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
                 let gone: Vec<i64> = sqlx::query_scalar(
                     "DELETE FROM deployments WHERE delivery_id = ?1 RETURNING id",
                 )

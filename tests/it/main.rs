@@ -10,6 +10,7 @@ mod config_cli;
 mod containers;
 mod dockerenv;
 mod executor;
+mod github_deployments;
 mod intake;
 mod notifications;
 mod planning;

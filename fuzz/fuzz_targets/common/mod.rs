@@ -14,6 +14,7 @@ const EVENTS: &[&str] = &[
     "repo:push",
     "repo:refs_changed",
     "issues",
+    "deployment",
 ];
 
 const CONTENT_TYPES: &[&str] = &[
