@@ -74,6 +74,7 @@ mod states;
 mod store;
 mod timefmt;
 mod tls;
+mod watch;
 
 pub use cli::main;
 

@@ -14,9 +14,11 @@
 //! - [`webhook`]: `[[notify]]` receivers — Standard Webhooks (signed) or Slack-style text.
 //! - [`dockerhub`]: Docker Hub's `callback_url`, under the app's `dockerhub_callback` prefix.
 //! - [`event`]: what an event says (the `data` of a webhook, a line of chat).
+//! - [`container`]: the same for the container events `crate::watch` journals.
 //! - [`retry`]: backoff with jitter, `Retry-After`, when a notification is dead.
 //! - [`worker`]: the task: fan-out, per-target queues, tries, pruning.
 
+pub(crate) mod container;
 pub(crate) mod dockerhub;
 pub(crate) mod event;
 pub(crate) mod retry;
