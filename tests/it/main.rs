@@ -6,6 +6,7 @@ mod support;
 mod api_cli;
 mod cancel;
 mod config_cli;
+mod container_events;
 mod containers;
 mod dockerenv;
 mod executor;
