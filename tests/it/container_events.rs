@@ -106,7 +106,7 @@ const QUIET: Duration = Duration::from_secs(6);
 /// name) and one that rolls back (the new container, under the service's own name, turns
 /// unhealthy and is removed) report no container events; a `docker kill` afterwards reports
 /// one `container.died`, with the service, the version of the current deployment and the
-/// exit code.
+/// exit code; a `docker restart` one `container.restarted`.
 #[tokio::test]
 #[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
 async fn deployments_report_nothing_and_a_killed_container_died() {
@@ -181,6 +181,25 @@ async fn deployments_report_nothing_and_a_killed_container_died() {
     tokio::time::sleep(QUIET).await;
     let events = container_events(&sink);
     assert_eq!(events.len(), 1, "one kill, one event: {events:#?}");
+
+    // Started again by hand (not watched), then `docker restart`: Docker's stop and start,
+    // which the watcher sees as a `die` after which the container runs again.
+    docker(&["start", &name]);
+    wait_health(&name, "healthy").await;
+    docker(&["restart", "-t", "5", &name]);
+    let restarted = wait_event(&sink, "container.restarted").await;
+    assert_eq!(restarted["data"]["exit_code"], 0, "SIGTERM: {restarted:#}");
+    assert_eq!(
+        restarted["data"]["version"],
+        format!("1.1.0@{d110}"),
+        "{restarted:#}"
+    );
+    tokio::time::sleep(QUIET).await;
+    let types: Vec<Value> = container_events(&sink)
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(types, ["container.died", "container.restarted"]);
     scope.clean();
 }
 
