@@ -63,7 +63,7 @@ fn equal(secret: &[u8], value: &[u8]) -> bool {
     !value.is_empty() && crate::secret::equal(secret, value)
 }
 
-/// Every secret of an app: its hook token and each `verify` secret.
+/// Every secret of an app: its hook token, each `verify` secret and its commit-status tokens.
 fn app_secrets(app: &App) -> impl Iterator<Item = &str> {
     let v = &app.verify;
     std::iter::once(&app.token)
@@ -75,6 +75,7 @@ fn app_secrets(app: &App) -> impl Iterator<Item = &str> {
         .chain(&v.bearer)
         .chain(&v.basic)
         .chain(v.hmac.iter().flat_map(|h| &h.secrets))
+        .chain(app.commit_statuses.tokens())
         .map(|s| s.expose())
 }
 

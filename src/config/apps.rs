@@ -76,6 +76,7 @@ impl Validator<'_> {
         let dockerhub_callback = self.dockerhub_callback(&raw.dockerhub_callback, key)?;
         let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
         let limits = self.limits(&raw.limits, &format!("{key}.limits"));
+        let commit_statuses = self.status_targets([&raw.gitlab, &raw.gitea, &raw.bitbucket], key);
         Some(App {
             name: name.to_string(),
             token: token?,
@@ -85,6 +86,7 @@ impl Validator<'_> {
             dockerhub_callback,
             modifiers,
             limits,
+            commit_statuses,
         })
     }
 

@@ -21,6 +21,7 @@ mod raw;
 mod secrets;
 mod server;
 mod services;
+mod statuses;
 #[cfg(test)]
 mod testing;
 mod validator;
@@ -37,6 +38,7 @@ use crate::tls::TlsSettings;
 use validator::Validator;
 
 pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
+pub(crate) use statuses::{CommitStatuses, StatusTargets};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -112,6 +114,9 @@ pub struct App {
     pub modifiers: Vec<Modifier>,
     /// `[apps.X.limits]`.
     pub limits: Limits,
+    /// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: where the commit statuses of
+    /// deployments caused by those hosts' pushes go.
+    pub(crate) commit_statuses: StatusTargets,
 }
 
 /// `[apps.X.limits]`: how much one app's hook may be called.

@@ -75,6 +75,17 @@ pub(super) struct App {
     pub(crate) dockerhub_callback: Option<Spanned<Callback>>,
     pub(crate) modifiers: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) limits: Option<Spanned<Limits>>,
+    pub(crate) gitlab: Option<Spanned<CommitStatuses>>,
+    pub(crate) gitea: Option<Spanned<CommitStatuses>>,
+    pub(crate) bitbucket: Option<Spanned<CommitStatuses>>,
+}
+
+/// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: commit statuses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommitStatuses {
+    pub(crate) token: Option<Spanned<SecretValue>>,
+    pub(crate) api_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -13,15 +13,22 @@
 //!   worker's [`Context`]. Adding a kind of target is one file plus a variant there.
 //! - [`webhook`]: `[[notify]]` receivers — Standard Webhooks (signed) or Slack-style text.
 //! - [`dockerhub`]: Docker Hub's `callback_url`, under the app's `dockerhub_callback` prefix.
+//! - [`gitlab`], [`gitea`], [`bitbucket`]: commit statuses on those hosts for the deployments
+//!   their pushes caused; what the three share (events, states, context, answers) is
+//!   [`statuses`].
 //! - [`event`]: what an event says (the `data` of a webhook, a line of chat).
 //! - [`container`]: the same for the container events `crate::watch` journals.
 //! - [`retry`]: backoff with jitter, `Retry-After`, when a notification is dead.
 //! - [`worker`]: the task: fan-out, per-target queues, tries, pruning.
 
+pub(crate) mod bitbucket;
 pub(crate) mod container;
 pub(crate) mod dockerhub;
 pub(crate) mod event;
+pub(crate) mod gitea;
+pub(crate) mod gitlab;
 pub(crate) mod retry;
+pub(crate) mod statuses;
 pub(crate) mod target;
 pub(crate) mod webhook;
 pub(crate) mod worker;

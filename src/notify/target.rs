@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{dockerhub, webhook};
+use super::{bitbucket, dockerhub, gitea, gitlab, webhook};
 use crate::config::Config;
 use crate::config::NotifyTarget;
 use crate::store::{
@@ -72,16 +72,32 @@ pub(crate) enum Kind {
     Slack,
     /// Docker Hub's `callback_url` (`[apps.X] dockerhub_callback`).
     Dockerhub,
+    /// GitLab commit statuses (`[apps.X.gitlab]`).
+    Gitlab,
+    /// Gitea/Forgejo commit statuses (`[apps.X.gitea]`).
+    Gitea,
+    /// Bitbucket Cloud build statuses (`[apps.X.bitbucket]`).
+    Bitbucket,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 3] = [Kind::Webhook, Kind::Slack, Kind::Dockerhub];
+    pub(crate) const ALL: [Kind; 6] = [
+        Kind::Webhook,
+        Kind::Slack,
+        Kind::Dockerhub,
+        Kind::Gitlab,
+        Kind::Gitea,
+        Kind::Bitbucket,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Webhook => "webhook",
             Kind::Slack => "slack",
             Kind::Dockerhub => "dockerhub",
+            Kind::Gitlab => "gitlab",
+            Kind::Gitea => "gitea",
+            Kind::Bitbucket => "bitbucket",
         }
     }
 
@@ -95,6 +111,9 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::Slack => "Slack message",
             Kind::Dockerhub => "Docker Hub callback",
+            Kind::Gitlab => "GitLab commit status",
+            Kind::Gitea => "Gitea commit status",
+            Kind::Bitbucket => "Bitbucket build status",
         }
     }
 }
@@ -110,7 +129,8 @@ pub(crate) struct Subject<'a> {
 /// How one try went, as a target reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Received (2xx).
+    /// Received (2xx), or refused only because the receiver has it already (GitLab's repeat
+    /// of a commit status's state).
     Sent { status: u16 },
     /// Failed; worth trying again, after `after` if the receiver said so (`Retry-After`).
     Retry {
@@ -129,6 +149,9 @@ pub(crate) async fn fan_out(
 ) -> Result<Vec<NewNotification>, StoreError> {
     let mut out = webhook::fan_out(ctx, subject);
     out.extend(dockerhub::fan_out(ctx, subject).await?);
+    out.extend(gitlab::fan_out(ctx, subject));
+    out.extend(gitea::fan_out(ctx, subject));
+    out.extend(bitbucket::fan_out(ctx, subject).await?);
     Ok(out)
 }
 
@@ -146,6 +169,9 @@ pub(crate) async fn send(ctx: &Context, n: &Notification) -> Outcome {
     match kind {
         Kind::Webhook | Kind::Slack => webhook::send(ctx, n).await,
         Kind::Dockerhub => dockerhub::send(ctx, n).await,
+        Kind::Gitlab => gitlab::send(ctx, n).await,
+        Kind::Gitea => gitea::send(ctx, n).await,
+        Kind::Bitbucket => bitbucket::send(ctx, n).await,
     }
 }
 

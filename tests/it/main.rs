@@ -5,6 +5,7 @@ mod support;
 
 mod api_cli;
 mod cancel;
+mod commit_statuses;
 mod config_cli;
 mod container_events;
 mod containers;
