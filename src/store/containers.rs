@@ -1,5 +1,5 @@
 //! Container events in the outbox's journal: what the watcher (`crate::watch`) saw happen to
-//! a managed container, recorded as an `events` row (migration 0009) that the notify worker
+//! a managed container, recorded as an `events` row (migration 0010) that the notify worker
 //! fans out like the rows the triggers write; and whether a service was being deployed at a
 //! given time (its containers' events then are ferry's own doing).
 

@@ -34,7 +34,7 @@ pub(crate) struct JournalEvent {
     /// The deployment's reason (or the refused delivery's error) when it happened.
     pub(crate) reason: Option<String>,
     /// Container events: what it says of the container (JSON of `ContainerDetail`,
-    /// migration 0009; read with [`JournalEvent::container`]).
+    /// migration 0010; read with [`JournalEvent::container`]).
     pub(crate) detail: Option<String>,
 }
 
