@@ -31,6 +31,9 @@
 //! - [`notify`]: the outbox's worker: every deployment state change and refused delivery
 //!   (journalled by the store) sent to `[[notify]]` webhooks and Docker Hub
 //!   callbacks, in order per receiver, retried until `notify_retry_for`.
+//! - [`watch`]: the container watcher: Docker's events of the containers of `docker` and
+//!   `compose` services, journalled as `container.died`, `.restarted`, `.unhealthy` (not
+//!   during the service's deployments; rate-limited per container).
 //! - [`outgoing`]: the one builder of ferry's outgoing HTTP clients (no redirects).
 //! - [`deploylog`]: per-deployment log files with timestamped lines.
 //! - [`datadir`]: the data dir is private (dirs 0700, files 0600).
@@ -74,6 +77,7 @@ mod states;
 mod store;
 mod timefmt;
 mod tls;
+mod watch;
 
 pub use cli::main;
 

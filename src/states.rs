@@ -199,7 +199,8 @@ states! {
 states! {
     /// What happened, as outgoing notifications name it (`[[notify]] events`, the `type` of a
     /// Standard Webhooks body). The store's triggers write these names into the `events`
-    /// journal (migration 0008), one per deployment state change and refused delivery.
+    /// journal (migration 0008), one per deployment state change and refused delivery; the
+    /// container watcher writes the `container.*` ones.
     EventType, "event type" {
         /// A delivery was refused (on the request path, or by the planner's value checks).
         DeliveryRejected => "delivery.rejected",
@@ -217,6 +218,14 @@ states! {
         DeploymentSkipped => "deployment.skipped",
         /// ferry stopped while it ran; a retry may have been queued.
         DeploymentInterrupted => "deployment.interrupted",
+        /// A managed container exited (or was killed) and Docker does not start it again
+        /// (`crate::watch` writes the container events, not a trigger).
+        ContainerDied => "container.died",
+        /// A managed container's healthcheck turned `unhealthy`.
+        ContainerUnhealthy => "container.unhealthy",
+        /// A managed container exited and Docker started it again (restart policy, or
+        /// `docker restart`).
+        ContainerRestarted => "container.restarted",
     }
 }
 
@@ -235,6 +244,16 @@ impl EventType {
             DeploymentState::Interrupted => EventType::DeploymentInterrupted,
             DeploymentState::RolledBack => EventType::DeploymentRolledBack,
         }
+    }
+
+    /// Whether it is about a container (`container.*`), rather than a deployment or delivery.
+    pub(crate) const fn is_container(self) -> bool {
+        matches!(
+            self,
+            EventType::ContainerDied
+                | EventType::ContainerUnhealthy
+                | EventType::ContainerRestarted
+        )
     }
 
     /// The deployment state this event reports, for deployment events.

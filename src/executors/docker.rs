@@ -261,6 +261,12 @@ async fn restore_leftovers(
 /// Marks the name of an old container moved aside during a replacement.
 const OLD_MARK: &str = "-ferry-old-";
 
+/// Whether `name` is an old container's name while a replacement is tried (or was cut off):
+/// what happens to it is ferry's own doing (`crate::watch` reports none of it).
+pub(crate) fn is_aside(name: &str) -> bool {
+    name.contains(OLD_MARK)
+}
+
 /// The old container while its replacement is tried: renamed aside, stopped if need be.
 struct Aside {
     /// The container's own name, which the new container takes.

@@ -9,8 +9,12 @@ use super::target::{Context, Subject};
 use crate::states::DeploymentState;
 use crate::timefmt::fmt_ms;
 
-/// The `data` of an event: the deployment or the delivery it is about.
+/// The `data` of an event: the deployment or the delivery it is about (or, for container
+/// events, the container: `container.rs`).
 pub(crate) fn data(ctx: &Context, s: &Subject<'_>) -> Value {
+    if s.event.event.is_container() {
+        return super::container::data(ctx, s);
+    }
     match s.event.event.deployment_state() {
         Some(state) => deployment_data(ctx, s, state),
         None => delivery_data(ctx, s),
@@ -102,6 +106,9 @@ fn delivery_data(ctx: &Context, s: &Subject<'_>) -> Value {
 /// Values are escaped as Slack asks (`&`, `<`, `>`), so none can forge a link or mention.
 pub(crate) fn summary(ctx: &Context, s: &Subject<'_>) -> String {
     let e = s.event;
+    if e.event.is_container() {
+        return super::container::summary(ctx, s);
+    }
     let Some(state) = e.event.deployment_state() else {
         let id = e.delivery_id.unwrap_or_default();
         let from = s

@@ -19,10 +19,12 @@
 //!   their pushes caused; what the three share (events, states, context, answers) is
 //!   [`statuses`].
 //! - [`event`]: what an event says (the `data` of a webhook, a line of chat).
+//! - [`container`]: the same for the container events `crate::watch` journals.
 //! - [`retry`]: backoff with jitter, `Retry-After`, when a notification is dead.
 //! - [`worker`]: the task: fan-out, per-target queues, tries, pruning.
 
 pub(crate) mod bitbucket;
+pub(crate) mod container;
 pub(crate) mod dockerhub;
 pub(crate) mod event;
 pub(crate) mod gitea;

@@ -260,6 +260,7 @@ mod tests {
             deployment_id: None,
             delivery_id: None,
             reason: None,
+            detail: None,
         };
         let a = uid(&e, "notify:1");
         assert_eq!(a, uid(&e, "notify:1"));

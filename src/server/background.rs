@@ -1,7 +1,8 @@
 //! The background tasks around the HTTP server: crash recovery before they start, then the
-//! planner, the lanes, the notify worker and retention, and their shutdown in order (no new
-//! deployments; running ones get the grace period, then are cancelled; then the notify worker
-//! stops: what it has not sent stays pending in the outbox, for the next start).
+//! planner, the lanes, the notify worker, the container watcher and retention, and their
+//! shutdown in order (no new deployments, no more container events; running deployments get
+//! the grace period, then are cancelled; then the notify worker stops: what it has not sent
+//! stays pending in the outbox, for the next start).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::store::{Intake, Store};
-use crate::{lanes, notify, planner, retention};
+use crate::{lanes, notify, planner, retention, watch};
 
 /// Recovers from a crash, before the lanes start: kills deploy commands the dead ferry left
 /// running, then records their deployments (and any other left `running`) interrupted,
@@ -49,7 +50,7 @@ pub(super) struct Background {
     /// The lanes' runs in progress, shared with the API (cancel).
     pub(super) running: lanes::Running,
     planner: JoinHandle<()>,
-    /// Stops the planner and retention.
+    /// Stops the planner, the container watcher and retention.
     planner_stop: CancellationToken,
     lanes: JoinHandle<()>,
     /// No new deployments; running ones go on.
@@ -61,10 +62,13 @@ pub(super) struct Background {
     /// Stops the notify worker.
     notify_stop: CancellationToken,
     retention: Option<JoinHandle<()>>,
+    /// The container watcher (`None` without `docker` or `compose` services).
+    watch: Option<JoinHandle<()>>,
 }
 
 impl Background {
-    /// Spawns planner, notify worker, lanes and (with `server.keep`) retention.
+    /// Spawns planner, notify worker, lanes, the container watcher (with `docker` or `compose`
+    /// services) and (with `server.keep`) retention.
     pub(super) fn spawn(config: &Arc<Config>, store: &Store, intake: &Intake) -> Background {
         let lanes_wake = Arc::new(Notify::new());
         let planner_stop = CancellationToken::new();
@@ -93,6 +97,9 @@ impl Background {
             lanes_stop.clone(),
             lanes_kill.clone(),
         ));
+        // Its own connections to Docker; it writes container events to the journal and waits
+        // for nothing the lanes or intake hold.
+        let watch = watch::spawn(config, store, planner_stop.clone());
         let retention = config.server.keep.map(|keep| {
             tokio::spawn(retention::run(
                 store.clone(),
@@ -111,6 +118,7 @@ impl Background {
             notifications,
             notify_stop,
             retention,
+            watch,
         }
     }
 
@@ -138,6 +146,9 @@ impl Background {
         let _ = self.planner.await;
         if let Some(r) = self.retention {
             let _ = r.await;
+        }
+        if let Some(w) = self.watch {
+            let _ = w.await;
         }
     }
 }

@@ -24,6 +24,7 @@
 //! checks every such literal in these files.
 
 pub(crate) mod batch;
+mod containers;
 mod deliveries;
 mod deployments;
 mod gate;
@@ -39,6 +40,7 @@ mod recovery;
 use sqlx::sqlite::SqlitePool;
 
 pub(crate) use batch::{Inserted, Intake, NewDelivery};
+pub(crate) use containers::{ContainerDetail, ContainerEvent};
 pub(crate) use deliveries::{Delivery, FullDelivery};
 pub(crate) use deployments::Deployment;
 pub(crate) use gate::{Gate, WriteGate};

@@ -33,6 +33,9 @@ pub(crate) struct JournalEvent {
     pub(crate) delivery_id: Option<i64>,
     /// The deployment's reason (or the refused delivery's error) when it happened.
     pub(crate) reason: Option<String>,
+    /// Container events: what it says of the container (JSON of `ContainerDetail`,
+    /// migration 0010; read with [`JournalEvent::container`]).
+    pub(crate) detail: Option<String>,
 }
 
 /// A notification the fan-out decided on.
@@ -182,7 +185,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<JournalEvent>, StoreError> {
         Ok(sqlx::query_as::<_, JournalEvent>(
-            "SELECT id, at, type, app, service, deployment_id, delivery_id, reason
+            "SELECT id, at, type, app, service, deployment_id, delivery_id, reason, detail
              FROM events INDEXED BY events_unfanned WHERE fanned_out = 0 ORDER BY id LIMIT ?1",
         )
         .bind(limit)

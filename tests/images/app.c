@@ -9,6 +9,9 @@
  *                 marker=<contents of /data/marker, trailing newlines removed>  (if it exists)
  *                 hostname=<hostname>                                            (container id)
  *               SIGTERM or SIGINT: exit 0 at once.
+ *               For the container-event tests, two requests change it: `GET /exit` is
+ *               answered, then the app exits with status 3 (a crash); after `GET /sick` every
+ *               request (the healthcheck's too) is answered 503.
  *   app check   the image's HEALTHCHECK: exit 1 if BROKEN=1, else exit 0 when 127.0.0.1:$PORT
  *               answers an HTTP request, 1 otherwise.
  *
@@ -61,21 +64,24 @@ static int write_all(int fd, const char *buf, size_t len) {
     return 0;
 }
 
-/* Reads until the end of the request head (or 8 KiB, EOF, error or timeout). */
-static void read_request(int fd) {
+/* Reads until the end of the request head (or 8 KiB, EOF, error or timeout); copies its
+ * start (the request line) into `start`. */
+static void read_request(int fd, char *start, size_t cap) {
     char buf[8192];
+    buf[0] = 0;
     size_t have = 0;
     while (have < sizeof buf - 1) {
         ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return;
+            break;
         have += (size_t)n;
         buf[have] = 0;
         if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n"))
-            return;
+            break;
     }
+    snprintf(start, cap, "%s", buf);
 }
 
 static size_t append(char *out, size_t at, size_t cap, const char *key, const char *val) {
@@ -136,23 +142,30 @@ static int serve(void) {
     }
     fprintf(stderr, "app: version=%s listening on port %d\n", env_or("VERSION", ""), port());
 
+    int sick = 0;
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0)
             continue; /* EINTR, ECONNABORTED, EMFILE...: keep serving */
         timeouts(c, 2);
-        read_request(c);
+        char start[16];
+        read_request(c, start, sizeof start);
+        int crash = strncmp(start, "GET /exit ", 10) == 0;
+        if (strncmp(start, "GET /sick ", 10) == 0)
+            sick = 1;
         char text[2048];
         size_t len = body(text, sizeof text);
         char head[256];
         int hl = snprintf(head, sizeof head,
-                          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                          "HTTP/1.1 %s\r\nContent-Type: text/plain\r\n"
                           "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                          len);
+                          sick ? "503 Sick" : "200 OK", len);
         if (write_all(c, head, (size_t)hl) == 0)
             write_all(c, text, len);
         shutdown(c, SHUT_WR);
         close(c);
+        if (crash)
+            _exit(3);
     }
 }
 

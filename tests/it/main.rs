@@ -7,6 +7,7 @@ mod api_cli;
 mod cancel;
 mod commit_statuses;
 mod config_cli;
+mod container_events;
 mod containers;
 mod dockerenv;
 mod executor;
