@@ -21,11 +21,15 @@ CREATE INDEX events_unfanned ON events (id) WHERE fanned_out = 0;
 -- Pruning of fanned-out events by age.
 CREATE INDEX events_at ON events (at);
 
+-- Times are unix ms from julianday('now'), not unixepoch('subsec'): that needs SQLite 3.42,
+-- and other tools that write to the database (bench/growth through Python's SQLite 3.40) would
+-- store NULL and fail.
+
 -- A deployment is inserted queued (the planner, a retry of an interrupted one) or skipped.
 CREATE TRIGGER deployments_inserted_event AFTER INSERT ON deployments
 BEGIN
     INSERT INTO events (at, type, app, service, deployment_id, delivery_id, reason)
-    VALUES (CAST(unixepoch('subsec') * 1000 AS INTEGER),
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER),
             CASE NEW.state WHEN 'running' THEN 'deployment.started' ELSE 'deployment.' || NEW.state END,
             NEW.app, NEW.service, NEW.id, NEW.delivery_id, NEW.reason);
 END;
@@ -35,7 +39,7 @@ CREATE TRIGGER deployments_state_event AFTER UPDATE OF state ON deployments
 WHEN OLD.state IS NOT NEW.state
 BEGIN
     INSERT INTO events (at, type, app, service, deployment_id, delivery_id, reason)
-    VALUES (CAST(unixepoch('subsec') * 1000 AS INTEGER),
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER),
             CASE NEW.state WHEN 'running' THEN 'deployment.started' ELSE 'deployment.' || NEW.state END,
             NEW.app, NEW.service, NEW.id, NEW.delivery_id, NEW.reason);
 END;
@@ -51,7 +55,7 @@ CREATE TRIGGER deliveries_rejected_later_event AFTER UPDATE OF status ON deliver
 WHEN NEW.status = 'rejected' AND OLD.status IS NOT 'rejected'
 BEGIN
     INSERT INTO events (at, type, app, delivery_id, reason)
-    VALUES (CAST(unixepoch('subsec') * 1000 AS INTEGER), 'delivery.rejected',
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER), 'delivery.rejected',
             NEW.app, NEW.id, NEW.error);
 END;
 
