@@ -26,7 +26,7 @@ use crate::shared::Shared;
 use crate::store::{
     CancelOutcome, Delivery, DeliveryStatus, Deployment, Inserted, ListFilter, NewDelivery, now_ms,
 };
-use crate::timefmt::fmt_ms;
+use crate::timefmt::json_time;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
@@ -221,10 +221,6 @@ impl ListQuery {
     }
 }
 
-fn time(ms: Option<i64>) -> Value {
-    ms.map(|m| Value::String(fmt_ms(m))).unwrap_or(Value::Null)
-}
-
 fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
     json!({
         "id": d.id,
@@ -232,7 +228,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
         "source": d.source,
         "event": d.event,
         "source_delivery_id": d.source_delivery_id,
-        "received_at": time(Some(d.received_at)),
+        "received_at": json_time(Some(d.received_at)),
         "verified": d.verified,
         "status": d.status,
         "error": d.error,
@@ -240,35 +236,6 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
         "replay_of": d.replay_of,
         "note": d.note,
         "deployments": deployments,
-    })
-}
-
-pub(crate) fn deployment_json(d: &Deployment) -> Value {
-    json!({
-        "id": d.id,
-        "app": d.app,
-        "service": d.service,
-        "state": d.state,
-        "reason": d.reason,
-        "version": d.version(),
-        "image": d.image,
-        "image_tag": d.image_tag,
-        "image_digest": d.image_digest,
-        "git_repo": d.git_repo,
-        "git_branch": d.git_branch,
-        "git_ref": d.git_ref,
-        "commit": d.git_commit,
-        "event_time": time(d.event_time),
-        "source": d.source,
-        "event": d.event,
-        "profile": d.profile,
-        "delivery_id": d.delivery_id,
-        "attempt": d.attempt,
-        "retry_of": d.retry_of,
-        "exit_code": d.exit_code,
-        "created_at": time(Some(d.created_at)),
-        "started_at": time(d.started_at),
-        "finished_at": time(d.finished_at),
     })
 }
 
@@ -312,7 +279,7 @@ async fn deployments(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuer
     let next = (list.len() as i64 == f.limit)
         .then(|| list.last().map(|d| d.id))
         .flatten();
-    let items: Vec<Value> = list.iter().map(deployment_json).collect();
+    let items: Vec<Value> = list.iter().map(Deployment::json).collect();
     Ok(Json(json!({"deployments": items, "next_before": next})).into_response())
 }
 
@@ -322,7 +289,7 @@ async fn deployment(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> A
         .deployment(id)
         .await?
         .ok_or_else(|| not_found("deployment"))?;
-    Ok(Json(deployment_json(&d)).into_response())
+    Ok(Json(d.json()).into_response())
 }
 
 #[derive(Deserialize)]
@@ -384,13 +351,13 @@ async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiRe
     match outcome {
         CancelOutcome::Dequeued(d) => {
             tracing::info!(deployment = id, app = %d.app, service = %d.service, "queued deployment cancelled");
-            Ok(Json(deployment_json(&d)).into_response())
+            Ok(Json(d.json()).into_response())
         }
         CancelOutcome::Stopping(d) => {
             // Not found here only when the run has just ended: its outcome stands.
             let stopping = shared.running.stop(id, CANCEL_REQUESTED);
             tracing::info!(deployment = id, app = %d.app, service = %d.service, stopping, "cancelling running deployment");
-            Ok((StatusCode::ACCEPTED, Json(deployment_json(&d))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(d.json())).into_response())
         }
         CancelOutcome::AlreadyFinal(d) => Err(ApiError(
             StatusCode::CONFLICT,
@@ -584,8 +551,8 @@ async fn status_of(State(shared): State<Arc<Shared>>, Query(q): Query<StatusQuer
             services.push(json!({
                 "app": app.name,
                 "service": s,
-                "current": current.as_ref().map(deployment_json),
-                "latest": latest.as_ref().map(deployment_json),
+                "current": current.as_ref().map(Deployment::json),
+                "latest": latest.as_ref().map(Deployment::json),
             }));
         }
     }

@@ -11,3 +11,10 @@ pub(crate) fn fmt_ms(ms: i64) -> String {
         })
         .unwrap_or_else(|| ms.to_string())
 }
+
+/// A time for JSON: RFC 3339, or `null` when there is none.
+pub(crate) fn json_time(ms: Option<i64>) -> serde_json::Value {
+    ms.map_or(serde_json::Value::Null, |m| {
+        serde_json::Value::String(fmt_ms(m))
+    })
+}

@@ -11,10 +11,11 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, DEFAULT_LIMIT, MAX_LIMIT, not_found, time};
+use super::{ApiError, ApiResult, DEFAULT_LIMIT, MAX_LIMIT, not_found};
 use crate::shared::Shared;
 use crate::states::NotificationState;
 use crate::store::{Notification, NotificationFilter, RetryOutcome, now_ms};
+use crate::timefmt::json_time;
 
 #[derive(Deserialize)]
 pub(super) struct NotificationQuery {
@@ -64,10 +65,10 @@ fn notification_json(n: &Notification) -> Value {
         "receiver": n.receiver,
         "state": n.state,
         "attempts": n.attempts,
-        "next_at": time(Some(n.next_at).filter(|_| n.state == NotificationState::Pending)),
-        "created_at": time(Some(n.created_at)),
-        "retried_at": time(n.retried_at),
-        "sent_at": time(n.sent_at),
+        "next_at": json_time(Some(n.next_at).filter(|_| n.state == NotificationState::Pending)),
+        "created_at": json_time(Some(n.created_at)),
+        "retried_at": json_time(n.retried_at),
+        "sent_at": json_time(n.sent_at),
         "last_status": n.last_status,
         "last_error": n.last_error,
     })

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use super::target::{Context, Subject};
 use crate::states::DeploymentState;
-use crate::timefmt::fmt_ms;
+use crate::store::Deployment;
+use crate::timefmt::{fmt_ms, json_time};
 
 /// The `data` of an event: the deployment or the delivery it is about (or, for container
 /// events, the container: `container.rs`).
@@ -31,52 +32,44 @@ pub(crate) fn standard_body(ctx: &Context, s: &Subject<'_>) -> String {
     .to_string()
 }
 
-fn time(ms: Option<i64>) -> Value {
-    ms.map(|m| Value::String(fmt_ms(m))).unwrap_or(Value::Null)
-}
-
 fn deployment_data(ctx: &Context, s: &Subject<'_>, state: DeploymentState) -> Value {
     let e = s.event;
     let id = e.deployment_id.unwrap_or_default();
-    let mut v = json!({
-        "id": id,
-        "app": e.app,
-        "service": e.service,
-        "state": state,
-        "reason": e.reason,
-        "delivery_id": e.delivery_id,
-        "url": ctx.deployment_url(id),
-        "log_url": format!("{}/logs", ctx.deployment_url(id)),
-    });
-    let Some(d) = s.deployment else {
-        return v;
-    };
+    // The deployment as the API shows it, then what the event knew when it happened: its
+    // state and reason, and no times or exit code that came later.
+    let mut v = s.deployment.map_or_else(|| json!({}), Deployment::json);
     let started = !matches!(
         state,
         DeploymentState::Queued | DeploymentState::Superseded | DeploymentState::Skipped
     );
-    let extra = json!({
-        "version": d.version(),
-        "image": d.image,
-        "image_tag": d.image_tag,
-        "image_digest": d.image_digest,
-        "git_repo": d.git_repo,
-        "git_branch": d.git_branch,
-        "git_ref": d.git_ref,
-        "commit": d.git_commit,
-        "event_time": time(d.event_time),
-        "source": d.source,
-        "event": d.event,
-        "profile": d.profile,
-        "attempt": d.attempt,
-        "retry_of": d.retry_of,
-        "exit_code": if state.is_final() { d.exit_code } else { None },
-        "created_at": time(Some(d.created_at)),
-        "started_at": time(d.started_at.filter(|_| started)),
-        "finished_at": time(d.finished_at.filter(|_| state.is_final())),
-    });
-    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
-        v.extend(extra);
+    if let Some(v) = v.as_object_mut() {
+        let snapshot = json!({
+            "id": id,
+            "app": e.app,
+            "service": e.service,
+            "state": state,
+            "reason": e.reason,
+            "delivery_id": e.delivery_id,
+            "url": ctx.deployment_url(id),
+            "log_url": format!("{}/logs", ctx.deployment_url(id)),
+        });
+        if let Value::Object(snapshot) = snapshot {
+            v.extend(snapshot);
+        }
+        if let Some(d) = s.deployment {
+            v.insert(
+                "exit_code".into(),
+                json!(d.exit_code.filter(|_| state.is_final())),
+            );
+            v.insert(
+                "started_at".into(),
+                json_time(d.started_at.filter(|_| started)),
+            );
+            v.insert(
+                "finished_at".into(),
+                json_time(d.finished_at.filter(|_| state.is_final())),
+            );
+        }
     }
     v
 }
@@ -95,7 +88,7 @@ fn delivery_data(ctx: &Context, s: &Subject<'_>) -> Value {
         v.insert("source".into(), json!(d.source));
         v.insert("event".into(), json!(d.event));
         v.insert("source_delivery_id".into(), json!(d.source_delivery_id));
-        v.insert("received_at".into(), time(Some(d.received_at)));
+        v.insert("received_at".into(), json_time(Some(d.received_at)));
         v.insert("verified".into(), json!(d.verified));
     }
     v

@@ -2,6 +2,7 @@
 //! `/metrics`. What changes a deployment lives in `super::lifecycle` (lanes and cancel),
 //! `super::recovery` (interrupted runs) and `super::planning` (new ones).
 
+use crate::timefmt::json_time;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -32,6 +33,49 @@ pub(crate) struct Deployment {
     pub(crate) created_at: i64,
     pub(crate) started_at: Option<i64>,
     pub(crate) finished_at: Option<i64>,
+}
+
+impl Deployment {
+    /// How the API and notifications show a deployment (times as RFC 3339).
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let d = self;
+        serde_json::json!({
+            "id": d.id,
+            "app": d.app,
+            "service": d.service,
+            "state": d.state,
+            "reason": d.reason,
+            "version": d.version(),
+            "image": d.image,
+            "image_tag": d.image_tag,
+            "image_digest": d.image_digest,
+            "git_repo": d.git_repo,
+            "git_branch": d.git_branch,
+            "git_ref": d.git_ref,
+            "commit": d.git_commit,
+            "event_time": json_time(d.event_time),
+            "source": d.source,
+            "event": d.event,
+            "profile": d.profile,
+            "delivery_id": d.delivery_id,
+            "attempt": d.attempt,
+            "retry_of": d.retry_of,
+            "exit_code": d.exit_code,
+            "created_at": json_time(Some(d.created_at)),
+            "started_at": json_time(d.started_at),
+            "finished_at": json_time(d.finished_at),
+        })
+    }
+
+    /// What it runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
+    pub(crate) fn version(&self) -> Option<String> {
+        match (&self.image_tag, &self.image_digest) {
+            (Some(t), Some(g)) => Some(format!("{t}@{g}")),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(g)) => Some(g.clone()),
+            (None, None) => self.git_commit.clone().or_else(|| self.git_ref.clone()),
+        }
+    }
 }
 
 /// Every column of `deployments`, in [`Deployment`]'s order.

@@ -166,18 +166,6 @@ pub(super) async fn journal_refused(
     Ok(())
 }
 
-impl Deployment {
-    /// What it runs, in one string: `TAG@DIGEST` for images, else the commit or ref.
-    pub(crate) fn version(&self) -> Option<String> {
-        match (&self.image_tag, &self.image_digest) {
-            (Some(t), Some(g)) => Some(format!("{t}@{g}")),
-            (Some(t), None) => Some(t.clone()),
-            (None, Some(g)) => Some(g.clone()),
-            (None, None) => self.git_commit.clone().or_else(|| self.git_ref.clone()),
-        }
-    }
-}
-
 impl Store {
     /// The oldest events not fanned out yet, in the order they happened.
     pub(crate) async fn unfanned_events(
