@@ -29,6 +29,8 @@ pub(crate) struct Context {
     pub(crate) client: reqwest::Client,
     /// How long a notification is retried after it was created (`server.notify_retry_for`).
     pub(crate) retry_for: Duration,
+    /// Whether the config sets up any target at all ([`Kind::configured`]).
+    pub(crate) any_target: bool,
 }
 
 impl Context {
@@ -38,6 +40,7 @@ impl Context {
         Ok(Context {
             targets: config.notify.clone(),
             retry_for: config.server.notify_retry_for,
+            any_target: Kind::ALL.into_iter().any(|k| k.configured(&config)),
             config,
             store,
             client: crate::outgoing::builder(TIMEOUT).build()?,
@@ -107,6 +110,20 @@ impl Kind {
 
     pub(crate) fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether `config` sets up any target of this kind: the fan-out reads what events are
+    /// about only when some kind is.
+    pub(crate) fn configured(self, config: &Config) -> bool {
+        let any_app = |f: fn(&crate::config::App) -> bool| config.apps.values().any(f);
+        match self {
+            Kind::Webhook | Kind::Slack => !config.notify.is_empty(),
+            Kind::Dockerhub => any_app(|a| a.dockerhub_callback.is_some()),
+            Kind::Github => any_app(|a| a.github.is_some()),
+            Kind::Gitlab => any_app(|a| a.commit_statuses.gitlab.is_some()),
+            Kind::Gitea => any_app(|a| a.commit_statuses.gitea.is_some()),
+            Kind::Bitbucket => any_app(|a| a.commit_statuses.bitbucket.is_some()),
+        }
     }
 
     /// What ferry's log calls one of these.

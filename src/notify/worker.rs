@@ -98,6 +98,11 @@ async fn fan_out_all(ctx: &Context) -> Result<(), StoreError> {
 
 /// One batch: what each event is about, what each target wants of it, recorded at once.
 async fn fan_out_batch(ctx: &Context, events: &[JournalEvent]) -> Result<(), StoreError> {
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    if !ctx.any_target {
+        // Nothing could want them: mark them done without reading what they are about.
+        return ctx.store.fan_out(&[], &ids, now_ms()).await;
+    }
     let mut deployment_ids: Vec<i64> = events.iter().filter_map(|e| e.deployment_id).collect();
     deployment_ids.dedup();
     let delivery_ids: Vec<i64> = events
@@ -117,7 +122,6 @@ async fn fan_out_batch(ctx: &Context, events: &[JournalEvent]) -> Result<(), Sto
         out.extend(target::fan_out(ctx, &subject).await?);
     }
     cap_refused(ctx, &mut out).await?;
-    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
     ctx.store.fan_out(&out, &ids, now_ms()).await
 }
 
@@ -363,6 +367,32 @@ command = ["x"]
         let mut list = store.notifications(&f).await.unwrap();
         list.reverse();
         list
+    }
+
+    /// With no target configured the fan-out marks events done without reading what they
+    /// are about, and queues nothing; one configured kind is enough to read them.
+    #[tokio::test]
+    async fn without_targets_events_are_marked_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, intake) = Store::open(dir.path()).await.unwrap();
+        let bare = CONFIG.replace("dockerhub_callback = \"http://127.0.0.1:9/u/\"\n", "");
+        let config =
+            crate::config::parse(&bare, std::path::Path::new("/f.toml"), &|_| None).unwrap();
+        let ctx = Context::new(Arc::new(config), store.clone()).unwrap();
+        assert!(!ctx.any_target);
+        let d = deliver(&intake, "shop", "github", DeliveryStatus::Received, "{}").await;
+        plan(
+            &store,
+            d,
+            &[("shop", "web", DeploymentState::Queued, "github")],
+        )
+        .await;
+        assert_eq!(store.unfanned_events(10).await.unwrap().len(), 1);
+        fan_out_all(&ctx).await.unwrap();
+        assert!(store.unfanned_events(10).await.unwrap().is_empty());
+        assert!(all(&store).await.is_empty());
+        let (_dir, with_callback, _intake) = setup("http://127.0.0.1:9/hook").await;
+        assert!(with_callback.any_target);
     }
 
     /// Each `[[notify]]` entry gets the events its `apps` and `events` select, in the order
