@@ -64,6 +64,11 @@ fn verify_warnings(c: &config::Config) -> Vec<String> {
             out.push(format!(
                 "apps.{name} verifies no sender: anyone holding its hook URL can deploy any branch, commit or image a request names; add apps.{name}.verify.github (or gitlab, bitbucket, gitea, standard, hmac, bearer, basic)"
             ));
+            if let Some(tables) = reporting_tables(app) {
+                out.push(format!(
+                    "apps.{name} reports to {tables} with your token: anyone holding its hook URL can make ferry create deployments and post statuses on any commit of the configured repository (and on GitHub deployments others created); verify the sender"
+                ));
+            }
         } else if app.verify.allow_unsigned {
             out.push(format!(
                 "apps.{name}.verify.allow_unsigned is set: anyone holding its hook URL can redeploy its configured services (never a version they name)"
@@ -71,6 +76,23 @@ fn verify_warnings(c: &config::Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// The tables through which `app` reports to git hosts with a token, if any
+/// (`apps.X.github, apps.X.gitlab`).
+fn reporting_tables(app: &config::App) -> Option<String> {
+    let s = &app.commit_statuses;
+    let tables: Vec<String> = [
+        ("github", app.github.is_some()),
+        ("gitlab", s.gitlab.is_some()),
+        ("gitea", s.gitea.is_some()),
+        ("bitbucket", s.bitbucket.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(t, _)| format!("apps.{}.{t}", app.name))
+    .collect();
+    (!tables.is_empty()).then(|| tables.join(", "))
 }
 
 pub(crate) fn hooks(args: &ConfigArg, show_secrets: bool) -> anyhow::Result<ExitCode> {

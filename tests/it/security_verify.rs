@@ -372,6 +372,23 @@ command = ["/bin/true"]
     );
     assert!(!out.stderr.contains("apps.shop"), "{out:#?}");
 
+    // An app that verifies nothing and reports with a token: a hook URL alone could make
+    // ferry post deployments and statuses on any commit. Said by name; not for `shop`,
+    // whose senders are verified.
+    let reporting = format!(
+        "{config}[apps.blog.github]\ntoken = \"ghp_blogtoken\"\n[apps.blog.gitlab]\ntoken = \"glpat-blog\"\n\
+         [apps.shop.github]\ntoken = \"ghp_shoptoken\"\n"
+    );
+    let out = ConfigFile::new(&reporting).check().await;
+    out.success();
+    assert!(
+        out.stderr.contains(
+            "warning: apps.blog reports to apps.blog.github, apps.blog.gitlab with your token"
+        ),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains("apps.shop"), "{out:#?}");
+
     // `require = false` next to a scheme no longer lets anything through: an error that
     // points to `allow_unsigned`.
     let lax = config.replace(
