@@ -4,19 +4,16 @@
 //! host's state names, the context `ferry/APP/SERVICE`, a link to the deployment and the
 //! configured token; refusals are recorded and not retried, failures are retried.
 //!
-//! The hosts cannot run here: [`FakeHost`] is a local HTTP server that behaves like their
-//! documented endpoints (records each call's method, raw path, headers and body; answers 201,
-//! or what the test scripted: a 4xx with the host's JSON message, a 403/429 rate limit, 500).
-
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+//! The hosts cannot run here: [`fake_host`] is a local HTTP server ([`FakeHttp`]) that behaves
+//! like their documented endpoints (records each call's method, raw path, headers and body;
+//! answers 201, or what the test scripted: a 4xx with the host's JSON message, a 403/429 rate
+//! limit, 500).
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use crate::fake_http::{Call, FakeHttp, Reply};
 use crate::support::*;
 
 const GITLAB_SECRET: &str = "gitlab-hook-secret";
@@ -28,169 +25,13 @@ const GITEA_TOKEN: &str = "gta-7c1dTokenNeverShown";
 const BITBUCKET_TOKEN: &str = "ATCTT3xFfGN0TokenNeverShown";
 const PUBLIC_URL: &str = "https://ferry.example.com";
 
-/// One answer of a [`FakeHost`].
-#[derive(Clone, Debug)]
-struct Canned {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Canned {
-    fn new(status: u16, body: Value) -> Canned {
-        Canned {
-            status,
-            headers: Vec::new(),
-            body: body.to_string(),
-        }
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Canned {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-}
-
-/// One call a [`FakeHost`] got, and what it answered.
-#[derive(Clone, Debug)]
-struct Call {
-    method: String,
-    /// The request target exactly as sent (percent-encoding kept).
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: String,
-    status: u16,
-}
-
-impl Call {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-}
-
-/// A local stand-in for a host's commit-status API: answers the scripted answers in turn,
-/// then 201 with a small JSON body.
-#[derive(Clone)]
-struct FakeHost {
-    addr: String,
-    script: Arc<Mutex<VecDeque<Canned>>>,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
-
-impl FakeHost {
-    fn start(script: Vec<Canned>) -> FakeHost {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let host = FakeHost {
-            addr: listener.local_addr().expect("addr").to_string(),
-            script: Arc::new(Mutex::new(script.into())),
-            calls: Arc::new(Mutex::new(Vec::new())),
-        };
-        let me = host.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let me = me.clone();
-                std::thread::spawn(move || me.serve(stream));
-            }
-        });
-        host
-    }
-
-    fn serve(&self, mut s: TcpStream) {
-        let Some((method, path, headers, body)) = read_request(&mut s) else {
-            return;
-        };
-        let answer = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| Canned::new(201, json!({"id": 1, "status": "created"})));
-        self.calls.lock().unwrap().push(Call {
-            method,
-            path,
-            headers,
-            body,
-            status: answer.status,
-        });
-        let mut head = format!(
-            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-            answer.status,
-            answer.body.len()
-        );
-        for (k, v) in &answer.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        head.push_str(&answer.body);
-        let _ = s.write_all(head.as_bytes());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` calls were answered 2xx; returns them.
-    async fn wait_ok(&self, n: usize) -> Vec<Call> {
-        eventually(
-            &format!("{n} statuses at {}", self.addr),
-            WAIT,
-            async || {
-                let ok: Vec<Call> = self.calls().into_iter().filter(Call::ok).collect();
-                if ok.len() >= n {
-                    Ok(ok)
-                } else {
-                    Err(format!("{:#?}", self.calls()))
-                }
-            },
-        )
-        .await
-    }
-}
-
-/// One HTTP/1.1 request: method, target, lower-cased headers, body (by `content-length`).
-fn read_request(s: &mut TcpStream) -> Option<(String, String, BTreeMap<String, String>, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let mut lines = text[..end].lines();
-        let mut request_line = lines.next()?.split(' ');
-        let method = request_line.next()?.to_string();
-        let path = request_line.next()?.to_string();
-        let headers: BTreeMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            return Some((method, path, headers, body));
-        }
-    }
+/// A local stand-in for a host's commit-status API: answers `script` in turn, then 201 with
+/// a small JSON body.
+fn fake_host(script: Vec<Reply>) -> FakeHttp {
+    let fake = FakeHttp::start();
+    fake.then(script)
+        .answer(Reply::json(201, json!({"id": 1, "status": "created"})));
+    fake
 }
 
 fn hex_hmac(secret: &str, body: &[u8]) -> String {
@@ -225,7 +66,7 @@ impl Host {
     }
 
     /// The config's table for this host, pointing at `fake`.
-    fn table(self, fake: &FakeHost) -> String {
+    fn table(self, fake: &FakeHttp) -> String {
         match self {
             Host::Gitlab => format!(
                 "[apps.shop.gitlab]\ntoken = \"{GITLAB_TOKEN}\"\napi_url = \"{}\"\n",
@@ -299,24 +140,24 @@ impl Host {
 
     /// A refusal as the host words it (GitLab's backwards move, Gitea's validation error,
     /// Bitbucket's error object), and the message ferry must record from it.
-    fn refusal(self) -> (Canned, &'static str) {
+    fn refusal(self) -> (Reply, &'static str) {
         match self {
             Host::Gitlab => (
-                Canned::new(
+                Reply::json(
                     400,
                     json!({"message": "Cannot transition status via :enqueue from :running"}),
                 ),
                 "Cannot transition status via :enqueue from :running",
             ),
             Host::Gitea => (
-                Canned::new(
+                Reply::json(
                     422,
                     json!({"message": "state: invalid commit status state", "url": "https://git.example.com/api/swagger"}),
                 ),
                 "state: invalid commit status state",
             ),
             Host::Bitbucket => (
-                Canned::new(
+                Reply::json(
                     400,
                     json!({"type": "error", "error": {"message": "Bad request", "detail": "url: This field is required."}}),
                 ),
@@ -416,7 +257,7 @@ timeout = "60s"
 }
 
 /// A ferry whose app `shop` posts `host`'s statuses to `fake`.
-async fn ferry_for(host: Host, fake: &FakeHost) -> Ferry {
+async fn ferry_for(host: Host, fake: &FakeHttp) -> Ferry {
     let builder = Ferry::with_config(&config(host, &host.table(fake)))
         .env("BB_TOKEN", BITBUCKET_TOKEN)
         .script("gitea-token", &format!("{GITEA_TOKEN}\n"));
@@ -437,7 +278,7 @@ fn check_sequence(host: Host, calls: &[Call], deployment: &Value, succeeded: boo
     let (auth_header, auth_value) = host.auth();
     for c in calls {
         assert_eq!(c.method, "POST");
-        assert_eq!(c.path, host.path(commit), "{c:#?}");
+        assert_eq!(c.target, host.path(commit), "{c:#?}");
         assert_eq!(c.header(auth_header), auth_value);
         assert_eq!(c.header("content-type"), "application/json");
         let body = c.json();
@@ -480,19 +321,19 @@ fn check_sequence(host: Host, calls: &[Call], deployment: &Value, succeeded: boo
 /// A push's deployment posts queued, running, succeeded; a failing one ends failed. Nothing
 /// in the API or the log shows the token.
 async fn statuses_follow_deployments(host: Host) {
-    let fake = FakeHost::start(Vec::new());
+    let fake = fake_host(Vec::new());
     let ferry = ferry_for(host, &fake).await;
     let id = host.push(&ferry, &sha(1), 1).await;
     let ok = only(&ferry.settle(id).await, host.service()).clone();
     assert_eq!(ok["state"], "succeeded", "{ok:#}");
-    let calls = fake.wait_ok(3).await;
+    let calls = fake.wait_ok(3, WAIT).await;
     check_sequence(host, &calls[..3], &ok, true);
 
     ferry.fail(host.service());
     let id = host.push(&ferry, &sha(2), 2).await;
     let failed = only(&ferry.settle(id).await, host.service()).clone();
     assert_eq!(failed["state"], "failed", "{failed:#}");
-    let calls = fake.wait_ok(6).await;
+    let calls = fake.wait_ok(6, WAIT).await;
     check_sequence(host, &calls[3..6], &failed, false);
     assert_eq!(fake.calls().len(), 6, "each status once");
 
@@ -507,7 +348,7 @@ async fn statuses_follow_deployments(host: Host) {
     let one = ferry
         .get(&format!("/api/v1/notifications/{}", list[0]["id"]))
         .await;
-    assert_eq!(one["receiver"], format!("http://{}", fake.addr));
+    assert_eq!(one["receiver"], format!("http://{}", fake.addr()));
     let text = format!("{list:?}{one}{}", ferry.stderr_text());
     assert!(!text.contains(host.token()), "the token leaked: {text}");
 }
@@ -529,18 +370,18 @@ async fn bitbucket_statuses_follow_deployments() {
 
 /// A 500 is tried again (the same status, first), and the statuses behind it wait.
 async fn a_server_error_is_retried(host: Host) {
-    let fake = FakeHost::start(vec![Canned::new(
+    let fake = fake_host(vec![Reply::json(
         500,
         json!({"message": "500 Internal Server Error"}),
     )]);
     let ferry = ferry_for(host, &fake).await;
     let id = host.push(&ferry, &sha(1), 1).await;
     let d = only(&ferry.settle(id).await, host.service()).clone();
-    let ok = fake.wait_ok(3).await;
+    let ok = fake.wait_ok(3, WAIT).await;
     check_sequence(host, &ok, &d, true);
     let calls = fake.calls();
     assert_eq!(calls.len(), 4, "{calls:#?}");
-    assert_eq!(calls[0].status, 500);
+    assert_eq!(calls[0].status(), Some(500));
     assert_eq!(
         calls[0].body, calls[1].body,
         "the failed status is sent again first"
@@ -576,19 +417,19 @@ async fn bitbucket_server_error_is_retried() {
 /// behind it go on.
 async fn a_refusal_is_recorded_not_retried(host: Host) {
     let (refusal, message) = host.refusal();
-    let status = refusal.status;
-    let fake = FakeHost::start(vec![refusal]);
+    let status = refusal.code().expect("a status");
+    let fake = fake_host(vec![refusal]);
     let ferry = ferry_for(host, &fake).await;
     let id = host.push(&ferry, &sha(1), 1).await;
     let d = only(&ferry.settle(id).await, host.service()).clone();
-    let ok = fake.wait_ok(2).await;
+    let ok = fake.wait_ok(2, WAIT).await;
     let calls = fake.calls();
     assert_eq!(
         calls.len(),
         3,
         "the refused status is not sent again: {calls:#?}"
     );
-    assert_eq!(calls[0].status, status);
+    assert_eq!(calls[0].status(), Some(status));
     assert_eq!(calls[0].json()["state"], host.states(true)[0]);
     let later: Vec<String> = ok
         .iter()
@@ -634,16 +475,16 @@ async fn bitbucket_refusal_is_recorded_not_retried() {
 #[tokio::test]
 async fn rate_limits_are_retried_after_the_wait() {
     let reset = (time::OffsetDateTime::now_utc().unix_timestamp() + 2).to_string();
-    let fake = FakeHost::start(vec![
-        Canned::new(429, json!({"message": "429 Too Many Requests"})).header("Retry-After", "1"),
-        Canned::new(403, json!({"message": "403 Forbidden"}))
+    let fake = fake_host(vec![
+        Reply::json(429, json!({"message": "429 Too Many Requests"})).header("Retry-After", "1"),
+        Reply::json(403, json!({"message": "403 Forbidden"}))
             .header("RateLimit-Remaining", "0")
             .header("RateLimit-Reset", &reset),
     ]);
     let ferry = ferry_for(Host::Gitlab, &fake).await;
     let id = Host::Gitlab.push(&ferry, &sha(1), 1).await;
     let d = only(&ferry.settle(id).await, "web").clone();
-    let ok = fake.wait_ok(3).await;
+    let ok = fake.wait_ok(3, WAIT).await;
     check_sequence(Host::Gitlab, &ok, &d, true);
     let calls = fake.calls();
     assert_eq!(calls.len(), 5, "{calls:#?}");
@@ -669,7 +510,7 @@ async fn rate_limits_are_retried_after_the_wait() {
 /// `[apps.X.gitlab]` posts nothing (the GitLab push after it shows the queue got that far).
 #[tokio::test]
 async fn a_github_push_posts_nothing_to_gitlab() {
-    let fake = FakeHost::start(Vec::new());
+    let fake = fake_host(Vec::new());
     // Gitea's service: `web` following acme/shop.
     let config = config(Host::Gitea, &Host::Gitlab.table(&fake));
     let ferry = Ferry::with_config(&config).start().await;
@@ -698,11 +539,11 @@ async fn a_github_push_posts_nothing_to_gitlab() {
         .await
         .accepted();
     ferry.settle(id).await;
-    let calls = fake.wait_ok(3).await;
+    let calls = fake.wait_ok(3, WAIT).await;
     assert!(
         calls
             .iter()
-            .all(|c| c.path.ends_with(&format!("/statuses/{}", sha(2)))),
+            .all(|c| c.target.ends_with(&format!("/statuses/{}", sha(2)))),
         "only the GitLab push's deployment: {calls:#?}"
     );
     let list = ferry.get("/api/v1/notifications?app=shop").await;
@@ -717,7 +558,7 @@ async fn a_github_push_posts_nothing_to_gitlab() {
 /// endpoint (the Cloud push after it shows the queue got that far).
 #[tokio::test]
 async fn a_bitbucket_data_center_push_posts_nothing() {
-    let fake = FakeHost::start(Vec::new());
+    let fake = fake_host(Vec::new());
     let ferry = ferry_for(Host::Bitbucket, &fake).await;
     // Data Center names repositories PROJECT/slug; the service follows them without regard to case.
     let body = json!({
@@ -744,11 +585,11 @@ async fn a_bitbucket_data_center_push_posts_nothing() {
     assert_eq!(d["state"], "succeeded", "{d:#}");
     let id = Host::Bitbucket.push(&ferry, &sha(2), 2).await;
     ferry.settle(id).await;
-    let calls = fake.wait_ok(3).await;
+    let calls = fake.wait_ok(3, WAIT).await;
     assert!(
         calls
             .iter()
-            .all(|c| c.path == Host::Bitbucket.path(&sha(2))),
+            .all(|c| c.target == Host::Bitbucket.path(&sha(2))),
         "only the Cloud push's deployment: {calls:#?}"
     );
 }
@@ -758,11 +599,11 @@ async fn a_bitbucket_data_center_push_posts_nothing() {
 #[tokio::test]
 async fn a_gitlab_repeat_of_the_same_state_counts_as_sent() {
     let repeat = "Cannot transition status via :enqueue from :pending (Reason(s): Status cannot transition via \"enqueue\")";
-    let fake = FakeHost::start(vec![Canned::new(400, json!({ "message": repeat }))]);
+    let fake = fake_host(vec![Reply::json(400, json!({ "message": repeat }))]);
     let ferry = ferry_for(Host::Gitlab, &fake).await;
     let id = Host::Gitlab.push(&ferry, &sha(1), 1).await;
     ferry.settle(id).await;
-    fake.wait_ok(2).await;
+    fake.wait_ok(2, WAIT).await;
     assert_eq!(fake.calls().len(), 3, "{:#?}", fake.calls());
     let list = ferry.get("/api/v1/notifications?app=shop").await;
     let list = list["notifications"].as_array().expect("list").clone();

@@ -8,56 +8,26 @@
 //! level (`watch::follow`): restarting the shared Docker daemon here would disturb every other
 //! test using it.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::containers::{NOTIFY_TOKEN, config, deployment_of_tag};
 use crate::dockerenv::*;
+use crate::fake_http::FakeHttp;
+use crate::notifications::standard;
 use crate::support::*;
 
-const NOTIFY_TOKEN: &str = "registry-notify-token";
-/// The signing secret of the receiver (Standard Webhooks).
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// ferry with one image service `shop/api` replacing the container `container`, and a
-/// `[[notify]]` receiver at `receiver` that gets every event.
-fn config(port: u16, repo: &str, container: &str, receiver: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-data_dir = "{{dir}}/data"
-admin_token = "${{FERRY_ADMIN_TOKEN}}"
-
-[apps.shop]
-token = "{HOOK_TOKEN}"
-[apps.shop.verify]
-bearer = "{NOTIFY_TOKEN}"
-
-[apps.shop.services.api]
-image = {{ repository = "{repo}", tags = "semver:^1" }}
-docker = {{ container = "{container}", health_timeout = "15s" }}
-
-[[notify]]
-url = "{receiver}"
-secret = "{WHSEC}"
-"#
-    )
+/// `config` with a `[[notify]]` receiver at `sink` that gets every event.
+fn with_receiver(config: String, sink: &FakeHttp) -> String {
+    format!("{config}\n{}", standard(&sink.url("/notify"), ""))
 }
 
 /// The Standard Webhooks bodies the receiver got, of `container.*` types.
-fn container_events(sink: &NotifySink) -> Vec<Value> {
-    sink.received()
+fn container_events(sink: &FakeHttp) -> Vec<Value> {
+    sink.calls()
         .iter()
-        .map(Notification::json)
+        .map(|n| n.json())
         .filter(|b| {
             b["type"]
                 .as_str()
@@ -67,25 +37,12 @@ fn container_events(sink: &NotifySink) -> Vec<Value> {
 }
 
 /// Waits for a `container.*` event of `kind` and returns its body.
-async fn wait_event(sink: &NotifySink, kind: &str) -> Value {
-    sink.wait_for(&format!("a {kind} notification"), |n| {
+async fn wait_event(sink: &FakeHttp, kind: &str) -> Value {
+    sink.wait_for(&format!("a {kind} notification"), WAIT, |n| {
         n.json()["type"] == kind
     })
     .await
     .json()
-}
-
-/// The deployment of `shop/api` that the push of `tag` caused, once in `state`.
-async fn deployment_of_tag(ferry: &Ferry, tag: &str, state: &str) -> Value {
-    let list = ferry
-        .wait_deployments("app=shop&service=api", &format!("{tag} {state}"), |list| {
-            list.iter()
-                .any(|d| d["image_tag"] == tag && d["state"] == state)
-        })
-        .await;
-    list.into_iter()
-        .find(|d| d["image_tag"] == tag && d["state"] == state)
-        .expect("found above")
 }
 
 /// `GET http://addr/path`, whatever it answers (the app may exit or be sick).
@@ -120,8 +77,8 @@ async fn deployments_report_nothing_and_a_killed_container_died() {
     let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
     let mut scope = scope;
     let repo = scope.repo(&registry.repo("acme/events"));
-    let sink = NotifySink::start();
-    let ferry = Ferry::with_config(&config(port, &repo, &name, &sink.url()))
+    let sink = FakeHttp::start();
+    let ferry = Ferry::with_config(&with_receiver(config(port, &repo, &name), &sink))
         .dir("data")
         .start()
         .await;
@@ -145,15 +102,15 @@ async fn deployments_report_nothing_and_a_killed_container_died() {
     wait_health(&name, "healthy").await;
 
     push(&format!("{repo}:1.0.0"));
-    deployment_of_tag(&ferry, "1.0.0", "succeeded").await;
+    deployment_of_tag(&ferry, "1.0.0", "1.0.0 succeeded", "succeeded").await;
     let d110 = push(&format!("{repo}:1.1.0"));
-    let current = deployment_of_tag(&ferry, "1.1.0", "succeeded").await;
+    let current = deployment_of_tag(&ferry, "1.1.0", "1.1.0 succeeded", "succeeded").await;
     push(&format!("{repo}:1.2.0"));
-    deployment_of_tag(&ferry, "1.2.0", "rolled_back").await;
+    deployment_of_tag(&ferry, "1.2.0", "1.2.0 rolled_back", "rolled_back").await;
     wait_health(&name, "healthy").await;
     tokio::time::sleep(QUIET).await;
     let types: Vec<Value> = sink
-        .received()
+        .calls()
         .iter()
         .map(|n| n.json()["type"].clone())
         .collect();
@@ -203,27 +160,10 @@ async fn deployments_report_nothing_and_a_killed_container_died() {
     scope.clean();
 }
 
-/// ferry with a docker service over `container` (no deployment yet) and a receiver.
-fn plain_config(container: &str, receiver: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{{dir}}/data"
-admin_token = "${{FERRY_ADMIN_TOKEN}}"
-
-[apps.shop]
-token = "{HOOK_TOKEN}"
-
-[apps.shop.services.api]
-image = {{ repository = "127.0.0.1:1/acme/unused", tags = "semver:^1" }}
-docker = {{ container = "{container}" }}
-
-[[notify]]
-url = "{receiver}"
-secret = "{WHSEC}"
-"#
-    )
+/// ferry with a docker service over `container` that nothing deploys (its repository is
+/// unreachable), and the receiver `sink`.
+fn plain_config(container: &str, sink: &FakeHttp) -> String {
+    with_receiver(config(0, "127.0.0.1:1/acme/unused", container), sink)
 }
 
 /// A container whose process exits under `--restart always` is `container.restarted` (with
@@ -239,8 +179,8 @@ async fn restarts_are_rate_limited_and_unhealthy_containers_reported() {
     let name = scope.name("api");
     let image = scope.repo(&format!("ferry-test/{}", scope.prefix()));
     build_image(&format!("{image}:1.0.0"), "1.0.0", false);
-    let sink = NotifySink::start();
-    let ferry = Ferry::with_config(&plain_config(&name, &sink.url()))
+    let sink = FakeHttp::start();
+    let ferry = Ferry::with_config(&plain_config(&name, &sink))
         .dir("data")
         .start()
         .await;
@@ -364,9 +304,9 @@ async fn a_compose_services_container_that_dies_is_reported() {
     let project = scope.prefix().to_string();
     let image = scope.repo(&format!("ferry-test/{project}"));
     build_image(&format!("{image}:1.0.0"), "1.0.0", false);
-    let sink = NotifySink::start();
-    let config = plain_config("unused", &sink.url()).replace(
-        r#"docker = { container = "unused" }"#,
+    let sink = FakeHttp::start();
+    let config = plain_config("unused", &sink).replace(
+        r#"docker = { container = "unused", health_timeout = "15s" }"#,
         &format!(
             r#"compose = {{ project = "{project}", file = "compose.yml", services = ["api"] }}"#
         ),

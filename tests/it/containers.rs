@@ -2,25 +2,19 @@
 //! real container through the Docker Engine — health-gated, with rollback — keeping what the
 //! user set on it. See `dockerenv.rs` for the registry and the test images.
 
-use std::net::TcpListener;
-
 use serde_json::Value;
 
 use crate::dockerenv::*;
+use crate::fake_http::FakeHttp;
 use crate::support::*;
 
-const NOTIFY_TOKEN: &str = "registry-notify-token";
+/// The bearer token the registry notifies ferry with.
+pub const NOTIFY_TOKEN: &str = "registry-notify-token";
 
-/// A free loopback port for ferry, known before it starts: the registry's config needs the
-/// hook URL, and ferry's config needs the registry's address.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn config(port: u16, repo: &str, container: &str) -> String {
+/// ferry on 127.0.0.1:`port` (from [`free_port`] when the registry's config needs the hook URL
+/// before ferry starts; else 0) with one image service `shop/api` that follows `repo` (pushes
+/// notified with [`NOTIFY_TOKEN`]) and replaces the container `container`.
+pub fn config(port: u16, repo: &str, container: &str) -> String {
     format!(
         r#"
 [server]
@@ -40,8 +34,9 @@ docker = {{ container = "{container}", health_timeout = "15s" }}
     )
 }
 
-/// The deployment of service `api` that the manifest push of `tag` caused.
-async fn deployment_of_tag(ferry: &Ferry, tag: &str, what: &str, state: &str) -> Value {
+/// The deployment of service `api` that the manifest push of `tag` caused, once in `state`
+/// (`what` names it while waiting).
+pub async fn deployment_of_tag(ferry: &Ferry, tag: &str, what: &str, state: &str) -> Value {
     let list = ferry
         .wait_deployments("app=shop&service=api", what, |list| {
             list.iter()
@@ -862,42 +857,8 @@ async fn a_swarm_service_is_updated_and_swarm_rolls_back_a_bad_image() {
 #[tokio::test]
 async fn a_docker_hub_push_reports_back_to_its_callback_url() {
     // Docker Hub's callback endpoint, played by a local listener (Docker Hub cannot run here).
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let hub = listener.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { break };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Read headers, then the body by Content-Length.
-            loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break;
-                    }
-                }
-            }
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
-        }
-    });
+    let callback = FakeHttp::start();
+    let hub = callback.addr();
     let config = IMAGE_APPS.replace(
         "[apps.hub]\ntoken = \"image-hook-token-1\"",
         &format!(
@@ -905,7 +866,7 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
         ),
     );
     let ferry = Ferry::with_config(&config).start().await;
-    let body = dockerhub_push_calling_back_to(&hub.to_string());
+    let body = dockerhub_push_calling_back_to(hub);
     let (_, deps) = ferry
         .hook("hub")
         .token("image-hook-token-1")
@@ -915,14 +876,15 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
         .deliver()
         .await;
     assert_eq!(only(&deps, "testhook")["state"], "succeeded");
-    let request = rx
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("no callback arrived");
+    let request = callback
+        .wait_calls(1, std::time::Duration::from_secs(10))
+        .await
+        .remove(0);
     assert!(
-        request.starts_with("POST /u/svendowideit/testhook/hook/"),
-        "{request}"
+        request.method == "POST" && request.target.starts_with("/u/svendowideit/testhook/hook/"),
+        "{request:#?}"
     );
-    let json: Value = serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let json = request.json();
     assert_eq!(json["state"], "success", "{json}");
     assert_eq!(json["context"], "ferry");
 
@@ -935,10 +897,8 @@ async fn a_docker_hub_push_reports_back_to_its_callback_url() {
         .fixture("dockerhub/push")
         .deliver()
         .await;
-    assert!(
-        rx.recv_timeout(std::time::Duration::from_millis(500))
-            .is_err()
-    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(callback.calls().len(), 1, "{:#?}", callback.calls());
     assert!(
         ferry
             .stderr_text()

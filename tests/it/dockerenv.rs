@@ -16,25 +16,25 @@
 //! the label [`TEST_LABEL`] (containers inherit it from the image) and is removed by
 //! [`DockerScope`], [`remove_containers`] and [`remove_images`].
 //!
-//! Docker commands are blocking `std::process` calls; the notification endpoint
-//! [`NotifySink`] runs on its own thread, so a test blocked in [`push`] never delays the
-//! registry's notifications.
+//! Docker commands are blocking `std::process` calls; the endpoint a registry notifies in
+//! these tests (a [`FakeHttp`]) serves on its own threads, so a test blocked in [`push`] never
+//! delays the registry's notifications.
 
 // Not every test module uses every helper.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{WAIT, eventually, unique};
+use crate::fake_http::{Call, FakeHttp};
+use crate::support::{WAIT, eventually, free_port, unique};
 
 /// The label of every test image, and so of every container made from one.
 pub const TEST_LABEL: &str = "ferry.test=1";
@@ -666,14 +666,6 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 /// A YAML double-quoted string.
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
@@ -734,179 +726,24 @@ fn blocking_get(host: &str, path: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
-// ---- a notification endpoint ----
+// ---- registry notifications ----
 
-/// One HTTP request a [`NotifySink`] received.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// When the request was read completely.
-    pub at: Instant,
-}
-
-impl Notification {
-    /// The first header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON (`Null` if it is not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The `events` of a registry notification envelope.
-    pub fn events(&self) -> Vec<Value> {
-        match self.json().get("events") {
-            Some(Value::Array(events)) => events.clone(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// The manifest `push` event for `tag`, if this envelope has one.
-    pub fn manifest_push(&self, tag: &str) -> Option<Value> {
-        self.events().into_iter().find(|e| {
-            e["action"] == "push"
-                && e["target"]["tag"] == tag
-                && e["target"]["mediaType"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("manifest") || t.contains("image.index"))
-        })
+/// The `events` of a registry notification envelope (a request's JSON body).
+pub fn events(envelope: &Value) -> Vec<Value> {
+    match envelope.get("events") {
+        Some(Value::Array(events)) => events.clone(),
+        _ => Vec::new(),
     }
 }
 
-/// A minimal HTTP endpoint on 127.0.0.1 (its own thread) that records every request and
-/// answers with a settable status (200 unless told otherwise), to stand in for ferry as a
-/// registry's notification endpoint.
-pub struct NotifySink {
-    port: u16,
-    received: Arc<Mutex<Vec<Notification>>>,
-    status: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl NotifySink {
-    pub fn start() -> NotifySink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(AtomicU64::new(200));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, st, sp) = (received.clone(), status.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut conn) = conn else { continue };
-                if let Some(n) = read_http_request(&mut conn) {
-                    r.lock().unwrap().push(n);
-                }
-                let code = st.load(Ordering::SeqCst);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        NotifySink {
-            port,
-            received,
-            status,
-            stop,
-        }
-    }
-
-    /// `http://127.0.0.1:PORT/registry-events`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/registry-events", self.port)
-    }
-
-    /// Answer later requests with `status` (the registry retries anything but 2xx/3xx).
-    pub fn answer_with(&self, status: u16) {
-        self.status.store(u64::from(status), Ordering::SeqCst);
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn received(&self) -> Vec<Notification> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits (up to [`WAIT`]) for a request that `matches`.
-    pub async fn wait_for(
-        &self,
-        what: &str,
-        matches: impl Fn(&Notification) -> bool,
-    ) -> Notification {
-        eventually(what, WAIT, async || {
-            let all = self.received();
-            all.iter()
-                .find(|n| matches(n))
-                .cloned()
-                .ok_or_else(|| format!("{} requests: {all:#?}", all.len()))
-        })
-        .await
-    }
-}
-
-impl Drop for NotifySink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so the thread ends.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Reads one request with a `Content-Length` body (or none) from `conn`.
-fn read_http_request(conn: &mut TcpStream) -> Option<Notification> {
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split_whitespace();
-    let method = request_line.next()?.to_string();
-    let path = request_line.next()?.to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
-    Some(Notification {
-        method,
-        path,
-        headers,
-        body,
-        at: Instant::now(),
+/// The manifest `push` event for `tag`, if the envelope has one.
+pub fn manifest_push(envelope: &Value, tag: &str) -> Option<Value> {
+    events(envelope).into_iter().find(|e| {
+        e["action"] == "push"
+            && e["target"]["tag"] == tag
+            && e["target"]["mediaType"]
+                .as_str()
+                .is_some_and(|t| t.contains("manifest") || t.contains("image.index"))
     })
 }
 
@@ -915,7 +752,7 @@ fn read_http_request(conn: &mut TcpStream) -> Option<Notification> {
 /// Rewrites `tests/fixtures/registry/*` from this run when set.
 const WRITE_FIXTURES: &str = "DOCKERENV_WRITE_FIXTURES";
 
-fn write_fixture(name: &str, n: &Notification, note: &str) {
+fn write_fixture(name: &str, n: &Call, note: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry");
     std::fs::create_dir_all(&dir).expect("fixtures dir");
     std::fs::write(dir.join(format!("{name}.json")), &n.body).expect("write fixture");
@@ -930,7 +767,8 @@ fn write_fixture(name: &str, n: &Notification, note: &str) {
         "Authorization",
         "User-Agent",
     ] {
-        if let Some(v) = n.header(name) {
+        let v = n.header(name);
+        if !v.is_empty() {
             headers.push_str(&format!("{name}: {v}\n"));
         }
     }
@@ -954,8 +792,11 @@ async fn dockerenv_smoke() {
         return;
     }
     let mut scope = DockerScope::new("dockerenv-smoke");
-    let sink = NotifySink::start();
-    let registry = Registry::start(Some(&sink.url()), Some("Bearer test-token"));
+    let sink = FakeHttp::start();
+    let registry = Registry::start(
+        Some(&sink.url("/registry-events")),
+        Some("Bearer test-token"),
+    );
     let repo = scope.repo(&registry.repo("acme/api"));
 
     // Build and push; the registry notifies the sink.
@@ -969,19 +810,19 @@ async fn dockerenv_smoke() {
         "{digest}"
     );
     let n = sink
-        .wait_for("the manifest push notification of 1.0.0", |n| {
-            n.manifest_push("1.0.0").is_some()
+        .wait_for("the manifest push notification of 1.0.0", WAIT, |n| {
+            manifest_push(&n.json(), "1.0.0").is_some()
         })
         .await;
     eprintln!(
         "docker push took {:?}; the manifest push notification arrived {:?} after it started; {} requests in all",
         pushed_at.duration_since(pushed),
         n.at.saturating_duration_since(pushed),
-        sink.received().len()
+        sink.calls().len()
     );
     assert_eq!(n.method, "POST");
-    assert_eq!(n.header("Authorization"), Some("Bearer test-token"));
-    let content_type = n.header("Content-Type").unwrap_or_default();
+    assert_eq!(n.header("Authorization"), "Bearer test-token");
+    let content_type = n.header("Content-Type");
     assert!(
         [
             "application/vnd.docker.distribution.events.v1+json",
@@ -990,7 +831,7 @@ async fn dockerenv_smoke() {
         .contains(&content_type),
         "Content-Type {content_type:?}"
     );
-    let event = n.manifest_push("1.0.0").unwrap();
+    let event = manifest_push(&n.json(), "1.0.0").unwrap();
     assert_eq!(event["target"]["digest"], digest.as_str(), "{event:#}");
     assert_eq!(event["target"]["repository"], "acme/api", "{event:#}");
     assert_eq!(
@@ -1029,8 +870,8 @@ async fn dockerenv_smoke() {
             &format!("docker push {image}: the manifest push (with target.tag)."),
         );
         let blob = |action: &str| {
-            sink.received().into_iter().find(|n| {
-                n.events().iter().any(|e| {
+            sink.calls().into_iter().find(|n| {
+                events(&n.json()).iter().any(|e| {
                     e["action"] == action && e["target"]["mediaType"] == "application/octet-stream"
                 })
             })
@@ -1112,15 +953,9 @@ fn registry_fixtures_are_well_formed() {
         Some("application/vnd.docker.distribution.events.v1+json")
     );
     assert_eq!(push.header("Authorization"), Some("Bearer test-token"));
-    let n = Notification {
-        method: "POST".into(),
-        path: "/".into(),
-        headers: push.headers.clone(),
-        body: push.body.clone(),
-        at: Instant::now(),
-    };
-    assert_eq!(n.events().len(), 1);
-    let event = n.manifest_push("1.0.0").expect("a manifest push of 1.0.0");
+    let envelope: Value = serde_json::from_slice(&push.body).unwrap();
+    assert_eq!(events(&envelope).len(), 1);
+    let event = manifest_push(&envelope, "1.0.0").expect("a manifest push of 1.0.0");
     assert!(
         event["target"]["digest"]
             .as_str()

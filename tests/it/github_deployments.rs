@@ -1,17 +1,14 @@
 //! GitHub Deployments (`[apps.X.github]`) and GitHub `deployment` events, against a local
-//! stand-in of GitHub's REST API ([`FakeGithub`]): it records every call and answers as
+//! stand-in of GitHub's REST API ([`fake_github`]): it records every call and answers as
 //! GitHub documents — 201 with a deployment id, or what the test scripts (500, 422 with a
 //! message, 403 with a rate-limit reset, or no answer at all).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use crate::fake_http::{Call, FakeHttp, Reply, Request};
 use crate::support::*;
 
 /// `[apps.shop.github] token` in these tests.
@@ -23,199 +20,32 @@ const EVENT_DEPLOYMENT: i64 = 145988746;
 /// The commit the fixture `deployment-created` deploys.
 const EVENT_SHA: &str = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e";
 
-/// What the fake answers to one call.
-#[derive(Clone, Debug)]
-enum Answer {
-    /// As GitHub does: 201 with the created deployment or status.
-    Ok,
-    /// This status, JSON body and extra headers.
-    Status(u16, Value, Vec<(String, String)>),
-    /// Reads the request and never answers.
-    Hang,
-}
-
-/// One call the fake got.
-#[derive(Clone, Debug)]
-struct Call {
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: Value,
-    /// When it came (wall clock, for rate-limit resets in epoch seconds).
-    at: SystemTime,
-    /// The status answered (`"hang"`: none) and the body.
-    answer: String,
-    reply: Value,
-}
-
-impl Call {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
-    }
-
-    fn is_create(&self) -> bool {
-        self.path.ends_with("/deployments")
-    }
-
-    fn ok(&self) -> bool {
-        self.answer == "201"
-    }
-}
-
 /// A local stand-in of GitHub's deployments API: `POST …/repos/O/R/deployments` creates a
 /// deployment (ids from [`FIRST_ID`]), `POST …/deployments/ID/statuses` adds a status. The
-/// answers scripted with [`FakeGithub::then`] go first, one per call, then [`Answer::Ok`].
-#[derive(Clone)]
-struct FakeGithub {
-    addr: String,
-    script: Arc<Mutex<VecDeque<Answer>>>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    next_id: Arc<AtomicI64>,
+/// replies scripted with [`FakeHttp::then`] go first, one per call, then GitHub's 201.
+fn fake_github() -> FakeHttp {
+    let next_id = AtomicI64::new(FIRST_ID);
+    let fake = FakeHttp::start();
+    fake.answer_with(move |r| Reply::json(201, created(&next_id, r)));
+    fake
 }
 
-impl FakeGithub {
-    fn start() -> FakeGithub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let fake = FakeGithub {
-            addr: listener.local_addr().expect("addr").to_string(),
-            script: Arc::default(),
-            calls: Arc::default(),
-            next_id: Arc::new(AtomicI64::new(FIRST_ID)),
-        };
-        let me = fake.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let me = me.clone();
-                std::thread::spawn(move || me.serve(stream));
-            }
-        });
-        fake
-    }
-
-    /// Scripts the answers to the next calls.
-    fn then(&self, answers: impl IntoIterator<Item = Answer>) -> &Self {
-        self.script.lock().unwrap().extend(answers);
-        self
-    }
-
-    /// `api_url` for the config: the fake, under `prefix` (`""`, or `/api/v3` as on GitHub
-    /// Enterprise).
-    fn api_url(&self, prefix: &str) -> String {
-        format!("http://{}{prefix}", self.addr)
-    }
-
-    fn serve(&self, mut s: TcpStream) {
-        let Some((path, headers, body)) = read_request(&mut s) else {
-            return;
-        };
-        let answer = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Answer::Ok);
-        let body: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-        let (code, reply, extra) = match &answer {
-            Answer::Ok => (201, self.created(&path, &body), Vec::new()),
-            Answer::Status(code, v, h) => (*code, v.clone(), h.clone()),
-            Answer::Hang => {
-                self.record(path, headers, body, "hang".into(), Value::Null);
-                std::thread::sleep(Duration::from_secs(60));
-                return;
-            }
-        };
-        let text = reply.to_string();
-        self.record(path, headers, body, code.to_string(), reply);
-        let mut head = format!(
-            "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-            text.len()
-        );
-        for (k, v) in extra {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        let _ = s.write_all(format!("{head}\r\n{text}").as_bytes());
-    }
-
-    /// GitHub's 201 body (the fields ferry may read).
-    fn created(&self, path: &str, body: &Value) -> Value {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        if path.ends_with("/deployments") {
-            json!({"id": id, "sha": body["ref"], "ref": body["ref"], "environment": body["environment"],
-                   "statuses_url": format!("https://api.github.com{path}/{id}/statuses")})
-        } else {
-            json!({"id": id, "state": body["state"]})
-        }
-    }
-
-    fn record(
-        &self,
-        path: String,
-        headers: BTreeMap<String, String>,
-        body: Value,
-        answer: String,
-        reply: Value,
-    ) {
-        self.calls.lock().unwrap().push(Call {
-            path,
-            headers,
-            body,
-            at: SystemTime::now(),
-            answer,
-            reply,
-        });
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` calls were answered 201; returns them in order.
-    async fn wait_ok(&self, n: usize, timeout: Duration) -> Vec<Call> {
-        eventually(
-            &format!("{n} GitHub calls answered 201"),
-            timeout,
-            async || {
-                let ok: Vec<Call> = self.calls().into_iter().filter(Call::ok).collect();
-                if ok.len() >= n {
-                    Ok(ok)
-                } else {
-                    Err(format!("{:#?}", self.calls()))
-                }
-            },
-        )
-        .await
+/// GitHub's 201 body for request `r` (the fields ferry may read), with the next id.
+fn created(next_id: &AtomicI64, r: &Request) -> Value {
+    let id = next_id.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_str(&r.body).unwrap_or_default();
+    let path = &r.target;
+    if path.ends_with("/deployments") {
+        json!({"id": id, "sha": body["ref"], "ref": body["ref"], "environment": body["environment"],
+               "statuses_url": format!("https://api.github.com{path}/{id}/statuses")})
+    } else {
+        json!({"id": id, "state": body["state"]})
     }
 }
 
-/// One HTTP/1.1 request: its path, lower-cased headers and body (by `content-length`).
-fn read_request(s: &mut TcpStream) -> Option<(String, BTreeMap<String, String>, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let mut lines = text[..end].lines();
-        let path = lines.next()?.split(' ').nth(1)?.to_string();
-        let headers: BTreeMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            return Some((path, headers, body));
-        }
-    }
+/// Whether `c` created a deployment (rather than posting a status).
+fn is_create(c: &Call) -> bool {
+    c.target.ends_with("/deployments")
 }
 
 /// [`SHOP`] reporting to the fake at `api_url`.
@@ -225,8 +55,8 @@ fn config(api_url: &str) -> String {
     )
 }
 
-async fn ferry_for(fake: &FakeGithub) -> Ferry {
-    Ferry::with_config(&config(&fake.api_url(""))).start().await
+async fn ferry_for(fake: &FakeHttp) -> Ferry {
+    Ferry::with_config(&config(&fake.url(""))).start().await
 }
 
 /// The states of the statuses posted to GitHub deployment `id`, in order.
@@ -234,8 +64,8 @@ fn statuses_of(calls: &[Call], id: i64) -> Vec<String> {
     let suffix = format!("/deployments/{id}/statuses");
     calls
         .iter()
-        .filter(|c| c.ok() && c.path.ends_with(&suffix))
-        .map(|c| c.body["state"].as_str().unwrap_or("?").to_string())
+        .filter(|c| c.ok() && c.target.ends_with(&suffix))
+        .map(|c| c.json()["state"].as_str().unwrap_or("?").to_string())
         .collect()
 }
 
@@ -244,8 +74,8 @@ fn statuses_of(calls: &[Call], id: i64) -> Vec<String> {
 fn created_for(calls: &[Call], ferry_id: i64) -> (Call, i64) {
     calls
         .iter()
-        .find(|c| c.ok() && c.is_create() && c.body["payload"]["ferry"]["deployment"] == ferry_id)
-        .map(|c| (c.clone(), c.reply["id"].as_i64().expect("an id")))
+        .find(|c| c.ok() && is_create(c) && c.json()["payload"]["ferry"]["deployment"] == ferry_id)
+        .map(|c| (c.clone(), c.reply_json()["id"].as_i64().expect("an id")))
         .unwrap_or_else(|| {
             panic!("no GitHub deployment created for deployment {ferry_id}: {calls:#?}")
         })
@@ -253,7 +83,7 @@ fn created_for(calls: &[Call], ferry_id: i64) -> (Call, i64) {
 
 #[tokio::test]
 async fn a_push_creates_a_github_deployment_and_posts_its_statuses() {
-    let fake = FakeGithub::start();
+    let fake = fake_github();
     let ferry = ferry_for(&fake).await;
     let commit = sha(1);
     let (_, deployments) = ferry
@@ -268,15 +98,16 @@ async fn a_push_creates_a_github_deployment_and_posts_its_statuses() {
     let id = web["id"].as_i64().unwrap();
     let calls = fake.wait_ok(4, WAIT).await;
     let (create, gh_id) = created_for(&calls, id);
-    assert_eq!(create.path, "/repos/Codertocat/Hello-World/deployments");
-    assert_eq!(create.body["ref"], commit.as_str());
-    assert_eq!(create.body["environment"], "production");
-    assert_eq!(create.body["auto_merge"], false);
-    assert_eq!(create.body["required_contexts"], json!([]));
-    assert_eq!(create.body["task"], "deploy");
-    assert_eq!(create.body["payload"]["ferry"]["app"], "shop");
-    assert_eq!(create.body["payload"]["ferry"]["service"], "web");
-    assert_eq!(calls[0].path, create.path, "the creation comes first");
+    assert_eq!(create.target, "/repos/Codertocat/Hello-World/deployments");
+    let body = create.json();
+    assert_eq!(body["ref"], commit.as_str());
+    assert_eq!(body["environment"], "production");
+    assert_eq!(body["auto_merge"], false);
+    assert_eq!(body["required_contexts"], json!([]));
+    assert_eq!(body["task"], "deploy");
+    assert_eq!(body["payload"]["ferry"]["app"], "shop");
+    assert_eq!(body["payload"]["ferry"]["service"], "web");
+    assert_eq!(calls[0].target, create.target, "the creation comes first");
     assert_eq!(
         statuses_of(&calls, gh_id),
         ["queued", "in_progress", "success"]
@@ -287,13 +118,13 @@ async fn a_push_creates_a_github_deployment_and_posts_its_statuses() {
         assert_eq!(c.header("x-github-api-version"), "2022-11-28");
         assert!(c.header("user-agent").starts_with("ferry/"), "{c:?}");
     }
-    let status = &calls[calls.len() - 1];
+    let status = calls[calls.len() - 1].json();
     assert_eq!(
-        status.body["log_url"],
+        status["log_url"],
         format!("http://127.0.0.1:0/api/v1/deployments/{id}")
     );
-    assert_eq!(status.body["environment_url"], "https://shop.example.com");
-    let description = status.body["description"].as_str().unwrap();
+    assert_eq!(status["environment_url"], "https://shop.example.com");
+    let description = status["description"].as_str().unwrap();
     assert!(description.contains("succeeded"), "{description}");
     // `worker` follows no repository: GitHub hears nothing of it.
     assert_eq!(calls.len(), 4, "{calls:#?}");
@@ -339,7 +170,7 @@ async fn web_of(ferry: &Ferry, delivery: i64) -> Value {
 
 #[tokio::test]
 async fn a_failing_deploy_ends_in_failure_with_its_reason() {
-    let fake = FakeGithub::start();
+    let fake = fake_github();
     let ferry = ferry_for(&fake).await;
     ferry.fail("web");
     let web = web_of(&ferry, push(&ferry, 1).await).await;
@@ -350,8 +181,8 @@ async fn a_failing_deploy_ends_in_failure_with_its_reason() {
         statuses_of(&calls, gh_id),
         ["queued", "in_progress", "failure"]
     );
-    let last = calls.last().unwrap();
-    let description = last.body["description"].as_str().unwrap();
+    let last = calls.last().unwrap().json();
+    let description = last["description"].as_str().unwrap();
     assert!(
         description.contains("failed: ") && description.contains('7'),
         "{description}"
@@ -364,7 +195,7 @@ async fn a_failing_deploy_ends_in_failure_with_its_reason() {
 /// creates none.
 #[tokio::test]
 async fn a_deployment_event_deploys_its_sha_and_reports_on_that_deployment() {
-    let fake = FakeGithub::start();
+    let fake = fake_github();
     let ferry = ferry_for(&fake).await;
     let (_, deployments) = ferry
         .hook("shop")
@@ -379,9 +210,9 @@ async fn a_deployment_event_deploys_its_sha_and_reports_on_that_deployment() {
     assert_eq!(env["FERRY_EVENT"], "deployment");
     assert_eq!(env["FERRY_GIT_COMMIT"], EVENT_SHA);
     let calls = fake.wait_ok(3, WAIT).await;
-    assert!(calls.iter().all(|c| !c.is_create()), "{calls:#?}");
+    assert!(calls.iter().all(|c| !is_create(c)), "{calls:#?}");
     assert!(
-        calls.iter().all(|c| c.path
+        calls.iter().all(|c| c.target
             == format!("/repos/Codertocat/Hello-World/deployments/{EVENT_DEPLOYMENT}/statuses")),
         "{calls:#?}"
     );
@@ -405,7 +236,7 @@ fn deployment_event(environment: &str, git_ref: &str) -> String {
 /// created itself deploys nothing again.
 #[tokio::test]
 async fn a_deployment_event_for_another_environment_deploys_nothing() {
-    let fake = FakeGithub::start();
+    let fake = fake_github();
     let ferry = ferry_for(&fake).await;
     let id = ferry
         .hook("shop")
@@ -468,7 +299,7 @@ async fn a_deployment_event_for_another_environment_deploys_nothing() {
 /// second before it starts, and its GitHub deployment goes `queued` → `inactive`.
 #[tokio::test]
 async fn a_superseded_deployment_becomes_inactive() {
-    let fake = FakeGithub::start();
+    let fake = fake_github();
     let ferry = ferry_for(&fake).await;
     ferry.hold("web");
     let first = ferry.planned_deployment(push(&ferry, 1).await, "web").await;
@@ -487,7 +318,7 @@ async fn a_superseded_deployment_becomes_inactive() {
     // 3 deployments: 3 creations; statuses: 3 + 2 + 3.
     let calls = fake.wait_ok(11, WAIT).await;
     let (create, gh_id) = created_for(&calls, second["id"].as_i64().unwrap());
-    assert_eq!(create.body["ref"], sha(2).as_str());
+    assert_eq!(create.json()["ref"], sha(2).as_str());
     assert_eq!(statuses_of(&calls, gh_id), ["queued", "inactive"]);
     let (_, third_gh) = created_for(&calls, third["id"].as_i64().unwrap());
     assert_eq!(
@@ -500,18 +331,14 @@ async fn a_superseded_deployment_becomes_inactive() {
 /// the statuses wait behind it and follow in order.
 #[tokio::test]
 async fn a_500_is_retried_and_the_statuses_wait_their_turn() {
-    let fake = FakeGithub::start();
-    fake.then([Answer::Status(
-        500,
-        json!({"message": "Server Error"}),
-        Vec::new(),
-    )]);
+    let fake = fake_github();
+    fake.then([Reply::json(500, json!({"message": "Server Error"}))]);
     let ferry = ferry_for(&fake).await;
     let web = web_of(&ferry, push(&ferry, 1).await).await;
     let calls = fake.wait_ok(4, WAIT).await;
     let all = fake.calls();
-    assert_eq!(all[0].answer, "500");
-    assert!(all[0].is_create() && all[1].is_create(), "{all:#?}");
+    assert_eq!(all[0].status(), Some(500));
+    assert!(is_create(&all[0]) && is_create(&all[1]), "{all:#?}");
     let (_, gh_id) = created_for(&calls, web["id"].as_i64().unwrap());
     assert_eq!(
         statuses_of(&calls, gh_id),
@@ -535,11 +362,10 @@ async fn a_500_is_retried_and_the_statuses_wait_their_turn() {
 /// again; the statuses of that deployment are recorded dead with the reason, not sent.
 #[tokio::test]
 async fn a_422_is_recorded_with_githubs_message_and_not_retried() {
-    let fake = FakeGithub::start();
-    fake.then([Answer::Status(
+    let fake = fake_github();
+    fake.then([Reply::json(
         422,
         json!({"message": "Validation Failed", "errors": [{"resource": "Deployment", "code": "custom", "field": "ref", "message": "No ref found for: c0ffee"}], "documentation_url": "https://docs.github.com/rest"}),
-        Vec::new(),
     )]);
     let ferry = ferry_for(&fake).await;
     let web = web_of(&ferry, push(&ferry, 1).await).await;
@@ -583,27 +409,25 @@ async fn a_422_is_recorded_with_githubs_message_and_not_retried() {
 /// A 403 with `x-ratelimit-remaining: 0` is tried again at `x-ratelimit-reset`, not before.
 #[tokio::test]
 async fn a_rate_limited_403_is_retried_after_the_reset() {
-    let fake = FakeGithub::start();
+    let fake = fake_github();
     let reset = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 8;
-    fake.then([Answer::Status(
+    fake.then([Reply::json(
         403,
         json!({"message": "API rate limit exceeded for user ID 1."}),
-        vec![
-            ("x-ratelimit-remaining".into(), "0".into()),
-            ("x-ratelimit-reset".into(), reset.to_string()),
-        ],
-    )]);
+    )
+    .header("x-ratelimit-remaining", "0")
+    .header("x-ratelimit-reset", &reset.to_string())]);
     let ferry = ferry_for(&fake).await;
     push(&ferry, 1).await;
     fake.wait_ok(4, Duration::from_secs(40)).await;
     let calls = fake.calls();
-    assert_eq!(calls[0].answer, "403");
+    assert_eq!(calls[0].status(), Some(403));
     let retried = calls[1]
-        .at
+        .wall
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
@@ -625,21 +449,21 @@ async fn a_rate_limited_403_is_retried_after_the_reset() {
 /// GitHub Enterprise: `api_url = "https://HOST/api/v3"`; every call goes under the prefix.
 #[tokio::test]
 async fn api_url_with_a_path_prefix() {
-    let fake = FakeGithub::start();
-    let ferry = Ferry::with_config(&config(&format!("{}/", fake.api_url("/api/v3"))))
+    let fake = fake_github();
+    let ferry = Ferry::with_config(&config(&format!("{}/", fake.url("/api/v3"))))
         .start()
         .await;
     web_of(&ferry, push(&ferry, 1).await).await;
     let calls = fake.wait_ok(4, WAIT).await;
     assert_eq!(
-        calls[0].path,
+        calls[0].target,
         "/api/v3/repos/Codertocat/Hello-World/deployments"
     );
     assert!(
         calls[1..].iter().all(|c| c
-            .path
+            .target
             .starts_with("/api/v3/repos/Codertocat/Hello-World/deployments/")
-            && c.path.ends_with("/statuses")),
+            && c.target.ends_with("/statuses")),
         "{calls:#?}"
     );
 }
@@ -647,20 +471,12 @@ async fn api_url_with_a_path_prefix() {
 /// GitHub's API hangs: deploys go on at their own pace while its requests wait.
 #[tokio::test]
 async fn a_hanging_github_api_does_not_delay_deploys() {
-    let fake = FakeGithub::start();
-    fake.then(std::iter::repeat_n(Answer::Hang, 10));
+    let fake = fake_github();
+    fake.then(std::iter::repeat_n(Reply::Hang, 10));
     let ferry = ferry_for(&fake).await;
     let first = web_of(&ferry, push(&ferry, 1).await).await;
     assert_eq!(first["state"], "succeeded");
-    eventually("GitHub's first request", WAIT, async || {
-        let calls = fake.calls();
-        if calls.is_empty() {
-            Err("none yet".into())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    fake.wait_calls(1, WAIT).await;
     let started = Instant::now();
     let second = web_of(&ferry, push(&ferry, 2).await).await;
     assert_eq!(second["state"], "succeeded");
@@ -675,6 +491,6 @@ async fn a_hanging_github_api_does_not_delay_deploys() {
         1,
         "the first request hangs; the queue waits behind it: {calls:#?}"
     );
-    assert_eq!(calls[0].answer, "hang");
-    assert!(calls[0].is_create());
+    assert_eq!(calls[0].reply, Reply::Hang);
+    assert!(is_create(&calls[0]));
 }

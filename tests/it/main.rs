@@ -1,5 +1,6 @@
 //! Integration tests of "the spine": a real `ferry serve` per test, driven through its hook
-//! URL, its admin API and its CLI, exactly as users drive it. See `support.rs` for the harness.
+//! URL, its admin API and its CLI, exactly as users drive it. See `support.rs` for the harness
+//! and `fake_http.rs` for the services ferry calls out to.
 
 mod support;
 
@@ -11,6 +12,7 @@ mod container_events;
 mod containers;
 mod dockerenv;
 mod executor;
+mod fake_http;
 mod github_deployments;
 mod intake;
 mod notifications;

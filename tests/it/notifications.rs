@@ -2,13 +2,10 @@
 //! arrives, in which order, signed how, and what happens when the receiver fails, hangs, is
 //! down across a `kill -9`, or stays down until the notification is dead.
 //!
-//! The receivers are local HTTP listeners in the test ([`Receiver`]): they record every
+//! The receivers are local HTTP listeners in the test ([`FakeHttp`]): they record every
 //! request and answer as the test says (a status, or hang, or nothing listening).
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,182 +13,32 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::fake_http::{Call, FakeHttp, Reply};
 use crate::support::*;
 
 /// The signing secret of the `[[notify]]` receivers here.
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// How a [`Receiver`] answers.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Answer {
-    Status(u16),
-    /// Reads the request and never answers (holds the connection).
-    Hang,
+/// A receiver answering `reply` until told otherwise.
+fn receiver(reply: Reply) -> FakeHttp {
+    let receiver = FakeHttp::start();
+    receiver.answer(reply);
+    receiver
 }
 
-/// One request a receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: BTreeMap<String, String>,
-    body: String,
-    /// What the receiver answered.
-    answer: Answer,
-    at: Instant,
+/// `code` with the body `ok` (as Slack answers).
+fn status(code: u16) -> Reply {
+    Reply::status(code).body("ok")
 }
 
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn event_type(&self) -> String {
-        self.json()["type"].as_str().unwrap_or_default().to_string()
-    }
-
-    fn ok(&self) -> bool {
-        matches!(self.answer, Answer::Status(s) if (200..300).contains(&s))
-    }
-}
-
-/// A local HTTP receiver of notifications: records each request, answers with its current
-/// [`Answer`]. `down()` makes a receiver whose port refuses connections until `up()`.
-#[derive(Clone)]
-struct Receiver {
-    addr: String,
-    answer: Arc<Mutex<Answer>>,
-    seen: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    fn new(answer: Answer) -> Receiver {
-        let r = Receiver::down();
-        r.up(answer);
-        r
-    }
-
-    /// A receiver whose port is chosen but nothing listens on it yet.
-    fn down() -> Receiver {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        Receiver {
-            addr: port.to_string(),
-            answer: Arc::new(Mutex::new(Answer::Status(200))),
-            seen: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-
-    /// Starts listening (on the port chosen before), answering `answer`.
-    fn up(&self, answer: Answer) {
-        self.set(answer);
-        let listener = TcpListener::bind(&self.addr).expect("bind the receiver's port");
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let me = me.clone();
-                std::thread::spawn(move || me.serve(stream));
-            }
-        });
-    }
-
-    fn set(&self, answer: Answer) {
-        *self.answer.lock().unwrap() = answer;
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn serve(&self, mut s: TcpStream) {
-        let Some((headers, body)) = read_request(&mut s) else {
-            return;
-        };
-        let answer = *self.answer.lock().unwrap();
-        self.seen.lock().unwrap().push(Received {
-            headers,
-            body,
-            answer,
-            at: Instant::now(),
-        });
-        match answer {
-            Answer::Status(code) => {
-                let head = format!(
-                    "HTTP/1.1 {code} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                );
-                let _ = s.write_all(head.as_bytes());
-            }
-            Answer::Hang => std::thread::sleep(Duration::from_secs(60)),
-        }
-    }
-
-    fn seen(&self) -> Vec<Received> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// The requests answered 2xx.
-    fn delivered(&self) -> Vec<Received> {
-        self.seen().into_iter().filter(Received::ok).collect()
-    }
-
-    /// Waits until `n` requests were answered 2xx.
-    async fn wait_delivered(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        eventually(
-            &format!("{n} notifications at {}", self.addr),
-            timeout,
-            async || {
-                let got = self.delivered();
-                if got.len() >= n {
-                    Ok(got)
-                } else {
-                    Err(format!("{:#?}", self.seen()))
-                }
-            },
-        )
-        .await
-    }
-}
-
-/// One HTTP/1.1 request: lower-cased headers and the body (by `content-length`).
-fn read_request(s: &mut TcpStream) -> Option<(BTreeMap<String, String>, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let headers: BTreeMap<String, String> = text[..end]
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if buf.len() >= end + 4 + len {
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            return Some((headers, body));
-        }
-    }
+fn event_type(r: &Call) -> String {
+    r.json()["type"].as_str().unwrap_or_default().to_string()
 }
 
 /// Verifies a Standard Webhooks message as the spec's libraries do (a Rust re-implementation:
 /// HMAC-SHA256 over `id.timestamp.body` with the `whsec_` key, `v1,` base64, a timestamp within
 /// 5 minutes). The unit tests check ferry's signing against the spec's published vector.
-fn verify_standard(r: &Received) {
+fn verify_standard(r: &Call) {
     let id = r.header("webhook-id");
     let ts = r.header("webhook-timestamp");
     assert!(id.starts_with("msg_"), "webhook-id {id:?}");
@@ -221,7 +68,7 @@ fn verify_standard(r: &Received) {
 
 /// Also verifies with the reference library (`pip install standardwebhooks`) when this
 /// machine has it; says so when it does not (the Rust check above still ran).
-fn verify_with_reference_library(r: &Received) {
+fn verify_with_reference_library(r: &Call) {
     let script = r#"
 import json, sys
 from standardwebhooks.webhooks import Webhook
@@ -276,7 +123,7 @@ fn config(server: &str, entries: &str) -> String {
 }
 
 /// A `[[notify]]` entry in the standard format for `url` (and `extra` TOML lines).
-fn standard(url: &str, extra: &str) -> String {
+pub fn standard(url: &str, extra: &str) -> String {
     format!("[[notify]]\nurl = \"{url}\"\nsecret = \"{WHSEC}\"\n{extra}\n")
 }
 
@@ -292,19 +139,19 @@ async fn deploy_worker(ferry: &Ferry) -> Value {
     only(&deployments, "worker").clone()
 }
 
-fn types(list: &[Received]) -> Vec<String> {
-    list.iter().map(Received::event_type).collect()
+fn types(list: &[Call]) -> Vec<String> {
+    list.iter().map(event_type).collect()
 }
 
 #[tokio::test]
 async fn a_deployments_events_arrive_in_order_as_signed_standard_webhooks() {
-    let receiver = Receiver::new(Answer::Status(204));
+    let receiver = receiver(status(204));
     let ferry = Ferry::with_config(&config("", &standard(&receiver.url("/in"), "")))
         .start()
         .await;
     let worker = deploy_worker(&ferry).await;
     assert_eq!(worker["state"], "succeeded");
-    let got = receiver.wait_delivered(3, WAIT).await;
+    let got = receiver.wait_ok(3, WAIT).await;
     assert_eq!(
         types(&got),
         [
@@ -342,7 +189,7 @@ async fn a_deployments_events_arrive_in_order_as_signed_standard_webhooks() {
     assert_eq!(list.len(), 3, "{list:#?}");
     let text = serde_json::to_string(&list).unwrap();
     assert!(!text.contains("/in") && !text.contains("whsec_"), "{text}");
-    assert_eq!(list[0]["receiver"], format!("http://{}", receiver.addr));
+    assert_eq!(list[0]["receiver"], format!("http://{}", receiver.addr()));
     assert_eq!(list[0]["event"], "deployment.succeeded", "newest first");
     assert_eq!(list[0]["attempts"], 1);
     let metrics = ferry
@@ -366,19 +213,15 @@ async fn a_deployments_events_arrive_in_order_as_signed_standard_webhooks() {
 /// order, each once.
 #[tokio::test]
 async fn failed_tries_are_retried_and_later_ones_wait_their_turn() {
-    let receiver = Receiver::new(Answer::Status(500));
+    let receiver = receiver(status(500));
     let ferry = Ferry::with_config(&config("", &standard(&receiver.url("/in"), "")))
         .start()
         .await;
     deploy_worker(&ferry).await;
-    eventually("two failed tries", WAIT, async || {
-        let n = receiver.seen().len();
-        if n >= 2 { Ok(()) } else { Err(format!("{n}")) }
-    })
-    .await;
-    receiver.set(Answer::Status(200));
-    let got = receiver.wait_delivered(3, WAIT).await;
-    let seen = receiver.seen();
+    receiver.wait_calls(2, WAIT).await;
+    receiver.answer(status(200));
+    let got = receiver.wait_ok(3, WAIT).await;
+    let seen = receiver.calls();
     let first_id = seen[0].header("webhook-id");
     assert!(
         seen.iter()
@@ -418,8 +261,8 @@ async fn failed_tries_are_retried_and_later_ones_wait_their_turn() {
 /// the 10 s timeout, under the same `webhook-id`, once it answers.
 #[tokio::test]
 async fn a_hanging_receiver_delays_only_its_own_queue() {
-    let hanging = Receiver::new(Answer::Hang);
-    let fine = Receiver::new(Answer::Status(200));
+    let hanging = receiver(Reply::Hang);
+    let fine = receiver(status(200));
     let entries = format!(
         "{}{}",
         standard(&hanging.url("/slow"), ""),
@@ -427,9 +270,9 @@ async fn a_hanging_receiver_delays_only_its_own_queue() {
     );
     let ferry = Ferry::with_config(&config("", &entries)).start().await;
     deploy_worker(&ferry).await;
-    fine.wait_delivered(3, WAIT).await;
+    fine.wait_ok(3, WAIT).await;
     assert_eq!(
-        hanging.seen().len(),
+        hanging.calls().len(),
         1,
         "the hanging one holds its first try"
     );
@@ -448,19 +291,19 @@ async fn a_hanging_receiver_delays_only_its_own_queue() {
         "{:?}",
         started.elapsed()
     );
-    fine.wait_delivered(6, WAIT).await;
-    assert_eq!(hanging.seen().len(), 1);
+    fine.wait_ok(6, WAIT).await;
+    assert_eq!(hanging.calls().len(), 1);
 
-    hanging.set(Answer::Status(200));
-    let got = hanging.wait_delivered(6, Duration::from_secs(60)).await;
-    let first = &hanging.seen()[0];
+    hanging.answer(status(200));
+    let got = hanging.wait_ok(6, Duration::from_secs(60)).await;
+    let first = &hanging.calls()[0];
     assert_eq!(got[0].header("webhook-id"), first.header("webhook-id"));
     let waited = got[0].at - first.at;
     assert!(
         waited >= Duration::from_secs(10),
         "retried after the timeout: {waited:?}"
     );
-    assert_eq!(types(&got)[..3], types(&fine.delivered())[..3]);
+    assert_eq!(types(&got)[..3], types(&fine.ok_calls())[..3]);
     let log = ferry.stderr_text();
     assert!(
         log.contains("webhook failed; will retry") && log.contains("timed out after 10s"),
@@ -472,7 +315,8 @@ async fn a_hanging_receiver_delays_only_its_own_queue() {
 /// every one arrives, each once (one `webhook-id` each), in order.
 #[tokio::test]
 async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
-    let receiver = Receiver::down();
+    let receiver = FakeHttp::down();
+    receiver.answer(status(200));
     let mut ferry = Ferry::with_config(&config("", &standard(&receiver.url("/in"), "")))
         .start()
         .await;
@@ -509,9 +353,9 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
     })
     .await;
     ferry.kill9();
-    receiver.up(Answer::Status(200));
+    receiver.up();
     ferry.restart().await;
-    let got = receiver.wait_delivered(3, WAIT).await;
+    let got = receiver.wait_ok(3, WAIT).await;
     assert_eq!(
         types(&got),
         [
@@ -521,7 +365,7 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
         ]
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let seen = receiver.seen();
+    let seen = receiver.calls();
     let ids: std::collections::BTreeSet<&str> =
         seen.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!((seen.len(), ids.len()), (3, 3), "each once: {seen:#?}");
@@ -537,7 +381,7 @@ async fn pending_notifications_survive_kill_9_and_are_sent_once_each() {
 /// it (same `webhook-id`) once the receiver works; retrying a pending one is a 409.
 #[tokio::test]
 async fn a_dead_notification_is_listed_and_sent_again_on_request() {
-    let receiver = Receiver::new(Answer::Status(500));
+    let receiver = receiver(status(500));
     let entry = standard(&receiver.url("/in"), "events = [\"deployment.succeeded\"]");
     let ferry = Ferry::with_config(&config("notify_retry_for = \"2s\"", &entry))
         .start()
@@ -586,10 +430,10 @@ async fn a_dead_notification_is_listed_and_sent_again_on_request() {
         404
     );
 
-    receiver.set(Answer::Status(200));
+    receiver.answer(status(200));
     // It may have died once more meanwhile (the window is 2 s): retry until it is sent.
     let got = eventually("the retried notification to arrive", WAIT, async || {
-        let got = receiver.delivered();
+        let got = receiver.ok_calls();
         if !got.is_empty() {
             return Ok(got);
         }
@@ -602,7 +446,7 @@ async fn a_dead_notification_is_listed_and_sent_again_on_request() {
     .await;
     assert_eq!(
         got[0].header("webhook-id"),
-        receiver.seen()[0].header("webhook-id")
+        receiver.calls()[0].header("webhook-id")
     );
     verify_standard(&got[0]);
     let n = ferry.get(&format!("/api/v1/notifications/{id}")).await;
@@ -613,8 +457,8 @@ async fn a_dead_notification_is_listed_and_sent_again_on_request() {
 /// with a link to the deployment and no signature; a refused delivery is an event too.
 #[tokio::test]
 async fn entries_filter_by_app_and_event_and_slack_gets_text() {
-    let blog_only = Receiver::new(Answer::Status(200));
-    let chat = Receiver::new(Answer::Status(200));
+    let blog_only = receiver(status(200));
+    let chat = receiver(status(200));
     let entries = format!(
         "{}[[notify]]\nurl = \"{}\"\nformat = \"slack\"\napps = [\"shop\"]\nevents = [\"deployment.succeeded\", \"delivery.rejected\"]\n",
         standard(&blog_only.url("/blog"), "apps = [\"blog\"]"),
@@ -622,7 +466,7 @@ async fn entries_filter_by_app_and_event_and_slack_gets_text() {
     );
     let ferry = Ferry::with_config(&config("", &entries)).start().await;
     let worker = deploy_worker(&ferry).await;
-    let got = chat.wait_delivered(1, WAIT).await;
+    let got = chat.wait_ok(1, WAIT).await;
     let text = got[0].json()["text"].as_str().unwrap().to_string();
     let link = format!("http://127.0.0.1:0/api/v1/deployments/{}", worker["id"]);
     assert_eq!(
@@ -647,7 +491,7 @@ async fn entries_filter_by_app_and_event_and_slack_gets_text() {
         .send()
         .await;
     assert_eq!(r.status, 401);
-    let got = chat.wait_delivered(2, WAIT).await;
+    let got = chat.wait_ok(2, WAIT).await;
     let text = got[1].json()["text"].as_str().unwrap().to_string();
     assert!(
         text.starts_with("shop: <") && text.contains("rejected"),
@@ -661,13 +505,13 @@ async fn entries_filter_by_app_and_event_and_slack_gets_text() {
         .await
         .accepted();
     ferry.settle(id).await;
-    let got = blog_only.wait_delivered(3, WAIT).await;
+    let got = blog_only.wait_ok(3, WAIT).await;
     assert!(
         got.iter().all(|r| r.json()["data"]["app"] == "blog"),
         "{got:#?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(chat.seen().len(), 2, "no blog events in the chat");
+    assert_eq!(chat.calls().len(), 2, "no blog events in the chat");
     assert!(
         !ferry.stderr_text().contains("XXXX"),
         "the Slack URL is a secret"

@@ -508,15 +508,6 @@ async fn a_stalled_tls_handshake_gets_the_header_timeout() {
     assert!(took < Duration::from_secs(8), "closed only after {took:?}");
 }
 
-/// A port that was free a moment ago (for a config the CLI reads too).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn admin_listener_alone_serves_the_api_and_metrics() {
     let admin_port = free_port();

@@ -167,6 +167,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
+/// A port on 127.0.0.1 that was free a moment ago: for an address a config or a peer needs
+/// before the process that will listen on it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 /// A GUID-shaped `X-GitHub-Delivery` value no other request uses.
 pub fn github_delivery_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
