@@ -15,6 +15,7 @@
 //! - `recovery.rs`: runs cut short by a crash or shutdown: `interrupted`, and retries.
 //! - `deployments.rs`: [`Deployment`] and the API's reads of it.
 //! - `prune.rs`: retention's deletes.
+//! - `pages.rs`: the dashboard's filtered lists, each page a bounded window of ids.
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
 //! - `github.rs`: the ids of the GitHub deployments ferry created, stored with the sent
 //!   creation (`Attempt::Created`).
@@ -33,6 +34,7 @@ mod history;
 mod lifecycle;
 mod open;
 mod outbox;
+mod pages;
 mod planning;
 mod prune;
 mod recovery;
@@ -49,6 +51,7 @@ pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome};
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
 };
+pub(crate) use pages::Page;
 pub(crate) use planning::{NewDeployment, Planning};
 
 #[derive(Debug, thiserror::Error)]
