@@ -5,8 +5,10 @@
 //! replay) store a new delivery through the same group-commit path as hooks, so planning treats
 //! them alike. Cancel changes the deployment in the store and stops its run through the lanes'
 //! [`crate::lanes::Running`]. The outbox (`notifications.rs`) lists notifications and queues
-//! a dead one again.
+//! a dead one again. `live.rs` serves the live API (Server-Sent Events): the events of the
+//! live hub and a deployment's log as it grows.
 
+mod live;
 mod notifications;
 
 use std::sync::Arc;
@@ -82,6 +84,7 @@ pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/deployments/{id}", get(deployment))
         .route("/deployments/{id}/logs", get(logs))
         .route("/deployments/{id}/cancel", post(cancel))
+        .route("/events", get(live::events))
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}", get(notifications::one))
         .route("/notifications/{id}/retry", post(notifications::retry))
@@ -289,7 +292,10 @@ async fn deployment(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> A
         .deployment(id)
         .await?
         .ok_or_else(|| not_found("deployment"))?;
-    Ok(Json(d.json()).into_response())
+    let mut v = d.json();
+    let steps = shared.store.steps_of(id).await?;
+    v["steps"] = steps.iter().map(crate::store::Step::json).collect();
+    Ok(Json(v).into_response())
 }
 
 #[derive(Deserialize)]
@@ -298,12 +304,17 @@ struct LogQuery {
 }
 
 /// The log as plain text. `?offset=N` returns what follows byte N; the `X-Ferry-Log-Offset` and
-/// `X-Ferry-Deployment-State` headers let a client follow a running deployment.
+/// `X-Ferry-Deployment-State` headers let a client follow a running deployment. With
+/// `Accept: text/event-stream`, the live log (`live::log_events`).
 async fn logs(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult {
+    if live::wants_events(&headers) {
+        return live::log_events(&shared, id, &headers, q.offset).await;
+    }
     let d = shared
         .store
         .deployment(id)

@@ -18,4 +18,6 @@ pub(crate) struct Shared {
     pub(crate) edges: crate::edges::Edges,
     /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.
     pub(crate) running: crate::lanes::Running,
+    /// Every committed change, for live viewers (the store's hub: `Store::live`).
+    pub(crate) live: crate::live::Hub,
 }

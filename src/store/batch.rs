@@ -99,6 +99,7 @@ pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    live: crate::live::Hub,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
@@ -110,6 +111,7 @@ pub(super) fn start(
             conn: Some(conn),
             options,
             gate: gate.clone(),
+            live,
         },
         rx,
         flush_tx,
@@ -130,6 +132,8 @@ struct Writer {
     conn: Option<SqliteConnection>,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    /// Each stored delivery is published here after its commit (nothing when nobody watches).
+    live: crate::live::Hub,
 }
 
 impl Writer {
@@ -142,6 +146,10 @@ impl Writer {
                 .insert(<SqliteConnection as sqlx::Connection>::connect_with(&self.options).await?),
         };
         let result = write_batch(conn, jobs).await;
+        if let Ok(inserted) = &result {
+            // Still under the gate: viewers see the delivery before the planner's change to it.
+            publish(&self.live, jobs, inserted);
+        }
         if result.is_err()
             && let Some(c) = self.conn.take()
         {
@@ -180,6 +188,26 @@ impl Writer {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Publishes the deliveries a batch stored (not its duplicates) to live viewers, if any.
+fn publish(live: &crate::live::Hub, jobs: &[Job], inserted: &[Inserted]) {
+    if !live.listening() {
+        return;
+    }
+    for ((d, _), result) in jobs.iter().zip(inserted) {
+        if let Inserted::New(id) = *result {
+            super::changes::publish_delivery(live, || super::changes::DeliveryChange {
+                id,
+                app: d.app.clone(),
+                source: d.source.clone(),
+                event: d.event.clone(),
+                status: d.status,
+                error: d.error.clone(),
+                received_at: d.received_at,
+            });
         }
     }
 }
