@@ -30,6 +30,9 @@ use crate::store::{
 };
 use crate::timefmt::json_time;
 
+/// The scheme recorded on deliveries the API stores (deploy, rollback): the admin token.
+const ADMIN_SCHEME: &str = "admin_token";
+
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
 
@@ -261,18 +264,30 @@ async fn deliveries(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery
     Ok(Json(json!({"deliveries": items, "next_before": next})).into_response())
 }
 
+/// One delivery: the inspection (`crate::inspect`: request, verification, parsed event,
+/// outcomes, duplicates), plus the flat fields this route served before it, so older
+/// clients read what they always did.
 async fn delivery(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
-    let d = shared
-        .store
-        .delivery(id)
+    let i = crate::inspect::inspect(&shared, id)
         .await?
         .ok_or_else(|| not_found("delivery"))?;
-    let mut v = delivery_json(&d.delivery, &shared.store.deployment_ids_of(id).await?);
-    v["headers"] = serde_json::from_str(&d.headers).unwrap_or(Value::Null);
-    v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
-    // A refused delivery keeps only the start of its body: say so, and how large it was.
-    v["body_truncated"] = Value::Bool(d.body_size.is_some());
-    v["body_size"] = json!(d.body_size.unwrap_or(d.body.len() as i64));
+    let deployments: Vec<i64> = i.outcomes.deployments.iter().map(|d| d.id).collect();
+    let body = &i.request.body;
+    let old = json!({
+        "verified": i.verification.verified,
+        "scheme": i.verification.scheme,
+        "deployments": deployments,
+        "headers": i.request.headers,
+        "body": body.raw,
+        // A refused delivery keeps only the start of its body: say so, and how large it was.
+        "body_truncated": body.truncated,
+        "body_size": body.size,
+    });
+    let mut v = serde_json::to_value(&i)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let (Value::Object(out), Value::Object(old)) = (&mut v, old) {
+        out.extend(old);
+    }
     Ok(Json(v).into_response())
 }
 
@@ -416,6 +431,7 @@ async fn deploy(
         dedupe_key: None,
         received_at: now_ms(),
         verified: true,
+        scheme: Some(ADMIN_SCHEME.into()),
         status: DeliveryStatus::Received,
         error: None,
         query: Some(modifiers.to_query()).filter(|q| !q.is_empty()),
@@ -480,6 +496,7 @@ async fn rollback(
         dedupe_key: None,
         received_at: now_ms(),
         verified: true,
+        scheme: Some(ADMIN_SCHEME.into()),
         status: DeliveryStatus::Received,
         error: None,
         query: None,
@@ -514,6 +531,8 @@ async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiRe
         dedupe_key: None,
         received_at: now_ms(),
         verified: d.verified,
+        // What verified the original: a replay is the same request again, stored by the API.
+        scheme: d.scheme.clone(),
         status: DeliveryStatus::Received,
         error: None,
         query: d.query.clone(),

@@ -57,6 +57,7 @@ mod edges;
 mod executors;
 mod image_ref;
 mod ingress;
+mod inspect;
 mod lanes;
 #[cfg(test)]
 mod layering;
