@@ -5,8 +5,10 @@
 //! replay) store a new delivery through the same group-commit path as hooks, so planning treats
 //! them alike. Cancel changes the deployment in the store and stops its run through the lanes'
 //! [`crate::lanes::Running`]. The outbox (`notifications.rs`) lists notifications and queues
-//! a dead one again.
+//! a dead one again. `live.rs` serves the live API (Server-Sent Events): the events of the
+//! live hub and a deployment's log as it grows.
 
+mod live;
 pub(crate) mod notifications;
 
 use std::sync::Arc;
@@ -27,6 +29,9 @@ use crate::store::{
     CancelOutcome, Delivery, DeliveryStatus, Deployment, Inserted, ListFilter, NewDelivery, now_ms,
 };
 use crate::timefmt::json_time;
+
+/// The scheme recorded on deliveries the API stores (deploy, rollback): the admin token.
+const ADMIN_SCHEME: &str = "admin_token";
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
@@ -82,6 +87,7 @@ pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/deployments/{id}", get(deployment))
         .route("/deployments/{id}/logs", get(logs))
         .route("/deployments/{id}/cancel", post(cancel))
+        .route("/events", get(live::events))
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}", get(notifications::one))
         .route("/notifications/{id}/retry", post(notifications::retry))
@@ -268,18 +274,30 @@ async fn deliveries(State(shared): State<Arc<Shared>>, Query(q): Query<ListQuery
     Ok(Json(json!({"deliveries": items, "next_before": next})).into_response())
 }
 
+/// One delivery: the inspection (`crate::inspect`: request, verification, parsed event,
+/// outcomes, duplicates), plus the flat fields this route served before it, so older
+/// clients read what they always did.
 async fn delivery(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
-    let d = shared
-        .store
-        .delivery(id)
+    let i = crate::inspect::inspect(&shared, id)
         .await?
         .ok_or_else(|| not_found("delivery"))?;
-    let mut v = delivery_json(&d.delivery, &shared.store.deployment_ids_of(id).await?);
-    v["headers"] = serde_json::from_str(&d.headers).unwrap_or(Value::Null);
-    v["body"] = Value::String(String::from_utf8_lossy(&d.body).into_owned());
-    // A refused delivery keeps only the start of its body: say so, and how large it was.
-    v["body_truncated"] = Value::Bool(d.body_size.is_some());
-    v["body_size"] = json!(d.body_size.unwrap_or(d.body.len() as i64));
+    let deployments: Vec<i64> = i.outcomes.deployments.iter().map(|d| d.id).collect();
+    let body = &i.request.body;
+    let old = json!({
+        "verified": i.verification.verified,
+        "scheme": i.verification.scheme,
+        "deployments": deployments,
+        "headers": i.request.headers,
+        "body": body.raw,
+        // A refused delivery keeps only the start of its body: say so, and how large it was.
+        "body_truncated": body.truncated,
+        "body_size": body.size,
+    });
+    let mut v = serde_json::to_value(&i)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let (Value::Object(out), Value::Object(old)) = (&mut v, old) {
+        out.extend(old);
+    }
     Ok(Json(v).into_response())
 }
 
@@ -299,7 +317,10 @@ async fn deployment(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> A
         .deployment(id)
         .await?
         .ok_or_else(|| not_found("deployment"))?;
-    Ok(Json(d.json()).into_response())
+    let mut v = d.json();
+    let steps = shared.store.steps_of(id).await?;
+    v["steps"] = steps.iter().map(crate::store::Step::json).collect();
+    Ok(Json(v).into_response())
 }
 
 #[derive(Deserialize)]
@@ -308,12 +329,17 @@ struct LogQuery {
 }
 
 /// The log as plain text. `?offset=N` returns what follows byte N; the `X-Ferry-Log-Offset` and
-/// `X-Ferry-Deployment-State` headers let a client follow a running deployment.
+/// `X-Ferry-Deployment-State` headers let a client follow a running deployment. With
+/// `Accept: text/event-stream`, the live log (`live::log_events`).
 async fn logs(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult {
+    if live::wants_events(&headers) {
+        return live::log_events(&shared, id, &headers, q.offset).await;
+    }
     let d = shared
         .store
         .deployment(id)
@@ -415,6 +441,7 @@ pub(crate) async fn deploy(
         dedupe_key: None,
         received_at: now_ms(),
         verified: true,
+        scheme: Some(ADMIN_SCHEME.into()),
         status: DeliveryStatus::Received,
         error: None,
         query: Some(modifiers.to_query()).filter(|q| !q.is_empty()),
@@ -479,6 +506,7 @@ pub(crate) async fn rollback(
         dedupe_key: None,
         received_at: now_ms(),
         verified: true,
+        scheme: Some(ADMIN_SCHEME.into()),
         status: DeliveryStatus::Received,
         error: None,
         query: None,
@@ -513,6 +541,8 @@ pub(crate) async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64
         dedupe_key: None,
         received_at: now_ms(),
         verified: d.verified,
+        // What verified the original: a replay is the same request again, stored by the API.
+        scheme: d.scheme.clone(),
         status: DeliveryStatus::Received,
         error: None,
         query: d.query.clone(),

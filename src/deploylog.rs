@@ -9,7 +9,9 @@
 //! ```
 //!
 //! The API serves the file as it grows ([`read_from`]), so a client can follow a running
-//! deployment by offset.
+//! deployment by offset; live viewers follow it line by line ([`read_lines`]), each line named
+//! by the byte offset just after it, which is where a reconnecting viewer resumes
+//! ([`check_resume`]: only the end of a line, within the file).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,6 +131,68 @@ pub(crate) async fn read_from(
     Ok((buf, offset.saturating_add(read)))
 }
 
+/// Complete lines read from a log from `offset` on (at most about `max` bytes): each line
+/// without its newline (invalid UTF-8 replaced) and the offset just after it; and whether the
+/// read reached the end of the file. A line still being written (no newline yet) is left for
+/// the next read — unless it alone fills `max`, when it comes in `max`-byte pieces.
+pub(crate) async fn read_lines(
+    path: &Path,
+    offset: u64,
+    max: usize,
+) -> std::io::Result<(Vec<(String, u64)>, bool)> {
+    let (bytes, _) = read_from(path, offset, max).await?;
+    let at_end = bytes.len() < max;
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(last) => &bytes[..=last],
+        None if !at_end => &bytes[..],
+        None => &[][..],
+    };
+    let mut lines = Vec::new();
+    let mut at = offset;
+    for line in complete.split_inclusive(|b| *b == b'\n') {
+        at += line.len() as u64;
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        lines.push((String::from_utf8_lossy(text).into_owned(), at));
+    }
+    let read_all = at_end && complete.len() == bytes.len();
+    Ok((lines, read_all))
+}
+
+/// Why a viewer cannot resume a log at an offset.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResumeError {
+    #[error("offset {offset} is beyond the end of the log ({size} bytes)")]
+    BeyondEnd { offset: u64, size: u64 },
+    #[error("offset {offset} is not the end of a line of the log")]
+    NotLineEnd { offset: u64 },
+    #[error("cannot read the log: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Checks that a viewer may resume after byte `offset`: 0, or the end of a line within the
+/// file (what [`read_lines`] named a line by). A log not written yet is empty.
+pub(crate) async fn check_resume(path: &Path, offset: u64) -> Result<(), ResumeError> {
+    if offset == 0 {
+        return Ok(());
+    }
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ResumeError::BeyondEnd { offset, size: 0 });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let size = file.metadata().await?.len();
+    if offset > size {
+        return Err(ResumeError::BeyondEnd { offset, size });
+    }
+    file.seek(std::io::SeekFrom::Start(offset - 1)).await?;
+    if file.read_u8().await? != b'\n' {
+        return Err(ResumeError::NotLineEnd { offset });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +278,56 @@ mod tests {
         let (past, off) = read_from(&path, end + 50, 100).await.unwrap();
         assert!(past.is_empty());
         assert_eq!(off, end + 50);
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_whole_with_the_offset_after_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, "one\ntwo\nthr").unwrap();
+        let (lines, at_end) = read_lines(&path, 0, 1024).await.unwrap();
+        assert_eq!(lines, vec![("one".into(), 4), ("two".into(), 8)]);
+        assert!(!at_end, "a partial line is still to come");
+        let (lines, _) = read_lines(&path, 4, 1024).await.unwrap();
+        assert_eq!(lines, vec![("two".into(), 8)]);
+        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        let (lines, at_end) = read_lines(&path, 8, 1024).await.unwrap();
+        assert_eq!(lines, vec![("three".into(), 14)]);
+        assert!(at_end);
+        // A read that stops inside a line leaves it for the next read.
+        let (lines, at_end) = read_lines(&path, 0, 6).await.unwrap();
+        assert_eq!(lines, vec![("one".into(), 4)]);
+        assert!(!at_end);
+        // A line longer than a whole read comes in pieces.
+        let (lines, _) = read_lines(&path, 8, 3).await.unwrap();
+        assert_eq!(lines, vec![("thr".into(), 11)]);
+        let (lines, at_end) = read_lines(&dir.path().join("none"), 0, 9).await.unwrap();
+        assert!(lines.is_empty() && at_end);
+    }
+
+    #[tokio::test]
+    async fn resuming_needs_the_end_of_a_line_within_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        assert!(check_resume(&path, 0).await.is_ok());
+        assert!(matches!(
+            check_resume(&path, 3).await,
+            Err(ResumeError::BeyondEnd { offset: 3, size: 0 })
+        ));
+        std::fs::write(&path, "one\ntwo\n").unwrap();
+        for ok in [0, 4, 8] {
+            assert!(check_resume(&path, ok).await.is_ok(), "{ok}");
+        }
+        let e = check_resume(&path, 5).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "offset 5 is not the end of a line of the log"
+        );
+        let e = check_resume(&path, 9).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "offset 9 is beyond the end of the log (8 bytes)"
+        );
     }
 
     #[tokio::test]

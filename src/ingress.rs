@@ -193,6 +193,7 @@ fn new_delivery(
         dedupe_key: None,
         received_at: now_ms(),
         verified: false,
+        scheme: None,
         status: DeliveryStatus::Received,
         error: None,
         query: query.filter(|q| !q.is_empty()),
@@ -205,7 +206,7 @@ fn new_delivery(
 /// What the request says, checked against the app (a refusal is stored as `rejected`, with
 /// its status and reason): the signature (401) before anything is read from the body, then the
 /// body (415, 400), then the modifiers against the config and the app's allowlist (400).
-/// Records on `delivery` whether it was verified.
+/// Records on `delivery` whether it was verified, and by which scheme.
 fn check(
     app: &App,
     source: Source,
@@ -215,7 +216,10 @@ fn check(
     let now_secs = delivery.received_at / 1000;
     let verdict = sources::verify(source, &app.verify, headers, &delivery.body, now_secs)
         .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
-    delivery.verified = matches!(verdict, Verdict::Verified(_));
+    if let Verdict::Verified(scheme) = verdict {
+        delivery.verified = true;
+        delivery.scheme = Some(scheme.as_str().to_string());
+    }
     sources::check_body(source, headers, &delivery.body).map_err(|e| {
         let code = match e {
             BodyError::ContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::deploylog::{self, LogWriter};
-use crate::executors::{Job, Outcome, Ran, Stop};
+use crate::executors::{Job, Outcome, Ran, Steps, Stop};
 use crate::store::{Deployment, DeploymentState, Store, StoreError};
 
 /// Where running deploy commands note their process group (see `command::kill_orphans`).
@@ -215,7 +215,8 @@ async fn run_job(ctx: &Context, d: &Deployment, stop: &Stop) -> Result<Ran, RunE
             });
         }
     };
-    let job = Job::prepare(&ctx.config, d, &payload, stop.clone()).await?;
+    let steps = Steps::new(ctx.store.clone(), d.id);
+    let job = Job::prepare(&ctx.config, d, &payload, stop.clone(), steps).await?;
     Ok(job.run().await?)
 }
 

@@ -35,7 +35,8 @@
 //!   `compose` services, journalled as `container.died`, `.restarted`, `.unhealthy` (not
 //!   during the service's deployments; rate-limited per container).
 //! - [`outgoing`]: the one builder of ferry's outgoing HTTP clients (no redirects).
-//! - [`deploylog`]: per-deployment log files with timestamped lines.
+//! - [`deploylog`]: per-deployment log files with timestamped lines; following one live.
+//! - [`live`]: the hub that broadcasts every committed change to live viewers (SSE).
 //! - [`datadir`]: the data dir is private (dirs 0700, files 0600).
 //! - [`api`]: the JSON API under `/api/v1` and health endpoints.
 //! - [`cli`]: the top: the binary's `main`, command-line parsing, `serve`, the client commands.
@@ -57,10 +58,12 @@ mod edges;
 mod executors;
 mod image_ref;
 mod ingress;
+mod inspect;
 mod lanes;
 #[cfg(test)]
 mod layering;
 mod listener;
+mod live;
 mod logging;
 mod metrics;
 mod notify;

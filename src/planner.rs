@@ -347,6 +347,20 @@ enum Unplannable {
     Rejected(String),
 }
 
+/// How the planner reads a stored delivery, for the delivery inspector (`crate::inspect`):
+/// the event it plans — after the value checks and the time clamp; a plain redeploy, its body
+/// unread, for an unverified delivery of an app that configures a scheme — with the hook
+/// URL's modifiers and whether it was read as unverified; or why it is not planned.
+pub(crate) fn read_event(
+    config: &Config,
+    d: &FullDelivery,
+) -> Result<(Event, Modifiers, bool), String> {
+    match parse(config, d) {
+        Ok(p) => Ok((p.event, p.modifiers, p.unverified)),
+        Err(Unplannable::Error(m) | Unplannable::Rejected(m)) => Err(m),
+    }
+}
+
 /// Reads a stored delivery with its source, checks its values and clamps its times: the one
 /// place where a payload becomes an event that planning (and so `FERRY_*`) sees.
 fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplannable> {

@@ -123,6 +123,7 @@ pub(crate) async fn serve(
     };
     background::recover(&config, &store).await;
     let tasks = Background::spawn(&config, &store, &intake);
+    let live = store.live().clone();
     let shared = Arc::new(Shared {
         config: config.clone(),
         store,
@@ -130,7 +131,16 @@ pub(crate) async fn serve(
         metrics: Metrics::default(),
         edges: crate::edges::Edges::new(&config),
         running: tasks.running.clone(),
+        live,
         sessions: Default::default(),
+    });
+    // Live streams never end by themselves: end them when the server stops, or they would
+    // hold the listeners' graceful shutdown open.
+    let live = shared.live.clone();
+    let stopped = stopping.clone();
+    tokio::spawn(async move {
+        stopped.cancelled().await;
+        live.close();
     });
     serve_http(endpoints, routers(shared), limits, &stopping).await?;
     tasks.stop(config.server.shutdown_grace).await;

@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub(crate) edges: crate::edges::Edges,
     /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.
     pub(crate) running: crate::lanes::Running,
+    /// Every committed change, for live viewers (the store's hub: `Store::live`).
+    pub(crate) live: crate::live::Hub,
     /// The dashboard's logged-out sessions and failed-login limiter.
     pub(crate) sessions: crate::session::Sessions,
 }

@@ -197,6 +197,41 @@ states! {
 }
 
 states! {
+    /// A step of a deployment's run, as executors record them (`deployment_steps`, migration
+    /// 0011) and the API shows them. A step may repeat (docker: each replaced container).
+    StepName, "step name" {
+        /// The command executor: the whole command.
+        Run => "run",
+        /// Fetching the image (docker's pull, `compose pull`).
+        Pull => "pull",
+        /// docker: the old container moved aside, the new one created.
+        Create => "create",
+        /// docker: the new container started.
+        Start => "start",
+        /// The health gate (docker, compose).
+        Health => "health",
+        /// docker: the old container removed once the new one is healthy.
+        Remove => "remove",
+        /// docker: the new container removed and the old one restored.
+        Rollback => "rollback",
+        /// compose: `compose up -d --no-deps`.
+        Up => "up",
+        /// swarm: the service pointed at the new image.
+        Update => "update",
+        /// swarm: waiting for Swarm's rollout to end.
+        Rollout => "rollout",
+    }
+}
+
+states! {
+    /// How a deployment step ended (a step still going has none).
+    StepOutcome, "step outcome" {
+        Ok => "ok",
+        Failed => "failed",
+    }
+}
+
+states! {
     /// What happened, as outgoing notifications name it (`[[notify]] events`, the `type` of a
     /// Standard Webhooks body). The store's triggers write these names into the `events`
     /// journal (migration 0008), one per deployment state change and refused delivery; the
@@ -286,6 +321,13 @@ mod tests {
         for s in DeliveryStatus::ALL {
             assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(*s));
         }
+        for s in StepName::ALL {
+            assert_eq!(s.as_str().parse::<StepName>(), Ok(*s));
+        }
+        for s in StepOutcome::ALL {
+            assert_eq!(s.as_str().parse::<StepOutcome>(), Ok(*s));
+        }
+        assert!("cancelled".parse::<StepOutcome>().is_err());
         let e = "Queued".parse::<DeploymentState>().unwrap_err();
         assert_eq!(e.name, "Queued");
         assert_eq!(e.what, "deployment state");

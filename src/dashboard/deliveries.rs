@@ -2,9 +2,10 @@
 //! /deliveries/ID` (what was received, how it was judged, what it caused) and `POST
 //! /deliveries/ID/replay` (through the API's replay).
 //!
-//! The inspector shows what `Store::delivery` holds: headers as stored (secret ones already
-//! redacted by `crate::redact`), the body pretty-printed when it is JSON and raw, the
-//! verification flag, the status with its reason, and the deployments it caused.
+//! The inspector renders `crate::inspect::inspect` (the model the API and `ferry deliveries
+//! ID` show too): method and masked path, headers as stored (secret ones redacted before
+//! storage), the body pretty and raw, which scheme verified it or why it failed, what it was
+//! parsed into, and per service the deployment it caused or why none.
 
 use std::sync::Arc;
 
@@ -15,8 +16,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::deployments::Item;
 use super::{Layout, PAGE, Viewer, When, after_action, error_page, html, not_found, store_error};
+use crate::inspect::Inspection;
 use crate::shared::Shared;
 use crate::states::DeliveryStatus;
 use crate::store::{Delivery, ListFilter, Page};
@@ -29,11 +30,7 @@ struct Row {
     event: String,
     status: &'static str,
     error: String,
-    note: String,
-    query: String,
-    verified: bool,
     replay_of: Option<i64>,
-    sender_id: String,
     received: When,
     deployments: Vec<i64>,
 }
@@ -47,11 +44,7 @@ impl Row {
             event: d.event.clone().unwrap_or_default(),
             status: d.status.as_str(),
             error: d.error.clone().unwrap_or_default(),
-            note: d.note.clone().unwrap_or_default(),
-            query: d.query.clone().unwrap_or_default(),
-            verified: d.verified,
             replay_of: d.replay_of,
-            sender_id: d.source_delivery_id.clone().unwrap_or_default(),
             received: When::at(d.received_at),
             deployments,
         }
@@ -158,22 +151,40 @@ pub(crate) async fn list(
 
 #[derive(Template)]
 #[template(path = "delivery.html")]
-struct Inspector {
+struct InspectorPage {
     l: Layout,
-    d: Row,
+    i: Inspection,
+    received: Option<When>,
     headers: Vec<(String, String)>,
-    body_pretty: Option<String>,
-    body_raw: String,
-    body_note: String,
-    caused: Vec<Item>,
+    parsed: Option<String>,
+    caused: Vec<Caused>,
 }
 
-/// The body pretty-printed when it is JSON (else `None`), and raw as text.
-fn bodies(body: &[u8]) -> (Option<String>, String) {
-    let pretty = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok());
-    (pretty, String::from_utf8_lossy(body).into_owned())
+/// A deployment the delivery caused, as the inspector's table shows it.
+struct Caused {
+    id: i64,
+    service: String,
+    state: &'static str,
+    reason: String,
+    version: String,
+    attempt: i64,
+}
+
+/// The stored headers (a JSON object) as name/value pairs.
+fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
+    headers
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) async fn page(
@@ -181,44 +192,35 @@ pub(crate) async fn page(
     viewer: Viewer,
     Path(id): Path<i64>,
 ) -> Response {
-    let full = match shared.store.delivery(id).await {
-        Ok(Some(d)) => d,
+    let i = match crate::inspect::inspect(&shared, id).await {
+        Ok(Some(i)) => i,
         Ok(None) => return not_found("delivery"),
         Err(e) => return store_error(e),
     };
-    let ids = match shared.store.deployment_ids_of(id).await {
-        Ok(ids) => ids,
-        Err(e) => return store_error(e),
-    };
-    let mut caused = Vec::new();
-    for dep in &ids {
-        match shared.store.deployment(*dep).await {
-            Ok(Some(d)) => caused.push(Item::of(&d)),
-            Ok(None) => {}
-            Err(e) => return store_error(e),
-        }
-    }
-    let headers = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&full.headers)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+    let caused = i
+        .outcomes
+        .deployments
+        .iter()
+        .map(|d| Caused {
+            id: d.id,
+            service: d.service.clone(),
+            state: d.state.as_str(),
+            reason: d.reason.clone().unwrap_or_default(),
+            version: d.version.clone().unwrap_or_default(),
+            attempt: d.attempt,
+        })
         .collect();
-    let (body_pretty, body_raw) = bodies(&full.body);
-    let body_note = match full.body_size {
-        Some(size) => format!(
-            "Only the first {} of {size} bytes were kept.",
-            full.body.len()
-        ),
-        None => format!("{} bytes", full.body.len()),
-    };
-    let page = Inspector {
+    let page = InspectorPage {
         l: viewer.layout(format!("Delivery {id}"), "deliveries"),
-        d: Row::of(&full.delivery, ids),
-        headers,
-        body_pretty,
-        body_raw,
-        body_note,
+        received: When::rfc3339(&i.received_at),
+        headers: header_pairs(&i.request.headers),
+        parsed: i
+            .parsed
+            .event
+            .as_ref()
+            .and_then(|e| serde_json::to_string_pretty(e).ok()),
         caused,
+        i,
     };
     html(StatusCode::OK, &page)
 }

@@ -159,10 +159,23 @@ pub(crate) struct StepRow {
     detail: String,
 }
 
-/// The deployment's steps. The store's `steps_of` (contract 3, branch `live`) is not on this
-/// branch yet: until it is, no steps — the one place to switch.
-async fn steps(_shared: &Shared, _id: i64) -> Result<Vec<StepRow>, crate::store::StoreError> {
-    Ok(Vec::new())
+/// The deployment's steps (`Store::steps_of`), as the page's table shows them.
+async fn steps(shared: &Shared, id: i64) -> Result<Vec<StepRow>, crate::store::StoreError> {
+    let now = crate::store::now_ms();
+    Ok(shared
+        .store
+        .steps_of(id)
+        .await?
+        .iter()
+        .map(|s| StepRow {
+            name: s.name.as_str().to_string(),
+            started: When::at(s.started_at),
+            // A step still going shows how long it has taken so far.
+            took: duration(s.ended_at.unwrap_or(now) - s.started_at),
+            outcome: s.outcome.map_or("running", |o| o.as_str()).to_string(),
+            detail: s.detail.clone().unwrap_or_default(),
+        })
+        .collect())
 }
 
 #[derive(Template)]

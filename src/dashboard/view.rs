@@ -51,6 +51,13 @@ impl When {
         ms.map(When::at)
     }
 
+    /// From an RFC 3339 time (as `crate::inspect` gives them).
+    pub(crate) fn rfc3339(text: &str) -> Option<When> {
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+        Some(When::at((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+
     fn relative_to(ms: i64, now: i64) -> When {
         let iso = fmt_ms(ms);
         let absolute = iso.replacen('T', " ", 1).replace('Z', " UTC");
@@ -110,6 +117,8 @@ mod tests {
         assert_eq!(w.relative, "2 min ago");
         assert_eq!(w.iso, "1970-01-01T00:16:40Z");
         assert_eq!(w.absolute, "1970-01-01 00:16:40 UTC");
+        assert_eq!(When::rfc3339("1970-01-01T00:16:40Z").unwrap().iso, w.iso);
+        assert!(When::rfc3339("yesterday").is_none());
         assert_eq!(ago(1000), "just now");
         assert_eq!(ago(-7_200_000), "in 2 h");
         assert_eq!(ago(3 * 86_400_000), "3 days ago");

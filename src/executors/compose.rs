@@ -21,9 +21,10 @@ use super::command::{self, CommandSpec};
 use super::docker;
 use super::env::Env;
 use super::health::{Health, secs, wait_healthy};
-use super::{Outcome, Stop};
+use super::{Outcome, Steps, Stop};
 use crate::config::ComposeSpec;
 use crate::deploylog::LogWriter;
+use crate::states::StepName;
 
 /// Everything one compose deployment needs.
 #[derive(Debug, Clone)]
@@ -85,15 +86,18 @@ pub(crate) async fn run(
     job: &ComposeJob,
     log: &LogWriter,
     cancel: &Stop,
+    steps: &Steps,
 ) -> Result<Outcome, ComposeError> {
     let program = compose_program().await.ok_or(ComposeError::NoCompose)?;
-    let outcome = pull_and_up(job, program, log, cancel).await?;
+    let outcome = pull_and_up(job, program, log, cancel, steps).await?;
     if outcome != Outcome::Succeeded {
         return Ok(outcome);
     }
     let engine = docker::connect().await?;
     for service in &job.spec.services {
+        let step = steps.begin(StepName::Health, Some(service)).await;
         let outcome = wait_service_healthy(&engine, job, service, log, cancel).await?;
+        steps.end_with(step, &outcome).await;
         if outcome != Outcome::Succeeded {
             return Ok(outcome);
         }
@@ -107,6 +111,7 @@ async fn pull_and_up(
     program: Vec<String>,
     log: &LogWriter,
     cancel: &Stop,
+    steps: &Steps,
 ) -> Result<Outcome, ComposeError> {
     let spec = &job.spec;
     let base: Vec<String> = program
@@ -118,8 +123,11 @@ async fn pull_and_up(
             spec.file.display().to_string(),
         ])
         .collect();
-    let steps: [&[&str]; 2] = [&["pull"], &["up", "-d", "--no-deps"]];
-    for step in steps {
+    let commands: [(StepName, &[&str]); 2] = [
+        (StepName::Pull, &["pull"]),
+        (StepName::Up, &["up", "-d", "--no-deps"]),
+    ];
+    for (name, step) in commands {
         let argv: Vec<String> = base
             .iter()
             .cloned()
@@ -135,7 +143,9 @@ async fn pull_and_up(
             timeout: job.timeout,
             pid_file: Some(job.pid_file.clone()),
         };
+        let begun = steps.begin(name, None).await;
         let outcome = command::run(&command, log, cancel).await?;
+        steps.end_with(begun, &outcome).await;
         if outcome != Outcome::Succeeded {
             return Ok(outcome);
         }

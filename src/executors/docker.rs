@@ -44,9 +44,11 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::health::{Health, secs, wait_healthy};
-use super::{Image, Outcome, Stop};
+use super::steps::StepId;
+use super::{Image, Outcome, Steps, Stop};
 use crate::config::{ContainerSelector, DockerSpec};
 use crate::deploylog::LogWriter;
+use crate::states::StepName;
 use recreate::new_container;
 
 /// What to deploy: the image and which containers get it.
@@ -93,34 +95,54 @@ pub(crate) async fn run(
     job: &DockerJob,
     log: &LogWriter,
     cancel: &Stop,
+    steps: &Steps,
 ) -> Result<DockerResult, DockerError> {
     let docker = connect().await?;
     restore_leftovers(&docker, &job.spec.select, log).await?;
     let targets = select(&docker, &job.spec.select).await?;
     // A pull touches no container: a cancel (or shutdown) may simply abandon it.
+    let pull = steps.begin(StepName::Pull, None).await;
     let digest = tokio::select! {
         digest = images::pull(&docker, job, log) => digest?,
         () = cancel.cancelled() => {
             log.ferry(&format!("cancelled while pulling: {}", cancel.why())).await?;
+            steps.end_with(pull, &Outcome::Cancelled).await;
             return Ok(DockerResult { outcome: Outcome::Cancelled, digest: None });
         }
     };
-    let outcome = roll_out(&docker, job, log, cancel, &targets, &digest).await?;
+    steps.end(pull, true, None).await;
+    let run = Run {
+        docker: &docker,
+        job,
+        log,
+        cancel,
+        steps,
+    };
+    let outcome = roll_out(&run, &targets, &digest).await?;
     Ok(DockerResult {
         outcome,
         digest: Some(digest),
     })
 }
 
+/// What replacing the containers needs: the engine, the job, and where its notes and steps go.
+struct Run<'a> {
+    docker: &'a Docker,
+    job: &'a DockerJob,
+    log: &'a LogWriter,
+    cancel: &'a Stop,
+    steps: &'a Steps,
+}
+
 /// Replaces the targets one at a time with the image at `digest`, then prunes old images.
-async fn roll_out(
-    docker: &Docker,
-    job: &DockerJob,
-    log: &LogWriter,
-    cancel: &Stop,
-    targets: &[String],
-    digest: &str,
-) -> Result<Outcome, DockerError> {
+async fn roll_out(run: &Run<'_>, targets: &[String], digest: &str) -> Result<Outcome, DockerError> {
+    let Run {
+        docker,
+        job,
+        log,
+        cancel,
+        ..
+    } = *run;
     let repository = &job.image.repository;
     let image = format!("{repository}@{digest}");
     let new_image = docker.inspect_image(&image).await?;
@@ -142,7 +164,7 @@ async fn roll_out(
             .await?;
             return Ok(Outcome::Cancelled);
         }
-        let step = replace(docker, job, log, cancel, name, &image, &new_id).await?;
+        let step = replace(run, name, &image, &new_id).await?;
         if step != Outcome::Succeeded {
             // Replicas are replaced one at a time; the first that fails stops the rollout, and
             // the ones already replaced keep the new version.
@@ -279,15 +301,20 @@ struct Aside {
 }
 
 /// Replaces one container. `Ok(Succeeded)`, or `Ok(RolledBack)` with the old one restored.
+/// Steps: `create` (moved aside, created), `start`, `health`, then `remove` or `rollback`.
 async fn replace(
-    docker: &Docker,
-    job: &DockerJob,
-    log: &LogWriter,
-    cancel: &Stop,
+    run: &Run<'_>,
     name: &str,
     image: &str,
     new_image_id: &str,
 ) -> Result<Outcome, DockerError> {
+    let Run {
+        docker,
+        job,
+        log,
+        cancel,
+        steps,
+    } = *run;
     let old = docker.inspect_container(name, None).await?;
     let running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
     if old.image.as_deref() == Some(new_image_id) && running {
@@ -308,21 +335,36 @@ async fn replace(
         None => ImageConfig::default(),
     };
     let (body, networks) = new_container(&old, &old_image, image);
+    let create = steps.begin(StepName::Create, Some(name)).await;
     let aside = move_aside(docker, &old, name, job.deployment_id, log).await?;
     // From here on any failure restores the old container.
-    let attempt = start_new(docker, name, image, body, &networks, log).await;
+    let attempt = start_new(docker, name, image, body, &networks, log, (steps, create)).await;
     let health = match &attempt {
-        Ok(id) => wait_healthy(docker, &job.spec.health, log, cancel, id).await,
+        Ok(id) => {
+            let step = steps.begin(StepName::Health, Some(name)).await;
+            let health = wait_healthy(docker, &job.spec.health, log, cancel, id).await;
+            let failed = match &health {
+                Health::Healthy(_) => None,
+                Health::Failed(reason) | Health::Cancelled(reason) => Some(reason.as_str()),
+            };
+            steps.end(step, failed.is_none(), failed).await;
+            health
+        }
         Err(e) => Health::Failed(e.clone()),
     };
     match health {
         Health::Healthy(after) => {
-            remove_old(docker, &aside, after, log).await?;
+            let remove = remove_old(docker, &aside, after, log);
+            steps.run(StepName::Remove, Some(name), remove).await?;
             Ok(Outcome::Succeeded)
         }
         Health::Failed(reason) | Health::Cancelled(reason) => {
             let new = attempt.as_deref().ok();
-            roll_back(docker, &aside, new, reason, cancel, log).await
+            let step = steps.begin(StepName::Rollback, Some(name)).await;
+            let outcome = roll_back(docker, &aside, new, reason, cancel, log).await?;
+            // The rollback itself worked: the old container runs again.
+            steps.end(step, true, None).await;
+            Ok(outcome)
         }
     }
 }
@@ -379,9 +421,39 @@ async fn move_aside(
     })
 }
 
-/// Creates the new container under `name`, connects its other networks and starts it.
-/// `Err` is the reason for the rollback.
+/// Creates the new container under `name`, connects its other networks and starts it; ends
+/// the `create` step begun before the old one moved aside, and records `start`. `Err` is the
+/// reason for the rollback.
 async fn start_new(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    body: ContainerCreateBody,
+    networks: &[(String, EndpointSettings)],
+    log: &LogWriter,
+    (steps, create): (&Steps, StepId),
+) -> Result<String, String> {
+    let created = create_new(docker, name, image, body, networks, log).await;
+    steps
+        .end(
+            create,
+            created.is_ok(),
+            created.as_ref().err().map(String::as_str),
+        )
+        .await;
+    let id = created?;
+    let start = docker
+        .start_container(&id, None)
+        .await
+        .map_err(|e| format!("starting the new container failed: {e}"));
+    steps
+        .run(StepName::Start, Some(name), async { start })
+        .await?;
+    Ok(id)
+}
+
+/// Creates the new container under `name` and connects its other networks.
+async fn create_new(
     docker: &Docker,
     name: &str,
     image: &str,
@@ -416,10 +488,6 @@ async fn start_new(
             .await
             .map_err(|e| format!("connecting to network {network} failed: {e}"))?;
     }
-    docker
-        .start_container(&id, None)
-        .await
-        .map_err(|e| format!("starting the new container failed: {e}"))?;
     Ok(id)
 }
 

@@ -12,11 +12,13 @@ use super::command::{self, CommandError, CommandSpec};
 use super::compose::{self, ComposeError, ComposeJob};
 use super::docker::{self, DockerError, DockerJob};
 use super::env::{Env, Payload};
+use super::steps::{self, Steps};
 use super::swarm::{self, SwarmError, SwarmJob};
 use super::{Outcome, Stop};
 use crate::config::{Config, Executor, Service};
 use crate::deploylog::{self, LogWriter};
 use crate::sources::values::ValueError;
+use crate::states::StepName;
 use crate::store::Deployment;
 
 /// One deployment, ready to run.
@@ -27,6 +29,8 @@ pub(crate) struct Job {
     pub(crate) log: LogWriter,
     /// How a cancel through the API, or ferry's shutdown, reaches the run.
     pub(crate) stop: Stop,
+    /// Where the executor records the steps of the run.
+    pub(crate) steps: Steps,
     /// What runs, and how.
     pub(crate) work: Work,
     /// Kept while the job lives: a command reads it through `FERRY_PAYLOAD`.
@@ -125,12 +129,13 @@ pub(crate) enum Error {
 impl Job {
     /// Prepares deployment `d` of the service `config` has for it: creates the log, writes
     /// `payload` (the delivery's body) to the payload file, builds and checks the environment
-    /// and the executor's work.
+    /// and the executor's work. The run's steps go to `steps`.
     pub(crate) async fn prepare(
         config: &Config,
         d: &Deployment,
         payload: &[u8],
         stop: Stop,
+        steps: Steps,
     ) -> Result<Job, Error> {
         let service = config
             .apps
@@ -152,27 +157,44 @@ impl Job {
         Ok(Job {
             log,
             stop,
+            steps,
             work,
             _payload: payload,
         })
     }
 
-    /// Runs the job to its end.
+    /// Runs the job to its end. A step the executor left open (it stopped on an error) is
+    /// recorded failed with why the run ended.
     pub(crate) async fn run(&self) -> Result<Ran, Error> {
-        let (log, stop) = (&self.log, &self.stop);
+        let ran = self.run_work().await;
+        let why = match &ran {
+            Ok(ran) => steps::describe(&ran.outcome).unwrap_or_else(|| "ended".into()),
+            Err(e) => e.to_string(),
+        };
+        self.steps.close_open(&why).await;
+        ran
+    }
+
+    async fn run_work(&self) -> Result<Ran, Error> {
+        let (log, stop, steps) = (&self.log, &self.stop, &self.steps);
         Ok(match &self.work {
-            Work::Command(spec) => command::run(spec, log, stop).await?.into(),
+            Work::Command(spec) => {
+                let step = steps.begin(StepName::Run, None).await;
+                let outcome = command::run(spec, log, stop).await?;
+                steps.end_with(step, &outcome).await;
+                outcome.into()
+            }
             // Not cut off by the service's timeout: stopping half-way could leave the old
             // container renamed aside. Each step is bounded instead (health by its timeout).
             Work::Docker(job) => {
-                let result = docker::run(job, log, stop).await?;
+                let result = docker::run(job, log, stop, steps).await?;
                 Ran {
                     outcome: result.outcome,
                     resolved_digest: result.digest.filter(|_| job.image.digest.is_none()),
                 }
             }
-            Work::Compose(job) => compose::run(job, log, stop).await?.into(),
-            Work::Swarm(job) => swarm::run(job, log, stop).await?.into(),
+            Work::Compose(job) => compose::run(job, log, stop, steps).await?.into(),
+            Work::Swarm(job) => swarm::run(job, log, stop, steps).await?.into(),
         })
     }
 }
@@ -272,6 +294,7 @@ mod tests {
             &deployment("web"),
             b"{\"hello\":1}",
             Stop::default(),
+            Steps::default(),
         )
         .await
         .unwrap();
@@ -295,7 +318,7 @@ mod tests {
         let config = config(dir.path());
         let payload = config.server.data_dir.join("payloads/deployment-7.body");
         let prepare = async |d: Deployment| {
-            Job::prepare(&config, &d, b"{}", Stop::default())
+            Job::prepare(&config, &d, b"{}", Stop::default(), Steps::default())
                 .await
                 .unwrap_err()
         };

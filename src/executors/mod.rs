@@ -11,8 +11,10 @@
 //! One file per executor, each with a `run(job, log, stop)`: `command.rs` (argv in its own
 //! process group), `docker.rs` (health-gated container replacement with rollback),
 //! `compose.rs` (through Compose) and `swarm.rs` (a Swarm service update). `health.rs` is the
-//! health gate that `docker` and `compose` share. Executors know nothing of the store or the
-//! HTTP side; only `job.rs` reads the config and the deployment row.
+//! health gate that `docker` and `compose` share. `steps.rs`: [`Steps`], how executors record
+//! the steps of a run (the one thing they write to the store, through it). Executors know
+//! nothing else of the store, nor of the HTTP side; only `job.rs` reads the config and the
+//! deployment row.
 //!
 //! Adding an executor: see "Adding an executor" in `ARCHITECTURE.md`.
 
@@ -22,9 +24,11 @@ pub(crate) mod docker;
 mod env;
 pub(crate) mod health;
 mod job;
+mod steps;
 pub(crate) mod swarm;
 
 pub(crate) use job::{Error, Image, Job, Ran};
+pub(crate) use steps::Steps;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

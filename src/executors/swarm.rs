@@ -14,9 +14,10 @@ use bollard::models::ServiceUpdateStatusStateEnum as State;
 use bollard::query_parameters::UpdateServiceOptions;
 
 use super::docker::{self, DockerError};
-use super::{Image, Outcome, Stop};
+use super::{Image, Outcome, Steps, Stop};
 use crate::config::SwarmSpec;
 use crate::deploylog::LogWriter;
+use crate::states::StepName;
 
 /// One swarm deployment: which service gets which image.
 #[derive(Debug, Clone)]
@@ -45,9 +46,27 @@ pub(crate) async fn run(
     job: &SwarmJob,
     log: &LogWriter,
     cancel: &Stop,
+    steps: &Steps,
 ) -> Result<Outcome, SwarmError> {
     let docker = docker::connect().await?;
-    let update = update(&docker, job, log).await?;
+    let name = &job.spec.service;
+    let update = steps
+        .run(StepName::Update, Some(name), update(&docker, job, log))
+        .await?;
+    let step = steps.begin(StepName::Rollout, Some(name)).await;
+    let outcome = rollout(&docker, job, log, cancel, &update).await?;
+    steps.end_with(step, &outcome).await;
+    Ok(outcome)
+}
+
+/// Waits for Swarm's rollout of `update` to end, within the service's timeout.
+async fn rollout(
+    docker: &bollard::Docker,
+    job: &SwarmJob,
+    log: &LogWriter,
+    cancel: &Stop,
+    update: &Update,
+) -> Result<Outcome, SwarmError> {
     let name = &job.spec.service;
     let deadline = update.started + job.spec.timeout;
     loop {

@@ -463,6 +463,7 @@ command = ["x"]
             dedupe_key: None,
             received_at: now_ms(),
             verified: true,
+            scheme: None,
             status: DeliveryStatus::Received,
             error: None,
             query: None,

@@ -316,6 +316,7 @@ command = ["x"]
             dedupe_key: None,
             received_at: now_ms(),
             verified: true,
+            scheme: None,
             status,
             error: (status == DeliveryStatus::Rejected).then(|| "bad signature".into()),
             query: None,

@@ -64,6 +64,23 @@ pub enum Scheme {
     Basic,
 }
 
+impl Scheme {
+    /// The name stored with a delivery (`deliveries.scheme`) and shown by the inspector.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Github => "github",
+            Scheme::Gitlab => "gitlab",
+            Scheme::GitlabSigning => "gitlab_signing",
+            Scheme::Bitbucket => "bitbucket",
+            Scheme::Gitea => "gitea",
+            Scheme::Standard => "standard",
+            Scheme::Hmac => "hmac",
+            Scheme::Bearer => "bearer",
+            Scheme::Basic => "basic",
+        }
+    }
+}
+
 /// Verifies a delivery with the app's configured schemes. One rule, whatever the sender
 /// claims to be: once an app configures any scheme, a delivery must be verified by one of them.
 ///

@@ -44,6 +44,9 @@ pub(crate) struct NewDelivery {
     pub(crate) dedupe_key: Option<String>,
     pub(crate) received_at: i64,
     pub(crate) verified: bool,
+    /// Which scheme verified it (`sources::Scheme::as_str`; `admin_token` for the API's own):
+    /// `None` when nothing did.
+    pub(crate) scheme: Option<String>,
     pub(crate) status: DeliveryStatus,
     pub(crate) error: Option<String>,
     pub(crate) query: Option<String>,
@@ -99,6 +102,7 @@ pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    live: crate::live::Hub,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
@@ -110,6 +114,7 @@ pub(super) fn start(
             conn: Some(conn),
             options,
             gate: gate.clone(),
+            live,
         },
         rx,
         flush_tx,
@@ -130,6 +135,8 @@ struct Writer {
     conn: Option<SqliteConnection>,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    /// Each stored delivery is published here after its commit (nothing when nobody watches).
+    live: crate::live::Hub,
 }
 
 impl Writer {
@@ -142,6 +149,10 @@ impl Writer {
                 .insert(<SqliteConnection as sqlx::Connection>::connect_with(&self.options).await?),
         };
         let result = write_batch(conn, jobs).await;
+        if let Ok(inserted) = &result {
+            // Still under the gate: viewers see the delivery before the planner's change to it.
+            publish(&self.live, jobs, inserted);
+        }
         if result.is_err()
             && let Some(c) = self.conn.take()
         {
@@ -180,6 +191,26 @@ impl Writer {
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Publishes the deliveries a batch stored (not its duplicates) to live viewers, if any.
+fn publish(live: &crate::live::Hub, jobs: &[Job], inserted: &[Inserted]) {
+    if !live.listening() {
+        return;
+    }
+    for ((d, _), result) in jobs.iter().zip(inserted) {
+        if let Inserted::New(id) = *result {
+            super::changes::publish_delivery(live, || super::changes::DeliveryChange {
+                id,
+                app: d.app.clone(),
+                source: d.source.clone(),
+                event: d.event.clone(),
+                status: d.status,
+                error: d.error.clone(),
+                received_at: d.received_at,
+            });
         }
     }
 }
@@ -385,7 +416,7 @@ async fn write_batch(
     .fetch_one(&mut *tx)
     .await?;
     let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
-    // 15 variables per row; SQLite allows 32766 per statement.
+    // 16 variables per row; SQLite allows 32766 per statement.
     for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
         let base = first + (chunk_no * 1024) as i64;
         inserted.extend(insert_chunk(&mut tx, base, chunk).await?);
@@ -420,7 +451,7 @@ async fn insert_chunk(
     chunk: &[Job],
 ) -> Result<Vec<i64>, StoreError> {
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, status, error, query, headers, body, body_size, replay_of) ",
+        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body, body_size, replay_of) ",
     );
     q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
         let (body, body_size) = stored_body(d);
@@ -432,6 +463,7 @@ async fn insert_chunk(
             .push_bind(d.dedupe_key.clone())
             .push_bind(d.received_at)
             .push_bind(d.verified)
+            .push_bind(d.scheme.clone())
             .push_bind(d.status)
             .push_bind(d.error.clone())
             .push_bind(d.query.clone())
@@ -444,15 +476,18 @@ async fn insert_chunk(
     Ok(q.build_query_scalar().fetch_all(&mut *tx).await?)
 }
 
-/// The stored delivery a duplicate duplicates.
+/// The stored delivery a duplicate duplicates, which counts it (the duplicate itself is not
+/// stored): one statement, as the lookup was, so duplicates cost intake nothing more.
 async fn original_of(tx: &mut SqliteConnection, d: &NewDelivery) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM deliveries WHERE app = ?1 AND dedupe_key = ?2")
-            .bind(&d.app)
-            .bind(&d.dedupe_key)
-            .fetch_one(&mut *tx)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "UPDATE deliveries SET duplicates = duplicates + 1, duplicate_at = ?3
+         WHERE app = ?1 AND dedupe_key = ?2 RETURNING id",
     )
+    .bind(&d.app)
+    .bind(&d.dedupe_key)
+    .bind(d.received_at)
+    .fetch_one(&mut *tx)
+    .await?)
 }
 
 #[cfg(test)]
@@ -469,6 +504,7 @@ mod tests {
             dedupe_key: None,
             received_at: 1,
             verified: false,
+            scheme: None,
             status,
             error: None,
             query: None,

@@ -17,12 +17,19 @@ pub(crate) struct Delivery {
     pub(crate) source_delivery_id: Option<String>,
     pub(crate) received_at: i64,
     pub(crate) verified: bool,
+    /// Which scheme verified it (migration 0012); `None` when nothing did, or before 0012.
+    pub(crate) scheme: Option<String>,
     pub(crate) status: DeliveryStatus,
     pub(crate) error: Option<String>,
     pub(crate) query: Option<String>,
     pub(crate) replay_of: Option<i64>,
     /// What the planner noted, e.g. that an event time from the future was not trusted.
     pub(crate) note: Option<String>,
+    /// How many duplicates of it were received (not stored), and when the last one was.
+    pub(crate) duplicates: i64,
+    pub(crate) duplicate_at: Option<i64>,
+    /// When the planner was done with it (`None`: not yet, or refused at the hook).
+    pub(crate) planned_at: Option<i64>,
 }
 
 /// A delivery with everything needed to plan or replay it.
@@ -40,7 +47,7 @@ impl Store {
     /// One delivery with its headers and body (replays, notifications, the lanes' payload).
     pub(crate) async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries WHERE id = ?1",
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, headers, body, body_size FROM deliveries WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -50,7 +57,7 @@ impl Store {
 
     /// A page of deliveries, newest first, for the API.
     pub(crate) async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
-        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note FROM deliveries";
+        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at FROM deliveries";
         // One statement per filter shape, so SQLite walks an index backwards from `before`
         // instead of scanning: list calls stay flat however many deliveries are stored.
         let before = f.before.unwrap_or(i64::MAX);
@@ -83,7 +90,7 @@ impl Store {
     /// Deliveries accepted but not yet planned, oldest first.
     pub(crate) async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note, headers, body, body_size FROM deliveries
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, headers, body, body_size FROM deliveries
              WHERE status = 'received' ORDER BY id LIMIT ?1",
         )
         .bind(limit)

@@ -153,13 +153,19 @@ impl Store {
         Ok(map)
     }
 
-    pub(crate) async fn deployment_ids_of(&self, delivery_id: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM deployments WHERE delivery_id = ?1 ORDER BY id")
-                .bind(delivery_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+    /// Every deployment a delivery caused, oldest first (the delivery inspector), including
+    /// retries of them, which keep their delivery.
+    pub(crate) async fn deployments_of(
+        &self,
+        delivery_id: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE delivery_id = ?1 ORDER BY id"
+        ));
+        Ok(sqlx::query_as::<_, Deployment>(sql)
+            .bind(delivery_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// A service's newest deployment that was not skipped, for `ferry status`.

@@ -52,8 +52,12 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?;
+        let mut changed = supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?;
         tx.commit().await?;
+        if done == 1 {
+            changed.push(d.id);
+        }
+        self.publish_deployments(&changed).await;
         Ok(done == 1)
     }
 
@@ -87,6 +91,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.publish_deployments(&[id]).await;
         Ok(())
     }
 
@@ -132,6 +137,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
+        if dequeued && let Some(d) = &d {
+            // Only a dequeued one changed state; a running one stays `running` until it stops.
+            super::changes::publish_deployments(&self.live, vec![d.clone()]);
+        }
         Ok(d.map(|d| match (dequeued, flagged) {
             (true, _) => CancelOutcome::Dequeued(d),
             (false, true) => CancelOutcome::Stopping(d),
@@ -140,25 +149,25 @@ impl Store {
     }
 }
 
-/// Marks queued deployments of a service older than `id` as superseded by it.
+/// Marks queued deployments of a service older than `id` as superseded by it; returns their
+/// ids.
 pub(super) async fn supersede_older(
     tx: &mut SqliteConnection,
     app: &str,
     service: &str,
     id: i64,
     now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
         "UPDATE deployments INDEXED BY deployments_queued
          SET state = ?5, reason = 'superseded by deployment ' || ?3, finished_at = ?4
-         WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3",
+         WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3 RETURNING id",
     )
     .bind(app)
     .bind(service)
     .bind(id)
     .bind(now)
     .bind(DeploymentState::Superseded)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .fetch_all(&mut *tx)
+    .await?)
 }

@@ -17,6 +17,8 @@
 //! - `prune.rs`: retention's deletes.
 //! - `pages.rs`: the dashboard's filtered lists, each page a bounded window of ids.
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
+//! - `changes.rs`: what each write publishes to the live hub (`crate::live`), after its commit.
+//! - `steps.rs`: the steps of a deployment's run, written by the executors.
 //! - `github.rs`: the ids of the GitHub deployments ferry created, stored with the sent
 //!   creation (`Attempt::Created`).
 //!
@@ -25,6 +27,7 @@
 //! checks every such literal in these files.
 
 pub(crate) mod batch;
+mod changes;
 mod containers;
 mod deliveries;
 mod deployments;
@@ -38,6 +41,7 @@ mod pages;
 mod planning;
 mod prune;
 mod recovery;
+mod steps;
 
 use sqlx::sqlite::SqlitePool;
 
@@ -53,6 +57,7 @@ pub(crate) use outbox::{
 };
 pub(crate) use pages::Page;
 pub(crate) use planning::{NewDeployment, Planning};
+pub(crate) use steps::Step;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
@@ -87,6 +92,8 @@ pub(crate) struct Store {
     /// Taken around every write transaction, by the intake writer too (see `gate.rs`: a fair
     /// async lock instead of SQLite's polling busy handler).
     gate: WriteGate,
+    /// Where every committed change is published for live viewers (see `changes.rs`).
+    live: crate::live::Hub,
 }
 
 /// Filters and paging of the list calls: newest first, `before` an id.

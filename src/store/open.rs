@@ -22,16 +22,18 @@ impl Store {
         let pool = pool(&options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let gate = WriteGate::default();
+        let live = crate::live::Hub::default();
         let store = Store {
             pool,
             gate: gate.clone(),
+            live: live.clone(),
         };
         // The intake writer commits with NORMAL too, and `batch` makes each commit durable itself
         // by fsyncing the WAL before it answers: then the next batch is inserted while the
         // previous one is being flushed, instead of after (FULL fsyncs inside COMMIT, holding
         // the write lock). One fsync covers every commit written to the WAL before it.
         let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-        let intake = batch::start(writer, options, gate);
+        let intake = batch::start(writer, options, gate, live);
         Ok((store, intake))
     }
 

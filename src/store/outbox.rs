@@ -216,7 +216,7 @@ impl Store {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(512) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT id, app, source, event, source_delivery_id, received_at, verified, status, error, query, replay_of, note FROM deliveries WHERE id IN (",
+                "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at FROM deliveries WHERE id IN (",
             );
             let mut list = q.separated(", ");
             for id in chunk {
@@ -509,6 +509,7 @@ mod tests {
             dedupe_key: None,
             received_at: 1,
             verified: false,
+            scheme: None,
             status: DeliveryStatus::Rejected,
             error: Some("bad signature".into()),
             query: None,

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use sqlx::SqliteConnection;
 
+use super::changes::{
+    deliveries_by_id, deployments_by_id, publish_deliveries, publish_deployments,
+};
 use super::lifecycle::supersede_older;
 use super::{DeliveryStatus, DeploymentState, Store, StoreError, now_ms};
 
@@ -46,6 +49,8 @@ impl Store {
         Ok(Planning {
             tx: self.pool.begin().await?,
             _gate: gate,
+            live: self.live.clone(),
+            changed: Changed::default(),
         })
     }
 
@@ -62,6 +67,16 @@ pub(crate) struct Planning {
     /// Also read through by `history.rs`.
     pub(super) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     _gate: tokio::sync::OwnedMutexGuard<()>,
+    live: crate::live::Hub,
+    /// What this batch changed, published to live viewers after the commit.
+    changed: Changed,
+}
+
+/// The deployments and deliveries a planning batch changed.
+#[derive(Default)]
+struct Changed {
+    deployments: Vec<i64>,
+    deliveries: Vec<i64>,
 }
 
 impl Planning {
@@ -88,9 +103,17 @@ impl Planning {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         insert_deployments(&mut self.tx, deployments, now).await?;
+        let changed = &mut self.changed;
+        changed
+            .deployments
+            .extend(deployments.iter().map(|(id, ..)| *id));
         for ((app, service), id) in newest_queued(deployments) {
-            supersede_older(&mut self.tx, app, service, id, now).await?;
+            let superseded = supersede_older(&mut self.tx, app, service, id, now).await?;
+            changed.deployments.extend(superseded);
         }
+        changed
+            .deliveries
+            .extend(deliveries.iter().map(|(id, _)| *id));
         mark_planned(&mut self.tx, deliveries, now).await
     }
 
@@ -109,6 +132,7 @@ impl Planning {
             .bind(DeliveryStatus::Rejected)
             .execute(&mut *self.tx)
             .await?;
+            self.changed.deliveries.push(*id);
         }
         Ok(())
     }
@@ -125,9 +149,21 @@ impl Planning {
         Ok(())
     }
 
-    /// Makes the batch durable.
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+    /// Makes the batch durable, then publishes what it changed to live viewers (read inside
+    /// the transaction, only when somebody watches; published before the gate is released).
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        let changed = std::mem::take(&mut self.changed);
+        let (deployments, deliveries) = if self.live.listening() {
+            (
+                deployments_by_id(&mut self.tx, &changed.deployments).await?,
+                deliveries_by_id(&mut self.tx, &changed.deliveries).await?,
+            )
+        } else {
+            Default::default()
+        };
         self.tx.commit().await?;
+        publish_deliveries(&self.live, deliveries);
+        publish_deployments(&self.live, deployments);
         Ok(())
     }
 }

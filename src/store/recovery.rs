@@ -31,14 +31,17 @@ impl Store {
         let _gate = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        let retry = match mark_interrupted(&mut tx, id, now).await? {
+        let ended = mark_interrupted(&mut tx, id, now).await?;
+        let retry = match &ended {
             // A deployment whose cancel was requested is never retried.
             Some(run) if run.state != DeploymentState::Cancelled => {
-                retry(&mut tx, id, &run, retries, now).await?
+                retry(&mut tx, id, run, retries, now).await?
             }
             _ => None,
         };
         tx.commit().await?;
+        let changed: Vec<i64> = ended.map(|_| id).into_iter().chain(retry).collect();
+        self.publish_deployments(&changed).await;
         Ok(retry)
     }
 }

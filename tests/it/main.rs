@@ -16,6 +16,7 @@ mod dockerenv;
 mod executor;
 mod fake_http;
 mod github_deployments;
+mod inspect;
 mod intake;
 mod notifications;
 mod planning;

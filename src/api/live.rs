@@ -1,0 +1,286 @@
+//! The live API, as Server-Sent Events: `GET /api/v1/events[?app=]` (every delivery stored or
+//! settled, every deployment state change and step, from [`crate::live::Hub`]) and a
+//! deployment's log line by line (`GET /api/v1/deployments/ID/logs` with
+//! `Accept: text/event-stream`).
+//!
+//! Both count against the hub's limit of open streams (503 beyond it) and end when the server
+//! stops. Events cost the publisher nothing per viewer: each viewer reads the shared broadcast
+//! and filters by app itself; a viewer that falls behind gets `event: lagged` and goes on.
+//! A log stream polls the file (every [`POLL`]) for complete lines — the writer may be another
+//! task or, after a restart, nobody — and ends with `event: end` once the deployment has ended
+//! and its log has been sent to the end.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, ApiResult, not_found};
+use crate::deploylog;
+use crate::live::Hub;
+use crate::shared::Shared;
+use crate::store::{DeploymentState, Store};
+
+/// How often a log stream looks for new lines.
+const POLL: Duration = Duration::from_millis(150);
+/// How often, at most, a log stream asks the store whether its deployment has ended.
+const STATE_EVERY: Duration = Duration::from_millis(500);
+/// The most a log stream reads at once.
+const READ_MAX: usize = 256 * 1024;
+/// A comment sent while nothing happens, so proxies and clients keep the stream open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Whether a request asks for Server-Sent Events (as browsers' `EventSource` does).
+pub(super) fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// A place for one more stream, or 503.
+fn admit(hub: &Hub) -> Result<OwnedSemaphorePermit, ApiError> {
+    if hub.is_closed() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ferry is shutting down".into(),
+        ));
+    }
+    hub.admit().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many live streams are open (at most {}); try again later",
+                crate::live::MAX_VIEWERS
+            ),
+        )
+    })
+}
+
+/// An SSE response of `stream`, ended when the server stops.
+fn sse(hub: &Hub, stream: impl Stream<Item = Event> + Send + 'static) -> Response {
+    let stream = stream.map(Ok::<_, Infallible>).take_until(hub.closed());
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
+        .into_response();
+    // Reverse proxies (nginx) would otherwise hold events back in their buffers.
+    response.headers_mut().insert(
+        header::HeaderName::from_static("x-accel-buffering"),
+        header::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    app: Option<String>,
+}
+
+/// `GET /api/v1/events[?app=APP]`: `event: delivery`, `event: deployment`, `event: step`, and
+/// `event: lagged` (`{"missed": N}`) when this viewer fell behind and lost changes.
+pub(super) async fn events(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult {
+    if let Some(app) = &q.app
+        && !shared.config.apps.contains_key(app)
+    {
+        return Err(not_found("app"));
+    }
+    let permit = admit(&shared.live)?;
+    // Subscribed before the answer's head is sent: a client that has it misses nothing later.
+    let rx = shared.live.subscribe();
+    let stream =
+        futures_util::stream::unfold((rx, q.app, permit), |(mut rx, app, permit)| async move {
+            loop {
+                let event = match rx.recv().await {
+                    Ok(change) => {
+                        if app.as_deref().is_some_and(|a| a != change.app()) {
+                            continue;
+                        }
+                        Event::default()
+                            .event(change.kind().as_str())
+                            .data(change.json())
+                    }
+                    Err(RecvError::Lagged(missed)) => Event::default()
+                        .event("lagged")
+                        .data(json!({ "missed": missed }).to_string()),
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((event, (rx, app, permit)));
+            }
+        });
+    Ok(sse(&shared.live, stream))
+}
+
+/// Where a log stream resumes: `Last-Event-ID`, else `?offset=`, else the start. A value that
+/// is no number is a 400.
+fn resume_offset(headers: &HeaderMap, query: Option<u64>) -> Result<u64, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "Last-Event-ID must be a byte offset of the log (a number), not {:?}",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ),
+                )
+            }),
+        None => Ok(query.unwrap_or(0)),
+    }
+}
+
+/// `GET /api/v1/deployments/ID/logs` as SSE: one event per line (`id:` the offset after it),
+/// then `event: end` with the deployment's final state.
+pub(super) async fn log_events(
+    shared: &Shared,
+    id: i64,
+    headers: &HeaderMap,
+    offset: Option<u64>,
+) -> ApiResult {
+    let offset = resume_offset(headers, offset)?;
+    shared
+        .store
+        .deployment(id)
+        .await?
+        .ok_or_else(|| not_found("deployment"))?;
+    let path = deploylog::log_path(&shared.config.server.data_dir, id);
+    deploylog::check_resume(&path, offset)
+        .await
+        .map_err(|e| match e {
+            deploylog::ResumeError::Io(e) => ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read log: {e}"),
+            ),
+            e => ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("cannot resume deployment {id}'s log: {e}"),
+            ),
+        })?;
+    let follow = Follow {
+        store: shared.store.clone(),
+        id,
+        path,
+        offset,
+        lines: VecDeque::new(),
+        ended: None,
+        checked: None,
+        done: false,
+        _permit: admit(&shared.live)?,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        let event = f.next().await?;
+        Some((event, f))
+    });
+    Ok(sse(&shared.live, stream))
+}
+
+/// One viewer's place in a deployment's log.
+struct Follow {
+    store: Store,
+    id: i64,
+    path: PathBuf,
+    /// Where the next read starts: the end of the last line read.
+    offset: u64,
+    /// Lines read and not yet sent.
+    lines: VecDeque<(String, u64)>,
+    /// The final state, once the store said the deployment ended *before* a read that then
+    /// reached the end of the file: `event: end` follows the lines read.
+    ended: Option<DeploymentState>,
+    /// When the store was last asked.
+    checked: Option<tokio::time::Instant>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Follow {
+    /// The next event, or `None` once `event: end` has been sent (or the log is unreadable).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some((line, offset)) = self.lines.pop_front() {
+                return Some(Event::default().id(offset.to_string()).data(line));
+            }
+            if self.done {
+                return None;
+            }
+            if let Some(state) = self.ended {
+                self.done = true;
+                return Some(
+                    Event::default()
+                        .event("end")
+                        .data(json!({"state": state}).to_string()),
+                );
+            }
+            // Asked before reading: every line written before the deployment ended is read.
+            let ended = match self.final_state().await {
+                Seen::Going => None,
+                Seen::Ended(state) => Some(state),
+                // Deleted meanwhile (retention): nothing more to follow.
+                Seen::Gone => return None,
+            };
+            let (lines, read_all) = match deploylog::read_lines(&self.path, self.offset, READ_MAX)
+                .await
+            {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(deployment = self.id, error = %e, "cannot read log for a live viewer");
+                    return None;
+                }
+            };
+            if let Some((_, last)) = lines.last() {
+                self.offset = *last;
+            }
+            let idle = lines.is_empty();
+            self.lines.extend(lines);
+            if read_all {
+                self.ended = ended;
+            }
+            if idle && self.ended.is_none() {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Whether the deployment has ended (the store is asked at most every [`STATE_EVERY`]).
+    async fn final_state(&mut self) -> Seen {
+        let now = tokio::time::Instant::now();
+        if self.checked.is_some_and(|at| now - at < STATE_EVERY) {
+            return Seen::Going;
+        }
+        self.checked = Some(now);
+        match self.store.deployment(self.id).await {
+            Ok(Some(d)) if d.state.is_final() => Seen::Ended(d.state),
+            Ok(Some(_)) => Seen::Going,
+            Ok(None) => Seen::Gone,
+            Err(e) => {
+                tracing::warn!(deployment = self.id, error = %e, "cannot read deployment for a live viewer");
+                Seen::Going
+            }
+        }
+    }
+}
+
+/// What a log stream learnt of its deployment.
+enum Seen {
+    /// Still queued or running (or not asked this time).
+    Going,
+    Ended(DeploymentState),
+    /// No longer stored.
+    Gone,
+}
