@@ -125,11 +125,19 @@ async fn pages_need_a_login_and_the_login_needs_the_admin_token() {
     assert!(!set.contains("Secure"), "plain HTTP listener: {set}");
 
     let cookie = login(&ferry).await;
+    let (_, _) = ferry.hook("shop").query("services=worker").deliver().await;
     for path in [
         "/",
         "/deployments",
+        "/deployments?app=shop&service=worker&state=succeeded",
+        "/deployments?state=queued&before=5",
+        "/deployments/1",
         "/deliveries",
+        "/deliveries?app=shop&status=planned",
+        "/deliveries?status=rejected",
+        "/deliveries/1",
         "/notifications",
+        "/notifications?state=dead",
         "/login",
     ] {
         let r = get(&ferry, path, Some(&cookie)).await;
@@ -143,6 +151,16 @@ async fn pages_need_a_login_and_the_login_needs_the_admin_token() {
             r.headers()[header::CONTENT_TYPE],
             "text/html; charset=utf-8"
         );
+    }
+    for (path, status) in [
+        ("/deployments?state=exploded", StatusCode::BAD_REQUEST),
+        ("/deliveries?status=lost", StatusCode::BAD_REQUEST),
+        ("/deployments/999", StatusCode::NOT_FOUND),
+        ("/deliveries/999", StatusCode::NOT_FOUND),
+    ] {
+        let r = get(&ferry, path, Some(&cookie)).await;
+        assert_eq!(r.status(), status, "{path}");
+        assert_security_headers(r.headers(), path);
     }
 }
 
