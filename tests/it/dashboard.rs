@@ -306,3 +306,69 @@ async fn static_files_have_their_types_and_are_cached() {
     let r = get(&ferry, "/static/app-0000000000000000.css", None).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn with_an_admin_listener_the_dashboard_is_only_there() {
+    let admin_port = free_port();
+    let config = SHOP.replace(
+        "admin_token = \"${FERRY_ADMIN_TOKEN}\"\n",
+        &format!(
+            "admin_token = \"${{FERRY_ADMIN_TOKEN}}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n"
+        ),
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    for path in ["/", "/login", "/deployments"] {
+        let r = get(&ferry, path, None).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "main listener {path}");
+    }
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let r = client().get(format!("{admin}/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/login?next=%2F");
+    let r = client()
+        .post(format!("{admin}/login"))
+        .form_body(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        !set.contains("Secure"),
+        "the admin listener is plain HTTP: {set}"
+    );
+}
+
+#[tokio::test]
+async fn over_https_the_cookie_is_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&pem, key.signing_key.serialize_pem()).unwrap();
+    let config = SHOP.replace(
+        "admin_token = \"${FERRY_ADMIN_TOKEN}\"\n",
+        &format!(
+            "admin_token = \"${{FERRY_ADMIN_TOKEN}}\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            cert.display(),
+            pem.display()
+        ),
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    let port = ferry.base_url().rsplit(':').next().unwrap().to_string();
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = https
+        .post(format!("https://127.0.0.1:{port}/login"))
+        .form_body(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(set.contains("; Secure"), "{set}");
+}
