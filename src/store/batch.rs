@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use sqlx::SqliteConnection;
@@ -20,6 +21,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{DeliveryStatus, StoreError};
+use crate::metrics::Metrics;
 
 /// Most deliveries written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -95,10 +97,13 @@ impl Drop for Leave<'_> {
     }
 }
 
+/// Starts the writer and the flusher, which record batch sizes, commit and fsync times into
+/// `metrics`.
 pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    metrics: Arc<Metrics>,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
@@ -110,11 +115,12 @@ pub(super) fn start(
             conn: Some(conn),
             options,
             gate: gate.clone(),
+            metrics: metrics.clone(),
         },
         rx,
         flush_tx,
     ));
-    tokio::spawn(flusher(wal, flush_rx, committed.clone()));
+    tokio::spawn(flusher(wal, flush_rx, committed.clone(), metrics));
     Intake {
         tx,
         gate,
@@ -130,6 +136,7 @@ struct Writer {
     conn: Option<SqliteConnection>,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -141,7 +148,11 @@ impl Writer {
                 .conn
                 .insert(<SqliteConnection as sqlx::Connection>::connect_with(&self.options).await?),
         };
+        let began = Instant::now();
         let result = write_batch(conn, jobs).await;
+        if result.is_ok() {
+            self.metrics.batch_committed(jobs.len(), began.elapsed());
+        }
         if result.is_err()
             && let Some(c) = self.conn.take()
         {
@@ -260,13 +271,21 @@ fn refused_apps(jobs: &[Job]) -> std::collections::BTreeSet<String> {
 
 /// Makes committed batches durable and answers their requests. Everything waiting when a flush
 /// starts is covered by it: the WAL is append-only, and an fsync flushes all of it.
-async fn flusher(mut wal: Wal, mut rx: mpsc::Receiver<Committed>, committed: Arc<Notify>) {
+async fn flusher(
+    mut wal: Wal,
+    mut rx: mpsc::Receiver<Committed>,
+    committed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
     let mut batches: Vec<Committed> = Vec::new();
     while rx.recv_many(&mut batches, 64).await > 0 {
         let wrote = batches.iter().flatten().any(|(_, r)| r.is_ok());
         let flushed = if wrote {
+            let metrics = metrics.clone();
             let synced = tokio::task::spawn_blocking(move || {
+                let began = Instant::now();
                 let result = wal.sync();
+                metrics.flushed(began.elapsed());
                 (wal, result)
             })
             .await;
