@@ -88,7 +88,7 @@ async fn from_store(shared: &Shared) -> Result<Registry, StoreError> {
     );
     r.register(
         "ferry_lane_queue_depth",
-        "Deployments queued per lane (one app's service), read from the store at scrape time; a lane that starts runs the newest and supersedes the older ones",
+        "Deployments queued per lane (one app's service), read from the store at scrape time: usually 0, or 1 while a newer version waits for the running one (queueing a newer one supersedes the older)",
         queue_depth(shared).await?,
     );
     let events = Gauge::<i64>::default();
