@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use sqlx::SqliteConnection;
@@ -20,6 +21,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{DeliveryStatus, StoreError};
+use crate::metrics::Metrics;
 
 /// Most deliveries written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -98,11 +100,14 @@ impl Drop for Leave<'_> {
     }
 }
 
+/// Starts the writer and the flusher, which record batch sizes, commit and fsync times into
+/// `metrics`.
 pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
     live: crate::live::Hub,
+    metrics: Arc<Metrics>,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
@@ -115,11 +120,12 @@ pub(super) fn start(
             options,
             gate: gate.clone(),
             live,
+            metrics: metrics.clone(),
         },
         rx,
         flush_tx,
     ));
-    tokio::spawn(flusher(wal, flush_rx, committed.clone()));
+    tokio::spawn(flusher(wal, flush_rx, committed.clone(), metrics));
     Intake {
         tx,
         gate,
@@ -137,6 +143,7 @@ struct Writer {
     gate: super::WriteGate,
     /// Each stored delivery is published here after its commit (nothing when nobody watches).
     live: crate::live::Hub,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -148,8 +155,10 @@ impl Writer {
                 .conn
                 .insert(<SqliteConnection as sqlx::Connection>::connect_with(&self.options).await?),
         };
+        let began = Instant::now();
         let result = write_batch(conn, jobs).await;
         if let Ok(inserted) = &result {
+            self.metrics.batch_committed(jobs.len(), began.elapsed());
             // Still under the gate: viewers see the delivery before the planner's change to it.
             publish(&self.live, jobs, inserted);
         }
@@ -291,13 +300,21 @@ fn refused_apps(jobs: &[Job]) -> std::collections::BTreeSet<String> {
 
 /// Makes committed batches durable and answers their requests. Everything waiting when a flush
 /// starts is covered by it: the WAL is append-only, and an fsync flushes all of it.
-async fn flusher(mut wal: Wal, mut rx: mpsc::Receiver<Committed>, committed: Arc<Notify>) {
+async fn flusher(
+    mut wal: Wal,
+    mut rx: mpsc::Receiver<Committed>,
+    committed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
     let mut batches: Vec<Committed> = Vec::new();
     while rx.recv_many(&mut batches, 64).await > 0 {
         let wrote = batches.iter().flatten().any(|(_, r)| r.is_ok());
         let flushed = if wrote {
+            let metrics = metrics.clone();
             let synced = tokio::task::spawn_blocking(move || {
+                let began = Instant::now();
                 let result = wal.sync();
+                metrics.flushed(began.elapsed());
                 (wal, result)
             })
             .await;

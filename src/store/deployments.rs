@@ -92,6 +92,20 @@ impl Store {
             .collect()
     }
 
+    /// How many deployments wait in each lane (app, service), for `/metrics`; lanes with none
+    /// are not listed.
+    pub(crate) async fn count_queued_by_lane(
+        &self,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        // Literal state: the partial index `deployments_queued` only matches a literal.
+        Ok(sqlx::query_as(
+            "SELECT app, service, COUNT(*) FROM deployments INDEXED BY deployments_queued
+             WHERE state = 'queued' GROUP BY app, service",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub(crate) async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"

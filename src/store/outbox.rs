@@ -293,6 +293,15 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// How many events the notify worker has not fanned out yet (for `/metrics`).
+    pub(crate) async fn count_unfanned_events(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events INDEXED BY events_unfanned WHERE fanned_out = 0",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// How many notifications are in each state (for `/metrics`).
     pub(crate) async fn count_notifications(
         &self,
