@@ -15,6 +15,7 @@ mod executor;
 mod fake_http;
 mod github_deployments;
 mod intake;
+mod live;
 mod notifications;
 mod planning;
 mod restart;
