@@ -461,3 +461,103 @@ async fn open_streams_do_not_hold_a_shutdown_open() {
     let status = ferry.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}: {}", ferry.stderr_text());
 }
+
+/// The steps of a docker deployment: `pull`, `create`, `start`, `health`, `remove` when the new
+/// container is healthy; `health` failed and `rollback` when it is not.
+#[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
+async fn a_docker_deployment_records_its_steps() {
+    use crate::containers::{NOTIFY_TOKEN, config, deployment_of_tag};
+    use crate::dockerenv::*;
+    if !require_docker() {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-steps");
+    let name = scope.name("api");
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hooks/shop/{HOOK_TOKEN}");
+    let registry = Registry::start(Some(&hook), Some(&format!("Bearer {NOTIFY_TOKEN}")));
+    let repo = scope.repo(&registry.repo("acme/steps"));
+    let ferry = Ferry::with_config(&config(port, &repo, &name))
+        .dir("data")
+        .start()
+        .await;
+    for (v, broken) in [("1.0.0", false), ("1.1.0", false), ("1.2.0", true)] {
+        build_image(&format!("{repo}:{v}"), v, broken);
+    }
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        TEST_LABEL,
+        &format!("{repo}:1.0.0"),
+    ]);
+    wait_health(&name, "healthy").await;
+
+    let steps = async |d: &Value| {
+        let d = ferry.deployment(d["id"].as_i64().unwrap()).await;
+        d["steps"].as_array().unwrap().clone()
+    };
+    let summary = |steps: &[Value]| -> Vec<(String, String)> {
+        steps
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().into(),
+                    s["outcome"].as_str().unwrap_or("-").into(),
+                )
+            })
+            .collect()
+    };
+    let ok = |name: &str| (name.to_string(), "ok".to_string());
+
+    push(&format!("{repo}:1.1.0"));
+    let good = deployment_of_tag(&ferry, "1.1.0", "1.1.0 deployed", "succeeded").await;
+    let good = steps(&good).await;
+    assert_eq!(
+        summary(&good),
+        [
+            ok("pull"),
+            ok("create"),
+            ok("start"),
+            ok("health"),
+            ok("remove")
+        ],
+        "{good:#?}"
+    );
+    assert!(
+        good[1..].iter().all(|s| s["detail"] == name.as_str()),
+        "{good:#?}"
+    );
+    for pair in good.windows(2) {
+        assert!(
+            ts_ms(&pair[0]["ended_at"]) <= ts_ms(&pair[1]["started_at"]),
+            "{pair:#?}"
+        );
+    }
+
+    push(&format!("{repo}:1.2.0"));
+    let bad = deployment_of_tag(&ferry, "1.2.0", "1.2.0 rolled back", "rolled_back").await;
+    let bad = steps(&bad).await;
+    let failed = ("health".to_string(), "failed".to_string());
+    assert_eq!(
+        summary(&bad),
+        [
+            ok("pull"),
+            ok("create"),
+            ok("start"),
+            failed,
+            ok("rollback")
+        ],
+        "{bad:#?}"
+    );
+    assert!(
+        bad[3]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unhealthy"),
+        "{bad:#?}"
+    );
+}
