@@ -20,12 +20,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ApiError, ApiResult, not_found};
 use crate::deploylog;
@@ -41,6 +41,8 @@ const STATE_EVERY: Duration = Duration::from_millis(500);
 const READ_MAX: usize = 256 * 1024;
 /// A comment sent while nothing happens, so proxies and clients keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The most changes an events stream sends in one chunk.
+const BURST: usize = 256;
 
 /// Whether a request asks for Server-Sent Events (as browsers' `EventSource` does).
 pub(super) fn wants_events(headers: &HeaderMap) -> bool {
@@ -133,21 +135,38 @@ struct Viewer {
 }
 
 impl Viewer {
-    /// The next frame for this viewer; `None` once the hub is gone.
+    /// The next frames for this viewer; `None` once the hub is gone. Changes come in bursts (a
+    /// batch of deliveries, a planning batch): what is already waiting goes out with the first
+    /// as one chunk — one write, not one per event.
     async fn next(&mut self) -> Option<Bytes> {
+        let first = self.wait().await?;
+        let mut chunk: Option<BytesMut> = None;
+        for _ in 0..BURST {
+            let frame = match self.rx.try_recv() {
+                Ok(change) if self.wants(&change) => change.frame(),
+                Ok(_) => continue,
+                Err(TryRecvError::Lagged(missed)) => lagged(missed),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+            chunk
+                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                .extend_from_slice(&frame);
+        }
+        Some(chunk.map_or(first, BytesMut::freeze))
+    }
+
+    fn wants(&self, change: &crate::live::Change) -> bool {
+        self.app.as_deref().is_none_or(|a| a == change.app())
+    }
+
+    /// Waits for the next frame: a change of this viewer's app, a lag notice, or a keep-alive.
+    async fn wait(&mut self) -> Option<Bytes> {
         loop {
             let frame = tokio::select! {
                 received = self.rx.recv() => match received {
-                    Ok(change) => {
-                        if self.app.as_deref().is_some_and(|a| a != change.app()) {
-                            continue;
-                        }
-                        change.frame()
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        let data = json!({ "missed": missed });
-                        Bytes::from(format!("event: lagged\ndata: {data}\n\n"))
-                    }
+                    Ok(change) if self.wants(&change) => change.frame(),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => lagged(missed),
                     Err(RecvError::Closed) => return None,
                 },
                 () = tokio::time::sleep_until(self.quiet_since + KEEP_ALIVE) => {
@@ -158,6 +177,12 @@ impl Viewer {
             return Some(frame);
         }
     }
+}
+
+/// `event: lagged`: this viewer lost `missed` changes.
+fn lagged(missed: u64) -> Bytes {
+    let data = json!({ "missed": missed });
+    Bytes::from(format!("event: lagged\ndata: {data}\n\n"))
 }
 
 /// Where a log stream resumes: `Last-Event-ID`, else `?offset=`, else the start. A value that
@@ -351,13 +376,16 @@ mod tests {
         for id in 3..8 {
             publish(&hub, "shop", id);
         }
+        // What waits goes out in one chunk, the lag notice first.
         assert_eq!(
             &shop.next().await.unwrap()[..],
-            b"event: lagged\ndata: {\"missed\":3}\n\n"
+            b"event: lagged\ndata: {\"missed\":3}\n\nevent: delivery\ndata: {\"id\":6}\n\nevent: delivery\ndata: {\"id\":7}\n\n"
         );
+        publish(&hub, "blog", 8);
+        publish(&hub, "shop", 9);
         assert_eq!(
             &shop.next().await.unwrap()[..],
-            b"event: delivery\ndata: {\"id\":6}\n\n"
+            b"event: delivery\ndata: {\"id\":9}\n\n"
         );
     }
 
