@@ -92,7 +92,7 @@ pub(crate) enum Command {
         /// Deploy this branch, tag or commit to git-based services.
         #[arg(long = "ref")]
         git_ref: Option<String>,
-        /// Wait until the deployments end; exit 1 unless all succeeded.
+        /// Wait until the deployments end, showing each step; exit 1 unless all succeeded.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -105,7 +105,7 @@ pub(crate) enum Command {
         /// Go back to the version of this deployment instead.
         #[arg(long)]
         to: Option<i64>,
-        /// Wait until the rollback ends; exit 1 unless it succeeded.
+        /// Wait until the rollback ends, showing each step; exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -120,7 +120,8 @@ pub(crate) enum Command {
     /// A deployment's log.
     Logs {
         deployment: i64,
-        /// Keep printing until the deployment ends.
+        /// Keep printing as lines are written (live, over Server-Sent Events) until the
+        /// deployment ends.
         #[arg(long, short)]
         follow: bool,
         #[command(flatten)]

@@ -16,6 +16,7 @@ mod fake_http;
 mod github_deployments;
 mod inspect;
 mod intake;
+mod live;
 mod metrics;
 mod notifications;
 mod planning;
