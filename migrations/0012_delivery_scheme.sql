@@ -6,3 +6,9 @@ ALTER TABLE deliveries ADD COLUMN scheme TEXT;
 -- how many came and when the last did, so the inspector can say "received again N times".
 ALTER TABLE deliveries ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN duplicate_at INTEGER;
+-- The dashboard filters deployments by state (`?state=running`): each filter walks its own
+-- index newest first, instead of every deployment of the app (or of all apps) when the state
+-- is rare (bench/pages: `?state=running` with none running, 1M deliveries / 95k deployments:
+-- p99 51 ms before).
+CREATE INDEX deployments_state ON deployments (state, id);
+CREATE INDEX deployments_app_state ON deployments (app, state, id);

@@ -253,7 +253,7 @@ fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
         (None, true) if d.source == Source::Manual.as_str() => {
             "verified by the admin token (stored by the API)".into()
         }
-        (_, true) => "verified (by which scheme was not recorded before ferry stored it)".into(),
+        (_, true) => "verified (stored before ferry recorded which scheme)".into(),
         (_, false) if d.status == DeliveryStatus::Rejected && !schemes.is_empty() => {
             v.failure = d.error.clone();
             format!(
@@ -440,4 +440,47 @@ fn push_json(c: &crate::sources::GitPush) -> Value {
         "deleted": c.deleted,
         "forced": c.forced,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{GitPush, GitRef};
+
+    #[test]
+    fn events_name_their_kind_and_what_they_carry() {
+        let push = Event::Push(vec![GitPush {
+            repo: "acme/shop".into(),
+            full_ref: "refs/tags/v1.2".into(),
+            git_ref: GitRef::parse("refs/tags/v1.2"),
+            commit: Some("c0ffee".into()),
+            time: Some(0),
+            deleted: false,
+            forced: true,
+        }]);
+        let m = Modifiers::parse("services=web");
+        let v = event_json(&push, &m, false);
+        assert_eq!(v["kind"], "push");
+        assert_eq!(v["changes"][0]["tag"], "v1.2");
+        assert!(v["changes"][0]["branch"].is_null());
+        assert_eq!(v["changes"][0]["time"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["changes"][0]["forced"], true);
+        assert_eq!(v["modifiers"]["services"][0], "web");
+        assert!(v.get("unverified").is_none());
+        let v = event_json(&Event::Redeploy { time: None }, &Modifiers::default(), true);
+        assert_eq!(v["kind"], "redeploy");
+        assert_eq!(v["unverified"], true);
+    }
+
+    #[test]
+    fn services_left_out_say_by_what() {
+        assert_eq!(
+            not_selected("worker", &Modifiers::parse("services=web,api")),
+            "not selected: ?services=web,api"
+        );
+        assert_eq!(
+            not_selected("worker", &Modifiers::parse("deployment_profile=front")),
+            "not selected: not in deployment profile \"front\""
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! The client commands (`deploy`, `rollback`, `status`, `logs`, `deliveries`, `replay`,
+//! The client commands (`deploy`, `rollback`, `status`, `logs`, `deliveries` (and one delivery,
+//! printed by `delivery_view`), `replay`,
 //! `cancel`, `notifications`): each talks to a running server's `/api/v1` with the admin token and prints a
 //! table or follows a deployment to its end. `live.rs`: following over Server-Sent Events
 //! (`logs --follow`) and the steps `--wait` shows.
@@ -333,6 +334,27 @@ pub(crate) async fn deliveries(
         ],
         rows,
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry deliveries ID`: one delivery, as the inspector shows it (`--json`: the API's JSON;
+/// `--raw`: the body as stored).
+pub(crate) async fn delivery(
+    id: i64,
+    raw: bool,
+    as_json: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let v = c.get(&format!("/deliveries/{id}")).await?;
+    let text = if as_json {
+        format!("{}\n", serde_json::to_string_pretty(&v)?)
+    } else {
+        super::delivery_view::render(&v, raw)
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     Ok(ExitCode::SUCCESS)
 }
 

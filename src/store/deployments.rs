@@ -120,6 +120,18 @@ impl Store {
         let before = f.before.unwrap_or(i64::MAX);
         // As for deliveries: the leading filters match an index, the rest filter the walk.
         let sql = match (&f.app, &f.service) {
+            // A state filter walks the state's own index (migration 0012): a rare state
+            // (`running`) would otherwise walk every deployment of the app, or of all apps.
+            (Some(_), _) if f.state.is_some() => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_app_state
+                 WHERE app = ?1 AND (?2 IS NULL OR service = ?2) AND state = ?3 AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            (None, _) if f.state.is_some() => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_state
+                 WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR service = ?2) AND state = ?3 AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
             (Some(_), Some(_)) => format!(
                 "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
                  WHERE app = ?1 AND service = ?2 AND (?3 IS NULL OR state = ?3) AND id < ?4

@@ -317,3 +317,63 @@ async fn an_unknown_delivery_is_a_404() {
     assert_eq!(r.status, 404);
     assert_eq!(r.error(), "delivery not found");
 }
+
+#[tokio::test]
+async fn ferry_deliveries_id_prints_the_inspection() {
+    let ferry = Ferry::shop().start().await;
+    let commit = sha(7);
+    let id = ferry.push("master", &commit, &commit_time(7)).await;
+    ferry.settle(id).await;
+    let web = outcome(&ferry.delivery(id).await, "web")["deployment"].clone();
+    let id_text = id.to_string();
+
+    let out = ferry.cli(&["deliveries", &id_text]).run().await;
+    let text = out.success();
+    assert!(text.starts_with("delivery  "), "{text}");
+    for line in [
+        "app         shop".to_string(),
+        "request     POST /hooks/shop/••••".to_string(),
+        "verified    verified by github".to_string(),
+        format!("parsed      push {REPO} refs/heads/master {commit}"),
+        format!("  web      {web}"),
+        "  content-type: application/json".to_string(),
+        "Body (json, ".to_string(),
+        "  \"ref\": \"refs/heads/master\",".to_string(),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!text.contains(HOOK_TOKEN), "{text}");
+    let (outcomes, headers, body) = (
+        text.find("\nOutcomes\n").unwrap(),
+        text.find("\nHeaders\n").unwrap(),
+        text.find("\nBody (").unwrap(),
+    );
+    assert!(outcomes < headers && headers < body, "{text}");
+
+    // --raw: the body exactly as received (one line of JSON).
+    let raw = ferry.cli(&["deliveries", &id_text, "--raw"]).run().await;
+    let stored = ferry.delivery(id).await["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        raw.success().ends_with(&format!("{stored}\n")),
+        "{}",
+        raw.stdout
+    );
+
+    // --json: the API's JSON.
+    let json = ferry.cli(&["deliveries", &id_text, "--json"]).run().await;
+    let v: Value = serde_json::from_str(json.success()).expect("JSON");
+    assert_eq!(v["id"], id);
+    assert_eq!(v["verification"]["scheme"], "github");
+
+    // An app name still lists, and an unknown id fails with the server's reason.
+    let list = ferry.cli(&["deliveries", "shop"]).run().await;
+    assert!(list.success().starts_with("ID"), "{}", list.stdout);
+    let missing = ferry.cli(&["deliveries", "999"]).run().await;
+    assert!(
+        missing.failure().contains("delivery not found"),
+        "{missing:#?}"
+    );
+}
