@@ -233,6 +233,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
         "source_delivery_id": d.source_delivery_id,
         "received_at": json_time(Some(d.received_at)),
         "verified": d.verified,
+        "scheme": d.scheme,
         "status": d.status,
         "error": d.error,
         "query": d.query,

@@ -55,6 +55,7 @@ async fn a_signed_push_that_deploys_shows_request_scheme_event_and_outcomes() {
     assert_eq!(i["verification"]["scheme"], "github");
     assert_eq!(i["verification"]["summary"], "verified by github");
     assert_eq!(i["scheme"], "github");
+    assert_eq!(ferry.deliveries("app=shop").await[0]["scheme"], "github");
 
     // Parsed as the planner read it.
     let change = &i["parsed"]["event"]["changes"][0];
