@@ -428,6 +428,7 @@ async fn deploy(
         headers: "{}".into(),
         body,
         replay_of: None,
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
@@ -493,6 +494,7 @@ async fn rollback(
         headers: "{}".into(),
         body: body.into(),
         replay_of: None,
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
@@ -529,6 +531,7 @@ async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiRe
         headers: original.headers.clone(),
         body: original.body.into(),
         replay_of: Some(id),
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
