@@ -190,6 +190,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
         "source_delivery_id": d.source_delivery_id,
         "received_at": json_time(Some(d.received_at)),
         "verified": d.verified,
+        "scheme": d.scheme,
         "status": d.status,
         "error": d.error,
         "query": d.query,
@@ -392,6 +393,7 @@ async fn deploy(
         headers: "{}".into(),
         body,
         replay_of: None,
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
@@ -457,6 +459,7 @@ async fn rollback(
         headers: "{}".into(),
         body: body.into(),
         replay_of: None,
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
@@ -493,6 +496,7 @@ async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiRe
         headers: original.headers.clone(),
         body: original.body.into(),
         replay_of: Some(id),
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }

@@ -206,6 +206,7 @@ fn new_delivery(
         headers: crate::redact::headers_json(headers, app),
         body,
         replay_of: None,
+        refused_with: None,
     }
 }
 
@@ -315,6 +316,7 @@ async fn reject(
     tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %Escaped(&message), "delivery rejected");
     delivery.status = DeliveryStatus::Rejected;
     delivery.error = Some(message.clone());
+    delivery.refused_with = Some(code.as_u16());
     delivery.dedupe_key = None;
     if let Err(e) = shared.intake.insert(delivery).await {
         tracing::warn!(error = %e, "cannot record rejected delivery");

@@ -60,6 +60,9 @@ pub(crate) struct RequestView {
     /// The hook path with its token masked (`/hooks/APP/••••`) and the stored query; the API
     /// path for deploys and rollbacks.
     pub(crate) path: String,
+    /// The HTTP status a refused hook request was answered with (401, 415, 400, …); `None`
+    /// for accepted ones (202, or 200 for a ping).
+    pub(crate) refused_with: Option<i64>,
     /// The headers as stored (secrets were redacted before storage).
     pub(crate) headers: Value,
     pub(crate) body: BodyView,
@@ -232,13 +235,15 @@ fn request(full: &FullDelivery, read: &Read) -> RequestView {
         method,
         made_by,
         path,
+        refused_with: d.refused_with,
         body: body::view(&full.body, full.body_size, content_type.as_deref()),
         headers,
     }
 }
 
-/// Who vouched for it: the stored scheme, or why nothing did. Whether an unverified delivery
-/// failed verification or needed none is told by the app's schemes as configured now.
+/// Who vouched for it: the stored scheme, or why nothing did. A refusal answered 401 failed
+/// verification (the request path answers 401 for nothing else once the token matched); for
+/// refusals stored before ferry kept the answer, the app's schemes as configured now tell.
 fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
     let d = &full.delivery;
     let schemes = app.map(|a| a.verify.schemes()).unwrap_or_default();
@@ -254,7 +259,7 @@ fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
             "verified by the admin token (stored by the API)".into()
         }
         (_, true) => "verified (stored before ferry recorded which scheme)".into(),
-        (_, false) if d.status == DeliveryStatus::Rejected && !schemes.is_empty() => {
+        (_, false) if failed_verification(d, !schemes.is_empty()) => {
             v.failure = d.error.clone();
             format!(
                 "verification failed: {}",
@@ -270,6 +275,14 @@ fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
         ),
     };
     v
+}
+
+/// Whether an unverified delivery was refused for failing verification.
+fn failed_verification(d: &crate::store::Delivery, app_has_schemes: bool) -> bool {
+    match d.refused_with {
+        Some(code) => code == 401,
+        None => d.status == DeliveryStatus::Rejected && d.planned_at.is_none() && app_has_schemes,
+    }
 }
 
 /// Its deployments, each service's outcome, and why nothing was deployed.

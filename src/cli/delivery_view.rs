@@ -62,6 +62,12 @@ fn header(out: &mut String, v: &Value) {
             ("made by", some(&req["made_by"])),
             ("verified", Some(text(&v["verification"]["summary"]))),
             ("status", Some(text(&v["status"]))),
+            (
+                "answered",
+                req["refused_with"]
+                    .as_i64()
+                    .map(|c| format!("HTTP {c} (refused)")),
+            ),
             ("error", some(&v["error"])),
             ("note", some(&v["note"])),
             ("replay of", some(&v["replay_of"])),

@@ -55,6 +55,8 @@ pub(crate) struct NewDelivery {
     pub(crate) headers: String,
     pub(crate) body: Bytes,
     pub(crate) replay_of: Option<i64>,
+    /// The HTTP status a refused hook request was answered with (401: verification failed).
+    pub(crate) refused_with: Option<u16>,
 }
 
 /// What happened to a delivery handed to the store.
@@ -433,7 +435,7 @@ async fn write_batch(
     .fetch_one(&mut *tx)
     .await?;
     let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
-    // 16 variables per row; SQLite allows 32766 per statement.
+    // 17 variables per row; SQLite allows 32766 per statement.
     for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
         let base = first + (chunk_no * 1024) as i64;
         inserted.extend(insert_chunk(&mut tx, base, chunk).await?);
@@ -468,7 +470,7 @@ async fn insert_chunk(
     chunk: &[Job],
 ) -> Result<Vec<i64>, StoreError> {
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body, body_size, replay_of) ",
+        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body, body_size, replay_of, refused_with) ",
     );
     q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
         let (body, body_size) = stored_body(d);
@@ -487,7 +489,8 @@ async fn insert_chunk(
             .push_bind(d.headers.clone())
             .push_bind(body)
             .push_bind(body_size)
-            .push_bind(d.replay_of);
+            .push_bind(d.replay_of)
+            .push_bind(d.refused_with);
     });
     q.push(" ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id");
     Ok(q.build_query_scalar().fetch_all(&mut *tx).await?)
@@ -528,6 +531,7 @@ mod tests {
             headers: "{}".into(),
             body: Bytes::copy_from_slice(body),
             replay_of: None,
+            refused_with: None,
         }
     }
 

@@ -55,6 +55,7 @@ async fn a_signed_push_that_deploys_shows_request_scheme_event_and_outcomes() {
     assert_eq!(i["verification"]["scheme"], "github");
     assert_eq!(i["verification"]["summary"], "verified by github");
     assert_eq!(i["scheme"], "github");
+    assert_eq!(ferry.deliveries("app=shop").await[0]["scheme"], "github");
 
     // Parsed as the planner read it.
     let change = &i["parsed"]["event"]["changes"][0];
@@ -148,6 +149,7 @@ async fn a_bad_signature_is_shown_as_the_verification_failure() {
     assert_eq!(r.status, 401, "{}", r.text);
     let i = ferry.delivery(newest_rejected(&ferry).await).await;
     assert_eq!(i["status"], "rejected");
+    assert_eq!(i["request"]["refused_with"], 401);
     let v = &i["verification"];
     assert_eq!(v["verified"], false, "{i:#}");
     assert!(v["scheme"].is_null());
@@ -177,6 +179,29 @@ async fn a_bad_signature_is_shown_as_the_verification_failure() {
         "{why}"
     );
     assert_eq!(outcome(&i, "web")["reason"], why);
+}
+
+#[tokio::test]
+async fn a_refusal_for_another_reason_is_not_called_a_verification_failure() {
+    let ferry = Ferry::shop().start().await;
+    // Unsigned (let through by allow_unsigned), then refused for a modifier the app does not
+    // take on hooks.
+    let r = ferry.hook("shop").query("git_ref=main").send().await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let i = ferry.delivery(newest_rejected(&ferry).await).await;
+    assert_eq!(i["request"]["refused_with"], 400);
+    assert_eq!(i["request"]["path"], "/hooks/shop/••••?git_ref=main");
+    let v = &i["verification"];
+    assert!(v["failure"].is_null(), "{i:#}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("unverified: let through by verify.allow_unsigned"),
+        "{v:#}"
+    );
+    let why = i["outcomes"]["why"].as_str().unwrap();
+    assert_eq!(why, format!("rejected: {}", r.error()));
 }
 
 #[tokio::test]
