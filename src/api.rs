@@ -6,9 +6,10 @@
 //! them alike. Cancel changes the deployment in the store and stops its run through the lanes'
 //! [`crate::lanes::Running`]. The outbox (`notifications.rs`) lists notifications and queues
 //! a dead one again. `live.rs` serves the live API (Server-Sent Events): the events of the
-//! live hub and a deployment's log as it grows.
+//! live hub and a deployment's log as it grows. `metrics.rs` serves `/metrics` and `/readyz`.
 
 mod live;
+mod metrics;
 pub(crate) mod notifications;
 
 use std::sync::Arc;
@@ -70,7 +71,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
 pub(crate) fn health_router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(metrics::readyz))
 }
 
 /// The API and `/metrics`: on the admin listener when `server.admin_listen` is set.
@@ -94,7 +95,7 @@ pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .layer(middleware::from_fn_with_state(shared, require_admin));
     Router::new()
         .nest("/api/v1", api)
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
 }
 
 /// Refuses API calls without the admin bearer token (compared in constant time) — or, for
@@ -133,53 +134,6 @@ async fn require_admin(State(shared): State<Arc<Shared>>, req: Request, next: Ne
         return r;
     }
     next.run(req).await
-}
-
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.store.ping().await {
-        Ok(()) => "ready\n".into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response(),
-    }
-}
-
-/// Prometheus text format: hook answers since start, deployments and notifications by state
-/// (from the store).
-async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let m = &shared.metrics;
-    let mut out = String::from(
-        "# HELP ferry_hook_requests_total Hook requests answered, by outcome.\n# TYPE ferry_hook_requests_total counter\n",
-    );
-    for (outcome, counter) in [
-        ("accepted", &m.accepted),
-        ("duplicate", &m.duplicate),
-        ("rejected", &m.rejected),
-        ("not_found", &m.not_found),
-        ("unavailable", &m.unavailable),
-        ("limited", &m.limited),
-        ("forbidden", &m.forbidden),
-    ] {
-        let _ = writeln!(
-            out,
-            "ferry_hook_requests_total{{outcome=\"{outcome}\"}} {}",
-            counter.load(Relaxed)
-        );
-    }
-    out.push_str("# HELP ferry_deployments Deployments in the store, by state.\n# TYPE ferry_deployments gauge\n");
-    for (state, n) in shared.store.count_by_state().await? {
-        let _ = writeln!(out, "ferry_deployments{{state=\"{state}\"}} {n}");
-    }
-    out.push_str("# HELP ferry_notifications Outgoing notifications in the store, by state.\n# TYPE ferry_notifications gauge\n");
-    let counts = shared.store.count_notifications().await?;
-    for state in crate::states::NotificationState::ALL {
-        let n = counts
-            .iter()
-            .find(|(s, _)| s == state)
-            .map_or(0, |(_, n)| *n);
-        let _ = writeln!(out, "ferry_notifications{{state=\"{state}\"}} {n}");
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 async fn apps(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -246,6 +200,7 @@ fn delivery_json(d: &Delivery, deployments: &[i64]) -> Value {
         "source_delivery_id": d.source_delivery_id,
         "received_at": json_time(Some(d.received_at)),
         "verified": d.verified,
+        "scheme": d.scheme,
         "status": d.status,
         "error": d.error,
         "query": d.query,
@@ -448,6 +403,7 @@ pub(crate) async fn deploy(
         headers: "{}".into(),
         body,
         replay_of: None,
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
@@ -513,6 +469,7 @@ pub(crate) async fn rollback(
         headers: "{}".into(),
         body: body.into(),
         replay_of: None,
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }
@@ -549,6 +506,7 @@ pub(crate) async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64
         headers: original.headers.clone(),
         body: original.body.into(),
         replay_of: Some(id),
+        refused_with: None,
     };
     store_new(&shared, delivery).await
 }

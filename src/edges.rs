@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use ipnet::IpNet;
 
 use crate::config::{App, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{Answer, Metrics};
 use crate::ratelimit::{Limiter, retry_after_secs};
 
 /// Client keys the per-client limiters hold at most (a few MiB); see `ratelimit`.
@@ -111,7 +111,7 @@ impl Edges {
         if !allow.is_empty() {
             let allowed = client.is_some_and(|c| allow.iter().any(|net| net.contains(&c.0)));
             if !allowed {
-                Metrics::count(&metrics.forbidden);
+                metrics.answer(Answer::Forbidden);
                 let who = client.map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
                 tracing::warn!(app = %app.name, client = %who, "hook request from an address outside verify.allow_ips refused");
                 return Some(error(
@@ -126,7 +126,7 @@ impl Edges {
         if let Some(limiter) = self.per_app.get(&app.name)
             && let Err(wait) = limiter.check(&(), Instant::now())
         {
-            Metrics::count(&metrics.limited);
+            metrics.answer(Answer::Limited);
             tracing::warn!(app = %app.name, rate = %limiter.rate(), "hook rate limit of the app reached; answering 429");
             return Some(too_many(
                 wait,
@@ -219,7 +219,7 @@ pub(crate) async fn guard(
     if let Some(failures) = &edges.failures
         && let Err(wait) = failures.peek(&failure_key, Instant::now())
     {
-        Metrics::count(&metrics.limited);
+        metrics.answer(Answer::Limited);
         tracing::debug!(%client, "client over its failed-check limit; answering 429");
         return too_many(
             wait,
@@ -232,7 +232,7 @@ pub(crate) async fn guard(
     if let Some(per_client) = &edges.per_client
         && let Err(wait) = per_client.check(&key, Instant::now())
     {
-        Metrics::count(&metrics.limited);
+        metrics.answer(Answer::Limited);
         tracing::debug!(%client, "client over its request rate; answering 429");
         return too_many(
             wait,

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::config::App;
 use crate::logging::Escaped;
-use crate::metrics::Metrics;
+use crate::metrics::Answer;
 use crate::plan::Modifiers;
 use crate::shared::Shared;
 use crate::sources::{self, BodyError, Source, Verdict};
@@ -79,7 +79,7 @@ pub(crate) async fn hook(
     body: Body,
 ) -> Response {
     let Some(app) = authenticate(&shared, &app_name, &token) else {
-        Metrics::count(&shared.metrics.not_found);
+        shared.metrics.answer(Answer::NotFound);
         return not_found();
     };
     let peer_cert = peer_cert.as_ref().map(|e| &e.0);
@@ -88,19 +88,25 @@ pub(crate) async fn hook(
     }
     let body = match read_body(shared.config.server.body_limit, &headers, body).await {
         Ok(body) => body,
-        Err(refused) => return refused,
+        Err(refused) => {
+            shared.metrics.answer(Answer::Rejected);
+            return refused;
+        }
     };
     let source = match source_hint(query.as_deref()) {
         Ok(hint) => sources::detect_with_hint(&headers, hint.as_deref()),
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        Err(message) => {
+            shared.metrics.answer(Answer::Rejected);
+            return error(StatusCode::BAD_REQUEST, message);
+        }
     };
     let mut delivery = new_delivery(app, source, &headers, query, body);
     let verdict = match check(app, source, &headers, &mut delivery) {
         Ok(verdict) => verdict,
-        Err((code, message)) => return reject(&shared, delivery, code, message).await,
+        Err((code, message)) => return reject(&shared, source, delivery, code, message).await,
     };
     delivery.dedupe_key = sources::dedupe_key(source, verdict, &headers, &delivery.body);
-    store(&shared, app, delivery).await
+    store(&shared, app, source, delivery).await
 }
 
 /// Whether the app takes this caller, before the body is read or anything stored (none of
@@ -116,7 +122,7 @@ fn admit(
         return Some(refused);
     }
     let refused = check_client_cert(app, peer_cert)?;
-    Metrics::count(&shared.metrics.rejected);
+    shared.metrics.answer(Answer::Rejected);
     Some(refused)
 }
 
@@ -200,6 +206,7 @@ fn new_delivery(
         headers: crate::redact::headers_json(headers, app),
         body,
         replay_of: None,
+        refused_with: None,
     }
 }
 
@@ -237,14 +244,15 @@ fn check(
 
 /// Stores an accepted delivery and answers: 202 (200 `pong` for a ping), 200 `duplicate`
 /// when its dedupe key is already stored, 503 when the store cannot take it.
-async fn store(shared: &Shared, app: &App, delivery: NewDelivery) -> Response {
-    let source = delivery.source.clone();
+async fn store(shared: &Shared, app: &App, sender: Source, delivery: NewDelivery) -> Response {
+    let source = sender.as_str();
+    let count = |outcome| shared.metrics.delivery(&app.name, source, outcome);
     let event = delivery.event.clone();
     let verified = delivery.verified;
     let is_ping = event.as_deref() == Some("ping");
     match shared.intake.insert(delivery).await {
         Ok(Inserted::New(id)) => {
-            Metrics::count(&shared.metrics.accepted);
+            count(Answer::Accepted);
             tracing::info!(delivery = id, app = %app.name, source, event = event.as_deref().unwrap_or(""), verified, "delivery accepted");
             if is_ping {
                 return (
@@ -256,7 +264,7 @@ async fn store(shared: &Shared, app: &App, delivery: NewDelivery) -> Response {
             accepted(&shared.config.server.public_url, id)
         }
         Ok(Inserted::Duplicate(original)) => {
-            Metrics::count(&shared.metrics.duplicate);
+            count(Answer::Duplicate);
             tracing::info!(delivery = original, app = %app.name, source, "duplicate delivery; nothing to do");
             (
                 StatusCode::OK,
@@ -265,7 +273,7 @@ async fn store(shared: &Shared, app: &App, delivery: NewDelivery) -> Response {
                 .into_response()
         }
         Err(e) => {
-            Metrics::count(&shared.metrics.unavailable);
+            count(Answer::Unavailable);
             tracing::error!(app = %app.name, error = %e, "cannot store delivery; answering 503");
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -296,15 +304,19 @@ pub(crate) fn accepted(public_url: &str, id: i64) -> Response {
 /// Records a refused delivery (so the user can see why their webhook failed) and answers.
 async fn reject(
     shared: &Shared,
+    sender: Source,
     mut delivery: NewDelivery,
     code: StatusCode,
     message: String,
 ) -> Response {
-    Metrics::count(&shared.metrics.rejected);
+    shared
+        .metrics
+        .delivery(&delivery.app, sender.as_str(), Answer::Rejected);
     // The reason may quote request values (a query modifier, a header): escaped.
     tracing::warn!(app = %delivery.app, source = %delivery.source, status = code.as_u16(), reason = %Escaped(&message), "delivery rejected");
     delivery.status = DeliveryStatus::Rejected;
     delivery.error = Some(message.clone());
+    delivery.refused_with = Some(code.as_u16());
     delivery.dedupe_key = None;
     if let Err(e) = shared.intake.insert(delivery).await {
         tracing::warn!(error = %e, "cannot record rejected delivery");

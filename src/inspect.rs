@@ -60,6 +60,9 @@ pub(crate) struct RequestView {
     /// The hook path with its token masked (`/hooks/APP/••••`) and the stored query; the API
     /// path for deploys and rollbacks.
     pub(crate) path: String,
+    /// The HTTP status a refused hook request was answered with (401, 415, 400, …); `None`
+    /// for accepted ones (202, or 200 for a ping).
+    pub(crate) refused_with: Option<i64>,
     /// The headers as stored (secrets were redacted before storage).
     pub(crate) headers: Value,
     pub(crate) body: BodyView,
@@ -232,13 +235,15 @@ fn request(full: &FullDelivery, read: &Read) -> RequestView {
         method,
         made_by,
         path,
+        refused_with: d.refused_with,
         body: body::view(&full.body, full.body_size, content_type.as_deref()),
         headers,
     }
 }
 
-/// Who vouched for it: the stored scheme, or why nothing did. Whether an unverified delivery
-/// failed verification or needed none is told by the app's schemes as configured now.
+/// Who vouched for it: the stored scheme, or why nothing did. A refusal answered 401 failed
+/// verification (the request path answers 401 for nothing else once the token matched); for
+/// refusals stored before ferry kept the answer, the app's schemes as configured now tell.
 fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
     let d = &full.delivery;
     let schemes = app.map(|a| a.verify.schemes()).unwrap_or_default();
@@ -253,8 +258,8 @@ fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
         (None, true) if d.source == Source::Manual.as_str() => {
             "verified by the admin token (stored by the API)".into()
         }
-        (_, true) => "verified (by which scheme was not recorded before ferry stored it)".into(),
-        (_, false) if d.status == DeliveryStatus::Rejected && !schemes.is_empty() => {
+        (_, true) => "verified (stored before ferry recorded which scheme)".into(),
+        (_, false) if failed_verification(d, !schemes.is_empty()) => {
             v.failure = d.error.clone();
             format!(
                 "verification failed: {}",
@@ -270,6 +275,14 @@ fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
         ),
     };
     v
+}
+
+/// Whether an unverified delivery was refused for failing verification.
+fn failed_verification(d: &crate::store::Delivery, app_has_schemes: bool) -> bool {
+    match d.refused_with {
+        Some(code) => code == 401,
+        None => d.status == DeliveryStatus::Rejected && d.planned_at.is_none() && app_has_schemes,
+    }
 }
 
 /// Its deployments, each service's outcome, and why nothing was deployed.
@@ -440,4 +453,47 @@ fn push_json(c: &crate::sources::GitPush) -> Value {
         "deleted": c.deleted,
         "forced": c.forced,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{GitPush, GitRef};
+
+    #[test]
+    fn events_name_their_kind_and_what_they_carry() {
+        let push = Event::Push(vec![GitPush {
+            repo: "acme/shop".into(),
+            full_ref: "refs/tags/v1.2".into(),
+            git_ref: GitRef::parse("refs/tags/v1.2"),
+            commit: Some("c0ffee".into()),
+            time: Some(0),
+            deleted: false,
+            forced: true,
+        }]);
+        let m = Modifiers::parse("services=web");
+        let v = event_json(&push, &m, false);
+        assert_eq!(v["kind"], "push");
+        assert_eq!(v["changes"][0]["tag"], "v1.2");
+        assert!(v["changes"][0]["branch"].is_null());
+        assert_eq!(v["changes"][0]["time"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["changes"][0]["forced"], true);
+        assert_eq!(v["modifiers"]["services"][0], "web");
+        assert!(v.get("unverified").is_none());
+        let v = event_json(&Event::Redeploy { time: None }, &Modifiers::default(), true);
+        assert_eq!(v["kind"], "redeploy");
+        assert_eq!(v["unverified"], true);
+    }
+
+    #[test]
+    fn services_left_out_say_by_what() {
+        assert_eq!(
+            not_selected("worker", &Modifiers::parse("services=web,api")),
+            "not selected: ?services=web,api"
+        );
+        assert_eq!(
+            not_selected("worker", &Modifiers::parse("deployment_profile=front")),
+            "not selected: not in deployment profile \"front\""
+        );
+    }
 }

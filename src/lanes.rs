@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::deploylog::{self, LogWriter};
 use crate::executors::{Job, Outcome, Ran, Steps, Stop};
+use crate::metrics::Metrics;
 use crate::store::{Deployment, DeploymentState, Store, StoreError};
 
 /// Where running deploy commands note their process group (see `command::kill_orphans`).
@@ -37,6 +39,8 @@ pub(crate) struct Context {
     pub(crate) store: Store,
     /// The runs in progress, shared with the API (cancel).
     pub(crate) running: Running,
+    /// Where each run's end is counted and timed (by executor and final state).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The [`Stop`] of each running deployment, by id: how a cancel through the API reaches it.
@@ -153,6 +157,7 @@ async fn dispatch(
 
 /// Runs one deployment and records how it ended. Never fails: every problem becomes a state.
 async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
+    let began = Instant::now();
     let (state, reason, exit_code) = match run_job(ctx, d, stop).await {
         Ok(ran) => {
             if let Some(digest) = &ran.resolved_digest
@@ -162,7 +167,7 @@ async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
             }
             if ran.outcome == Outcome::Cancelled && !stop.requested() {
                 // ferry is shutting down: record it interrupted (and queued again, if allowed).
-                return interrupted(ctx, d).await;
+                return interrupted(ctx, d, began).await;
             }
             ended(ran.outcome)
         }
@@ -181,6 +186,9 @@ async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
         .await
     {
         Ok(()) => {
+            let executor = executor_of(&ctx.config, d);
+            ctx.metrics
+                .run_ended(executor, state.as_str(), began.elapsed());
             if state == DeploymentState::Succeeded {
                 tracing::info!(deployment = d.id, app = %d.app, service = %d.service, commit = d.git_commit.as_deref().unwrap_or(""), "deployment succeeded");
             } else {
@@ -252,14 +260,27 @@ fn ended(outcome: Outcome) -> (DeploymentState, Option<String>, Option<i64>) {
     }
 }
 
+/// The executor a deployment's service runs with (`unknown` once the service has left the
+/// config), for the metrics' labels.
+fn executor_of(config: &Config, d: &Deployment) -> &'static str {
+    config
+        .apps
+        .get(&d.app)
+        .and_then(|a| a.services.get(&d.service))
+        .map_or("unknown", |s| s.executor.kind())
+}
+
 /// Records a deployment that shutdown stopped as interrupted (and queued again, if allowed).
-async fn interrupted(ctx: &Context, d: &Deployment) {
+async fn interrupted(ctx: &Context, d: &Deployment, began: Instant) {
     match ctx
         .store
         .interrupt(d.id, ctx.config.server.retry_interrupted)
         .await
     {
         Ok(retry) => {
+            let executor = executor_of(&ctx.config, d);
+            let state = DeploymentState::Interrupted.as_str();
+            ctx.metrics.run_ended(executor, state, began.elapsed());
             tracing::warn!(deployment = d.id, app = %d.app, service = %d.service, retry = ?retry, "deployment interrupted")
         }
         Err(e) => {

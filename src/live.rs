@@ -6,8 +6,9 @@
 //! while it still holds the write gate, so viewers see changes in commit order. Publishing is
 //! free when nobody watches: [`Hub::publish`] takes a closure and calls it only when a viewer
 //! is subscribed, so the intake writer builds nothing per delivery. A [`Change`] is shared by
-//! every viewer (`Arc`) and rendered to JSON at most once, by the first viewer that needs it
-//! (`OnceLock`), however many watch. A viewer that falls more than [`CAPACITY`] changes
+//! every viewer (`Arc`) and rendered at most once — its JSON, and the whole SSE event around
+//! it, as `Bytes` every viewer's connection sends as they are — by the first viewer that needs
+//! it (`OnceLock`), however many watch. A viewer that falls more than [`CAPACITY`] changes
 //! behind loses the oldest (`broadcast`'s lag) and is told how many it missed.
 //!
 //! The hub also bounds how many live streams may be open at once ([`Hub::admit`]) and ends
@@ -57,6 +58,7 @@ pub(crate) struct Change {
     app: String,
     render: Render,
     json: OnceLock<String>,
+    frame: OnceLock<bytes::Bytes>,
 }
 
 impl Change {
@@ -71,11 +73,8 @@ impl Change {
             app,
             render: Box::new(render),
             json: OnceLock::new(),
+            frame: OnceLock::new(),
         }
-    }
-
-    pub(crate) fn kind(&self) -> Kind {
-        self.kind
     }
 
     pub(crate) fn app(&self) -> &str {
@@ -85,6 +84,17 @@ impl Change {
     /// The data as JSON text, rendered once for all viewers.
     pub(crate) fn json(&self) -> &str {
         self.json.get_or_init(|| (self.render)().to_string())
+    }
+
+    /// The whole Server-Sent Event (`event:` and one `data:` line: compact JSON has no
+    /// newline), built once; each viewer sends a clone (a reference count, no copy).
+    pub(crate) fn frame(&self) -> bytes::Bytes {
+        self.frame
+            .get_or_init(|| {
+                let kind = self.kind.as_str();
+                bytes::Bytes::from(format!("event: {kind}\ndata: {}\n\n", self.json()))
+            })
+            .clone()
     }
 }
 
@@ -196,7 +206,8 @@ mod tests {
         let (a, b) = (one.recv().await.unwrap(), two.recv().await.unwrap());
         assert_eq!(a.json(), "{\"id\":1}");
         assert_eq!(b.json(), "{\"id\":1}");
-        assert_eq!(a.kind().as_str(), "deployment");
+        assert_eq!(&a.frame()[..], b"event: deployment\ndata: {\"id\":1}\n\n");
+        assert_eq!(a.frame().as_ptr(), b.frame().as_ptr(), "one frame for all");
         assert_eq!(a.app(), "shop");
         assert_eq!(renders.load(Ordering::SeqCst), 1);
     }

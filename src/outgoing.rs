@@ -12,6 +12,16 @@ pub(crate) fn builder(timeout: Duration) -> reqwest::ClientBuilder {
         .timeout(timeout)
 }
 
+/// A client builder with ferry's rules for long-lived streams (Server-Sent Events): no
+/// deadline for the whole response, but a connection silent for `idle` is given up (ferry's
+/// streams send a keep-alive every 15 s).
+pub(crate) fn stream_builder(idle: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(idle)
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

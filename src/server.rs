@@ -54,12 +54,16 @@ pub(crate) enum ServerError {
     },
 }
 
-/// The hook route, behind the per-client limits of `crate::edges::guard`.
+/// The hook route, behind the per-client limits of `crate::edges::guard`; the answer's
+/// latency is timed from there.
 fn hook_route(shared: &Arc<Shared>) -> axum::routing::MethodRouter<Arc<Shared>> {
     post(ingress::hook).route_layer(axum::middleware::from_fn_with_state(
         shared.clone(),
         |State(shared): State<Arc<Shared>>, req: Request, next: Next| async move {
-            crate::edges::guard(&shared.edges, &shared.metrics, req, next).await
+            let start = std::time::Instant::now();
+            let answer = crate::edges::guard(&shared.edges, &shared.metrics, req, next).await;
+            shared.metrics.hook_answered(start.elapsed());
+            answer
         },
     ))
 }
@@ -117,18 +121,20 @@ pub(crate) async fn serve(
     ));
     let limits = ConnLimits::for_server(&config.server);
     let data_dir = &config.server.data_dir;
-    let Some((store, intake)) = open_store(&endpoints, &limits, data_dir, &stopping).await? else {
+    let metrics = Arc::new(Metrics::new(config.apps.keys().map(String::as_str)));
+    let opened = open_store(&endpoints, &limits, data_dir, &metrics, &stopping).await?;
+    let Some((store, intake)) = opened else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
     background::recover(&config, &store).await;
-    let tasks = Background::spawn(&config, &store, &intake);
+    let tasks = Background::spawn(&config, &store, &intake, &metrics);
     let live = store.live().clone();
     let shared = Arc::new(Shared {
         config: config.clone(),
         store,
         intake,
-        metrics: Metrics::default(),
+        metrics,
         edges: crate::edges::Edges::new(&config),
         running: tasks.running.clone(),
         live,

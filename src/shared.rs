@@ -13,7 +13,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Store,
     pub(crate) intake: Intake,
-    pub(crate) metrics: Metrics,
+    /// Shared with the intake writer and the lanes, which record into it too.
+    pub(crate) metrics: Arc<Metrics>,
     /// Client address, rate limits and allowlists of the hook route.
     pub(crate) edges: crate::edges::Edges,
     /// The lanes' runs in progress: how `POST /api/v1/deployments/ID/cancel` stops one.

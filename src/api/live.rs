@@ -20,11 +20,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ApiError, ApiResult, not_found};
 use crate::deploylog;
@@ -40,6 +41,8 @@ const STATE_EVERY: Duration = Duration::from_millis(500);
 const READ_MAX: usize = 256 * 1024;
 /// A comment sent while nothing happens, so proxies and clients keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The most changes an events stream sends in one chunk.
+const BURST: usize = 256;
 
 /// Whether a request asks for Server-Sent Events (as browsers' `EventSource` does).
 pub(super) fn wants_events(headers: &HeaderMap) -> bool {
@@ -99,30 +102,87 @@ pub(super) async fn events(
     {
         return Err(not_found("app"));
     }
-    let permit = admit(&shared.live)?;
-    // Subscribed before the answer's head is sent: a client that has it misses nothing later.
-    let rx = shared.live.subscribe();
-    let stream =
-        futures_util::stream::unfold((rx, q.app, permit), |(mut rx, app, permit)| async move {
-            loop {
-                let event = match rx.recv().await {
-                    Ok(change) => {
-                        if app.as_deref().is_some_and(|a| a != change.app()) {
-                            continue;
-                        }
-                        Event::default()
-                            .event(change.kind().as_str())
-                            .data(change.json())
-                    }
-                    Err(RecvError::Lagged(missed)) => Event::default()
-                        .event("lagged")
-                        .data(json!({ "missed": missed }).to_string()),
+    let viewer = Viewer {
+        _permit: admit(&shared.live)?,
+        // Subscribed before the answer's head is sent: a client that has it misses nothing.
+        rx: shared.live.subscribe(),
+        app: q.app,
+        quiet_since: tokio::time::Instant::now(),
+    };
+    // The frames are the hub's, built once for every viewer: this stream only clones them
+    // (axum's `Sse` would format each event again for each viewer).
+    let stream = futures_util::stream::unfold(viewer, |mut v| async move {
+        let frame = v.next().await?;
+        Some((Ok::<_, Infallible>(frame), v))
+    })
+    .take_until(shared.live.closed());
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+        // Reverse proxies (nginx) would otherwise hold events back in their buffers.
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// One viewer of `GET /api/v1/events`.
+struct Viewer {
+    _permit: OwnedSemaphorePermit,
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::live::Change>>,
+    app: Option<String>,
+    /// When the last frame went out: a keep-alive follows [`KEEP_ALIVE`] after it.
+    quiet_since: tokio::time::Instant,
+}
+
+impl Viewer {
+    /// The next frames for this viewer; `None` once the hub is gone. Changes come in bursts (a
+    /// batch of deliveries, a planning batch): what is already waiting goes out with the first
+    /// as one chunk — one write, not one per event.
+    async fn next(&mut self) -> Option<Bytes> {
+        let first = self.wait().await?;
+        let mut chunk: Option<BytesMut> = None;
+        for _ in 0..BURST {
+            let frame = match self.rx.try_recv() {
+                Ok(change) if self.wants(&change) => change.frame(),
+                Ok(_) => continue,
+                Err(TryRecvError::Lagged(missed)) => lagged(missed),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+            chunk
+                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                .extend_from_slice(&frame);
+        }
+        Some(chunk.map_or(first, BytesMut::freeze))
+    }
+
+    fn wants(&self, change: &crate::live::Change) -> bool {
+        self.app.as_deref().is_none_or(|a| a == change.app())
+    }
+
+    /// Waits for the next frame: a change of this viewer's app, a lag notice, or a keep-alive.
+    async fn wait(&mut self) -> Option<Bytes> {
+        loop {
+            let frame = tokio::select! {
+                received = self.rx.recv() => match received {
+                    Ok(change) if self.wants(&change) => change.frame(),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => lagged(missed),
                     Err(RecvError::Closed) => return None,
-                };
-                return Some((event, (rx, app, permit)));
-            }
-        });
-    Ok(sse(&shared.live, stream))
+                },
+                () = tokio::time::sleep_until(self.quiet_since + KEEP_ALIVE) => {
+                    Bytes::from_static(b": keep-alive\n\n")
+                }
+            };
+            self.quiet_since = tokio::time::Instant::now();
+            return Some(frame);
+        }
+    }
+}
+
+/// `event: lagged`: this viewer lost `missed` changes.
+fn lagged(missed: u64) -> Bytes {
+    let data = json!({ "missed": missed });
+    Bytes::from(format!("event: lagged\ndata: {data}\n\n"))
 }
 
 /// Where a log stream resumes: `Last-Event-ID`, else `?offset=`, else the start. A value that
@@ -283,4 +343,75 @@ enum Seen {
     Ended(DeploymentState),
     /// No longer stored.
     Gone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{Change, Kind};
+
+    fn viewer(hub: &Hub, app: Option<&str>) -> Viewer {
+        Viewer {
+            _permit: hub.admit().unwrap(),
+            rx: hub.subscribe(),
+            app: app.map(str::to_string),
+            quiet_since: tokio::time::Instant::now(),
+        }
+    }
+
+    fn publish(hub: &Hub, app: &str, id: i64) {
+        hub.publish(|| Change::new(Kind::Delivery, app.into(), move || json!({ "id": id })));
+    }
+
+    #[tokio::test]
+    async fn a_viewer_gets_its_apps_frames_and_is_told_when_it_lagged() {
+        let hub = Hub::new(2, 10);
+        let mut shop = viewer(&hub, Some("shop"));
+        publish(&hub, "blog", 1);
+        publish(&hub, "shop", 2);
+        assert_eq!(
+            &shop.next().await.unwrap()[..],
+            b"event: delivery\ndata: {\"id\":2}\n\n"
+        );
+        for id in 3..8 {
+            publish(&hub, "shop", id);
+        }
+        // What waits goes out in one chunk, the lag notice first.
+        assert_eq!(
+            &shop.next().await.unwrap()[..],
+            b"event: lagged\ndata: {\"missed\":3}\n\nevent: delivery\ndata: {\"id\":6}\n\nevent: delivery\ndata: {\"id\":7}\n\n"
+        );
+        publish(&hub, "blog", 8);
+        publish(&hub, "shop", 9);
+        assert_eq!(
+            &shop.next().await.unwrap()[..],
+            b"event: delivery\ndata: {\"id\":9}\n\n"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_gets_a_keep_alive() {
+        let hub = Hub::default();
+        let mut v = viewer(&hub, None);
+        let started = tokio::time::Instant::now();
+        assert_eq!(&v.next().await.unwrap()[..], b": keep-alive\n\n");
+        assert_eq!(started.elapsed(), KEEP_ALIVE);
+    }
+
+    #[test]
+    fn only_event_stream_requests_get_events() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_events(&headers));
+        headers.insert(
+            header::ACCEPT,
+            "text/html, text/event-stream".parse().unwrap(),
+        );
+        assert!(wants_events(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", "12".parse().unwrap());
+        assert_eq!(resume_offset(&headers, Some(3)).ok(), Some(12));
+        assert_eq!(resume_offset(&HeaderMap::new(), Some(3)).ok(), Some(3));
+        headers.insert("last-event-id", "x".parse().unwrap());
+        assert!(resume_offset(&headers, None).is_err());
+    }
 }

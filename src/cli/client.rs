@@ -1,6 +1,10 @@
-//! The client commands (`deploy`, `rollback`, `status`, `logs`, `deliveries`, `replay`,
+//! The client commands (`deploy`, `rollback`, `status`, `logs`, `deliveries` (and one delivery,
+//! printed by `delivery_view`), `replay`,
 //! `cancel`, `notifications`): each talks to a running server's `/api/v1` with the admin token and prints a
-//! table or follows a deployment to its end.
+//! table or follows a deployment to its end. `live.rs`: following over Server-Sent Events
+//! (`logs --follow`) and the steps `--wait` shows.
+
+mod live;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -176,7 +180,8 @@ pub(crate) async fn rollback(
     wait_for(&c, id).await
 }
 
-/// Waits until a delivery is planned and every deployment it caused has ended; prints each.
+/// Waits until a delivery is planned and every deployment it caused has ended; prints each
+/// step as it ends (a spinner on the current one on a terminal), then each deployment's end.
 /// Exit status 1 unless all succeeded (or were skipped).
 async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     // Wait for planning, then for every deployment it caused to end.
@@ -196,28 +201,23 @@ async fn wait_for(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut all_ok = true;
+    let progress = live::Progress::new();
     for dep in ids {
         let Some(dep) = dep.as_i64() else { continue };
-        let final_state = loop {
-            let d = c.get(&format!("/deployments/{dep}")).await?;
-            if state_of(&d).is_some_and(|s| !s.is_final()) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            } else {
-                break d;
-            }
-        };
+        let final_state = live::wait_deployment(c, dep, &progress).await?;
         let ok = state_of(&final_state).is_some_and(DeploymentState::is_success);
         let state = s(&final_state["state"]);
         all_ok &= ok;
-        println!(
+        progress.line(&format!(
             "deployment {dep} {} {state}{}",
             s(&final_state["service"]),
             final_state["reason"]
                 .as_str()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
-        );
+        ));
     }
+    progress.finish();
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
@@ -264,36 +264,18 @@ pub(crate) async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ferry logs ID`: the log so far; with `--follow`, live until the deployment ends.
 pub(crate) async fn logs(id: i64, follow: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(client)?;
-    let mut offset = 0u64;
-    let mut out = std::io::stdout();
-    loop {
-        let url = format!("{}/api/v1/deployments/{id}/logs?offset={offset}", c.base);
-        let resp = c.send(c.http.get(url)).await?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let next = header("x-ferry-log-offset").and_then(|v| v.parse().ok());
-        let state = header("x-ferry-deployment-state").unwrap_or_default();
-        let bytes = resp.bytes().await?;
-        out.write_all(&bytes)?;
-        out.flush()?;
-        offset = next.unwrap_or(offset + bytes.len() as u64);
-        let ended = state
-            .parse::<DeploymentState>()
-            .map_or(true, DeploymentState::is_final);
-        if !follow || ended {
-            if follow && !bytes.is_empty() {
-                continue; // drain what was written before the end
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    if follow {
+        return live::follow_log(&c, id).await;
     }
+    let url = format!("{}/api/v1/deployments/{id}/logs", c.base);
+    let bytes = c.send(c.http.get(url)).await?.bytes().await?;
+    let mut out = std::io::stdout();
+    out.write_all(&bytes)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) async fn deliveries(
@@ -352,6 +334,27 @@ pub(crate) async fn deliveries(
         ],
         rows,
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry deliveries ID`: one delivery, as the inspector shows it (`--json`: the API's JSON;
+/// `--raw`: the body as stored).
+pub(crate) async fn delivery(
+    id: i64,
+    raw: bool,
+    as_json: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let v = c.get(&format!("/deliveries/{id}")).await?;
+    let text = if as_json {
+        format!("{}\n", serde_json::to_string_pretty(&v)?)
+    } else {
+        super::delivery_view::render(&v, raw)
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,12 +10,14 @@
 //!
 //! - `config_file.rs`: `check` and `hooks`, and loading the config for `serve`.
 //! - `client.rs`: the API client commands and their table output.
+//! - `delivery_view.rs`: `ferry deliveries ID`, one delivery printed like the inspector.
 
 mod client;
 mod config_file;
+mod delivery_view;
 
 pub(crate) use client::{
-    cancel, deliveries, deploy, logs, notifications, replay, rollback, status,
+    cancel, deliveries, delivery, deploy, logs, notifications, replay, rollback, status,
 };
 pub(crate) use config_file::{check, hooks, load_config};
 
@@ -92,7 +94,7 @@ pub(crate) enum Command {
         /// Deploy this branch, tag or commit to git-based services.
         #[arg(long = "ref")]
         git_ref: Option<String>,
-        /// Wait until the deployments end; exit 1 unless all succeeded.
+        /// Wait until the deployments end, showing each step; exit 1 unless all succeeded.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -105,7 +107,7 @@ pub(crate) enum Command {
         /// Go back to the version of this deployment instead.
         #[arg(long)]
         to: Option<i64>,
-        /// Wait until the rollback ends; exit 1 unless it succeeded.
+        /// Wait until the rollback ends, showing each step; exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -120,17 +122,28 @@ pub(crate) enum Command {
     /// A deployment's log.
     Logs {
         deployment: i64,
-        /// Keep printing until the deployment ends.
+        /// Keep printing as lines are written (live, over Server-Sent Events) until the
+        /// deployment ends.
         #[arg(long, short)]
         follow: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Received requests, newest first.
+    /// Received requests, newest first; or, given a delivery id, that delivery in full: how it
+    /// came, who verified it, what it was parsed into, what it deployed or why not, its
+    /// headers and body.
     Deliveries {
+        /// An app whose deliveries to list, or a delivery id (all digits) to show.
+        #[arg(value_name = "APP|ID")]
         app: Option<String>,
         #[arg(long, default_value = "20")]
         limit: i64,
+        /// With an id: the body as stored instead of pretty-printed.
+        #[arg(long)]
+        raw: bool,
+        /// With an id: the API's JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -226,9 +239,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 follow,
                 client,
             } => logs(deployment, follow, &client).await,
-            Command::Deliveries { app, limit, client } => {
-                deliveries(app.as_deref(), limit, &client).await
-            }
+            Command::Deliveries {
+                app,
+                limit,
+                raw,
+                json,
+                client,
+            } => match app.as_deref().map(str::parse::<i64>) {
+                Some(Ok(id)) => delivery(id, raw, json, &client).await,
+                _ => deliveries(app.as_deref(), limit, &client).await,
+            },
             Command::Replay { delivery, client } => replay(delivery, &client).await,
             Command::Cancel { deployment, client } => cancel(deployment, &client).await,
             Command::Notifications {

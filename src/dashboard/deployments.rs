@@ -105,15 +105,13 @@ pub(crate) async fn list(
         before: q.before,
         limit: PAGE,
     };
-    let page = match parsed {
-        Some(_) => shared.store.deployments_in_state(&f).await,
-        None => shared.store.deployments(&f).await.map(|rows| Page {
-            next_before: (rows.len() as i64 == PAGE)
-                .then(|| rows.last().map(|d| d.id))
-                .flatten(),
-            rows,
-        }),
-    };
+    // Every filter walks an index from `before` (a state its own, migration 0012).
+    let page = shared.store.deployments(&f).await.map(|rows| Page {
+        next_before: (rows.len() as i64 == PAGE)
+            .then(|| rows.last().map(|d| d.id))
+            .flatten(),
+        rows,
+    });
     let page = match page {
         Ok(p) => p,
         Err(e) => return store_error(e),

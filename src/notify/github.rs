@@ -470,6 +470,7 @@ command = ["x"]
             headers: r#"{"content-type":"application/json"}"#.into(),
             body: bytes::Bytes::from(body.to_vec()),
             replay_of: None,
+            refused_with: None,
         };
         match intake.insert(d).await.unwrap() {
             crate::store::Inserted::New(id) => id,

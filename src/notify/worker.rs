@@ -323,6 +323,7 @@ command = ["x"]
             headers: "{}".into(),
             body: bytes::Bytes::from(body.to_string()),
             replay_of: None,
+            refused_with: None,
         };
         match intake.insert(d).await.unwrap() {
             crate::store::Inserted::New(id) => id,

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::{Intake, Store};
 use crate::{lanes, notify, planner, retention, watch};
 
@@ -69,7 +70,12 @@ pub(super) struct Background {
 impl Background {
     /// Spawns planner, notify worker, lanes, the container watcher (with `docker` or `compose`
     /// services) and (with `server.keep`) retention.
-    pub(super) fn spawn(config: &Arc<Config>, store: &Store, intake: &Intake) -> Background {
+    pub(super) fn spawn(
+        config: &Arc<Config>,
+        store: &Store,
+        intake: &Intake,
+        metrics: &Arc<Metrics>,
+    ) -> Background {
         let lanes_wake = Arc::new(Notify::new());
         let planner_stop = CancellationToken::new();
         let lanes_stop = CancellationToken::new();
@@ -92,6 +98,7 @@ impl Background {
                 config: config.clone(),
                 store: store.clone(),
                 running: running.clone(),
+                metrics: metrics.clone(),
             }),
             lanes_wake,
             lanes_stop.clone(),

@@ -4,6 +4,7 @@
 //! opens, the real server takes over the same sockets.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::{self, ConnLimits};
+use crate::metrics::Metrics;
 use crate::store::{Intake, Store};
 
 use super::{Endpoint, ServerError};
@@ -23,9 +25,10 @@ pub(super) async fn open_store(
     endpoints: &[Endpoint],
     limits: &ConnLimits,
     data_dir: &Path,
+    metrics: &Arc<Metrics>,
     stopping: &CancellationToken,
 ) -> Result<Option<(Store, Intake)>, ServerError> {
-    let first = match Store::open(data_dir).await {
+    let first = match Store::open_measured(data_dir, metrics.clone()).await {
         Ok(opened) => return Ok(Some(opened)),
         Err(e) => e,
     };
@@ -38,7 +41,7 @@ pub(super) async fn open_store(
     tracing::info!(addr = %listener.local_addr()?, "listening (degraded: answering 503 until the store opens)");
     let opened_or_stopping = CancellationToken::new();
     let servers = serve_unavailable(endpoints, limits, unavailable(reason), &opened_or_stopping)?;
-    let opened = retry_open(data_dir, stopping).await;
+    let opened = retry_open(data_dir, metrics, stopping).await;
     opened_or_stopping.cancel();
     for server in servers {
         let _ = server.await;
@@ -92,13 +95,17 @@ fn serve_unavailable(
 }
 
 /// Tries to open the store every two seconds until it opens, or `None` once `stopping`.
-async fn retry_open(data_dir: &Path, stopping: &CancellationToken) -> Option<(Store, Intake)> {
+async fn retry_open(
+    data_dir: &Path,
+    metrics: &Arc<Metrics>,
+    stopping: &CancellationToken,
+) -> Option<(Store, Intake)> {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stopping.cancelled() => return None,
         }
-        match Store::open(data_dir).await {
+        match Store::open_measured(data_dir, metrics.clone()).await {
             Ok(opened) => {
                 tracing::info!("store opened; leaving degraded mode");
                 return Some(opened);

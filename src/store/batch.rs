@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use sqlx::SqliteConnection;
@@ -20,6 +21,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{DeliveryStatus, StoreError};
+use crate::metrics::Metrics;
 
 /// Most deliveries written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -53,6 +55,8 @@ pub(crate) struct NewDelivery {
     pub(crate) headers: String,
     pub(crate) body: Bytes,
     pub(crate) replay_of: Option<i64>,
+    /// The HTTP status a refused hook request was answered with (401: verification failed).
+    pub(crate) refused_with: Option<u16>,
 }
 
 /// What happened to a delivery handed to the store.
@@ -98,11 +102,14 @@ impl Drop for Leave<'_> {
     }
 }
 
+/// Starts the writer and the flusher, which record batch sizes, commit and fsync times into
+/// `metrics`.
 pub(super) fn start(
     conn: SqliteConnection,
     options: SqliteConnectOptions,
     gate: super::WriteGate,
     live: crate::live::Hub,
+    metrics: Arc<Metrics>,
 ) -> Intake {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
@@ -115,11 +122,12 @@ pub(super) fn start(
             options,
             gate: gate.clone(),
             live,
+            metrics: metrics.clone(),
         },
         rx,
         flush_tx,
     ));
-    tokio::spawn(flusher(wal, flush_rx, committed.clone()));
+    tokio::spawn(flusher(wal, flush_rx, committed.clone(), metrics));
     Intake {
         tx,
         gate,
@@ -137,6 +145,7 @@ struct Writer {
     gate: super::WriteGate,
     /// Each stored delivery is published here after its commit (nothing when nobody watches).
     live: crate::live::Hub,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -148,8 +157,10 @@ impl Writer {
                 .conn
                 .insert(<SqliteConnection as sqlx::Connection>::connect_with(&self.options).await?),
         };
+        let began = Instant::now();
         let result = write_batch(conn, jobs).await;
         if let Ok(inserted) = &result {
+            self.metrics.batch_committed(jobs.len(), began.elapsed());
             // Still under the gate: viewers see the delivery before the planner's change to it.
             publish(&self.live, jobs, inserted);
         }
@@ -291,13 +302,21 @@ fn refused_apps(jobs: &[Job]) -> std::collections::BTreeSet<String> {
 
 /// Makes committed batches durable and answers their requests. Everything waiting when a flush
 /// starts is covered by it: the WAL is append-only, and an fsync flushes all of it.
-async fn flusher(mut wal: Wal, mut rx: mpsc::Receiver<Committed>, committed: Arc<Notify>) {
+async fn flusher(
+    mut wal: Wal,
+    mut rx: mpsc::Receiver<Committed>,
+    committed: Arc<Notify>,
+    metrics: Arc<Metrics>,
+) {
     let mut batches: Vec<Committed> = Vec::new();
     while rx.recv_many(&mut batches, 64).await > 0 {
         let wrote = batches.iter().flatten().any(|(_, r)| r.is_ok());
         let flushed = if wrote {
+            let metrics = metrics.clone();
             let synced = tokio::task::spawn_blocking(move || {
+                let began = Instant::now();
                 let result = wal.sync();
+                metrics.flushed(began.elapsed());
                 (wal, result)
             })
             .await;
@@ -416,7 +435,7 @@ async fn write_batch(
     .fetch_one(&mut *tx)
     .await?;
     let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
-    // 16 variables per row; SQLite allows 32766 per statement.
+    // 17 variables per row; SQLite allows 32766 per statement.
     for (chunk_no, chunk) in jobs.chunks(1024).enumerate() {
         let base = first + (chunk_no * 1024) as i64;
         inserted.extend(insert_chunk(&mut tx, base, chunk).await?);
@@ -451,7 +470,7 @@ async fn insert_chunk(
     chunk: &[Job],
 ) -> Result<Vec<i64>, StoreError> {
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body, body_size, replay_of) ",
+        "INSERT INTO deliveries (id, app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body, body_size, replay_of, refused_with) ",
     );
     q.push_values(chunk.iter().enumerate(), |mut row, (i, (d, _))| {
         let (body, body_size) = stored_body(d);
@@ -470,7 +489,8 @@ async fn insert_chunk(
             .push_bind(d.headers.clone())
             .push_bind(body)
             .push_bind(body_size)
-            .push_bind(d.replay_of);
+            .push_bind(d.replay_of)
+            .push_bind(d.refused_with);
     });
     q.push(" ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id");
     Ok(q.build_query_scalar().fetch_all(&mut *tx).await?)
@@ -511,6 +531,7 @@ mod tests {
             headers: "{}".into(),
             body: Bytes::copy_from_slice(body),
             replay_of: None,
+            refused_with: None,
         }
     }
 

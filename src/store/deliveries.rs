@@ -30,6 +30,8 @@ pub(crate) struct Delivery {
     pub(crate) duplicate_at: Option<i64>,
     /// When the planner was done with it (`None`: not yet, or refused at the hook).
     pub(crate) planned_at: Option<i64>,
+    /// The HTTP status a refused hook request was answered with (migration 0012).
+    pub(crate) refused_with: Option<i64>,
 }
 
 /// A delivery with everything needed to plan or replay it.
@@ -47,7 +49,7 @@ impl Store {
     /// One delivery with its headers and body (replays, notifications, the lanes' payload).
     pub(crate) async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, headers, body, body_size FROM deliveries WHERE id = ?1",
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with, headers, body, body_size FROM deliveries WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -57,7 +59,7 @@ impl Store {
 
     /// A page of deliveries, newest first, for the API.
     pub(crate) async fn deliveries(&self, f: &ListFilter) -> Result<Vec<Delivery>, StoreError> {
-        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at FROM deliveries";
+        const COLUMNS: &str = "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with FROM deliveries";
         // One statement per filter shape, so SQLite walks an index backwards from `before`
         // instead of scanning: list calls stay flat however many deliveries are stored.
         let before = f.before.unwrap_or(i64::MAX);
@@ -90,7 +92,7 @@ impl Store {
     /// Deliveries accepted but not yet planned, oldest first.
     pub(crate) async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, headers, body, body_size FROM deliveries
+            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with, headers, body, body_size FROM deliveries
              WHERE status = 'received' ORDER BY id LIMIT ?1",
         )
         .bind(limit)

@@ -92,6 +92,20 @@ impl Store {
             .collect()
     }
 
+    /// How many deployments wait in each lane (app, service), for `/metrics`; lanes with none
+    /// are not listed.
+    pub(crate) async fn count_queued_by_lane(
+        &self,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        // Literal state: the partial index `deployments_queued` only matches a literal.
+        Ok(sqlx::query_as(
+            "SELECT app, service, COUNT(*) FROM deployments INDEXED BY deployments_queued
+             WHERE state = 'queued' GROUP BY app, service",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub(crate) async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
@@ -106,6 +120,18 @@ impl Store {
         let before = f.before.unwrap_or(i64::MAX);
         // As for deliveries: the leading filters match an index, the rest filter the walk.
         let sql = match (&f.app, &f.service) {
+            // A state filter walks the state's own index (migration 0012): a rare state
+            // (`running`) would otherwise walk every deployment of the app, or of all apps.
+            (Some(_), _) if f.state.is_some() => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_app_state
+                 WHERE app = ?1 AND (?2 IS NULL OR service = ?2) AND state = ?3 AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            (None, _) if f.state.is_some() => format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_state
+                 WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR service = ?2) AND state = ?3 AND id < ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
             (Some(_), Some(_)) => format!(
                 "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
                  WHERE app = ?1 AND service = ?2 AND (?3 IS NULL OR state = ?3) AND id < ?4

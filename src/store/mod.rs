@@ -15,7 +15,7 @@
 //! - `recovery.rs`: runs cut short by a crash or shutdown: `interrupted`, and retries.
 //! - `deployments.rs`: [`Deployment`] and the API's reads of it.
 //! - `prune.rs`: retention's deletes.
-//! - `pages.rs`: the dashboard's filtered lists, each page a bounded window of ids.
+//! - `pages.rs`: the dashboard's deliveries by status (partial indexes, or bounded windows).
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
 //! - `changes.rs`: what each write publishes to the live hub (`crate::live`), after its commit.
 //! - `steps.rs`: the steps of a deployment's run, written by the executors.

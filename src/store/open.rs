@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqliteConnection;
@@ -12,11 +13,22 @@ use sqlx::sqlite::{
 
 use super::gate::WriteGate;
 use super::{Intake, Store, StoreError, batch};
+use crate::metrics::Metrics;
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
-    /// Returns the store and the group-commit writer for hook requests.
+    /// [`Store::open_measured`] with metrics of its own, unread: for tests.
+    #[cfg(test)]
     pub(crate) async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
+        Store::open_measured(data_dir, Arc::default()).await
+    }
+
+    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+    /// Returns the store and the group-commit writer for hook requests, which records its
+    /// batches (sizes, commit and fsync times) into `metrics`.
+    pub(crate) async fn open_measured(
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, Intake), StoreError> {
         let db = prepare_dir(data_dir).await?;
         let options = connect_options(db)?;
         let pool = pool(&options).await?;
@@ -33,7 +45,7 @@ impl Store {
         // previous one is being flushed, instead of after (FULL fsyncs inside COMMIT, holding
         // the write lock). One fsync covers every commit written to the WAL before it.
         let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-        let intake = batch::start(writer, options, gate, live);
+        let intake = batch::start(writer, options, gate, live, metrics);
         Ok((store, intake))
     }
 

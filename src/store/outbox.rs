@@ -216,7 +216,7 @@ impl Store {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(512) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at FROM deliveries WHERE id IN (",
+                "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with FROM deliveries WHERE id IN (",
             );
             let mut list = q.separated(", ");
             for id in chunk {
@@ -291,6 +291,15 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// How many events the notify worker has not fanned out yet (for `/metrics`).
+    pub(crate) async fn count_unfanned_events(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events INDEXED BY events_unfanned WHERE fanned_out = 0",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// How many notifications are in each state (for `/metrics`).
@@ -516,6 +525,7 @@ mod tests {
             headers: "{}".into(),
             body: bytes::Bytes::new(),
             replay_of: None,
+            refused_with: None,
         };
         match intake.insert(d).await.unwrap() {
             super::super::Inserted::New(id) => id,

@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(open["detail"], "api");
         assert!(steps[0].json()["duration_ms"].as_i64().unwrap() >= 0);
         let first = live.recv().await.unwrap();
-        assert_eq!(first.kind(), Kind::Step);
+        assert!(first.frame().starts_with(b"event: step\n"));
         let v: Value = serde_json::from_str(first.json()).unwrap();
         assert_eq!(
             (v["deployment_id"].as_i64(), v["name"].as_str()),

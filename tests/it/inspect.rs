@@ -55,6 +55,7 @@ async fn a_signed_push_that_deploys_shows_request_scheme_event_and_outcomes() {
     assert_eq!(i["verification"]["scheme"], "github");
     assert_eq!(i["verification"]["summary"], "verified by github");
     assert_eq!(i["scheme"], "github");
+    assert_eq!(ferry.deliveries("app=shop").await[0]["scheme"], "github");
 
     // Parsed as the planner read it.
     let change = &i["parsed"]["event"]["changes"][0];
@@ -148,6 +149,7 @@ async fn a_bad_signature_is_shown_as_the_verification_failure() {
     assert_eq!(r.status, 401, "{}", r.text);
     let i = ferry.delivery(newest_rejected(&ferry).await).await;
     assert_eq!(i["status"], "rejected");
+    assert_eq!(i["request"]["refused_with"], 401);
     let v = &i["verification"];
     assert_eq!(v["verified"], false, "{i:#}");
     assert!(v["scheme"].is_null());
@@ -177,6 +179,29 @@ async fn a_bad_signature_is_shown_as_the_verification_failure() {
         "{why}"
     );
     assert_eq!(outcome(&i, "web")["reason"], why);
+}
+
+#[tokio::test]
+async fn a_refusal_for_another_reason_is_not_called_a_verification_failure() {
+    let ferry = Ferry::shop().start().await;
+    // Unsigned (let through by allow_unsigned), then refused for a modifier the app does not
+    // take on hooks.
+    let r = ferry.hook("shop").query("git_ref=main").send().await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let i = ferry.delivery(newest_rejected(&ferry).await).await;
+    assert_eq!(i["request"]["refused_with"], 400);
+    assert_eq!(i["request"]["path"], "/hooks/shop/••••?git_ref=main");
+    let v = &i["verification"];
+    assert!(v["failure"].is_null(), "{i:#}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("unverified: let through by verify.allow_unsigned"),
+        "{v:#}"
+    );
+    let why = i["outcomes"]["why"].as_str().unwrap();
+    assert_eq!(why, format!("rejected: {}", r.error()));
 }
 
 #[tokio::test]
@@ -316,4 +341,64 @@ async fn an_unknown_delivery_is_a_404() {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.error(), "delivery not found");
+}
+
+#[tokio::test]
+async fn ferry_deliveries_id_prints_the_inspection() {
+    let ferry = Ferry::shop().start().await;
+    let commit = sha(7);
+    let id = ferry.push("master", &commit, &commit_time(7)).await;
+    ferry.settle(id).await;
+    let web = outcome(&ferry.delivery(id).await, "web")["deployment"].clone();
+    let id_text = id.to_string();
+
+    let out = ferry.cli(&["deliveries", &id_text]).run().await;
+    let text = out.success();
+    assert!(text.starts_with("delivery  "), "{text}");
+    for line in [
+        "app         shop".to_string(),
+        "request     POST /hooks/shop/••••".to_string(),
+        "verified    verified by github".to_string(),
+        format!("parsed      push {REPO} refs/heads/master {commit}"),
+        format!("  web      {web}"),
+        "  content-type: application/json".to_string(),
+        "Body (json, ".to_string(),
+        "  \"ref\": \"refs/heads/master\",".to_string(),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!text.contains(HOOK_TOKEN), "{text}");
+    let (outcomes, headers, body) = (
+        text.find("\nOutcomes\n").unwrap(),
+        text.find("\nHeaders\n").unwrap(),
+        text.find("\nBody (").unwrap(),
+    );
+    assert!(outcomes < headers && headers < body, "{text}");
+
+    // --raw: the body exactly as received (one line of JSON).
+    let raw = ferry.cli(&["deliveries", &id_text, "--raw"]).run().await;
+    let stored = ferry.delivery(id).await["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        raw.success().ends_with(&format!("{stored}\n")),
+        "{}",
+        raw.stdout
+    );
+
+    // --json: the API's JSON.
+    let json = ferry.cli(&["deliveries", &id_text, "--json"]).run().await;
+    let v: Value = serde_json::from_str(json.success()).expect("JSON");
+    assert_eq!(v["id"], id);
+    assert_eq!(v["verification"]["scheme"], "github");
+
+    // An app name still lists, and an unknown id fails with the server's reason.
+    let list = ferry.cli(&["deliveries", "shop"]).run().await;
+    assert!(list.success().starts_with("ID"), "{}", list.stdout);
+    let missing = ferry.cli(&["deliveries", "999"]).run().await;
+    assert!(
+        missing.failure().contains("delivery not found"),
+        "{missing:#?}"
+    );
 }

@@ -18,6 +18,8 @@ mod fake_http;
 mod github_deployments;
 mod inspect;
 mod intake;
+mod live;
+mod metrics;
 mod notifications;
 mod planning;
 mod restart;

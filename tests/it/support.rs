@@ -602,6 +602,9 @@ impl FerryBuilder {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
+            // ferry closes connections idle for `header_timeout` (10 s by default): a client that
+            // kept one longer could send on it just as it closes (seen as a flaky test).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("http client");
         let mut ferry = Ferry {
