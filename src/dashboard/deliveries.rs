@@ -31,6 +31,8 @@ struct Row {
     status: &'static str,
     error: String,
     replay_of: Option<i64>,
+    /// Which scheme verified it (`None`: nothing did).
+    scheme: Option<String>,
     received: When,
     deployments: Vec<i64>,
 }
@@ -45,6 +47,7 @@ impl Row {
             status: d.status.as_str(),
             error: d.error.clone().unwrap_or_default(),
             replay_of: d.replay_of,
+            scheme: d.scheme.clone(),
             received: When::at(d.received_at),
             deployments,
         }

@@ -372,3 +372,48 @@ async fn over_https_the_cookie_is_secure() {
     let set = r.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(set.contains("; Secure"), "{set}");
 }
+
+#[tokio::test]
+async fn a_dead_notification_is_retried_from_its_page() {
+    use crate::fake_http::{FakeHttp, Reply as Answer};
+    let receiver = FakeHttp::start();
+    receiver.answer(Answer::status(500).body("down"));
+    let config = SHOP.replace(
+        "admin_token = \"${FERRY_ADMIN_TOKEN}\"\n",
+        "admin_token = \"${FERRY_ADMIN_TOKEN}\"\nnotify_retry_for = \"1s\"\n",
+    ) + &crate::notifications::standard(
+        &receiver.url("/in"),
+        "events = [\"deployment.succeeded\"]",
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    ferry.hook("shop").query("services=worker").deliver().await;
+    let id = eventually("a dead notification", WAIT, async || {
+        let list = ferry.get("/api/v1/notifications?state=dead").await;
+        match list["notifications"][0]["id"].as_i64() {
+            Some(id) => Ok(id),
+            None => Err(list.to_string()),
+        }
+    })
+    .await;
+
+    let cookie = login(&ferry).await;
+    let page = get(&ferry, "/notifications?state=dead", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let action = format!("/notifications/{id}/retry");
+    assert!(page.contains(&action), "a Retry button: {page}");
+    assert!(page.contains("deployment.succeeded"), "{page}");
+    let token = csrf_of(&ferry, "/notifications", &cookie).await;
+    let r = client()
+        .post(ferry.url(&action))
+        .header(header::COOKIE, &cookie)
+        .form_body(&[("csrf", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let n = ferry.get(&format!("/api/v1/notifications/{id}")).await;
+    assert!(n["retried_at"].is_string(), "retried: {n:#}");
+}
