@@ -161,6 +161,8 @@ struct InspectorPage {
     headers: Vec<(String, String)>,
     parsed: Option<String>,
     caused: Vec<Caused>,
+    /// List every deployment too: there were retries, or no per-service view.
+    show_all: bool,
 }
 
 /// A deployment the delivery caused, as the inspector's table shows it.
@@ -200,7 +202,7 @@ pub(crate) async fn page(
         Ok(None) => return not_found("delivery"),
         Err(e) => return store_error(e),
     };
-    let caused = i
+    let caused: Vec<Caused> = i
         .outcomes
         .deployments
         .iter()
@@ -213,7 +215,10 @@ pub(crate) async fn page(
             attempt: d.attempt,
         })
         .collect();
+    let show_all = caused.iter().any(|c: &Caused| c.attempt > 1)
+        || (i.outcomes.services.is_empty() && !caused.is_empty());
     let page = InspectorPage {
+        show_all,
         l: viewer.layout(format!("Delivery {id}"), "deliveries"),
         received: When::rfc3339(&i.received_at),
         headers: header_pairs(&i.request.headers),

@@ -183,6 +183,10 @@ async fn log_in_see_the_apps_and_log_out() {
     };
     let ferry = ferry().await;
     let (_, _) = ferry.hook("shop").query("services=worker").deliver().await;
+    let push = ferry
+        .signed_push(&push_value(REPO, "master", &sha(1), &commit_time(1)))
+        .await;
+    ferry.settle(push).await;
 
     b.goto(&ferry, "/deployments").await;
     assert!(
