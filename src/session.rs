@@ -49,6 +49,8 @@ pub(crate) enum LoginError {
     Wrong,
     #[error("too many failed logins from this address: try again in {0} s")]
     Limited(u64),
+    #[error("no randomness for a session nonce: {0}")]
+    Random(String),
 }
 
 /// A valid session, read from a request's cookie.
@@ -115,7 +117,7 @@ impl Sessions {
             return Err(LoginError::Wrong);
         }
         let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|_| LoginError::Disabled)?;
+        getrandom::fill(&mut nonce).map_err(|e| LoginError::Random(e.to_string()))?;
         Ok(issue(
             admin,
             &hex::encode(nonce),

@@ -39,6 +39,8 @@
   function followEvents(url) {
     var later = debounce(refresh, 250);
     var source = new EventSource(url);
+    // What changed between rendering the page and (re)connecting was sent to nobody: catch up.
+    source.onopen = later;
     ["delivery", "deployment", "lagged"].forEach(function (name) {
       source.addEventListener(name, later);
     });

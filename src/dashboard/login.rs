@@ -92,6 +92,7 @@ pub(crate) async fn submit(
                 LoginError::Limited(secs) => (StatusCode::TOO_MANY_REQUESTS, Some(*secs)),
                 LoginError::Wrong => (StatusCode::UNAUTHORIZED, None),
                 LoginError::Disabled => (StatusCode::FORBIDDEN, None),
+                LoginError::Random(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             };
             let mut r = login_page(status, next, Some(e.to_string()));
             if let Some(secs) = retry

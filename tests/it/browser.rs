@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// A deploy command that prints `tick 1` … `tick N` slowly.
+/// A deploy command that prints `tick 1` … `tick 40`, four a second (10 s: long enough to be
+/// seen running on a loaded machine).
 const TICK_SH: &str =
-    "#!/bin/sh\nfor i in $(seq 1 \"${TICKS:-12}\"); do echo \"tick $i\"; sleep 0.25; done\n";
+    "#!/bin/sh\nfor i in $(seq 1 \"${TICKS:-40}\"); do echo \"tick $i\"; sleep 0.25; done\n";
 
 /// [`SHOP`] plus an app `clock` whose service `tick` runs [`TICK_SH`].
 fn config() -> String {
@@ -102,14 +103,18 @@ impl Browser {
         }
     }
 
+    /// Clicks `css` once it is on the page (it may still be loading, or a live refresh may
+    /// just have replaced it: then it is found again).
     async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        eventually(&format!("a click on {css}"), WAIT, async || {
+            let e = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .map_err(|e| e.to_string())?;
+            e.click().await.map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// Waits until the element `css` holds `needle`; returns its text.
@@ -152,6 +157,17 @@ impl Browser {
             .expect("token field");
         field.send_keys(token).await.expect("type token");
         self.click("form.login button[type=submit]").await;
+        // The answer: another page, or the form again with the reason.
+        eventually("the login's answer", WAIT, async || {
+            let error = self.client.find(Locator::Id("login-error")).await.is_ok();
+            let p = self.path().await;
+            if error || !p.starts_with("/login") {
+                Ok(())
+            } else {
+                Err(p)
+            }
+        })
+        .await;
     }
 
     async fn stop(mut self) {
@@ -200,7 +216,7 @@ async fn log_in_see_the_apps_and_log_out() {
     assert!(b.path().await.starts_with("/login"));
 
     b.login(&ferry, ADMIN_TOKEN).await;
-    b.wait_path("/").await;
+    b.wait_text("h1", "Overview").await;
     let table = b.wait_text("#services table", "clock").await;
     for name in [
         "shop",
@@ -265,7 +281,7 @@ async fn a_deploy_log_arrives_live_and_survives_a_reload() {
     };
     let ferry = ferry().await;
     b.login(&ferry, ADMIN_TOKEN).await;
-    b.wait_path("/").await;
+    b.wait_text("h1", "Overview").await;
 
     b.click("button[aria-label='Deploy clock/tick']").await;
     let delivery_page = b.wait_path("/deliveries/").await;
@@ -301,7 +317,7 @@ async fn a_deploy_log_arrives_live_and_survives_a_reload() {
     b.js("location.reload(); return null").await;
     b.wait_text("#log-status", "ended: succeeded").await;
     let log = b.text("#log").await;
-    let expected: Vec<String> = (1..=12).map(|i| format!("tick {i}")).collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("tick {i}")).collect();
     assert_eq!(ticks(&log), expected, "{log}");
     b.wait_text("#state", "succeeded").await;
     b.screenshot("deployment").await;
@@ -319,7 +335,7 @@ async fn a_delivery_is_inspected_and_replayed() {
     let original = ferry.signed_push(&payload).await;
     ferry.settle(original).await;
     b.login(&ferry, ADMIN_TOKEN).await;
-    b.wait_path("/").await;
+    b.wait_text("h1", "Overview").await;
 
     b.goto(&ferry, &format!("/deliveries/{original}")).await;
     let summary = b.wait_text("#summary", "github").await;
@@ -379,7 +395,7 @@ async fn a_queued_deployment_is_cancelled_and_a_forged_form_refused() {
     ferry.wait_state(second, "queued").await;
 
     b.login(&ferry, ADMIN_TOKEN).await;
-    b.wait_path("/").await;
+    b.wait_text("h1", "Overview").await;
     b.goto(&ferry, &format!("/deployments/{second}")).await;
     b.wait_text("#state", "queued").await;
 
