@@ -20,8 +20,10 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
-/// How many changes a viewer may fall behind before it loses some.
-pub(crate) const CAPACITY: usize = 1024;
+/// How many changes a viewer may fall behind before it loses some: enough for a viewer that
+/// reads every 25 ms (`api::live`) at well beyond the intake's rate (about 4 changes per hook
+/// delivery). Each waiting change is a few hundred bytes.
+pub(crate) const CAPACITY: usize = 4096;
 
 /// How many live streams (events and log follows together) may be open at once: each holds a
 /// connection and a little memory, so viewers cannot exhaust the server.

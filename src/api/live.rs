@@ -42,7 +42,12 @@ const READ_MAX: usize = 256 * 1024;
 /// A comment sent while nothing happens, so proxies and clients keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The most changes an events stream sends in one chunk.
-const BURST: usize = 256;
+const BURST: usize = 1024;
+/// The least time between two chunks of one events stream. A viewer sleeps this long after a
+/// chunk instead of waiting on the broadcast: under load, publishing then wakes nobody (a
+/// broadcast wakes every receiver that waits), and each viewer costs a wake-up per pace
+/// rather than one per change. What a dashboard shows is that much later, at most.
+const PACE: Duration = Duration::from_millis(25);
 
 /// Whether a request asks for Server-Sent Events (as browsers' `EventSource` does).
 pub(super) fn wants_events(headers: &HeaderMap) -> bool {
@@ -107,7 +112,8 @@ pub(super) async fn events(
         // Subscribed before the answer's head is sent: a client that has it misses nothing.
         rx: shared.live.subscribe(),
         app: q.app,
-        quiet_since: tokio::time::Instant::now(),
+        // The first change goes out at once.
+        quiet_since: tokio::time::Instant::now() - PACE,
     };
     // The frames are the hub's, built once for every viewer: this stream only clones them
     // (axum's `Sse` would format each event again for each viewer).
@@ -130,15 +136,17 @@ struct Viewer {
     _permit: OwnedSemaphorePermit,
     rx: tokio::sync::broadcast::Receiver<Arc<crate::live::Change>>,
     app: Option<String>,
-    /// When the last frame went out: a keep-alive follows [`KEEP_ALIVE`] after it.
+    /// When the last chunk went out: the next goes [`PACE`] later at the earliest, a
+    /// keep-alive [`KEEP_ALIVE`] later if nothing happens.
     quiet_since: tokio::time::Instant,
 }
 
 impl Viewer {
-    /// The next frames for this viewer; `None` once the hub is gone. Changes come in bursts (a
-    /// batch of deliveries, a planning batch): what is already waiting goes out with the first
-    /// as one chunk — one write, not one per event.
+    /// The next frames for this viewer, at most one chunk per [`PACE`]; `None` once the hub is
+    /// gone. What has waited meanwhile goes out with the first as one chunk — one write, not
+    /// one per event.
     async fn next(&mut self) -> Option<Bytes> {
+        tokio::time::sleep_until(self.quiet_since + PACE).await;
         let first = self.wait().await?;
         let mut chunk: Option<BytesMut> = None;
         for _ in 0..BURST {
