@@ -4,8 +4,9 @@
 //! `Accept: text/event-stream`).
 //!
 //! Both count against the hub's limit of open streams (503 beyond it) and end when the server
-//! stops. Events cost the publisher nothing per viewer: each viewer reads the shared broadcast
-//! and filters by app itself; a viewer that falls behind gets `event: lagged` and goes on.
+//! stops. Events cost nothing per viewer and change: the hub's batcher frames every 25 ms of
+//! changes once, and each viewer sends its part of the batch (all apps, or its app's) as it
+//! is; a viewer that falls behind gets `event: lagged` and goes on.
 //! A log stream polls the file (every [`POLL`]) for complete lines — the writer may be another
 //! task or, after a restart, nobody — and ends with `event: end` once the deployment has ended
 //! and its log has been sent to the end.
@@ -70,7 +71,7 @@ fn admit(hub: &Hub) -> Result<OwnedSemaphorePermit, ApiError> {
     })
 }
 
-/// An SSE response of `stream`, ended when the server stops.
+/// An SSE response of `stream` (a log's events), ended when the server stops.
 fn sse(hub: &Hub, stream: impl Stream<Item = Event> + Send + 'static) -> Response {
     let stream = stream.map(Ok::<_, Infallible>).take_until(hub.closed());
     let mut response = Sse::new(stream)
