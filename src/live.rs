@@ -5,23 +5,35 @@
 //! The store publishes each change once, after the transaction that made it committed and
 //! while it still holds the write gate, so viewers see changes in commit order. Publishing is
 //! free when nobody watches: [`Hub::publish`] takes a closure and calls it only when a viewer
-//! is subscribed, so the intake writer builds nothing per delivery. A [`Change`] is shared by
-//! every viewer (`Arc`) and rendered at most once — its JSON, and the whole SSE event around
-//! it, as `Bytes` every viewer's connection sends as they are — by the first viewer that needs
-//! it (`OnceLock`), however many watch. A viewer that falls more than [`CAPACITY`] changes
-//! behind loses the oldest (`broadcast`'s lag) and is told how many it missed.
+//! is subscribed, so the intake writer builds nothing per delivery. When somebody watches, a
+//! publish hands an `Arc<Change>` to one task, the batcher, and wakes nobody else: the batcher
+//! gathers the changes of [`PACE`] (25 ms), renders each once (its JSON and the SSE frame
+//! around it, cached in `OnceLock`s) and sends one [`Batch`] — the frames for viewers of every
+//! app, and for each app's — that every viewer sends as it is (`Bytes`: a reference count, no
+//! copy). So a viewer costs one wake-up per batch whatever the rate of changes, and the work
+//! per change is done once however many watch. A viewer more than [`CAPACITY`] batches behind
+//! loses the oldest and is told how many changes it missed (the batch's counts say).
 //!
 //! The hub also bounds how many live streams may be open at once ([`Hub::admit`]) and ends
 //! them at shutdown ([`Hub::close`]), so a viewer never holds the server's stop open.
 //! Bottom layer: it imports nothing of ferry's.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
-/// How many changes a viewer may fall behind before it loses some.
-pub(crate) const CAPACITY: usize = 1024;
+/// How many changes may wait for the batcher, and how many batches a viewer may fall behind
+/// before it loses some (4,096 batches: 100 s of a busy server).
+pub(crate) const CAPACITY: usize = 4096;
+
+/// How long the batcher gathers changes after the first of a batch: what a viewer sees is at
+/// most this much later, and each viewer wakes at most once per pace.
+pub(crate) const PACE: Duration = Duration::from_millis(25);
 
 /// How many live streams (events and log follows together) may be open at once: each holds a
 /// connection and a little memory, so viewers cannot exhaust the server.
@@ -58,7 +70,7 @@ pub(crate) struct Change {
     app: String,
     render: Render,
     json: OnceLock<String>,
-    frame: OnceLock<bytes::Bytes>,
+    frame: OnceLock<Bytes>,
 }
 
 impl Change {
@@ -88,11 +100,11 @@ impl Change {
 
     /// The whole Server-Sent Event (`event:` and one `data:` line: compact JSON has no
     /// newline), built once; each viewer sends a clone (a reference count, no copy).
-    pub(crate) fn frame(&self) -> bytes::Bytes {
+    pub(crate) fn frame(&self) -> Bytes {
         self.frame
             .get_or_init(|| {
                 let kind = self.kind.as_str();
-                bytes::Bytes::from(format!("event: {kind}\ndata: {}\n\n", self.json()))
+                Bytes::from(format!("event: {kind}\ndata: {}\n\n", self.json()))
             })
             .clone()
     }
@@ -107,11 +119,44 @@ impl std::fmt::Debug for Change {
     }
 }
 
-/// The broadcast of changes. Cheap to clone: clones share the channel, the viewer limit and
-/// the shutdown token.
+/// One pace's worth of changes, as the SSE bytes each kind of viewer sends: every change
+/// (`all`) and each app's. Built once by the batcher, shared by every viewer.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    all: Part,
+    apps: HashMap<String, Part>,
+}
+
+/// The frames of one viewer's kind of a [`Batch`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Part {
+    /// How many changes of this kind came before (since the hub started): a viewer that
+    /// expected more has missed the difference.
+    pub(crate) before: u64,
+    pub(crate) count: u64,
+    pub(crate) bytes: Bytes,
+}
+
+impl Batch {
+    /// What a viewer of `app` (all apps: `None`) sends of it, if anything.
+    pub(crate) fn part(&self, app: Option<&str>) -> Option<&Part> {
+        match app {
+            None => Some(&self.all),
+            Some(app) => self.apps.get(app),
+        }
+    }
+}
+
+/// The hub. Cheap to clone: clones share the channels, the viewer limit and the shutdown
+/// token.
 #[derive(Clone)]
 pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<Change>>,
+    /// Publishers → the batcher (its only receiver).
+    changes: broadcast::Sender<Arc<Change>>,
+    /// The batcher → viewers.
+    batches: broadcast::Sender<Arc<Batch>>,
+    /// Whether the batcher runs (started by the first viewer).
+    batcher: Arc<std::sync::Once>,
     viewers: Arc<Semaphore>,
     closed: CancellationToken,
 }
@@ -123,10 +168,12 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// A hub whose viewers may lag `capacity` changes, with at most `max_viewers` streams.
+    /// A hub whose viewers may lag `capacity` batches, with at most `max_viewers` streams.
     pub(crate) fn new(capacity: usize, max_viewers: usize) -> Hub {
         Hub {
-            tx: broadcast::channel(capacity).0,
+            changes: broadcast::channel(CAPACITY).0,
+            batches: broadcast::channel(capacity).0,
+            batcher: Arc::new(std::sync::Once::new()),
             viewers: Arc::new(Semaphore::new(max_viewers)),
             closed: CancellationToken::new(),
         }
@@ -134,20 +181,26 @@ impl Hub {
 
     /// Whether anybody watches: publishers skip even reading what changed when nobody does.
     pub(crate) fn listening(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.batches.receiver_count() > 0
     }
 
-    /// Publishes the change `make` builds — only if somebody watches.
+    /// Publishes the change `make` builds — only if somebody watches. Wakes at most the
+    /// batcher, never a viewer.
     pub(crate) fn publish(&self, make: impl FnOnce() -> Change) {
         if self.listening() {
-            // An error only means the last viewer left meanwhile.
-            let _ = self.tx.send(Arc::new(make()));
+            // An error only means the batcher is gone (the runtime is stopping).
+            let _ = self.changes.send(Arc::new(make()));
         }
     }
 
-    /// A new viewer's receiver: it gets every change published from now on.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        self.tx.subscribe()
+    /// A new viewer's receiver of batches: it gets every change published from now on. The
+    /// first one starts the batcher (so a hub without viewers runs no task).
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+        self.batcher.call_once(|| {
+            let rx = self.changes.subscribe();
+            tokio::spawn(batch(rx, self.batches.clone(), self.closed.clone()));
+        });
+        self.batches.subscribe()
     }
 
     /// A place for one more live stream, held while it is open; `None` when
@@ -169,6 +222,86 @@ impl Hub {
     /// Ends every live stream (shutdown), and refuses new ones.
     pub(crate) fn close(&self) {
         self.closed.cancel();
+    }
+}
+
+/// The batcher: waits for a change, lets [`PACE`] pass, then turns every change that came
+/// meanwhile into one [`Batch`] for all viewers. However many watch, each change is framed and
+/// copied here once, and each viewer wakes once per batch.
+async fn batch(
+    mut rx: broadcast::Receiver<Arc<Change>>,
+    out: broadcast::Sender<Arc<Batch>>,
+    closed: CancellationToken,
+) {
+    let mut counts = Counts::default();
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            () = closed.cancelled() => return,
+        };
+        let mut changes = Vec::new();
+        match first {
+            Ok(change) => changes.push(change),
+            Err(broadcast::error::RecvError::Lagged(n)) => counts.all += n,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        tokio::time::sleep(PACE).await;
+        loop {
+            match rx.try_recv() {
+                Ok(change) => changes.push(change),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => counts.all += n,
+                Err(_) => break,
+            }
+        }
+        // No viewer left: nothing to send (`send` would fail all the same).
+        let _ = out.send(Arc::new(counts.batch(&changes)));
+    }
+}
+
+/// How many changes the batcher has seen, in all and per app.
+#[derive(Default)]
+struct Counts {
+    all: u64,
+    apps: HashMap<String, u64>,
+}
+
+impl Counts {
+    fn batch(&mut self, changes: &[Arc<Change>]) -> Batch {
+        let mut all = BytesMut::new();
+        let mut apps: HashMap<&str, BytesMut> = HashMap::new();
+        let mut per_app: HashMap<&str, u64> = HashMap::new();
+        for change in changes {
+            let frame = change.frame();
+            all.extend_from_slice(&frame);
+            apps.entry(change.app())
+                .or_default()
+                .extend_from_slice(&frame);
+            *per_app.entry(change.app()).or_default() += 1;
+        }
+        let count = changes.len() as u64;
+        let batch = Batch {
+            all: Part {
+                before: self.all,
+                count,
+                bytes: all.freeze(),
+            },
+            apps: apps
+                .into_iter()
+                .map(|(app, bytes)| {
+                    let count = per_app.get(app).copied().unwrap_or(0);
+                    let before = self.apps.entry(app.to_string()).or_default();
+                    let part = Part {
+                        before: *before,
+                        count,
+                        bytes: bytes.freeze(),
+                    };
+                    *before += count;
+                    (app.to_string(), part)
+                })
+                .collect(),
+        };
+        self.all += count;
+        batch
     }
 }
 
@@ -197,36 +330,57 @@ mod tests {
         assert!(!hub.listening());
     }
 
-    #[tokio::test]
-    async fn every_viewer_gets_each_change_rendered_once() {
-        let hub = Hub::default();
-        let (mut one, mut two) = (hub.subscribe(), hub.subscribe());
-        let renders = Arc::new(AtomicUsize::new(0));
-        hub.publish(|| change("shop", &renders));
-        let (a, b) = (one.recv().await.unwrap(), two.recv().await.unwrap());
-        assert_eq!(a.json(), "{\"id\":1}");
-        assert_eq!(b.json(), "{\"id\":1}");
-        assert_eq!(&a.frame()[..], b"event: deployment\ndata: {\"id\":1}\n\n");
-        assert_eq!(a.frame().as_ptr(), b.frame().as_ptr(), "one frame for all");
-        assert_eq!(a.app(), "shop");
-        assert_eq!(renders.load(Ordering::SeqCst), 1);
+    fn text(part: Option<&Part>) -> String {
+        part.map(|p| String::from_utf8_lossy(&p.bytes).into_owned())
+            .unwrap_or_default()
     }
 
-    #[tokio::test]
-    async fn a_lagging_viewer_is_told_how_many_it_missed() {
+    #[tokio::test(start_paused = true)]
+    async fn viewers_get_one_batch_per_pace_each_change_rendered_once() {
+        let hub = Hub::default();
+        let (mut one, mut two) = (hub.subscribe(), hub.subscribe());
+        assert!(hub.listening());
+        let renders = Arc::new(AtomicUsize::new(0));
+        let started = tokio::time::Instant::now();
+        hub.publish(|| change("shop", &renders));
+        hub.publish(|| change("blog", &renders));
+        hub.publish(|| change("shop", &renders));
+        let (a, b) = (one.recv().await.unwrap(), two.recv().await.unwrap());
+        assert_eq!(started.elapsed(), PACE);
+        assert!(Arc::ptr_eq(&a, &b), "one batch for all viewers");
+        let frame = "event: deployment\ndata: {\"id\":1}\n\n";
+        assert_eq!(text(a.part(None)), frame.repeat(3));
+        assert_eq!(text(a.part(Some("shop"))), frame.repeat(2));
+        assert_eq!(text(a.part(Some("blog"))), frame);
+        assert!(a.part(Some("other")).is_none());
+        assert_eq!(renders.load(Ordering::SeqCst), 3);
+
+        // The next batch counts what came before, per viewer's kind.
+        hub.publish(|| change("blog", &renders));
+        let next = one.recv().await.unwrap();
+        let all = next.part(None).unwrap();
+        assert_eq!((all.before, all.count), (3, 1));
+        let blog = next.part(Some("blog")).unwrap();
+        assert_eq!((blog.before, blog.count), (1, 1));
+        assert!(next.part(Some("shop")).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_viewer_that_lags_loses_whole_batches() {
         let hub = Hub::new(2, 10);
         let mut rx = hub.subscribe();
         let renders = Arc::new(AtomicUsize::new(0));
         for _ in 0..5 {
             hub.publish(|| change("a", &renders));
+            tokio::time::sleep(PACE * 2).await;
         }
         assert!(matches!(
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(3))
         ));
-        assert!(rx.recv().await.is_ok());
-        // Nobody rendered what nobody read.
-        assert_eq!(renders.load(Ordering::SeqCst), 0);
+        let batch = rx.recv().await.unwrap();
+        // Three batches of one change each were lost: the next counts them (`before`).
+        assert_eq!(batch.part(None).unwrap().before, 3);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 // ferry's dashboard: the little script live updates need, no framework.
-// - Pages whose <main> has data-live follow that event stream (GET /api/v1/events, sent with
+// - Pages whose <main> has data-live follow that event stream (GET /api/v1/events: deliveries,
+//   deployments, steps; sent with
 //   the session cookie) and, a moment after a burst of events, re-fetch the page and swap each
 //   element marked data-refresh for its new version.
 // - A <pre id="log" data-src=…> follows a deployment's log over Server-Sent Events: one line
@@ -41,7 +42,7 @@
     var source = new EventSource(url);
     // What changed between rendering the page and (re)connecting was sent to nobody: catch up.
     source.onopen = later;
-    ["delivery", "deployment", "lagged"].forEach(function (name) {
+    ["delivery", "deployment", "step", "lagged"].forEach(function (name) {
       source.addEventListener(name, later);
     });
   }

@@ -4,8 +4,9 @@
 //! `Accept: text/event-stream`).
 //!
 //! Both count against the hub's limit of open streams (503 beyond it) and end when the server
-//! stops. Events cost the publisher nothing per viewer: each viewer reads the shared broadcast
-//! and filters by app itself; a viewer that falls behind gets `event: lagged` and goes on.
+//! stops. Events cost nothing per viewer and change: the hub's batcher frames every 25 ms of
+//! changes once, and each viewer sends its part of the batch (all apps, or its app's) as it
+//! is; a viewer that falls behind gets `event: lagged` and goes on.
 //! A log stream polls the file (every [`POLL`]) for complete lines — the writer may be another
 //! task or, after a restart, nobody — and ends with `event: end` once the deployment has ended
 //! and its log has been sent to the end.
@@ -25,7 +26,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, ApiResult, not_found};
 use crate::deploylog;
@@ -41,8 +42,6 @@ const STATE_EVERY: Duration = Duration::from_millis(500);
 const READ_MAX: usize = 256 * 1024;
 /// A comment sent while nothing happens, so proxies and clients keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// The most changes an events stream sends in one chunk.
-const BURST: usize = 256;
 
 /// Whether a request asks for Server-Sent Events (as browsers' `EventSource` does).
 pub(super) fn wants_events(headers: &HeaderMap) -> bool {
@@ -72,7 +71,7 @@ fn admit(hub: &Hub) -> Result<OwnedSemaphorePermit, ApiError> {
     })
 }
 
-/// An SSE response of `stream`, ended when the server stops.
+/// An SSE response of `stream` (a log's events), ended when the server stops.
 fn sse(hub: &Hub, stream: impl Stream<Item = Event> + Send + 'static) -> Response {
     let stream = stream.map(Ok::<_, Infallible>).take_until(hub.closed());
     let mut response = Sse::new(stream)
@@ -107,13 +106,14 @@ pub(super) async fn events(
         // Subscribed before the answer's head is sent: a client that has it misses nothing.
         rx: shared.live.subscribe(),
         app: q.app,
+        expected: None,
         quiet_since: tokio::time::Instant::now(),
     };
-    // The frames are the hub's, built once for every viewer: this stream only clones them
+    // The bytes are the hub's, framed once for every viewer: this stream only clones them
     // (axum's `Sse` would format each event again for each viewer).
     let stream = futures_util::stream::unfold(viewer, |mut v| async move {
-        let frame = v.next().await?;
-        Some((Ok::<_, Infallible>(frame), v))
+        let chunk = v.next().await?;
+        Some((Ok::<_, Infallible>(chunk), v))
     })
     .take_until(shared.live.closed());
     let headers = [
@@ -128,45 +128,37 @@ pub(super) async fn events(
 /// One viewer of `GET /api/v1/events`.
 struct Viewer {
     _permit: OwnedSemaphorePermit,
-    rx: tokio::sync::broadcast::Receiver<Arc<crate::live::Change>>,
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::live::Batch>>,
     app: Option<String>,
-    /// When the last frame went out: a keep-alive follows [`KEEP_ALIVE`] after it.
+    /// How many changes of its kind (all, or its app's) came before the next it expects.
+    expected: Option<u64>,
+    /// When the last chunk went out: a keep-alive follows [`KEEP_ALIVE`] after it.
     quiet_since: tokio::time::Instant,
 }
 
 impl Viewer {
-    /// The next frames for this viewer; `None` once the hub is gone. Changes come in bursts (a
-    /// batch of deliveries, a planning batch): what is already waiting goes out with the first
-    /// as one chunk — one write, not one per event.
+    /// The next chunk for this viewer (a batch's frames of its app, a lag notice first if it
+    /// missed changes, or a keep-alive); `None` once the hub is gone.
     async fn next(&mut self) -> Option<Bytes> {
-        let first = self.wait().await?;
-        let mut chunk: Option<BytesMut> = None;
-        for _ in 0..BURST {
-            let frame = match self.rx.try_recv() {
-                Ok(change) if self.wants(&change) => change.frame(),
-                Ok(_) => continue,
-                Err(TryRecvError::Lagged(missed)) => lagged(missed),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            };
-            chunk
-                .get_or_insert_with(|| BytesMut::from(&first[..]))
-                .extend_from_slice(&frame);
-        }
-        Some(chunk.map_or(first, BytesMut::freeze))
-    }
-
-    fn wants(&self, change: &crate::live::Change) -> bool {
-        self.app.as_deref().is_none_or(|a| a == change.app())
-    }
-
-    /// Waits for the next frame: a change of this viewer's app, a lag notice, or a keep-alive.
-    async fn wait(&mut self) -> Option<Bytes> {
         loop {
-            let frame = tokio::select! {
+            let chunk = tokio::select! {
                 received = self.rx.recv() => match received {
-                    Ok(change) if self.wants(&change) => change.frame(),
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => lagged(missed),
+                    Ok(batch) => {
+                        let Some(part) = batch.part(self.app.as_deref()) else {
+                            continue;
+                        };
+                        let missed = self.expected.map_or(0, |e| part.before.saturating_sub(e));
+                        self.expected = Some(part.before + part.count);
+                        if missed > 0 {
+                            let mut chunk = BytesMut::from(&lagged(missed)[..]);
+                            chunk.extend_from_slice(&part.bytes);
+                            chunk.freeze()
+                        } else {
+                            part.bytes.clone()
+                        }
+                    }
+                    // The next batch's counts say how many changes this viewer missed.
+                    Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return None,
                 },
                 () = tokio::time::sleep_until(self.quiet_since + KEEP_ALIVE) => {
@@ -174,7 +166,7 @@ impl Viewer {
                 }
             };
             self.quiet_since = tokio::time::Instant::now();
-            return Some(frame);
+            return Some(chunk);
         }
     }
 }
@@ -355,6 +347,7 @@ mod tests {
             _permit: hub.admit().unwrap(),
             rx: hub.subscribe(),
             app: app.map(str::to_string),
+            expected: None,
             quiet_since: tokio::time::Instant::now(),
         }
     }
@@ -363,30 +356,37 @@ mod tests {
         hub.publish(|| Change::new(Kind::Delivery, app.into(), move || json!({ "id": id })));
     }
 
-    #[tokio::test]
+    fn frames(ids: &[i64]) -> String {
+        ids.iter()
+            .map(|id| format!("event: delivery\ndata: {{\"id\":{id}}}\n\n"))
+            .collect()
+    }
+
+    async fn next(v: &mut Viewer) -> String {
+        String::from_utf8(v.next().await.unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_viewer_gets_its_apps_frames_and_is_told_when_it_lagged() {
         let hub = Hub::new(2, 10);
         let mut shop = viewer(&hub, Some("shop"));
         publish(&hub, "blog", 1);
         publish(&hub, "shop", 2);
-        assert_eq!(
-            &shop.next().await.unwrap()[..],
-            b"event: delivery\ndata: {\"id\":2}\n\n"
-        );
-        for id in 3..8 {
+        publish(&hub, "shop", 3);
+        assert_eq!(next(&mut shop).await, frames(&[2, 3]));
+        // A batch with nothing of shop is not sent to it.
+        publish(&hub, "blog", 4);
+        tokio::time::sleep(crate::live::PACE * 2).await;
+        // Five batches while it does not read: the two newest are kept.
+        for id in 5..10 {
             publish(&hub, "shop", id);
+            tokio::time::sleep(crate::live::PACE * 2).await;
         }
-        // What waits goes out in one chunk, the lag notice first.
         assert_eq!(
-            &shop.next().await.unwrap()[..],
-            b"event: lagged\ndata: {\"missed\":3}\n\nevent: delivery\ndata: {\"id\":6}\n\nevent: delivery\ndata: {\"id\":7}\n\n"
+            next(&mut shop).await,
+            format!("event: lagged\ndata: {{\"missed\":3}}\n\n{}", frames(&[8]))
         );
-        publish(&hub, "blog", 8);
-        publish(&hub, "shop", 9);
-        assert_eq!(
-            &shop.next().await.unwrap()[..],
-            b"event: delivery\ndata: {\"id\":9}\n\n"
-        );
+        assert_eq!(next(&mut shop).await, frames(&[9]));
     }
 
     #[tokio::test(start_paused = true)]

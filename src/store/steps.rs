@@ -203,9 +203,11 @@ mod tests {
         assert_eq!(open["duration_ms"], Value::Null);
         assert_eq!(open["detail"], "api");
         assert!(steps[0].json()["duration_ms"].as_i64().unwrap() >= 0);
-        let first = live.recv().await.unwrap();
-        assert!(first.frame().starts_with(b"event: step\n"));
-        let v: Value = serde_json::from_str(first.json()).unwrap();
+        let batch = live.recv().await.unwrap();
+        let text = String::from_utf8_lossy(&batch.part(Some("a")).unwrap().bytes).into_owned();
+        let first = text.split("\n\n").next().unwrap();
+        let data = first.strip_prefix("event: step\ndata: ").unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
         assert_eq!(
             (v["deployment_id"].as_i64(), v["name"].as_str()),
             (Some(9), Some("pull"))
