@@ -10,7 +10,7 @@
 
 mod live;
 mod metrics;
-mod notifications;
+pub(crate) mod notifications;
 
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 10_000;
 
 /// An API failure: a status code and a message for the caller.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -98,8 +98,18 @@ pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/metrics", get(metrics::metrics))
 }
 
-/// Refuses API calls without the admin bearer token (compared in constant time).
+/// Refuses API calls without the admin bearer token (compared in constant time) — or, for
+/// GET and HEAD only, the dashboard's session cookie (`crate::session`), so its pages can
+/// follow events and logs. Never for POST: a cookie rides along on cross-site requests.
 async fn require_admin(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let admin = shared.config.server.admin_token.as_ref();
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if reads && shared.sessions.check(admin, req.headers()).is_some() {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -323,7 +333,7 @@ async fn logs(
 /// never runs; a running one is stopped like a timeout — its process group killed, a container
 /// replacement rolled back — and then recorded `cancelled` (202: the JSON still says
 /// `running`). A deployment that has ended is a 409 naming its state.
-async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+pub(crate) async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
     let outcome = shared
         .store
         .cancel(id)
@@ -359,7 +369,7 @@ struct DeployRequest {
     git_ref: Option<String>,
 }
 
-async fn deploy(
+pub(crate) async fn deploy(
     State(shared): State<Arc<Shared>>,
     Path(app_name): Path<String>,
     body: axum::body::Bytes,
@@ -424,7 +434,7 @@ struct RollbackBody {
 
 /// `POST /api/v1/apps/APP/services/SERVICE/rollback`: stores a rollback request like a hook
 /// delivery; the planner resolves the version to go back to (the previous success, or `to`).
-async fn rollback(
+pub(crate) async fn rollback(
     State(shared): State<Arc<Shared>>,
     Path((app_name, service)): Path<(String, String)>,
     body: axum::body::Bytes,
@@ -464,7 +474,7 @@ async fn rollback(
     store_new(&shared, delivery).await
 }
 
-async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+pub(crate) async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
     let original = shared
         .store
         .delivery(id)

@@ -51,6 +51,7 @@
 mod api;
 mod cli;
 mod config;
+mod dashboard;
 mod datadir;
 mod deploylog;
 mod edges;
@@ -74,6 +75,7 @@ mod redact;
 mod retention;
 mod secret;
 mod server;
+mod session;
 mod shared;
 mod sources;
 mod states;

@@ -36,7 +36,7 @@ use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::tls::Tls;
-use crate::{api, ingress, listener};
+use crate::{api, dashboard, ingress, listener};
 
 use background::Background;
 use degraded::open_store;
@@ -75,11 +75,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         // Let `to_bytes` in the handler enforce `body_limit` (with a clear 413 message).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .merge(api::router(shared.clone()))
+        .merge(dashboard::router())
         .with_state(shared)
 }
 
 /// The routers of the main listener and, with `server.admin_listen`, of the admin listener:
-/// then the API and `/metrics` live only there, and the main listener keeps hooks and health
+/// then the API, `/metrics` and the dashboard live only there, and the main listener keeps hooks and health
 /// checks (anything else is a 404).
 pub(crate) fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
     if shared.config.server.admin_listen.is_none() {
@@ -92,6 +93,7 @@ pub(crate) fn routers(shared: Arc<Shared>) -> (Router, Option<Router>) {
         .with_state(shared.clone());
     let admin = api::admin_router(shared.clone())
         .merge(api::health_router())
+        .merge(dashboard::router())
         .with_state(shared);
     (public, Some(admin))
 }
@@ -136,6 +138,7 @@ pub(crate) async fn serve(
         edges: crate::edges::Edges::new(&config),
         running: tasks.running.clone(),
         live,
+        sessions: Default::default(),
     });
     // Live streams never end by themselves: end them when the server stops, or they would
     // hold the listeners' graceful shutdown open.

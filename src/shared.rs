@@ -21,4 +21,6 @@ pub(crate) struct Shared {
     pub(crate) running: crate::lanes::Running,
     /// Every committed change, for live viewers (the store's hub: `Store::live`).
     pub(crate) live: crate::live::Hub,
+    /// The dashboard's logged-out sessions and failed-login limiter.
+    pub(crate) sessions: crate::session::Sessions,
 }

@@ -103,7 +103,7 @@ pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) 
 /// `POST /api/v1/notifications/ID/retry`: a dead (or sent) notification is pending again at
 /// once, its attempts reset and its retry window restarted; the worker sends it in its
 /// target's order. 409 if it is pending already.
-pub(super) async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
+pub(crate) async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<i64>) -> ApiResult {
     match shared.store.retry_notification(id, now_ms()).await? {
         None => Err(not_found("notification")),
         Some(RetryOutcome::AlreadyPending) => Err(ApiError(

@@ -15,6 +15,7 @@
 //! - `recovery.rs`: runs cut short by a crash or shutdown: `interrupted`, and retries.
 //! - `deployments.rs`: [`Deployment`] and the API's reads of it.
 //! - `prune.rs`: retention's deletes.
+//! - `pages.rs`: the dashboard's deliveries by status (partial indexes, or bounded windows).
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
 //! - `changes.rs`: what each write publishes to the live hub (`crate::live`), after its commit.
 //! - `steps.rs`: the steps of a deployment's run, written by the executors.
@@ -36,6 +37,7 @@ mod history;
 mod lifecycle;
 mod open;
 mod outbox;
+mod pages;
 mod planning;
 mod prune;
 mod recovery;
@@ -53,6 +55,7 @@ pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome};
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
 };
+pub(crate) use pages::Page;
 pub(crate) use planning::{NewDeployment, Planning};
 pub(crate) use steps::Step;
 

@@ -5,11 +5,13 @@
 mod support;
 
 mod api_cli;
+mod browser;
 mod cancel;
 mod commit_statuses;
 mod config_cli;
 mod container_events;
 mod containers;
+mod dashboard;
 mod dockerenv;
 mod executor;
 mod fake_http;
