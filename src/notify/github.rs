@@ -230,7 +230,7 @@ fn status_body(
     );
     let mut body = json!({
         "state": status_of(state),
-        "log_url": ctx.deployment_url(d.id),
+        "log_url": ctx.deployment_page_url(d.id),
         "description": statuses::cut(&description, MAX_DESCRIPTION),
     });
     if let (Some(url), Some(b)) = (&gh.environment_url, body.as_object_mut()) {
@@ -639,7 +639,7 @@ command = ["x"]
             failed.body,
             json!({
                 "state": "failure",
-                "log_url": format!("https://ferry.example/api/v1/deployments/{}", web.id),
+                "log_url": format!("https://ferry.example/deployments/{}", web.id),
                 "description": format!("ferry: shop/web deployment {} failed: command exited with status 7", web.id),
                 "environment_url": "https://shop.example",
             })

@@ -57,6 +57,11 @@ impl Context {
         format!("{}/api/v1/deployments/{id}", self.public_url())
     }
 
+    /// The deployment's dashboard page (steps, live log): where a person lands from GitHub.
+    pub(crate) fn deployment_page_url(&self, id: i64) -> String {
+        format!("{}/deployments/{id}", self.public_url())
+    }
+
     pub(crate) fn delivery_url(&self, id: i64) -> String {
         format!("{}/api/v1/deliveries/{id}", self.public_url())
     }

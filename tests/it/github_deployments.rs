@@ -121,7 +121,7 @@ async fn a_push_creates_a_github_deployment_and_posts_its_statuses() {
     let status = calls[calls.len() - 1].json();
     assert_eq!(
         status["log_url"],
-        format!("http://127.0.0.1:0/api/v1/deployments/{id}")
+        format!("http://127.0.0.1:0/deployments/{id}")
     );
     assert_eq!(status["environment_url"], "https://shop.example.com");
     let description = status["description"].as_str().unwrap();
