@@ -1,6 +1,8 @@
-"""Shared helpers of bench/intake and bench/crash: build ferry, write its config, start and stop
-it, sign payloads, read the API. Only the standard library; loopback only."""
+"""Shared helpers of the bench/ scripts: build ferry, write its config, start and stop it, sign
+payloads, read the API, parse its times, summarise samples. Only the standard library; loopback
+only."""
 
+import calendar
 import hashlib
 import hmac
 import http.client
@@ -222,6 +224,38 @@ def list_all(port, kind, max_pages=1000):
         if before is None:
             return out
     raise RuntimeError(f"more than {max_pages} pages of {kind}")
+
+
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def parse_time(text):
+    """Seconds since the epoch (float) of an RFC 3339 time: ferry's (milliseconds, `Z`) or
+    Docker's (nanoseconds, `Z` or an offset). None for None or an empty string."""
+    if not text:
+        return None
+    m = _RFC3339.match(text)
+    if not m:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    frac = m.group(7) or "0"
+    secs += int(frac) / 10 ** len(frac)
+    tz = m.group(8)
+    if tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        secs -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    return secs
+
+
+def percentile(values, p):
+    """The p-th percentile (0-100) of values by the nearest-rank method (a value that occurred:
+    with 10 samples, p90 is the 9th smallest); None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
 
 
 def metrics(port):

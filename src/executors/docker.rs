@@ -442,13 +442,14 @@ async fn start_new(
         )
         .await;
     let id = created?;
-    let start = docker
-        .start_container(&id, None)
-        .await
-        .map_err(|e| format!("starting the new container failed: {e}"));
-    steps
-        .run(StepName::Start, Some(name), async { start })
-        .await?;
+    // The call inside the step, so that the step's time is the engine's start.
+    let start = async {
+        docker
+            .start_container(&id, None)
+            .await
+            .map_err(|e| format!("starting the new container failed: {e}"))
+    };
+    steps.run(StepName::Start, Some(name), start).await?;
     Ok(id)
 }
 
