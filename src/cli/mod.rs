@@ -264,7 +264,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: &ConfigArg, format: LogFormat) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
-    crate::logging::init(format);
+    // Held until serve returns: the last lines are written before the process exits.
+    let _log = crate::logging::init(format);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;

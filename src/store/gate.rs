@@ -25,6 +25,11 @@ impl Gate {
         self.lock.lock().await
     }
 
+    /// [`Gate::lock`] for a thread outside the async runtime (the intake writer's).
+    pub(super) fn blocking_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.blocking_lock()
+    }
+
     pub(super) async fn lock_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
         self.lock.clone().lock_owned().await
     }

@@ -70,6 +70,10 @@ pub(crate) enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(std::sync::Arc<std::io::Error>),
     #[error("the store's writer has stopped")]
     WriterGone,
     #[error("cannot flush {path} to disk: {source}")]

@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -30,7 +29,7 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<(Store, Intake), StoreError> {
         let db = prepare_dir(data_dir).await?;
-        let options = connect_options(db)?;
+        let options = connect_options(db.clone())?;
         let pool = pool(&options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let gate = WriteGate::default();
@@ -44,8 +43,7 @@ impl Store {
         // by fsyncing the WAL before it answers: then the next batch is inserted while the
         // previous one is being flushed, instead of after (FULL fsyncs inside COMMIT, holding
         // the write lock). One fsync covers every commit written to the WAL before it.
-        let writer = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-        let intake = batch::start(writer, options, gate, live, metrics);
+        let intake = batch::start(&db, gate, live, metrics)?;
         Ok((store, intake))
     }
 

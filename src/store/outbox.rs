@@ -143,25 +143,20 @@ const NOTIFICATION_COLUMNS: &str = "id, uid, event_id, target, kind, event, app,
 
 /// Journals `delivery.rejected` for deliveries the intake writer has just stored refused, in
 /// its transaction. (Not a trigger: any row trigger on `deliveries` makes SQLite stage each
-/// multi-row INSERT in a temporary table, which every accepted delivery would pay for.)
-pub(super) async fn journal_refused(
-    tx: &mut sqlx::SqliteConnection,
-    ids: &[i64],
-) -> Result<(), StoreError> {
-    for chunk in ids.chunks(1024) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO events (at, type, app, delivery_id, reason) SELECT ",
-        );
-        q.push_bind(super::now_ms())
-            .push(", ")
-            .push_bind(EventType::DeliveryRejected)
-            .push(", app, id, error FROM deliveries WHERE id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(") ORDER BY id");
-        q.build().execute(&mut *tx).await?;
+/// multi-row INSERT in a temporary table, which every accepted delivery would pay for.) Each
+/// id in turn, in the order stored, through the writer's own connection (`batch.rs`).
+pub(super) fn journal_refused(tx: &rusqlite::Connection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (at, type, app, delivery_id, reason)
+         SELECT ?1, ?2, app, id, error FROM deliveries WHERE id = ?3",
+    )?;
+    let at = super::now_ms();
+    for id in ids {
+        stmt.execute(rusqlite::params![
+            at,
+            EventType::DeliveryRejected.as_str(),
+            id
+        ])?;
     }
     Ok(())
 }
