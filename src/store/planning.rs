@@ -280,3 +280,105 @@ async fn mark_planned(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::states::EventType;
+
+    fn queued(service: &str, reason: Option<&str>) -> NewDeployment {
+        NewDeployment {
+            app: "a".into(),
+            service: service.into(),
+            state: DeploymentState::Queued,
+            reason: reason.map(str::to_string),
+            source: "github".into(),
+            event: "push".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A burst planned in one batch collapses as it is inserted: the older queued deployments
+    /// of a service are `superseded` by its newest (reason and end time as an UPDATE writes
+    /// them), with the events they had when they were inserted queued and then updated —
+    /// except one with a reason of its own, which is inserted queued (its queued event keeps
+    /// the reason) and superseded by the UPDATE, like a queued one of an earlier batch.
+    #[tokio::test]
+    async fn a_burst_in_one_batch_is_superseded_at_insert_with_the_same_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _intake) = Store::open(dir.path()).await.unwrap();
+        let delivery: i64 = sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, headers, body) VALUES ('a', 'github', 1, 1, 'received', '{}', x'') RETURNING id")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let mut tx = store.begin_planning().await.unwrap();
+        let first = tx.next_deployment_id().await.unwrap();
+        tx.record(&[(first, delivery, queued("web", None))], &[])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = store.begin_planning().await.unwrap();
+        let next = tx.next_deployment_id().await.unwrap();
+        let rows: Vec<_> = [
+            queued("web", None),
+            queued("web", Some("unverified: planned as a plain redeploy")),
+            queued("api", None),
+            queued("web", None),
+            queued("web", None),
+        ]
+        .into_iter()
+        .zip(next..)
+        .map(|(d, id)| (id, delivery, d))
+        .collect();
+        tx.record(&rows, &[(delivery, None)]).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let newest = next + 4;
+        let states: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT id, state, reason, finished_at IS NOT NULL FROM deployments ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let by = Some(format!("superseded by deployment {newest}"));
+        assert_eq!(
+            states,
+            vec![
+                (first, "superseded".into(), by.clone(), true),
+                (next, "superseded".into(), by.clone(), true),
+                (next + 1, "superseded".into(), by.clone(), true),
+                (next + 2, "queued".into(), None, false),
+                (next + 3, "superseded".into(), by.clone(), true),
+                (newest, "queued".into(), None, false),
+            ]
+        );
+
+        let events = store.unfanned_events(100).await.unwrap();
+        let of = |id: i64| -> Vec<(EventType, Option<String>)> {
+            events
+                .iter()
+                .filter(|e| e.deployment_id == Some(id))
+                .map(|e| (e.event, e.reason.clone()))
+                .collect()
+        };
+        let superseded = (EventType::DeploymentSuperseded, by.clone());
+        let queued_event = (EventType::DeploymentQueued, None);
+        for id in [first, next, next + 3] {
+            assert_eq!(of(id), [queued_event.clone(), superseded.clone()], "{id}");
+        }
+        assert_eq!(
+            of(next + 1),
+            [
+                (
+                    EventType::DeploymentQueued,
+                    Some("unverified: planned as a plain redeploy".into())
+                ),
+                superseded.clone()
+            ]
+        );
+        for id in [next + 2, newest] {
+            assert_eq!(of(id), vec![queued_event.clone()], "{id}");
+        }
+    }
+}
