@@ -50,7 +50,7 @@ pub(crate) async fn run(
 }
 
 /// Deliveries planned in one transaction.
-const BATCH: i64 = 64;
+const BATCH: usize = 64;
 
 /// How long a planning transaction may hold the write lock while hook deliveries wait for it:
 /// past this it commits what it has planned. A batch of 64 took up to 17 ms on a slow
@@ -58,21 +58,39 @@ const BATCH: i64 = 64;
 const BUSY_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Plans every unplanned delivery; returns how many deployments were queued.
+///
+/// While hook deliveries wait, a planning transaction commits only a prefix of its batch
+/// (`plan_batch`); the rest, already read and parsed, stays here for the next transaction,
+/// topped up with deliveries stored after it, rather than being read and parsed again.
 async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreError> {
     let mut queued = 0;
+    let mut batch: Vec<FullDelivery> = Vec::new();
+    let mut parsed: Vec<Result<Parsed<'_>, Unplannable>> = Vec::new();
     loop {
-        let batch = store.unplanned(BATCH).await?;
+        // Only the planner plans, and the intake writer stores ids in increasing order, so
+        // what is unplanned and not held here comes after the batch's last delivery. (Were
+        // one stored below it later, it would be read once the batch runs empty: from the
+        // oldest again.)
+        let after = batch.last().map_or(0, |d| d.delivery.id);
+        let room = BATCH - batch.len();
+        if room > 0 {
+            let more = store.unplanned(after, room).await?;
+            // Parsing is the slow part: do it before the transaction takes the write lock.
+            parsed.extend(more.iter().map(|d| parse(config, d)));
+            batch.extend(more);
+        }
         if batch.is_empty() {
             return Ok(queued);
         }
-        // Parsing is the slow part: do it before the transaction takes the write lock.
-        let parsed: Vec<_> = batch.iter().map(|d| parse(config, d)).collect();
-        let plans = plan_batch(store, &batch, parsed).await?;
+        let plans = plan_batch(store, &batch, &parsed).await?;
+        let done = plans.len();
         // Logged once durable, so the log never shows a plan that a crash then lost. (`plans`
         // may cover only a prefix of the batch.)
         for (d, plan) in batch.iter().zip(plans) {
             queued += plan.log(d);
         }
+        batch.drain(..done);
+        parsed.drain(..done);
     }
 }
 
@@ -81,7 +99,7 @@ async fn plan_pending(config: &Config, store: &Store) -> Result<usize, StoreErro
 async fn plan_batch(
     store: &Store,
     batch: &[FullDelivery],
-    parsed: Vec<Result<Parsed<'_>, Unplannable>>,
+    parsed: &[Result<Parsed<'_>, Unplannable>],
 ) -> Result<Vec<Plan>, StoreError> {
     let mut tx = store.begin_planning().await?;
     let started = std::time::Instant::now();
@@ -99,7 +117,7 @@ async fn plan_batch(
                 if let Some(note) = &p.note {
                     out.notes.push((id, note.clone()));
                 }
-                known.load(&mut tx, &p).await?;
+                known.load(&mut tx, p).await?;
                 let history = known.history(&p.app.name);
                 if p.unverified {
                     plan::plan_unverified(p.app, p.source, &p.modifiers, &history)
@@ -108,10 +126,10 @@ async fn plan_batch(
                 }
             }
             Err(Unplannable::Rejected(reason)) => {
-                out.reject(id, reason);
+                out.reject(id, reason.clone());
                 continue;
             }
-            Err(Unplannable::Error(message)) => Err(message),
+            Err(Unplannable::Error(message)) => Err(message.clone()),
         };
         out.planned(id, outcome, &mut known);
     }

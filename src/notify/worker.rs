@@ -30,6 +30,10 @@ use crate::store::{Attempt, JournalEvent, NewNotification, Notification, StoreEr
 
 /// Events fanned out per transaction.
 const FAN_OUT_BATCH: i64 = 256;
+/// Events marked fanned out per transaction when no target is configured.
+/// As many as a fan-out reads: a mark holds the write gate, which hook deliveries wait for
+/// (with 4,096 at once the p99 of hook answers was worse in each of three A/B pairs).
+const MARK_BATCH: i64 = FAN_OUT_BATCH;
 /// Tries in flight at most (each to another target).
 pub(crate) const CONCURRENCY: usize = 16;
 /// How often the worker looks for new events and due notifications when nothing woke it.
@@ -84,6 +88,11 @@ pub(crate) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
 
 /// Fans out every event waiting, a batch per transaction.
 async fn fan_out_all(ctx: &Context) -> Result<(), StoreError> {
+    if !ctx.any_target {
+        // Nothing could want them: mark them done without reading them back (two events
+        // per delivery under a burst, each a row through sqlx's channel only to be marked).
+        return ctx.store.fan_out_to_nobody(MARK_BATCH).await;
+    }
     loop {
         let events = ctx.store.unfanned_events(FAN_OUT_BATCH).await?;
         if events.is_empty() {
@@ -99,10 +108,6 @@ async fn fan_out_all(ctx: &Context) -> Result<(), StoreError> {
 /// One batch: what each event is about, what each target wants of it, recorded at once.
 async fn fan_out_batch(ctx: &Context, events: &[JournalEvent]) -> Result<(), StoreError> {
     let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-    if !ctx.any_target {
-        // Nothing could want them: mark them done without reading what they are about.
-        return ctx.store.fan_out(&[], &ids, now_ms()).await;
-    }
     let mut deployment_ids: Vec<i64> = events.iter().filter_map(|e| e.deployment_id).collect();
     deployment_ids.dedup();
     let delivery_ids: Vec<i64> = events

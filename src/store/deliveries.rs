@@ -89,13 +89,19 @@ impl Store {
         Ok(rows)
     }
 
-    /// Deliveries accepted but not yet planned, oldest first.
-    pub(crate) async fn unplanned(&self, limit: i64) -> Result<Vec<FullDelivery>, StoreError> {
+    /// Deliveries accepted but not yet planned, oldest first, from the one after `after` on
+    /// (0: from the oldest). The planner passes the last one it holds already.
+    pub(crate) async fn unplanned(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<FullDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with, headers, body, body_size FROM deliveries
-             WHERE status = 'received' ORDER BY id LIMIT ?1",
+             WHERE status = 'received' AND id > ?1 ORDER BY id LIMIT ?2",
         )
-        .bind(limit)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(full_delivery).collect()

@@ -149,8 +149,13 @@ impl Store {
     }
 }
 
+/// The reason of a deployment superseded by deployment `by` (as `supersede_older` writes it).
+pub(super) fn superseded_reason(by: i64) -> String {
+    format!("superseded by deployment {by}")
+}
+
 /// Marks queued deployments of a service older than `id` as superseded by it; returns their
-/// ids.
+/// ids. (Its reason is [`superseded_reason`]'s, spelled in SQL.)
 pub(super) async fn supersede_older(
     tx: &mut SqliteConnection,
     app: &str,

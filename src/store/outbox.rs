@@ -276,6 +276,28 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every event not fanned out yet as fanned out, without reading them, `batch` per
+    /// transaction (each under the gate, after letting waiting hook deliveries go first):
+    /// what fanning out is when no target is configured.
+    pub(crate) async fn fan_out_to_nobody(&self, batch: i64) -> Result<(), StoreError> {
+        loop {
+            self.gate.yield_to_intake(FAN_OUT_PATIENCE).await;
+            let _gate = self.gate.lock().await;
+            let marked = sqlx::query(
+                "UPDATE events SET fanned_out = 1 WHERE id IN (
+                   SELECT id FROM events INDEXED BY events_unfanned WHERE fanned_out = 0
+                   ORDER BY id LIMIT ?1)",
+            )
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if marked < u64::try_from(batch).unwrap_or(0) {
+                return Ok(());
+            }
+        }
+    }
+
     /// How many notifications wait per target (for the fan-out's cap on refused deliveries).
     pub(crate) async fn pending_per_target(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(

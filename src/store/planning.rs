@@ -3,6 +3,7 @@
 //! new status (planned, rejected, noted) are written with a handful of statements. Reads
 //! through the same transaction are in `super::history`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::SqliteConnection;
@@ -10,7 +11,7 @@ use sqlx::SqliteConnection;
 use super::changes::{
     deliveries_by_id, deployments_by_id, publish_deliveries, publish_deployments,
 };
-use super::lifecycle::supersede_older;
+use super::lifecycle::{supersede_older, superseded_reason};
 use super::{DeliveryStatus, DeploymentState, Store, StoreError, now_ms};
 
 /// How long the planner lets hook deliveries waiting for a commit go first.
@@ -96,18 +97,26 @@ impl Planning {
     /// service superseding its older queued ones, and each delivery's new status (with the
     /// reason it deploys nothing, if any). A few statements for the whole batch: each statement
     /// is a round trip to sqlx's SQLite thread.
+    ///
+    /// A burst planned in one batch collapses as it is inserted: the older queued deployments
+    /// of a service in the batch are inserted `superseded` by its newest one (migration 0013's
+    /// trigger journals `deployment.queued` and then `deployment.superseded` for each, as if
+    /// they had been queued and superseded), instead of being inserted queued and updated
+    /// again. Only queued ones of earlier batches, and those with a reason of their own (which
+    /// their `deployment.queued` event carries), are superseded by an UPDATE.
     pub(crate) async fn record(
         &mut self,
         deployments: &[(i64, i64, NewDeployment)],
         deliveries: &[(i64, Option<String>)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        insert_deployments(&mut self.tx, deployments, now).await?;
+        let newest = newest_queued(deployments);
+        insert_deployments(&mut self.tx, deployments, &newest, now).await?;
         let changed = &mut self.changed;
         changed
             .deployments
             .extend(deployments.iter().map(|(id, ..)| *id));
-        for ((app, service), id) in newest_queued(deployments) {
+        for ((app, service), id) in newest {
             let superseded = supersede_older(&mut self.tx, app, service, id, now).await?;
             changed.deployments.extend(superseded);
         }
@@ -168,10 +177,13 @@ impl Planning {
     }
 }
 
-/// Inserts planned deployments (id, delivery id, deployment) with multi-row INSERTs.
+/// Inserts planned deployments (id, delivery id, deployment) with multi-row INSERTs; a queued
+/// one without a reason that is older than the newest queued one of its service in `newest`
+/// is inserted `superseded` by it, as `supersede_older` would record it.
 async fn insert_deployments(
     tx: &mut SqliteConnection,
     deployments: &[(i64, i64, NewDeployment)],
+    newest: &BTreeMap<(&str, &str), i64>,
     now: i64,
 ) -> Result<(), StoreError> {
     // 19 variables per row; SQLite allows 32766 per statement.
@@ -180,13 +192,17 @@ async fn insert_deployments(
             "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, created_at, finished_at) ",
         );
         q.push_values(chunk, |mut row, (id, delivery_id, d)| {
-            let finished = (d.state != DeploymentState::Queued).then_some(now);
+            let (state, reason) = match superseded_by(newest, *id, d) {
+                Some(by) => (DeploymentState::Superseded, Some(superseded_reason(by))),
+                None => (d.state, d.reason.clone()),
+            };
+            let finished = (state != DeploymentState::Queued).then_some(now);
             row.push_bind(*id)
                 .push_bind(*delivery_id)
                 .push_bind(d.app.clone())
                 .push_bind(d.service.clone())
-                .push_bind(d.state)
-                .push_bind(d.reason.clone())
+                .push_bind(state)
+                .push_bind(reason)
                 .push_bind(d.source.clone())
                 .push_bind(d.event.clone())
                 .push_bind(d.git_repo.clone())
@@ -206,12 +222,22 @@ async fn insert_deployments(
     Ok(())
 }
 
+/// The deployment that supersedes `d` (planned with id `id`) as it is inserted: the newest
+/// queued one of its service in the batch, when `d` is an older queued one without a reason
+/// (a reason of its own would be lost from its `deployment.queued` event; such a one is
+/// inserted queued and superseded by `supersede_older`).
+fn superseded_by(newest: &BTreeMap<(&str, &str), i64>, id: i64, d: &NewDeployment) -> Option<i64> {
+    if d.state != DeploymentState::Queued || d.reason.is_some() {
+        return None;
+    }
+    let by = *newest.get(&(d.app.as_str(), d.service.as_str()))?;
+    (id < by).then_some(by)
+}
+
 /// The newest queued deployment of each service among those planned: it supersedes the
 /// service's older queued ones.
-fn newest_queued(
-    deployments: &[(i64, i64, NewDeployment)],
-) -> std::collections::BTreeMap<(&str, &str), i64> {
-    let mut newest_queued: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+fn newest_queued(deployments: &[(i64, i64, NewDeployment)]) -> BTreeMap<(&str, &str), i64> {
+    let mut newest_queued: BTreeMap<(&str, &str), i64> = Default::default();
     for (id, _, d) in deployments {
         if d.state == DeploymentState::Queued {
             let slot = newest_queued.entry((&d.app, &d.service)).or_default();
@@ -253,4 +279,106 @@ async fn mark_planned(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::states::EventType;
+
+    fn queued(service: &str, reason: Option<&str>) -> NewDeployment {
+        NewDeployment {
+            app: "a".into(),
+            service: service.into(),
+            state: DeploymentState::Queued,
+            reason: reason.map(str::to_string),
+            source: "github".into(),
+            event: "push".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A burst planned in one batch collapses as it is inserted: the older queued deployments
+    /// of a service are `superseded` by its newest (reason and end time as an UPDATE writes
+    /// them), with the events they had when they were inserted queued and then updated —
+    /// except one with a reason of its own, which is inserted queued (its queued event keeps
+    /// the reason) and superseded by the UPDATE, like a queued one of an earlier batch.
+    #[tokio::test]
+    async fn a_burst_in_one_batch_is_superseded_at_insert_with_the_same_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _intake) = Store::open(dir.path()).await.unwrap();
+        let delivery: i64 = sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, headers, body) VALUES ('a', 'github', 1, 1, 'received', '{}', x'') RETURNING id")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let mut tx = store.begin_planning().await.unwrap();
+        let first = tx.next_deployment_id().await.unwrap();
+        tx.record(&[(first, delivery, queued("web", None))], &[])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = store.begin_planning().await.unwrap();
+        let next = tx.next_deployment_id().await.unwrap();
+        let rows: Vec<_> = [
+            queued("web", None),
+            queued("web", Some("unverified: planned as a plain redeploy")),
+            queued("api", None),
+            queued("web", None),
+            queued("web", None),
+        ]
+        .into_iter()
+        .zip(next..)
+        .map(|(d, id)| (id, delivery, d))
+        .collect();
+        tx.record(&rows, &[(delivery, None)]).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let newest = next + 4;
+        let states: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT id, state, reason, finished_at IS NOT NULL FROM deployments ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let by = Some(format!("superseded by deployment {newest}"));
+        assert_eq!(
+            states,
+            vec![
+                (first, "superseded".into(), by.clone(), true),
+                (next, "superseded".into(), by.clone(), true),
+                (next + 1, "superseded".into(), by.clone(), true),
+                (next + 2, "queued".into(), None, false),
+                (next + 3, "superseded".into(), by.clone(), true),
+                (newest, "queued".into(), None, false),
+            ]
+        );
+
+        let events = store.unfanned_events(100).await.unwrap();
+        let of = |id: i64| -> Vec<(EventType, Option<String>)> {
+            events
+                .iter()
+                .filter(|e| e.deployment_id == Some(id))
+                .map(|e| (e.event, e.reason.clone()))
+                .collect()
+        };
+        let superseded = (EventType::DeploymentSuperseded, by.clone());
+        let queued_event = (EventType::DeploymentQueued, None);
+        for id in [first, next, next + 3] {
+            assert_eq!(of(id), [queued_event.clone(), superseded.clone()], "{id}");
+        }
+        assert_eq!(
+            of(next + 1),
+            [
+                (
+                    EventType::DeploymentQueued,
+                    Some("unverified: planned as a plain redeploy".into())
+                ),
+                superseded.clone()
+            ]
+        );
+        for id in [next + 2, newest] {
+            assert_eq!(of(id), vec![queued_event.clone()], "{id}");
+        }
+    }
 }
