@@ -167,13 +167,16 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
-/// Connects to the Docker Engine afresh (`DOCKER_HOST`, else the local socket), as the
-/// executors do, and pings it.
+/// Pings the Docker Engine (`DOCKER_HOST`, else the local socket) through the executors'
+/// client; a failed ping makes them negotiate afresh next time.
 async fn ping_docker() -> Result<(), crate::executors::docker::DockerError> {
-    let docker = crate::executors::docker::connect().await?;
-    docker
-        .ping()
-        .await
-        .map_err(crate::executors::docker::DockerError::Connect)?;
-    Ok(())
+    use crate::executors::docker;
+    let pinged = match docker::connect().await {
+        Ok(engine) => engine.ping().await.map_err(docker::DockerError::Connect),
+        Err(e) => Err(e),
+    };
+    if pinged.is_err() {
+        docker::forget();
+    }
+    pinged.map(drop)
 }
