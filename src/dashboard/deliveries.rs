@@ -16,7 +16,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Layout, PAGE, Viewer, When, after_action, error_page, html, not_found, store_error};
+use super::{
+    Layout, PAGE, Viewer, When, after_action, blank, html, not_found, state_filter, store_error,
+};
 use crate::inspect::Inspection;
 use crate::shared::Shared;
 use crate::states::DeliveryStatus;
@@ -103,15 +105,11 @@ pub(crate) async fn list(
     viewer: Viewer,
     Query(q): Query<Filters>,
 ) -> Response {
-    let app = q.app.filter(|s| !s.trim().is_empty());
-    let status = q.status.filter(|s| !s.trim().is_empty());
-    let parsed = match status
-        .as_deref()
-        .map(str::parse::<DeliveryStatus>)
-        .transpose()
-    {
+    let app = blank(q.app);
+    let status = blank(q.status);
+    let parsed = match state_filter::<DeliveryStatus>(status.as_deref(), "Unknown status") {
         Ok(s) => s,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Unknown status", &e.to_string()),
+        Err(page) => return *page,
     };
     let page = match page_of(&shared, app.as_deref(), parsed, q.before).await {
         Ok(p) => p,

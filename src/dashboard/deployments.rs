@@ -14,7 +14,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::view::{duration, short_version};
-use super::{Layout, PAGE, Viewer, When, after_action, error_page, html, not_found, store_error};
+use super::{
+    Layout, PAGE, Viewer, When, after_action, blank, html, not_found, state_filter, store_error,
+};
 use crate::shared::Shared;
 use crate::states::DeploymentState;
 use crate::store::{Deployment, ListFilter, Page};
@@ -80,23 +82,15 @@ struct ListPage {
     older: Option<String>,
 }
 
-fn blank(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.trim().is_empty())
-}
-
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     viewer: Viewer,
     Query(q): Query<Filters>,
 ) -> Response {
     let (app, service, state) = (blank(q.app), blank(q.service), blank(q.state));
-    let parsed = match state
-        .as_deref()
-        .map(str::parse::<DeploymentState>)
-        .transpose()
-    {
+    let parsed = match state_filter::<DeploymentState>(state.as_deref(), "Unknown state") {
         Ok(s) => s,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Unknown state", &e.to_string()),
+        Err(page) => return *page,
     };
     let f = ListFilter {
         app: app.clone(),

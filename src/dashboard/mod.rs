@@ -220,6 +220,23 @@ pub(crate) async fn after_action(
     }
 }
 
+/// A list filter's query value: `None` when absent or blank (an empty `<select>` sends `state=`).
+pub(crate) fn blank(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// A list's state (or status) filter parsed, or the 400 page naming the unknown value.
+pub(crate) fn state_filter<T>(value: Option<&str>, title: &str) -> Result<Option<T>, Box<Response>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .map(str::parse::<T>)
+        .transpose()
+        .map_err(|e| Box::new(error_page(StatusCode::BAD_REQUEST, title, &e.to_string())))
+}
+
 /// A page for an id that names nothing.
 pub(crate) fn not_found(what: &str) -> Response {
     error_page(

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Layout, PAGE, Viewer, When, after_action, error_page, html, store_error};
+use super::{Layout, PAGE, Viewer, When, after_action, blank, html, state_filter, store_error};
 use crate::shared::Shared;
 use crate::states::NotificationState;
 use crate::store::{Notification, NotificationFilter};
@@ -77,14 +77,10 @@ pub(crate) async fn list(
     viewer: Viewer,
     Query(q): Query<Filters>,
 ) -> Response {
-    let state = q.state.filter(|s| !s.trim().is_empty());
-    let parsed = match state
-        .as_deref()
-        .map(str::parse::<NotificationState>)
-        .transpose()
-    {
+    let state = blank(q.state);
+    let parsed = match state_filter::<NotificationState>(state.as_deref(), "Unknown state") {
         Ok(s) => s,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Unknown state", &e.to_string()),
+        Err(page) => return *page,
     };
     let f = NotificationFilter {
         state: parsed,
