@@ -240,6 +240,21 @@ async fn log_in_see_the_apps_and_log_out() {
         assert!(!b.text("h1").await.is_empty(), "{path}");
         b.screenshot(name).await;
     }
+    // The issue's basic accessibility, on every kind of page: a language, one h1 and no
+    // skipped heading level, a label for every control, a name for every button and link, no
+    // control taken out of the keyboard's reach, and body text contrast of at least 4.5:1.
+    for path in [
+        "/",
+        "/deployments",
+        "/deployments/1",
+        "/deliveries",
+        "/deliveries/1",
+        "/notifications",
+    ] {
+        b.goto(&ferry, path).await;
+        let problems = b.js(A11Y).await;
+        assert_eq!(problems, json!([]), "accessibility of {path}");
+    }
 
     // Phone width: nothing but the tables' own scrolling boxes is wider than the screen.
     b.client.set_window_size(360, 780).await.expect("resize");
@@ -265,6 +280,40 @@ async fn log_in_see_the_apps_and_log_out() {
     );
     b.stop().await;
 }
+
+/// Returns the page's accessibility problems as a list of strings (empty: none found).
+const A11Y: &str = r#"
+const out = [];
+if (!document.documentElement.lang) out.push('no lang on <html>');
+const h1 = document.querySelectorAll('h1').length;
+if (h1 !== 1) out.push(h1 + ' h1 elements');
+let last = 0;
+for (const h of document.querySelectorAll('h1,h2,h3,h4,h5,h6')) {
+  const level = +h.tagName[1];
+  if (level > last + 1) out.push('heading ' + h.tagName + ' "' + h.textContent.trim() + '" skips a level');
+  last = level;
+}
+for (const c of document.querySelectorAll('input,select,textarea')) {
+  if (c.type === 'hidden' || c.type === 'submit') continue;
+  const named = (c.labels && c.labels.length) || c.getAttribute('aria-label') || c.getAttribute('aria-labelledby');
+  if (!named) out.push('unlabelled ' + c.tagName + ' ' + (c.name || c.id));
+}
+for (const e of document.querySelectorAll('button,a[href],input[type=submit]')) {
+  const name = (e.textContent || e.value || '').trim() || e.getAttribute('aria-label') || e.getAttribute('title');
+  if (!name) out.push('nameless ' + e.tagName + ' ' + e.outerHTML.slice(0, 80));
+  if (e.getAttribute('tabindex') === '-1') out.push('out of keyboard reach: ' + e.outerHTML.slice(0, 80));
+}
+const rgb = s => (s.match(/[\d.]+/g) || []).slice(0, 3).map(Number);
+const lum = ([r, g, b]) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+let bg = getComputedStyle(document.body).backgroundColor;
+if (bg === 'rgba(0, 0, 0, 0)') bg = getComputedStyle(document.documentElement).backgroundColor;
+if (bg === 'rgba(0, 0, 0, 0)') bg = 'rgb(255, 255, 255)';
+const fg = getComputedStyle(document.body).color;
+const [a, b] = [lum(rgb(fg)), lum(rgb(bg))];
+const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+if (ratio < 4.5) out.push('body text contrast ' + ratio.toFixed(2) + ' (' + fg + ' on ' + bg + ')');
+return out;
+"#;
 
 /// Each `tick N` line of the final log view, in order.
 fn ticks(log: &str) -> Vec<String> {
