@@ -240,21 +240,6 @@ async fn log_in_see_the_apps_and_log_out() {
         assert!(!b.text("h1").await.is_empty(), "{path}");
         b.screenshot(name).await;
     }
-    // The basic accessibility, on every kind of page: a language, one h1 and no
-    // skipped heading level, a label for every control, a name for every button and link, no
-    // control taken out of the keyboard's reach, and body text contrast of at least 4.5:1.
-    for path in [
-        "/",
-        "/deployments",
-        "/deployments/1",
-        "/deliveries",
-        "/deliveries/1",
-        "/notifications",
-    ] {
-        b.goto(&ferry, path).await;
-        let problems = b.js(A11Y).await;
-        assert_eq!(problems, json!([]), "accessibility of {path}");
-    }
 
     // Phone width: nothing but the tables' own scrolling boxes is wider than the screen.
     b.client.set_window_size(360, 780).await.expect("resize");
@@ -278,6 +263,42 @@ async fn log_in_see_the_apps_and_log_out() {
         "logged out: {}",
         b.path().await
     );
+    b.stop().await;
+}
+
+/// The basic accessibility, on every kind of page: a language, one h1 and no skipped
+/// heading level, a label for every control, a name for every button and link, no control
+/// taken out of the keyboard's reach, and body text contrast of at least 4.5:1.
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver: cargo test -- --include-ignored"]
+async fn every_page_passes_basic_accessibility_checks() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let ferry = ferry().await;
+    let (_, _) = ferry.hook("shop").query("services=worker").deliver().await;
+    let push = ferry
+        .signed_push(&push_value(REPO, "master", &sha(1), &commit_time(1)))
+        .await;
+    ferry.settle(push).await;
+    b.goto(&ferry, "/login").await;
+    let problems = b.js(A11Y).await;
+    assert_eq!(problems, json!([]), "accessibility of /login");
+    b.login(&ferry, ADMIN_TOKEN).await;
+    b.wait_text("h1", "Overview").await;
+    for path in [
+        "/",
+        "/deployments",
+        "/deployments/1",
+        "/deliveries",
+        "/deliveries/1",
+        "/notifications",
+    ] {
+        b.goto(&ferry, path).await;
+        assert!(!b.path().await.starts_with("/login"), "{path}: logged in");
+        let problems = b.js(A11Y).await;
+        assert_eq!(problems, json!([]), "accessibility of {path}");
+    }
     b.stop().await;
 }
 
