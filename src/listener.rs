@@ -153,30 +153,60 @@ fn connections_that_fit(wanted: u64) -> Option<u64> {
     Some(soft.saturating_sub(open + RESERVED_FDS))
 }
 
-/// Serves `router` on `listener` (HTTPS when `tls` is set) until `shutdown` completes, then
+/// What a listener's requests are routed by: one router, or (while the store cannot be
+/// opened) a stand-in until the real router is handed over. The choice is made per request,
+/// so the handover closes no connection and drops no request: a keep-alive or HTTP/2
+/// connection that got a 503 from the stand-in gets the real router on its next request.
+#[derive(Clone)]
+pub(crate) enum Routes {
+    Router(Router),
+    Handover {
+        /// Set once, when the real router is ready.
+        ready: Arc<std::sync::OnceLock<Router>>,
+        meanwhile: Router,
+    },
+}
+
+impl Routes {
+    fn current(&self) -> Router {
+        match self {
+            Routes::Router(r) => r.clone(),
+            Routes::Handover { ready, meanwhile } => ready.get().unwrap_or(meanwhile).clone(),
+        }
+    }
+}
+
+impl From<Router> for Routes {
+    fn from(router: Router) -> Self {
+        Routes::Router(router)
+    }
+}
+
+/// Serves `routes` on `listener` (HTTPS when `tls` is set) until `shutdown` completes, then
 /// stops accepting and waits for the requests in progress to be answered.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    routes: impl Into<Routes>,
     limits: ConnLimits,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let routes = routes.into();
     match tls {
         Some(tls) => {
             let handshake = move |tcp| crate::tls::handshake(tls.clone(), tcp);
-            serve_with(listener, router, limits, shutdown, handshake).await
+            serve_with(listener, routes, limits, shutdown, handshake).await
         }
         None => {
             let plain = |tcp| async move { Ok((tcp, http::Extensions::new())) };
-            serve_with(listener, router, limits, shutdown, plain).await
+            serve_with(listener, routes, limits, shutdown, plain).await
         }
     }
 }
 
 /// What every connection of one listener shares.
 struct Serving<H> {
-    router: Router,
+    routes: Routes,
     limits: ConnLimits,
     http: auto::Builder<TokioExecutor>,
     handshake: H,
@@ -188,7 +218,7 @@ struct Serving<H> {
 /// task (a slow handshake never holds up accepting), within the header timeout.
 pub(crate) async fn serve_with<H, F, I>(
     listener: TcpListener,
-    router: Router,
+    routes: Routes,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     handshake: H,
@@ -208,7 +238,7 @@ where
     }
     let serving = Arc::new(Serving {
         http: limits.http(),
-        router,
+        routes,
         limits,
         handshake,
         stopping,
@@ -318,12 +348,12 @@ async fn serve_http<H, I>(
 {
     let limits = &serving.limits;
     let service = hyper::service::service_fn({
-        let (router, slot, body_timeout) =
-            (serving.router.clone(), slot.clone(), limits.body_timeout);
+        let (routes, slot, body_timeout) =
+            (serving.routes.clone(), slot.clone(), limits.body_timeout);
         move |req| {
             request(
                 req,
-                router.clone(),
+                routes.current(),
                 peer,
                 extensions.clone(),
                 body_timeout,

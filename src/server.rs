@@ -39,7 +39,7 @@ use crate::tls::Tls;
 use crate::{api, dashboard, ingress, listener};
 
 use background::Background;
-use degraded::open_store;
+use degraded::{Listeners, ServerTask, open_store};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ServerError {
@@ -122,8 +122,14 @@ pub(crate) async fn serve(
     let limits = ConnLimits::for_server(&config.server);
     let data_dir = &config.server.data_dir;
     let metrics = Arc::new(Metrics::new(config.apps.keys().map(String::as_str)));
-    let opened = open_store(&endpoints, &limits, data_dir, &metrics, &stopping).await?;
-    let Some((store, intake)) = opened else {
+    let main_addr = endpoints[0].listener.local_addr()?;
+    let scheme = if endpoints[0].tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let opened = open_store(endpoints, &limits, data_dir, &metrics, &stopping).await?;
+    let Some((store, intake, listeners)) = opened else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
@@ -148,7 +154,8 @@ pub(crate) async fn serve(
         stopped.cancelled().await;
         live.close();
     });
-    serve_http(endpoints, routers(shared), limits, &stopping).await?;
+    tracing::info!(addr = %main_addr, %scheme, max_connections = limits.max_connections, "listening");
+    serve_http(listeners, routers(shared), limits, &stopping).await?;
     tasks.stop(config.server.shutdown_grace).await;
     tracing::info!("stopped");
     Ok(())
@@ -191,31 +198,31 @@ async fn endpoints(listener: TcpListener, config: &Config) -> Result<Vec<Endpoin
     Ok(endpoints)
 }
 
-/// Serves the main and admin routers until `stopping`, then waits for both to drain.
+/// Serves the main and admin routers until `stopping` (on listeners already serving 503s in
+/// degraded mode, by handing the routers over), then waits for both to drain.
 async fn serve_http(
-    endpoints: Vec<Endpoint>,
+    listeners: Listeners,
     (main, admin): (Router, Option<Router>),
     limits: ConnLimits,
     stopping: &CancellationToken,
 ) -> Result<(), ServerError> {
-    let mut routers = std::iter::once(main).chain(admin);
-    let mut servers = Vec::new();
-    for e in endpoints {
-        let Some(router) = routers.next() else { break };
-        let addr = e.listener.local_addr()?;
-        if servers.is_empty() {
-            let scheme = if e.tls.is_some() { "https" } else { "http" };
-            let max_connections = limits.max_connections;
-            tracing::info!(%addr, %scheme, max_connections, "listening");
-        }
-        servers.push(tokio::spawn(listener::serve(
-            e.listener,
-            router,
-            limits.clone(),
-            e.tls,
-            stopping.clone().cancelled_owned(),
-        )));
-    }
+    let routers = std::iter::once(main).chain(admin);
+    let servers: Vec<ServerTask> = match listeners {
+        Listeners::Degraded(handover) => handover.complete(routers),
+        Listeners::Idle(endpoints) => endpoints
+            .into_iter()
+            .zip(routers)
+            .map(|(e, router)| {
+                tokio::spawn(listener::serve(
+                    e.listener,
+                    router,
+                    limits.clone(),
+                    e.tls,
+                    stopping.clone().cancelled_owned(),
+                ))
+            })
+            .collect(),
+    };
     for server in servers {
         match server.await {
             Ok(r) => r?,

@@ -4,49 +4,78 @@
 //! opens, the real server takes over the same sockets.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::response::IntoResponse;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{self, ConnLimits};
+use crate::listener::{self, ConnLimits, Routes};
 use crate::metrics::Metrics;
 use crate::store::{Intake, Store};
 
 use super::{Endpoint, ServerError};
 
+/// A running listener task.
+pub(super) type ServerTask = JoinHandle<std::io::Result<()>>;
+
+/// The listeners once the store is open: not yet served (it opened at once), or already
+/// serving 503s and waiting for the real routers.
+pub(super) enum Listeners {
+    Idle(Vec<Endpoint>),
+    Degraded(Handover),
+}
+
+/// Listeners serving the degraded router until [`Handover::complete`] gives them the real ones.
+pub(super) struct Handover {
+    ready: Vec<Arc<OnceLock<Router>>>,
+    servers: Vec<ServerTask>,
+}
+
+impl Handover {
+    /// From now on every request (on new and open connections alike) goes to the real
+    /// routers, in the order of the endpoints; returns the listener tasks.
+    pub(super) fn complete(self, routers: impl IntoIterator<Item = Router>) -> Vec<ServerTask> {
+        for (ready, router) in self.ready.iter().zip(routers) {
+            // Only ever set here, once.
+            let _ = ready.set(router);
+        }
+        self.servers
+    }
+}
+
 /// Opens the store, serving 503s on every endpoint until it can. Returns `None` if asked to
 /// stop first.
 pub(super) async fn open_store(
-    endpoints: &[Endpoint],
+    endpoints: Vec<Endpoint>,
     limits: &ConnLimits,
     data_dir: &Path,
     metrics: &Arc<Metrics>,
     stopping: &CancellationToken,
-) -> Result<Option<(Store, Intake)>, ServerError> {
+) -> Result<Option<(Store, Intake, Listeners)>, ServerError> {
     let first = match Store::open_measured(data_dir, metrics.clone()).await {
-        Ok(opened) => return Ok(Some(opened)),
+        Ok((store, intake)) => return Ok(Some((store, intake, Listeners::Idle(endpoints)))),
         Err(e) => e,
     };
     let reason = format!(
         "the store in {} cannot be opened: {first}; retrying",
         data_dir.display()
     );
-    let listener = &endpoints[0].listener;
-    tracing::error!(addr = %listener.local_addr()?, "{reason}");
-    tracing::info!(addr = %listener.local_addr()?, "listening (degraded: answering 503 until the store opens)");
-    let opened_or_stopping = CancellationToken::new();
-    let servers = serve_unavailable(endpoints, limits, unavailable(reason), &opened_or_stopping)?;
-    let opened = retry_open(data_dir, metrics, stopping).await;
-    opened_or_stopping.cancel();
-    for server in servers {
-        let _ = server.await;
+    let addr = endpoints[0].listener.local_addr()?;
+    tracing::error!(%addr, "{reason}");
+    tracing::info!(%addr, "listening (degraded: answering 503 until the store opens)");
+    let handover = serve_unavailable(endpoints, limits, unavailable(reason), stopping);
+    match retry_open(data_dir, metrics, stopping).await {
+        Some((store, intake)) => Ok(Some((store, intake, Listeners::Degraded(handover)))),
+        None => {
+            for server in handover.servers {
+                let _ = server.await;
+            }
+            Ok(None)
+        }
     }
-    Ok(opened)
 }
 
 /// The degraded router: `/healthz` answers (the process is alive), everything else is a 503
@@ -71,27 +100,34 @@ fn unavailable(reason: String) -> Router {
         })
 }
 
-/// A second handle on each socket serves 503s meanwhile (over TLS where the listener has
-/// it); the real server takes over the original once the store opens, and connections wait
-/// in the backlog in between.
+/// Serves `router` on every endpoint (over TLS where the listener has it) until `stopping`,
+/// or until the handover replaces it; the same listener tasks then serve the real routers.
 fn serve_unavailable(
-    endpoints: &[Endpoint],
+    endpoints: Vec<Endpoint>,
     limits: &ConnLimits,
     router: Router,
-    until: &CancellationToken,
-) -> Result<Vec<JoinHandle<std::io::Result<()>>>, ServerError> {
-    let mut servers = Vec::new();
+    stopping: &CancellationToken,
+) -> Handover {
+    let mut handover = Handover {
+        ready: Vec::new(),
+        servers: Vec::new(),
+    };
     for e in endpoints {
-        let degraded = TcpListener::from_std(listener_clone(&e.listener)?)?;
-        servers.push(tokio::spawn(listener::serve(
-            degraded,
-            router.clone(),
+        let ready = Arc::new(OnceLock::new());
+        let routes = Routes::Handover {
+            ready: ready.clone(),
+            meanwhile: router.clone(),
+        };
+        handover.ready.push(ready);
+        handover.servers.push(tokio::spawn(listener::serve(
+            e.listener,
+            routes,
             limits.clone(),
-            e.tls.clone(),
-            until.clone().cancelled_owned(),
+            e.tls,
+            stopping.clone().cancelled_owned(),
         )));
     }
-    Ok(servers)
+    handover
 }
 
 /// Tries to open the store every two seconds until it opens, or `None` once `stopping`.
@@ -113,12 +149,4 @@ async fn retry_open(
             Err(e) => tracing::debug!(error = %e, "store still unavailable"),
         }
     }
-}
-
-fn listener_clone(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
-    use std::os::fd::{AsFd, OwnedFd};
-    let fd: OwnedFd = listener.as_fd().try_clone_to_owned()?;
-    let std_listener = std::net::TcpListener::from(fd);
-    std_listener.set_nonblocking(true)?;
-    Ok(std_listener)
 }

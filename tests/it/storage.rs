@@ -308,11 +308,28 @@ async fn read_only_data_dir_answers_503_and_recovers() {
         .expect("readyz");
     assert_eq!(ready.status(), 503);
     mount.remount("rw");
-    let first = eventually("ferry to open its store", WAIT, async || {
+    // Back to back on keep-alive connections, so requests straddle the handover from the
+    // degraded listener to the real one: every one gets an answer (`send` panics on a
+    // connection error), 503 until the store is open and 202 from then on.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut tries = 0u64;
+    let first = loop {
         let r = ferry.hook("shop").query("services=worker").send().await;
-        if r.status == 202 { Ok(r) } else { Err(r.text) }
-    })
-    .await;
+        if r.status == 202 {
+            break r;
+        }
+        assert_eq!(r.status, 503, "{}", r.text);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store never opened: {}",
+            r.text
+        );
+        // Now and then idle, so the handover also meets idle keep-alive connections.
+        if tries % 2 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(tries % 7)).await;
+        }
+        tries += 1;
+    };
     first.accepted();
     assert_eq!(send_many(&ferry, 2, 1000).await, [202, 202]);
     assert_acknowledged_are_stored(&ferry, 3).await;
