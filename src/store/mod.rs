@@ -118,7 +118,7 @@ mod tests {
     async fn store_with(states: &[DeploymentState]) -> (tempfile::TempDir, Store, Vec<i64>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _intake) = Store::open(dir.path()).await.expect("open");
-        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers, body) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}', x'')")
+        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}')")
             .bind(DeliveryStatus::Planned)
             .execute(&store.pool)
             .await
