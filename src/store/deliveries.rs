@@ -1,6 +1,7 @@
 //! Deliveries as stored, and the queries that read them: one for replays and notifications,
 //! the API's list, and the planner's queue of unplanned ones. They are written by the intake
-//! writer (`super::batch`) and get their status from planning (`super::planning`).
+//! writer (`super::batch`) and get their status from planning (`super::planning`). A body is
+//! a row of `delivery_bodies`, apart from the row those updates rewrite (migration 0014).
 
 use serde::Serialize;
 use sqlx::Row;

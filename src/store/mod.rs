@@ -8,7 +8,8 @@
 //! - `open.rs`: the data dir, SQLite's settings, migrations; `ping`.
 //! - `gate.rs`: the write gate every write transaction holds (hook deliveries go first).
 //! - [`batch`]: the intake writer (group commit, fsync of the WAL, refused deliveries capped).
-//! - `deliveries.rs`: [`Delivery`] and its reads (replay, lists, the planner's queue).
+//! - `deliveries.rs`: [`Delivery`] and its reads (replay, lists, the planner's queue); bodies
+//!   are rows of `delivery_bodies` (migration 0014), so status updates rewrite a small row.
 //! - `planning.rs`: [`Planning`], the planner's transaction: deployments, statuses, notes.
 //! - `history.rs`: what services hold, read through [`Planning`] ([`HeldImage`], rollbacks).
 //! - `lifecycle.rs`: a deployment in the lanes: queue, start, finish; cancel.
