@@ -84,6 +84,28 @@ def git_describe():
         return "unknown"
 
 
+def insert_deliveries(con, columns, rows):
+    """Bulk-inserts delivery rows given with a `body` column, in the store's schema: since
+    migration 0014 a body is a row of `delivery_bodies`, so rows get explicit ids (the next
+    ones) and their bodies go there."""
+    split = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = 'delivery_bodies'").fetchone() is not None
+    if not split:
+        marks = ",".join("?" * len(columns))
+        con.executemany(f"INSERT INTO deliveries ({', '.join(columns)}) VALUES ({marks})", rows)
+        return
+    at = columns.index("body")
+    rest = columns[:at] + columns[at + 1:]
+    first = con.execute(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0),"
+        " COALESCE((SELECT MAX(id) FROM deliveries), 0)) + 1").fetchone()[0]
+    marks = ",".join("?" * (len(rest) + 1))
+    con.executemany(f"INSERT INTO deliveries (id, {', '.join(rest)}) VALUES ({marks})",
+                    ((first + k,) + tuple(r[:at]) + tuple(r[at + 1:]) for k, r in enumerate(rows)))
+    con.executemany("INSERT INTO delivery_bodies (delivery_id, body) VALUES (?, ?)",
+                    ((first + k, r[at]) for k, r in enumerate(rows)))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))

@@ -427,10 +427,13 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
     let mut refused = Vec::new();
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body, body_size, replay_of, refused_with)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+            "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body_size, replay_of, refused_with)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
         )?;
+        // The body in a row of its own (migration 0014), so planning updates a small row.
+        let mut insert_body =
+            tx.prepare_cached("INSERT INTO delivery_bodies (delivery_id, body) VALUES (?1, ?2)")?;
         // A duplicate of an earlier delivery, or of one earlier in this very batch: it is not
         // stored, the original counts it.
         let mut duplicate = tx.prepare_cached(
@@ -454,7 +457,6 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
                         d.error,
                         d.query,
                         d.headers,
-                        body,
                         body_size,
                         d.replay_of,
                         d.refused_with,
@@ -464,6 +466,7 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
                 .optional()?;
             out.push(match id {
                 Some(id) => {
+                    insert_body.execute(params![id, body])?;
                     if d.status == DeliveryStatus::Rejected {
                         refused.push(id);
                     }
@@ -564,5 +567,10 @@ mod tests {
             "the newest two"
         );
         assert!(exists(other).await, "other apps are not touched");
+        let bodies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_bodies")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(bodies, 5, "a pruned delivery's body goes with it");
     }
 }

@@ -125,7 +125,7 @@ mod tests {
         started: Option<i64>,
         finished: Option<i64>,
     ) -> i64 {
-        let delivery: i64 = sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, headers, body) VALUES ('a', 'generic', 1, 1, ?1, '{}', x'') RETURNING id")
+        let delivery: i64 = sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'generic', 1, 1, ?1, '{}') RETURNING id")
             .bind(DeliveryStatus::Planned)
             .fetch_one(&store.pool)
             .await

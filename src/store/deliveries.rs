@@ -1,6 +1,7 @@
 //! Deliveries as stored, and the queries that read them: one for replays and notifications,
 //! the API's list, and the planner's queue of unplanned ones. They are written by the intake
-//! writer (`super::batch`) and get their status from planning (`super::planning`).
+//! writer (`super::batch`) and get their status from planning (`super::planning`). A body is
+//! a row of `delivery_bodies`, apart from the row those updates rewrite (migration 0014).
 
 use serde::Serialize;
 use sqlx::Row;
@@ -45,12 +46,22 @@ pub(crate) struct FullDelivery {
     pub(crate) body_size: Option<i64>,
 }
 
+/// A delivery's columns with its headers and body, for a `deliveries d` joined with its
+/// `delivery_bodies b` (migration 0014; no body row reads as an empty body).
+macro_rules! full_columns {
+    () => {
+        "d.id, d.app, d.source, d.event, d.source_delivery_id, d.received_at, d.verified, d.scheme, d.status, d.error, d.query, d.replay_of, d.note, d.duplicates, d.duplicate_at, d.planned_at, d.refused_with, d.headers, COALESCE(b.body, x'') AS body, d.body_size"
+    };
+}
+
 impl Store {
     /// One delivery with its headers and body (replays, notifications, the lanes' payload).
     pub(crate) async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with, headers, body, body_size FROM deliveries WHERE id = ?1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            full_columns!(),
+            " FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id WHERE d.id = ?1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -96,10 +107,12 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<FullDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with, headers, body, body_size FROM deliveries
-             WHERE status = 'received' AND id > ?1 ORDER BY id LIMIT ?2",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            full_columns!(),
+            " FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
+                 WHERE d.status = 'received' AND d.id > ?1 ORDER BY d.id LIMIT ?2"
+        ))
         .bind(after)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)

@@ -8,7 +8,8 @@
 //! - `open.rs`: the data dir, SQLite's settings, migrations; `ping`.
 //! - `gate.rs`: the write gate every write transaction holds (hook deliveries go first).
 //! - [`batch`]: the intake writer (group commit, fsync of the WAL, refused deliveries capped).
-//! - `deliveries.rs`: [`Delivery`] and its reads (replay, lists, the planner's queue).
+//! - `deliveries.rs`: [`Delivery`] and its reads (replay, lists, the planner's queue); bodies
+//!   are rows of `delivery_bodies` (migration 0014), so status updates rewrite a small row.
 //! - `planning.rs`: [`Planning`], the planner's transaction: deployments, statuses, notes.
 //! - `history.rs`: what services hold, read through [`Planning`] ([`HeldImage`], rollbacks).
 //! - `lifecycle.rs`: a deployment in the lanes: queue, start, finish; cancel.
@@ -118,7 +119,7 @@ mod tests {
     async fn store_with(states: &[DeploymentState]) -> (tempfile::TempDir, Store, Vec<i64>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _intake) = Store::open(dir.path()).await.expect("open");
-        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers, body) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}', x'')")
+        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}')")
             .bind(DeliveryStatus::Planned)
             .execute(&store.pool)
             .await

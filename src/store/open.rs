@@ -110,3 +110,61 @@ async fn pool(options: &SqliteConnectOptions) -> Result<SqlitePool, StoreError> 
         .connect_with(options.clone())
         .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Store, connect_options, pool, prepare_dir};
+
+    /// A store made by the version before migration 0014 (bodies in `deliveries`) opens with
+    /// every delivery, its body and its size as received, and its deployments.
+    #[tokio::test]
+    async fn a_store_from_before_0014_keeps_its_deliveries_and_bodies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = prepare_dir(dir.path()).await.expect("dir");
+        let old = pool(&connect_options(db).expect("options"))
+            .await
+            .expect("pool");
+        sqlx::migrate!("./migrations")
+            .run_to(13, &old)
+            .await
+            .expect("migrations up to 0013");
+        // Received (unplanned), planned with a deployment, refused with its body cut, empty.
+        sqlx::raw_sql(
+            "INSERT INTO deliveries (id, app, source, received_at, verified, status, error, headers, body, body_size, dedupe_key)
+             VALUES (1, 'a', 'github', 10, 1, 'received', NULL, '{\"x-github-event\":\"push\"}', x'7b2261223a317d', NULL, 'k1'),
+                    (2, 'a', 'generic', 11, 0, 'planned', NULL, '{}', x'0001ff', NULL, NULL),
+                    (3, 'b', 'github', 12, 0, 'rejected', 'bad signature', '{}', x'78', 5000, NULL),
+                    (4, 'b', 'generic', 13, 0, 'planned', NULL, '{}', x'', NULL, NULL);
+             INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at)
+             VALUES ('a', 's', 2, 'succeeded', 'generic', 'redeploy', 11);",
+        )
+        .execute(&old)
+        .await
+        .expect("old rows");
+        old.close().await;
+
+        let (store, _intake) = Store::open(dir.path()).await.expect("open and migrate");
+        let expected: [(i64, &[u8], Option<i64>, &str); 4] = [
+            (1, b"{\"a\":1}", None, "received"),
+            (2, &[0, 1, 0xff], None, "planned"),
+            (3, b"x", Some(5000), "rejected"),
+            (4, b"", None, "planned"),
+        ];
+        for (id, body, size, status) in expected {
+            let full = store.delivery(id).await.expect("read").expect("kept");
+            assert_eq!(full.body, body, "delivery {id}");
+            assert_eq!(full.body_size, size, "delivery {id}");
+            assert_eq!(full.delivery.status.as_str(), status, "delivery {id}");
+        }
+        let unplanned = store.unplanned(0, 10).await.expect("queue");
+        assert_eq!(unplanned.len(), 1);
+        assert_eq!(unplanned[0].body, b"{\"a\":1}");
+        assert_eq!(unplanned[0].headers, "{\"x-github-event\":\"push\"}");
+        let deployments: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE delivery_id = 2")
+                .fetch_one(&store.pool)
+                .await
+                .expect("count");
+        assert_eq!(deployments, 1);
+    }
+}

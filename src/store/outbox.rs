@@ -551,7 +551,7 @@ mod tests {
     }
 
     async fn delivery(store: &Store, status: DeliveryStatus) -> i64 {
-        sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, error, headers, body) VALUES ('a', 'generic', 1, 1, ?1, IIF(?1 = 'rejected', 'bad signature', NULL), '{}', x'') RETURNING id")
+        sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, error, headers) VALUES ('a', 'generic', 1, 1, ?1, IIF(?1 = 'rejected', 'bad signature', NULL), '{}') RETURNING id")
             .bind(status)
             .fetch_one(&store.pool)
             .await
@@ -833,7 +833,9 @@ mod tests {
         use std::time::Instant;
         const BATCH: usize = 256;
         const BATCHES: usize = 40;
-        let body = vec![b'x'; 7736];
+        // Since migration 0014 the body is in `delivery_bodies`: the row measured here is the
+        // small one (numbers in BENCHMARKS.md from before that include a 7.7 KB body).
+        let body_size = 7736i64;
         let mut results: std::collections::BTreeMap<(&str, bool), Vec<f64>> = Default::default();
         for round in 0..8 {
             // Alternating, and starting without: the first round pays for a cold start.
@@ -862,7 +864,7 @@ mod tests {
             for _ in 0..BATCHES {
                 let mut tx = store.pool.begin().await.unwrap();
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO deliveries (app, source, received_at, verified, status, headers, body) ",
+                    "INSERT INTO deliveries (app, source, received_at, verified, status, headers, body_size) ",
                 );
                 q.push_values(0..BATCH, |mut row, _| {
                     row.push_bind("a")
@@ -871,7 +873,7 @@ mod tests {
                         .push_bind(true)
                         .push_bind(DeliveryStatus::Received)
                         .push_bind("{}")
-                        .push_bind(body.clone());
+                        .push_bind(body_size);
                 });
                 q.build().execute(&mut *tx).await.unwrap();
                 tx.commit().await.unwrap();

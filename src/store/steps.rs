@@ -148,7 +148,7 @@ impl Store {
 impl Store {
     /// A delivery and a running deployment `id` of service `a/s` (tests of step writers).
     pub(crate) async fn insert_running_deployment(&self, id: i64) {
-        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers, body) VALUES (?1, 'a', 'generic', 1, 1, 'planned', '{}', x'')")
+        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (?1, 'a', 'generic', 1, 1, 'planned', '{}')")
             .bind(id)
             .execute(&self.pool)
             .await
