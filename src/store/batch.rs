@@ -91,6 +91,10 @@ impl Intake {
         let (done, wait) = oneshot::channel();
         self.gate.intake_enter();
         let _leave = Leave(&self.gate);
+        // The body's buffer is freed here, on the worker whose allocator arena it came from,
+        // not by the writer thread: glibc frees a large chunk of another thread's arena under
+        // that arena's lock, which the workers then contend for (futex waits and wakes).
+        let _body = delivery.body.clone();
         self.tx
             .send((delivery, done))
             .await
