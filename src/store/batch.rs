@@ -74,7 +74,13 @@ pub(crate) enum Inserted {
     Duplicate(i64),
 }
 
-type Job = (NewDelivery, oneshot::Sender<Result<Inserted, StoreError>>);
+/// A request's answer, with its delivery handed back: the request task drops the delivery, so
+/// its buffers are freed on the worker whose allocator arena they came from. glibc frees a large
+/// chunk of another thread's arena under that arena's lock, and the workers contended for it
+/// (futex waits and wakes) while the writer freed the bodies.
+type Answer = (Result<Inserted, StoreError>, NewDelivery);
+
+type Job = (NewDelivery, oneshot::Sender<Answer>);
 
 /// The handle hook requests use to store deliveries. Cheap to clone.
 #[derive(Clone)]
@@ -95,7 +101,8 @@ impl Intake {
             .send((delivery, done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        wait.await.map_err(|_| StoreError::WriterGone)?
+        let (result, _delivery) = wait.await.map_err(|_| StoreError::WriterGone)?;
+        result
     }
 }
 
@@ -171,10 +178,7 @@ struct Writer {
 }
 
 /// A committed batch on its way to the flusher: each request's answer, and where to send it.
-type Committed = Vec<(
-    oneshot::Sender<Result<Inserted, StoreError>>,
-    Result<Inserted, StoreError>,
-)>;
+type Committed = Vec<(oneshot::Sender<Answer>, Answer)>;
 
 impl Writer {
     /// Writes batches until every [`Intake`] is gone (shutdown).
@@ -202,7 +206,11 @@ impl Writer {
                     results
                 }
             };
-            let batch: Committed = jobs.drain(..).map(|(_, done)| done).zip(results).collect();
+            let batch: Committed = jobs
+                .drain(..)
+                .zip(results)
+                .map(|((delivery, done), result)| (done, (result, delivery)))
+                .collect();
             if flush.send(batch).is_err() {
                 return; // The flusher is gone: the dropped senders answer "writer gone".
             }
@@ -323,7 +331,7 @@ fn flusher(
     while let Ok(first) = rx.recv() {
         batches.push(first);
         batches.extend(rx.try_iter());
-        let wrote = batches.iter().flatten().any(|(_, r)| r.is_ok());
+        let wrote = batches.iter().flatten().any(|(_, (r, _))| r.is_ok());
         let flushed = if wrote {
             let began = Instant::now();
             let result = wal.sync();
@@ -339,7 +347,7 @@ fn flusher(
             tracing::error!(file = %path.display(), error = %e, "flushing hook deliveries to disk failed");
         }
         let mut new = false;
-        for (done, result) in batches.drain(..).flatten() {
+        for (done, (result, delivery)) in batches.drain(..).flatten() {
             let result = match (&flushed, result) {
                 (Err((path, e)), Ok(_)) => Err(StoreError::Flush {
                     path: path.display().to_string(),
@@ -349,7 +357,7 @@ fn flusher(
             };
             new |= matches!(result, Ok(Inserted::New(_)));
             // The request may have gone away; its delivery is stored all the same.
-            let _ = done.send(result);
+            let _ = done.send((result, delivery));
         }
         if new {
             committed.notify_one();
