@@ -7,6 +7,11 @@
 -- RUN_PREFIX  prefix of the delivery ids of this run; each request gets PREFIX-<thread>-<n>.
 --             Must be unique per server process: the commit ids are derived from it too.
 --
+--   wrk ... -s bench/post.lua URL -- GET
+--
+-- instead sends a bare GET (bench/intake's ceiling: `/healthz` on the same listener), counted
+-- and reported the same way.
+--
 -- Every request is a different push, as a real sender's would be: ferry deduplicates signed
 -- deliveries on a hash of the body (a captured push replayed under a new X-GitHub-Delivery is
 -- a duplicate), so resending one body would measure dedupe, not intake. Per request:
@@ -130,6 +135,15 @@ function setup(thread)
 end
 
 function init(args)
+   s2xx, s3xx, s4xx, s5xx, sother = 0, 0, 0, 0, 0
+   n = 0
+   if args[1] == "GET" then
+      request = function()
+         n = n + 1
+         return wrk.format("GET")
+      end
+      return
+   end
    local f = assert(io.open(args[1], "rb"))
    local body = f:read("*a")
    f:close()
