@@ -38,22 +38,39 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> anyhow::Result<Client> {
-        let base = match &args.server {
-            Some(s) => s.trim_end_matches('/').to_string(),
-            None => {
-                let c = load_config(&args.config)
-                    .context("cannot find the server: pass --server URL or set FERRY_SERVER")?;
-                // With an admin listener the API lives only there.
-                match &c.server.admin_listen {
-                    Some(addr) => admin_url(addr),
-                    None => c.server.public_url,
-                }
-            }
+        // The config is read only for what the flags and environment leave out.
+        let config = match (&args.server, &args.token) {
+            (Some(_), Some(_)) => None,
+            _ => Some(load_config(&args.config)),
         };
-        let token = args
-            .token
-            .clone()
-            .ok_or_else(|| anyhow!("no admin token: pass --token or set FERRY_ADMIN_TOKEN"))?;
+        let base = match (&args.server, &config) {
+            (Some(s), _) => s.trim_end_matches('/').to_string(),
+            (None, Some(Err(e))) => {
+                return Err(anyhow!(
+                    "cannot find the server: pass --server URL or set FERRY_SERVER\n  caused by: {e}"
+                ));
+            }
+            (None, Some(Ok(c))) => match &c.server.admin_listen {
+                // With an admin listener the API lives only there.
+                Some(addr) => admin_url(addr),
+                None => c.server.public_url.clone(),
+            },
+            (None, None) => unreachable!("the config is read when --server is missing"),
+        };
+        let from_config = || match &config {
+            Some(Ok(c)) => c
+                .server
+                .admin_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
+            _ => None,
+        };
+        let token = args.token.clone().or_else(from_config).ok_or_else(|| {
+            anyhow!(
+                "no admin token: pass --token, set FERRY_ADMIN_TOKEN, or set server.admin_token in {}",
+                args.config.display()
+            )
+        })?;
         let http = crate::outgoing::builder(Duration::from_secs(30)).build()?;
         Ok(Client { base, token, http })
     }

@@ -15,6 +15,7 @@
 mod client;
 mod config_file;
 mod delivery_view;
+mod init;
 
 pub(crate) use client::{
     cancel, deliveries, delivery, deploy, logs, notifications, replay, rollback, status,
@@ -72,6 +73,15 @@ pub(crate) struct ClientArgs {
 pub(crate) enum Command {
     /// Run the server.
     Serve(ConfigArg),
+    /// Write a starter config with fresh random secrets for one sender, and print the next
+    /// steps (start, what to paste into the sender, a test request). Never overwrites.
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Who will send the hooks.
+        #[arg(long, value_enum, default_value = "github")]
+        sender: init::Sender,
+    },
     /// Validate the config; errors name the key and the line.
     Check(ConfigArg),
     /// Print every app's hook URL and what to paste into each configured sender.
@@ -196,6 +206,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Check(args) => return check(args),
+        Command::Init { config, sender } => return init::init(&config.config, *sender),
         Command::Hooks {
             config,
             show_secrets,
@@ -257,7 +268,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit,
                 client,
             } => notifications(failed, app.as_deref(), limit, &client).await,
-            Command::Check(_) | Command::Hooks { .. } => unreachable!("handled above"),
+            Command::Check(_) | Command::Hooks { .. } | Command::Init { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }

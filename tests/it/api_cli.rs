@@ -495,3 +495,36 @@ async fn log_format_json_after_the_subcommand() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn client_commands_take_the_admin_token_from_the_config() {
+    // As `ferry init` writes it: the token in the file, not in the environment.
+    let config = SHOP.replace(
+        "admin_token = \"${FERRY_ADMIN_TOKEN}\"",
+        &format!("admin_token = \"{ADMIN_TOKEN}\""),
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    ferry.hook("shop").send().await.accepted();
+    let config_path = ferry.config_path().to_str().expect("utf-8").to_string();
+    let base = ferry.base_url();
+    let out = Cli::new(&["deliveries", "--server", &base, "--config", &config_path])
+        .run()
+        .await;
+    assert!(out.success().contains("shop"), "{out:?}");
+
+    // Neither flag, environment nor config: the message says where a token may come from.
+    let out = Cli::new(&[
+        "deliveries",
+        "--server",
+        &base,
+        "--config",
+        "/nonexistent.toml",
+    ])
+    .run()
+    .await;
+    assert!(
+        out.failure()
+            .contains("no admin token: pass --token, set FERRY_ADMIN_TOKEN, or set server.admin_token in /nonexistent.toml"),
+        "{out:?}"
+    );
+}

@@ -16,6 +16,7 @@ mod dockerenv;
 mod executor;
 mod fake_http;
 mod github_deployments;
+mod init;
 mod inspect;
 mod intake;
 mod live;
