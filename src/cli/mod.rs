@@ -29,10 +29,13 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+/// `ferry --version`: the release and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FERRY_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "ferry",
-    version,
+    version = VERSION,
     about = "Secret redeploy hook URLs that verify, store durably, and deploy."
 )]
 pub(crate) struct Cli {
@@ -84,6 +87,12 @@ pub(crate) enum Command {
     },
     /// Validate the config; errors name the key and the line.
     Check(ConfigArg),
+    /// Print a completion script for SHELL (e.g. `ferry completions bash >
+    /// /etc/bash_completion.d/ferry`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page of ferry, or of one of its commands (roff; e.g. `ferry man >
+    /// ferry.1`, `ferry man init > ferry-init.1`).
+    Man { command: Option<String> },
     /// Print every app's hook URL and what to paste into each configured sender.
     Hooks {
         #[command(flatten)]
@@ -207,6 +216,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Check(args) => return check(args),
         Command::Init { config, sender } => return init::init(&config.config, *sender),
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man { command } => return man(command.as_deref()),
         Command::Hooks {
             config,
             show_secrets,
@@ -268,11 +279,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit,
                 client,
             } => notifications(failed, app.as_deref(), limit, &client).await,
-            Command::Check(_) | Command::Hooks { .. } | Command::Init { .. } => {
-                unreachable!("handled above")
-            }
+            Command::Check(_)
+            | Command::Hooks { .. }
+            | Command::Init { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. } => unreachable!("handled above"),
         }
     })
+}
+
+/// The completion script for `shell`, generated from these clap definitions.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A man page generated from these clap definitions: ferry(1), or ferry-COMMAND(1).
+fn man(command: Option<&str>) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let page = match command {
+        None => cli,
+        Some(name) => {
+            let sub = cli
+                .find_subcommand(name)
+                .ok_or_else(|| anyhow::anyhow!("ferry has no command {name:?}"))?;
+            let title = format!("ferry-{name}");
+            sub.clone()
+                .name(title.clone())
+                .bin_name(format!("ferry {name}"))
+                .display_name(title)
+                .version(VERSION)
+        }
+    };
+    match clap_mangen::Man::new(page).render(&mut std::io::stdout().lock()) {
+        // `ferry man | head` is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 async fn serve(args: &ConfigArg, format: LogFormat) -> anyhow::Result<ExitCode> {

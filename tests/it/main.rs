@@ -22,6 +22,7 @@ mod intake;
 mod live;
 mod metrics;
 mod notifications;
+mod packaging;
 mod planning;
 mod restart;
 mod security_edges;
