@@ -15,6 +15,7 @@
 mod client;
 mod config_file;
 mod delivery_view;
+mod doctor;
 mod init;
 
 pub(crate) use client::{
@@ -87,6 +88,9 @@ pub(crate) enum Command {
     },
     /// Validate the config; errors name the key and the line.
     Check(ConfigArg),
+    /// Check what a first run trips on (config, data dir, Docker, public_url, secrets, TLS)
+    /// and print each finding with its fix; exit 1 if any is a problem.
+    Doctor(ConfigArg),
     /// Print a completion script for SHELL (e.g. `ferry completions bash >
     /// /etc/bash_completion.d/ferry`).
     Completions { shell: clap_complete::Shell },
@@ -230,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(&args, cli.log_format).await,
+            Command::Doctor(args) => doctor::doctor(&args.config).await,
             Command::Rollback {
                 app,
                 service,

@@ -88,7 +88,7 @@ pub(crate) async fn run(
     cancel: &Stop,
     steps: &Steps,
 ) -> Result<Outcome, ComposeError> {
-    let program = compose_program().await.ok_or(ComposeError::NoCompose)?;
+    let program = program().await.ok_or(ComposeError::NoCompose)?;
     let outcome = pull_and_up(job, program, log, cancel, steps).await?;
     if outcome != Outcome::Succeeded {
         return Ok(outcome);
@@ -202,7 +202,7 @@ async fn wait_service_healthy(
 }
 
 /// `docker compose` if the plugin answers, else `docker-compose` if it does.
-async fn compose_program() -> Option<Vec<String>> {
+pub(crate) async fn program() -> Option<Vec<String>> {
     let works = |argv: &'static [&'static str]| async move {
         tokio::process::Command::new(argv[0])
             .args(&argv[1..])

@@ -13,6 +13,7 @@ mod container_events;
 mod containers;
 mod dashboard;
 mod dockerenv;
+mod doctor;
 mod executor;
 mod fake_http;
 mod github_deployments;

@@ -15,65 +15,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// A tmpfs mounted for one test; unmounted on drop (after the server using it is gone).
-struct Mount {
-    dir: tempfile::TempDir,
-}
-
-impl Mount {
-    /// `None` (skipped, see `unavailable`) where no tmpfs can be mounted.
-    fn tmpfs(size: &str) -> Option<Mount> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Mount { dir }),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                    Err(e) => e.to_string(),
-                };
-                unavailable(&format!("cannot mount a tmpfs here ({why})"));
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(self.path())
-            .status()
-            .expect("mount");
-        assert!(status.success(), "remount {mode}");
-    }
-
-    /// Fills the file system until writes fail; returns the filler to delete later.
-    fn fill(&self) -> PathBuf {
-        let filler = self.path().join("filler");
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=64k"])
-            .arg(format!("of={}", filler.display()))
-            .output();
-        filler
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 fn config(data_dir: &Path) -> String {
     SHOP.replace("{dir}/data", data_dir.to_str().expect("utf-8"))
 }
