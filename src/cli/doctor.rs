@@ -304,26 +304,9 @@ fn all_secrets(config: &Config) -> Vec<(String, String)> {
 
 fn app_secrets(app: &App) -> Vec<(String, String)> {
     let key = format!("apps.{}", app.name);
-    let v = &app.verify;
     let mut out = vec![(format!("{key}.token"), app.token.expose().to_string())];
-    let lists = [
-        ("github", &v.github),
-        ("gitlab", &v.gitlab),
-        ("bitbucket", &v.bitbucket),
-        ("gitea", &v.gitea),
-        ("standard", &v.standard),
-        ("bearer", &v.bearer),
-        ("basic", &v.basic),
-    ];
-    for (name, secrets) in lists {
-        for s in secrets {
-            out.push((format!("{key}.verify.{name}"), s.expose().to_string()));
-        }
-    }
-    if let Some(h) = &v.hmac {
-        for s in &h.secrets {
-            out.push((format!("{key}.verify.hmac.secret"), s.expose().to_string()));
-        }
+    for (name, secret) in app.verify.secrets() {
+        out.push((format!("{key}.verify.{name}"), secret.expose().to_string()));
     }
     out
 }

@@ -199,10 +199,10 @@ pub struct Verify {
 }
 
 impl Verify {
-    /// Names of the configured schemes, for messages and `ferry hooks`.
-    pub fn schemes(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        for (name, list) in [
+    /// Every configured secret with the key that holds it (`github`, …, `hmac.secret`), in
+    /// scheme order.
+    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        let lists = [
             ("github", &self.github),
             ("gitlab", &self.gitlab),
             ("bitbucket", &self.bitbucket),
@@ -210,13 +210,23 @@ impl Verify {
             ("standard", &self.standard),
             ("bearer", &self.bearer),
             ("basic", &self.basic),
-        ] {
-            if !list.is_empty() {
+        ];
+        let hmac = self.hmac.iter().flat_map(|h| &h.secrets);
+        lists
+            .into_iter()
+            .flat_map(|(name, list)| list.iter().map(move |s| (name, s)))
+            .chain(hmac.map(|s| ("hmac.secret", s)))
+            .collect()
+    }
+
+    /// Names of the configured schemes, for messages and `ferry hooks`.
+    pub fn schemes(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for (key, _) in self.secrets() {
+            let name = key.trim_end_matches(".secret");
+            if out.last() != Some(&name) {
                 out.push(name);
             }
-        }
-        if self.hmac.is_some() {
-            out.push("hmac");
         }
         out
     }
