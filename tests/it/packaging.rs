@@ -126,6 +126,22 @@ fn works(program: &str, args: &[&str]) -> bool {
 }
 
 #[tokio::test]
+async fn the_packages_example_configs_pass_check() {
+    // The Debian package's /etc/ferry/ferry.toml and the container's (compose.yaml).
+    let deb = repo().join("packaging/ferry.toml");
+    let out = Cli::new(&["check", "--config", deb.to_str().expect("utf-8")])
+        .run()
+        .await;
+    out.success();
+    let container = repo().join("packaging/ferry.container.toml");
+    let out = Cli::new(&["check", "--config", container.to_str().expect("utf-8")])
+        .env("FERRY_ADMIN_TOKEN", "an-admin-token-from-compose")
+        .run()
+        .await;
+    out.success();
+}
+
+#[tokio::test]
 #[ignore = "needs cargo-deb and dpkg: cargo test -- --include-ignored"]
 async fn debian_package_ships_binary_unit_config_man_pages_and_completions() {
     if !works("cargo", &["deb", "--version"]) {
