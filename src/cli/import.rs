@@ -84,12 +84,12 @@ fn parse(file: &Path, text: &str) -> anyhow::Result<serde_json::Value> {
     match serde_json::from_str(text) {
         Ok(v) => Ok(v),
         Err(json) => from_yaml(text).map_err(|_| {
-            anyhow!(
-                "{}:{}:{}: not valid JSON: {json}",
-                file.display(),
-                json.line(),
-                json.column()
-            )
+            let (line, column) = (json.line(), json.column());
+            let full = json.to_string();
+            let why = full
+                .strip_suffix(&format!(" at line {line} column {column}"))
+                .unwrap_or(&full);
+            anyhow!("{}:{line}:{column}: not valid JSON: {why}", file.display())
         }),
     }
 }

@@ -152,6 +152,7 @@ struct App {
     verify: Vec<String>,
     allow_ips: Vec<String>,
     hmac: bool,
+    /// The full ref the trigger rule matched (`refs/heads/main`, `refs/tags/v1`).
     branch: Option<String>,
     /// The rule that named the branch, for an omission if no sender of ferry's reads it.
     branch_rule: Option<String>,
@@ -392,13 +393,14 @@ impl App {
             None => return self.omit(path, "has no value"),
         };
         match (source, name) {
-            ("payload", "ref") => match value.strip_prefix("refs/heads/") {
-                Some(branch) if self.branch.is_none() => {
-                    self.branch = Some(branch.to_string());
-                    self.branch_rule = Some(path.to_string());
-                }
-                _ => self.omit(path, &format!("ref {value:?}: ferry follows one branch (refs/heads/…) per service")),
-            },
+            ("payload", "ref") if self.branch.is_none() && git_spec(&value).is_some() => {
+                self.branch = Some(value);
+                self.branch_rule = Some(path.to_string());
+            }
+            ("payload", "ref") => self.omit(
+                path,
+                &format!("ref {value:?}: ferry follows one branch or tag pattern per service"),
+            ),
             ("header", h) if h.eq_ignore_ascii_case("X-Gitlab-Token") => {
                 if let Some(secret) = self.secret(m.get("value"), path) {
                     self.verify_key("gitlab", secret, path);
@@ -407,7 +409,7 @@ impl App {
             ("header", h) if h.eq_ignore_ascii_case("X-GitHub-Event") && value == "push" => {
                 self.notes.push(format!("{path}: ferry deploys on pushes only already"));
             }
-            ("url", "token") => self.omit(
+            ("url" | "query", "token") => self.omit(
                 path,
                 "a token in the URL query: ferry's hook URL holds its own secret token (printed by `ferry hooks`)",
             ),
@@ -445,6 +447,30 @@ fn getenv(text: &str) -> Option<&str> {
     valid.then_some(var)
 }
 
+/// The `git` line that follows the full ref `r` (`refs/heads/B` or `refs/tags/T`) in any
+/// repository.
+fn git_spec(r: &str) -> Option<String> {
+    if let Some(branch) = r.strip_prefix("refs/heads/") {
+        return Some(format!(
+            "git = {{ repo = \"*\", branch = {} }}",
+            literal(branch)
+        ));
+    }
+    let tag = r.strip_prefix("refs/tags/")?;
+    // A tag glob: the exact tag, its glob characters escaped.
+    let glob: String = tag
+        .chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '{' | '}' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect();
+    Some(format!(
+        "git = {{ repo = \"*\", tags = {} }}",
+        literal(&glob)
+    ))
+}
+
 /// A TOML string.
 fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -476,10 +502,9 @@ impl App {
             }
         }
         t.push_str(&format!("\n[apps.{name}.services.run]\n"));
-        if let Some(branch) = &self.branch {
+        if let Some(git) = self.branch.as_deref().and_then(git_spec) {
             t.push_str(&format!(
-                "git = {{ repo = \"*\", branch = {} }}  # this branch, pushed to any repository (as the hook's rule)\n",
-                literal(branch)
+                "{git}  # pushed to any repository (as the hook's rule)\n"
             ));
         }
         for n in &self.notes {
@@ -499,5 +524,78 @@ impl App {
             t.push_str(&format!("env = {{ {} }}\n", env.join(", ")));
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn import(hooks: &str) -> Imported {
+        let value: Value = serde_json::from_str(hooks).expect("json");
+        convert(&value, "admin", || Ok("tok".into())).expect("converts")
+    }
+
+    #[test]
+    fn ids_become_distinct_app_names() {
+        let taken = vec!["a-b".to_string()];
+        assert_eq!(app_name("a.b", &taken), "a-b-2");
+        assert_eq!(app_name("deploy", &taken), "deploy");
+        assert_eq!(app_name("...", &[]), "hook");
+        let out =
+            import(r#"[{"id":"x y","execute-command":"/a"},{"id":"x/y","execute-command":"/b"}]"#);
+        assert!(out.text.contains("[apps.x-y]\n") && out.text.contains("[apps.x-y-2]\n"));
+        assert_eq!(out.notes.len(), 2, "{:?}", out.notes);
+    }
+
+    #[test]
+    fn secrets_from_the_environment_and_literal_dollars() {
+        assert_eq!(getenv(r#"{{ getenv "GH_SECRET" }}"#), Some("GH_SECRET"));
+        assert_eq!(getenv(r#"{{getenv "A B"}}"#), None);
+        assert_eq!(getenv("plain"), None);
+        let out = import(
+            r#"[{"id":"a","execute-command":"/run $HOME","trigger-rule":{"match":{"type":"payload-hmac-sha256","secret":"p$ss","parameter":{"source":"header","name":"X-Hub-Signature-256"}}}}]"#,
+        );
+        assert!(out.text.contains("github = \"p$$ss\""), "{}", out.text);
+        assert!(
+            out.text.contains("command = [\"/run $$HOME\"]"),
+            "{}",
+            out.text
+        );
+        assert!(out.omissions.is_empty(), "{:?}", out.omissions);
+    }
+
+    #[test]
+    fn or_not_and_nested_and_are_omissions_by_rule() {
+        let out = import(
+            r#"[{"id":"a","execute-command":"/a","trigger-rule":{"and":[{"or":[]},{"not":{}},{"match":{"type":"value","value":"refs/tags/v1.0","parameter":{"source":"payload","name":"ref"}}}]}}]"#,
+        );
+        assert_eq!(
+            out.omissions,
+            vec![
+                "hook \"a\": trigger-rule.and[0].or: ferry has no `or`/`not` rules: every configured check must pass",
+                "hook \"a\": trigger-rule.and[1].not: ferry has no `or`/`not` rules: every configured check must pass",
+            ]
+        );
+        assert!(
+            out.text.contains("git = { repo = \"*\", tags = \"v1.0\" }"),
+            "{}",
+            out.text
+        );
+    }
+
+    #[test]
+    fn input_errors() {
+        let err = |v: &str| {
+            let value: Value = serde_json::from_str(v).expect("json");
+            convert(&value, "admin", || Ok("tok".into()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("{}").contains("a list of hooks"));
+        assert!(err("[]").contains("no hooks"));
+        assert!(err(r#"[{"execute-command":"/a"}]"#).contains("hook 1 has no \"id\""));
+        assert!(err(r#"[{"id":"a"}]"#).contains("no \"execute-command\""));
     }
 }
