@@ -1,5 +1,5 @@
 //! `ferry import webhook`: each example of adnanh/webhook's docs/Hook-Examples.md
-//! (`tests/fixtures/webhook`, see its SOURCE.md) imports into a config `ferry check` accepts,
+//! (`tests/fixtures/webhook`, see its SOURCES.md) imports into a config `ferry check` accepts,
 //! with the omissions reported by hook and rule; a file the peer refuses is an input error
 //! naming the line; and one GitHub-style hook, driven end to end, accepts the same signed
 //! request in ferry that the real peer accepts, and runs its command with the commit.

@@ -193,7 +193,7 @@ impl App {
             if let Some(rule) = app.branch_rule.take() {
                 app.omit(
                     &rule,
-                    "ferry reads the ref only from senders it knows (GitHub, GitLab, Bitbucket, Gitea); a delivery verified by `verify.hmac` deploys the configured branch whatever it names",
+                    "ferry reads the ref only from senders it knows (GitHub, GitLab, Bitbucket, Gitea); a delivery verified by `verify.hmac` deploys the configured branch whatever it names, with no FERRY_GIT_COMMIT",
                 );
             }
         }
