@@ -72,6 +72,9 @@ pub(super) fn convert(
     let list = hooks
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("expected a list of hooks at the top"))?;
+    if list.is_empty() {
+        return Err(anyhow::anyhow!("the file holds no hooks"));
+    }
     let mut out = Imported {
         text: header(admin),
         omissions: Vec::new(),
@@ -99,9 +102,6 @@ pub(super) fn convert(
             .extend(app.omissions.iter().map(|o| format!("hook {id:?}: {o}")));
         out.notes
             .extend(app.notes.iter().map(|n| format!("hook {id:?}: {n}")));
-    }
-    if list.is_empty() {
-        return Err(anyhow::anyhow!("the file holds no hooks"));
     }
     Ok(out)
 }
