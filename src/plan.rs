@@ -185,7 +185,8 @@ fn plan_service(
         ..NewDeployment::default()
     };
     if let Some(g) = &svc.git {
-        d.git_repo = Some(g.repo.clone());
+        // With `repo = "*"` the repository is the pushed one (set by `git::plan_push`).
+        d.git_repo = (!g.any_repo()).then(|| g.repo.clone());
         d.git_branch = g.branch.clone();
         d.git_ref = m.git_ref.clone().or_else(|| g.branch.clone());
     }
@@ -352,6 +353,54 @@ services = ["web", "worker"]
                 "worker skipped push to acme/shop: service worker does not follow a git repository",
             ],
         );
+    }
+
+    #[test]
+    fn any_repo_follows_the_branch_in_every_repository() {
+        let text = r#"
+[apps.hooks]
+token = "tok-0123456789abcdef"
+[apps.hooks.services.run]
+git = { repo = "*", branch = "main" }
+command = ["x"]
+"#;
+        let app = config::parse(text, Path::new("f.toml"), &|_| None)
+            .unwrap()
+            .apps
+            .remove("hooks")
+            .unwrap();
+        let m = Modifiers::parse("");
+        for repo in ["acme/shop", "other/thing"] {
+            let ds = plan(
+                &app,
+                Source::Github,
+                &push(repo, "refs/heads/main", None),
+                &m,
+                &none,
+            )
+            .unwrap();
+            assert_eq!(ds[0].state, DeploymentState::Queued, "{:?}", ds[0].reason);
+            assert_eq!(ds[0].git_repo.as_deref(), Some(repo));
+            assert_eq!(ds[0].git_commit.as_deref(), Some("c0ffee"));
+        }
+        let ds = plan(
+            &app,
+            Source::Github,
+            &push("acme/shop", "refs/heads/dev", None),
+            &m,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(ds[0].state, DeploymentState::Skipped);
+        let ds = plan(
+            &app,
+            Source::Github,
+            &Event::Redeploy { time: None },
+            &m,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(ds[0].git_repo, None, "a redeploy names no repository");
     }
 
     #[test]

@@ -35,7 +35,7 @@ const URL: &str = "http://127.0.0.1:8080";
 pub(crate) fn init(path: &Path, sender: Sender) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::new()?;
     let text = starter(sender, &secrets);
-    write_new(path, &text)?;
+    write_new(path, &text, "--config")?;
     let config = super::load_config(path)
         .with_context(|| format!("{} was written but does not load", path.display()))?;
     let app = config
@@ -87,14 +87,15 @@ impl Secrets {
     }
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(super) fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| anyhow!("cannot read random bytes: {e}"))?;
     Ok(hex::encode(buf))
 }
 
-/// Creates `path` with mode 0600, failing if anything is there already.
-fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Creates `path` with mode 0600, failing if anything is there already (`flag` is the option
+/// that names another path, for the message).
+pub(super) fn write_new(path: &Path, text: &str, flag: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -103,7 +104,7 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(path)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => anyhow!(
-                "{} exists; not overwriting it (write elsewhere with --config PATH)",
+                "{} exists; not overwriting it (write elsewhere with {flag} PATH)",
                 path.display()
             ),
             _ => anyhow!("cannot create {}: {e}", path.display()),

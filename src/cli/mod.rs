@@ -11,11 +11,13 @@
 //! - `config_file.rs`: `check` and `hooks`, and loading the config for `serve`.
 //! - `client.rs`: the API client commands and their table output.
 //! - `delivery_view.rs`: `ferry deliveries ID`, one delivery printed like the inspector.
+//! - `import.rs`: `ferry import webhook FILE`, another tool's hooks as a ferry.toml.
 
 mod client;
 mod config_file;
 mod delivery_view;
 mod doctor;
+mod import;
 mod init;
 
 pub(crate) use client::{
@@ -85,6 +87,19 @@ pub(crate) enum Command {
         /// Who will send the hooks.
         #[arg(long, value_enum, default_value = "github")]
         sender: init::Sender,
+    },
+    /// Convert another tool's hooks into a ferry.toml (printed, or written with --output).
+    /// Exit status: 0 complete, 1 the input could not be read, 2 imported with omissions
+    /// (listed on stderr by hook and rule).
+    Import {
+        /// What FILE is: `webhook` (adnanh/webhook's hooks.json or hooks.yaml).
+        #[arg(value_enum)]
+        what: import::ImportKind,
+        /// The file to convert.
+        file: PathBuf,
+        /// Write the config here (mode 600, never over a file) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Validate the config; errors name the key and the line.
     Check(ConfigArg),
@@ -220,6 +235,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Check(args) => return check(args),
         Command::Init { config, sender } => return init::init(&config.config, *sender),
+        Command::Import { what, file, output } => {
+            return import::import(*what, file, output.as_deref());
+        }
         Command::Completions { shell } => return completions(*shell),
         Command::Man { command } => return man(command.as_deref()),
         Command::Hooks {
@@ -287,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Check(_)
             | Command::Hooks { .. }
             | Command::Init { .. }
+            | Command::Import { .. }
             | Command::Completions { .. }
             | Command::Man { .. } => unreachable!("handled above"),
         }

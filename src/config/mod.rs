@@ -277,7 +277,9 @@ pub struct Service {
 
 #[derive(Debug, Clone)]
 pub struct GitSpec {
-    /// `owner/name` as the forge spells it; compared case-insensitively.
+    /// `owner/name` as the forge spells it; compared case-insensitively. `"*"` follows the
+    /// branch or tags in any repository the app's senders push (an adnanh/webhook rule that
+    /// matches the ref alone; `ferry import webhook` writes it).
     pub repo: String,
     /// The branch whose pushes deploy; `None` when the service follows only tags.
     pub branch: Option<String>,
@@ -299,6 +301,19 @@ impl TagPattern {
 }
 
 impl GitSpec {
+    /// The `repo` that follows every repository.
+    pub const ANY_REPO: &'static str = "*";
+
+    /// Whether the service follows any repository (`repo = "*"`).
+    pub fn any_repo(&self) -> bool {
+        self.repo == Self::ANY_REPO
+    }
+
+    /// Whether pushes to `repo` concern this service.
+    pub fn follows_repo(&self, repo: &str) -> bool {
+        self.any_repo() || self.repo.eq_ignore_ascii_case(repo)
+    }
+
     /// How the service's ref policy reads in a message: "branch main", "tags v*", or both.
     pub fn follows(&self) -> String {
         match (&self.branch, &self.tags) {

@@ -86,7 +86,8 @@ impl Validator<'_> {
     }
 
     /// `git = { repo, branch, tags }`: pushes to this repository's branch (default `main`,
-    /// unless only tags are followed) or tags deploy the service.
+    /// unless only tags are followed) or tags deploy the service. `repo = "*"` follows the
+    /// branch or tags in any repository (as an adnanh/webhook rule on the ref alone does).
     fn git(&mut self, raw: &Spanned<raw::Git>, key: &str) -> Option<GitSpec> {
         let span = raw.span();
         let g = raw.get_ref();

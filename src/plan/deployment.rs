@@ -57,11 +57,14 @@ pub(super) fn plan_deployment(
             "GitHub deployment of {}: service {name} does not follow a git repository",
             dep.repo
         )),
-        Some(g) if !g.repo.eq_ignore_ascii_case(&dep.repo) => d.skip(format!(
+        Some(g) if !g.follows_repo(&dep.repo) => d.skip(format!(
             "GitHub deployment of {}; service {name} follows {}",
             dep.repo, g.repo
         )),
         Some(g) => {
+            if g.any_repo() {
+                d.git_repo = Some(dep.repo.clone());
+            }
             d.git_ref = Some(dep.git_ref.clone());
             // FERRY_GIT_BRANCH only when the deployment names the branch the service follows.
             d.git_branch = g.branch.clone().filter(|b| *b == dep.git_ref);

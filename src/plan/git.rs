@@ -26,10 +26,11 @@ pub(super) fn plan_push(
         ));
         return false;
     };
-    let in_repo: Vec<&GitPush> = changes
-        .iter()
-        .filter(|c| g.repo.eq_ignore_ascii_case(&c.repo))
-        .collect();
+    let in_repo: Vec<&GitPush> = changes.iter().filter(|c| g.follows_repo(&c.repo)).collect();
+    if g.any_repo() {
+        // `repo = "*"`: the repository is the pushed one.
+        d.git_repo = in_repo.first().map(|c| c.repo.clone());
+    }
     // The change this service follows; the newest if several match.
     let followed = in_repo
         .iter()

@@ -41,7 +41,7 @@ fn parse_curl(stdout: &str) -> (Vec<(String, String)>, String, String) {
 
 /// The generated config, made to run under the test harness: a free port, the test's data dir
 /// and the harness's admin token. Nothing else is touched.
-fn runnable(config: &str) -> String {
+pub(crate) fn runnable(config: &str) -> String {
     let replace = |text: String, from: &str, to: &str| {
         assert!(text.contains(from), "{from:?} not in the config:\n{text}");
         text.replace(from, to)

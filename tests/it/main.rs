@@ -17,6 +17,7 @@ mod doctor;
 mod executor;
 mod fake_http;
 mod github_deployments;
+mod import;
 mod init;
 mod inspect;
 mod intake;
