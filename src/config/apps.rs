@@ -71,13 +71,15 @@ impl Validator<'_> {
                 ..Verify::default()
             },
         };
-        let services = self.services(raw.services, key, dir, span);
+        let services = self.services(raw.services, key, dir, span.clone());
         let profiles = self.profiles(raw.profiles, &services, name, key);
         let dockerhub_callback = self.dockerhub_callback(&raw.dockerhub_callback, key)?;
         let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
         let limits = self.limits(&raw.limits, &format!("{key}.limits"));
         let github = self.github(&raw.github, &format!("{key}.github"))?;
         let commit_statuses = self.status_targets([&raw.gitlab, &raw.gitea, &raw.bitbucket], key);
+        let reports = github.is_some() || commit_statuses.tokens().next().is_some();
+        self.no_reports_to_any_repo(reports, &services, key, span);
         Some(App {
             name: name.to_string(),
             token: token?,
@@ -90,6 +92,30 @@ impl Validator<'_> {
             github,
             commit_statuses,
         })
+    }
+
+    /// Reporting back writes to the repository a deployment names, with the app's token: a
+    /// service following any repository (`repo = "*"`) would let whoever can send the app a
+    /// push choose which repository that token writes to.
+    fn no_reports_to_any_repo(
+        &mut self,
+        reports: bool,
+        services: &BTreeMap<String, Service>,
+        key: &str,
+        app_span: Range<usize>,
+    ) {
+        if !reports {
+            return;
+        }
+        for (name, s) in services {
+            if s.git.as_ref().is_some_and(|g| g.any_repo()) {
+                self.error(
+                    Some(app_span.clone()),
+                    &format!("{key}.services.{name}.git.repo"),
+                    "\"*\" (any repository) cannot be used by an app that reports back (github, gitlab, gitea, bitbucket): name the repository, so the app's token writes only there".into(),
+                );
+            }
+        }
     }
 
     /// `token`: required, long enough to be unguessable, and safe in a URL path.
@@ -263,6 +289,22 @@ mod tests {
             [
                 "/etc/ferry/ferry.toml:6: apps.shop.profiles.p.services: names service \"api\", which app shop does not have"
             ]
+        );
+    }
+
+    #[test]
+    fn any_repository_and_reporting_back_exclude_each_other() {
+        let any = GOOD.replace("repo = \"acme/shop\"", "repo = \"*\"");
+        assert!(
+            check(&any).is_ok(),
+            "any repository without reporting back is fine"
+        );
+        let reporting = format!("{any}\n[apps.shop.github]\ntoken = \"${{TOKEN}}\"\n");
+        let e = errors(&reporting);
+        assert!(
+            e.iter().any(|m| m.starts_with("/etc/ferry/ferry.toml:")
+                && m.contains("apps.shop.services.web.git.repo: \"*\" (any repository) cannot be used by an app that reports back")),
+            "{e:?}"
         );
     }
 
