@@ -135,6 +135,7 @@ pub(super) fn start(
         metrics: metrics.clone(),
     };
     let wal = Wal::of(db);
+    let checkpoint = super::checkpoint::start(db)?;
     let flushed = committed.clone();
     let spawned = std::thread::Builder::new()
         .name("ferry-intake".into())
@@ -142,7 +143,7 @@ pub(super) fn start(
         .and_then(|_| {
             std::thread::Builder::new()
                 .name("ferry-flush".into())
-                .spawn(move || flusher(wal, flush_rx, flushed, metrics))
+                .spawn(move || flusher(wal, flush_rx, flushed, metrics, checkpoint))
         });
     spawned.map_err(|e| StoreError::Thread(Arc::new(e)))?;
     Ok(Intake {
@@ -158,7 +159,8 @@ fn connect(db: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = 0;",
     )?;
     // Enough for every statement the writer has (a handful).
     conn.set_prepared_statement_cache_capacity(16);
@@ -326,6 +328,7 @@ fn flusher(
     rx: std::sync::mpsc::Receiver<Committed>,
     committed: Arc<Notify>,
     metrics: Arc<Metrics>,
+    checkpoint: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut batches: Vec<Committed> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -361,6 +364,10 @@ fn flusher(
         }
         if new {
             committed.notify_one();
+        }
+        if wrote {
+            // Full: a checkpoint is already asked for.
+            let _ = checkpoint.try_send(());
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `open.rs`: the data dir, SQLite's settings, migrations; `ping`.
 //! - `gate.rs`: the write gate every write transaction holds (hook deliveries go first).
 //! - [`batch`]: the intake writer (group commit, fsync of the WAL, refused deliveries capped).
+//! - `checkpoint.rs`: WAL checkpoints on a thread of their own, never inside a commit.
 //! - `deliveries.rs`: [`Delivery`] and its reads (replay, lists, the planner's queue); bodies
 //!   are rows of `delivery_bodies` (migration 0014), so status updates rewrite a small row.
 //! - `planning.rs`: [`Planning`], the planner's transaction: deployments, statuses, notes.
@@ -29,6 +30,7 @@
 
 pub(crate) mod batch;
 mod changes;
+mod checkpoint;
 mod containers;
 mod deliveries;
 mod deployments;

@@ -95,7 +95,9 @@ fn connect_options(db: PathBuf) -> Result<SqliteConnectOptions, StoreError> {
         // still `running` is `interrupted` and retried.
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true))
+        .foreign_keys(true)
+        // Checkpoints run on a thread of their own (`checkpoint`), never inside a commit.
+        .pragma("wal_autocheckpoint", "0"))
 }
 
 /// The pool that planner, lanes and API share.
