@@ -535,6 +535,30 @@ mod tests {
         }
     }
 
+    /// Automatic checkpoints are off (`checkpoint.rs`): without the checkpointer thread the
+    /// WAL would only grow, and the database file would never receive what was written.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_into_the_database_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_store, intake) = Store::open(dir.path()).await.expect("open");
+        let db = dir.path().join("ferry.db");
+        let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        let body = vec![b'x'; 8192];
+        for _ in 0..256 {
+            insert(&intake, delivery("a", DeliveryStatus::Received, &body)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while size() < before + 2 * 1024 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes (from {before}): no checkpoint ran",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     #[tokio::test]
     async fn refused_bodies_are_cut_and_only_the_newest_refused_are_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
