@@ -241,7 +241,9 @@ async fn docker(config: &Config) -> Vec<Finding> {
 
 async fn ping_docker() -> Result<String, String> {
     let probe = async {
-        let docker = bollard::Docker::connect_with_defaults().map_err(|e| e.to_string())?;
+        let docker = crate::executors::docker::connect()
+            .await
+            .map_err(|e| e.to_string())?;
         let v = docker.version().await.map_err(|e| e.to_string())?;
         Ok(v.version.unwrap_or_else(|| "(unknown version)".into()))
     };
@@ -257,7 +259,11 @@ async fn public_url(config: &Config) -> Finding {
         let http = crate::outgoing::builder(PROBE_TIMEOUT)
             .build()
             .map_err(|e| e.to_string())?;
-        let r = http.get(&url).send().await.map_err(|e| error_chain(&e))?;
+        let r = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| crate::notify::target::describe_after(e, PROBE_TIMEOUT))?;
         Ok::<_, String>(r.status())
     };
     match answer.await {
@@ -271,18 +277,6 @@ async fn public_url(config: &Config) -> Finding {
             "start ferry and run doctor again; if it runs, check server.public_url, DNS, the proxy and the firewall (senders use this address)",
         ),
     }
-}
-
-/// An error with its causes (reqwest's own message hides why a connection failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Every secret of the config, with the key that holds it.

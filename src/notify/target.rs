@@ -244,8 +244,13 @@ pub(crate) fn notification(
 /// What went wrong with a request, without its URL (which may be a secret or come from a
 /// payload): "timed out after 10s", "cannot connect: …".
 pub(crate) fn describe(e: reqwest::Error) -> String {
+    describe_after(e, TIMEOUT)
+}
+
+/// [`describe`] for a request made with its own `timeout` (`ferry doctor`'s probes).
+pub(crate) fn describe_after(e: reqwest::Error, timeout: std::time::Duration) -> String {
     if e.is_timeout() {
-        return format!("timed out after {}", humantime::format_duration(TIMEOUT));
+        return format!("timed out after {}", humantime::format_duration(timeout));
     }
     let what = if e.is_connect() {
         "cannot connect"
