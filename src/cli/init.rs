@@ -12,8 +12,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 /// The sender a starter config is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -148,15 +146,13 @@ timeout = "10m"
     )
 }
 
-fn sender_name(sender: Sender) -> &'static str {
-    match sender {
-        Sender::Github => "github",
-        Sender::Gitlab => "gitlab",
-        Sender::Bitbucket => "bitbucket",
-        Sender::Gitea => "gitea",
-        Sender::Registry => "registry",
-        Sender::Dockerhub => "dockerhub",
-    }
+/// The sender as `--sender` spells it.
+fn sender_name(sender: Sender) -> String {
+    use clap::ValueEnum;
+    sender
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// The `[verify]` lines and the service's source for `sender`.
@@ -165,22 +161,6 @@ fn sender_parts(sender: Sender, secret: &str) -> (String, &'static str) {
         r#"git = { repo = "owner/repo", branch = "main" }   # the repository and branch to follow"#;
     let image = r#"image = { repository = "registry.example.com/owner/app", tags = "latest" }  # the image and tag policy to follow"#;
     match sender {
-        Sender::Github => (
-            format!(r#"github = "{secret}"  # the webhook's Secret"#),
-            git,
-        ),
-        Sender::Gitlab => (
-            format!(r#"gitlab = "{secret}"  # the webhook's Secret token"#),
-            git,
-        ),
-        Sender::Bitbucket => (
-            format!(r#"bitbucket = "{secret}"  # the webhook's Secret"#),
-            git,
-        ),
-        Sender::Gitea => (
-            format!(r#"gitea = "{secret}"  # the webhook's Secret"#),
-            git,
-        ),
         Sender::Registry => (
             format!(
                 r#"bearer = "{secret}"  # the registry sends it: notifications.endpoints[].headers.Authorization = ["Bearer …"]"#
@@ -193,64 +173,55 @@ fn sender_parts(sender: Sender, secret: &str) -> (String, &'static str) {
                 .into(),
             image,
         ),
+        // The forges: the key is the sender's name, the value the webhook's secret.
+        _ => (
+            format!(
+                r#"{} = "{secret}"  # the webhook's secret"#,
+                sender_name(sender)
+            ),
+            git,
+        ),
     }
 }
 
 /// A `curl` that the sender's verification accepts, of an event that deploys nothing.
 fn test_request(sender: Sender, s: &Secrets, hook: &str) -> String {
     let delivery = format!("ferry-init-{}", &s.hook_token[..8]);
-    let (body, headers): (&str, Vec<String>) = match sender {
-        Sender::Github => (
-            r#"{"zen":"ferry init"}"#,
-            vec![
-                "X-GitHub-Event: ping".into(),
-                format!("X-GitHub-Delivery: {delivery}"),
-                format!(
-                    "X-Hub-Signature-256: sha256={}",
-                    sign(&s.sender, r#"{"zen":"ferry init"}"#)
-                ),
-            ],
-        ),
-        Sender::Gitlab => (
-            r#"{"object_kind":"ferry_init"}"#,
-            vec![
-                "X-Gitlab-Event: Test Hook".into(),
-                format!("X-Gitlab-Token: {}", s.sender),
-            ],
-        ),
-        Sender::Bitbucket => (
-            r#"{"ferry":"init"}"#,
-            vec![
-                "X-Event-Key: diagnostics:ping".into(),
-                format!("X-Request-UUID: {delivery}"),
-                format!(
-                    "X-Hub-Signature: sha256={}",
-                    sign(&s.sender, r#"{"ferry":"init"}"#)
-                ),
-            ],
-        ),
-        Sender::Gitea => (
-            r#"{"ferry":"init"}"#,
-            vec![
-                "X-Gitea-Event: ping".into(),
-                format!("X-Gitea-Delivery: {delivery}"),
-                format!(
-                    "X-Gitea-Signature: {}",
-                    sign(&s.sender, r#"{"ferry":"init"}"#)
-                ),
-            ],
-        ),
-        Sender::Registry => (
-            r#"{"events":[]}"#,
-            vec![
-                "Content-Type: application/vnd.docker.distribution.events.v2+json".into(),
-                format!("Authorization: Bearer {}", s.sender),
-            ],
-        ),
-        Sender::Dockerhub => (
-            r#"{"push_data":{"tag":"ferry-init-test"},"repository":{"repo_name":"ferry/init-test"}}"#,
-            vec![],
-        ),
+    let body = match sender {
+        Sender::Github => r#"{"zen":"ferry init"}"#,
+        Sender::Gitlab => r#"{"object_kind":"ferry_init"}"#,
+        Sender::Bitbucket | Sender::Gitea => r#"{"ferry":"init"}"#,
+        Sender::Registry => r#"{"events":[]}"#,
+        Sender::Dockerhub => {
+            r#"{"push_data":{"tag":"ferry-init-test"},"repository":{"repo_name":"ferry/init-test"}}"#
+        }
+    };
+    let signature = sign(&s.sender, body);
+    let headers: Vec<String> = match sender {
+        Sender::Github => vec![
+            "X-GitHub-Event: ping".into(),
+            format!("X-GitHub-Delivery: {delivery}"),
+            format!("X-Hub-Signature-256: sha256={signature}"),
+        ],
+        Sender::Gitlab => vec![
+            "X-Gitlab-Event: Test Hook".into(),
+            format!("X-Gitlab-Token: {}", s.sender),
+        ],
+        Sender::Bitbucket => vec![
+            "X-Event-Key: diagnostics:ping".into(),
+            format!("X-Request-UUID: {delivery}"),
+            format!("X-Hub-Signature: sha256={signature}"),
+        ],
+        Sender::Gitea => vec![
+            "X-Gitea-Event: ping".into(),
+            format!("X-Gitea-Delivery: {delivery}"),
+            format!("X-Gitea-Signature: {signature}"),
+        ],
+        Sender::Registry => vec![
+            "Content-Type: application/vnd.docker.distribution.events.v2+json".into(),
+            format!("Authorization: Bearer {}", s.sender),
+        ],
+        Sender::Dockerhub => vec![],
     };
     let url = match sender {
         Sender::Dockerhub => format!("{hook}?source=dockerhub"),
@@ -269,9 +240,10 @@ fn test_request(sender: Sender, s: &Secrets, hook: &str) -> String {
 
 /// Lower-case hex HMAC-SHA256 of `body` under `secret`.
 fn sign(secret: &str, body: &str) -> String {
-    // HMAC takes a key of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    let mac = crate::sources::signature::hmac(
+        crate::config::HmacAlgorithm::Sha256,
+        secret.as_bytes(),
+        &[body.as_bytes()],
+    );
+    hex::encode(mac)
 }

@@ -38,9 +38,8 @@ pub(crate) fn keys(secrets: &[Secret]) -> Vec<&[u8]> {
     secrets.iter().map(|s| s.expose().as_bytes()).collect()
 }
 
-/// Computes an HMAC (for tests).
-#[cfg(test)]
-fn hmac(alg: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+/// Computes an HMAC: what a sender signs with (`ferry init`'s test request, tests).
+pub(crate) fn hmac(alg: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
             return Vec::new();
