@@ -360,6 +360,7 @@ services = ["web", "worker"]
         let text = r#"
 [apps.hooks]
 token = "tok-0123456789abcdef"
+verify = { github = "s3cr3t" }
 [apps.hooks.services.run]
 git = { repo = "*", branch = "main" }
 command = ["x"]

@@ -79,7 +79,7 @@ impl Validator<'_> {
         let github = self.github(&raw.github, &format!("{key}.github"))?;
         let commit_statuses = self.status_targets([&raw.gitlab, &raw.gitea, &raw.bitbucket], key);
         let reports = github.is_some() || commit_statuses.tokens().next().is_some();
-        self.no_reports_to_any_repo(reports, &services, key, span);
+        self.any_repo_needs_trust(reports, verify.configured(), &services, key, span);
         Some(App {
             name: name.to_string(),
             token: token?,
@@ -94,25 +94,33 @@ impl Validator<'_> {
         })
     }
 
-    /// Reporting back writes to the repository a deployment names, with the app's token: a
-    /// service following any repository (`repo = "*"`) would let whoever can send the app a
-    /// push choose which repository that token writes to.
-    fn no_reports_to_any_repo(
+    /// `repo = "*"` lets the delivery name the repository. That needs a verified sender (else
+    /// anyone holding the hook URL could point the deploy at a repository of theirs), and no
+    /// reporting back (else whoever can send the app a push chooses which repository the
+    /// app's token writes to).
+    fn any_repo_needs_trust(
         &mut self,
         reports: bool,
+        verified: bool,
         services: &BTreeMap<String, Service>,
         key: &str,
         app_span: Range<usize>,
     ) {
-        if !reports {
-            return;
-        }
+        let why = match (verified, reports) {
+            (false, _) => {
+                "cannot be used by an app that verifies no sender: anyone holding its hook URL could name a repository of theirs; add a verify scheme or name the repository"
+            }
+            (true, true) => {
+                "cannot be used by an app that reports back (github, gitlab, gitea, bitbucket): name the repository, so the app's token writes only there"
+            }
+            (true, false) => return,
+        };
         for (name, s) in services {
             if s.git.as_ref().is_some_and(|g| g.any_repo()) {
                 self.error(
                     Some(app_span.clone()),
                     &format!("{key}.services.{name}.git.repo"),
-                    "\"*\" (any repository) cannot be used by an app that reports back (github, gitlab, gitea, bitbucket): name the repository, so the app's token writes only there".into(),
+                    format!("\"*\" (any repository) {why}"),
                 );
             }
         }
@@ -297,7 +305,14 @@ mod tests {
         let any = GOOD.replace("repo = \"acme/shop\"", "repo = \"*\"");
         assert!(
             check(&any).is_ok(),
-            "any repository without reporting back is fine"
+            "any repository, verified and without reporting back, is fine"
+        );
+        let unverified = errors(&any.replace("verify = { github = \"${SECRET}\" }\n", ""));
+        assert!(
+            unverified.iter().any(|m| m.contains(
+                "apps.shop.services.web.git.repo: \"*\" (any repository) cannot be used by an app that verifies no sender"
+            )),
+            "{unverified:?}"
         );
         let reporting = format!("{any}\n[apps.shop.github]\ntoken = \"${{TOKEN}}\"\n");
         let e = errors(&reporting);

@@ -60,6 +60,8 @@ const EXAMPLES: [(&str, i32, &[&str]); 11] = [
             "hook \"webhook\": pass-arguments-to-command[1]",
             "hook \"webhook\": pass-arguments-to-command[2]",
             "hook \"webhook\": trigger-rule.and[0].match (value)",
+            // Its ref rule: no signature rule, so no `repo = "*"` for anyone holding the URL.
+            "hook \"webhook\": trigger-rule.and[1].match (value)",
         ],
     ),
     (

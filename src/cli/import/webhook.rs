@@ -189,6 +189,17 @@ impl App {
                 },
             }
         }
+        if app.branch.is_some() && app.verify.is_empty() {
+            // `repo = "*"` lets the delivery name the repository: `ferry check` refuses it on
+            // an app anyone holding the hook URL may call.
+            app.branch = None;
+            if let Some(rule) = app.branch_rule.take() {
+                app.omit(
+                    &rule,
+                    "without a signature rule the hook URL alone would let anyone name the repository to deploy: the service redeploys on every delivery; add a verify scheme and `git = { repo = \"owner/name\", branch = … }`",
+                );
+            }
+        }
         if app.branch.is_some() && app.hmac && app.verify.len() == 1 {
             if let Some(rule) = app.branch_rule.take() {
                 app.omit(
@@ -568,7 +579,7 @@ mod tests {
     #[test]
     fn or_not_and_nested_and_are_omissions_by_rule() {
         let out = import(
-            r#"[{"id":"a","execute-command":"/a","trigger-rule":{"and":[{"or":[]},{"not":{}},{"match":{"type":"value","value":"refs/tags/v1.0","parameter":{"source":"payload","name":"ref"}}}]}}]"#,
+            r#"[{"id":"a","execute-command":"/a","trigger-rule":{"and":[{"or":[]},{"not":{}},{"match":{"type":"value","value":"refs/tags/v1.0","parameter":{"source":"payload","name":"ref"}}},{"match":{"type":"payload-hmac-sha256","secret":"s3cr3t","parameter":{"source":"header","name":"X-Hub-Signature-256"}}}]}}]"#,
         );
         assert_eq!(
             out.omissions,
