@@ -157,9 +157,8 @@ CREATE TABLE github_deployments (
 -- CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER): unix ms, truncated, and the
 -- same for the whole statement (SQLite's 'now' is fixed within one sqlite3_step). The
 -- equivalent here is the client statement's start, statement_timestamp(), also truncated.
--- AFTER row triggers: on SQLite they run as each row is written, here at the end of the
--- statement, in row order; either way inside the statement's transaction, and the events get
--- their ids in the order of the rows.
+-- AFTER triggers: on SQLite they run as each row is written, here at the end of the
+-- statement; either way inside the statement's transaction.
 
 -- A deployment is inserted queued, skipped, running, or (0013: the planner collapsing a
 -- burst) superseded, which journals `deployment.queued` (no reason) and then
@@ -182,23 +181,34 @@ $$;
 CREATE TRIGGER deployments_inserted_event AFTER INSERT ON deployments
 FOR EACH ROW EXECUTE FUNCTION deployments_inserted_event();
 
--- Every change of state: started, superseded, cancelled, and how it ended. (`UPDATE OF state`
--- fires, on both engines, when `state` is in the SET list; the WHEN keeps real changes.)
+-- Every change of state: started, superseded, cancelled, and how it ended. One UPDATE can
+-- change several deployments (`supersede_older`): SQLite journals them in the order it visits
+-- the rows, which for the store's statements is id order (rowid, or an index ending in id);
+-- PostgreSQL visits rows in no such order (an updated row moves), so this trigger runs once
+-- per statement and journals the changed rows in id order. A statement trigger with
+-- transition tables cannot name a column (`UPDATE OF state`); comparing the old and new state
+-- of each row is the same thing here (no BEFORE trigger changes `state`, and ids never change).
 CREATE FUNCTION deployments_state_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO events (at, type, app, service, deployment_id, delivery_id, reason)
-    VALUES (floor(extract(epoch FROM statement_timestamp()) * 1000),
-            CASE NEW.state WHEN 'running' THEN 'deployment.started' ELSE 'deployment.' || NEW.state END,
-            NEW.app, NEW.service, NEW.id, NEW.delivery_id, NEW.reason);
+    SELECT floor(extract(epoch FROM statement_timestamp()) * 1000),
+           CASE n.state WHEN 'running' THEN 'deployment.started' ELSE 'deployment.' || n.state END,
+           n.app, n.service, n.id, n.delivery_id, n.reason
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE o.state IS DISTINCT FROM n.state
+    ORDER BY n.id;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER deployments_state_event AFTER UPDATE OF state ON deployments
-FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
-EXECUTE FUNCTION deployments_state_event();
+CREATE TRIGGER deployments_state_event AFTER UPDATE ON deployments
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION deployments_state_event();
 
 -- A delivery the planner refuses for its values. (Refused on the request path: the intake
--- writer journals `delivery.rejected` itself, `store::outbox::journal_refused`.)
+-- writer journals `delivery.rejected` itself, `store::outbox::journal_refused`.) A row
+-- trigger on `status` alone, so that the UPDATEs of intake (duplicates) and of notes cost
+-- nothing; the planner refuses one delivery per statement, so the order in which a
+-- multi-row UPDATE visits its rows (see deployments_state_event) does not arise.
 CREATE FUNCTION deliveries_rejected_later_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO events (at, type, app, delivery_id, reason)
