@@ -21,7 +21,9 @@
 //!   with the directory by the next run.
 //! - A directory left by a process that is gone is removed at the next start.
 
-#![allow(dead_code)]
+// Included by two crates (the library's unit tests, where `unreachable_pub` is on, and tests/it),
+// each of which may not use all of it.
+#![allow(dead_code, unreachable_pub)]
 
 use std::ffi::c_void;
 use std::fs;
