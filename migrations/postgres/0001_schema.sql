@@ -1,7 +1,8 @@
 -- PostgreSQL schema: what the SQLite migrations 0001–0014 (migrations/*.sql, to move to
 -- migrations/sqlite/) leave, written as one migration. Later migrations must be added to both
--- directories, under the same number and with the same meaning (tables, columns, indexes,
--- triggers); read the SQLite files for why each part exists.
+-- directories, under the same number (from 0015: this directory has no 0002–0014, which sqlx
+-- allows) and with the same meaning (tables, columns, indexes, triggers); read the SQLite files
+-- for why each part exists.
 --
 -- Written so that the same runtime SQL (sqlx, `$N` placeholders) runs on both engines:
 -- - every integer column is BIGINT (the store decodes i64); SQLite's `INTEGER PRIMARY KEY
