@@ -128,11 +128,13 @@ pub(crate) async fn serve(
     } else {
         "http"
     };
-    let opened = open_store(endpoints, &limits, data_dir, &metrics, &stopping).await?;
+    let database = config.server.database.as_ref().map(|url| url.expose());
+    let opened = open_store(endpoints, &limits, data_dir, database, &metrics, &stopping).await?;
     let Some((store, intake, listeners)) = opened else {
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
+    tracing::info!(engine = store.engine(), "store opened");
     background::recover(&config, &store).await;
     let tasks = Background::spawn(&config, &store, &intake, &metrics);
     let live = store.live().clone();

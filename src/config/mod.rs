@@ -65,6 +65,9 @@ pub struct Server {
     /// Base of printed hook URLs and status links, without a trailing slash.
     pub public_url: String,
     pub data_dir: PathBuf,
+    /// `postgres://…`: the PostgreSQL database replicas share (`server.database`, or
+    /// `FERRY_DATABASE`); `None`: SQLite in `data_dir`. A secret: the URL may hold a password.
+    pub database: Option<Secret>,
     /// Bearer token for `/api` and the CLI. Without one the API refuses every request.
     pub admin_token: Option<Secret>,
     /// Largest accepted hook body, in bytes (413 above it).

@@ -38,6 +38,7 @@ pub(super) struct Server {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) public_url: Option<Spanned<String>>,
     pub(crate) data_dir: Option<Spanned<String>>,
+    pub(crate) database: Option<Spanned<SecretValue>>,
     pub(crate) admin_token: Option<Spanned<SecretValue>>,
     pub(crate) body_limit: Option<Spanned<Size>>,
     pub(crate) shutdown_grace: Option<Spanned<String>>,

@@ -23,6 +23,7 @@ fn defaults(dir: &Path) -> Server {
         listen: DEFAULT_LISTEN.to_string(),
         public_url: String::new(),
         data_dir: dir.join("ferry-data"),
+        database: None,
         admin_token: None,
         body_limit: DEFAULT_BODY_LIMIT,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -45,9 +46,11 @@ impl Validator<'_> {
         let mut server = defaults(dir);
         let Some(raw) = raw.map(Spanned::into_inner) else {
             server.public_url = format!("http://{}", server.listen);
+            self.database(None, &mut server);
             return server;
         };
         self.server_addresses(&raw, &mut server, dir);
+        self.database(raw.database.as_ref(), &mut server);
         self.admin_token(&raw, &mut server);
         self.server_work(&raw, &mut server);
         self.server_edges(&raw, &mut server);
@@ -83,6 +86,34 @@ impl Validator<'_> {
             && let Some(s) = self.expand(v, "server.data_dir", false)
         {
             server.data_dir = dir.join(s);
+        }
+    }
+
+    /// `database`: PostgreSQL for replicas (`FERRY_DATABASE` when the key is not set); SQLite
+    /// in `data_dir` without either.
+    fn database(&mut self, raw: Option<&Spanned<raw::SecretValue>>, server: &mut Server) {
+        const KEY: &str = "server.database";
+        let (url, span) = match raw {
+            Some(v) => (self.secret_value(v, KEY), Some(v.span())),
+            None => match std::env::var("FERRY_DATABASE") {
+                Ok(url) if !url.is_empty() => (Some(url), None),
+                _ => return,
+            },
+        };
+        let Some(url) = url else { return };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            server.database = Some(Secret::new(url));
+        } else {
+            // The value may hold a password: name its scheme only.
+            let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+            let from = if raw.is_some() { KEY } else { "FERRY_DATABASE" };
+            self.error(
+                span,
+                KEY,
+                format!(
+                    "{from} must be a postgres://… URL (SQLite, the default, needs no URL: leave it unset); its scheme is {scheme:?}"
+                ),
+            );
         }
     }
 

@@ -52,22 +52,29 @@ pub(super) async fn open_store(
     endpoints: Vec<Endpoint>,
     limits: &ConnLimits,
     data_dir: &Path,
+    database: Option<&str>,
     metrics: &Arc<Metrics>,
     stopping: &CancellationToken,
 ) -> Result<Option<(Store, Intake, Listeners)>, ServerError> {
-    let first = match Store::open_measured(data_dir, metrics.clone()).await {
+    let first = match Store::open_measured(data_dir, database, metrics.clone()).await {
         Ok((store, intake)) => return Ok(Some((store, intake, Listeners::Idle(endpoints)))),
         Err(e) => e,
     };
-    let reason = format!(
-        "the store in {} cannot be opened: {first}; retrying",
-        data_dir.display()
-    );
+    // Never the URL: it may hold a password.
+    let reason = match database {
+        Some(_) => {
+            format!("the PostgreSQL database (server.database) cannot be opened: {first}; retrying")
+        }
+        None => format!(
+            "the store in {} cannot be opened: {first}; retrying",
+            data_dir.display()
+        ),
+    };
     let addr = endpoints[0].listener.local_addr()?;
     tracing::error!(%addr, "{reason}");
     tracing::info!(%addr, "listening (degraded: answering 503 until the store opens)");
     let handover = serve_unavailable(endpoints, limits, unavailable(reason), stopping);
-    match retry_open(data_dir, metrics, stopping).await {
+    match retry_open(data_dir, database, metrics, stopping).await {
         Some((store, intake)) => Ok(Some((store, intake, Listeners::Degraded(handover)))),
         None => {
             for server in handover.servers {
@@ -133,6 +140,7 @@ fn serve_unavailable(
 /// Tries to open the store every two seconds until it opens, or `None` once `stopping`.
 async fn retry_open(
     data_dir: &Path,
+    database: Option<&str>,
     metrics: &Arc<Metrics>,
     stopping: &CancellationToken,
 ) -> Option<(Store, Intake)> {
@@ -141,7 +149,7 @@ async fn retry_open(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stopping.cancelled() => return None,
         }
-        match Store::open_measured(data_dir, metrics.clone()).await {
+        match Store::open_measured(data_dir, database, metrics.clone()).await {
             Ok(opened) => {
                 tracing::info!("store opened; leaving degraded mode");
                 return Some(opened);

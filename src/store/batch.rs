@@ -29,6 +29,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::{DeliveryStatus, StoreError};
 use crate::metrics::Metrics;
 
+pub(super) mod postgres;
+
 /// Most deliveries written in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -506,6 +508,8 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
     use crate::store::{DeliveryStatus, Store};
 
     fn delivery(app: &str, status: DeliveryStatus, body: &[u8]) -> NewDelivery {
@@ -586,10 +590,10 @@ mod tests {
         assert_eq!(full.body_size, Some(big.len() as i64));
 
         // A deployment that refers to a refused delivery (none should) keeps it, without error.
-        sqlx::query("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, 'skipped', 'generic', 'e', 1)")
+        with_db!(&store.db, pool, q => sqlx::query("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, 'skipped', 'generic', 'e', 1)")
             .bind(refused[1])
-            .execute(&store.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .expect("deployment");
         let conn = connect(&dir.path().join("ferry.db")).expect("conn");
         assert_eq!(prune_refused(&conn, "a", 2).expect("prune"), 2);
@@ -606,9 +610,9 @@ mod tests {
             "the newest two"
         );
         assert!(exists(other).await, "other apps are not touched");
-        let bodies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_bodies")
-            .fetch_one(&store.pool)
-            .await
+        let bodies: i64 = with_db!(&store.db, pool, q => sqlx::query_scalar("SELECT COUNT(*) FROM delivery_bodies")
+            .fetch_one(pool)
+            .await)
             .expect("count");
         assert_eq!(bodies, 5, "a pruned delivery's body goes with it");
     }

@@ -3,13 +3,12 @@
 //! write gate — so viewers see changes in commit order, and a row read back under the gate is
 //! the row as committed. Nothing is read or built when nobody watches ([`Hub::listening`]).
 
-use serde::Serialize;
-use sqlx::SqliteConnection;
-
+use super::db::{Tx, with_tx};
 use super::deployments::DEPLOYMENT_COLUMNS;
 use super::{DeliveryStatus, Deployment, Store, StoreError};
 use crate::live::{Change, Hub, Kind};
 use crate::timefmt::json_time;
+use serde::Serialize;
 
 /// A delivery as `event: delivery` shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -57,8 +56,10 @@ impl Store {
             return;
         }
         let read = async {
-            let mut conn = self.pool.acquire().await?;
-            deployments_by_id(&mut conn, ids).await
+            let mut tx = self.db.begin().await?;
+            let rows = deployments_by_id(&mut tx, ids).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(rows)
         };
         match read.await {
             Ok(rows) => publish_deployments(&self.live, rows),
@@ -88,50 +89,46 @@ pub(super) fn publish_delivery(hub: &Hub, d: impl FnOnce() -> DeliveryChange) {
     hub.publish(|| d().into_change());
 }
 
-/// The deployments `ids`, through `conn` (a transaction sees its own writes).
+/// The deployments `ids`, through `tx` (which sees its own writes).
 pub(super) async fn deployments_by_id(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     ids: &[i64],
 ) -> Result<Vec<Deployment>, StoreError> {
     let mut rows = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(512) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id IN ("
-        ));
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(") ORDER BY id");
-        rows.extend(
-            q.build_query_as::<Deployment>()
-                .fetch_all(&mut *conn)
-                .await?,
-        );
+        with_tx!(&mut *tx, conn, q => {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") ORDER BY id");
+            rows.extend(q.build_query_as::<Deployment>().fetch_all(&mut *conn).await?);
+        });
     }
     Ok(rows)
 }
 
 /// The deliveries `ids` as `event: delivery` shows them.
 pub(super) async fn deliveries_by_id(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     ids: &[i64],
 ) -> Result<Vec<DeliveryChange>, StoreError> {
     let mut rows = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(512) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT id, app, source, event, status, error, received_at FROM deliveries WHERE id IN (",
-        );
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(") ORDER BY id");
-        rows.extend(
-            q.build_query_as::<DeliveryChange>()
-                .fetch_all(&mut *conn)
-                .await?,
-        );
+        with_tx!(&mut *tx, conn, q => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT id, app, source, event, status, error, received_at FROM deliveries WHERE id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") ORDER BY id");
+            rows.extend(q.build_query_as::<DeliveryChange>().fetch_all(&mut *conn).await?);
+        });
     }
     Ok(rows)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::db::with_db;
 use super::{DeploymentState, JournalEvent, Store, StoreError};
 use crate::states::EventType;
 
@@ -64,18 +65,18 @@ impl Store {
         at: i64,
         margin: i64,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM deployments INDEXED BY deployments_service
+        Ok(with_db!(&self.db, pool, q => sqlx::query_scalar(
+            q("SELECT EXISTS (SELECT 1 FROM deployments INDEXED BY deployments_service
                WHERE app = ?1 AND service = ?2 AND started_at IS NOT NULL
-                 AND started_at <= ?3 + ?4 AND (state = ?5 OR finished_at >= ?3 - ?4))",
+                 AND started_at <= ?3 + ?4 AND (state = ?5 OR finished_at >= ?3 - ?4))"),
         )
         .bind(app)
         .bind(service)
         .bind(at)
         .bind(margin)
         .bind(DeploymentState::Running)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await)?)
     }
 
     /// Records a container event in the journal, with the service's current deployment (its
@@ -88,12 +89,12 @@ impl Store {
             serde_json::to_string(&e.detail).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         self.gate.yield_to_intake(PATIENCE).await;
         let _gate = self.gate.lock().await;
-        sqlx::query(
-            "INSERT INTO events (at, type, app, service, deployment_id, detail)
+        with_db!(&self.db, pool, q => sqlx::query(
+            q("INSERT INTO events (at, type, app, service, deployment_id, detail)
              VALUES (?1, ?2, ?3, ?4,
                      (SELECT id FROM deployments INDEXED BY deployments_service
                       WHERE app = ?3 AND service = ?4 AND state = ?5 ORDER BY id DESC LIMIT 1),
-                     ?6)",
+                     ?6)"),
         )
         .bind(e.at)
         .bind(e.event)
@@ -101,8 +102,8 @@ impl Store {
         .bind(&e.service)
         .bind(DeploymentState::Succeeded)
         .bind(detail)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await.map(drop))?;
         Ok(())
     }
 }
@@ -111,12 +112,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::states::DeliveryStatus;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, _intake) = Store::open(dir.path()).await.expect("open");
-        (dir, store)
-    }
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
 
     /// A deployment of `a/s` in `state`, run from `started` to `finished` (unix ms).
     async fn deployment(
@@ -125,18 +122,18 @@ mod tests {
         started: Option<i64>,
         finished: Option<i64>,
     ) -> i64 {
-        let delivery: i64 = sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'generic', 1, 1, ?1, '{}') RETURNING id")
+        let delivery: i64 = with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'generic', 1, TRUE, ?1, '{}') RETURNING id"))
             .bind(DeliveryStatus::Planned)
-            .fetch_one(&store.pool)
-            .await
+            .fetch_one(pool)
+            .await)
             .expect("delivery");
-        sqlx::query_scalar("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at, started_at, finished_at, image_tag, image_digest) VALUES ('a', 's', ?1, ?2, 'registry', 'push', 1, ?3, ?4, '1.0.0', 'sha256:00') RETURNING id")
+        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at, started_at, finished_at, image_tag, image_digest) VALUES ('a', 's', ?1, ?2, 'registry', 'push', 1, ?3, ?4, '1.0.0', 'sha256:00') RETURNING id"))
             .bind(delivery)
             .bind(state)
             .bind(started)
             .bind(finished)
-            .fetch_one(&store.pool)
-            .await
+            .fetch_one(pool)
+            .await)
             .expect("deployment")
     }
 
@@ -144,65 +141,69 @@ mod tests {
     /// margin), and for as long as one runs; not before, after, or for queued or skipped ones.
     #[tokio::test]
     async fn deploying_at_covers_each_run_and_the_margin() {
-        let (_dir, store) = store().await;
-        deployment(&store, DeploymentState::Succeeded, Some(1000), Some(2000)).await;
-        deployment(&store, DeploymentState::Skipped, None, Some(5000)).await;
-        deployment(&store, DeploymentState::Queued, None, None).await;
-        let at = |t: i64| {
-            let store = store.clone();
-            async move { store.deploying_at("a", "s", t, 100).await.unwrap() }
-        };
-        assert!(!at(899).await);
-        assert!(at(900).await, "the margin before the start");
-        assert!(at(1500).await);
-        assert!(at(2100).await, "the margin after the end");
-        assert!(!at(2101).await);
-        assert!(!at(5000).await, "a skipped deployment never ran");
-        assert!(!store.deploying_at("a", "other", 1500, 100).await.unwrap());
-        deployment(&store, DeploymentState::Running, Some(9000), None).await;
-        assert!(!at(8000).await);
-        assert!(at(1_000_000).await, "running: until it ends");
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            deployment(&store, DeploymentState::Succeeded, Some(1000), Some(2000)).await;
+            deployment(&store, DeploymentState::Skipped, None, Some(5000)).await;
+            deployment(&store, DeploymentState::Queued, None, None).await;
+            let at = |t: i64| {
+                let store = store.clone();
+                async move { store.deploying_at("a", "s", t, 100).await.unwrap() }
+            };
+            assert!(!at(899).await);
+            assert!(at(900).await, "the margin before the start");
+            assert!(at(1500).await);
+            assert!(at(2100).await, "the margin after the end");
+            assert!(!at(2101).await);
+            assert!(!at(5000).await, "a skipped deployment never ran");
+            assert!(!store.deploying_at("a", "other", 1500, 100).await.unwrap());
+            deployment(&store, DeploymentState::Running, Some(9000), None).await;
+            assert!(!at(8000).await);
+            assert!(at(1_000_000).await, "running: until it ends");
+        }
     }
 
     /// A container event is journalled with the service's newest success as its deployment,
     /// and its detail reads back; it is fanned out like any other event.
     #[tokio::test]
     async fn container_events_name_the_current_deployment() {
-        let (_dir, store) = store().await;
-        let old = deployment(&store, DeploymentState::Succeeded, Some(1), Some(2)).await;
-        let current = deployment(&store, DeploymentState::Succeeded, Some(3), Some(4)).await;
-        deployment(&store, DeploymentState::RolledBack, Some(5), Some(6)).await;
-        assert!(old < current);
-        let before = store.unfanned_events(100).await.unwrap().len();
-        let detail = ContainerDetail {
-            container: "shop-api".into(),
-            container_id: "abc".into(),
-            exit_code: Some(137),
-            ..Default::default()
-        };
-        let event = ContainerEvent {
-            at: 42,
-            event: EventType::ContainerDied,
-            app: "a".into(),
-            service: "s".into(),
-            detail: detail.clone(),
-        };
-        store.record_container_event(&event).await.unwrap();
-        let nobody = ContainerEvent {
-            service: "never-deployed".into(),
-            ..event
-        };
-        store.record_container_event(&nobody).await.unwrap();
-        let events = store.unfanned_events(100).await.unwrap();
-        let [died, unknown] = &events[before..] else {
-            panic!("two events: {events:#?}");
-        };
-        assert_eq!(died.event, EventType::ContainerDied);
-        assert_eq!((died.at, died.service.as_deref()), (42, Some("s")));
-        assert_eq!(died.deployment_id, Some(current));
-        assert_eq!(died.container(), Some(detail));
-        assert_eq!(unknown.deployment_id, None);
-        let deployment_event = &events[0];
-        assert_eq!(deployment_event.container(), None);
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let old = deployment(&store, DeploymentState::Succeeded, Some(1), Some(2)).await;
+            let current = deployment(&store, DeploymentState::Succeeded, Some(3), Some(4)).await;
+            deployment(&store, DeploymentState::RolledBack, Some(5), Some(6)).await;
+            assert!(old < current);
+            let before = store.unfanned_events(100).await.unwrap().len();
+            let detail = ContainerDetail {
+                container: "shop-api".into(),
+                container_id: "abc".into(),
+                exit_code: Some(137),
+                ..Default::default()
+            };
+            let event = ContainerEvent {
+                at: 42,
+                event: EventType::ContainerDied,
+                app: "a".into(),
+                service: "s".into(),
+                detail: detail.clone(),
+            };
+            store.record_container_event(&event).await.unwrap();
+            let nobody = ContainerEvent {
+                service: "never-deployed".into(),
+                ..event
+            };
+            store.record_container_event(&nobody).await.unwrap();
+            let events = store.unfanned_events(100).await.unwrap();
+            let [died, unknown] = &events[before..] else {
+                panic!("two events: {events:#?}");
+            };
+            assert_eq!(died.event, EventType::ContainerDied);
+            assert_eq!((died.at, died.service.as_deref()), (42, Some("s")));
+            assert_eq!(died.deployment_id, Some(current));
+            assert_eq!(died.container(), Some(detail));
+            assert_eq!(unknown.deployment_id, None);
+            let deployment_event = &events[0];
+            assert_eq!(deployment_event.container(), None);
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! a row of `delivery_bodies`, apart from the row those updates rewrite (migration 0014).
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
+use super::db::with_db;
 use super::{DeliveryStatus, ListFilter, Store, StoreError};
 
 /// A delivery as stored (without its body, which list calls do not need).
@@ -47,25 +48,26 @@ pub(crate) struct FullDelivery {
 }
 
 /// A delivery's columns with its headers and body, for a `deliveries d` joined with its
-/// `delivery_bodies b` (migration 0014; no body row reads as an empty body).
+/// `delivery_bodies b` (migration 0014; no body row reads as an empty body, see
+/// [`full_delivery`]).
 macro_rules! full_columns {
     () => {
-        "d.id, d.app, d.source, d.event, d.source_delivery_id, d.received_at, d.verified, d.scheme, d.status, d.error, d.query, d.replay_of, d.note, d.duplicates, d.duplicate_at, d.planned_at, d.refused_with, d.headers, COALESCE(b.body, x'') AS body, d.body_size"
+        "d.id, d.app, d.source, d.event, d.source_delivery_id, d.received_at, d.verified, d.scheme, d.status, d.error, d.query, d.replay_of, d.note, d.duplicates, d.duplicate_at, d.planned_at, d.refused_with, d.headers, b.body, d.body_size"
     };
 }
 
 impl Store {
     /// One delivery with its headers and body (replays, notifications, the lanes' payload).
     pub(crate) async fn delivery(&self, id: i64) -> Result<Option<FullDelivery>, StoreError> {
-        let row = sqlx::query(concat!(
+        const SQL: &str = concat!(
             "SELECT ",
             full_columns!(),
             " FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id WHERE d.id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| full_delivery(&row)).transpose()
+        );
+        with_db!(&self.db, pool, q => {
+            let row = sqlx::query(q(SQL)).bind(id).fetch_optional(pool).await?;
+            row.map(|row| full_delivery(&row)).transpose()
+        })
     }
 
     /// A page of deliveries, newest first, for the API.
@@ -74,29 +76,29 @@ impl Store {
         // One statement per filter shape, so SQLite walks an index backwards from `before`
         // instead of scanning: list calls stay flat however many deliveries are stored.
         let before = f.before.unwrap_or(i64::MAX);
-        let rows = match &f.app {
+        let rows = with_db!(&self.db, pool, q => match &f.app {
             Some(app) => {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "{COLUMNS} WHERE app = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
                 ));
-                sqlx::query_as::<_, Delivery>(sql)
+                sqlx::query_as::<_, Delivery>(q(sql))
                     .bind(app)
                     .bind(before)
                     .bind(f.limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(pool)
                     .await?
             }
             None => {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "{COLUMNS} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
                 ));
-                sqlx::query_as::<_, Delivery>(sql)
+                sqlx::query_as::<_, Delivery>(q(sql))
                     .bind(before)
                     .bind(f.limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(pool)
                     .await?
             }
-        };
+        });
         Ok(rows)
     }
 
@@ -107,26 +109,36 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<FullDelivery>, StoreError> {
-        let rows = sqlx::query(concat!(
+        const SQL: &str = concat!(
             "SELECT ",
             full_columns!(),
             " FROM deliveries d LEFT JOIN delivery_bodies b ON b.delivery_id = d.id
                  WHERE d.status = 'received' AND d.id > ?1 ORDER BY d.id LIMIT ?2"
-        ))
-        .bind(after)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(full_delivery).collect()
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        with_db!(&self.db, pool, q => {
+            let rows = sqlx::query(q(SQL)).bind(after).bind(limit).fetch_all(pool).await?;
+            rows.iter().map(full_delivery).collect()
+        })
     }
 }
 
-fn full_delivery(row: &sqlx::sqlite::SqliteRow) -> Result<FullDelivery, StoreError> {
-    use sqlx::FromRow;
+/// A row of [`full_columns`], on either engine.
+fn full_delivery<'r, R>(row: &'r R) -> Result<FullDelivery, StoreError>
+where
+    R: Row,
+    Delivery: sqlx::FromRow<'r, R>,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(FullDelivery {
         delivery: Delivery::from_row(row)?,
         headers: row.try_get("headers")?,
-        body: row.try_get("body")?,
+        body: row
+            .try_get::<Option<Vec<u8>>, _>("body")?
+            .unwrap_or_default(),
         body_size: row.try_get("body_size")?,
     })
 }

@@ -4,8 +4,8 @@
 
 use crate::timefmt::json_time;
 use serde::Serialize;
-use sqlx::Row;
 
+use super::db::with_db;
 use super::{DeploymentState, ListFilter, Store, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -84,12 +84,11 @@ pub(super) const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, stat
 impl Store {
     /// How many deployments are in each state (for `/metrics`).
     pub(crate) async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM deployments GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as(q("SELECT state, COUNT(*) FROM deployments GROUP BY state"))
+            .fetch_all(pool)
+            .await)?,
+        )
     }
 
     /// How many deployments wait in each lane (app, service), for `/metrics`; lanes with none
@@ -98,22 +97,24 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
         // Literal state: the partial index `deployments_queued` only matches a literal.
-        Ok(sqlx::query_as(
-            "SELECT app, service, COUNT(*) FROM deployments INDEXED BY deployments_queued
-             WHERE state = 'queued' GROUP BY app, service",
+        Ok(with_db!(&self.db, pool, q => sqlx::query_as(
+            q("SELECT app, service, COUNT(*) FROM deployments INDEXED BY deployments_queued
+             WHERE state = 'queued' GROUP BY app, service"),
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub(crate) async fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
         ));
-        Ok(sqlx::query_as::<_, Deployment>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Deployment>(q(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(pool)
+            .await)?,
+        )
     }
 
     pub(crate) async fn deployments(&self, f: &ListFilter) -> Result<Vec<Deployment>, StoreError> {
@@ -148,14 +149,16 @@ impl Store {
                  ORDER BY id DESC LIMIT ?5"
             ),
         };
-        Ok(sqlx::query_as::<_, Deployment>(sqlx::AssertSqlSafe(sql))
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Deployment>(q(sqlx::AssertSqlSafe(sql)))
             .bind(&f.app)
             .bind(&f.service)
             .bind(f.state)
             .bind(before)
             .bind(f.limit)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(pool)
+            .await)?,
+        )
     }
 
     /// Deployment ids per delivery for deliveries `lo..=hi` (one list page), in one query.
@@ -164,14 +167,14 @@ impl Store {
         lo: i64,
         hi: i64,
     ) -> Result<std::collections::HashMap<i64, Vec<i64>>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT delivery_id, id FROM deployments INDEXED BY deployments_delivery
-             WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY id",
+        let rows: Vec<(i64, i64)> = with_db!(&self.db, pool, q => sqlx::query_as(
+            q("SELECT delivery_id, id FROM deployments INDEXED BY deployments_delivery
+             WHERE delivery_id BETWEEN ?1 AND ?2 ORDER BY id"),
         )
         .bind(lo)
         .bind(hi)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         let mut map: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
         for (delivery, id) in rows {
             map.entry(delivery).or_default().push(id);
@@ -188,10 +191,12 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE delivery_id = ?1 ORDER BY id"
         ));
-        Ok(sqlx::query_as::<_, Deployment>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Deployment>(q(sql))
             .bind(delivery_id)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(pool)
+            .await)?,
+        )
     }
 
     /// A service's newest deployment that was not skipped, for `ferry status`.
@@ -204,12 +209,14 @@ impl Store {
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
              WHERE app = ?1 AND service = ?2 AND state != ?3 ORDER BY id DESC LIMIT 1"
         ));
-        Ok(sqlx::query_as::<_, Deployment>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Deployment>(q(sql))
             .bind(app)
             .bind(service)
             .bind(DeploymentState::Skipped)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(pool)
+            .await)?,
+        )
     }
 
     /// A service's newest succeeded deployment: its current version.
@@ -222,11 +229,13 @@ impl Store {
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
              WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
         ));
-        Ok(sqlx::query_as::<_, Deployment>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Deployment>(q(sql))
             .bind(app)
             .bind(service)
             .bind(DeploymentState::Succeeded)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(pool)
+            .await)?,
+        )
     }
 }

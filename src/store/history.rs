@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::db::with_tx;
 use super::deployments::DEPLOYMENT_COLUMNS;
 use super::{Deployment, DeploymentState, Planning, StoreError};
 
@@ -25,20 +26,20 @@ impl Planning {
         app: &str,
         service: &str,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
+        Ok(with_tx!(&mut self.tx, tx, q => sqlx::query(
+            q("SELECT event_time, id FROM deployments INDEXED BY deployments_service_time
              WHERE app = ?1 AND service = ?2 AND event_time IS NOT NULL
                AND state IN (?3, ?4, ?5)
-             ORDER BY event_time DESC, id DESC LIMIT 1",
+             ORDER BY event_time DESC, id DESC LIMIT 1"),
         )
         .bind(app)
         .bind(service)
         .bind(DeploymentState::Queued)
         .bind(DeploymentState::Running)
         .bind(DeploymentState::Succeeded)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))))
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1)))))
     }
 
     /// What an image service runs (its newest success) and has queued or running.
@@ -47,28 +48,30 @@ impl Planning {
         app: &str,
         service: &str,
     ) -> Result<Vec<HeldImage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, image_tag, image_digest, 1 FROM deployments INDEXED BY deployments_active
-             WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
-             UNION ALL
-             SELECT * FROM (SELECT id, image_tag, image_digest, 0 FROM deployments INDEXED BY deployments_service
-                            WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1)",
-        )
-        .bind(app)
-        .bind(service)
-        .bind(DeploymentState::Succeeded)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HeldImage {
-                    deployment: r.try_get(0)?,
-                    tag: r.try_get(1)?,
-                    digest: r.try_get(2)?,
-                    pending: r.try_get::<i64, _>(3)? == 1,
+        with_tx!(&mut self.tx, tx, q => {
+            let rows = sqlx::query(
+                q("SELECT id, image_tag, image_digest, TRUE FROM deployments INDEXED BY deployments_active
+                 WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2 AND image IS NOT NULL
+                 UNION ALL
+                 SELECT * FROM (SELECT id, image_tag, image_digest, FALSE FROM deployments INDEXED BY deployments_service
+                                WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1) AS current"),
+            )
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_all(&mut *tx)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(HeldImage {
+                        deployment: r.try_get(0)?,
+                        tag: r.try_get(1)?,
+                        digest: r.try_get(2)?,
+                        pending: r.try_get::<bool, _>(3)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The deployment a rollback goes back to: `to` if it is a success of this service, else
@@ -79,27 +82,28 @@ impl Planning {
         service: &str,
         to: Option<i64>,
     ) -> Result<Option<Deployment>, StoreError> {
+        with_tx!(&mut self.tx, tx, q => {
         if let Some(id) = to {
             let sql = sqlx::AssertSqlSafe(format!(
                 "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1 AND app = ?2 AND service = ?3 AND state = ?4"
             ));
-            return Ok(sqlx::query_as::<_, Deployment>(sql)
+            return Ok(sqlx::query_as::<_, Deployment>(q(sql))
                 .bind(id)
                 .bind(app)
                 .bind(service)
                 .bind(DeploymentState::Succeeded)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut *tx)
                 .await?);
         }
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
              WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
         ));
-        let Some(current) = sqlx::query_as::<_, Deployment>(sql)
+        let Some(current) = sqlx::query_as::<_, Deployment>(q(sql))
             .bind(app)
             .bind(service)
             .bind(DeploymentState::Succeeded)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
@@ -110,14 +114,15 @@ impl Planning {
                AND (COALESCE(image_digest, '') != COALESCE(?4, '') OR COALESCE(git_commit, '') != COALESCE(?5, ''))
              ORDER BY id DESC LIMIT 1"
         ));
-        Ok(sqlx::query_as::<_, Deployment>(sql)
+        Ok(sqlx::query_as::<_, Deployment>(q(sql))
             .bind(app)
             .bind(service)
             .bind(current.id)
             .bind(&current.image_digest)
             .bind(&current.git_commit)
             .bind(DeploymentState::Succeeded)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(&mut *tx)
             .await?)
+        })
     }
 }

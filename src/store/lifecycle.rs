@@ -1,8 +1,7 @@
 //! A planned deployment's life in the lanes: the queue, `queued → running`, the resolved
 //! digest, how it ended; and cancel through the API. Each write holds the write gate.
 
-use sqlx::SqliteConnection;
-
+use super::db::{Tx, with_db, with_tx};
 use super::deployments::DEPLOYMENT_COLUMNS;
 use super::{Deployment, DeploymentState, Store, StoreError, now_ms};
 
@@ -31,19 +30,21 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'queued' ORDER BY id"
         ));
-        Ok(sqlx::query_as::<_, Deployment>(sql)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Deployment>(q(sql))
+            .fetch_all(pool)
+            .await?),
+        )
     }
 
     /// Moves a queued deployment to running, superseding any older queued one of its service.
     /// Returns false if it was no longer queued.
     pub(crate) async fn start(&self, d: &Deployment) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE deployments SET state = ?3, started_at = ?2 WHERE id = ?1 AND state = ?4",
+        let done = with_tx!(&mut tx, tx, q => sqlx::query(
+            q("UPDATE deployments SET state = ?3, started_at = ?2 WHERE id = ?1 AND state = ?4"),
         )
         .bind(d.id)
         .bind(now)
@@ -51,7 +52,7 @@ impl Store {
         .bind(DeploymentState::Queued)
         .execute(&mut *tx)
         .await?
-        .rows_affected();
+        .rows_affected());
         let mut changed = supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?;
         tx.commit().await?;
         if done == 1 {
@@ -64,11 +65,12 @@ impl Store {
     /// Records the digest a deployment resolved its tag to (senders that give none).
     pub(crate) async fn set_image_digest(&self, id: i64, digest: &str) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
-        sqlx::query("UPDATE deployments SET image_digest = ?2 WHERE id = ?1")
+        with_db!(&self.db, pool, q => sqlx::query(q("UPDATE deployments SET image_digest = ?2 WHERE id = ?1"))
             .bind(id)
             .bind(digest)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
@@ -81,16 +83,17 @@ impl Store {
         exit_code: Option<i64>,
     ) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
-        sqlx::query(
-            "UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1",
+        with_db!(&self.db, pool, q => sqlx::query(
+            q("UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1"),
         )
         .bind(id)
         .bind(state)
         .bind(reason)
         .bind(exit_code)
         .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(drop))?;
         self.publish_deployments(&[id]).await;
         Ok(())
     }
@@ -102,11 +105,12 @@ impl Store {
     /// deployment.
     pub(crate) async fn cancel(&self, id: i64) -> Result<Option<CancelOutcome>, StoreError> {
         let _gate = self.gate.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let now = now_ms();
+        let d = with_tx!(&mut tx, tx, q => {
         let dequeued = sqlx::query(
-            "UPDATE deployments SET state = ?3, reason = ?4, finished_at = ?2, cancel_requested_at = ?2
-             WHERE id = ?1 AND state = ?5",
+            q("UPDATE deployments SET state = ?3, reason = ?4, finished_at = ?2, cancel_requested_at = ?2
+             WHERE id = ?1 AND state = ?5"),
         )
         .bind(id)
         .bind(now)
@@ -119,8 +123,8 @@ impl Store {
             == 1;
         let flagged = !dequeued
             && sqlx::query(
-                "UPDATE deployments SET cancel_requested_at = COALESCE(cancel_requested_at, ?2)
-                 WHERE id = ?1 AND state = ?3",
+                q("UPDATE deployments SET cancel_requested_at = COALESCE(cancel_requested_at, ?2)
+                 WHERE id = ?1 AND state = ?3"),
             )
             .bind(id)
             .bind(now)
@@ -132,10 +136,13 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
         ));
-        let d = sqlx::query_as::<_, Deployment>(sql)
+        let d = sqlx::query_as::<_, Deployment>(q(sql))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
+        (d, dequeued, flagged)
+        });
+        let (d, dequeued, flagged) = d;
         tx.commit().await?;
         if dequeued && let Some(d) = &d {
             // Only a dequeued one changed state; a running one stays `running` until it stops.
@@ -157,16 +164,16 @@ pub(super) fn superseded_reason(by: i64) -> String {
 /// Marks queued deployments of a service older than `id` as superseded by it; returns their
 /// ids. (Its reason is [`superseded_reason`]'s, spelled in SQL.)
 pub(super) async fn supersede_older(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     app: &str,
     service: &str,
     id: i64,
     now: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "UPDATE deployments INDEXED BY deployments_queued
+    Ok(with_tx!(tx, tx, q => sqlx::query_scalar(
+        q("UPDATE deployments INDEXED BY deployments_queued
          SET state = ?5, reason = 'superseded by deployment ' || ?3, finished_at = ?4
-         WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3 RETURNING id",
+         WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id < ?3 RETURNING id"),
     )
     .bind(app)
     .bind(service)
@@ -174,5 +181,5 @@ pub(super) async fn supersede_older(
     .bind(now)
     .bind(DeploymentState::Superseded)
     .fetch_all(&mut *tx)
-    .await?)
+    .await?))
 }

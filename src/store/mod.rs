@@ -32,6 +32,7 @@ pub(crate) mod batch;
 mod changes;
 mod checkpoint;
 mod containers;
+pub(crate) mod db;
 mod deliveries;
 mod deployments;
 mod gate;
@@ -45,8 +46,6 @@ mod planning;
 mod prune;
 mod recovery;
 mod steps;
-
-use sqlx::sqlite::SqlitePool;
 
 pub(crate) use batch::{Inserted, Intake, NewDelivery};
 pub(crate) use containers::{ContainerDetail, ContainerEvent};
@@ -88,6 +87,42 @@ pub(crate) enum StoreError {
 
 pub(crate) use crate::states::{DeliveryStatus, DeploymentState};
 
+/// The throwaway PostgreSQL cluster the store's tests run against besides SQLite.
+#[cfg(test)]
+#[path = "../../tests/common/postgres.rs"]
+mod test_postgres;
+
+#[cfg(test)]
+impl Store {
+    /// The stores a store test runs against, each with its intake writer: SQLite in a temp
+    /// dir, then PostgreSQL (a fresh database of the throwaway cluster) — unless PostgreSQL
+    /// cannot run here and `CI` is unset: then the reason is printed and SQLite runs alone.
+    pub(crate) async fn engines() -> Vec<(tempfile::TempDir, Store, Intake)> {
+        let mut out = Vec::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, intake) = Store::open(dir.path()).await.expect("open SQLite");
+        out.push((dir, store, intake));
+        let postgres = tokio::task::spawn_blocking(test_postgres::database)
+            .await
+            .expect("join");
+        match postgres {
+            Ok(url) => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let (store, intake) =
+                    Store::open_measured(dir.path(), Some(&url), std::sync::Arc::default())
+                        .await
+                        .expect("open PostgreSQL");
+                out.push((dir, store, intake));
+            }
+            Err(reason) if std::env::var_os("CI").is_some() => {
+                panic!("store tests need PostgreSQL when CI is set: {reason}")
+            }
+            Err(reason) => eprintln!("store test on SQLite only: {reason}"),
+        }
+        out
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
@@ -95,7 +130,8 @@ pub(crate) fn now_ms() -> i64 {
 
 #[derive(Clone)]
 pub(crate) struct Store {
-    pool: SqlitePool,
+    /// SQLite (the default) or PostgreSQL: see `db.rs`.
+    db: db::Db,
     /// Taken around every write transaction, by the intake writer too (see `gate.rs`: a fair
     /// async lock instead of SQLite's polling busy handler).
     gate: WriteGate,
@@ -116,47 +152,50 @@ pub(crate) struct ListFilter {
 #[cfg(test)]
 mod tests {
     use super::{CancelOutcome, DeliveryStatus, DeploymentState, Store};
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
 
-    /// A store in a temp dir with one delivery and a deployment of it in each `states`.
-    async fn store_with(states: &[DeploymentState]) -> (tempfile::TempDir, Store, Vec<i64>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, _intake) = Store::open(dir.path()).await.expect("open");
-        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'generic', 1, 1, ?1, '{}')")
+    /// One delivery in `store` and a deployment of it in each `states`.
+    async fn store_with(store: &Store, states: &[DeploymentState]) -> Vec<i64> {
+        with_db!(&store.db, pool, q => sqlx::query(q("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'generic', 1, TRUE, ?1, '{}')"))
             .bind(DeliveryStatus::Planned)
-            .execute(&store.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .expect("delivery");
         let mut ids = Vec::new();
         for state in states {
-            let id: i64 = sqlx::query_scalar("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 1, ?1, 'generic', 'e', 1) RETURNING id")
+            let id: i64 = with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 1, ?1, 'generic', 'e', 1) RETURNING id"))
                 .bind(*state)
-                .fetch_one(&store.pool)
-                .await
+                .fetch_one(pool)
+                .await)
                 .expect("deployment");
             ids.push(id);
         }
-        (dir, store, ids)
+        ids
     }
 
     #[tokio::test]
     async fn cancel_dequeues_flags_running_and_leaves_ended_ones() {
         use DeploymentState::*;
-        let (_dir, store, ids) = store_with(&[Queued, Running, Succeeded]).await;
-        let Some(CancelOutcome::Dequeued(d)) = store.cancel(ids[0]).await.unwrap() else {
-            panic!("queued → dequeued");
-        };
-        assert_eq!(d.state, Cancelled);
-        assert!(d.finished_at.is_some());
-        let Some(CancelOutcome::Stopping(d)) = store.cancel(ids[1]).await.unwrap() else {
-            panic!("running → stopping");
-        };
-        assert_eq!(d.state, Running, "the lanes record the end");
-        let Some(CancelOutcome::AlreadyFinal(d)) = store.cancel(ids[2]).await.unwrap() else {
-            panic!("succeeded → already final");
-        };
-        assert_eq!(d.state, Succeeded);
-        assert!(store.cancel(999).await.unwrap().is_none());
-        assert!(store.queued().await.unwrap().is_empty());
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let ids = store_with(&store, &[Queued, Running, Succeeded]).await;
+            let Some(CancelOutcome::Dequeued(d)) = store.cancel(ids[0]).await.unwrap() else {
+                panic!("queued → dequeued");
+            };
+            assert_eq!(d.state, Cancelled);
+            assert!(d.finished_at.is_some());
+            let Some(CancelOutcome::Stopping(d)) = store.cancel(ids[1]).await.unwrap() else {
+                panic!("running → stopping");
+            };
+            assert_eq!(d.state, Running, "the lanes record the end");
+            let Some(CancelOutcome::AlreadyFinal(d)) = store.cancel(ids[2]).await.unwrap() else {
+                panic!("succeeded → already final");
+            };
+            assert_eq!(d.state, Succeeded);
+            assert!(store.cancel(999).await.unwrap().is_none());
+            assert!(store.queued().await.unwrap().is_empty());
+        }
     }
 
     /// A cancel requested while ferry stopped (or crashed) is kept: the run is recorded
@@ -164,16 +203,19 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_request_survives_a_restart() {
         use DeploymentState::*;
-        let (_dir, store, ids) = store_with(&[Running, Running]).await;
-        store.cancel(ids[0]).await.unwrap();
-        let recovered = store.recover_interrupted(3).await.unwrap();
-        assert_eq!(recovered[0], (ids[0], None), "no retry of a cancelled run");
-        assert!(recovered[1].1.is_some(), "the other one is retried");
-        let d = store.deployment(ids[0]).await.unwrap().unwrap();
-        assert_eq!(d.state, Cancelled);
-        assert_eq!(d.reason.as_deref(), Some(super::CANCELLED_WHILE_RUNNING));
-        let d = store.deployment(ids[1]).await.unwrap().unwrap();
-        assert_eq!(d.state, Interrupted);
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let ids = store_with(&store, &[Running, Running]).await;
+            store.cancel(ids[0]).await.unwrap();
+            let recovered = store.recover_interrupted(3).await.unwrap();
+            assert_eq!(recovered[0], (ids[0], None), "no retry of a cancelled run");
+            assert!(recovered[1].1.is_some(), "the other one is retried");
+            let d = store.deployment(ids[0]).await.unwrap().unwrap();
+            assert_eq!(d.state, Cancelled);
+            assert_eq!(d.reason.as_deref(), Some(super::CANCELLED_WHILE_RUNNING));
+            let d = store.deployment(ids[1]).await.unwrap().unwrap();
+            assert_eq!(d.state, Interrupted);
+        }
     }
 
     /// Every file of the store, read at test time: a new file is checked without being listed.

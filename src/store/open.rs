@@ -1,5 +1,6 @@
-//! Opening the store: the private data dir, the database file, SQLite's settings for the pool
-//! and the intake writer, and the migrations (`migrations/`).
+//! Opening the store: on SQLite (the default) the private data dir, the database file, SQLite's
+//! settings for the pool and the intake writer; on PostgreSQL the pool; then each engine's
+//! migrations (`migrations/sqlite/`, `migrations/postgres/`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -10,6 +11,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::db::{Db, with_db};
 use super::gate::WriteGate;
 use super::{Intake, Store, StoreError, batch};
 use crate::metrics::Metrics;
@@ -18,24 +22,29 @@ impl Store {
     /// [`Store::open_measured`] with metrics of its own, unread: for tests.
     #[cfg(test)]
     pub(crate) async fn open(data_dir: &Path) -> Result<(Store, Intake), StoreError> {
-        Store::open_measured(data_dir, Arc::default()).await
+        Store::open_measured(data_dir, None, Arc::default()).await
     }
 
-    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
-    /// Returns the store and the group-commit writer for hook requests, which records its
-    /// batches (sizes, commit and fsync times) into `metrics`.
+    /// Opens the database and brings its schema up to date: PostgreSQL at `database` when
+    /// given, else SQLite in `data_dir` (created if needed). Returns the store and the
+    /// group-commit writer for hook requests, which records its batches (sizes, commit and
+    /// fsync times) into `metrics`.
     pub(crate) async fn open_measured(
         data_dir: &Path,
+        database: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Result<(Store, Intake), StoreError> {
+        if let Some(url) = database {
+            return Store::open_postgres(url, metrics).await;
+        }
         let db = prepare_dir(data_dir).await?;
         let options = connect_options(db.clone())?;
         let pool = pool(&options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let gate = WriteGate::default();
         let live = crate::live::Hub::default();
         let store = Store {
-            pool,
+            db: Db::Sqlite(pool),
             gate: gate.clone(),
             live: live.clone(),
         };
@@ -47,10 +56,37 @@ impl Store {
         Ok((store, intake))
     }
 
+    /// Opens the PostgreSQL database at `url` (see [`Store::open_measured`]).
+    async fn open_postgres(
+        url: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, Intake), StoreError> {
+        let options = PgConnectOptions::from_str(url)?
+            // Every commit waits for its WAL flush (the default; set so a server default of
+            // `off` cannot make a 202 precede durability).
+            .options([("synchronous_commit", "on")]);
+        let pool = pg_pool(&options).await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let gate = WriteGate::default();
+        let live = crate::live::Hub::default();
+        let store = Store {
+            db: Db::Postgres(pool),
+            gate: gate.clone(),
+            live: live.clone(),
+        };
+        let intake = batch::postgres::start(&options, gate, live, metrics).await?;
+        Ok((store, intake))
+    }
+
     /// Checks that the database answers (for `/readyz`).
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        with_db!(&self.db, pool, q => sqlx::query(q("SELECT 1")).execute(pool).await.map(drop))?;
         Ok(())
+    }
+
+    /// Which engine the store runs on: `sqlite` or `postgres`.
+    pub(crate) fn engine(&self) -> &'static str {
+        self.db.engine()
     }
 }
 
@@ -100,6 +136,18 @@ fn connect_options(db: PathBuf) -> Result<SqliteConnectOptions, StoreError> {
         .pragma("wal_autocheckpoint", "0"))
 }
 
+/// The PostgreSQL pool that planner, lanes and API share.
+async fn pg_pool(options: &PgConnectOptions) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
+        .connect_with(options.clone())
+        .await?)
+}
+
 /// The pool that planner, lanes and API share.
 async fn pool(options: &SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
     Ok(SqlitePoolOptions::new()
@@ -116,6 +164,8 @@ async fn pool(options: &SqliteConnectOptions) -> Result<SqlitePool, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::{Store, connect_options, pool, prepare_dir};
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
 
     /// A store made by the version before migration 0014 (bodies in `deliveries`) opens with
     /// every delivery, its body and its size as received, and its deployments.
@@ -126,7 +176,7 @@ mod tests {
         let old = pool(&connect_options(db).expect("options"))
             .await
             .expect("pool");
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("./migrations/sqlite")
             .run_to(13, &old)
             .await
             .expect("migrations up to 0013");
@@ -163,9 +213,9 @@ mod tests {
         assert_eq!(unplanned[0].body, b"{\"a\":1}");
         assert_eq!(unplanned[0].headers, "{\"x-github-event\":\"push\"}");
         let deployments: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE delivery_id = 2")
-                .fetch_one(&store.pool)
-                .await
+            with_db!(&store.db, pool, q => sqlx::query_scalar(q("SELECT COUNT(*) FROM deployments WHERE delivery_id = 2"))
+                .fetch_one(pool)
+                .await)
                 .expect("count");
         assert_eq!(deployments, 1);
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::db::{with_db, with_tx};
 use super::{Delivery, Deployment, Store, StoreError};
 use crate::states::{EventType, NotificationState};
 
@@ -167,13 +168,15 @@ impl Store {
         &self,
         limit: i64,
     ) -> Result<Vec<JournalEvent>, StoreError> {
-        Ok(sqlx::query_as::<_, JournalEvent>(
-            "SELECT id, at, type, app, service, deployment_id, delivery_id, reason, detail
-             FROM events INDEXED BY events_unfanned WHERE fanned_out = 0 ORDER BY id LIMIT ?1",
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, JournalEvent>(
+            q("SELECT id, at, type, app, service, deployment_id, delivery_id, reason, detail
+             FROM events INDEXED BY events_unfanned WHERE fanned_out = 0 ORDER BY id LIMIT ?1"),
         )
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?,
+        )
     }
 
     /// The deployments of these ids that still exist (retention may have pruned some).
@@ -183,22 +186,19 @@ impl Store {
     ) -> Result<HashMap<i64, Deployment>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(512) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-                "SELECT {} FROM deployments WHERE id IN (",
-                super::deployments::DEPLOYMENT_COLUMNS
-            ));
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            for d in q
-                .build_query_as::<Deployment>()
-                .fetch_all(&self.pool)
-                .await?
-            {
-                out.insert(d.id, d);
-            }
+            let rows = with_db!(&self.db, pool, q => {
+                let mut q = sqlx::QueryBuilder::new(format!(
+                    "SELECT {} FROM deployments WHERE id IN (",
+                    super::deployments::DEPLOYMENT_COLUMNS
+                ));
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build_query_as::<Deployment>().fetch_all(pool).await?
+            });
+            out.extend(rows.into_iter().map(|d| (d.id, d)));
         }
         Ok(out)
     }
@@ -210,17 +210,18 @@ impl Store {
     ) -> Result<HashMap<i64, Delivery>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(512) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with FROM deliveries WHERE id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            for d in q.build_query_as::<Delivery>().fetch_all(&self.pool).await? {
-                out.insert(d.id, d);
-            }
+            let rows = with_db!(&self.db, pool, q => {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT id, app, source, event, source_delivery_id, received_at, verified, scheme, status, error, query, replay_of, note, duplicates, duplicate_at, planned_at, refused_with FROM deliveries WHERE id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build_query_as::<Delivery>().fetch_all(pool).await?
+            });
+            out.extend(rows.into_iter().map(|d| (d.id, d)));
         }
         Ok(out)
     }
@@ -236,11 +237,12 @@ impl Store {
         // Hook answers wait on intake commits: let those go first, for a while.
         self.gate.yield_to_intake(FAN_OUT_PATIENCE).await;
         let _gate = self.gate.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
+        with_tx!(&mut tx, tx, q => {
         // 15 variables per row; SQLite allows 32766 per statement.
         for chunk in notifications.chunks(1024) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT OR IGNORE INTO notifications (uid, event_id, target, kind, event, app, service, deployment_id, delivery_id, receiver, url, body, state, next_at, created_at) ",
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO notifications (uid, event_id, target, kind, event, app, service, deployment_id, delivery_id, receiver, url, body, state, next_at, created_at) ",
             );
             q.push_values(chunk, |mut row, n| {
                 row.push_bind(n.uid.clone())
@@ -259,10 +261,12 @@ impl Store {
                     .push_bind(now)
                     .push_bind(now);
             });
+            // A notification whose uid is stored already is left as it is.
+            q.push(" ON CONFLICT (uid) DO NOTHING");
             q.build().execute(&mut *tx).await?;
         }
         for chunk in events.chunks(1024) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            let mut q = sqlx::QueryBuilder::new(
                 "UPDATE events SET fanned_out = 1 WHERE id IN (",
             );
             let mut list = q.separated(", ");
@@ -272,6 +276,7 @@ impl Store {
             q.push(")");
             q.build().execute(&mut *tx).await?;
         }
+        });
         tx.commit().await?;
         Ok(())
     }
@@ -283,15 +288,14 @@ impl Store {
         loop {
             self.gate.yield_to_intake(FAN_OUT_PATIENCE).await;
             let _gate = self.gate.lock().await;
-            let marked = sqlx::query(
-                "UPDATE events SET fanned_out = 1 WHERE id IN (
+            let marked = with_db!(&self.db, pool, q => sqlx::query(
+                q("UPDATE events SET fanned_out = 1 WHERE id IN (
                    SELECT id FROM events INDEXED BY events_unfanned WHERE fanned_out = 0
-                   ORDER BY id LIMIT ?1)",
+                   ORDER BY id LIMIT ?1)"),
             )
             .bind(batch)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            .execute(pool)
+            .await?.rows_affected());
             if marked < u64::try_from(batch).unwrap_or(0) {
                 return Ok(());
             }
@@ -300,34 +304,34 @@ impl Store {
 
     /// How many notifications wait per target (for the fan-out's cap on refused deliveries).
     pub(crate) async fn pending_per_target(&self) -> Result<HashMap<String, i64>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT target, COUNT(*) FROM notifications INDEXED BY notifications_queue
-             WHERE state = ?1 GROUP BY target",
+        let rows: Vec<(String, i64)> = with_db!(&self.db, pool, q => sqlx::query_as(
+            q("SELECT target, COUNT(*) FROM notifications INDEXED BY notifications_queue
+             WHERE state = ?1 GROUP BY target"),
         )
         .bind(NotificationState::Pending)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         Ok(rows.into_iter().collect())
     }
 
     /// How many events the notify worker has not fanned out yet (for `/metrics`).
     pub(crate) async fn count_unfanned_events(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events INDEXED BY events_unfanned WHERE fanned_out = 0",
+        Ok(with_db!(&self.db, pool, q => sqlx::query_scalar(
+            q("SELECT COUNT(*) FROM events INDEXED BY events_unfanned WHERE fanned_out = 0"),
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await)?)
     }
 
     /// How many notifications are in each state (for `/metrics`).
     pub(crate) async fn count_notifications(
         &self,
     ) -> Result<Vec<(NotificationState, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT state, COUNT(*) FROM notifications INDEXED BY notifications_state GROUP BY state",
+        Ok(with_db!(&self.db, pool, q => sqlx::query_as(
+            q("SELECT state, COUNT(*) FROM notifications INDEXED BY notifications_state GROUP BY state"),
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// The oldest pending notification of each target: the only one of its target that may be
@@ -339,10 +343,12 @@ impl Store {
                WHERE state = ?1 GROUP BY target)
              ORDER BY id"
         ));
-        Ok(sqlx::query_as::<_, Notification>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Notification>(q(sql))
             .bind(NotificationState::Pending)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(pool)
+            .await)?,
+        )
     }
 
     /// Records one try of a pending notification. False if it is gone or no longer pending.
@@ -371,13 +377,13 @@ impl Store {
             }
         };
         let _gate = self.gate.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE notifications SET
+        let mut tx = self.db.begin().await?;
+        let done = with_tx!(&mut tx, tx, q => sqlx::query(
+            q("UPDATE notifications SET
                state = ?2, attempts = attempts + 1, next_at = COALESCE(?3, next_at),
                last_status = ?4, last_error = ?5,
-               sent_at = IIF(?2 = ?7, ?6, sent_at)
-             WHERE id = ?1 AND state = ?8",
+               sent_at = CASE WHEN ?2 = ?7 THEN ?6 ELSE sent_at END
+             WHERE id = ?1 AND state = ?8"),
         )
         .bind(id)
         .bind(state)
@@ -389,7 +395,7 @@ impl Store {
         .bind(NotificationState::Pending)
         .execute(&mut *tx)
         .await?
-        .rows_affected();
+        .rows_affected());
         if let (
             1,
             Attempt::Created {
@@ -407,10 +413,12 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1"
         ));
-        Ok(sqlx::query_as::<_, Notification>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Notification>(q(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(pool)
+            .await)?,
+        )
     }
 
     /// Notifications, newest first (`GET /api/v1/notifications`).
@@ -419,20 +427,20 @@ impl Store {
         f: &NotificationFilter,
     ) -> Result<Vec<Notification>, StoreError> {
         // One statement per filter shape, so SQLite walks an index backwards from `before`.
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id < "
-        ));
-        q.push_bind(f.before.unwrap_or(i64::MAX));
-        if let Some(app) = &f.app {
-            q.push(" AND app = ").push_bind(app.clone());
-        }
-        if let Some(state) = f.state {
-            q.push(" AND state = ").push_bind(state);
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
-        Ok(q.build_query_as::<Notification>()
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(with_db!(&self.db, pool, q => {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id < "
+            ));
+            q.push_bind(f.before.unwrap_or(i64::MAX));
+            if let Some(app) = &f.app {
+                q.push(" AND app = ").push_bind(app.clone());
+            }
+            if let Some(state) = f.state {
+                q.push(" AND state = ").push_bind(state);
+            }
+            q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+            q.build_query_as::<Notification>().fetch_all(pool).await?
+        }))
     }
 
     /// Sends a sent or dead notification again (`POST /api/v1/notifications/ID/retry`): it is
@@ -448,12 +456,12 @@ impl Store {
             "UPDATE notifications SET state = ?2, attempts = 0, next_at = ?3, retried_at = ?3
              WHERE id = ?1 AND state != ?2 RETURNING {NOTIFICATION_COLUMNS}"
         ));
-        let requeued = sqlx::query_as::<_, Notification>(sql)
+        let requeued = with_db!(&self.db, pool, q => sqlx::query_as::<_, Notification>(q(sql))
             .bind(id)
             .bind(NotificationState::Pending)
             .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(pool)
+            .await)?;
         if let Some(n) = requeued {
             return Ok(Some(RetryOutcome::Requeued(Box::new(n))));
         }
@@ -476,28 +484,26 @@ impl Store {
         let mut notifications = 0;
         loop {
             let _gate = self.gate.lock().await;
-            let gone = sqlx::query(
-                "DELETE FROM events WHERE id IN (
+            let gone = with_db!(&self.db, pool, q => sqlx::query(
+                q("DELETE FROM events WHERE id IN (
                    SELECT id FROM events INDEXED BY events_at
-                   WHERE at < ?1 AND fanned_out = 1 LIMIT 500)",
+                   WHERE at < ?1 AND fanned_out = 1 LIMIT 500)"),
             )
             .bind(events_before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            let sent = sqlx::query(
-                "DELETE FROM notifications WHERE id IN (
+            .execute(pool)
+            .await?.rows_affected());
+            let sent = with_db!(&self.db, pool, q => sqlx::query(
+                q("DELETE FROM notifications WHERE id IN (
                    SELECT id FROM notifications
                    WHERE (state = ?1 AND created_at < ?2) OR (state = ?3 AND created_at < ?4)
-                   LIMIT 500)",
+                   LIMIT 500)"),
             )
             .bind(NotificationState::Sent)
             .bind(sent_before)
             .bind(NotificationState::Dead)
             .bind(dead_before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            .execute(pool)
+            .await?.rows_affected());
             events += gone;
             notifications += sent;
             if gone < 500 && sent < 500 {
@@ -511,22 +517,11 @@ impl Store {
 mod tests {
     use super::*;
     use crate::states::{DeliveryStatus, DeploymentState};
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, _intake) = Store::open(dir.path()).await.expect("open");
-        (dir, store)
-    }
-
-    /// A refused delivery stored through the intake writer (its own store on the same dir).
-    async fn intake_refused(store: &Store) -> i64 {
-        let dir: String =
-            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                .fetch_one(&store.pool)
-                .await
-                .unwrap();
-        let dir = std::path::Path::new(&dir).parent().unwrap().to_path_buf();
-        let (_other, intake) = Store::open(&dir).await.unwrap();
+    /// A refused delivery stored through the intake writer.
+    async fn intake_refused(intake: &super::super::Intake) -> i64 {
         let d = super::super::NewDelivery {
             app: "a".into(),
             source: "github".into(),
@@ -551,19 +546,19 @@ mod tests {
     }
 
     async fn delivery(store: &Store, status: DeliveryStatus) -> i64 {
-        sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, error, headers) VALUES ('a', 'generic', 1, 1, ?1, IIF(?1 = 'rejected', 'bad signature', NULL), '{}') RETURNING id")
+        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deliveries (app, source, received_at, verified, status, error, headers) VALUES ('a', 'generic', 1, TRUE, ?1, CASE WHEN ?1 = 'rejected' THEN 'bad signature' END, '{}') RETURNING id"))
             .bind(status)
-            .fetch_one(&store.pool)
-            .await
+            .fetch_one(pool)
+            .await)
             .expect("delivery")
     }
 
     async fn deployment(store: &Store, delivery: i64, state: DeploymentState) -> i64 {
-        sqlx::query_scalar("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, ?2, 'generic', 'e', 1) RETURNING id")
+        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, ?2, 'generic', 'e', 1) RETURNING id"))
             .bind(delivery)
             .bind(state)
-            .fetch_one(&store.pool)
-            .await
+            .fetch_one(pool)
+            .await)
             .expect("deployment")
     }
 
@@ -576,100 +571,105 @@ mod tests {
     /// `delivery.rejected`, accepted ones nothing.
     #[tokio::test]
     async fn triggers_journal_every_state_change_and_refused_delivery() {
-        let (_dir, store) = store().await;
-        let accepted = delivery(&store, DeliveryStatus::Received).await;
-        assert!(store.unfanned_events(10).await.unwrap().is_empty());
-        for state in DeploymentState::ALL {
-            let id = deployment(&store, accepted, *state).await;
-            let events = store.unfanned_events(100).await.unwrap();
-            let last = events.last().expect("an event");
-            assert_eq!(last.event, EventType::of_deployment(*state), "{state}");
-            assert_eq!(last.deployment_id, Some(id));
-            assert_eq!(
-                (last.app.as_str(), last.service.as_deref()),
-                ("a", Some("s"))
-            );
-        }
-        let before = store.unfanned_events(100).await.unwrap().len();
-        let id = deployment(&store, accepted, DeploymentState::Queued).await;
-        for state in DeploymentState::ALL {
-            sqlx::query("UPDATE deployments SET state = ?2, reason = ?3 WHERE id = ?1")
+        for (_dir, store, intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let accepted = delivery(&store, DeliveryStatus::Received).await;
+            assert!(store.unfanned_events(10).await.unwrap().is_empty());
+            for state in DeploymentState::ALL {
+                let id = deployment(&store, accepted, *state).await;
+                let events = store.unfanned_events(100).await.unwrap();
+                let last = events.last().expect("an event");
+                assert_eq!(last.event, EventType::of_deployment(*state), "{state}");
+                assert_eq!(last.deployment_id, Some(id));
+                assert_eq!(
+                    (last.app.as_str(), last.service.as_deref()),
+                    ("a", Some("s"))
+                );
+            }
+            let before = store.unfanned_events(100).await.unwrap().len();
+            let id = deployment(&store, accepted, DeploymentState::Queued).await;
+            for state in DeploymentState::ALL {
+                with_db!(&store.db, pool, q => sqlx::query(q("UPDATE deployments SET state = ?2, reason = ?3 WHERE id = ?1"))
                 .bind(id)
                 .bind(*state)
                 .bind(format!("now {state}"))
-                .execute(&store.pool)
-                .await
+                .execute(pool)
+                .await.map(drop))
                 .unwrap();
-        }
-        sqlx::query("UPDATE deployments SET reason = 'same state' WHERE id = ?1")
+            }
+            with_db!(&store.db, pool, q => sqlx::query(q("UPDATE deployments SET reason = 'same state' WHERE id = ?1"))
             .bind(id)
-            .execute(&store.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .unwrap();
-        let events = store.unfanned_events(100).await.unwrap();
-        let changes = &events[before + 1..];
-        let expected: Vec<_> = DeploymentState::ALL[1..]
-            .iter()
-            .map(|s| EventType::of_deployment(*s).as_str())
-            .collect();
-        assert_eq!(types(changes), expected, "queued is no change");
-        assert_eq!(changes[0].reason.as_deref(), Some("now running"));
+            let events = store.unfanned_events(100).await.unwrap();
+            let changes = &events[before + 1..];
+            let expected: Vec<_> = DeploymentState::ALL[1..]
+                .iter()
+                .map(|s| EventType::of_deployment(*s).as_str())
+                .collect();
+            assert_eq!(types(changes), expected, "queued is no change");
+            assert_eq!(changes[0].reason.as_deref(), Some("now running"));
 
-        // Refused on the request path: stored by the intake writer, which journals it.
-        let refused = intake_refused(&store).await;
-        let raw = delivery(&store, DeliveryStatus::Rejected).await;
-        let later = delivery(&store, DeliveryStatus::Received).await;
-        sqlx::query("UPDATE deliveries SET status = ?2, error = 'bad ref' WHERE id = ?1")
+            // Refused on the request path: stored by the intake writer, which journals it.
+            let refused = intake_refused(&intake).await;
+            let raw = delivery(&store, DeliveryStatus::Rejected).await;
+            let later = delivery(&store, DeliveryStatus::Received).await;
+            with_db!(&store.db, pool, q => sqlx::query(q("UPDATE deliveries SET status = ?2, error = 'bad ref' WHERE id = ?1"))
             .bind(later)
             .bind(DeliveryStatus::Rejected)
-            .execute(&store.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .unwrap();
-        sqlx::query("UPDATE deliveries SET status = ?2 WHERE id = ?1")
+            with_db!(&store.db, pool, q => sqlx::query(q("UPDATE deliveries SET status = ?2 WHERE id = ?1"))
             .bind(accepted)
             .bind(DeliveryStatus::Planned)
-            .execute(&store.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .unwrap();
-        let events = store.unfanned_events(100).await.unwrap();
-        assert!(
-            !events.iter().any(|e| e.delivery_id == Some(raw)),
-            "no trigger on inserted deliveries: the intake writer journals"
-        );
-        let tail: Vec<_> = events[events.len() - 2..]
-            .iter()
-            .map(|e| (e.event, e.delivery_id, e.reason.clone()))
-            .collect();
-        assert_eq!(
-            tail,
-            [
-                (
-                    EventType::DeliveryRejected,
-                    Some(refused),
-                    Some("bad signature".into())
-                ),
-                (
-                    EventType::DeliveryRejected,
-                    Some(later),
-                    Some("bad ref".into())
-                ),
-            ]
-        );
+            let events = store.unfanned_events(100).await.unwrap();
+            assert!(
+                !events.iter().any(|e| e.delivery_id == Some(raw)),
+                "no trigger on inserted deliveries: the intake writer journals"
+            );
+            let tail: Vec<_> = events[events.len() - 2..]
+                .iter()
+                .map(|e| (e.event, e.delivery_id, e.reason.clone()))
+                .collect();
+            assert_eq!(
+                tail,
+                [
+                    (
+                        EventType::DeliveryRejected,
+                        Some(refused),
+                        Some("bad signature".into())
+                    ),
+                    (
+                        EventType::DeliveryRejected,
+                        Some(later),
+                        Some("bad ref".into())
+                    ),
+                ]
+            );
+        }
     }
 
     /// An event whose state change rolls back leaves no event either.
     #[tokio::test]
     async fn an_event_commits_with_its_change_or_not_at_all() {
-        let (_dir, store) = store().await;
-        let d = delivery(&store, DeliveryStatus::Planned).await;
-        let mut tx = store.pool.begin().await.unwrap();
-        sqlx::query("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, 'queued', 'generic', 'e', 1)")
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let d = delivery(&store, DeliveryStatus::Planned).await;
+            let mut tx = store.db.begin().await.unwrap();
+            with_tx!(&mut tx, tx, q => sqlx::query(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', ?1, 'queued', 'generic', 'e', 1)"))
             .bind(d)
             .execute(&mut *tx)
             .await
+            .map(drop))
             .unwrap();
-        tx.rollback().await.unwrap();
-        assert!(store.unfanned_events(10).await.unwrap().is_empty());
+            drop(tx); // rolled back
+            assert!(store.unfanned_events(10).await.unwrap().is_empty());
+        }
     }
 
     fn new(event: &JournalEvent, target: &str) -> NewNotification {
@@ -693,132 +693,137 @@ mod tests {
     /// target's head is its oldest pending one; tries are recorded; dead ones are retried.
     #[tokio::test]
     async fn fan_out_queue_heads_attempts_and_retry() {
-        let (_dir, store) = store().await;
-        let d = delivery(&store, DeliveryStatus::Planned).await;
-        deployment(&store, d, DeploymentState::Queued).await;
-        deployment(&store, d, DeploymentState::Queued).await;
-        let events = store.unfanned_events(10).await.unwrap();
-        let list: Vec<_> = events
-            .iter()
-            .flat_map(|e| [new(e, "t1"), new(e, "t2")])
-            .collect();
-        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        store.fan_out(&list, &ids, 1000).await.unwrap();
-        store.fan_out(&list, &ids, 1000).await.unwrap();
-        assert!(store.unfanned_events(10).await.unwrap().is_empty());
-        let all = store
-            .notifications(&NotificationFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(all.len(), 4, "a redone fan-out adds nothing");
-        let pending = store.pending_per_target().await.unwrap();
-        assert_eq!((pending["t1"], pending["t2"]), (2, 2));
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let d = delivery(&store, DeliveryStatus::Planned).await;
+            deployment(&store, d, DeploymentState::Queued).await;
+            deployment(&store, d, DeploymentState::Queued).await;
+            let events = store.unfanned_events(10).await.unwrap();
+            let list: Vec<_> = events
+                .iter()
+                .flat_map(|e| [new(e, "t1"), new(e, "t2")])
+                .collect();
+            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            store.fan_out(&list, &ids, 1000).await.unwrap();
+            store.fan_out(&list, &ids, 1000).await.unwrap();
+            assert!(store.unfanned_events(10).await.unwrap().is_empty());
+            let all = store
+                .notifications(&NotificationFilter {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 4, "a redone fan-out adds nothing");
+            let pending = store.pending_per_target().await.unwrap();
+            assert_eq!((pending["t1"], pending["t2"]), (2, 2));
 
-        let heads = store.queue_heads().await.unwrap();
-        let firsts: Vec<_> = heads
-            .iter()
-            .map(|n| (n.target.as_str(), n.event_id))
-            .collect();
-        assert_eq!(firsts, [("t1", ids[0]), ("t2", ids[0])]);
-        let (h1, h2) = (heads[0].id, heads[1].id);
-        let retry = Attempt::Retry {
-            next_at: 5000,
-            status: Some(500),
-            error: "answered 500".into(),
-        };
-        assert!(store.record_attempt(h1, &retry, 2000).await.unwrap());
-        let n = store.notification(h1).await.unwrap().unwrap();
-        assert_eq!(
-            (n.state, n.attempts, n.next_at),
-            (NotificationState::Pending, 1, 5000)
-        );
-        assert_eq!(n.last_status, Some(500));
-        let sent = Attempt::Sent { status: Some(204) };
-        assert!(store.record_attempt(h1, &sent, 6000).await.unwrap());
-        let dead = Attempt::Dead {
-            status: None,
-            error: "refused".into(),
-        };
-        assert!(store.record_attempt(h2, &dead, 6000).await.unwrap());
-        assert!(
-            !store.record_attempt(h2, &sent, 6000).await.unwrap(),
-            "not pending"
-        );
-        let n = store.notification(h1).await.unwrap().unwrap();
-        assert_eq!(
-            (n.state, n.attempts, n.sent_at),
-            (NotificationState::Sent, 2, Some(6000))
-        );
+            let heads = store.queue_heads().await.unwrap();
+            let firsts: Vec<_> = heads
+                .iter()
+                .map(|n| (n.target.as_str(), n.event_id))
+                .collect();
+            assert_eq!(firsts, [("t1", ids[0]), ("t2", ids[0])]);
+            let (h1, h2) = (heads[0].id, heads[1].id);
+            let retry = Attempt::Retry {
+                next_at: 5000,
+                status: Some(500),
+                error: "answered 500".into(),
+            };
+            assert!(store.record_attempt(h1, &retry, 2000).await.unwrap());
+            let n = store.notification(h1).await.unwrap().unwrap();
+            assert_eq!(
+                (n.state, n.attempts, n.next_at),
+                (NotificationState::Pending, 1, 5000)
+            );
+            assert_eq!(n.last_status, Some(500));
+            let sent = Attempt::Sent { status: Some(204) };
+            assert!(store.record_attempt(h1, &sent, 6000).await.unwrap());
+            let dead = Attempt::Dead {
+                status: None,
+                error: "refused".into(),
+            };
+            assert!(store.record_attempt(h2, &dead, 6000).await.unwrap());
+            assert!(
+                !store.record_attempt(h2, &sent, 6000).await.unwrap(),
+                "not pending"
+            );
+            let n = store.notification(h1).await.unwrap().unwrap();
+            assert_eq!(
+                (n.state, n.attempts, n.sent_at),
+                (NotificationState::Sent, 2, Some(6000))
+            );
 
-        let heads: Vec<_> = store
-            .queue_heads()
-            .await
-            .unwrap()
-            .iter()
-            .map(|n| (n.target.clone(), n.event_id))
-            .collect();
-        assert_eq!(
-            heads,
-            [("t1".into(), ids[1]), ("t2".into(), ids[1])],
-            "queues moved on"
-        );
+            let heads: Vec<_> = store
+                .queue_heads()
+                .await
+                .unwrap()
+                .iter()
+                .map(|n| (n.target.clone(), n.event_id))
+                .collect();
+            assert_eq!(
+                heads,
+                [("t1".into(), ids[1]), ("t2".into(), ids[1])],
+                "queues moved on"
+            );
 
-        let dead_list = store
-            .notifications(&NotificationFilter {
-                state: Some(NotificationState::Dead),
-                app: Some("a".into()),
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(dead_list.len(), 1);
-        assert_eq!(dead_list[0].last_error.as_deref(), Some("refused"));
-        let Some(RetryOutcome::Requeued(n)) = store.retry_notification(h2, 7000).await.unwrap()
-        else {
-            panic!("dead → requeued");
-        };
-        assert_eq!(
-            (n.state, n.attempts, n.trying_since()),
-            (NotificationState::Pending, 0, 7000)
-        );
-        assert!(matches!(
-            store.retry_notification(h2, 7000).await.unwrap(),
-            Some(RetryOutcome::AlreadyPending)
-        ));
-        assert!(store.retry_notification(999, 7000).await.unwrap().is_none());
-        let heads = store.queue_heads().await.unwrap();
-        let t2 = heads.iter().find(|n| n.target == "t2").unwrap();
-        assert_eq!(t2.id, h2, "older, so first again");
+            let dead_list = store
+                .notifications(&NotificationFilter {
+                    state: Some(NotificationState::Dead),
+                    app: Some("a".into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(dead_list.len(), 1);
+            assert_eq!(dead_list[0].last_error.as_deref(), Some("refused"));
+            let Some(RetryOutcome::Requeued(n)) = store.retry_notification(h2, 7000).await.unwrap()
+            else {
+                panic!("dead → requeued");
+            };
+            assert_eq!(
+                (n.state, n.attempts, n.trying_since()),
+                (NotificationState::Pending, 0, 7000)
+            );
+            assert!(matches!(
+                store.retry_notification(h2, 7000).await.unwrap(),
+                Some(RetryOutcome::AlreadyPending)
+            ));
+            assert!(store.retry_notification(999, 7000).await.unwrap().is_none());
+            let heads = store.queue_heads().await.unwrap();
+            let t2 = heads.iter().find(|n| n.target == "t2").unwrap();
+            assert_eq!(t2.id, h2, "older, so first again");
+        }
     }
 
     #[tokio::test]
     async fn prune_takes_old_fanned_events_and_old_finished_notifications() {
-        let (_dir, store) = store().await;
-        let d = delivery(&store, DeliveryStatus::Planned).await;
-        deployment(&store, d, DeploymentState::Queued).await;
-        deployment(&store, d, DeploymentState::Queued).await;
-        let events = store.unfanned_events(10).await.unwrap();
-        let list: Vec<_> = events.iter().map(|e| new(e, "t")).collect();
-        store.fan_out(&list, &[events[0].id], 1000).await.unwrap();
-        let heads = store.queue_heads().await.unwrap();
-        let sent = Attempt::Sent { status: Some(200) };
-        store
-            .record_attempt(heads[0].id, &sent, 1000)
-            .await
-            .unwrap();
-        let future = crate::store::now_ms() + 60_000;
-        let (events_gone, notifications_gone) = store.prune_outbox(future, 1001, 0).await.unwrap();
-        assert_eq!(
-            (events_gone, notifications_gone),
-            (1, 1),
-            "unfanned and pending stay"
-        );
-        assert_eq!(store.unfanned_events(10).await.unwrap().len(), 1);
-        assert_eq!(store.queue_heads().await.unwrap().len(), 1);
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let d = delivery(&store, DeliveryStatus::Planned).await;
+            deployment(&store, d, DeploymentState::Queued).await;
+            deployment(&store, d, DeploymentState::Queued).await;
+            let events = store.unfanned_events(10).await.unwrap();
+            let list: Vec<_> = events.iter().map(|e| new(e, "t")).collect();
+            store.fan_out(&list, &[events[0].id], 1000).await.unwrap();
+            let heads = store.queue_heads().await.unwrap();
+            let sent = Attempt::Sent { status: Some(200) };
+            store
+                .record_attempt(heads[0].id, &sent, 1000)
+                .await
+                .unwrap();
+            let future = crate::store::now_ms() + 60_000;
+            let (events_gone, notifications_gone) =
+                store.prune_outbox(future, 1001, 0).await.unwrap();
+            assert_eq!(
+                (events_gone, notifications_gone),
+                (1, 1),
+                "unfanned and pending stay"
+            );
+            assert_eq!(store.unfanned_events(10).await.unwrap().len(), 1);
+            assert_eq!(store.queue_heads().await.unwrap().len(), 1);
+        }
     }
 
     /// What triggers cost the writes they ride on: deployments (one event row each, with the
@@ -840,29 +845,33 @@ mod tests {
         for round in 0..8 {
             // Alternating, and starting without: the first round pays for a cold start.
             let triggers = round % 2 == 1;
-            let (_dir, store) = store().await;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (store, _intake) = Store::open(dir.path()).await.expect("open");
+            let crate::store::db::Db::Sqlite(pool) = &store.db else {
+                unreachable!("a SQLite store")
+            };
             if triggers {
                 // What migration 0008 does not do, to show why: a WHEN-guarded row trigger on
                 // inserted deliveries (the intake writer journals refused ones instead).
-                sqlx::query(
-                    "CREATE TRIGGER deliveries_rejected_event AFTER INSERT ON deliveries
+                with_db!(&store.db, pool, q => sqlx::query(
+                    q("CREATE TRIGGER deliveries_rejected_event AFTER INSERT ON deliveries
                      WHEN NEW.status = 'rejected' BEGIN
                        INSERT INTO events (at, type, app, delivery_id, reason)
                        VALUES (0, 'delivery.rejected', NEW.app, NEW.id, NEW.error);
-                     END",
+                     END"),
                 )
-                .execute(&store.pool)
-                .await
+                .execute(pool)
+                .await.map(drop))
                 .unwrap();
             } else {
-                sqlx::query("DROP TRIGGER deployments_inserted_event")
-                    .execute(&store.pool)
-                    .await
+                with_db!(&store.db, pool, q => sqlx::query(q("DROP TRIGGER deployments_inserted_event"))
+                    .execute(pool)
+                    .await.map(drop))
                     .unwrap();
             }
             let started = Instant::now();
             for _ in 0..BATCHES {
-                let mut tx = store.pool.begin().await.unwrap();
+                let mut tx = pool.begin().await.unwrap();
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO deliveries (app, source, received_at, verified, status, headers, body_size) ",
                 );
@@ -885,7 +894,7 @@ mod tests {
                 .push(per_row);
             let started = Instant::now();
             for _ in 0..BATCHES {
-                let mut tx = store.pool.begin().await.unwrap();
+                let mut tx = pool.begin().await.unwrap();
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) ",
                 );

@@ -5,6 +5,7 @@
 //! may then hold fewer rows than asked for; `next_before` says where the next window starts
 //! (`None`: the oldest row has been looked at).
 
+use super::db::with_db;
 use super::deliveries::Delivery;
 use super::{DeliveryStatus, Store, StoreError};
 
@@ -73,28 +74,30 @@ impl Store {
                 (sql, (top - SCAN_WINDOW).max(1))
             }
         };
-        let rows = sqlx::query_as::<_, Delivery>(sqlx::AssertSqlSafe(sql))
+        let rows = with_db!(&self.db, pool, q => sqlx::query_as::<_, Delivery>(q(sqlx::AssertSqlSafe(sql)))
             .bind(before.unwrap_or(i64::MAX))
             .bind(floor)
             .bind(status)
             .bind(app)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(pool)
+            .await)?;
         let next_before = next_before(&rows, |d| d.id, limit, floor);
         Ok(Page { rows, next_before })
     }
 
     async fn newest_delivery_id(&self) -> Result<i64, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM deliveries")
-            .fetch_one(&self.pool)
-            .await?;
+        let id: Option<i64> = with_db!(&self.db, pool, q => sqlx::query_scalar(q("SELECT MAX(id) FROM deliveries"))
+            .fetch_one(pool)
+            .await)?;
         Ok(id.unwrap_or(0))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
     use bytes::Bytes;
 
     use super::*;
@@ -122,50 +125,51 @@ mod tests {
 
     #[tokio::test]
     async fn status_pages_walk_bounded_windows_down_to_the_oldest() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, intake) = Store::open(dir.path()).await.expect("open");
-        let mut rejected = Vec::new();
-        for i in 0..6 {
-            let status = if i % 2 == 0 {
-                DeliveryStatus::Rejected
-            } else {
-                DeliveryStatus::Received
-            };
-            let app = if i < 4 { "a" } else { "b" };
-            match intake.insert(delivery(app, status)).await.expect("insert") {
-                Inserted::New(id) if status == DeliveryStatus::Rejected => rejected.push(id),
-                _ => {}
+        for (_dir, store, intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let mut rejected = Vec::new();
+            for i in 0..6 {
+                let status = if i % 2 == 0 {
+                    DeliveryStatus::Rejected
+                } else {
+                    DeliveryStatus::Received
+                };
+                let app = if i < 4 { "a" } else { "b" };
+                match intake.insert(delivery(app, status)).await.expect("insert") {
+                    Inserted::New(id) if status == DeliveryStatus::Rejected => rejected.push(id),
+                    _ => {}
+                }
             }
+            let page = store
+                .deliveries_with_status(None, DeliveryStatus::Rejected, None, 2)
+                .await
+                .expect("page");
+            let ids: Vec<i64> = page.rows.iter().map(|d| d.id).collect();
+            assert_eq!(ids, [rejected[2], rejected[1]]);
+            let next = page.next_before.expect("a full page has a next one");
+            let page = store
+                .deliveries_with_status(None, DeliveryStatus::Rejected, Some(next), 2)
+                .await
+                .expect("page");
+            assert_eq!(page.rows.len(), 1);
+            assert_eq!(page.next_before, None, "the window reached the oldest id");
+            let of_b = store
+                .deliveries_with_status(Some("b"), DeliveryStatus::Rejected, None, 10)
+                .await
+                .expect("page");
+            assert_eq!(of_b.rows.len(), 1);
+            assert_eq!(of_b.rows[0].app, "b");
+            let planned = store
+                .deliveries_with_status(None, DeliveryStatus::Planned, None, 10)
+                .await
+                .expect("page");
+            assert!(planned.rows.is_empty() && planned.next_before.is_none());
+            let received = store
+                .deliveries_with_status(Some("a"), DeliveryStatus::Received, None, 10)
+                .await
+                .expect("page");
+            assert_eq!(received.rows.len(), 2, "{:?}", received.rows);
         }
-        let page = store
-            .deliveries_with_status(None, DeliveryStatus::Rejected, None, 2)
-            .await
-            .expect("page");
-        let ids: Vec<i64> = page.rows.iter().map(|d| d.id).collect();
-        assert_eq!(ids, [rejected[2], rejected[1]]);
-        let next = page.next_before.expect("a full page has a next one");
-        let page = store
-            .deliveries_with_status(None, DeliveryStatus::Rejected, Some(next), 2)
-            .await
-            .expect("page");
-        assert_eq!(page.rows.len(), 1);
-        assert_eq!(page.next_before, None, "the window reached the oldest id");
-        let of_b = store
-            .deliveries_with_status(Some("b"), DeliveryStatus::Rejected, None, 10)
-            .await
-            .expect("page");
-        assert_eq!(of_b.rows.len(), 1);
-        assert_eq!(of_b.rows[0].app, "b");
-        let planned = store
-            .deliveries_with_status(None, DeliveryStatus::Planned, None, 10)
-            .await
-            .expect("page");
-        assert!(planned.rows.is_empty() && planned.next_before.is_none());
-        let received = store
-            .deliveries_with_status(Some("a"), DeliveryStatus::Received, None, 10)
-            .await
-            .expect("page");
-        assert_eq!(received.rows.len(), 2, "{:?}", received.rows);
     }
 
     #[test]

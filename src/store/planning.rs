@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::SqliteConnection;
-
 use super::changes::{
     deliveries_by_id, deployments_by_id, publish_deliveries, publish_deployments,
 };
+use super::db::{Tx, with_tx};
 use super::lifecycle::{supersede_older, superseded_reason};
 use super::{DeliveryStatus, DeploymentState, Store, StoreError, now_ms};
 
@@ -48,7 +47,7 @@ impl Store {
         self.gate.yield_to_intake(PLANNER_PATIENCE).await;
         let gate = self.gate.lock_owned().await;
         Ok(Planning {
-            tx: self.pool.begin().await?,
+            tx: self.db.begin().await?,
             _gate: gate,
             live: self.live.clone(),
             changed: Changed::default(),
@@ -66,7 +65,7 @@ impl Store {
 /// see the plans recorded so far in the same batch. Dropped without `commit`, nothing is kept.
 pub(crate) struct Planning {
     /// Also read through by `history.rs`.
-    pub(super) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    pub(super) tx: Tx,
     _gate: tokio::sync::OwnedMutexGuard<()>,
     live: crate::live::Hub,
     /// What this batch changed, published to live viewers after the commit.
@@ -83,13 +82,25 @@ struct Changed {
 impl Planning {
     /// The id the next recorded deployment will get. Plans are recorded under the write gate,
     /// so nothing else inserts deployments until this batch commits; `sqlite_sequence`
-    /// (AUTOINCREMENT) also covers pruned ids, so none is reused.
+    /// (AUTOINCREMENT) also covers pruned ids, so none is reused. On PostgreSQL the identity
+    /// column's sequence plays that part; `record` moves it past the ids it used.
     pub(crate) async fn next_deployment_id(&mut self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deployments'), 0) + 1",
-        )
-        .fetch_one(&mut *self.tx)
-        .await?)
+        Ok(match &mut self.tx {
+            Tx::Sqlite(tx) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deployments'), 0) + 1",
+                )
+                .fetch_one(&mut **tx)
+                .await?
+            }
+            Tx::Postgres(tx) => {
+                sqlx::query_scalar(
+                    "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM deployments_id_seq",
+                )
+                .fetch_one(&mut **tx)
+                .await?
+            }
+        })
     }
 
     /// Records the plans of a batch of deliveries: their deployments (each with the id it was
@@ -132,15 +143,16 @@ impl Planning {
     pub(crate) async fn reject(&mut self, deliveries: &[(i64, String)]) -> Result<(), StoreError> {
         let now = now_ms();
         for (id, reason) in deliveries {
-            sqlx::query(
-                "UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3, dedupe_key = NULL WHERE id = ?1",
+            with_tx!(&mut self.tx, tx, q => sqlx::query(
+                q("UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3, dedupe_key = NULL WHERE id = ?1"),
             )
             .bind(id)
             .bind(now)
             .bind(reason)
             .bind(DeliveryStatus::Rejected)
-            .execute(&mut *self.tx)
-            .await?;
+            .execute(&mut *tx)
+            .await
+            .map(drop))?;
             self.changed.deliveries.push(*id);
         }
         Ok(())
@@ -149,11 +161,12 @@ impl Planning {
     /// Records the planner's notes on deliveries (rare: one statement each).
     pub(crate) async fn note(&mut self, notes: &[(i64, String)]) -> Result<(), StoreError> {
         for (id, note) in notes {
-            sqlx::query("UPDATE deliveries SET note = ?2 WHERE id = ?1")
+            with_tx!(&mut self.tx, tx, q => sqlx::query(q("UPDATE deliveries SET note = ?2 WHERE id = ?1"))
                 .bind(id)
                 .bind(note)
-                .execute(&mut *self.tx)
-                .await?;
+                .execute(&mut *tx)
+                .await
+                .map(drop))?;
         }
         Ok(())
     }
@@ -181,43 +194,53 @@ impl Planning {
 /// one without a reason that is older than the newest queued one of its service in `newest`
 /// is inserted `superseded` by it, as `supersede_older` would record it.
 async fn insert_deployments(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     deployments: &[(i64, i64, NewDeployment)],
     newest: &BTreeMap<(&str, &str), i64>,
     now: i64,
 ) -> Result<(), StoreError> {
-    // 19 variables per row; SQLite allows 32766 per statement.
+    // 19 variables per row; SQLite allows 32766 per statement, PostgreSQL 65535.
     for chunk in deployments.chunks(1024) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, created_at, finished_at) ",
-        );
-        q.push_values(chunk, |mut row, (id, delivery_id, d)| {
-            let (state, reason) = match superseded_by(newest, *id, d) {
-                Some(by) => (DeploymentState::Superseded, Some(superseded_reason(by))),
-                None => (d.state, d.reason.clone()),
-            };
-            let finished = (state != DeploymentState::Queued).then_some(now);
-            row.push_bind(*id)
-                .push_bind(*delivery_id)
-                .push_bind(d.app.clone())
-                .push_bind(d.service.clone())
-                .push_bind(state)
-                .push_bind(reason)
-                .push_bind(d.source.clone())
-                .push_bind(d.event.clone())
-                .push_bind(d.git_repo.clone())
-                .push_bind(d.git_branch.clone())
-                .push_bind(d.git_ref.clone())
-                .push_bind(d.git_commit.clone())
-                .push_bind(d.event_time)
-                .push_bind(d.profile.clone())
-                .push_bind(d.image.clone())
-                .push_bind(d.image_tag.clone())
-                .push_bind(d.image_digest.clone())
-                .push_bind(now)
-                .push_bind(finished);
+        with_tx!(&mut *tx, tx, q => {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO deployments (id, delivery_id, app, service, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, created_at, finished_at) ",
+            );
+            q.push_values(chunk, |mut row, (id, delivery_id, d)| {
+                let (state, reason) = match superseded_by(newest, *id, d) {
+                    Some(by) => (DeploymentState::Superseded, Some(superseded_reason(by))),
+                    None => (d.state, d.reason.clone()),
+                };
+                let finished = (state != DeploymentState::Queued).then_some(now);
+                row.push_bind(*id)
+                    .push_bind(*delivery_id)
+                    .push_bind(d.app.clone())
+                    .push_bind(d.service.clone())
+                    .push_bind(state)
+                    .push_bind(reason)
+                    .push_bind(d.source.clone())
+                    .push_bind(d.event.clone())
+                    .push_bind(d.git_repo.clone())
+                    .push_bind(d.git_branch.clone())
+                    .push_bind(d.git_ref.clone())
+                    .push_bind(d.git_commit.clone())
+                    .push_bind(d.event_time)
+                    .push_bind(d.profile.clone())
+                    .push_bind(d.image.clone())
+                    .push_bind(d.image_tag.clone())
+                    .push_bind(d.image_digest.clone())
+                    .push_bind(now)
+                    .push_bind(finished);
+            });
+            q.build().execute(&mut *tx).await?;
         });
-        q.build().execute(&mut *tx).await?;
+    }
+    // PostgreSQL's identity sequence does not move for explicit ids (SQLite's AUTOINCREMENT
+    // does): move it, so the next id `next_deployment_id` reads is past these.
+    if let (Tx::Postgres(tx), Some(last)) = (tx, deployments.iter().map(|(id, ..)| *id).max()) {
+        sqlx::query("SELECT setval('deployments_id_seq', GREATEST($1, (SELECT last_value FROM deployments_id_seq)))")
+            .bind(last)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -250,34 +273,36 @@ fn newest_queued(deployments: &[(i64, i64, NewDeployment)]) -> BTreeMap<(&str, &
 /// Sets each delivery's status to `planned`, with the reason it deploys nothing if any (one
 /// UPDATE per 1,024 without a reason, one each with one).
 async fn mark_planned(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     deliveries: &[(i64, Option<String>)],
     now: i64,
 ) -> Result<(), StoreError> {
     let (planned, failed): (Vec<_>, Vec<_>) =
         deliveries.iter().partition(|(_, error)| error.is_none());
-    for chunk in planned.chunks(1024) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE deliveries SET status = ");
-        q.push_bind(DeliveryStatus::Planned)
-            .push(", planned_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN (");
-        let mut ids = q.separated(", ");
-        for (id, _) in chunk {
-            ids.push_bind(*id);
+    with_tx!(tx, tx, q => {
+        for chunk in planned.chunks(1024) {
+            let mut q = sqlx::QueryBuilder::new("UPDATE deliveries SET status = ");
+            q.push_bind(DeliveryStatus::Planned)
+                .push(", planned_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN (");
+            let mut ids = q.separated(", ");
+            for (id, _) in chunk {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
-        q.push(")");
-        q.build().execute(&mut *tx).await?;
-    }
-    for (id, error) in failed {
-        sqlx::query("UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3 WHERE id = ?1")
-            .bind(id)
-            .bind(now)
-            .bind(error)
-            .bind(DeliveryStatus::Planned)
-            .execute(&mut *tx)
-            .await?;
-    }
+        for (id, error) in failed {
+            sqlx::query(q("UPDATE deliveries SET status = ?4, planned_at = ?2, error = ?3 WHERE id = ?1"))
+                .bind(id)
+                .bind(now)
+                .bind(error)
+                .bind(DeliveryStatus::Planned)
+                .execute(&mut *tx)
+                .await?;
+        }
+    });
     Ok(())
 }
 
@@ -285,6 +310,8 @@ async fn mark_planned(
 mod tests {
     use super::*;
     use crate::states::EventType;
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
 
     fn queued(service: &str, reason: Option<&str>) -> NewDeployment {
         NewDeployment {
@@ -305,80 +332,82 @@ mod tests {
     /// the reason) and superseded by the UPDATE, like a queued one of an earlier batch.
     #[tokio::test]
     async fn a_burst_in_one_batch_is_superseded_at_insert_with_the_same_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _intake) = Store::open(dir.path()).await.unwrap();
-        let delivery: i64 = sqlx::query_scalar("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'github', 1, 1, 'received', '{}') RETURNING id")
-            .fetch_one(&store.pool)
-            .await
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let delivery: i64 = with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'github', 1, TRUE, 'received', '{}') RETURNING id"))
+            .fetch_one(pool)
+            .await)
             .unwrap();
-        let mut tx = store.begin_planning().await.unwrap();
-        let first = tx.next_deployment_id().await.unwrap();
-        tx.record(&[(first, delivery, queued("web", None))], &[])
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+            let mut tx = store.begin_planning().await.unwrap();
+            let first = tx.next_deployment_id().await.unwrap();
+            tx.record(&[(first, delivery, queued("web", None))], &[])
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
 
-        let mut tx = store.begin_planning().await.unwrap();
-        let next = tx.next_deployment_id().await.unwrap();
-        let rows: Vec<_> = [
-            queued("web", None),
-            queued("web", Some("unverified: planned as a plain redeploy")),
-            queued("api", None),
-            queued("web", None),
-            queued("web", None),
-        ]
-        .into_iter()
-        .zip(next..)
-        .map(|(d, id)| (id, delivery, d))
-        .collect();
-        tx.record(&rows, &[(delivery, None)]).await.unwrap();
-        tx.commit().await.unwrap();
+            let mut tx = store.begin_planning().await.unwrap();
+            let next = tx.next_deployment_id().await.unwrap();
+            let rows: Vec<_> = [
+                queued("web", None),
+                queued("web", Some("unverified: planned as a plain redeploy")),
+                queued("api", None),
+                queued("web", None),
+                queued("web", None),
+            ]
+            .into_iter()
+            .zip(next..)
+            .map(|(d, id)| (id, delivery, d))
+            .collect();
+            tx.record(&rows, &[(delivery, None)]).await.unwrap();
+            tx.commit().await.unwrap();
 
-        let newest = next + 4;
-        let states: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT id, state, reason, finished_at IS NOT NULL FROM deployments ORDER BY id",
+            let newest = next + 4;
+            let states: Vec<(i64, String, Option<String>, bool)> =
+                with_db!(&store.db, pool, q => sqlx::query_as(
+            q("SELECT id, state, reason, finished_at IS NOT NULL FROM deployments ORDER BY id"),
         )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        let by = Some(format!("superseded by deployment {newest}"));
-        assert_eq!(
-            states,
-            vec![
-                (first, "superseded".into(), by.clone(), true),
-                (next, "superseded".into(), by.clone(), true),
-                (next + 1, "superseded".into(), by.clone(), true),
-                (next + 2, "queued".into(), None, false),
-                (next + 3, "superseded".into(), by.clone(), true),
-                (newest, "queued".into(), None, false),
-            ]
-        );
+        .fetch_all(pool)
+        .await)
+                .unwrap();
+            let by = Some(format!("superseded by deployment {newest}"));
+            assert_eq!(
+                states,
+                vec![
+                    (first, "superseded".into(), by.clone(), true),
+                    (next, "superseded".into(), by.clone(), true),
+                    (next + 1, "superseded".into(), by.clone(), true),
+                    (next + 2, "queued".into(), None, false),
+                    (next + 3, "superseded".into(), by.clone(), true),
+                    (newest, "queued".into(), None, false),
+                ]
+            );
 
-        let events = store.unfanned_events(100).await.unwrap();
-        let of = |id: i64| -> Vec<(EventType, Option<String>)> {
-            events
-                .iter()
-                .filter(|e| e.deployment_id == Some(id))
-                .map(|e| (e.event, e.reason.clone()))
-                .collect()
-        };
-        let superseded = (EventType::DeploymentSuperseded, by.clone());
-        let queued_event = (EventType::DeploymentQueued, None);
-        for id in [first, next, next + 3] {
-            assert_eq!(of(id), [queued_event.clone(), superseded.clone()], "{id}");
-        }
-        assert_eq!(
-            of(next + 1),
-            [
-                (
-                    EventType::DeploymentQueued,
-                    Some("unverified: planned as a plain redeploy".into())
-                ),
-                superseded.clone()
-            ]
-        );
-        for id in [next + 2, newest] {
-            assert_eq!(of(id), vec![queued_event.clone()], "{id}");
+            let events = store.unfanned_events(100).await.unwrap();
+            let of = |id: i64| -> Vec<(EventType, Option<String>)> {
+                events
+                    .iter()
+                    .filter(|e| e.deployment_id == Some(id))
+                    .map(|e| (e.event, e.reason.clone()))
+                    .collect()
+            };
+            let superseded = (EventType::DeploymentSuperseded, by.clone());
+            let queued_event = (EventType::DeploymentQueued, None);
+            for id in [first, next, next + 3] {
+                assert_eq!(of(id), [queued_event.clone(), superseded.clone()], "{id}");
+            }
+            assert_eq!(
+                of(next + 1),
+                [
+                    (
+                        EventType::DeploymentQueued,
+                        Some("unverified: planned as a plain redeploy".into())
+                    ),
+                    superseded.clone()
+                ]
+            );
+            for id in [next + 2, newest] {
+                assert_eq!(of(id), vec![queued_event.clone()], "{id}");
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Runs cut short: deployments left `running` by a crash or a shutdown become `interrupted`
 //! (or `cancelled`, when a cancel was requested) and are retried while attempts remain.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
+use super::db::{Tx, with_db, with_tx};
 use super::{CANCELLED_WHILE_RUNNING, DeploymentState, Store, StoreError, now_ms};
 
 impl Store {
@@ -12,11 +13,11 @@ impl Store {
         &self,
         retries: u32,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM deployments WHERE state = ?1 ORDER BY id")
+        let ids: Vec<i64> = with_db!(&self.db, pool, q =>
+            sqlx::query_scalar(q("SELECT id FROM deployments WHERE state = ?1 ORDER BY id"))
                 .bind(DeploymentState::Running)
-                .fetch_all(&self.pool)
-                .await?;
+                .fetch_all(pool)
+                .await?);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push((id, self.interrupt(id, retries).await?));
@@ -29,7 +30,7 @@ impl Store {
     /// deployment with `retry_of` set. Returns the retry's id.
     pub(crate) async fn interrupt(&self, id: i64, retries: u32) -> Result<Option<i64>, StoreError> {
         let _gate = self.gate.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let now = now_ms();
         let ended = mark_interrupted(&mut tx, id, now).await?;
         let retry = match &ended {
@@ -57,17 +58,14 @@ struct Ended {
 
 /// Records a running deployment `interrupted`, or `cancelled` if its cancel was requested (the
 /// request survives the restart that cut its run short). `None`: it was not running.
-async fn mark_interrupted(
-    tx: &mut SqliteConnection,
-    id: i64,
-    now: i64,
-) -> Result<Option<Ended>, StoreError> {
+async fn mark_interrupted(tx: &mut Tx, id: i64, now: i64) -> Result<Option<Ended>, StoreError> {
+    with_tx!(tx, tx, q => {
     let row = sqlx::query(
-        "UPDATE deployments SET
-           state = IIF(cancel_requested_at IS NULL, ?3, ?5),
-           reason = IIF(cancel_requested_at IS NULL, 'ferry stopped while this deployment ran', ?6),
+        q("UPDATE deployments SET
+           state = CASE WHEN cancel_requested_at IS NULL THEN ?3 ELSE ?5 END,
+           reason = CASE WHEN cancel_requested_at IS NULL THEN 'ferry stopped while this deployment ran' ELSE ?6 END,
            finished_at = ?2
-         WHERE id = ?1 AND state = ?4 RETURNING app, service, attempt, state",
+         WHERE id = ?1 AND state = ?4 RETURNING app, service, attempt, state"),
     )
     .bind(id)
     .bind(now)
@@ -86,19 +84,21 @@ async fn mark_interrupted(
         })
     })
     .transpose()
+    })
 }
 
 /// Queues an interrupted deployment again (a new row with `retry_of` and `attempt + 1`) if it
 /// has attempts left and no newer deployment of its service is queued. Returns the retry's id.
 async fn retry(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     id: i64,
     run: &Ended,
     retries: u32,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
+    with_tx!(tx, tx, q => {
     let newer_queued: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM deployments INDEXED BY deployments_queued WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id > ?3 LIMIT 1",
+        q("SELECT id FROM deployments INDEXED BY deployments_queued WHERE app = ?1 AND service = ?2 AND state = 'queued' AND id > ?3 LIMIT 1"),
     )
     .bind(&run.app)
     .bind(&run.service)
@@ -109,9 +109,9 @@ async fn retry(
         return Ok(None);
     }
     let retry_id: i64 = sqlx::query_scalar(
-        "INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, created_at)
+        q("INSERT INTO deployments (app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, created_at)
          SELECT app, service, delivery_id, ?3, 'retry of interrupted deployment ' || id, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt + 1, id, ?2
-         FROM deployments WHERE id = ?1 RETURNING id",
+         FROM deployments WHERE id = ?1 RETURNING id"),
     )
     .bind(id)
     .bind(now)
@@ -119,4 +119,5 @@ async fn retry(
     .fetch_one(&mut *tx)
     .await?;
     Ok(Some(retry_id))
+    })
 }

@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::db::with_db;
 use super::{Store, StoreError, now_ms};
 use crate::live::{Change, Kind};
 use crate::states::{StepName, StepOutcome};
@@ -46,10 +47,12 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {STEP_COLUMNS} FROM deployment_steps WHERE deployment_id = ?1 ORDER BY seq"
         ));
-        Ok(sqlx::query_as::<_, Step>(sql)
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, Step>(q(sql))
             .bind(deployment_id)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(pool)
+            .await)?,
+        )
     }
 
     /// Records that step `seq` (`name`, about `detail`) of a deployment started now.
@@ -61,16 +64,16 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
-        sqlx::query(
-            "INSERT INTO deployment_steps (deployment_id, seq, name, started_at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        with_db!(&self.db, pool, q => sqlx::query(
+            q("INSERT INTO deployment_steps (deployment_id, seq, name, started_at, detail) VALUES (?1, ?2, ?3, ?4, ?5)"),
         )
         .bind(deployment_id)
         .bind(seq)
         .bind(name)
         .bind(now_ms())
         .bind(detail)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await.map(drop))?;
         self.publish_step(deployment_id, seq).await;
         Ok(())
     }
@@ -84,17 +87,17 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
-        sqlx::query(
-            "UPDATE deployment_steps SET ended_at = ?3, outcome = ?4, detail = COALESCE(?5, detail)
-             WHERE deployment_id = ?1 AND seq = ?2 AND ended_at IS NULL",
+        with_db!(&self.db, pool, q => sqlx::query(
+            q("UPDATE deployment_steps SET ended_at = ?3, outcome = ?4, detail = COALESCE(?5, detail)
+             WHERE deployment_id = ?1 AND seq = ?2 AND ended_at IS NULL"),
         )
         .bind(deployment_id)
         .bind(seq)
         .bind(now_ms())
         .bind(outcome)
         .bind(detail)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await.map(drop))?;
         self.publish_step(deployment_id, seq).await;
         Ok(())
     }
@@ -111,20 +114,22 @@ impl Store {
             STEP_COLUMNS.replace(", ", ", s.")
         ));
         let row: Result<Option<(Step, String, String)>, sqlx::Error> = async {
-            let Some(row) = sqlx::query(sql)
-                .bind(deployment_id)
-                .bind(seq)
-                .fetch_optional(&self.pool)
-                .await?
-            else {
-                return Ok(None);
-            };
             use sqlx::{FromRow, Row};
-            Ok(Some((
-                Step::from_row(&row)?,
-                row.try_get("app")?,
-                row.try_get("service")?,
-            )))
+            with_db!(&self.db, pool, q => {
+                let Some(row) = sqlx::query(q(sql))
+                    .bind(deployment_id)
+                    .bind(seq)
+                    .fetch_optional(pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some((
+                    Step::from_row(&row)?,
+                    row.try_get("app")?,
+                    row.try_get("service")?,
+                )))
+            })
         }
         .await;
         match row {
@@ -148,15 +153,15 @@ impl Store {
 impl Store {
     /// A delivery and a running deployment `id` of service `a/s` (tests of step writers).
     pub(crate) async fn insert_running_deployment(&self, id: i64) {
-        sqlx::query("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (?1, 'a', 'generic', 1, 1, 'planned', '{}')")
+        with_db!(&self.db, pool, q => sqlx::query(q("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (?1, 'a', 'generic', 1, TRUE, 'planned', '{}')"))
             .bind(id)
-            .execute(&self.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .expect("delivery");
-        sqlx::query("INSERT INTO deployments (id, app, service, delivery_id, state, source, event, created_at) VALUES (?1, 'a', 's', ?1, 'running', 'generic', 'e', 1)")
+        with_db!(&self.db, pool, q => sqlx::query(q("INSERT INTO deployments (id, app, service, delivery_id, state, source, event, created_at) VALUES (?1, 'a', 's', ?1, 'running', 'generic', 'e', 1)"))
             .bind(id)
-            .execute(&self.pool)
-            .await
+            .execute(pool)
+            .await.map(drop))
             .expect("deployment");
     }
 }
@@ -164,64 +169,67 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
 
     #[tokio::test]
     async fn steps_are_recorded_in_order_with_their_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _intake) = Store::open(dir.path()).await.unwrap();
-        store.insert_running_deployment(9).await;
-        let mut live = store.live().subscribe();
-        store.begin_step(9, 1, StepName::Pull, None).await.unwrap();
-        store.end_step(9, 1, StepOutcome::Ok, None).await.unwrap();
-        store
-            .begin_step(9, 2, StepName::Create, Some("api"))
-            .await
-            .unwrap();
-        store
-            .end_step(9, 2, StepOutcome::Failed, Some("no such network"))
-            .await
-            .unwrap();
-        // A second end changes nothing.
-        store.end_step(9, 2, StepOutcome::Ok, None).await.unwrap();
-        store
-            .begin_step(9, 3, StepName::Rollback, Some("api"))
-            .await
-            .unwrap();
-        let steps = store.steps_of(9).await.unwrap();
-        let names: Vec<_> = steps.iter().map(|s| (s.seq, s.name, s.outcome)).collect();
-        assert_eq!(
-            names,
-            [
-                (1, StepName::Pull, Some(StepOutcome::Ok)),
-                (2, StepName::Create, Some(StepOutcome::Failed)),
-                (3, StepName::Rollback, None),
-            ]
-        );
-        assert_eq!(steps[1].detail.as_deref(), Some("no such network"));
-        let open = steps[2].json();
-        assert_eq!(open["ended_at"], Value::Null);
-        assert_eq!(open["duration_ms"], Value::Null);
-        assert_eq!(open["detail"], "api");
-        assert!(steps[0].json()["duration_ms"].as_i64().unwrap() >= 0);
-        let batch = live.recv().await.unwrap();
-        let text = String::from_utf8_lossy(&batch.part(Some("a")).unwrap().bytes).into_owned();
-        let first = text.split("\n\n").next().unwrap();
-        let data = first.strip_prefix("event: step\ndata: ").unwrap();
-        let v: Value = serde_json::from_str(data).unwrap();
-        assert_eq!(
-            (v["deployment_id"].as_i64(), v["name"].as_str()),
-            (Some(9), Some("pull"))
-        );
-        assert_eq!(
-            (v["app"].as_str(), v["service"].as_str()),
-            (Some("a"), Some("s"))
-        );
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            store.insert_running_deployment(9).await;
+            let mut live = store.live().subscribe();
+            store.begin_step(9, 1, StepName::Pull, None).await.unwrap();
+            store.end_step(9, 1, StepOutcome::Ok, None).await.unwrap();
+            store
+                .begin_step(9, 2, StepName::Create, Some("api"))
+                .await
+                .unwrap();
+            store
+                .end_step(9, 2, StepOutcome::Failed, Some("no such network"))
+                .await
+                .unwrap();
+            // A second end changes nothing.
+            store.end_step(9, 2, StepOutcome::Ok, None).await.unwrap();
+            store
+                .begin_step(9, 3, StepName::Rollback, Some("api"))
+                .await
+                .unwrap();
+            let steps = store.steps_of(9).await.unwrap();
+            let names: Vec<_> = steps.iter().map(|s| (s.seq, s.name, s.outcome)).collect();
+            assert_eq!(
+                names,
+                [
+                    (1, StepName::Pull, Some(StepOutcome::Ok)),
+                    (2, StepName::Create, Some(StepOutcome::Failed)),
+                    (3, StepName::Rollback, None),
+                ]
+            );
+            assert_eq!(steps[1].detail.as_deref(), Some("no such network"));
+            let open = steps[2].json();
+            assert_eq!(open["ended_at"], Value::Null);
+            assert_eq!(open["duration_ms"], Value::Null);
+            assert_eq!(open["detail"], "api");
+            assert!(steps[0].json()["duration_ms"].as_i64().unwrap() >= 0);
+            let batch = live.recv().await.unwrap();
+            let text = String::from_utf8_lossy(&batch.part(Some("a")).unwrap().bytes).into_owned();
+            let first = text.split("\n\n").next().unwrap();
+            let data = first.strip_prefix("event: step\ndata: ").unwrap();
+            let v: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(
+                (v["deployment_id"].as_i64(), v["name"].as_str()),
+                (Some(9), Some("pull"))
+            );
+            assert_eq!(
+                (v["app"].as_str(), v["service"].as_str()),
+                (Some("a"), Some("s"))
+            );
 
-        // Steps go with their deployment.
-        sqlx::query("DELETE FROM deployments WHERE id = 9")
-            .execute(&store.pool)
-            .await
+            // Steps go with their deployment.
+            with_db!(&store.db, pool, q => sqlx::query(q("DELETE FROM deployments WHERE id = 9"))
+            .execute(pool)
+            .await.map(drop))
             .unwrap();
-        assert!(store.steps_of(9).await.unwrap().is_empty());
+            assert!(store.steps_of(9).await.unwrap().is_empty());
+        }
     }
 }
