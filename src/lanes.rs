@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::deploylog::{self, LogWriter};
 use crate::executors::{Job, Outcome, Ran, Steps, Stop};
 use crate::metrics::Metrics;
-use crate::store::{Deployment, DeploymentState, Store, StoreError};
+use crate::store::{Claim, Deployment, DeploymentState, Store, StoreError};
 
 /// Where running deploy commands note their process group (see `command::kill_orphans`).
 pub(crate) use crate::executors::command::running_dir;
@@ -62,6 +62,11 @@ impl Running {
         self.lock().remove(&deployment);
     }
 
+    /// The deployments running here.
+    fn ids(&self) -> Vec<i64> {
+        self.lock().keys().copied().collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Stop>> {
         // The map stays consistent whatever panicked while holding it: one insert or remove.
         self.0
@@ -72,6 +77,9 @@ impl Running {
 
 type Lane = (String, String);
 
+/// How often the lanes of a replica look for work other replicas queued or freed.
+const REPLICA_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) async fn run(
     ctx: Arc<Context>,
     wake: Arc<Notify>,
@@ -80,6 +88,11 @@ pub(crate) async fn run(
 ) {
     let mut running: HashMap<tokio::task::Id, (Lane, i64)> = HashMap::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
+    // With replicas, work queued or freed by another replica wakes nobody here: look again
+    // every second. (One ferry is woken by its own planner and its own runs' ends.)
+    let mut look = tokio::time::interval(REPLICA_LOOK);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shared = ctx.store.shared();
     loop {
         if !stop.is_cancelled() {
             if let Err(e) = dispatch(&ctx, &mut running, &mut tasks, &kill).await {
@@ -92,6 +105,7 @@ pub(crate) async fn run(
         }
         tokio::select! {
             _ = wake.notified(), if !stop.is_cancelled() => {}
+            _ = look.tick(), if shared && !stop.is_cancelled() => {}
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
                 let ended = running.remove(&id);
@@ -128,18 +142,23 @@ async fn dispatch(
         newest.insert((d.app.clone(), d.service.clone()), d);
     }
     let busy: HashSet<&Lane> = running.values().map(|(lane, _)| lane).collect();
+    let node = &ctx.config.server.node;
     let idle: Vec<(Lane, Deployment)> = newest
         .into_iter()
-        .filter(|(lane, _)| !busy.contains(lane))
+        .filter(|(lane, _)| !busy.contains(lane) && may_run(&ctx.config, lane, node))
         .collect();
     for (lane, d) in idle {
         // Registered before the store says `running`, so a cancel never finds it running
         // without a way to stop it.
         let stop = Stop::child_of(kill);
         ctx.running.insert(d.id, stop.clone());
+        let claim = Claim {
+            node: &ctx.config.server.node,
+            lease: ctx.config.server.lease,
+        };
         if !ctx
             .store
-            .start(&d)
+            .start(&d, &claim)
             .await
             .inspect_err(|_| ctx.running.remove(d.id))?
         {
@@ -153,6 +172,99 @@ async fn dispatch(
         running.insert(handle.id(), (lane, id));
     }
     Ok(())
+}
+
+/// Whether this replica (`node`) may run the service of `lane` (`runs_on`). A service that
+/// has left the config runs anywhere: its run fails with the reason.
+fn may_run(config: &Config, (app, service): &Lane, node: &str) -> bool {
+    config
+        .apps
+        .get(app)
+        .and_then(|a| a.services.get(service))
+        .is_none_or(|s| s.runs_on(node))
+}
+
+/// Keeps this replica's claims on its runs alive, and takes over the runs of replicas that
+/// died (PostgreSQL only). Every third of `server.lease` it renews the leases of what runs
+/// here; a run whose lease another replica took over in the meantime (this one was cut off
+/// from the database for longer than the lease) is stopped at once, and so is every run here
+/// when renewing has failed for two thirds of the lease: by the time the lease runs out for
+/// the others, nothing of it still runs here (self-fencing). Then it records the runs whose
+/// lease ran out `interrupted` (queueing their retries) and wakes the lanes.
+pub(crate) async fn keep_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: CancellationToken) {
+    let lease = ctx.config.server.lease;
+    let claim = Claim {
+        node: &ctx.config.server.node,
+        lease,
+    };
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renewed_at = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        // Which runs were here before the renewal: one that starts meanwhile is not lost.
+        let here = ctx.running.ids();
+        match ctx.store.renew_leases(&claim).await {
+            Ok(renewed) => {
+                renewed_at = Instant::now();
+                for id in here.into_iter().filter(|id| !renewed.contains(id)) {
+                    if ctx.running.stop(
+                        id,
+                        "another replica took it over: this one's lease had run out",
+                    ) {
+                        tracing::error!(deployment = id, "lease lost: deployment stopped here");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew the leases of running deployments");
+                if renewed_at.elapsed() >= lease * 2 / 3 {
+                    for id in here {
+                        if ctx
+                            .running
+                            .stop(id, "this replica could not renew its lease")
+                        {
+                            tracing::error!(
+                                deployment = id,
+                                "lease about to run out: deployment stopped"
+                            );
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        let expired = match ctx.store.expired_leases().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look for expired leases");
+                continue;
+            }
+        };
+        let mut retried = false;
+        for id in expired {
+            match ctx
+                .store
+                .interrupt_expired(id, ctx.config.server.retry_interrupted)
+                .await
+            {
+                Ok(Some(retry)) => {
+                    tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted: its replica stopped renewing its lease");
+                    retried |= retry.is_some();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(deployment = id, error = %e, "cannot take over an expired deployment")
+                }
+            }
+        }
+        if retried {
+            wake.notify_one();
+        }
+    }
 }
 
 /// Runs one deployment and records how it ended. Never fails: every problem becomes a state.

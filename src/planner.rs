@@ -103,6 +103,8 @@ async fn plan_batch(
 ) -> Result<Vec<Plan>, StoreError> {
     let mut tx = store.begin_planning().await?;
     let started = std::time::Instant::now();
+    let ids: Vec<i64> = batch.iter().map(|d| d.delivery.id).collect();
+    let unplanned = tx.still_unplanned(&ids).await?;
     let mut out = Outcomes::new(tx.next_deployment_id().await?, batch.len());
     // What each service already holds, for the staleness rule; kept up to date with the
     // plans of this batch as they are made.
@@ -112,6 +114,10 @@ async fn plan_batch(
             break; // The rest stays unplanned, for the next batch.
         }
         let id = d.delivery.id;
+        if unplanned.as_ref().is_some_and(|u| !u.contains(&id)) {
+            out.planned_elsewhere();
+            continue;
+        }
         let outcome = match p {
             Ok(p) => {
                 if let Some(note) = &p.note {
@@ -163,6 +169,8 @@ struct Plan {
     /// Why it deploys nothing, or why it was rejected.
     error: Option<String>,
     rejected: bool,
+    /// Planned by another replica between this planner's read and its lock.
+    elsewhere: bool,
 }
 
 impl Outcomes {
@@ -185,6 +193,18 @@ impl Outcomes {
             deployments: Vec::new(),
             error: Some(reason),
             rejected: true,
+            elsewhere: false,
+        });
+    }
+
+    /// A delivery another replica planned first: nothing to record or log here.
+    fn planned_elsewhere(&mut self) {
+        self.plans.push(Plan {
+            first: self.next_id,
+            deployments: Vec::new(),
+            error: None,
+            rejected: false,
+            elsewhere: true,
         });
     }
 
@@ -213,6 +233,7 @@ impl Outcomes {
             deployments,
             error,
             rejected: false,
+            elsewhere: false,
         });
     }
 }
@@ -220,6 +241,9 @@ impl Outcomes {
 impl Plan {
     /// Logs the plan of one delivery; returns how many deployments it queued.
     fn log(self, d: &FullDelivery) -> usize {
+        if self.elsewhere {
+            return 0;
+        }
         if self.rejected {
             let reason = self.error.as_deref().unwrap_or("");
             tracing::warn!(delivery = d.delivery.id, app = %d.delivery.app, reason, "delivery rejected");

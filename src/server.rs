@@ -134,7 +134,10 @@ pub(crate) async fn serve(
         tracing::info!("stopped before the store could be opened");
         return Ok(());
     };
-    tracing::info!(engine = store.engine(), "store opened");
+    tracing::info!(engine = store.engine(), node = %config.server.node, "store opened");
+    if store.shared() {
+        warn_unpinned_containers(&config);
+    }
     background::recover(&config, &store).await;
     let tasks = Background::spawn(&config, &store, &intake, &metrics);
     let live = store.live().clone();
@@ -232,4 +235,22 @@ async fn serve_http(
         }
     }
     Ok(())
+}
+
+/// With replicas, a `docker` or `compose` service runs on whichever replica claims it, against
+/// that replica's Docker Engine: say so for each one that `runs_on` does not pin.
+fn warn_unpinned_containers(config: &crate::config::Config) {
+    for app in config.apps.values() {
+        for service in app.services.values() {
+            let kind = service.executor.kind();
+            if matches!(kind, "docker" | "compose") && service.runs_on.is_empty() {
+                tracing::warn!(
+                    app = %app.name,
+                    service = %service.name,
+                    executor = kind,
+                    "on a shared database any replica may run this service, against its own Docker Engine; pin it with runs_on = [\"NODE\"] if its containers live on one host"
+                );
+            }
+        }
+    }
 }

@@ -68,6 +68,12 @@ pub struct Server {
     /// `postgres://…`: the PostgreSQL database replicas share (`server.database`, or
     /// `FERRY_DATABASE`); `None`: SQLite in `data_dir`. A secret: the URL may hold a password.
     pub database: Option<Secret>,
+    /// This ferry's name among replicas (`server.node`; default: the host name): recorded
+    /// with each deployment it runs and matched against services' `runs_on`.
+    pub node: String,
+    /// How long a replica's claim on a running deployment holds without its heartbeat
+    /// (`server.lease`); renewed every third of it. Only replicas (PostgreSQL) use it.
+    pub lease: Duration,
     /// Bearer token for `/api` and the CLI. Without one the API refuses every request.
     pub admin_token: Option<Secret>,
     /// Largest accepted hook body, in bytes (413 above it).
@@ -276,6 +282,15 @@ pub struct Service {
     pub timeout: Duration,
     /// Extra environment for the executor, from config (not from payloads).
     pub env: Vec<(String, String)>,
+    /// The replicas (`server.node`) that may run it (`runs_on`); empty: any.
+    pub runs_on: Vec<String>,
+}
+
+impl Service {
+    /// Whether the ferry named `node` may run this service.
+    pub fn runs_on(&self, node: &str) -> bool {
+        self.runs_on.is_empty() || self.runs_on.iter().any(|n| n == node)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -530,6 +545,8 @@ pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `server.lease`: a replica that has not renewed its claim for this long is taken for dead.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_NOTIFY_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const DEFAULT_STANDARD_TOLERANCE: Duration = Duration::from_secs(300);
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);

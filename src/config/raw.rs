@@ -39,6 +39,8 @@ pub(super) struct Server {
     pub(crate) public_url: Option<Spanned<String>>,
     pub(crate) data_dir: Option<Spanned<String>>,
     pub(crate) database: Option<Spanned<SecretValue>>,
+    pub(crate) node: Option<Spanned<String>>,
+    pub(crate) lease: Option<Spanned<String>>,
     pub(crate) admin_token: Option<Spanned<SecretValue>>,
     pub(crate) body_limit: Option<Spanned<Size>>,
     pub(crate) shutdown_grace: Option<Spanned<String>>,
@@ -178,6 +180,7 @@ pub(super) struct Service {
     pub(crate) docker: Option<Spanned<Docker>>,
     pub(crate) compose: Option<Spanned<Compose>>,
     pub(crate) swarm: Option<Spanned<Swarm>>,
+    pub(crate) runs_on: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

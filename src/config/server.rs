@@ -11,8 +11,8 @@ use super::validator::Validator;
 use super::values::parse_size;
 use super::{
     DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_FAILURES_PER_CLIENT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_NOTIFY_RETRY_FOR, DEFAULT_RATE_PER_CLIENT,
-    DEFAULT_SHUTDOWN_GRACE, MIN_TOKEN_LEN, Server,
+    DEFAULT_LEASE, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_NOTIFY_RETRY_FOR,
+    DEFAULT_RATE_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE, MIN_TOKEN_LEN, Server,
 };
 use crate::secret::Secret;
 use crate::tls::{TlsError, TlsSettings};
@@ -24,6 +24,8 @@ fn defaults(dir: &Path) -> Server {
         public_url: String::new(),
         data_dir: dir.join("ferry-data"),
         database: None,
+        node: default_node(),
+        lease: DEFAULT_LEASE,
         admin_token: None,
         body_limit: DEFAULT_BODY_LIMIT,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -51,6 +53,7 @@ impl Validator<'_> {
         };
         self.server_addresses(&raw, &mut server, dir);
         self.database(raw.database.as_ref(), &mut server);
+        self.replica(&raw, &mut server);
         self.admin_token(&raw, &mut server);
         self.server_work(&raw, &mut server);
         self.server_edges(&raw, &mut server);
@@ -95,8 +98,12 @@ impl Validator<'_> {
         const KEY: &str = "server.database";
         let (url, span) = match raw {
             Some(v) => (self.secret_value(v, KEY), Some(v.span())),
-            None => match std::env::var("FERRY_DATABASE") {
-                Ok(url) if !url.is_empty() => (Some(url), None),
+            None => match (self.env)("FERRY_DATABASE") {
+                Some(url) if !url.is_empty() => {
+                    // Kept from the deploy commands' environment, as secrets in `${…}` are.
+                    self.secret_env_vars.push("FERRY_DATABASE".to_string());
+                    (Some(url), None)
+                }
                 _ => return,
             },
         };
@@ -114,6 +121,31 @@ impl Validator<'_> {
                     "{from} must be a postgres://… URL (SQLite, the default, needs no URL: leave it unset); its scheme is {scheme:?}"
                 ),
             );
+        }
+    }
+
+    /// `node` (this replica's name) and `lease` (how long its claims hold without a heartbeat).
+    fn replica(&mut self, raw: &raw::Server, server: &mut Server) {
+        if let Some(v) = &raw.node
+            && let Some(name) = self.expand(v, "server.node", false)
+        {
+            match node_name_problem(&name) {
+                None => server.node = name,
+                Some(why) => self.error(Some(v.span()), "server.node", why),
+            }
+        }
+        if let Some(v) = &raw.lease
+            && let Some(d) = self.duration(v, "server.lease")
+        {
+            if d < std::time::Duration::from_secs(1) {
+                self.error(
+                    Some(v.span()),
+                    "server.lease",
+                    "must be at least 1s (it is renewed every third of it)".into(),
+                );
+            } else {
+                server.lease = d;
+            }
         }
     }
 
@@ -295,6 +327,33 @@ fn tls_error_place(
     }
 }
 
+/// The host name, as `server.node` defaults to (`ferry` when it cannot be read or is no valid
+/// node name).
+fn default_node() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| node_name_problem(h).is_none())
+        .unwrap_or_else(|| "ferry".to_string())
+}
+
+/// Why `name` cannot name a replica: node names are shown and matched against `runs_on`,
+/// so they are short and plain.
+pub(super) fn node_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 64 {
+        return Some(format!("{name:?} must be 1 to 64 characters long"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Some(format!(
+            "{name:?} may hold only letters, digits, '.', '-' and '_'"
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -325,6 +384,54 @@ mod tests {
         let same = text.replace("127.0.0.1:9001", "127.0.0.1:9000");
         let e = errors(&same);
         assert!(e[0].contains(":4: server.admin_listen:"), "{e:?}");
+    }
+
+    /// `database`, `node`, `lease` and `runs_on`: defaults, and a precise error for each bad
+    /// value — a database URL's password never in it.
+    #[test]
+    fn replica_settings() {
+        let c = check(GOOD).unwrap();
+        assert!(c.server.database.is_none(), "SQLite by default");
+        assert!(!c.server.node.is_empty());
+        assert_eq!(c.server.lease, Duration::from_secs(30));
+        assert!(c.apps["shop"].services["web"].runs_on("any-node"));
+
+        let text = GOOD.replace(
+            "admin_token = \"${TOKEN}\"\n",
+            "admin_token = \"${TOKEN}\"\ndatabase = \"postgres://ferry:pw@db/ferry\"\nnode = \"host-a\"\nlease = \"10s\"\n",
+        )
+        .replace("command = [\"make\", \"deploy\"]", "command = [\"make\", \"deploy\"]\nruns_on = [\"host-b\"]");
+        let c = check(&text).unwrap();
+        assert_eq!(
+            c.server.database.as_ref().map(|s| s.expose()),
+            Some("postgres://ferry:pw@db/ferry")
+        );
+        assert_eq!(c.server.node, "host-a");
+        assert_eq!(c.server.lease, Duration::from_secs(10));
+        let worker = &c.apps["shop"].services["worker"];
+        assert!(worker.runs_on("host-b") && !worker.runs_on("host-a"));
+
+        let bad = text
+            .replace("postgres://ferry:pw@db/ferry", "mysql://ferry:pw@db/ferry")
+            .replace("\"host-a\"", "\"host a\"")
+            .replace("\"10s\"", "\"500ms\"")
+            .replace("[\"host-b\"]", "[]");
+        let e = errors(&bad);
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(
+            e[0].contains(":5: server.database:") && e[0].contains("\"mysql\""),
+            "{e:?}"
+        );
+        assert!(e.iter().all(|m| !m.contains("pw@")), "no password in {e:?}");
+        assert!(
+            e[1].contains(":6: server.node:") && e[1].contains("letters, digits"),
+            "{e:?}"
+        );
+        assert!(e[2].contains(":7: server.lease:"), "{e:?}");
+        assert!(
+            e[3].contains("apps.shop.services.worker.runs_on:") && e[3].contains("is empty"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl Validator<'_> {
             Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
             None => dir.to_path_buf(),
         };
+        let runs_on = self.runs_on(&raw, key);
         let executor = self.executor(&raw, span, key, name, dir, workdir)?;
         Some(Service {
             name: name.to_string(),
@@ -82,7 +83,35 @@ impl Validator<'_> {
             executor,
             timeout,
             env,
+            runs_on,
         })
+    }
+
+    /// `runs_on = ["host-a"]`: the replicas (`server.node`) that may run the service.
+    fn runs_on(&mut self, raw: &raw::Service, key: &str) -> Vec<String> {
+        let Some(list) = &raw.runs_on else {
+            return Vec::new();
+        };
+        let key = format!("{key}.runs_on");
+        if list.get_ref().is_empty() {
+            self.error(
+                Some(list.span()),
+                &key,
+                "is empty: no replica could run the service (leave it out to let any run it)"
+                    .into(),
+            );
+        }
+        let mut nodes = Vec::new();
+        for v in list.get_ref() {
+            let Some(name) = self.expand(v, &key, false) else {
+                continue;
+            };
+            match super::server::node_name_problem(&name) {
+                None => nodes.push(name),
+                Some(why) => self.error(Some(v.span()), &key, why),
+            }
+        }
+        nodes
     }
 
     /// `git = { repo, branch, tags }`: pushes to this repository's branch (default `main`,

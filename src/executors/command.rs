@@ -175,6 +175,19 @@ fn spawn(spec: &CommandSpec, program: &str, workdir: &Path) -> Result<Child, Com
         cmd.env_remove(name);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    // The command dies with ferry: after a `kill -9` of ferry, another replica (or this one,
+    // restarted) may run the service again, and two runs must never overlap. The kernel sends
+    // the signal when the thread that forked the command ends; that is a tokio worker here,
+    // which lives as long as ferry. (What the command itself left running in its process group
+    // is killed by the next start of this ferry: `kill_orphans`.)
+    // SAFETY: the closure runs between fork and exec and only makes one syscall (prctl), which
+    // is async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
     cmd.spawn().map_err(|source| CommandError::Spawn {
         program: program.to_string(),
         workdir: workdir.display().to_string(),

@@ -139,6 +139,7 @@ mod tests {
             created_at: 0,
             started_at: None,
             finished_at: None,
+            node: None,
         }
     }
 

@@ -281,6 +281,7 @@ mod tests {
             created_at: 0,
             started_at: None,
             finished_at: None,
+            node: None,
         }
     }
 

@@ -170,6 +170,7 @@ events = ["container.died", "deployment.failed"]
             created_at: 1,
             started_at: Some(2),
             finished_at: Some(3),
+            node: None,
         }
     }
 

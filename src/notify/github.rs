@@ -558,7 +558,12 @@ command = ["x"]
         )
         .await;
         let web = ctx.store.deployment(ids[0]).await.unwrap().unwrap();
-        assert!(ctx.store.start(&web).await.unwrap());
+        assert!(
+            ctx.store
+                .start(&web, &crate::store::Claim::TEST)
+                .await
+                .unwrap()
+        );
         ctx.store
             .finish(
                 web.id,
@@ -694,7 +699,10 @@ command = ["x"]
         )
         .await;
         let web = ctx.store.deployment(ids[0]).await.unwrap().unwrap();
-        ctx.store.start(&web).await.unwrap();
+        ctx.store
+            .start(&web, &crate::store::Claim::TEST)
+            .await
+            .unwrap();
         let got = fan_out_all(&ctx).await;
         let seen: Vec<_> = got
             .iter()

@@ -421,7 +421,7 @@ command = ["x"]
         )
         .await;
         let web = store.deployment(ids[0]).await.unwrap().unwrap();
-        assert!(store.start(&web).await.unwrap());
+        assert!(store.start(&web, &crate::store::Claim::TEST).await.unwrap());
         store
             .finish(
                 web.id,
@@ -513,7 +513,7 @@ command = ["x"]
             )
             .await;
             let dep = store.deployment(ids[0]).await.unwrap().unwrap();
-            store.start(&dep).await.unwrap();
+            store.start(&dep, &crate::store::Claim::TEST).await.unwrap();
             store
                 .finish(dep.id, DeploymentState::Succeeded, None, Some(0))
                 .await
@@ -622,7 +622,10 @@ command = ["x"]
         )
         .await;
         let site = ctx.store.deployment(ids[0]).await.unwrap().unwrap();
-        ctx.store.start(&site).await.unwrap();
+        ctx.store
+            .start(&site, &crate::store::Claim::TEST)
+            .await
+            .unwrap();
         let stop = CancellationToken::new();
         let worker = tokio::spawn(run(ctx.clone(), stop.clone()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -34,7 +34,7 @@ pub(super) async fn recover(config: &Config, store: &Store) {
         );
     }
     match store
-        .recover_interrupted(config.server.retry_interrupted)
+        .recover_interrupted(config.server.retry_interrupted, &config.server.node)
         .await
     {
         Ok(list) => {
@@ -54,6 +54,9 @@ pub(super) struct Background {
     /// Stops the planner, the container watcher and retention.
     planner_stop: CancellationToken,
     lanes: JoinHandle<()>,
+    /// The lease keeper (replicas only), and what stops it (after the lanes).
+    leases: Option<JoinHandle<()>>,
+    leases_stop: CancellationToken,
     /// No new deployments; running ones go on.
     lanes_stop: CancellationToken,
     /// Cancels running deployments (the grace period is over).
@@ -80,6 +83,7 @@ impl Background {
         let planner_stop = CancellationToken::new();
         let lanes_stop = CancellationToken::new();
         let lanes_kill = CancellationToken::new();
+        let leases_stop = CancellationToken::new();
         let planner = tokio::spawn(planner::run(
             config.clone(),
             store.clone(),
@@ -93,13 +97,23 @@ impl Background {
         // Queued deployments left from before a restart start at once.
         lanes_wake.notify_one();
         let running = lanes::Running::default();
+        let lanes_ctx = Arc::new(lanes::Context {
+            config: config.clone(),
+            store: store.clone(),
+            running: running.clone(),
+            metrics: metrics.clone(),
+        });
+        // Replicas: leases on what runs here, and the takeover of what a dead one ran. Until
+        // the lanes stop: a run in its grace period keeps its lease.
+        let leases = store.shared().then(|| {
+            tokio::spawn(lanes::keep_leases(
+                lanes_ctx.clone(),
+                lanes_wake.clone(),
+                leases_stop.clone(),
+            ))
+        });
         let lanes = tokio::spawn(lanes::run(
-            Arc::new(lanes::Context {
-                config: config.clone(),
-                store: store.clone(),
-                running: running.clone(),
-                metrics: metrics.clone(),
-            }),
+            lanes_ctx,
             lanes_wake,
             lanes_stop.clone(),
             lanes_kill.clone(),
@@ -120,6 +134,8 @@ impl Background {
             planner,
             planner_stop,
             lanes,
+            leases,
+            leases_stop,
             lanes_stop,
             lanes_kill,
             notifications,
@@ -144,6 +160,10 @@ impl Background {
             tracing::warn!("grace period over: cancelling running deployments");
             self.lanes_kill.cancel();
             let _ = self.lanes.await;
+        }
+        self.leases_stop.cancel();
+        if let Some(l) = self.leases {
+            let _ = l.await;
         }
         // No waiting for receivers: what is pending stays in the outbox for the next start.
         self.notify_stop.cancel();

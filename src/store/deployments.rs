@@ -33,6 +33,8 @@ pub(crate) struct Deployment {
     pub(crate) created_at: i64,
     pub(crate) started_at: Option<i64>,
     pub(crate) finished_at: Option<i64>,
+    /// The ferry (`server.node`) that ran it (migration 0015; `None` before it started).
+    pub(crate) node: Option<String>,
 }
 
 impl Deployment {
@@ -64,6 +66,7 @@ impl Deployment {
             "created_at": json_time(Some(d.created_at)),
             "started_at": json_time(d.started_at),
             "finished_at": json_time(d.finished_at),
+            "node": d.node,
         })
     }
 
@@ -79,7 +82,7 @@ impl Deployment {
 }
 
 /// Every column of `deployments`, in [`Deployment`]'s order.
-pub(super) const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, exit_code, created_at, started_at, finished_at";
+pub(super) const DEPLOYMENT_COLUMNS: &str = "id, app, service, delivery_id, state, reason, source, event, git_repo, git_branch, git_ref, git_commit, event_time, profile, image, image_tag, image_digest, attempt, retry_of, exit_code, created_at, started_at, finished_at, node";
 
 impl Store {
     /// How many deployments are in each state (for `/metrics`).

@@ -2,6 +2,27 @@
 //! digest, how it ended; and cancel through the API. Each write holds the write gate.
 
 use super::db::{Tx, with_db, with_tx};
+
+/// This replica's claim on the deployments it starts: its name (`server.node`) and how long
+/// the claim holds without a heartbeat (`server.lease`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim<'a> {
+    pub(crate) node: &'a str,
+    pub(crate) lease: std::time::Duration,
+}
+
+impl Claim<'_> {
+    /// The claim of unit tests' store writes.
+    #[cfg(test)]
+    pub(crate) const TEST: Claim<'static> = Claim {
+        node: "test",
+        lease: std::time::Duration::from_secs(30),
+    };
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}
 use super::deployments::DEPLOYMENT_COLUMNS;
 use super::{Deployment, DeploymentState, Store, StoreError, now_ms};
 
@@ -37,29 +58,93 @@ impl Store {
         )
     }
 
-    /// Moves a queued deployment to running, superseding any older queued one of its service.
-    /// Returns false if it was no longer queued.
-    pub(crate) async fn start(&self, d: &Deployment) -> Result<bool, StoreError> {
+    /// Moves a queued deployment to running on this replica (`claim`), superseding any older
+    /// queued one of its service. Returns false if it was no longer queued — or, with replicas,
+    /// if another replica runs a deployment of the service: the check and the claim are one
+    /// statement, under a lock per service, so two replicas never both start one service.
+    pub(crate) async fn start(
+        &self,
+        d: &Deployment,
+        claim: &Claim<'_>,
+    ) -> Result<bool, StoreError> {
         let _gate = self.gate.lock().await;
         let mut tx = self.db.begin().await?;
         let now = now_ms();
-        let done = with_tx!(&mut tx, tx, q => sqlx::query(
-            q("UPDATE deployments SET state = ?3, started_at = ?2 WHERE id = ?1 AND state = ?4"),
-        )
-        .bind(d.id)
-        .bind(now)
-        .bind(DeploymentState::Running)
-        .bind(DeploymentState::Queued)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected());
-        let mut changed = supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?;
+        let lease_until = now.saturating_add(claim.lease_ms());
+        let done = match &mut tx {
+            // One ferry: its lanes run one deployment per service already.
+            Tx::Sqlite(tx) => sqlx::query(
+                "UPDATE deployments SET state = ?3, started_at = ?2, node = ?5, lease_until = ?6
+                 WHERE id = ?1 AND state = ?4",
+            )
+            .bind(d.id)
+            .bind(now)
+            .bind(DeploymentState::Running)
+            .bind(DeploymentState::Queued)
+            .bind(claim.node)
+            .bind(lease_until)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+            Tx::Postgres(tx) => {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(format!("lane {}/{}", d.app, d.service))
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE deployments SET state = $3, started_at = $2, node = $5, lease_until = $6
+                     WHERE id = $1 AND state = $4
+                       AND NOT EXISTS (SELECT 1 FROM deployments r
+                                       WHERE r.app = $7 AND r.service = $8 AND r.state = 'running')",
+                )
+                .bind(d.id)
+                .bind(now)
+                .bind(DeploymentState::Running)
+                .bind(DeploymentState::Queued)
+                .bind(claim.node)
+                .bind(lease_until)
+                .bind(&d.app)
+                .bind(&d.service)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            }
+        };
+        let mut changed = if done == 1 {
+            supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
         if done == 1 {
             changed.push(d.id);
         }
         self.publish_deployments(&changed).await;
         Ok(done == 1)
+    }
+
+    /// Renews the leases of the deployments this replica runs (`claim.node`); returns the ids
+    /// renewed. One of this replica's runs missing from them was taken over by another
+    /// replica (its lease had run out): it must stop at once.
+    pub(crate) async fn renew_leases(&self, claim: &Claim<'_>) -> Result<Vec<i64>, StoreError> {
+        let lease_until = now_ms().saturating_add(claim.lease_ms());
+        Ok(with_db!(&self.db, pool, q => sqlx::query_scalar(q(
+            "UPDATE deployments SET lease_until = ?2 WHERE node = ?1 AND state = 'running' RETURNING id",
+        ))
+        .bind(claim.node)
+        .bind(lease_until)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Running deployments whose lease ran out: their replica died or lost the database.
+    pub(crate) async fn expired_leases(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(with_db!(&self.db, pool, q => sqlx::query_scalar(q(
+            "SELECT id FROM deployments WHERE state = 'running' AND lease_until < ?1 ORDER BY id",
+        ))
+        .bind(now_ms())
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Records the digest a deployment resolved its tag to (senders that give none).
@@ -84,13 +169,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
         with_db!(&self.db, pool, q => sqlx::query(
-            q("UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1"),
+            // Only a running one: with replicas, another may have recorded it `interrupted`
+            // after this one's lease ran out, and that record stands.
+            q("UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1 AND state = ?6"),
         )
         .bind(id)
         .bind(state)
         .bind(reason)
         .bind(exit_code)
         .bind(now_ms())
+        .bind(DeploymentState::Running)
         .execute(pool)
         .await
         .map(drop))?;

@@ -53,7 +53,7 @@ pub(crate) use deliveries::{Delivery, FullDelivery};
 pub(crate) use deployments::Deployment;
 pub(crate) use gate::{Gate, WriteGate};
 pub(crate) use history::HeldImage;
-pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome};
+pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome, Claim};
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
 };
@@ -207,7 +207,7 @@ mod tests {
             eprintln!("on {}", store.engine());
             let ids = store_with(&store, &[Running, Running]).await;
             store.cancel(ids[0]).await.unwrap();
-            let recovered = store.recover_interrupted(3).await.unwrap();
+            let recovered = store.recover_interrupted(3, "test").await.unwrap();
             assert_eq!(recovered[0], (ids[0], None), "no retry of a cancelled run");
             assert!(recovered[1].1.is_some(), "the other one is retried");
             let d = store.deployment(ids[0]).await.unwrap().unwrap();

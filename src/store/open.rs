@@ -88,6 +88,12 @@ impl Store {
     pub(crate) fn engine(&self) -> &'static str {
         self.db.engine()
     }
+
+    /// Whether other ferry replicas may share this store (PostgreSQL): then work is claimed
+    /// in the database, not only in this process.
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
 }
 
 /// Creates the data dir and the database file (both private); returns the database's path.

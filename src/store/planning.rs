@@ -46,8 +46,10 @@ impl Store {
         // Hook answers wait on intake commits: let those go first, for a while.
         self.gate.yield_to_intake(PLANNER_PATIENCE).await;
         let gate = self.gate.lock_owned().await;
+        let mut tx = self.db.begin().await?;
+        lock_deployment_ids(&mut tx).await?;
         Ok(Planning {
-            tx: self.db.begin().await?,
+            tx,
             _gate: gate,
             live: self.live.clone(),
             changed: Changed::default(),
@@ -79,7 +81,43 @@ struct Changed {
     deliveries: Vec<i64>,
 }
 
+/// The key of the PostgreSQL advisory lock that every transaction inserting deployments holds
+/// (planning, and recovery's retries), across replicas: planning stays serial, so two replicas
+/// never plan one delivery twice, and the ids `next_deployment_id` hands out stay free.
+const DEPLOYMENT_IDS_LOCK: i64 = 0x6665_7272_7931; // "ferry1"
+
+/// Takes [`DEPLOYMENT_IDS_LOCK`] for the rest of the transaction (PostgreSQL; on SQLite the
+/// write gate and SQLite's single writer already serialize these writers).
+pub(super) async fn lock_deployment_ids(tx: &mut Tx) -> Result<(), StoreError> {
+    if let Tx::Postgres(tx) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(DEPLOYMENT_IDS_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Planning {
+    /// Of `ids`, the deliveries that are still unplanned, or `None` when nothing else can
+    /// have planned them (SQLite: one ferry, whose planner read them). With replicas another
+    /// one may have planned them between this planner's read and its lock: those are skipped.
+    pub(crate) async fn still_unplanned(
+        &mut self,
+        ids: &[i64],
+    ) -> Result<Option<std::collections::HashSet<i64>>, StoreError> {
+        let Tx::Postgres(tx) = &mut self.tx else {
+            return Ok(None);
+        };
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE id = ANY($1) AND status = 'received'",
+        )
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(Some(rows.into_iter().collect()))
+    }
+
     /// The id the next recorded deployment will get. Plans are recorded under the write gate,
     /// so nothing else inserts deployments until this batch commits; `sqlite_sequence`
     /// (AUTOINCREMENT) also covers pruned ids, so none is reused. On PostgreSQL the identity

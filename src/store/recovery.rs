@@ -1,9 +1,12 @@
 //! Runs cut short: deployments left `running` by a crash or a shutdown become `interrupted`
-//! (or `cancelled`, when a cancel was requested) and are retried while attempts remain.
+//! (or `cancelled`, when a cancel was requested) and are retried while attempts remain. With
+//! replicas a ferry recovers at start only what it ran itself (`node`) or what nobody's lease
+//! holds any more; a running deployment whose lease runs out later is taken over by whichever
+//! replica notices first ([`Store::interrupt_expired`]).
 
 use sqlx::Row;
 
-use super::db::{Tx, with_db, with_tx};
+use super::db::{Db, Tx, with_tx};
 use super::{CANCELLED_WHILE_RUNNING, DeploymentState, Store, StoreError, now_ms};
 
 impl Store {
@@ -12,12 +15,30 @@ impl Store {
     pub(crate) async fn recover_interrupted(
         &self,
         retries: u32,
+        node: &str,
     ) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
-        let ids: Vec<i64> = with_db!(&self.db, pool, q =>
-            sqlx::query_scalar(q("SELECT id FROM deployments WHERE state = ?1 ORDER BY id"))
+        let ids: Vec<i64> = match &self.db {
+            // One ferry: everything left running was its own.
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT id FROM deployments WHERE state = ?1 ORDER BY id")
+                    .bind(DeploymentState::Running)
+                    .fetch_all(pool)
+                    .await?
+            }
+            // Not another replica's live run: only this node's, and those whose lease is out.
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM deployments WHERE state = $1
+                       AND (node IS NULL OR node = $2 OR lease_until IS NULL OR lease_until < $3)
+                     ORDER BY id",
+                )
                 .bind(DeploymentState::Running)
+                .bind(node)
+                .bind(now_ms())
                 .fetch_all(pool)
-                .await?);
+                .await?
+            }
+        };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push((id, self.interrupt(id, retries).await?));
@@ -25,14 +46,38 @@ impl Store {
         Ok(out)
     }
 
+    /// [`Store::interrupt`] for a deployment of another replica whose lease ran out: only if
+    /// it is still running and its lease is still out (its replica may have renewed it, or
+    /// another replica taken it over, since it was seen). `None` also when it was not taken.
+    pub(crate) async fn interrupt_expired(
+        &self,
+        id: i64,
+        retries: u32,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        self.interrupt_if(id, retries, Some(now_ms())).await
+    }
+
     /// Marks a running deployment `interrupted` (ferry stopped while it ran) and, if it has
     /// attempts left and no newer deployment of its service is queued, queues it again as a new
     /// deployment with `retry_of` set. Returns the retry's id.
     pub(crate) async fn interrupt(&self, id: i64, retries: u32) -> Result<Option<i64>, StoreError> {
+        Ok(self.interrupt_if(id, retries, None).await?.flatten())
+    }
+
+    /// [`Store::interrupt`], only if the lease has run out by `expired_at` when that is given.
+    /// `None`: it was not interrupted here.
+    async fn interrupt_if(
+        &self,
+        id: i64,
+        retries: u32,
+        expired_at: Option<i64>,
+    ) -> Result<Option<Option<i64>>, StoreError> {
         let _gate = self.gate.lock().await;
         let mut tx = self.db.begin().await?;
+        // A retry is a new deployment: its id comes from the planner's range.
+        super::planning::lock_deployment_ids(&mut tx).await?;
         let now = now_ms();
-        let ended = mark_interrupted(&mut tx, id, now).await?;
+        let ended = mark_interrupted(&mut tx, id, now, expired_at).await?;
         let retry = match &ended {
             // A deployment whose cancel was requested is never retried.
             Some(run) if run.state != DeploymentState::Cancelled => {
@@ -41,9 +86,10 @@ impl Store {
             _ => None,
         };
         tx.commit().await?;
+        let taken = ended.is_some();
         let changed: Vec<i64> = ended.map(|_| id).into_iter().chain(retry).collect();
         self.publish_deployments(&changed).await;
-        Ok(retry)
+        Ok(taken.then_some(retry))
     }
 }
 
@@ -58,14 +104,20 @@ struct Ended {
 
 /// Records a running deployment `interrupted`, or `cancelled` if its cancel was requested (the
 /// request survives the restart that cut its run short). `None`: it was not running.
-async fn mark_interrupted(tx: &mut Tx, id: i64, now: i64) -> Result<Option<Ended>, StoreError> {
+async fn mark_interrupted(
+    tx: &mut Tx,
+    id: i64,
+    now: i64,
+    expired_at: Option<i64>,
+) -> Result<Option<Ended>, StoreError> {
     with_tx!(tx, tx, q => {
     let row = sqlx::query(
         q("UPDATE deployments SET
            state = CASE WHEN cancel_requested_at IS NULL THEN ?3 ELSE ?5 END,
            reason = CASE WHEN cancel_requested_at IS NULL THEN 'ferry stopped while this deployment ran' ELSE ?6 END,
            finished_at = ?2
-         WHERE id = ?1 AND state = ?4 RETURNING app, service, attempt, state"),
+         WHERE id = ?1 AND state = ?4 AND (?7 IS NULL OR lease_until < ?7)
+         RETURNING app, service, attempt, state"),
     )
     .bind(id)
     .bind(now)
@@ -73,6 +125,7 @@ async fn mark_interrupted(tx: &mut Tx, id: i64, now: i64) -> Result<Option<Ended
     .bind(DeploymentState::Running)
     .bind(DeploymentState::Cancelled)
     .bind(CANCELLED_WHILE_RUNNING)
+    .bind(expired_at)
     .fetch_optional(&mut *tx)
     .await?;
     row.map(|row| {

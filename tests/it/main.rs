@@ -26,6 +26,7 @@ mod metrics;
 mod notifications;
 mod packaging;
 mod planning;
+mod replicas;
 mod restart;
 mod security_edges;
 mod security_hygiene;

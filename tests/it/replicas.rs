@@ -1,0 +1,362 @@
+//! Several ferry replicas on one PostgreSQL database (issue 13): deliveries taken by any of
+//! them are stored once and planned once, a service never deploys on two replicas at once, a
+//! replica killed mid-deploy has its run taken over after its lease, and `runs_on` pins a
+//! service to its replica. Each test starts a throwaway PostgreSQL cluster's fresh database
+//! (`tests/common/postgres.rs`) and real `ferry serve` processes sharing it.
+//!
+//! The deploy script every replica runs ([`REPLICA_SH`]) writes, in a directory all replicas
+//! share, which replica ran which deployment, and notes an overlap when it starts while a
+//! live process of another run of the same service still holds the service's lock file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+#[path = "../common/postgres.rs"]
+mod postgres;
+
+/// The deploy command: `lock-SERVICE` holds the pid of the run in progress; a run that finds a
+/// live pid there records an overlap. `hold-SERVICE` holds a run until it is removed.
+const REPLICA_SH: &str = r#"#!/bin/sh
+set -u
+d="{shared}"
+lock="$d/lock-$FERRY_SERVICE"
+if [ -e "$lock" ] && kill -0 "$(cat "$lock")" 2>/dev/null; then
+  echo "$FERRY_DEPLOYMENT_ID overlaps $(cat "$lock")" >> "$d/overlaps"
+fi
+echo $$ > "$lock"
+echo "$FERRY_DEPLOYMENT_ID $FERRY_SERVICE $NODE $$" >> "$d/runs"
+while [ -e "$d/hold-$FERRY_SERVICE" ]; do sleep 0.05; done
+sleep 0.05
+rm -f "$lock"
+echo "$FERRY_DEPLOYMENT_ID done" >> "$d/ends"
+"#;
+
+/// A replica's config: app `shop` with `worker` (any replica) and `pinned` (only node `b`),
+/// both deployed by the shared script; a short lease so a dead replica is noticed quickly.
+const REPLICA: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{dir}/data"
+admin_token = "${FERRY_ADMIN_TOKEN}"
+node = "${NODE}"
+lease = "2s"
+
+[apps.shop]
+token = "secret-token-1"
+
+[apps.shop.services.worker]
+command = ["{shared}/replica.sh"]
+timeout = "60s"
+
+[apps.shop.services.pinned]
+command = ["{shared}/replica.sh"]
+timeout = "60s"
+runs_on = ["b"]
+"#;
+
+/// What the replicas of one test share: the database and the script's directory.
+struct Cluster {
+    url: String,
+    shared: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `None` (the test skips) when PostgreSQL cannot run here and `CI` is unset.
+    fn new() -> Option<Cluster> {
+        let url = match postgres::database() {
+            Ok(url) => url,
+            Err(why) => {
+                unavailable(&format!("PostgreSQL: {why}"));
+                return None;
+            }
+        };
+        let shared = tempfile::tempdir().expect("shared dir");
+        let script = shared.path().join("replica.sh");
+        std::fs::write(
+            &script,
+            REPLICA_SH.replace("{shared}", &self_path(shared.path())),
+        )
+        .expect("script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Some(Cluster { url, shared })
+    }
+
+    async fn replica(&self, node: &str) -> Ferry {
+        Ferry::with_config(&REPLICA.replace("{shared}", &self_path(self.shared.path())))
+            .env("FERRY_DATABASE", &self.url)
+            .env("NODE", node)
+            .start()
+            .await
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.shared.path().join(name)
+    }
+
+    fn lines(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// (deployment id, node) of every run started, in order.
+    fn runs(&self) -> Vec<(i64, String)> {
+        self.lines("runs")
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[0].parse().expect("id"), f[2].to_string())
+            })
+            .collect()
+    }
+
+    fn assert_no_overlap(&self) {
+        let overlaps = self.lines("overlaps");
+        assert!(
+            overlaps.is_empty(),
+            "runs of one service overlapped: {overlaps:?}"
+        );
+    }
+}
+
+fn self_path(p: &Path) -> String {
+    p.to_str().expect("utf-8 path").to_string()
+}
+
+/// A redeploy of `service` through `ferry`'s hook, answered 202: the delivery id.
+async fn redeploy(ferry: &Ferry, service: &str) -> i64 {
+    ferry
+        .hook("shop")
+        .query(&format!("services={service}"))
+        .send()
+        .await
+        .accepted()
+}
+
+/// Deliveries sent to either of two replicas are stored once and planned once, and every
+/// deployment runs on one of them, never two runs of a service at once; both replicas serve
+/// the same lists.
+#[tokio::test]
+async fn deliveries_to_two_replicas_are_stored_once_and_never_deploy_twice_at_once() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let a = cluster.replica("a").await;
+    let b = cluster.replica("b").await;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let ferry = if i % 2 == 0 { &a } else { &b };
+        sent.push(redeploy(ferry, "worker").await);
+    }
+    let mut ids = sent.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), sent.len(), "every delivery has its own id");
+
+    // Every delivery planned exactly once: one `worker` deployment each (run, superseded or
+    // skipped), and the newest one succeeds.
+    let all = b
+        .wait_deployments(
+            "service=worker",
+            "every delivery planned and settled",
+            |list| list.len() >= sent.len() && list.iter().all(|d| is_final(&d["state"])),
+        )
+        .await;
+    for id in &sent {
+        let of: Vec<&Value> = all
+            .iter()
+            .filter(|d| d["delivery_id"].as_i64() == Some(*id))
+            .collect();
+        assert_eq!(of.len(), 1, "delivery {id} planned once: {of:#?}");
+    }
+    let newest = all
+        .iter()
+        .max_by_key(|d| d["id"].as_i64())
+        .expect("a deployment");
+    assert_eq!(newest["state"], "succeeded", "{newest:#}");
+
+    // Both replicas show the same deliveries and deployments.
+    let from_a: Vec<i64> = a
+        .deliveries("")
+        .await
+        .iter()
+        .filter_map(|d| d["id"].as_i64())
+        .collect();
+    let from_b: Vec<i64> = b
+        .deliveries("")
+        .await
+        .iter()
+        .filter_map(|d| d["id"].as_i64())
+        .collect();
+    assert_eq!(from_a, from_b);
+    assert_eq!(from_a.len(), sent.len());
+
+    // Each run ran once, on the replica the store names.
+    let runs = cluster.runs();
+    for (id, node) in &runs {
+        let d = a.deployment(*id).await;
+        assert_eq!(d["node"], node.as_str(), "{d:#}");
+    }
+    let mut run_ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
+    run_ids.sort();
+    run_ids.dedup();
+    assert_eq!(
+        run_ids.len(),
+        runs.len(),
+        "no deployment ran twice: {runs:?}"
+    );
+    cluster.assert_no_overlap();
+}
+
+/// A replica killed with SIGKILL while it deploys: its deploy command dies with it, the other
+/// replica records the run `interrupted` once the lease has run out, and runs the retry; the
+/// two runs never overlap.
+#[tokio::test]
+async fn a_replica_killed_mid_deploy_is_taken_over_after_its_lease() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let a = cluster.replica("a").await;
+    let b = cluster.replica("b").await;
+    std::fs::write(cluster.path("hold-worker"), "").expect("hold");
+    // The run goes to whichever replica claims it first: that one is killed.
+    let delivery = redeploy(&a, "worker").await;
+    let first = eventually("the first run to start", WAIT, async || {
+        match cluster.runs().first() {
+            Some(run) => Ok(run.clone()),
+            None => Err("no run yet".to_string()),
+        }
+    })
+    .await;
+    let (first_id, first_node) = first;
+    let (mut owner, other) = if first_node == "a" { (a, b) } else { (b, a) };
+    let pid: i32 = cluster.lines("runs")[0]
+        .split(' ')
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    owner.kill9();
+    // The command dies with its replica (PR_SET_PDEATHSIG), before any lease runs out.
+    eventually(
+        "the deploy command to die with its replica",
+        WAIT,
+        async || {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                Ok(())
+            } else {
+                Err(format!("pid {pid} still alive"))
+            }
+        },
+    )
+    .await;
+    std::fs::remove_file(cluster.path("hold-worker")).expect("release");
+    let interrupted = other.wait_state(first_id, "interrupted").await;
+    assert_eq!(interrupted["node"], first_node.as_str());
+    let retry = eventually("the retry to succeed", WAIT, async || {
+        let list = other.deployments("service=worker").await;
+        match list
+            .iter()
+            .find(|d| d["retry_of"].as_i64() == Some(first_id))
+        {
+            Some(d) if d["state"] == "succeeded" => Ok(d.clone()),
+            other => Err(format!("{other:#?}")),
+        }
+    })
+    .await;
+    assert_ne!(retry["node"], first_node.as_str(), "{retry:#}");
+    assert_eq!(retry["delivery_id"].as_i64(), Some(delivery));
+    cluster.assert_no_overlap();
+    let runs = cluster.runs();
+    assert_eq!(runs.len(), 2, "the first run and its retry: {runs:?}");
+}
+
+/// `runs_on = ["b"]`: a delivery taken by replica `a` deploys on `b`.
+#[tokio::test]
+async fn runs_on_pins_a_service_to_its_replica() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let a = cluster.replica("a").await;
+    let b = cluster.replica("b").await;
+    for _ in 0..3 {
+        let delivery = redeploy(&a, "pinned").await;
+        let d = eventually("the pinned deployment to succeed", WAIT, async || {
+            let list = a.deployments("service=pinned").await;
+            match list
+                .iter()
+                .find(|d| d["delivery_id"].as_i64() == Some(delivery))
+            {
+                Some(d) if d["state"] == "succeeded" => Ok(d.clone()),
+                other => Err(format!("{other:#?}")),
+            }
+        })
+        .await;
+        assert_eq!(d["node"], "b", "{d:#}");
+    }
+    assert!(cluster.runs().iter().all(|(_, node)| node == "b"));
+    drop(b);
+}
+
+/// Hook deliveries hit both replicas at once while one of them is killed with SIGKILL: every
+/// delivery answered 202 is stored exactly once (the dead replica's ones included), and the
+/// survivor plans them all.
+#[tokio::test]
+async fn no_acknowledged_delivery_is_lost_when_a_replica_dies_under_load() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let mut a = cluster.replica("a").await;
+    let b = cluster.replica("b").await;
+    let send = |ferry: &Ferry, n: usize| {
+        let req = ferry
+            .http()
+            .post(ferry.url(&format!("/hooks/shop/{HOOK_TOKEN}?services=worker&n={n}")));
+        async move { req.send().await.ok().map(|r| r.status().as_u16()) }
+    };
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let ferry = if n % 2 == 0 { &a } else { &b };
+        tasks.push(tokio::spawn(send(ferry, n)));
+        if n == 100 {
+            a.kill9();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut acknowledged = 0;
+    for t in tasks {
+        if t.await.expect("join") == Some(202) {
+            acknowledged += 1;
+        }
+    }
+    assert!(acknowledged >= 100, "only {acknowledged} acknowledged");
+    let stored = b.deliveries("").await;
+    assert!(
+        stored.len() >= acknowledged,
+        "{} stored, {acknowledged} acknowledged",
+        stored.len()
+    );
+    let mut ids: Vec<i64> = stored.iter().filter_map(|d| d["id"].as_i64()).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no delivery stored twice");
+    // The survivor plans every stored delivery (the dead one's unplanned ones too).
+    eventually("every delivery planned", WAIT, async || {
+        let list = b.deliveries("").await;
+        let waiting = list.iter().filter(|d| d["status"] == "received").count();
+        if waiting == 0 {
+            Ok(())
+        } else {
+            Err(format!("{waiting} unplanned"))
+        }
+    })
+    .await;
+    cluster.assert_no_overlap();
+}
