@@ -54,7 +54,18 @@ pub(crate) fn spawn(
     stop: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     match Context::new(config, store) {
-        Ok(ctx) => Some(tokio::spawn(worker::run(Arc::new(ctx), stop))),
+        Ok(ctx) => {
+            let store = ctx.store.clone();
+            let ctx = Arc::new(ctx);
+            // With replicas, one sends (each notification once, in order per target).
+            Some(tokio::spawn(async move {
+                store
+                    .lead(crate::store::Role::Notify, stop, |lost| {
+                        worker::run(ctx.clone(), lost)
+                    })
+                    .await
+            }))
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot build the notifications' HTTP client; notifications are not sent");
             None

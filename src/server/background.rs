@@ -121,13 +121,18 @@ impl Background {
         // Its own connections to Docker; it writes container events to the journal and waits
         // for nothing the lanes or intake hold.
         let watch = watch::spawn(config, store, planner_stop.clone());
+        // With replicas, one prunes.
         let retention = config.server.keep.map(|keep| {
-            tokio::spawn(retention::run(
-                store.clone(),
-                config.server.data_dir.clone(),
-                keep,
-                planner_stop.clone(),
-            ))
+            let store = store.clone();
+            let data_dir = config.server.data_dir.clone();
+            let stop = planner_stop.clone();
+            tokio::spawn(async move {
+                store
+                    .lead(crate::store::Role::Retention, stop, |lost| {
+                        retention::run(store.clone(), data_dir.clone(), keep, lost)
+                    })
+                    .await
+            })
         });
         Background {
             running,

@@ -38,6 +38,7 @@ mod deployments;
 mod gate;
 mod github;
 mod history;
+mod leader;
 mod lifecycle;
 mod open;
 mod outbox;
@@ -53,6 +54,7 @@ pub(crate) use deliveries::{Delivery, FullDelivery};
 pub(crate) use deployments::Deployment;
 pub(crate) use gate::{Gate, WriteGate};
 pub(crate) use history::HeldImage;
+pub(crate) use leader::Role;
 pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome, Claim};
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
