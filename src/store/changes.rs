@@ -52,7 +52,15 @@ impl Store {
     /// Publishes the deployments `ids` as they are now. Called after a commit, under the write
     /// gate; a failed read is logged (the change is committed all the same).
     pub(super) async fn publish_deployments(&self, ids: &[i64]) {
-        if ids.is_empty() || !self.live.listening() {
+        if ids.is_empty() {
+            return;
+        }
+        self.announce(super::broadcast::Announced {
+            deployments: ids.to_vec(),
+            ..Default::default()
+        })
+        .await;
+        if !self.live.listening() {
             return;
         }
         let read = async {

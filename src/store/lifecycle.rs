@@ -235,6 +235,11 @@ impl Store {
         if dequeued && let Some(d) = &d {
             // Only a dequeued one changed state; a running one stays `running` until it stops.
             super::changes::publish_deployments(&self.live, vec![d.clone()]);
+            self.announce(super::broadcast::Announced {
+                deployments: vec![d.id],
+                ..Default::default()
+            })
+            .await;
         }
         Ok(d.map(|d| match (dequeued, flagged) {
             (true, _) => CancelOutcome::Dequeued(d),

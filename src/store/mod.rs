@@ -29,6 +29,7 @@
 //! checks every such literal in these files.
 
 pub(crate) mod batch;
+mod broadcast;
 mod changes;
 mod checkpoint;
 mod containers;
@@ -139,6 +140,8 @@ pub(crate) struct Store {
     gate: WriteGate,
     /// Where every committed change is published for live viewers (see `changes.rs`).
     live: crate::live::Hub,
+    /// This process among replicas, for the announcements of its changes (`broadcast.rs`).
+    origin: std::sync::Arc<str>,
 }
 
 /// Filters and paging of the list calls: newest first, `before` an id.

@@ -47,6 +47,7 @@ impl Store {
             db: Db::Sqlite(pool),
             gate: gate.clone(),
             live: live.clone(),
+            origin: super::broadcast::origin(),
         };
         // The intake writer commits with NORMAL too, and `batch` makes each commit durable itself
         // by fsyncing the WAL before it answers: then the next batch is inserted while the
@@ -73,8 +74,11 @@ impl Store {
             db: Db::Postgres(pool),
             gate: gate.clone(),
             live: live.clone(),
+            origin: super::broadcast::origin(),
         };
-        let intake = batch::postgres::start(&options, gate, live, metrics).await?;
+        store.listen_to_replicas();
+        let intake =
+            batch::postgres::start(&options, gate, live, metrics, store.origin.clone()).await?;
         Ok((store, intake))
     }
 

@@ -52,6 +52,7 @@ impl Store {
             tx,
             _gate: gate,
             live: self.live.clone(),
+            origin: self.origin.clone(),
             changed: Changed::default(),
         })
     }
@@ -70,6 +71,8 @@ pub(crate) struct Planning {
     pub(super) tx: Tx,
     _gate: tokio::sync::OwnedMutexGuard<()>,
     live: crate::live::Hub,
+    /// For the announcement of the batch to other replicas (`broadcast.rs`).
+    origin: std::sync::Arc<str>,
     /// What this batch changed, published to live viewers after the commit.
     changed: Changed,
 }
@@ -213,6 +216,12 @@ impl Planning {
     /// the transaction, only when somebody watches; published before the gate is released).
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let changed = std::mem::take(&mut self.changed);
+        let announced = super::broadcast::Announced {
+            deployments: changed.deployments.clone(),
+            deliveries: changed.deliveries.clone(),
+            ..Default::default()
+        };
+        super::broadcast::announce_in(&mut self.tx, &self.origin, &announced).await?;
         let (deployments, deliveries) = if self.live.listening() {
             (
                 deployments_by_id(&mut self.tx, &changed.deployments).await?,

@@ -102,9 +102,19 @@ impl Store {
         Ok(())
     }
 
+    /// `event: step`, here and (announced) on the other replicas.
+    async fn publish_step(&self, deployment_id: i64, seq: i64) {
+        self.announce(super::broadcast::Announced {
+            steps: vec![(deployment_id, seq)],
+            ..Default::default()
+        })
+        .await;
+        self.publish_step_here(deployment_id, seq).await;
+    }
+
     /// `event: step`: the step with its deployment's id, app and service (read only when
     /// somebody watches, under the gate the caller holds).
-    async fn publish_step(&self, deployment_id: i64, seq: i64) {
+    pub(super) async fn publish_step_here(&self, deployment_id: i64, seq: i64) {
         if !self.live.listening() {
             return;
         }

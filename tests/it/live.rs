@@ -26,27 +26,27 @@ echo "second line"
 
 /// One Server-Sent Event as the test reads it.
 #[derive(Debug, Clone)]
-struct Event {
-    event: String,
-    data: String,
-    id: Option<String>,
+pub(crate) struct Event {
+    pub(crate) event: String,
+    pub(crate) data: String,
+    pub(crate) id: Option<String>,
 }
 
 impl Event {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{self:?}: {e}"))
     }
 }
 
 /// An open SSE stream.
-struct Stream {
+pub(crate) struct Stream {
     resp: reqwest::Response,
     buf: String,
 }
 
 impl Stream {
     /// Opens `path` on `ferry` with `Accept: text/event-stream` and `headers`; asserts 200.
-    async fn open(ferry: &Ferry, path: &str, headers: &[(&str, &str)]) -> Stream {
+    pub(crate) async fn open(ferry: &Ferry, path: &str, headers: &[(&str, &str)]) -> Stream {
         let resp = sse_request(ferry, path, headers).await;
         assert_eq!(resp.status(), 200, "{path}");
         let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
@@ -102,7 +102,7 @@ impl Stream {
     }
 
     /// Events until one satisfies `done` (included).
-    async fn until(&mut self, done: impl Fn(&Event) -> bool) -> Vec<Event> {
+    pub(crate) async fn until(&mut self, done: impl Fn(&Event) -> bool) -> Vec<Event> {
         let mut seen = Vec::new();
         loop {
             let e = self

@@ -360,3 +360,32 @@ async fn no_acknowledged_delivery_is_lost_when_a_replica_dies_under_load() {
     .await;
     cluster.assert_no_overlap();
 }
+
+/// Live views across replicas: a viewer of `GET /api/v1/events` on either replica sees what
+/// the other one committed — the delivery replica `a` took, and the states of the deployment
+/// replica `b` ran (`runs_on = ["b"]`).
+#[tokio::test]
+async fn each_replicas_live_events_show_the_others_changes() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let a = cluster.replica("a").await;
+    let b = cluster.replica("b").await;
+    let mut on_a = crate::live::Stream::open(&a, "/api/v1/events", &[]).await;
+    let mut on_b = crate::live::Stream::open(&b, "/api/v1/events", &[]).await;
+    let delivery = redeploy(&a, "pinned").await;
+    let seen = on_b
+        .until(|e| e.event == "delivery" && e.json()["id"].as_i64() == Some(delivery))
+        .await;
+    assert!(!seen.is_empty());
+    let ran = on_a
+        .until(|e| {
+            let d = e.json();
+            e.event == "deployment"
+                && d["delivery_id"].as_i64() == Some(delivery)
+                && d["state"] == "succeeded"
+        })
+        .await;
+    let last = ran.last().expect("the deployment's end").json();
+    assert_eq!(last["node"], "b", "{last:#}");
+}

@@ -28,6 +28,7 @@ pub(in crate::store) async fn start(
     gate: WriteGate,
     live: crate::live::Hub,
     metrics: Arc<Metrics>,
+    origin: Arc<str>,
 ) -> Result<Intake, StoreError> {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     let committed = Arc::new(Notify::new());
@@ -38,6 +39,7 @@ pub(in crate::store) async fn start(
         live,
         metrics,
         committed: committed.clone(),
+        origin,
     };
     tokio::spawn(writer.run(rx));
     Ok(Intake {
@@ -55,6 +57,8 @@ struct Writer {
     live: crate::live::Hub,
     metrics: Arc<Metrics>,
     committed: Arc<Notify>,
+    /// This process, for announcing the batch's deliveries to other replicas.
+    origin: Arc<str>,
 }
 
 impl Writer {
@@ -105,8 +109,9 @@ impl Writer {
         let gate = self.gate.clone();
         let _gate = gate.lock().await;
         let began = Instant::now();
+        let origin = self.origin.clone();
         let result = match self.conn().await {
-            Ok(conn) => write_batch(conn, jobs).await,
+            Ok(conn) => write_batch(conn, jobs, &origin).await,
             Err(e) => Err(e),
         };
         match &result {
@@ -153,7 +158,11 @@ impl Writer {
 
 /// Writes a batch in one transaction, as the SQLite writer's `write_batch` does: a duplicate
 /// (of a stored delivery or of one earlier in the batch) is counted on the delivery it repeats.
-async fn write_batch(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Inserted>, StoreError> {
+async fn write_batch(
+    conn: &mut PgConnection,
+    jobs: &[Job],
+    origin: &str,
+) -> Result<Vec<Inserted>, StoreError> {
     let mut tx = conn.begin().await?;
     let mut out = Vec::with_capacity(jobs.len());
     let mut refused = Vec::new();
@@ -219,6 +228,19 @@ async fn write_batch(conn: &mut PgConnection, jobs: &[Job]) -> Result<Vec<Insert
         .execute(&mut *tx)
         .await?;
     }
+    // Delivered to the other replicas' live views on commit.
+    let new: Vec<i64> = out
+        .iter()
+        .filter_map(|i| match i {
+            Inserted::New(id) => Some(*id),
+            Inserted::Duplicate(_) => None,
+        })
+        .collect();
+    let announced = crate::store::broadcast::Announced {
+        deliveries: new,
+        ..Default::default()
+    };
+    crate::store::broadcast::announce_on(&mut tx, origin, &announced).await?;
     tx.commit().await?;
     Ok(out)
 }
