@@ -145,15 +145,29 @@ async fn redeploy(ferry: &Ferry, service: &str) -> i64 {
 /// the same lists.
 #[tokio::test]
 async fn deliveries_to_two_replicas_are_stored_once_and_never_deploy_twice_at_once() {
+    spread_over(&["a", "b"]).await;
+}
+
+/// The same with three replicas.
+#[tokio::test]
+async fn deliveries_to_three_replicas_are_stored_once_and_never_deploy_twice_at_once() {
+    spread_over(&["a", "b", "c"]).await;
+}
+
+/// Sends 30 redeploys of `worker` round-robin to replicas named `nodes` and checks the
+/// outcome through their APIs and the script's notes.
+async fn spread_over(nodes: &[&str]) {
     let Some(cluster) = Cluster::new() else {
         return;
     };
-    let a = cluster.replica("a").await;
-    let b = cluster.replica("b").await;
+    let mut replicas = Vec::new();
+    for node in nodes {
+        replicas.push(cluster.replica(node).await);
+    }
+    let (a, b) = (&replicas[0], &replicas[replicas.len() - 1]);
     let mut sent = Vec::new();
     for i in 0..30 {
-        let ferry = if i % 2 == 0 { &a } else { &b };
-        sent.push(redeploy(ferry, "worker").await);
+        sent.push(redeploy(&replicas[i % replicas.len()], "worker").await);
     }
     let mut ids = sent.clone();
     ids.sort();
@@ -182,7 +196,7 @@ async fn deliveries_to_two_replicas_are_stored_once_and_never_deploy_twice_at_on
         .expect("a deployment");
     assert_eq!(newest["state"], "succeeded", "{newest:#}");
 
-    // Both replicas show the same deliveries and deployments.
+    // The first and the last replica show the same deliveries.
     let from_a: Vec<i64> = a
         .deliveries("")
         .await
@@ -388,4 +402,39 @@ async fn each_replicas_live_events_show_the_others_changes() {
         .await;
     let last = ran.last().expect("the deployment's end").json();
     assert_eq!(last["node"], "b", "{last:#}");
+}
+
+/// A replica that restarts after a crash recovers only what it ran itself: a deployment
+/// another replica is running stays `running` there, and ends `succeeded`.
+#[tokio::test]
+async fn a_restarting_replica_leaves_the_others_runs_alone() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let a = cluster.replica("a").await;
+    let mut b = cluster.replica("b").await;
+    std::fs::write(cluster.path("hold-pinned"), "").expect("hold");
+    // `pinned` runs on `b` only: `a` takes the delivery, and is killed while `b` runs it.
+    let delivery = redeploy(&a, "pinned").await;
+    let running = eventually("the pinned run to start on b", WAIT, async || {
+        let list = b.deployments("service=pinned").await;
+        match list
+            .iter()
+            .find(|d| d["delivery_id"].as_i64() == Some(delivery))
+        {
+            Some(d) if d["state"] == "running" => Ok(d.clone()),
+            other => Err(format!("{other:#?}")),
+        }
+    })
+    .await;
+    let id = running["id"].as_i64().expect("id");
+    drop(a); // SIGKILL
+    let a = cluster.replica("a").await;
+    // `a`'s recovery has run (it listens only after it): the run on `b` is untouched.
+    assert_eq!(a.deployment(id).await["state"], "running");
+    std::fs::remove_file(cluster.path("hold-pinned")).expect("release");
+    let done = b.wait_state(id, "succeeded").await;
+    assert_eq!(done["node"], "b");
+    assert_eq!(cluster.runs().len(), 1, "{:?}", cluster.runs());
+    b.kill9();
 }
