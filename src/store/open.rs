@@ -66,8 +66,15 @@ impl Store {
             // Every commit waits for its WAL flush (the default; set so a server default of
             // `off` cannot make a 202 precede durability).
             .options([("synchronous_commit", "on")]);
+        // One connection first: its error says why (refused, authentication, no such
+        // database), where the pool's would only say it timed out.
+        let mut first =
+            <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut first)
+            .await?;
+        sqlx::Connection::close(first).await?;
         let pool = pg_pool(&options).await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let gate = WriteGate::default();
         let live = crate::live::Hub::default();
         let store = Store {

@@ -216,12 +216,14 @@ impl Planning {
     /// the transaction, only when somebody watches; published before the gate is released).
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let changed = std::mem::take(&mut self.changed);
-        let announced = super::broadcast::Announced {
-            deployments: changed.deployments.clone(),
-            deliveries: changed.deliveries.clone(),
-            ..Default::default()
-        };
-        super::broadcast::announce_in(&mut self.tx, &self.origin, &announced).await?;
+        if matches!(self.tx, Tx::Postgres(_)) {
+            let announced = super::broadcast::Announced {
+                deployments: changed.deployments.clone(),
+                deliveries: changed.deliveries.clone(),
+                ..Default::default()
+            };
+            super::broadcast::announce_in(&mut self.tx, &self.origin, &announced).await?;
+        }
         let (deployments, deliveries) = if self.live.listening() {
             (
                 deployments_by_id(&mut self.tx, &changed.deployments).await?,

@@ -438,3 +438,31 @@ async fn a_restarting_replica_leaves_the_others_runs_alone() {
     assert_eq!(cluster.runs().len(), 1, "{:?}", cluster.runs());
     b.kill9();
 }
+
+/// A database that cannot be reached: ferry listens in degraded mode, answers every hook and
+/// `/readyz` 503 (never 2xx: nothing is stored), logs why the connection failed — and never the
+/// URL's password.
+#[tokio::test]
+async fn an_unreachable_database_is_a_503_with_the_reason_and_no_password() {
+    let url = format!(
+        "postgres://ferry:hunter2-secret@127.0.0.1:{}/ferry",
+        free_port()
+    );
+    let ferry = Ferry::shop().env("FERRY_DATABASE", &url).start().await;
+    let r = ferry.hook("shop").send().await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    let ready = ferry
+        .http()
+        .get(ferry.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let log = ferry.stderr_text();
+    assert!(
+        log.contains("server.database") && log.contains("Connection refused"),
+        "{log}"
+    );
+    assert!(!log.contains("hunter2"), "the password was logged:\n{log}");
+    assert!(!r.text.contains("hunter2"), "{}", r.text);
+}
