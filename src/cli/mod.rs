@@ -12,6 +12,7 @@
 //! - `client.rs`: the API client commands and their table output.
 //! - `delivery_view.rs`: `ferry deliveries ID`, one delivery printed like the inspector.
 //! - `import.rs`: `ferry import webhook FILE`, another tool's hooks as a ferry.toml.
+//! - `migrate.rs`: `ferry migrate --to postgres://…`, the SQLite store copied to PostgreSQL.
 
 mod client;
 mod config_file;
@@ -19,6 +20,7 @@ mod delivery_view;
 mod doctor;
 mod import;
 mod init;
+mod migrate;
 
 pub(crate) use client::{
     cancel, deliveries, delivery, deploy, logs, notifications, replay, rollback, status,
@@ -106,6 +108,18 @@ pub(crate) enum Command {
     /// Check what a first run trips on (config, data dir, Docker, public_url, secrets, TLS)
     /// and print each finding with its fix; exit 1 if any is a problem.
     Doctor(ConfigArg),
+    /// Copy this ferry's SQLite store (deliveries, deployments and their steps, events,
+    /// notifications, deploy logs) into an empty PostgreSQL database, in one transaction, for
+    /// a move to replicas. Stop ferry first. The SQLite store is only read; on any error
+    /// nothing is copied.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The PostgreSQL database to copy into (postgres://USER:PASSWORD@HOST/DATABASE); it
+        /// must hold no row yet. Never printed: only its host and database name are.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Print a completion script for SHELL (e.g. `ferry completions bash >
     /// /etc/bash_completion.d/ferry`).
     Completions { shell: clap_complete::Shell },
@@ -253,6 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Serve(args) => serve(&args, cli.log_format).await,
             Command::Doctor(args) => doctor::doctor(&args.config).await,
+            Command::Migrate { config, to } => migrate::migrate(&config.config, &to).await,
             Command::Rollback {
                 app,
                 service,
