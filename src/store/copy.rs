@@ -767,3 +767,227 @@ async fn execute(conn: &mut PgConnection, sql: &str) -> Result<(), CopyError> {
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use sqlx::Connection;
+
+    use super::{DEPLOY_LOGS, LOG_CHUNK, TABLES, chunk_end, last_line_time, sqlite_to_postgres};
+    use crate::store::Store;
+    use crate::store::db::with_db;
+    use crate::store::test_postgres;
+
+    /// A fresh database of the test cluster, or `None` when PostgreSQL cannot run here (then
+    /// the reason is printed; with `CI` set that is a failure).
+    fn postgres() -> Option<String> {
+        match test_postgres::database() {
+            Ok(url) => Some(url),
+            Err(reason) if std::env::var_os("CI").is_some() => {
+                panic!("copy tests need PostgreSQL when CI is set: {reason}")
+            }
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                None
+            }
+        }
+    }
+
+    fn listed() -> Vec<(&'static str, Vec<&'static str>)> {
+        TABLES
+            .iter()
+            .map(|t| (t.name, t.columns.iter().map(|(c, _)| *c).collect()))
+            .collect()
+    }
+
+    /// [`TABLES`] names every table and every column of both schemas (a new column or table
+    /// must be copied too), and the PostgreSQL-only deploy logs.
+    #[tokio::test]
+    async fn every_column_of_both_schemas_is_copied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _intake) = Store::open(dir.path()).await.expect("open SQLite");
+        let with = |mut names: Vec<&'static str>, extra: &[&'static str]| {
+            names.extend(extra);
+            names.into_iter().map(String::from).collect::<BTreeSet<_>>()
+        };
+        let tables = |extra: &[&'static str]| with(TABLES.iter().map(|t| t.name).collect(), extra);
+        let crate::store::db::Db::Sqlite(pool) = &store.db else {
+            panic!("SQLite")
+        };
+        let found: BTreeSet<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("tables")
+        .into_iter()
+        .collect();
+        assert_eq!(found, tables(&["_sqlx_migrations"]));
+        for (table, columns) in listed() {
+            let found: BTreeSet<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+                    .bind(table)
+                    .fetch_all(pool)
+                    .await
+                    .expect("columns")
+                    .into_iter()
+                    .collect();
+            assert_eq!(found, with(columns, &[]), "SQLite's {table}");
+        }
+
+        let Some(url) = postgres() else { return };
+        let mut pg = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut pg)
+            .await
+            .expect("migrate");
+        let found: BTreeSet<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(&mut pg)
+        .await
+        .expect("tables")
+        .into_iter()
+        .collect();
+        assert_eq!(found, tables(&["_sqlx_migrations", DEPLOY_LOGS]));
+        for (table, columns) in listed() {
+            let found: Vec<String> = sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&mut pg)
+            .await
+            .expect("columns");
+            assert_eq!(found, columns, "PostgreSQL's {table}, in order");
+        }
+    }
+
+    /// The copy as a database's owner who is not a superuser (as in production): the journal's
+    /// triggers are off for the copy (the events are SQLite's, no more), foreign keys are
+    /// checked, ids and the journal's next id continue, and a log file becomes chunks.
+    #[tokio::test]
+    async fn copies_as_an_owner_who_is_no_superuser() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _intake) = Store::open(dir.path()).await.expect("open SQLite");
+        with_db!(&store.db, pool, q => sqlx::raw_sql(q(
+            "INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (5, 'a', 'generic', 1, 1, 'planned', '{}'), (7, 'a', 'github', 2, 0, 'rejected', '{}');
+             INSERT INTO delivery_bodies (delivery_id, body) VALUES (5, x'00ff'), (7, x'');
+             INSERT INTO deployments (id, app, service, delivery_id, state, source, event, created_at) VALUES (3, 'a', 's', 5, 'queued', 'generic', 'redeploy', 1);
+             UPDATE deployments SET state = 'succeeded' WHERE id = 3;
+             INSERT INTO deployment_steps (deployment_id, seq, name, started_at) VALUES (3, 0, 'command', 1), (3, 1, 'health', 2);
+             DELETE FROM deliveries WHERE id = 7;"))
+            .execute(pool)
+            .await
+            .map(drop))
+        .expect("rows");
+        let log = "2026-11-23T01:02:03.123Z stdout | hello\n".repeat(3000);
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        std::fs::write(dir.path().join("logs/3.log"), &log).expect("log");
+        std::fs::write(dir.path().join("logs/99.log"), "orphan").expect("orphan log");
+
+        let Some(url) = postgres() else { return };
+        let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let role = format!("owner_{}", std::process::id());
+        let db = format!("{role}_db");
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN NOSUPERUSER"),
+            format!("CREATE DATABASE {db} OWNER {role}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+                .expect("role and database");
+        }
+        let (base, _) = url.rsplit_once('/').expect("database in URL");
+        let owner_url = format!("{}/{db}", base.replacen("ferry@", &format!("{role}@"), 1));
+
+        let copied = sqlite_to_postgres(dir.path(), &owner_url).await.expect("copy");
+        let rows: Vec<(&str, i64)> = copied.tables.clone();
+        assert_eq!(
+            rows,
+            [
+                ("deliveries", 1),
+                ("delivery_bodies", 1),
+                ("deployments", 1),
+                ("deployment_steps", 2),
+                ("events", 2),
+                ("notifications", 0),
+                ("github_deployments", 0)
+            ]
+        );
+        assert_eq!((copied.logs, copied.log_chunks), (1, 2));
+        assert_eq!(copied.skipped, ["99.log: no such deployment"]);
+
+        let mut pg = sqlx::PgConnection::connect(&owner_url).await.expect("owner");
+        let events: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, type FROM events ORDER BY id")
+                .fetch_all(&mut pg)
+                .await
+                .expect("events");
+        assert_eq!(
+            events,
+            [(1, "deployment.queued".into()), (2, "deployment.succeeded".into())]
+        );
+        let verified: bool = sqlx::query_scalar("SELECT verified FROM deliveries WHERE id = 5")
+            .fetch_one(&mut pg)
+            .await
+            .expect("verified");
+        assert!(verified);
+        let chunks: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT chunk FROM deploy_logs WHERE deployment_id = 3 ORDER BY seq")
+                .fetch_all(&mut pg)
+                .await
+                .expect("chunks");
+        assert!(chunks.iter().all(|c| c.len() <= LOG_CHUNK && c.ends_with(b"\n")));
+        assert_eq!(chunks.concat(), log.as_bytes());
+        // The ids go on past the highest SQLite gave (7, although its row is gone); a new
+        // deployment is journalled again.
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'generic', 3, TRUE, 'planned', '{}') RETURNING id",
+        )
+        .fetch_one(&mut pg)
+        .await
+        .expect("new delivery");
+        assert_eq!(next, 8);
+        sqlx::query("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 8, 'queued', 'generic', 'redeploy', 3)")
+            .execute(&mut pg)
+            .await
+            .expect("new deployment");
+        let last: (i64, i64) =
+            sqlx::query_as("SELECT id, deployment_id FROM events ORDER BY id DESC LIMIT 1")
+                .fetch_one(&mut pg)
+                .await
+                .expect("journalled");
+        assert_eq!(last, (3, 4));
+
+        // Copying again is refused: the database is not empty; nothing more is copied.
+        let again = sqlite_to_postgres(dir.path(), &owner_url).await.unwrap_err();
+        assert!(again.to_string().contains("not empty"), "{again}");
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(&mut pg)
+            .await
+            .expect("count");
+        assert_eq!(count, 2);
+    }
+
+    #[test]
+    fn log_chunks_end_after_a_line_and_carry_its_time() {
+        let line = |n: usize| format!("2026-11-23T01:02:03.{n:03}Z stdout | {}\n", "x".repeat(50));
+        let text: String = (0..2000).map(|n| line(n % 1000)).collect();
+        let buf = text.as_bytes();
+        let cut = chunk_end(buf, false).expect("a chunk");
+        assert!(cut <= LOG_CHUNK && buf[cut - 1] == b'\n');
+        assert_eq!(chunk_end(&buf[..100], true), Some(100));
+        assert_eq!(chunk_end(&[], true), None);
+        // A line longer than a chunk is cut at the chunk's size.
+        let long = vec![b'y'; LOG_CHUNK + 10];
+        assert_eq!(chunk_end(&long, true), Some(LOG_CHUNK));
+        assert_eq!(chunk_end(&long[LOG_CHUNK..], true), Some(10));
+        assert_eq!(
+            last_line_time(format!("{}{}", line(1), line(250)).as_bytes()),
+            Some(1_795_395_723_250)
+        );
+        assert_eq!(last_line_time(b"no time here\n"), None);
+    }
+}
