@@ -3,6 +3,9 @@
 //! and `fake_http.rs` for the services ferry calls out to.
 
 mod support;
+/// The throwaway PostgreSQL cluster (shared with the library's unit tests).
+#[path = "../common/postgres.rs"]
+mod postgres;
 
 mod api_cli;
 mod browser;
@@ -23,6 +26,7 @@ mod inspect;
 mod intake;
 mod live;
 mod metrics;
+mod migrate;
 mod notifications;
 mod packaging;
 mod planning;
