@@ -219,7 +219,15 @@ mod tests {
         let path = log_path(Path::new("/d"), 42);
         let name = path.file_name().unwrap().to_str().unwrap();
         assert_eq!(log_id(name), Some(42));
-        for other in ["42.log.tmp", ".log", "x.log", "-1.log", "+1.log", "1 .log", "link"] {
+        for other in [
+            "42.log.tmp",
+            ".log",
+            "x.log",
+            "-1.log",
+            "+1.log",
+            "1 .log",
+            "link",
+        ] {
             assert_eq!(log_id(other), None, "{other}");
         }
     }

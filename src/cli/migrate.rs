@@ -74,7 +74,9 @@ mod tests {
     fn the_target_is_described_without_user_or_password() {
         let shown = describe("postgres://alice:s3cret@db.example:5433/ferry").unwrap();
         assert_eq!(shown, "PostgreSQL database \"ferry\" on db.example");
-        let error = describe("mysql://alice:s3cret@db/ferry").unwrap_err().to_string();
+        let error = describe("mysql://alice:s3cret@db/ferry")
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("s3cret"), "{error}");
         let error = describe("postgres://alice:s3cret@db:notaport/ferry")
             .unwrap_err()

@@ -263,68 +263,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve(&args, cli.log_format).await,
-            Command::Doctor(args) => doctor::doctor(&args.config).await,
-            Command::Migrate { config, to } => migrate::migrate(&config.config, &to).await,
-            Command::Rollback {
-                app,
-                service,
-                to,
+    runtime.block_on(run_async(cli))
+}
+
+/// The commands that need the async runtime.
+async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(&args, cli.log_format).await,
+        Command::Doctor(args) => doctor::doctor(&args.config).await,
+        Command::Migrate { config, to } => migrate::migrate(&config.config, &to).await,
+        Command::Rollback {
+            app,
+            service,
+            to,
+            wait,
+            client,
+        } => rollback(&app, &service, to, wait, &client).await,
+        Command::Deploy {
+            app,
+            services,
+            profile,
+            git_ref,
+            wait,
+            client,
+        } => {
+            deploy(
+                &app,
+                &services,
+                profile.as_deref(),
+                git_ref.as_deref(),
                 wait,
-                client,
-            } => rollback(&app, &service, to, wait, &client).await,
-            Command::Deploy {
-                app,
-                services,
-                profile,
-                git_ref,
-                wait,
-                client,
-            } => {
-                deploy(
-                    &app,
-                    &services,
-                    profile.as_deref(),
-                    git_ref.as_deref(),
-                    wait,
-                    &client,
-                )
-                .await
-            }
-            Command::Status { app, client } => status(app.as_deref(), &client).await,
-            Command::Logs {
-                deployment,
-                follow,
-                client,
-            } => logs(deployment, follow, &client).await,
-            Command::Deliveries {
-                app,
-                limit,
-                raw,
-                json,
-                client,
-            } => match app.as_deref().map(str::parse::<i64>) {
-                Some(Ok(id)) => delivery(id, raw, json, &client).await,
-                _ => deliveries(app.as_deref(), limit, &client).await,
-            },
-            Command::Replay { delivery, client } => replay(delivery, &client).await,
-            Command::Cancel { deployment, client } => cancel(deployment, &client).await,
-            Command::Notifications {
-                failed,
-                app,
-                limit,
-                client,
-            } => notifications(failed, app.as_deref(), limit, &client).await,
-            Command::Check(_)
-            | Command::Hooks { .. }
-            | Command::Init { .. }
-            | Command::Import { .. }
-            | Command::Completions { .. }
-            | Command::Man { .. } => unreachable!("handled above"),
+                &client,
+            )
+            .await
         }
-    })
+        Command::Status { app, client } => status(app.as_deref(), &client).await,
+        Command::Logs {
+            deployment,
+            follow,
+            client,
+        } => logs(deployment, follow, &client).await,
+        Command::Deliveries {
+            app,
+            limit,
+            raw,
+            json,
+            client,
+        } => match app.as_deref().map(str::parse::<i64>) {
+            Some(Ok(id)) => delivery(id, raw, json, &client).await,
+            _ => deliveries(app.as_deref(), limit, &client).await,
+        },
+        Command::Replay { delivery, client } => replay(delivery, &client).await,
+        Command::Cancel { deployment, client } => cancel(deployment, &client).await,
+        Command::Notifications {
+            failed,
+            app,
+            limit,
+            client,
+        } => notifications(failed, app.as_deref(), limit, &client).await,
+        Command::Check(_)
+        | Command::Hooks { .. }
+        | Command::Init { .. }
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled in run"),
+    }
 }
 
 /// The completion script for `shell`, generated from these clap definitions.

@@ -49,9 +49,7 @@ pub(crate) enum CopyError {
     NoSource { path: String },
     #[error("cannot open the SQLite store {path}: {source}")]
     OpenSource { path: String, source: sqlx::Error },
-    #[error(
-        "cannot read the migrations of {path} (is it a ferry store?): {source}"
-    )]
+    #[error("cannot read the migrations of {path} (is it a ferry store?): {source}")]
     NotAStore { path: String, source: sqlx::Error },
     #[error(
         "the SQLite store {path} is at migration {found}, this ferry's is {expected}: {advice}"
@@ -307,7 +305,7 @@ pub(crate) async fn sqlite_to_postgres(data_dir: &Path, url: &str) -> Result<Cop
     let mut copied = Copied::default();
     for table in TABLES {
         let rows = copy_table(&mut snapshot, &mut tx, table).await?;
-        let expected = count(&mut *snapshot, table.name, "SQLite").await?;
+        let expected = count(&mut snapshot, table.name).await?;
         if rows != expected {
             return Err(CopyError::Count {
                 table: table.name,
@@ -332,7 +330,11 @@ pub(crate) async fn sqlite_to_postgres(data_dir: &Path, url: &str) -> Result<Cop
         }
     }
     for table in TABLES {
-        execute(&mut tx, &format!("ALTER TABLE {} ENABLE TRIGGER USER", table.name)).await?;
+        execute(
+            &mut tx,
+            &format!("ALTER TABLE {} ENABLE TRIGGER USER", table.name),
+        )
+        .await?;
     }
     tx.commit()
         .await
@@ -409,11 +411,7 @@ async fn open_target(url: &str) -> Result<PgConnection, CopyError> {
 /// Locks every table, checks that none has a row, and disables the tables' own triggers
 /// (the journal's) for this transaction.
 async fn prepare_target(tx: &mut PgConnection) -> Result<(), CopyError> {
-    let names: Vec<&str> = TABLES
-        .iter()
-        .map(|t| t.name)
-        .chain([DEPLOY_LOGS])
-        .collect();
+    let names: Vec<&str> = TABLES.iter().map(|t| t.name).chain([DEPLOY_LOGS]).collect();
     execute(
         tx,
         &format!("LOCK TABLE {} IN EXCLUSIVE MODE", names.join(", ")),
@@ -490,10 +488,8 @@ async fn copy_table(
                 source,
             })?;
         copied += i64::try_from(values.len()).unwrap_or(i64::MAX);
-        let mut insert = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO {} ({columns}) ",
-            table.name
-        ));
+        let mut insert =
+            QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({columns}) ", table.name));
         insert.push_values(values, |mut b, row| {
             for value in row {
                 match value {
@@ -648,8 +644,8 @@ fn last_line_time(chunk: &[u8]) -> Option<i64> {
     let line = &body[start..];
     let stamp = line.split(|b| *b == b' ').next()?;
     let stamp = std::str::from_utf8(stamp).ok()?;
-    let at = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
-        .ok()?;
+    let at =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
@@ -666,7 +662,10 @@ async fn insert_chunks(
         "INSERT INTO {DEPLOY_LOGS} (deployment_id, seq, at, chunk) "
     ));
     insert.push_values(rows.drain(..), |mut b, (seq, at, chunk)| {
-        b.push_bind(id).push_bind(seq).push_bind(at).push_bind(chunk);
+        b.push_bind(id)
+            .push_bind(seq)
+            .push_bind(at)
+            .push_bind(chunk);
     });
     insert
         .build()
@@ -708,15 +707,14 @@ async fn advance_sequence(
     } else {
         None
     };
-    let max: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT MAX(id) FROM {table}"
-    )))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|source| CopyError::Sql {
-        what: format!("reading the highest id of {table}"),
-        source,
-    })?;
+    let max: Option<i64> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT MAX(id) FROM {table}")))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|source| CopyError::Sql {
+                what: format!("reading the highest id of {table}"),
+                source,
+            })?;
     let high = given.into_iter().chain(max).max().unwrap_or(0);
     if high < 1 {
         return Ok(()); // Nothing given yet: the sequence starts at 1.
@@ -733,16 +731,12 @@ async fn advance_sequence(
     Ok(())
 }
 
-async fn count(
-    conn: &mut SqliteConnection,
-    table: &str,
-    engine: &str,
-) -> Result<i64, CopyError> {
+async fn count(conn: &mut SqliteConnection, table: &str) -> Result<i64, CopyError> {
     sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
         .fetch_one(conn)
         .await
         .map_err(|source| CopyError::Sql {
-            what: format!("counting the rows of {table} in {engine}"),
+            what: format!("counting the rows of {table} in SQLite"),
             source,
         })
 }
@@ -902,7 +896,9 @@ mod tests {
         let (base, _) = url.rsplit_once('/').expect("database in URL");
         let owner_url = format!("{}/{db}", base.replacen("ferry@", &format!("{role}@"), 1));
 
-        let copied = sqlite_to_postgres(dir.path(), &owner_url).await.expect("copy");
+        let copied = sqlite_to_postgres(dir.path(), &owner_url)
+            .await
+            .expect("copy");
         let rows: Vec<(&str, i64)> = copied.tables.clone();
         assert_eq!(
             rows,
@@ -919,27 +915,36 @@ mod tests {
         assert_eq!((copied.logs, copied.log_chunks), (1, 2));
         assert_eq!(copied.skipped, ["99.log: no such deployment"]);
 
-        let mut pg = sqlx::PgConnection::connect(&owner_url).await.expect("owner");
-        let events: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, type FROM events ORDER BY id")
-                .fetch_all(&mut pg)
-                .await
-                .expect("events");
+        let mut pg = sqlx::PgConnection::connect(&owner_url)
+            .await
+            .expect("owner");
+        let events: Vec<(i64, String)> = sqlx::query_as("SELECT id, type FROM events ORDER BY id")
+            .fetch_all(&mut pg)
+            .await
+            .expect("events");
         assert_eq!(
             events,
-            [(1, "deployment.queued".into()), (2, "deployment.succeeded".into())]
+            [
+                (1, "deployment.queued".into()),
+                (2, "deployment.succeeded".into())
+            ]
         );
         let verified: bool = sqlx::query_scalar("SELECT verified FROM deliveries WHERE id = 5")
             .fetch_one(&mut pg)
             .await
             .expect("verified");
         assert!(verified);
-        let chunks: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT chunk FROM deploy_logs WHERE deployment_id = 3 ORDER BY seq")
-                .fetch_all(&mut pg)
-                .await
-                .expect("chunks");
-        assert!(chunks.iter().all(|c| c.len() <= LOG_CHUNK && c.ends_with(b"\n")));
+        let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT chunk FROM deploy_logs WHERE deployment_id = 3 ORDER BY seq",
+        )
+        .fetch_all(&mut pg)
+        .await
+        .expect("chunks");
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() <= LOG_CHUNK && c.ends_with(b"\n"))
+        );
         assert_eq!(chunks.concat(), log.as_bytes());
         // The ids go on past the highest SQLite gave (7, although its row is gone); a new
         // deployment is journalled again.
@@ -962,7 +967,9 @@ mod tests {
         assert_eq!(last, (3, 4));
 
         // Copying again is refused: the database is not empty; nothing more is copied.
-        let again = sqlite_to_postgres(dir.path(), &owner_url).await.unwrap_err();
+        let again = sqlite_to_postgres(dir.path(), &owner_url)
+            .await
+            .unwrap_err();
         assert!(again.to_string().contains("not empty"), "{again}");
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
             .fetch_one(&mut pg)

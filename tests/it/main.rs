@@ -2,10 +2,10 @@
 //! URL, its admin API and its CLI, exactly as users drive it. See `support.rs` for the harness
 //! and `fake_http.rs` for the services ferry calls out to.
 
-mod support;
 /// The throwaway PostgreSQL cluster (shared with the library's unit tests).
 #[path = "../common/postgres.rs"]
 mod postgres;
+mod support;
 
 mod api_cli;
 mod browser;

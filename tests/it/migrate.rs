@@ -18,7 +18,11 @@ fn target() -> Option<(String, String)> {
     match postgres::database() {
         Ok(url) => {
             let password = unique("pw-Secret");
-            let url = url.replacen("postgres://ferry@", &format!("postgres://ferry:{password}@"), 1);
+            let url = url.replacen(
+                "postgres://ferry@",
+                &format!("postgres://ferry:{password}@"),
+                1,
+            );
             Some((url, password))
         }
         Err(why) => {
@@ -59,12 +63,11 @@ async fn pg_counts(url: &str) -> BTreeMap<String, i64> {
         "github_deployments",
         "deploy_logs",
     ] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {table}"
-        )))
-        .fetch_one(&mut pg)
-        .await
-        .expect("count");
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&mut pg)
+                .await
+                .expect("count");
         out.insert(table.to_string(), n);
     }
     out
@@ -138,7 +141,10 @@ async fn a_sqlite_store_moves_to_postgres_and_is_served_from_there() {
     ferry.settled("shop").await;
     let deliveries = by_id(&ferry.deliveries("").await, "status");
     let deployments = by_id(&ferry.deployments("").await, "state");
-    assert!(deliveries.values().any(|s| s == "rejected"), "{deliveries:?}");
+    assert!(
+        deliveries.values().any(|s| s == "rejected"),
+        "{deliveries:?}"
+    );
     assert!(deployments.len() >= 3, "{deployments:?}");
     let log = ferry.log(web).await;
     assert!(log.contains("deploying web"), "{log}");
@@ -205,7 +211,10 @@ async fn a_sqlite_store_moves_to_postgres_and_is_served_from_there() {
     }
     let after = journal(&mut pg).await;
     assert_eq!(after[..events.len()], events[..], "the old journal is kept");
-    assert!(after.len() > events.len(), "the new deployments are journalled");
+    assert!(
+        after.len() > events.len(),
+        "the new deployments are journalled"
+    );
     assert!(!ferry.stderr_text().contains(&password));
 }
 
@@ -247,7 +256,8 @@ async fn migrate_refuses_a_database_that_is_not_empty() {
     let out = migrate(&ferry, &nowhere).await;
     never_shows(&out, &password);
     assert!(
-        out.failure().contains("cannot connect to the PostgreSQL database"),
+        out.failure()
+            .contains("cannot connect to the PostgreSQL database"),
         "{out:#?}"
     );
 
