@@ -918,6 +918,17 @@ mod tests {
         let mut pg = sqlx::PgConnection::connect(&owner_url)
             .await
             .expect("owner");
+        // Why the triggers are disabled table by table: the owner may not do it for the
+        // session (PostgreSQL 15: only superusers, or a `GRANT SET ON PARAMETER`).
+        let denied = sqlx::raw_sql("BEGIN; SET LOCAL session_replication_role = replica")
+            .execute(&mut pg)
+            .await
+            .expect_err("an owner may not set session_replication_role");
+        assert!(denied.to_string().contains("permission denied"), "{denied}");
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut pg)
+            .await
+            .expect("rollback");
         let events: Vec<(i64, String)> = sqlx::query_as("SELECT id, type FROM events ORDER BY id")
             .fetch_all(&mut pg)
             .await
