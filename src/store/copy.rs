@@ -189,6 +189,8 @@ const TABLES: &[Table] = &[
             ("image_digest", Text),
             ("rollback_of", Int),
             ("cancel_requested_at", Int),
+            ("node", Text),
+            ("lease_until", Int),
         ],
         page: PAGE,
         identity: true,
