@@ -1,5 +1,6 @@
 //! Build script: records the git commit the binary is built from, for `ferry --version`
-//! (`FERRY_COMMIT`; "unknown commit" outside a git checkout, e.g. from a source tarball).
+//! (`FERRY_COMMIT`; "unknown commit" outside a git checkout, e.g. from a source tarball); and
+//! has the crate rebuilt when a file in `migrations/` is added (`sqlx::migrate!` embeds them).
 
 use std::process::Command;
 
@@ -14,6 +15,8 @@ fn main() {
         .map(|c| format!("commit {c}"))
         .unwrap_or_else(|| "unknown commit".into());
     println!("cargo:rustc-env=FERRY_COMMIT={commit}");
+    // sqlx::migrate! embeds migrations/ at compile time: a new migration file must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
     // Rebuilt when HEAD moves: a new commit, or another branch checked out.
     for path in ["HEAD", "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {

@@ -12,6 +12,7 @@
 //! - `client.rs`: the API client commands and their table output.
 //! - `delivery_view.rs`: `ferry deliveries ID`, one delivery printed like the inspector.
 //! - `import.rs`: `ferry import webhook FILE`, another tool's hooks as a ferry.toml.
+//! - `migrate.rs`: `ferry migrate --to postgres://…`, the SQLite store copied to PostgreSQL.
 
 mod client;
 mod config_file;
@@ -19,6 +20,7 @@ mod delivery_view;
 mod doctor;
 mod import;
 mod init;
+mod migrate;
 
 pub(crate) use client::{
     cancel, deliveries, delivery, deploy, logs, notifications, replay, rollback, status,
@@ -106,6 +108,18 @@ pub(crate) enum Command {
     /// Check what a first run trips on (config, data dir, Docker, public_url, secrets, TLS)
     /// and print each finding with its fix; exit 1 if any is a problem.
     Doctor(ConfigArg),
+    /// Copy this ferry's SQLite store (deliveries, deployments and their steps, events,
+    /// notifications, deploy logs) into an empty PostgreSQL database, in one transaction, for
+    /// a move to replicas. Stop ferry first. The SQLite store is only read; on any error
+    /// nothing is copied.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The PostgreSQL database to copy into (postgres://USER:PASSWORD@HOST/DATABASE); it
+        /// must hold no row yet. Never printed: only its host and database name are.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Print a completion script for SHELL (e.g. `ferry completions bash >
     /// /etc/bash_completion.d/ferry`).
     Completions { shell: clap_complete::Shell },
@@ -249,67 +263,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => serve(&args, cli.log_format).await,
-            Command::Doctor(args) => doctor::doctor(&args.config).await,
-            Command::Rollback {
-                app,
-                service,
-                to,
+    runtime.block_on(run_async(cli))
+}
+
+/// The commands that need the async runtime.
+async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(&args, cli.log_format).await,
+        Command::Doctor(args) => doctor::doctor(&args.config).await,
+        Command::Migrate { config, to } => migrate::migrate(&config.config, &to).await,
+        Command::Rollback {
+            app,
+            service,
+            to,
+            wait,
+            client,
+        } => rollback(&app, &service, to, wait, &client).await,
+        Command::Deploy {
+            app,
+            services,
+            profile,
+            git_ref,
+            wait,
+            client,
+        } => {
+            deploy(
+                &app,
+                &services,
+                profile.as_deref(),
+                git_ref.as_deref(),
                 wait,
-                client,
-            } => rollback(&app, &service, to, wait, &client).await,
-            Command::Deploy {
-                app,
-                services,
-                profile,
-                git_ref,
-                wait,
-                client,
-            } => {
-                deploy(
-                    &app,
-                    &services,
-                    profile.as_deref(),
-                    git_ref.as_deref(),
-                    wait,
-                    &client,
-                )
-                .await
-            }
-            Command::Status { app, client } => status(app.as_deref(), &client).await,
-            Command::Logs {
-                deployment,
-                follow,
-                client,
-            } => logs(deployment, follow, &client).await,
-            Command::Deliveries {
-                app,
-                limit,
-                raw,
-                json,
-                client,
-            } => match app.as_deref().map(str::parse::<i64>) {
-                Some(Ok(id)) => delivery(id, raw, json, &client).await,
-                _ => deliveries(app.as_deref(), limit, &client).await,
-            },
-            Command::Replay { delivery, client } => replay(delivery, &client).await,
-            Command::Cancel { deployment, client } => cancel(deployment, &client).await,
-            Command::Notifications {
-                failed,
-                app,
-                limit,
-                client,
-            } => notifications(failed, app.as_deref(), limit, &client).await,
-            Command::Check(_)
-            | Command::Hooks { .. }
-            | Command::Init { .. }
-            | Command::Import { .. }
-            | Command::Completions { .. }
-            | Command::Man { .. } => unreachable!("handled above"),
+                &client,
+            )
+            .await
         }
-    })
+        Command::Status { app, client } => status(app.as_deref(), &client).await,
+        Command::Logs {
+            deployment,
+            follow,
+            client,
+        } => logs(deployment, follow, &client).await,
+        Command::Deliveries {
+            app,
+            limit,
+            raw,
+            json,
+            client,
+        } => match app.as_deref().map(str::parse::<i64>) {
+            Some(Ok(id)) => delivery(id, raw, json, &client).await,
+            _ => deliveries(app.as_deref(), limit, &client).await,
+        },
+        Command::Replay { delivery, client } => replay(delivery, &client).await,
+        Command::Cancel { deployment, client } => cancel(deployment, &client).await,
+        Command::Notifications {
+            failed,
+            app,
+            limit,
+            client,
+        } => notifications(failed, app.as_deref(), limit, &client).await,
+        Command::Check(_)
+        | Command::Hooks { .. }
+        | Command::Init { .. }
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled in run"),
+    }
 }
 
 /// The completion script for `shell`, generated from these clap definitions.

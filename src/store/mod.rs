@@ -23,6 +23,8 @@
 //! - `steps.rs`: the steps of a deployment's run, written by the executors.
 //! - `github.rs`: the ids of the GitHub deployments ferry created, stored with the sent
 //!   creation (`Attempt::Created`).
+//! - [`copy`]: `ferry migrate`: a SQLite store (and its deploy log files) copied into an empty
+//!   PostgreSQL database in one transaction. Not part of a running store.
 //!
 //! States are bound as values, except where a partial index needs the literal in the SQL text
 //! (SQLite matches a partial index only against literals); `tests::sql_state_literals_are_states`
@@ -33,6 +35,7 @@ mod broadcast;
 mod changes;
 mod checkpoint;
 mod containers;
+pub(crate) mod copy;
 pub(crate) mod db;
 mod deliveries;
 mod deployments;

@@ -2,6 +2,10 @@
 //! URL, its admin API and its CLI, exactly as users drive it. See `support.rs` for the harness
 //! and `fake_http.rs` for the services ferry calls out to.
 
+/// The throwaway PostgreSQL cluster, one per test process (the library's unit tests include
+/// the same file): `migrate` and `replicas` use it.
+#[path = "../common/postgres.rs"]
+mod postgres;
 mod support;
 
 mod api_cli;
@@ -23,6 +27,7 @@ mod inspect;
 mod intake;
 mod live;
 mod metrics;
+mod migrate;
 mod notifications;
 mod packaging;
 mod planning;

@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::postgres;
 use crate::support::*;
-
-#[path = "../common/postgres.rs"]
-mod postgres;
 
 /// The deploy command: `lock-SERVICE` holds the pid of the run in progress; a run that finds a
 /// live pid there records an overlap. `hold-SERVICE` holds a run until it is removed.

@@ -838,6 +838,12 @@ impl Ferry {
         }
     }
 
+    /// Sets (or replaces) an environment variable for the next start ([`Ferry::restart`]).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
     /// Starts the server again on the same config and data dir (after [`Ferry::kill9`] or an
     /// exit). The port changes.
     pub async fn restart(&mut self) {
