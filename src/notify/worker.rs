@@ -637,6 +637,18 @@ command = ["x"]
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The receiver has answered the third try; its outcome is recorded just after.
+        while all(&ctx.store)
+            .await
+            .iter()
+            .any(|n| n.state != NotificationState::Sent)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not all recorded sent"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         stop.cancel();
         worker.await.unwrap();
         let seen = seen.lock().unwrap().clone();

@@ -167,54 +167,13 @@ async fn write_batch(
     let mut out = Vec::with_capacity(jobs.len());
     let mut refused = Vec::new();
     for (d, _) in jobs {
-        let (body, body_size) = stored_body(d);
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body_size, replay_of, refused_with)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
-        )
-        .bind(&d.app)
-        .bind(&d.source)
-        .bind(&d.event)
-        .bind(&d.source_delivery_id)
-        .bind(&d.dedupe_key)
-        .bind(d.received_at)
-        .bind(d.verified)
-        .bind(&d.scheme)
-        .bind(d.status)
-        .bind(&d.error)
-        .bind(&d.query)
-        .bind(&d.headers)
-        .bind(body_size)
-        .bind(d.replay_of)
-        .bind(d.refused_with.map(i64::from))
-        .fetch_optional(&mut *tx)
-        .await?;
-        out.push(match id {
-            Some(id) => {
-                sqlx::query("INSERT INTO delivery_bodies (delivery_id, body) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(body)
-                    .execute(&mut *tx)
-                    .await?;
-                if d.status == DeliveryStatus::Rejected {
-                    refused.push(id);
-                }
-                Inserted::New(id)
-            }
-            None => {
-                let row = sqlx::query(
-                    "UPDATE deliveries SET duplicates = duplicates + 1, duplicate_at = $3
-                     WHERE app = $1 AND dedupe_key = $2 RETURNING id",
-                )
-                .bind(&d.app)
-                .bind(&d.dedupe_key)
-                .bind(d.received_at)
-                .fetch_one(&mut *tx)
-                .await?;
-                Inserted::Duplicate(row.try_get(0)?)
-            }
-        });
+        let inserted = insert_one(&mut tx, d).await?;
+        if let Inserted::New(id) = inserted
+            && d.status == DeliveryStatus::Rejected
+        {
+            refused.push(id);
+        }
+        out.push(inserted);
     }
     // Refused deliveries are events (see `outbox::journal_refused`).
     if !refused.is_empty() {
@@ -243,4 +202,57 @@ async fn write_batch(
     crate::store::broadcast::announce_on(&mut tx, origin, &announced).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Stores one delivery in the batch's transaction: its row and its body, or, for a duplicate,
+/// the count on the delivery it repeats.
+async fn insert_one(
+    tx: &mut sqlx::PgConnection,
+    d: &crate::store::NewDelivery,
+) -> Result<Inserted, StoreError> {
+    let (body, body_size) = stored_body(d);
+    let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body_size, replay_of, refused_with)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
+        )
+        .bind(&d.app)
+        .bind(&d.source)
+        .bind(&d.event)
+        .bind(&d.source_delivery_id)
+        .bind(&d.dedupe_key)
+        .bind(d.received_at)
+        .bind(d.verified)
+        .bind(&d.scheme)
+        .bind(d.status)
+        .bind(&d.error)
+        .bind(&d.query)
+        .bind(&d.headers)
+        .bind(body_size)
+        .bind(d.replay_of)
+        .bind(d.refused_with.map(i64::from))
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(match id {
+        Some(id) => {
+            sqlx::query("INSERT INTO delivery_bodies (delivery_id, body) VALUES ($1, $2)")
+                .bind(id)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            Inserted::New(id)
+        }
+        None => {
+            let row = sqlx::query(
+                "UPDATE deliveries SET duplicates = duplicates + 1, duplicate_at = $3
+                     WHERE app = $1 AND dedupe_key = $2 RETURNING id",
+            )
+            .bind(&d.app)
+            .bind(&d.dedupe_key)
+            .bind(d.received_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            Inserted::Duplicate(row.try_get(0)?)
+        }
+    })
 }
