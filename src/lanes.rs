@@ -210,7 +210,20 @@ pub(crate) async fn keep_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: Canc
         match ctx.store.renew_leases(&claim).await {
             Ok(renewed) => {
                 renewed_at = Instant::now();
-                for id in here.into_iter().filter(|id| !renewed.contains(id)) {
+                // Not renewed: starting (not yet `running`), just ended, or taken over.
+                let missing: Vec<i64> = here
+                    .into_iter()
+                    .filter(|id| !renewed.contains(id))
+                    .collect();
+                let lost = if missing.is_empty() {
+                    Vec::new()
+                } else {
+                    ctx.store
+                        .taken_over(&missing, claim.node)
+                        .await
+                        .unwrap_or_default()
+                };
+                for id in lost {
                     if ctx.running.stop(
                         id,
                         "another replica took it over: this one's lease had run out",

@@ -78,6 +78,9 @@ pub(crate) async fn doctor(path: &Path) -> anyhow::Result<ExitCode> {
                 config.apps.len()
             )));
             findings.extend(data_dir(&config.server.data_dir));
+            if let Some(url) = &config.server.database {
+                findings.push(database(url.expose(), &config.server.node).await);
+            }
             findings.extend(docker(&config).await);
             findings.push(public_url(&config).await);
             findings.extend(secrets(&config));
@@ -201,6 +204,27 @@ fn free_space(dir: &Path) -> Finding {
         )
     } else {
         Finding::ok(text)
+    }
+}
+
+/// `server.database`: PostgreSQL answers (within 5 s), as the replica `node`.
+async fn database(url: &str, node: &str) -> Finding {
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::store::probe_postgres(url),
+    );
+    match probe.await {
+        Ok(Ok((version, place))) => Finding::ok(format!(
+            "PostgreSQL {version} answers at {place}; this replica is node {node:?}"
+        )),
+        Ok(Err(e)) => Finding::problem(
+            format!("PostgreSQL (server.database) cannot be reached: {e}"),
+            "check server.database (host, port, user, password, database) and that PostgreSQL accepts connections from this host",
+        ),
+        Err(_) => Finding::problem(
+            "PostgreSQL (server.database) did not answer within 5 s",
+            "check the host and port in server.database, and the firewall between",
+        ),
     }
 }
 

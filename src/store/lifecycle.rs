@@ -1,7 +1,7 @@
 //! A planned deployment's life in the lanes: the queue, `queued → running`, the resolved
 //! digest, how it ended; and cancel through the API. Each write holds the write gate.
 
-use super::db::{Tx, with_db, with_tx};
+use super::db::{Db, Tx, with_db, with_tx};
 
 /// This replica's claim on the deployments it starts: its name (`server.node`) and how long
 /// the claim holds without a heartbeat (`server.lease`).
@@ -92,7 +92,7 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 sqlx::query(
-                    "UPDATE deployments SET state = $3, started_at = $2, node = $5, lease_until = $6
+                    "UPDATE deployments SET state = $3, started_at = GREATEST($2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint), node = $5, lease_until = $6
                      WHERE id = $1 AND state = $4
                        AND NOT EXISTS (SELECT 1 FROM deployments r
                                        WHERE r.app = $7 AND r.service = $8 AND r.state = 'running')",
@@ -137,6 +137,30 @@ impl Store {
         .await?))
     }
 
+    /// Of `ids` (runs in progress on this replica), those another replica has taken over:
+    /// recorded `interrupted`, or running on another node. (A run not yet marked running, or
+    /// one that has just ended, is neither.)
+    pub(crate) async fn taken_over(&self, ids: &[i64], node: &str) -> Result<Vec<i64>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let row: Option<(DeploymentState, Option<String>)> = with_db!(&self.db, pool, q => sqlx::query_as(
+                q("SELECT state, node FROM deployments WHERE id = ?1"),
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+            let lost = match row {
+                Some((DeploymentState::Interrupted, _)) => true,
+                Some((DeploymentState::Running, Some(n))) => n != node,
+                _ => false,
+            };
+            if lost {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Running deployments whose lease ran out: their replica died or lost the database.
     pub(crate) async fn expired_leases(&self) -> Result<Vec<i64>, StoreError> {
         Ok(with_db!(&self.db, pool, q => sqlx::query_scalar(q(
@@ -168,11 +192,19 @@ impl Store {
         exit_code: Option<i64>,
     ) -> Result<(), StoreError> {
         let _gate = self.gate.lock().await;
-        with_db!(&self.db, pool, q => sqlx::query(
-            // Only a running one: with replicas, another may have recorded it `interrupted`
-            // after this one's lease ran out, and that record stands.
-            q("UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1 AND state = ?6"),
-        )
+        // Only a running one: with replicas, another may have recorded it `interrupted` after
+        // this one's lease ran out, and that record stands. On PostgreSQL the end is the
+        // server's clock as the row is written (as `start` reads it), so the next run of the
+        // service, claimed only once this commits, never seems to start before this ended.
+        let sql = match &self.db {
+            Db::Sqlite(_) => {
+                "UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = ?5 WHERE id = ?1 AND state = ?6"
+            }
+            Db::Postgres(_) => {
+                "UPDATE deployments SET state = ?2, reason = COALESCE(?3, reason), exit_code = ?4, finished_at = GREATEST(?5, (extract(epoch FROM clock_timestamp()) * 1000)::bigint) WHERE id = ?1 AND state = ?6"
+            }
+        };
+        with_db!(&self.db, pool, q => sqlx::query(q(sql))
         .bind(id)
         .bind(state)
         .bind(reason)

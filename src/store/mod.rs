@@ -60,6 +60,7 @@ pub(crate) use gate::{Gate, WriteGate};
 pub(crate) use history::HeldImage;
 pub(crate) use leader::Role;
 pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome, Claim};
+pub(crate) use open::probe_postgres;
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
 };

@@ -107,6 +107,25 @@ impl Store {
     }
 }
 
+/// For `ferry doctor`: connects to the PostgreSQL database at `url` and returns its server's
+/// version and where it is (host and database: never the URL, which may hold a password).
+pub(crate) async fn probe_postgres(url: &str) -> Result<(String, String), StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let place = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default)")
+    );
+    let mut conn =
+        <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await?;
+    sqlx::Connection::close(conn).await?;
+    Ok((version, place))
+}
+
 /// Creates the data dir and the database file (both private); returns the database's path.
 async fn prepare_dir(data_dir: &Path) -> Result<PathBuf, StoreError> {
     crate::datadir::create_dir(data_dir).map_err(|source| StoreError::DataDir {

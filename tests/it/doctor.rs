@@ -142,3 +142,45 @@ async fn a_read_only_data_dir_is_a_problem() {
     );
     assert!(out.stdout.contains("mount it read-write"), "{}", out.stdout);
 }
+
+/// With `server.database`, doctor connects: a reachable PostgreSQL is named with its version,
+/// host and database (never the URL's password), an unreachable one is a problem with why.
+#[tokio::test]
+async fn the_database_is_checked_without_showing_its_password() {
+    let url = match crate::postgres::database() {
+        Ok(url) => url,
+        Err(why) => return unavailable(&format!("PostgreSQL: {why}")),
+    };
+    let with_password = url.replacen("postgres://ferry@", "postgres://ferry:hunter2-pw@", 1);
+    let config = healthy("/tmp/ferry-doctor-db-data", "http://127.0.0.1:9").replace(
+        "[server]\n",
+        &format!("[server]\ndatabase = \"{with_password}\"\nnode = \"host-a\"\n"),
+    );
+    let file = ConfigFile::new(&config);
+    let out = Cli::new(&["doctor", "--config", file.path.to_str().expect("utf-8")])
+        .run()
+        .await;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("ok       PostgreSQL 15") && text.contains("this replica is node \"host-a\""),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let port = free_port();
+    let gone = config.replace(
+        &with_password,
+        &format!("postgres://ferry:hunter2-pw@127.0.0.1:{port}/x"),
+    );
+    let file = ConfigFile::new(&gone);
+    let out = Cli::new(&["doctor", "--config", file.path.to_str().expect("utf-8")])
+        .run()
+        .await;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("PROBLEM  PostgreSQL (server.database) cannot be reached")
+            && text.contains("Connection refused"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
