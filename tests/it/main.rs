@@ -8,6 +8,11 @@
 mod postgres;
 mod support;
 
+/// The throwaway PostgreSQL cluster (shared with the store's unit tests): see
+/// `support::Engine`.
+#[path = "../common/postgres.rs"]
+mod postgres;
+
 mod api_cli;
 mod browser;
 mod cancel;
