@@ -11,7 +11,7 @@ mod support;
 /// The throwaway PostgreSQL cluster (shared with the store's unit tests): see
 /// `support::Engine`.
 #[path = "../common/postgres.rs"]
-mod postgres;
+mod pg_cluster;
 
 mod api_cli;
 mod browser;
@@ -36,6 +36,7 @@ mod migrate;
 mod notifications;
 mod packaging;
 mod planning;
+mod postgres;
 mod replicas;
 mod restart;
 mod security_edges;
