@@ -3,15 +3,10 @@
 //! and `fake_http.rs` for the services ferry calls out to.
 
 /// The throwaway PostgreSQL cluster, one per test process (the library's unit tests include
-/// the same file): `migrate` and `replicas` use it.
+/// the same file): `migrate`, `replicas` and the harness (`support::Engine`) use it.
 #[path = "../common/postgres.rs"]
 mod postgres;
 mod support;
-
-/// The throwaway PostgreSQL cluster (shared with the store's unit tests): see
-/// `support::Engine`.
-#[path = "../common/postgres.rs"]
-mod pg_cluster;
 
 mod api_cli;
 mod browser;
@@ -34,9 +29,11 @@ mod live;
 mod metrics;
 mod migrate;
 mod notifications;
+/// `postgres.rs`: what users see on PostgreSQL (`mod postgres` is the cluster).
+#[path = "postgres.rs"]
+mod on_postgres;
 mod packaging;
 mod planning;
-mod postgres;
 mod replicas;
 mod restart;
 mod security_edges;

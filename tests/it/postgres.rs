@@ -1,5 +1,5 @@
 //! PostgreSQL as users see it (issue 13, part 1: choosing PostgreSQL changes nothing a user
-//! sees). These tests always run ferry on PostgreSQL (a fresh database of the throwaway
+//! sees); the module `on_postgres` (`crate::postgres` is the throwaway cluster). These tests always run ferry on PostgreSQL (a fresh database of the throwaway
 //! cluster per server, whatever `FERRY_TEST_ENGINE` says), mirroring what `intake.rs`,
 //! `executor.rs`, `live.rs` and `restart.rs` test on SQLite; where a scenario is
 //! deterministic, it runs on SQLite too and what the user sees (answers, API, deploy

@@ -171,7 +171,7 @@ impl Engine {
 /// The URL of a fresh PostgreSQL database for one test server, or why there is none (the
 /// binaries are missing).
 pub fn postgres_database() -> Result<String, String> {
-    crate::pg_cluster::database()
+    crate::postgres::database()
 }
 
 /// CI runs every test, the ignored ones too (see [`unavailable`]): with `CI` set, a run that
