@@ -199,7 +199,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "ferry_store_fsync",
-            "Time one fsync of the write-ahead log took (it makes every batch committed before it durable)",
+            "Time one fsync of the write-ahead log took (it makes every batch committed before it durable; on PostgreSQL: a batch's COMMIT, which waits for the flush)",
             Unit::Seconds,
             self.fsync_seconds.clone(),
         );

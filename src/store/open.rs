@@ -1,6 +1,6 @@
-//! Opening the store: on SQLite (the default) the private data dir, the database file, SQLite's
-//! settings for the pool and the intake writer; on PostgreSQL the pool; then each engine's
-//! migrations (`migrations/sqlite/`, `migrations/postgres/`).
+//! Opening the store: the private data dir (both engines: deploy logs live there); on SQLite
+//! (the default) the database file, SQLite's settings for the pool and the intake writer; on
+//! PostgreSQL the pool; then each engine's migrations (`migrations/sqlite/`, `migrations/postgres/`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -26,7 +26,7 @@ impl Store {
     }
 
     /// Opens the database and brings its schema up to date: PostgreSQL at `database` when
-    /// given, else SQLite in `data_dir` (created if needed). Returns the store and the
+    /// given, else SQLite in `data_dir` (created private if needed, on either engine). Returns the store and the
     /// group-commit writer for hook requests, which records its batches (sizes, commit and
     /// fsync times) into `metrics`.
     pub(crate) async fn open_measured(
@@ -34,10 +34,13 @@ impl Store {
         database: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Result<(Store, Intake), StoreError> {
+        // The data dir holds deploy logs, payload files and run notes on both engines: it is
+        // created private (and tightened) before the database is opened, whichever it is.
+        private_dir(data_dir).await?;
         if let Some(url) = database {
             return Store::open_postgres(url, metrics).await;
         }
-        let db = prepare_dir(data_dir).await?;
+        let db = database_file(data_dir)?;
         let options = connect_options(db.clone())?;
         let pool = pool(&options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -126,14 +129,14 @@ pub(crate) async fn probe_postgres(url: &str) -> Result<(String, String), StoreE
     Ok((version, place))
 }
 
-/// Creates the data dir and the database file (both private); returns the database's path.
-async fn prepare_dir(data_dir: &Path) -> Result<PathBuf, StoreError> {
+/// Creates the data dir, private (see `datadir`), and tightens what is in it.
+async fn private_dir(data_dir: &Path) -> Result<(), StoreError> {
     crate::datadir::create_dir(data_dir).map_err(|source| StoreError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
-    // The data dir is private (see `datadir`): loose modes left by an older ferry are
-    // tightened, and the database is created 0600 (its -wal and -shm follow it).
+    // The data dir is private: loose modes left by an older ferry are tightened (and SQLite's
+    // database is created 0600 by `database_file`; its -wal and -shm follow it).
     let dir = data_dir.to_path_buf();
     let tightened = tokio::task::spawn_blocking(move || crate::datadir::tighten(&dir))
         .await
@@ -145,6 +148,11 @@ async fn prepare_dir(data_dir: &Path) -> Result<PathBuf, StoreError> {
             "made data dir entries private (dirs 0700, files 0600)"
         );
     }
+    Ok(())
+}
+
+/// Creates SQLite's database file in the data dir (private); returns its path.
+fn database_file(data_dir: &Path) -> Result<PathBuf, StoreError> {
     let db = data_dir.join("ferry.db");
     crate::datadir::create_private_file(&db).map_err(|source| StoreError::DataDir {
         path: db.display().to_string(),
@@ -199,7 +207,7 @@ async fn pool(options: &SqliteConnectOptions) -> Result<SqlitePool, StoreError> 
 
 #[cfg(test)]
 mod tests {
-    use super::{Store, connect_options, pool, prepare_dir};
+    use super::{Store, connect_options, database_file, pool, private_dir};
     #[allow(unused_imports)]
     use crate::store::db::{with_db, with_tx};
 
@@ -208,7 +216,8 @@ mod tests {
     #[tokio::test]
     async fn a_store_from_before_0014_keeps_its_deliveries_and_bodies() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = prepare_dir(dir.path()).await.expect("dir");
+        private_dir(dir.path()).await.expect("dir");
+        let db = database_file(dir.path()).expect("database file");
         let old = pool(&connect_options(db).expect("options"))
             .await
             .expect("pool");

@@ -19,7 +19,9 @@
 //!   bytewise, as on SQLite. Dynamic shared memory lives in the data directory (`mmap`), so
 //!   a killed server leaves nothing in `/dev/shm`; the small SysV segment it keeps is removed
 //!   with the directory by the next run.
-//! - A directory left by a process that is gone is removed at the next start.
+//! - A directory left by a process that is gone is removed at the next start: one whose lock
+//!   file no process holds (`claim_dir`; test processes in other PID namespaces may share
+//!   /tmp, so the pid in its name cannot say whether its owner lives).
 
 // Included by two crates (the library's unit tests, where `unreachable_pub` is on, and tests/it),
 // each of which may not use all of it.
@@ -51,8 +53,13 @@ unsafe extern "C" {
     safe fn geteuid() -> u32;
     fn shmget(key: i32, size: usize, flags: i32) -> i32;
     fn shmctl(id: i32, cmd: i32, buf: *mut c_void) -> i32;
+    fn flock(fd: i32, operation: i32) -> i32;
 }
 const PR_SET_PDEATHSIG: i32 = 1;
+const LOCK_EX: i32 = 2;
+const LOCK_NB: i32 = 4;
+/// In a cluster's directory: locked by the test process that owns it, for as long as it lives.
+const LOCK_FILE: &str = "owner.lock";
 const SIGKILL: std::ffi::c_ulong = 9;
 const IPC_RMID: i32 = 0;
 
@@ -90,8 +97,7 @@ fn start() -> Result<Cluster, String> {
     };
     let tmp = std::env::temp_dir();
     remove_leftovers(&tmp);
-    let dir = tmp.join(format!("{DIR_PREFIX}{}", std::process::id()));
-    remove(&dir);
+    let dir = claim_dir(&tmp)?;
     let data = dir.join("data");
     fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
     if let Some((uid, gid)) = owner {
@@ -331,22 +337,66 @@ fn tail(log: &Path, from: u64) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Removes the clusters of test processes that are gone.
+/// A new directory for this process's cluster, `ferry-pg-PID-NANOS`, whose lock file this
+/// process holds (`flock`) until it ends: the kernel releases the lock when the process dies,
+/// however it dies, and a lock is seen across PID namespaces (test processes of several
+/// containers may share one /tmp, where a pid in the name says nothing). The directory is made
+/// under a name no cleaner reads and renamed once locked.
+fn claim_dir(tmp: &Path) -> Result<PathBuf, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("{DIR_PREFIX}{}-{nanos}", std::process::id());
+    let making = tmp.join(format!(".{name}"));
+    let dir = tmp.join(&name);
+    fs::create_dir(&making).map_err(|e| format!("creating {}: {e}", making.display()))?;
+    let file = fs::File::create(making.join(LOCK_FILE))
+        .map_err(|e| format!("creating the lock file in {}: {e}", making.display()))?;
+    if !try_lock(&file) {
+        return Err(format!("cannot lock {}", making.display()));
+    }
+    fs::rename(&making, &dir).map_err(|e| format!("renaming {}: {e}", making.display()))?;
+    // Held (open and locked) until the process ends.
+    std::mem::forget(file);
+    Ok(dir)
+}
+
+/// Takes `file`'s lock without waiting; false: another process holds it.
+fn try_lock(file: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open file descriptor.
+    unsafe { flock(file.as_raw_fd(), LOCK_EX | LOCK_NB) == 0 }
+}
+
+/// Removes the clusters of test processes that are gone: those whose lock file nobody holds.
+/// A directory without one (made by an older version, named `ferry-pg-PID`) is removed only
+/// when its log has not changed for a day: its pid may be of another PID namespace.
 fn remove_leftovers(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(DIR_PREFIX))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        if !name.to_str().is_some_and(|n| n.starts_with(DIR_PREFIX)) {
             continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            remove(&entry.path());
+        }
+        let path = entry.path();
+        match fs::File::open(path.join(LOCK_FILE)) {
+            Ok(lock) => {
+                if try_lock(&lock) {
+                    remove(&path);
+                }
+            }
+            Err(_) => {
+                let day = Duration::from_secs(24 * 60 * 60);
+                let stale = fs::metadata(path.join("server.log"))
+                    .or_else(|_| fs::metadata(&path))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+                if stale {
+                    remove(&path);
+                }
+            }
         }
     }
 }

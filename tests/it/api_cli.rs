@@ -458,6 +458,17 @@ async fn cli_finds_server_and_token_in_the_environment() {
 /// Starts a server logging JSON and checks every line is a JSON object.
 async fn check_json_logs(ferry: Ferry) {
     ferry.hook("shop").query("services=worker").deliver().await;
+    // The API shows the end once it is committed; the lanes log it after the commit returns
+    // (on PostgreSQL a round trip later), so the line may still be on its way.
+    eventually("the deployment's end to be logged", WAIT, async || {
+        let text = ferry.stderr_text();
+        if text.contains("succeeded") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
     let lines = ferry.stderr_lines();
     let mut objects = Vec::new();
     for line in lines.iter().filter(|l| !l.trim().is_empty()) {

@@ -24,7 +24,7 @@ while [ ! -e "{dir}/go" ]; do sleep 0.05; done
 echo "second line"
 "#;
 
-/// One Server-Sent Event as the test reads it.
+/// One Server-Sent Event as the test reads it (also read by `postgres.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct Event {
     pub(crate) event: String,
@@ -131,7 +131,7 @@ async fn sse_request(ferry: &Ferry, path: &str, headers: &[(&str, &str)]) -> req
 }
 
 /// Starts a manual deploy of `services` of `app`; returns the delivery id.
-async fn deploy(ferry: &Ferry, app: &str, services: &[&str]) -> i64 {
+pub(crate) async fn deploy(ferry: &Ferry, app: &str, services: &[&str]) -> i64 {
     let r = ferry
         .post(
             &format!("/api/v1/apps/{app}/deploy"),

@@ -3,7 +3,7 @@
 //! and `fake_http.rs` for the services ferry calls out to.
 
 /// The throwaway PostgreSQL cluster, one per test process (the library's unit tests include
-/// the same file): `migrate` and `replicas` use it.
+/// the same file): `migrate`, `replicas` and the harness (`support::Engine`) use it.
 #[path = "../common/postgres.rs"]
 mod postgres;
 mod support;
@@ -29,6 +29,9 @@ mod live;
 mod metrics;
 mod migrate;
 mod notifications;
+/// `postgres.rs`: what users see on PostgreSQL (`mod postgres` is the cluster).
+#[path = "postgres.rs"]
+mod on_postgres;
 mod packaging;
 mod planning;
 mod replicas;

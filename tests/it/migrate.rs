@@ -122,7 +122,8 @@ fn rows_in(stdout: &str, table: &str) -> i64 {
 /// `deploy_logs`, chunk by chunk), and gives new ids after the old ones.
 #[tokio::test]
 async fn a_sqlite_store_moves_to_postgres_and_is_served_from_there() {
-    let mut ferry = Ferry::shop().start().await;
+    // On SQLite whatever FERRY_TEST_ENGINE says: its store is what is copied.
+    let mut ferry = Ferry::shop().sqlite().start().await;
     let push = ferry.push("master", &sha(1), &commit_time(1)).await;
     let pushed = ferry.settle(push).await;
     let web = only(&pushed, "web")["id"].as_i64().expect("id");
@@ -223,7 +224,8 @@ async fn a_sqlite_store_moves_to_postgres_and_is_served_from_there() {
 /// unreachable server, without the password.
 #[tokio::test]
 async fn migrate_refuses_a_database_that_is_not_empty() {
-    let mut ferry = Ferry::shop().start().await;
+    // On SQLite whatever FERRY_TEST_ENGINE says: its store is what would be copied.
+    let mut ferry = Ferry::shop().sqlite().start().await;
     ferry.hook("shop").deliver().await;
     ferry.sigterm();
     ferry.wait_exit(WAIT).await;

@@ -103,7 +103,9 @@ async fn every_answer_waits_for_an_fsync_of_what_it_acknowledges() {
         unavailable("strace is not installed");
         return;
     }
-    let ferry = Ferry::shop().start().await;
+    // SQLite only: the fsync watched is of SQLite's WAL in the data dir (on PostgreSQL the
+    // answer waits for the COMMIT, whose flush happens in the database server).
+    let ferry = Ferry::shop().sqlite().start().await;
     let trace_path = ferry.path("strace.txt");
     let mut strace = std::process::Command::new("strace")
         .args(["-f", "-y", "-s", "100000", "-e"])
@@ -202,7 +204,12 @@ async fn full_disk_answers_503_and_recovers() {
     let Some(mount) = Mount::tmpfs("8m") else {
         return;
     };
-    let ferry = Ferry::with_config(&config(mount.path())).start().await;
+    // SQLite only: the deliveries are written to the data dir's disk (on PostgreSQL they are
+    // not, and a full data dir fails deployments, not hooks).
+    let ferry = Ferry::with_config(&config(mount.path()))
+        .sqlite()
+        .start()
+        .await;
     assert_eq!(send_many(&ferry, 1, 100).await, [202]);
     ferry.settled("shop").await;
 
@@ -236,7 +243,12 @@ async fn read_only_data_dir_answers_503_and_recovers() {
         return;
     };
     mount.remount("ro");
-    let ferry = Ferry::with_config(&config(mount.path())).start().await;
+    // SQLite only: the database is in the data dir (PostgreSQL's is not, so hooks are
+    // answered 202 there).
+    let ferry = Ferry::with_config(&config(mount.path()))
+        .sqlite()
+        .start()
+        .await;
     let codes = send_many(&ferry, 3, 1000).await;
     assert_eq!(codes, [503, 503, 503]);
     let r = ferry.hook("shop").send().await;

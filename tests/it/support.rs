@@ -146,6 +146,34 @@ pub fn unavailable(why: &str) {
     eprintln!("skipping: this test cannot run here: {why}");
 }
 
+/// The store a test server runs on. `FERRY_TEST_ENGINE=postgres` makes every ferry the harness
+/// starts run on PostgreSQL (a fresh database of the throwaway cluster in
+/// `tests/common/postgres.rs` each), so the whole suite can be run on it by hand:
+/// `FERRY_TEST_ENGINE=postgres cargo test --test it -- --test-threads=2`. A test that must run
+/// on one engine says so: [`FerryBuilder::postgres`], [`FerryBuilder::sqlite`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// What `FERRY_TEST_ENGINE` asks for (unset: SQLite, ferry's default).
+    pub fn from_env() -> Engine {
+        match std::env::var("FERRY_TEST_ENGINE").as_deref() {
+            Err(_) | Ok("") | Ok("sqlite") => Engine::Sqlite,
+            Ok("postgres") => Engine::Postgres,
+            Ok(other) => panic!("FERRY_TEST_ENGINE={other:?}: expected sqlite or postgres"),
+        }
+    }
+}
+
+/// The URL of a fresh PostgreSQL database for one test server, or why there is none (the
+/// binaries are missing).
+pub fn postgres_database() -> Result<String, String> {
+    crate::postgres::database()
+}
+
 /// CI runs every test, the ignored ones too (see [`unavailable`]): with `CI` set, a run that
 /// leaves them out fails here instead of passing with tests unrun.
 #[test]
@@ -539,9 +567,36 @@ pub struct FerryBuilder {
     global_args: Vec<String>,
     serve_args: Vec<String>,
     nofile: Option<u64>,
+    /// `None`: as `FERRY_TEST_ENGINE` says.
+    engine: Option<Engine>,
 }
 
 impl FerryBuilder {
+    /// Runs this server on PostgreSQL (`FERRY_DATABASE`: a fresh database of the throwaway
+    /// cluster, kept over [`Ferry::restart`]) whatever `FERRY_TEST_ENGINE` says. `None` when
+    /// PostgreSQL cannot run here: the test returns (skipped, with the reason printed by
+    /// [`unavailable`], which fails the test instead when `CI` is set).
+    pub fn postgres(mut self) -> Option<Self> {
+        match postgres_database() {
+            Ok(url) => {
+                self.env.push(("FERRY_DATABASE".into(), url));
+                self.engine = Some(Engine::Postgres);
+                Some(self)
+            }
+            Err(why) => {
+                unavailable(&format!("PostgreSQL: {why}"));
+                None
+            }
+        }
+    }
+
+    /// Runs this server on SQLite whatever `FERRY_TEST_ENGINE` says: for a test of what only
+    /// the SQLite engine has (its files, its fsyncs); the caller says why.
+    pub fn sqlite(mut self) -> Self {
+        self.engine = Some(Engine::Sqlite);
+        self
+    }
+
     /// Runs ferry with this open-file limit (soft and hard, as `ulimit -n N` does).
     pub fn nofile_limit(mut self, n: u64) -> Self {
         self.nofile = Some(n);
@@ -578,7 +633,19 @@ impl FerryBuilder {
         self
     }
 
-    pub async fn start(self) -> Ferry {
+    pub async fn start(mut self) -> Ferry {
+        let engine = self.engine.unwrap_or_else(Engine::from_env);
+        if engine == Engine::Postgres {
+            // Set already by `postgres()`, or by a test of the variable itself.
+            if !self.env.iter().any(|(k, _)| k == "FERRY_DATABASE") {
+                // Asked for by FERRY_TEST_ENGINE: a run of the suite that fell back to SQLite
+                // would pass without testing what was asked, so this fails even without CI.
+                let url = postgres_database().unwrap_or_else(|why| {
+                    panic!("FERRY_TEST_ENGINE=postgres, but PostgreSQL cannot run here: {why}")
+                });
+                self.env.push(("FERRY_DATABASE".into(), url));
+            }
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_str().expect("utf-8 temp dir").to_string();
         let fill = |s: &str| s.replace("{dir}", &root);
@@ -609,6 +676,7 @@ impl FerryBuilder {
             .expect("http client");
         let mut ferry = Ferry {
             dir,
+            engine,
             config_path,
             env: self.env,
             global_args: self.global_args,
@@ -628,6 +696,9 @@ impl FerryBuilder {
 /// A running `ferry serve` (killed with SIGKILL when dropped).
 pub struct Ferry {
     dir: tempfile::TempDir,
+    /// The store it runs on (on PostgreSQL, `FERRY_DATABASE` is in `env`, so a restart finds
+    /// the same database).
+    engine: Engine,
     config_path: PathBuf,
     env: Vec<(String, String)>,
     global_args: Vec<String>,
@@ -652,6 +723,7 @@ impl Ferry {
             global_args: Vec::new(),
             serve_args: Vec::new(),
             nofile: None,
+            engine: None,
         }
     }
 
@@ -744,6 +816,11 @@ impl Ferry {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The store this server runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The test's temp dir (also the config file's directory).
