@@ -224,7 +224,7 @@ pub(crate) fn split_lines(bytes: &[u8], offset: u64, max: usize) -> (Vec<(String
     let at_end = bytes.len() < max;
     let complete = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(last) => &bytes[..=last],
-        None if !at_end => &bytes[..],
+        None if !at_end => bytes,
         None => &[][..],
     };
     let mut lines = Vec::new();
@@ -247,6 +247,9 @@ pub(crate) enum ResumeError {
     NotLineEnd { offset: u64 },
     #[error("cannot read the log: {0}")]
     Io(#[from] std::io::Error),
+    /// The store's copy of the log (replicas) could not be read.
+    #[error("cannot read the log: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Checks that a viewer may resume after byte `offset`: 0, or the end of a line within the

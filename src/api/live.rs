@@ -233,6 +233,10 @@ pub(super) async fn log_events(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot read log: {e}"),
         ),
+        deploylog::ResumeError::Store(e) => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read log: {e}"),
+        ),
         e => ApiError(
             StatusCode::BAD_REQUEST,
             format!("cannot resume deployment {id}'s log: {e}"),
@@ -275,18 +279,12 @@ async fn check_table_resume(
     if offset == 0 {
         return Ok(());
     }
-    let (before, _) = store
-        .read_log(id, offset - 1, 1)
-        .await
-        .map_err(|e| deploylog::ResumeError::Io(std::io::Error::other(e)))?;
+    let (before, _) = store.read_log(id, offset - 1, 1).await?;
     match before.first() {
         Some(b'\n') => Ok(()),
         Some(_) => Err(deploylog::ResumeError::NotLineEnd { offset }),
         None => {
-            let (size, _) = store
-                .log_extent(id)
-                .await
-                .map_err(|e| deploylog::ResumeError::Io(std::io::Error::other(e)))?;
+            let (size, _) = store.log_extent(id).await?;
             Err(deploylog::ResumeError::BeyondEnd { offset, size })
         }
     }
