@@ -775,6 +775,24 @@ mod tests {
         }
     }
 
+    /// Retention deletes deployments; their chunks go with them (`ON DELETE CASCADE`).
+    #[tokio::test]
+    async fn chunks_go_with_their_deployment() {
+        for (_dir, store, _intake) in postgres().await {
+            let id = deployment(&store).await;
+            assert!(store.append_log_chunk(id, 1, b"x\n").await.unwrap());
+            let Db::Postgres(pool) = &store.db else {
+                unreachable!("PostgreSQL only");
+            };
+            sqlx::query("DELETE FROM deployments WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .expect("delete");
+            assert_eq!(store.log_extent(id).await.unwrap(), (0, 0));
+        }
+    }
+
     /// Output that does not fit the buffer is left out and stands in the copy as one note of
     /// its exact length, so what follows keeps its offsets.
     #[tokio::test]
