@@ -300,15 +300,25 @@ async fn logs(
         .deployment(id)
         .await?
         .ok_or_else(|| not_found("deployment"))?;
-    let path = deploylog::log_path(&shared.config.server.data_dir, id);
-    let (bytes, offset) = deploylog::read_from(&path, q.offset.unwrap_or(0), 16 * 1024 * 1024)
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read log: {e}"),
-            )
-        })?;
+    const MAX: usize = 16 * 1024 * 1024;
+    let offset = q.offset.unwrap_or(0);
+    // This replica's file; else (replicas: another one ran it) the store's copy.
+    let read = match live::log_file(&shared, id).await {
+        Some(path) => deploylog::read_from(&path, offset, MAX)
+            .await
+            .map_err(|e| e.to_string()),
+        None => shared
+            .store
+            .read_log(id, offset, MAX)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let (bytes, offset) = read.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read log: {e}"),
+        )
+    })?;
     Ok((
         [
             (

@@ -12,12 +12,25 @@
 //! deployment by offset; live viewers follow it line by line ([`read_lines`]), each line named
 //! by the byte offset just after it, which is where a reconnecting viewer resumes
 //! ([`check_resume`]: only the end of a line, within the file).
+//!
+//! On a shared store (PostgreSQL, replicas) a deployment's writer also hands every byte it
+//! appends to the store's copy of the log ([`crate::store::LogCopy`], in order, under the same
+//! lock), so the other replicas can serve it; [`LogWriter::settle`] waits until the copy has
+//! stored what was written, which the lanes do before recording the deployment's end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
+
+use crate::store::{LogCopy, Store};
+
+/// How long [`LogWriter::settle`] waits for the database's copy of the log: past that (the
+/// database is unreachable) the deployment's end is recorded anyway, and the copy goes on
+/// trying in the background.
+const SETTLE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Where a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +58,18 @@ impl Stream {
 #[derive(Clone, Debug)]
 pub(crate) struct LogWriter {
     file: Arc<Mutex<tokio::fs::File>>,
+    /// The store's copy, on a shared store: what is appended to the file is pushed there too,
+    /// under the file's lock, so both hold the same bytes in the same order.
+    copy: Option<Arc<LogCopy>>,
+}
+
+/// Where a deployment's log is copied besides its file: the store (when shared) and what the
+/// copy's notes name.
+pub(crate) struct CopyTo<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) deployment: i64,
+    /// This replica (`server.node`), whose file has what the copy had to leave out.
+    pub(crate) node: &'a str,
 }
 
 impl LogWriter {
@@ -60,7 +85,38 @@ impl LogWriter {
             .await?;
         Ok(LogWriter {
             file: Arc::new(Mutex::new(file)),
+            copy: None,
         })
+    }
+
+    /// [`LogWriter::create`], and on a shared store (replicas) the store's copy of the log too,
+    /// starting at the file's length.
+    pub(crate) async fn create_copied(path: &Path, to: CopyTo<'_>) -> std::io::Result<LogWriter> {
+        let mut log = LogWriter::create(path).await?;
+        if to.store.shared() {
+            let start = log.file.lock().await.metadata().await?.len();
+            let node = to.node.to_string();
+            let note: crate::store::GapNote = Box::new(move |n| {
+                let text = format!(
+                    "{n} bytes of this log are missing here: the database did not take them in time; the log file on replica {node} has them"
+                );
+                format_lines(&timestamp(), Stream::Ferry, &text)
+            });
+            log.copy = Some(Arc::new(to.store.copy_log(to.deployment, start, note)));
+        }
+        Ok(log)
+    }
+
+    /// Waits until the store's copy holds everything written so far (at most
+    /// [`SETTLE_WITHIN`]); nothing to wait for without a copy.
+    pub(crate) async fn settle(&self) {
+        if let Some(copy) = &self.copy
+            && !copy.settle(SETTLE_WITHIN).await
+        {
+            tracing::warn!(
+                "the end of a deployment's log is not in the database yet; recording the end anyway (the copy goes on trying)"
+            );
+        }
     }
 
     /// Writes `text` as a line: one trailing `\n` (or `\r\n`) is dropped, and any further
@@ -68,10 +124,27 @@ impl LogWriter {
     pub(crate) async fn line(&self, stream: Stream, text: &str) -> std::io::Result<()> {
         let out = format_lines(&timestamp(), stream, text);
         let mut file = self.file.lock().await;
-        file.write_all(out.as_bytes()).await?;
-        // tokio's File finishes writes in the background; flushing makes the line visible to
-        // readers (and reports write errors) before we return.
-        file.flush().await
+        let Some(copy) = &self.copy else {
+            file.write_all(out.as_bytes()).await?;
+            // tokio's File finishes writes in the background; flushing makes the line visible
+            // to readers (and reports write errors) before we return.
+            return file.flush().await;
+        };
+        let written = match file.write_all(out.as_bytes()).await {
+            Ok(()) => file.flush().await,
+            Err(e) => Err(e),
+        };
+        match &written {
+            Ok(()) => copy.push(out.as_bytes()),
+            // Part of the line may be in the file: the copy lines up with its length again
+            // (what it missed stands there as a gap).
+            Err(_) => {
+                if let Ok(meta) = file.metadata().await {
+                    copy.resync(meta.len());
+                }
+            }
+        }
+        written
     }
 
     /// A note from ferry itself.
@@ -151,10 +224,17 @@ pub(crate) async fn read_lines(
     max: usize,
 ) -> std::io::Result<(Vec<(String, u64)>, bool)> {
     let (bytes, _) = read_from(path, offset, max).await?;
+    Ok(split_lines(&bytes, offset, max))
+}
+
+/// The lines [`read_lines`] makes of `bytes`, read from `offset` in a read of at most `max`
+/// bytes (fewer: the read reached the end of the log): for logs read from elsewhere than a
+/// file (the store's copy), with the same rules.
+pub(crate) fn split_lines(bytes: &[u8], offset: u64, max: usize) -> (Vec<(String, u64)>, bool) {
     let at_end = bytes.len() < max;
     let complete = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(last) => &bytes[..=last],
-        None if !at_end => &bytes[..],
+        None if !at_end => bytes,
         None => &[][..],
     };
     let mut lines = Vec::new();
@@ -165,7 +245,7 @@ pub(crate) async fn read_lines(
         lines.push((String::from_utf8_lossy(text).into_owned(), at));
     }
     let read_all = at_end && complete.len() == bytes.len();
-    Ok((lines, read_all))
+    (lines, read_all)
 }
 
 /// Why a viewer cannot resume a log at an offset.
@@ -177,6 +257,9 @@ pub(crate) enum ResumeError {
     NotLineEnd { offset: u64 },
     #[error("cannot read the log: {0}")]
     Io(#[from] std::io::Error),
+    /// The store's copy of the log (replicas) could not be read.
+    #[error("cannot read the log: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Checks that a viewer may resume after byte `offset`: 0, or the end of a line within the

@@ -299,8 +299,15 @@ async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
         Err(e) => {
             let message = e.to_string();
             let log_path = deploylog::log_path(&ctx.config.server.data_dir, d.id);
-            if let Ok(log) = LogWriter::create(&log_path).await {
+            let to = deploylog::CopyTo {
+                store: &ctx.store,
+                deployment: d.id,
+                node: &ctx.config.server.node,
+            };
+            if let Ok(log) = LogWriter::create_copied(&log_path, to).await {
                 let _ = log.ferry(&message).await;
+                // In the store's copy before the end is recorded (replicas read it there).
+                log.settle().await;
             }
             (DeploymentState::Failed, Some(message), None)
         }
@@ -349,7 +356,15 @@ async fn run_job(ctx: &Context, d: &Deployment, stop: &Stop) -> Result<Ran, RunE
         }
     };
     let steps = Steps::new(ctx.store.clone(), d.id);
-    let job = Job::prepare(&ctx.config, d, &payload, stop.clone(), steps).await?;
+    let job = Job::prepare(
+        &ctx.config,
+        d,
+        &payload,
+        stop.clone(),
+        steps,
+        Some(&ctx.store),
+    )
+    .await?;
     Ok(job.run().await?)
 }
 

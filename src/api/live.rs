@@ -9,7 +9,11 @@
 //! is; a viewer that falls behind gets `event: lagged` and goes on.
 //! A log stream polls the file (every [`POLL`]) for complete lines — the writer may be another
 //! task or, after a restart, nobody — and ends with `event: end` once the deployment has ended
-//! and its log has been sent to the end.
+//! and its log has been sent to the end. On a shared store (PostgreSQL, replicas) a replica
+//! without the log's file (another replica runs or ran the deployment) follows the store's
+//! copy instead ([`TableLog`]): the chunks after the last one it read, every [`TABLE_POLL`],
+//! cut into lines by the same rules; the lanes store a log's last chunk before they record the
+//! deployment's end, so the same end check holds.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -36,6 +40,10 @@ use crate::store::{DeploymentState, Store};
 
 /// How often a log stream looks for new lines.
 const POLL: Duration = Duration::from_millis(150);
+/// How often a log stream that follows the store's copy asks for new chunks.
+const TABLE_POLL: Duration = Duration::from_millis(250);
+/// The most chunks a log stream reads from the store's copy at once (at most 64 KiB each).
+const TABLE_CHUNKS: i64 = 16;
 /// How often, at most, a log stream asks the store whether its deployment has ended.
 const STATE_EVERY: Duration = Duration::from_millis(500);
 /// The most a log stream reads at once.
@@ -212,23 +220,32 @@ pub(super) async fn log_events(
         .deployment(id)
         .await?
         .ok_or_else(|| not_found("deployment"))?;
-    let path = deploylog::log_path(&shared.config.server.data_dir, id);
-    deploylog::check_resume(&path, offset)
-        .await
-        .map_err(|e| match e {
-            deploylog::ResumeError::Io(e) => ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read log: {e}"),
-            ),
-            e => ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("cannot resume deployment {id}'s log: {e}"),
-            ),
-        })?;
+    let source = match log_file(shared, id).await {
+        Some(path) => deploylog::check_resume(&path, offset)
+            .await
+            .map(|()| LogSource::File(path)),
+        None => check_table_resume(&shared.store, id, offset)
+            .await
+            .map(|()| LogSource::Table(TableLog::default())),
+    };
+    let source = source.map_err(|e| match e {
+        deploylog::ResumeError::Io(e) => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read log: {e}"),
+        ),
+        deploylog::ResumeError::Store(e) => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read log: {e}"),
+        ),
+        e => ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("cannot resume deployment {id}'s log: {e}"),
+        ),
+    })?;
     let follow = Follow {
         store: shared.store.clone(),
         id,
-        path,
+        source,
         offset,
         lines: VecDeque::new(),
         ended: None,
@@ -243,11 +260,95 @@ pub(super) async fn log_events(
     Ok(sse(&shared.live, stream))
 }
 
+/// Where this replica reads deployment `id`'s log: its own file — always on SQLite, and on a
+/// shared store when the file exists (this replica runs or ran the deployment) — else `None`:
+/// the store's copy.
+pub(super) async fn log_file(shared: &Shared, id: i64) -> Option<PathBuf> {
+    let path = deploylog::log_path(&shared.config.server.data_dir, id);
+    // A file that cannot be checked is read as before, and its error reported from there.
+    let local = !shared.store.shared() || tokio::fs::try_exists(&path).await.unwrap_or(true);
+    local.then_some(path)
+}
+
+/// [`deploylog::check_resume`] on the store's copy of the log.
+async fn check_table_resume(
+    store: &Store,
+    id: i64,
+    offset: u64,
+) -> Result<(), deploylog::ResumeError> {
+    if offset == 0 {
+        return Ok(());
+    }
+    let (before, _) = store.read_log(id, offset - 1, 1).await?;
+    match before.first() {
+        Some(b'\n') => Ok(()),
+        Some(_) => Err(deploylog::ResumeError::NotLineEnd { offset }),
+        None => {
+            let (size, _) = store.log_extent(id).await?;
+            Err(deploylog::ResumeError::BeyondEnd { offset, size })
+        }
+    }
+}
+
+/// Where a log stream reads the log.
+enum LogSource {
+    /// This replica's file (see [`log_file`]).
+    File(PathBuf),
+    /// The store's copy (another replica runs or ran the deployment).
+    Table(TableLog),
+}
+
+/// A log stream's place in the store's copy of a log.
+#[derive(Default)]
+struct TableLog {
+    /// The `seq` of the last chunk read; `None` until the first read, which finds the chunk
+    /// that holds the stream's offset.
+    last_seq: Option<i64>,
+    /// Bytes read from the stream's offset on and not yet made into lines.
+    bytes: Vec<u8>,
+}
+
+impl TableLog {
+    /// Complete lines from `offset` (where `bytes` starts), as [`deploylog::read_lines`]
+    /// reads a file: the new chunks are added to what was read before.
+    async fn read_lines(
+        &mut self,
+        store: &Store,
+        id: i64,
+        offset: u64,
+    ) -> Result<(Vec<(String, u64)>, bool), crate::store::StoreError> {
+        // Whether chunks were left for the next read (then this is not the end of the log).
+        let more = if self.bytes.len() >= READ_MAX {
+            true
+        } else if let Some(last) = self.last_seq {
+            let chunks = store.log_chunks_after(id, last, TABLE_CHUNKS).await?;
+            let more = chunks.len() as i64 >= TABLE_CHUNKS;
+            for (seq, chunk) in chunks {
+                self.bytes.extend_from_slice(&chunk);
+                self.last_seq = Some(seq);
+            }
+            more
+        } else {
+            let from = store.log_from(id, offset, READ_MAX).await?;
+            // Whole chunks are kept: the next read starts after the last one.
+            self.bytes = from.bytes_from(offset, usize::MAX);
+            self.last_seq = Some(from.last_seq());
+            self.bytes.len() >= READ_MAX
+        };
+        let n = self.bytes.len().min(READ_MAX);
+        let (lines, read_all) = deploylog::split_lines(&self.bytes[..n], offset, READ_MAX);
+        let used = lines.last().map_or(0, |(_, end)| end - offset);
+        self.bytes
+            .drain(..usize::try_from(used).unwrap_or(usize::MAX).min(n));
+        Ok((lines, read_all && !more && self.bytes.is_empty()))
+    }
+}
+
 /// One viewer's place in a deployment's log.
 struct Follow {
     store: Store,
     id: i64,
-    path: PathBuf,
+    source: LogSource,
     /// Where the next read starts: the end of the last line read.
     offset: u64,
     /// Lines read and not yet sent.
@@ -286,9 +387,22 @@ impl Follow {
                 // Deleted meanwhile (retention): nothing more to follow.
                 Seen::Gone => return None,
             };
-            let (lines, read_all) = match deploylog::read_lines(&self.path, self.offset, READ_MAX)
-                .await
-            {
+            let (read, poll) = match &mut self.source {
+                LogSource::File(path) => (
+                    deploylog::read_lines(path, self.offset, READ_MAX)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    POLL,
+                ),
+                LogSource::Table(table) => (
+                    table
+                        .read_lines(&self.store, self.id, self.offset)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    TABLE_POLL,
+                ),
+            };
+            let (lines, read_all) = match read {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::warn!(deployment = self.id, error = %e, "cannot read log for a live viewer");
@@ -304,7 +418,7 @@ impl Follow {
                 self.ended = ended;
             }
             if idle && self.ended.is_none() {
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(poll).await;
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::config::{Config, Executor, Service};
 use crate::deploylog::{self, LogWriter};
 use crate::sources::values::ValueError;
 use crate::states::StepName;
-use crate::store::Deployment;
+use crate::store::{Deployment, Store};
 
 /// One deployment, ready to run.
 #[derive(Debug)]
@@ -129,13 +129,15 @@ pub(crate) enum Error {
 impl Job {
     /// Prepares deployment `d` of the service `config` has for it: creates the log, writes
     /// `payload` (the delivery's body) to the payload file, builds and checks the environment
-    /// and the executor's work. The run's steps go to `steps`.
+    /// and the executor's work. The run's steps go to `steps`; on a shared `store` (replicas)
+    /// the log is copied there too, so every replica serves it.
     pub(crate) async fn prepare(
         config: &Config,
         d: &Deployment,
         payload: &[u8],
         stop: Stop,
         steps: Steps,
+        store: Option<&Store>,
     ) -> Result<Job, Error> {
         let service = config
             .apps
@@ -147,7 +149,18 @@ impl Job {
             })?;
         let data_dir = &config.server.data_dir;
         let path = deploylog::log_path(data_dir, d.id);
-        let log = match LogWriter::create(&path).await {
+        let log = match store {
+            Some(store) => {
+                let to = deploylog::CopyTo {
+                    store,
+                    deployment: d.id,
+                    node: &config.server.node,
+                };
+                LogWriter::create_copied(&path, to).await
+            }
+            None => LogWriter::create(&path).await,
+        };
+        let log = match log {
             Ok(log) => log,
             Err(source) => return Err(Error::Log { path, source }),
         };
@@ -164,7 +177,9 @@ impl Job {
     }
 
     /// Runs the job to its end. A step the executor left open (it stopped on an error) is
-    /// recorded failed with why the run ended.
+    /// recorded failed with why the run ended. Returns once the log's copy in the store (if
+    /// any) holds the whole log: the lanes record the end after this, so a replica that sees
+    /// the deployment ended finds its log complete.
     pub(crate) async fn run(&self) -> Result<Ran, Error> {
         let ran = self.run_work().await;
         let why = match &ran {
@@ -172,6 +187,7 @@ impl Job {
             Err(e) => e.to_string(),
         };
         self.steps.close_open(&why).await;
+        self.log.settle().await;
         ran
     }
 
@@ -296,6 +312,7 @@ mod tests {
             b"{\"hello\":1}",
             Stop::default(),
             Steps::default(),
+            None,
         )
         .await
         .unwrap();
@@ -319,7 +336,7 @@ mod tests {
         let config = config(dir.path());
         let payload = config.server.data_dir.join("payloads/deployment-7.body");
         let prepare = async |d: Deployment| {
-            Job::prepare(&config, &d, b"{}", Stop::default(), Steps::default())
+            Job::prepare(&config, &d, b"{}", Stop::default(), Steps::default(), None)
                 .await
                 .unwrap_err()
         };

@@ -21,6 +21,8 @@
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
 //! - `changes.rs`: what each write publishes to the live hub (`crate::live`), after its commit.
 //! - `steps.rs`: the steps of a deployment's run, written by the executors.
+//! - `logs.rs`: deploy logs in `deploy_logs` (PostgreSQL: every replica reads every log),
+//!   copied in chunks from the writer's file by [`LogCopy`].
 //! - `github.rs`: the ids of the GitHub deployments ferry created, stored with the sent
 //!   creation (`Attempt::Created`).
 //! - [`copy`]: `ferry migrate`: a SQLite store (and its deploy log files) copied into an empty
@@ -44,6 +46,7 @@ mod github;
 mod history;
 mod leader;
 mod lifecycle;
+mod logs;
 mod open;
 mod outbox;
 mod pages;
@@ -60,6 +63,7 @@ pub(crate) use gate::{Gate, WriteGate};
 pub(crate) use history::HeldImage;
 pub(crate) use leader::Role;
 pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome, Claim};
+pub(crate) use logs::{GapNote, LogCopy};
 pub(crate) use open::probe_postgres;
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,

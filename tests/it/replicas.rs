@@ -464,3 +464,241 @@ async fn an_unreachable_database_is_a_503_with_the_reason_and_no_password() {
     assert!(!log.contains("hunter2"), "the password was logged:\n{log}");
     assert!(!r.text.contains("hunter2"), "{}", r.text);
 }
+
+/// A service pinned to replica `a` whose command prints lines on both streams, holds while
+/// `hold-chatty` exists (its first lines already out), then prints a few hundred more.
+const CHATTY: &str = r#"
+[apps.shop.services.chatty]
+command = ["{shared}/chatty.sh"]
+timeout = "60s"
+runs_on = ["a"]
+"#;
+
+const CHATTY_SH: &str = r#"#!/bin/sh
+echo "first line"
+echo "second line, on stderr" >&2
+echo "third line"
+while [ -e "{shared}/hold-chatty" ]; do sleep 0.05; done
+echo "after the hold"
+i=0
+while [ $i -lt 300 ]; do echo "bulk line $i"; i=$((i+1)); done
+echo "last line"
+"#;
+
+impl Cluster {
+    /// A replica whose config also has `extra` (services), its scripts in the shared dir.
+    async fn replica_with(&self, node: &str, extra: &str) -> Ferry {
+        let shared = self_path(self.shared.path());
+        Ferry::with_config(&format!("{REPLICA}{extra}").replace("{shared}", &shared))
+            .env("FERRY_DATABASE", &self.url)
+            .env("NODE", node)
+            .start()
+            .await
+    }
+
+    fn script(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(name);
+        std::fs::write(
+            &path,
+            body.replace("{shared}", &self_path(self.shared.path())),
+        )
+        .expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+/// One Server-Sent Event of a log stream: its `event:` (empty for a line), data and id.
+#[derive(Debug)]
+struct LogEvent {
+    event: String,
+    data: String,
+    id: Option<String>,
+}
+
+/// A deployment's live log (`Accept: text/event-stream`) on one replica.
+struct LogStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl LogStream {
+    async fn open(ferry: &Ferry, id: i64, last_event_id: Option<&str>) -> LogStream {
+        let mut req = ferry
+            .http()
+            .get(ferry.url(&format!("/api/v1/deployments/{id}/logs")))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("accept", "text/event-stream");
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last);
+        }
+        let resp = req.send().await.expect("log stream");
+        assert_eq!(resp.status(), 200, "log stream of {id}");
+        LogStream {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event; fails after [`WAIT`] or when the stream ends first.
+    async fn next(&mut self) -> LogEvent {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut e = LogEvent {
+                        event: String::new(),
+                        data: String::new(),
+                        id: None,
+                    };
+                    let mut data = false;
+                    for line in block.lines() {
+                        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "event" => e.event = value.to_string(),
+                            "id" => e.id = Some(value.to_string()),
+                            "data" => {
+                                e.data.push_str(value);
+                                data = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if data {
+                        return e;
+                    }
+                    continue;
+                }
+                match self.resp.chunk().await.expect("read the stream") {
+                    Some(chunk) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                    None => panic!("the log stream ended early"),
+                }
+            }
+        })
+        .await
+        .expect("no log event within the wait")
+    }
+
+    /// Events up to the first that satisfies `done` (included).
+    async fn until(&mut self, done: impl Fn(&LogEvent) -> bool) -> Vec<LogEvent> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.next().await;
+            let stop = done(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+    }
+}
+
+/// A deployment that runs on replica `a` has its log served by replica `b`, which has no file
+/// of it: live while it runs (lines as they are written, then `event: end`), whole and from
+/// an offset once it ended — the same bytes as `a`'s file.
+#[tokio::test]
+async fn another_replica_serves_a_deployments_log_live_and_whole() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    cluster.script("chatty.sh", CHATTY_SH);
+    std::fs::write(cluster.path("hold-chatty"), "").expect("hold");
+    let a = cluster.replica_with("a", CHATTY).await;
+    let b = cluster.replica_with("b", CHATTY).await;
+    // Taken by `b`, run by `a` (runs_on).
+    let delivery = redeploy(&b, "chatty").await;
+    let running = b
+        .wait_deployments("service=chatty", "the chatty deployment to run", |list| {
+            list.iter()
+                .any(|d| d["delivery_id"].as_i64() == Some(delivery) && d["state"] == "running")
+        })
+        .await;
+    let d = running
+        .iter()
+        .find(|d| d["delivery_id"].as_i64() == Some(delivery))
+        .expect("the deployment");
+    let id = d["id"].as_i64().expect("id");
+    assert_eq!(d["node"], "a", "{d:#}");
+    let file = format!("data/logs/{id}.log");
+    assert!(a.path(&file).exists(), "a writes the log file");
+
+    // Live on `b`: the lines printed before the hold arrive while the command still holds.
+    let mut live = LogStream::open(&b, id, None).await;
+    // stdout and stderr are read apart: their lines may come in either order.
+    let mut before: Vec<LogEvent> = Vec::new();
+    let wanted = ["stdout | third line", "stderr | second line, on stderr"];
+    while !wanted
+        .iter()
+        .all(|w| before.iter().any(|e| e.data.ends_with(w)))
+    {
+        before.push(live.next().await);
+    }
+    assert!(before.iter().all(|e| e.event.is_empty()), "{before:#?}");
+    assert_eq!(b.deployment(id).await["state"], "running");
+    assert!(
+        !b.path(&file).exists(),
+        "b has no file of it: it reads the database"
+    );
+
+    std::fs::remove_file(cluster.path("hold-chatty")).expect("release");
+    let after = live.until(|e| e.event == "end").await;
+    let end = after.last().expect("end");
+    assert_eq!(end.data, r#"{"state":"succeeded"}"#);
+
+    // `b` serves the whole log, byte for byte what `a` wrote to its file.
+    let text = a.log(id).await;
+    assert_eq!(b.log(id).await, text);
+    assert_eq!(
+        std::fs::read_to_string(a.path(&file)).expect("a's file"),
+        text
+    );
+    assert!(text.contains("stdout | bulk line 299\n"), "{text}");
+    // The stream had every line once, in order, each named by the offset after it.
+    let streamed: Vec<&LogEvent> = before.iter().chain(&after[..after.len() - 1]).collect();
+    let got: Vec<&str> = streamed.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(got, text.lines().collect::<Vec<_>>());
+    let mut offset = 0;
+    for e in &streamed {
+        offset += e.data.len() + 1;
+        assert_eq!(e.id.as_deref(), Some(offset.to_string().as_str()), "{e:?}");
+    }
+
+    // A viewer that resumes on `b` mid-log gets the rest once, then the end.
+    let third = before.last().and_then(|e| e.id.clone()).expect("an id");
+    let mut resumed = LogStream::open(&b, id, Some(&third)).await;
+    let rest = resumed.until(|e| e.event == "end").await;
+    assert_eq!(rest.len(), after.len());
+    assert!(
+        rest.iter().any(|e| e.data.ends_with("| after the hold")),
+        "{rest:#?}"
+    );
+    // And the plain log from an offset, as on `a`.
+    let from = |ferry: &Ferry| {
+        let url = ferry.url(&format!("/api/v1/deployments/{id}/logs?offset={third}"));
+        let req = ferry.http().get(url).bearer_auth(ADMIN_TOKEN);
+        async move {
+            let r = req.send().await.expect("log from an offset");
+            assert_eq!(r.status(), 200);
+            let offset = r.headers()["x-ferry-log-offset"]
+                .to_str()
+                .expect("offset")
+                .to_string();
+            (r.text().await.expect("text"), offset)
+        }
+    };
+    let on_b = from(&b).await;
+    assert_eq!(on_b, from(&a).await);
+    assert_eq!(on_b.1, text.len().to_string());
+    // A resume that is no line end is refused on `b` as on `a`.
+    let r = b
+        .http()
+        .get(b.url(&format!("/api/v1/deployments/{id}/logs")))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "5")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+}
