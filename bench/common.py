@@ -404,9 +404,10 @@ class Postgres:
     notice the postmaster's death and exit). As root, initdb and postgres run as the `postgres`
     user (PostgreSQL refuses root)."""
 
-    def __init__(self, max_connections=300):
+    def __init__(self, max_connections=300, settings=()):
         self.bin = self.binaries()
         self.max_connections = max_connections
+        self.settings = list(settings)  # more `-c name=value` for the server
         self.dir = None
         self.proc = None
         self.port = None
@@ -495,7 +496,8 @@ class Postgres:
                  "-c", f"max_connections={self.max_connections}",
                  "-c", "dynamic_shared_memory_type=mmap",
                  # durability as shipped: said explicitly, so the log and the report show it
-                 "-c", "fsync=on", "-c", "synchronous_commit=on"],
+                 "-c", "fsync=on", "-c", "synchronous_commit=on"]
+                + [x for kv in self.settings for x in ("-c", kv)],
                 cwd=self.dir, env=self._env(), stdin=subprocess.DEVNULL, stdout=logf,
                 stderr=logf, preexec_fn=self._preexec(True))
             logf.close()
