@@ -2,17 +2,21 @@
 payloads, read the API, parse its times, summarise samples. Only the standard library; loopback
 only."""
 
+import atexit
 import calendar
+import ctypes
 import hashlib
 import hmac
 import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -127,14 +131,20 @@ def sign(body):
     return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
-def write_config(path, port, data_dir, command, timeout="1m"):
+def write_config(path, port, data_dir, command, timeout="1m", database=None, node=None,
+                 lease=None):
+    """A ferry config: app `bench`, service `web` running `command`. Without database, node
+    and lease it is the single SQLite ferry every bench has used; with them, one replica of
+    several sharing a PostgreSQL database (`[server] database`, `node`, `lease`)."""
     cmd = ", ".join(json.dumps(c) for c in command)
+    replica = "".join(f'{key} = "{value}"\n' for key, value in
+                      (("database", database), ("node", node), ("lease", lease)) if value)
     with open(path, "w") as f:
         f.write(f"""# written by bench/{os.path.basename(sys.argv[0])}
 [server]
 listen = "{HOST}:{port}"
 data_dir = "{data_dir}"
-admin_token = "{ADMIN_TOKEN}"
+{replica}admin_token = "{ADMIN_TOKEN}"
 body_limit = "1MiB"
 # one load generator on one address: the per-client rate limit would measure itself
 rate_per_client = "off"
@@ -364,3 +374,196 @@ def fs_type(path):
         return r.stdout.splitlines()[-1].split()[1]
     except Exception:
         return "unknown"
+
+
+PG_INSTALLS = "/usr/lib/postgresql"
+PR_SET_PDEATHSIG = 1
+
+
+def stop_on_sigterm():
+    """Makes SIGTERM (and SIGHUP) end the bench like Ctrl-C does, so `finally` blocks and atexit
+    handlers run (they stop PostgreSQL and the ferry processes)."""
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster for a bench: initdb in a temp dir, one `postgres` on a free
+    loopback port, removed at the end.
+
+    Unlike the tests' cluster (tests/common/postgres.rs: fsync=off), this one keeps PostgreSQL's
+    defaults for durability — fsync on, synchronous_commit on, full_page_writes on — because
+    the benches measure what an acknowledged delivery costs when it is durable. (`initdb
+    --no-sync` only skips syncing initdb's own files, before anything is measured.)
+
+    Stopped by stop() (fast shutdown, then SIGKILL), by an atexit handler (an exception,
+    Ctrl-C, SIGTERM with stop_on_sigterm()), and, should the bench itself be killed with
+    SIGKILL, by the kernel: the server is started with PR_SET_PDEATHSIG=SIGKILL (its backends
+    notice the postmaster's death and exit). As root, initdb and postgres run as the `postgres`
+    user (PostgreSQL refuses root)."""
+
+    def __init__(self, max_connections=300, settings=()):
+        self.bin = self.binaries()
+        self.max_connections = max_connections
+        self.settings = list(settings)  # more `-c name=value` for the server
+        self.dir = None
+        self.proc = None
+        self.port = None
+        self.owner = None
+        self.version = None
+
+    @staticmethod
+    def binaries():
+        best = None
+        try:
+            names = os.listdir(PG_INSTALLS)
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                v = tuple(int(x) for x in name.split("."))
+            except ValueError:
+                continue
+            b = os.path.join(PG_INSTALLS, name, "bin")
+            if os.access(os.path.join(b, "initdb"), os.X_OK) and (best is None or v > best[0]):
+                best = (v, b)
+        if best is None:
+            die(f"PostgreSQL is not installed: no {PG_INSTALLS}/*/bin/initdb "
+                "(Debian: apt-get install -y postgresql)")
+        return best[1]
+
+    @staticmethod
+    def remove_leftovers():
+        """Removes the clusters of benches that were killed (their pid is in the name)."""
+        for name in os.listdir("/tmp"):
+            m = re.match(r"ferry-bench-pg-(\d+)-", name)
+            if m and not os.path.exists(f"/proc/{m.group(1)}"):
+                shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
+
+    def _preexec(self, death_signal):
+        owner = self.owner
+
+        def run():
+            if owner is not None:
+                os.setgroups([])
+                os.setgid(owner[1])
+                os.setuid(owner[0])
+            if death_signal:
+                # After the uid change, which would clear it. Fires when this (the main)
+                # thread of the bench exits.
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+                    os._exit(126)
+        return run
+
+    @staticmethod
+    def _env():
+        return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+    def start(self, timeout=30.0):
+        if os.geteuid() == 0:
+            import pwd
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                die("running as root, so PostgreSQL must run as the postgres user, "
+                    "and there is none")
+            self.owner = (pw.pw_uid, pw.pw_gid)
+        self.remove_leftovers()
+        self.dir = tempfile.mkdtemp(prefix=f"ferry-bench-pg-{os.getpid()}-", dir="/tmp")
+        atexit.register(self.stop)
+        data = os.path.join(self.dir, "data")
+        os.makedirs(data)
+        if self.owner:
+            for p in (self.dir, data):
+                os.chown(p, *self.owner)
+        r = subprocess.run([os.path.join(self.bin, "initdb"), "-D", data, "-A", "trust",
+                            "-U", "ferry", "--no-sync", "-E", "UTF8", "--locale=C"],
+                           cwd=self.dir, env=self._env(), capture_output=True, text=True,
+                           preexec_fn=self._preexec(False), stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            die(f"initdb failed ({r.returncode}): {r.stderr.strip()}{r.stdout.strip()}")
+        self.log_path = os.path.join(self.dir, "server.log")
+        for _ in range(5):
+            port = free_port()
+            logf = open(self.log_path, "ab")
+            at = logf.tell()
+            self.proc = subprocess.Popen(
+                [os.path.join(self.bin, "postgres"), "-D", data, "-p", str(port), "-k",
+                 self.dir, "-c", "listen_addresses=127.0.0.1",
+                 "-c", f"max_connections={self.max_connections}",
+                 "-c", "dynamic_shared_memory_type=mmap",
+                 # durability as shipped: said explicitly, so the log and the report show it
+                 "-c", "fsync=on", "-c", "synchronous_commit=on"]
+                + [x for kv in self.settings for x in ("-c", kv)],
+                cwd=self.dir, env=self._env(), stdin=subprocess.DEVNULL, stdout=logf,
+                stderr=logf, preexec_fn=self._preexec(True))
+            logf.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                ready = subprocess.run(
+                    [os.path.join(self.bin, "pg_isready"), "-q", "-h", self.dir, "-p",
+                     str(port), "-U", "ferry", "-d", "postgres"], env=self._env(),
+                    stdin=subprocess.DEVNULL).returncode == 0
+                if ready:
+                    self.port = port
+                    self.version = self.query("postgres", "SHOW server_version")
+                    log(f"PostgreSQL {self.version} on {HOST}:{port} (fsync on, "
+                        f"synchronous_commit on), cluster in {self.dir}")
+                    return self
+                time.sleep(0.05)
+            with open(self.log_path, "rb") as f:
+                f.seek(at)
+                tail = f.read().decode("utf-8", "replace")
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                die(f"postgres did not accept connections within {timeout:g} s:\n{tail}")
+            if "already in use" not in tail:
+                die(f"postgres exited ({self.proc.returncode}) at start:\n{tail}")
+        die("postgres found no free port in 5 attempts")
+
+    def query(self, db, sql):
+        r = subprocess.run([os.path.join(self.bin, "psql"), "-h", self.dir, "-p",
+                            str(self.port), "-U", "ferry", "-d", db, "-XAtq", "-c", sql],
+                           env=self._env(), capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql {sql!r}: {r.stderr.strip()}")
+        return r.stdout.strip()
+
+    def create_database(self, name):
+        """A new, empty database; returns its URL (TCP on loopback, as ferry connects)."""
+        r = subprocess.run([os.path.join(self.bin, "createdb"), "-h", HOST, "-p",
+                            str(self.port), "-U", "ferry", "-w", name],
+                           env=self._env(), capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            die(f"createdb {name} failed: {r.stderr.strip()}")
+        return f"postgres://ferry@{HOST}:{self.port}/{name}"
+
+    def backend_pids(self):
+        """The pids of the server's processes (postmaster's children: backends and helpers)."""
+        if not self.proc:
+            return []
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(x) for x in f.read().split()] + [self.proc.pid]
+        except OSError:
+            return [self.proc.pid]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
