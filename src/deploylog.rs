@@ -184,16 +184,6 @@ pub(crate) fn log_path(data_dir: &Path, deployment_id: i64) -> PathBuf {
     data_dir.join("logs").join(format!("{deployment_id}.log"))
 }
 
-/// The deployment whose log a file in `DATA_DIR/logs` is, by its name (the inverse of
-/// [`log_path`]): `12.log` → 12; anything else → `None`.
-pub(crate) fn log_id(file_name: &str) -> Option<i64> {
-    let id = file_name.strip_suffix(".log")?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok()
-}
-
 /// Reads at most `max` bytes from `offset`; returns them and the offset after them. A log that
 /// does not exist yet reads as empty, as does an offset at or past the end.
 pub(crate) async fn read_from(
@@ -295,24 +285,6 @@ mod tests {
     async fn read_all(path: &Path) -> String {
         let (bytes, _) = read_from(path, 0, usize::MAX).await.unwrap();
         String::from_utf8(bytes).unwrap()
-    }
-
-    #[test]
-    fn log_id_reads_back_log_path() {
-        let path = log_path(Path::new("/d"), 42);
-        let name = path.file_name().unwrap().to_str().unwrap();
-        assert_eq!(log_id(name), Some(42));
-        for other in [
-            "42.log.tmp",
-            ".log",
-            "x.log",
-            "-1.log",
-            "+1.log",
-            "1 .log",
-            "link",
-        ] {
-            assert_eq!(log_id(other), None, "{other}");
-        }
     }
 
     #[test]

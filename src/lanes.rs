@@ -250,34 +250,39 @@ pub(crate) async fn keep_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: Canc
                 continue;
             }
         }
-        let expired = match ctx.store.expired_leases().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot look for expired leases");
-                continue;
-            }
-        };
-        let mut retried = false;
-        for id in expired {
-            match ctx
-                .store
-                .interrupt_expired(id, ctx.config.server.retry_interrupted)
-                .await
-            {
-                Ok(Some(retry)) => {
-                    tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted: its replica stopped renewing its lease");
-                    retried |= retry.is_some();
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(deployment = id, error = %e, "cannot take over an expired deployment")
-                }
-            }
-        }
-        if retried {
+        if take_over_expired(&ctx).await {
             wake.notify_one();
         }
     }
+}
+
+/// Records the runs whose lease ran out `interrupted`; returns whether a retry was queued.
+async fn take_over_expired(ctx: &Context) -> bool {
+    let expired = match ctx.store.expired_leases().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot look for expired leases");
+            return false;
+        }
+    };
+    let mut retried = false;
+    for id in expired {
+        match ctx
+            .store
+            .interrupt_expired(id, ctx.config.server.retry_interrupted)
+            .await
+        {
+            Ok(Some(retry)) => {
+                tracing::warn!(deployment = id, retry = ?retry, "deployment interrupted: its replica stopped renewing its lease");
+                retried |= retry.is_some();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(deployment = id, error = %e, "cannot take over an expired deployment")
+            }
+        }
+    }
+    retried
 }
 
 /// Runs one deployment and records how it ended. Never fails: every problem becomes a state.

@@ -553,7 +553,7 @@ async fn copy_logs(
             .await
             .map_err(log_error(&path))?
             .is_file();
-        match crate::deploylog::log_id(&name) {
+        match log_id(&name) {
             Some(id) if is_file => logs.push((id, path)),
             _ => copied.skipped.push(format!("{name}: not a deploy log")),
         }
@@ -764,8 +764,37 @@ async fn execute(conn: &mut PgConnection, sql: &str) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// The deployment whose log a file in `DATA_DIR/logs` is, by its name (the inverse of
+/// `deploylog::log_path`; the store does not import `deploylog`, which builds on the store):
+/// `12.log` → 12; anything else → `None`.
+pub(crate) fn log_id(file_name: &str) -> Option<i64> {
+    let id = file_name.strip_suffix(".log")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_id_reads_back_log_path() {
+        let path = crate::deploylog::log_path(std::path::Path::new("/d"), 42);
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(super::log_id(name), Some(42));
+        for other in [
+            "42.log.tmp",
+            ".log",
+            "x.log",
+            "-1.log",
+            "+1.log",
+            "1 .log",
+            "link",
+        ] {
+            assert_eq!(super::log_id(other), None, "{other}");
+        }
+    }
+
     use std::collections::BTreeSet;
 
     use sqlx::Connection;
