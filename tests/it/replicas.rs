@@ -621,7 +621,15 @@ async fn another_replica_serves_a_deployments_log_live_and_whole() {
     let id = d["id"].as_i64().expect("id");
     assert_eq!(d["node"], "a", "{d:#}");
     let file = format!("data/logs/{id}.log");
-    assert!(a.path(&file).exists(), "a writes the log file");
+    // The log file is created as the run starts, just after the deployment is `running`.
+    eventually("a to write the log file", WAIT, async || {
+        if a.path(&file).exists() {
+            Ok(())
+        } else {
+            Err("no log file yet".to_string())
+        }
+    })
+    .await;
 
     // Live on `b`: the lines printed before the hold arrive while the command still holds.
     let mut live = LogStream::open(&b, id, None).await;
