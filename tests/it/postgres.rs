@@ -361,133 +361,18 @@ async fn the_api_lists_live_events_and_readyz_read_as_on_sqlite() {
     assert_same(&on_sqlite, &on_postgres);
 }
 
-/// App `batch`, whose service `job` hangs on its first run (as in `restart.rs`).
-const HANGING: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = "{dir}/data"
-admin_token = "${FERRY_ADMIN_TOKEN}"
-
-[apps.batch]
-token = "batch-token-1234"
-
-[apps.batch.services.job]
-command = ["{dir}/job.sh"]
-timeout = "10m"
-"#;
-
-const JOB_SH: &str = r#"#!/bin/sh
-echo "$FERRY_DEPLOYMENT_ID" >> "{dir}/job-runs.log"
-if [ ! -e "{dir}/hung-once" ]; then
-  touch "{dir}/hung-once"
-  echo "hanging"
-  while true; do sleep 0.1; done
-fi
-echo "done"
-"#;
-
-fn job_runs(ferry: &Ferry) -> Vec<i64> {
-    std::fs::read_to_string(ferry.path("job-runs.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.trim().parse().expect("deployment id"))
-        .collect()
-}
-
+/// `kill -9` right after the answer, on PostgreSQL (the test of `restart.rs`).
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_delivery() {
-    let Some(mut ferry) = on_postgres(Ferry::shop()).await else {
-        return;
-    };
-    let mut generic = Vec::new();
-    for i in 0..10 {
-        let key = format!("durable-{i}");
-        let id = ferry
-            .hook("shop")
-            .query("services=worker")
-            .header("Idempotency-Key", &key)
-            .send()
-            .await
-            .accepted();
-        generic.push((key, id));
+    if let Some(ferry) = on_postgres(Ferry::shop()).await {
+        crate::restart::loses_no_acknowledged_delivery(ferry).await;
     }
-    let push = ferry.push("master", &sha(9), &commit_time(9)).await;
-    ferry.kill9();
-    ferry.kill_orphans();
-    ferry.restart().await;
-
-    for (key, id) in &generic {
-        let d = ferry.delivery(*id).await;
-        assert_eq!(d["source_delivery_id"], key.as_str(), "{d:#}");
-        ferry.wait_planned(*id).await;
-    }
-    assert_eq!(ferry.delivery(push).await["event"], "push");
-    let web = only(&ferry.settle(push).await, "web").clone();
-    assert_eq!(web["state"], "succeeded", "{web:#}");
-    assert_eq!(web["commit"], sha(9).as_str());
-    ferry.settled("shop").await;
-    assert_eq!(ferry.deliveries("app=shop").await.len(), 11);
-    // What was deduplicated before the crash still is.
-    let again = ferry
-        .hook("shop")
-        .query("services=worker")
-        .header("Idempotency-Key", &generic[3].0)
-        .send()
-        .await;
-    assert_eq!(again.status, 200, "{}", again.text);
-    assert_eq!(again.json()["status"], "duplicate");
-    assert_eq!(again.delivery_id(), generic[3].1);
 }
 
+/// `kill -9` during a deployment, on PostgreSQL (the test of `restart.rs`).
 #[tokio::test]
 async fn kill_9_during_a_deployment_marks_it_interrupted_and_retries_it() {
-    let Some(mut ferry) = on_postgres(Ferry::with_config(HANGING).script("job.sh", JOB_SH)).await
-    else {
-        return;
-    };
-    let id = ferry
-        .hook("batch")
-        .token("batch-token-1234")
-        .send()
-        .await
-        .accepted();
-    let first = ferry.planned_deployment(id, "job").await["id"]
-        .as_i64()
-        .unwrap();
-    ferry.wait_state(first, "running").await;
-    eventually("the job's command to run", WAIT, async || {
-        if job_runs(&ferry).contains(&first) {
-            Ok(())
-        } else {
-            Err(format!("{:?}", job_runs(&ferry)))
-        }
-    })
-    .await;
-    ferry.kill9();
-    ferry.restart().await;
-
-    let interrupted = ferry.wait_state(first, "interrupted").await;
-    assert!(!interrupted["finished_at"].is_null(), "{interrupted:#}");
-    let list = ferry
-        .wait_deployments("app=batch&service=job", "the retry to succeed", |l| {
-            l.iter()
-                .any(|d| d["retry_of"] == first && d["state"] == "succeeded")
-        })
-        .await;
-    let retry = list.iter().find(|d| d["retry_of"] == first).unwrap();
-    assert_eq!(retry["attempt"], 2, "{retry:#}");
-    assert!(
-        retry["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains(&first.to_string())),
-        "{retry:#}"
-    );
-    let retry_id = retry["id"].as_i64().unwrap();
-    ferry.settled("batch").await;
-    assert_eq!(
-        ferry.deployments("app=batch").await.len(),
-        2,
-        "retried once"
-    );
-    assert_eq!(job_runs(&ferry), vec![first, retry_id]);
+    if let Some(ferry) = on_postgres(crate::restart::hanging(None)).await {
+        crate::restart::interrupted_and_retried_once(ferry).await;
+    }
 }

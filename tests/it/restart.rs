@@ -32,7 +32,7 @@ fi
 echo "done"
 "#;
 
-fn hanging(retry: Option<u32>) -> FerryBuilder {
+pub(crate) fn hanging(retry: Option<u32>) -> FerryBuilder {
     let retry = retry
         .map(|n| format!("retry_interrupted = {n}"))
         .unwrap_or_default();
@@ -78,7 +78,13 @@ async fn crash_and_restart(ferry: &mut Ferry) {
 
 #[tokio::test]
 async fn kill_9_right_after_the_answer_loses_no_delivery() {
-    let mut ferry = Ferry::shop().start().await;
+    loses_no_acknowledged_delivery(Ferry::shop().start().await).await;
+}
+
+/// `kill -9` of `ferry` ([`SHOP`]) right after it answered: every delivery it acknowledged is
+/// there after the restart, planned, the push deployed, and what it deduplicated still is.
+/// (Also run on PostgreSQL: `postgres.rs`.)
+pub(crate) async fn loses_no_acknowledged_delivery(mut ferry: Ferry) {
     let mut generic = Vec::new();
     for i in 0..10 {
         let key = format!("durable-{i}");
@@ -120,6 +126,7 @@ async fn kill_9_right_after_the_answer_loses_no_delivery() {
         )
         .await;
     ferry.settled("shop").await;
+    assert_eq!(ferry.deliveries("app=shop").await.len(), 11);
     assert!(
         ferry
             .runs_of("web")
@@ -143,7 +150,13 @@ async fn kill_9_right_after_the_answer_loses_no_delivery() {
 
 #[tokio::test]
 async fn kill_9_during_a_deployment_marks_it_interrupted_and_retries_it_once() {
-    let mut ferry = hanging(None).start().await;
+    interrupted_and_retried_once(hanging(None).start().await).await;
+}
+
+/// `kill -9` of `ferry` ([`hanging`]) while its `job` runs: after the restart that run is
+/// `interrupted` and retried once, as a new deployment that says what it retries.
+/// (Also run on PostgreSQL: `postgres.rs`.)
+pub(crate) async fn interrupted_and_retried_once(mut ferry: Ferry) {
     let first = start_job(&ferry).await;
     crash_and_restart(&mut ferry).await;
 
@@ -160,6 +173,12 @@ async fn kill_9_during_a_deployment_marks_it_interrupted_and_retries_it_once() {
         .find(|d| d["retry_of"] == first)
         .expect("the retry");
     assert_eq!(retry["attempt"], 2, "{retry:#}");
+    assert!(
+        retry["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&first.to_string())),
+        "{retry:#}"
+    );
     let retry_id = retry["id"].as_i64().unwrap();
     assert_ne!(retry_id, first, "a retry is a new deployment");
 
@@ -172,9 +191,30 @@ async fn kill_9_during_a_deployment_marks_it_interrupted_and_retries_it_once() {
     assert_eq!(job_runs(&ferry), vec![first, retry_id]);
 }
 
+/// `job.sh` as in [`JOB_SH`], but its hanging run also leaves a process of its own behind in
+/// its process group (`leftover.sh`), which outlives the script itself.
+const JOB_WITH_LEFTOVER_SH: &str = r#"#!/bin/sh
+echo "$FERRY_DEPLOYMENT_ID" >> "{dir}/job-runs.log"
+if [ ! -e "{dir}/hung-once" ]; then
+  touch "{dir}/hung-once"
+  "{dir}/leftover.sh" &
+  echo "hanging"
+  while true; do sleep 0.1; done
+fi
+echo "done"
+"#;
+
+const LEFTOVER_SH: &str = "#!/bin/sh\nwhile true; do sleep 0.1; done\n";
+
+/// A deploy command dies with its ferry (`kill -9` included); what it started in its process
+/// group outlives it, and the next start kills that before the deployment's retry runs.
 #[tokio::test]
 async fn a_deploy_command_that_outlived_a_crash_is_killed_before_its_retry_runs() {
-    let mut ferry = hanging(None).start().await;
+    let mut ferry = hanging(None)
+        .script("job.sh", JOB_WITH_LEFTOVER_SH)
+        .script("leftover.sh", LEFTOVER_SH)
+        .start()
+        .await;
     let first = start_job(&ferry).await;
     // Past its `echo`: a write after ferry died would end it by SIGPIPE, not by ferry.
     eventually("the job to hang", WAIT, async || {
@@ -187,14 +227,27 @@ async fn a_deploy_command_that_outlived_a_crash_is_killed_before_its_retry_runs(
     })
     .await;
     let script = ferry.path("job.sh").display().to_string();
-    let orphans = procs_matching(&script);
-    assert!(!orphans.is_empty(), "the job runs");
+    let leftover = ferry.path("leftover.sh").display().to_string();
+    assert!(!procs_matching(&script).is_empty(), "the job runs");
+    let orphans = procs_matching(&leftover);
+    assert!(!orphans.is_empty(), "its leftover runs");
     ferry.kill9();
-    // The command has its own process group: it outlives a kill -9 of ferry.
+    // The command itself dies with ferry (PR_SET_PDEATHSIG) …
+    eventually(
+        "the deploy command to die with ferry",
+        WAIT,
+        async || match procs_matching(&script).as_slice() {
+            [] => Ok(()),
+            alive => Err(format!("{alive:?}")),
+        },
+    )
+    .await;
+    // … what it left in its process group does not.
     assert!(
         orphans
             .iter()
-            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
+        "the leftover outlives its command"
     );
 
     ferry.restart().await;
