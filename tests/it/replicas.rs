@@ -326,39 +326,68 @@ async fn no_acknowledged_delivery_is_lost_when_a_replica_dies_under_load() {
     };
     let mut a = cluster.replica("a").await;
     let b = cluster.replica("b").await;
+    // Each request has its own key (stored as the delivery's `source_delivery_id`).
     let send = |ferry: &Ferry, n: usize| {
         let req = ferry
             .http()
-            .post(ferry.url(&format!("/hooks/shop/{HOOK_TOKEN}?services=worker&n={n}")));
+            .post(ferry.url(&format!("/hooks/shop/{HOOK_TOKEN}?services=worker")))
+            .header("Idempotency-Key", format!("load-{n}"));
         async move { req.send().await.ok().map(|r| r.status().as_u16()) }
     };
     let mut tasks = Vec::new();
     for n in 0..200 {
         let ferry = if n % 2 == 0 { &a } else { &b };
-        tasks.push(tokio::spawn(send(ferry, n)));
+        tasks.push((n, tokio::spawn(send(ferry, n))));
         if n == 100 {
             a.kill9();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut acknowledged = 0;
-    for t in tasks {
+    let mut acknowledged = Vec::new();
+    for (n, t) in tasks {
         if t.await.expect("join") == Some(202) {
-            acknowledged += 1;
+            acknowledged.push(format!("load-{n}"));
         }
     }
-    assert!(acknowledged >= 100, "only {acknowledged} acknowledged");
-    let stored = b.deliveries("").await;
     assert!(
-        stored.len() >= acknowledged,
-        "{} stored, {acknowledged} acknowledged",
-        stored.len()
+        acknowledged.len() >= 100,
+        "only {} acknowledged",
+        acknowledged.len()
     );
-    let mut ids: Vec<i64> = stored.iter().filter_map(|d| d["id"].as_i64()).collect();
-    let n = ids.len();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "no delivery stored twice");
+    // Every acknowledged delivery is stored, once, whichever replica took it.
+    let stored = b.deliveries("").await;
+    for key in &acknowledged {
+        let copies = stored
+            .iter()
+            .filter(|d| d["source_delivery_id"] == key.as_str())
+            .count();
+        assert_eq!(copies, 1, "{key}: stored {copies} times");
+    }
+    // And stays deduplicated across replicas: the dead replica's ones resent to the survivor
+    // are duplicates.
+    let took_by_a: Vec<&String> = acknowledged
+        .iter()
+        .filter(|k| {
+            k.trim_start_matches("load-")
+                .parse::<usize>()
+                .is_ok_and(|n| n % 2 == 0)
+        })
+        .take(5)
+        .collect();
+    assert!(
+        !took_by_a.is_empty(),
+        "replica a acknowledged nothing before it died"
+    );
+    for key in took_by_a {
+        let again = b
+            .hook("shop")
+            .query("services=worker")
+            .header("Idempotency-Key", key)
+            .send()
+            .await;
+        assert_eq!(again.status, 200, "{key}: {}", again.text);
+        assert_eq!(again.json()["status"], "duplicate", "{key}");
+    }
     // The survivor plans every stored delivery (the dead one's unplanned ones too).
     eventually("every delivery planned", WAIT, async || {
         let list = b.deliveries("").await;
