@@ -215,7 +215,7 @@ async fn database(url: &str, node: &str) -> Finding {
     );
     match probe.await {
         Ok(Ok((version, place))) => Finding::ok(format!(
-            "PostgreSQL {version} answers at {place}; this replica is node {node:?}"
+            "{place} answers (PostgreSQL {version}); this replica is node {node:?}"
         )),
         Ok(Err(e)) => Finding::problem(
             format!("PostgreSQL (server.database) cannot be reached: {e}"),

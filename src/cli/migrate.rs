@@ -59,11 +59,7 @@ fn describe(url: &str) -> anyhow::Result<String> {
     }
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| anyhow!("--to is not a valid PostgreSQL URL: {e}"))?;
-    let database = options.get_database().unwrap_or(options.get_username());
-    Ok(format!(
-        "PostgreSQL database \"{database}\" on {}",
-        options.get_host()
-    ))
+    Ok(crate::store::describe_postgres(&options))
 }
 
 #[cfg(test)]

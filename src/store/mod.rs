@@ -64,7 +64,7 @@ pub(crate) use history::HeldImage;
 pub(crate) use leader::Role;
 pub(crate) use lifecycle::{CANCELLED_WHILE_RUNNING, CancelOutcome, Claim};
 pub(crate) use logs::{GapNote, LogCopy};
-pub(crate) use open::probe_postgres;
+pub(crate) use open::{describe_postgres, probe_postgres};
 pub(crate) use outbox::{
     Attempt, JournalEvent, NewNotification, Notification, NotificationFilter, RetryOutcome,
 };

@@ -110,16 +110,22 @@ impl Store {
     }
 }
 
+/// Where the PostgreSQL database at `url` is, as it may be printed: `PostgreSQL database
+/// "NAME" on HOST` (no user, no password: the URL itself is never shown).
+pub(crate) fn describe_postgres(options: &PgConnectOptions) -> String {
+    // PostgreSQL's own default: the database named after the user.
+    let database = options.get_database().unwrap_or(options.get_username());
+    format!(
+        "PostgreSQL database \"{database}\" on {}",
+        options.get_host()
+    )
+}
+
 /// For `ferry doctor`: connects to the PostgreSQL database at `url` and returns its server's
-/// version and where it is (host and database: never the URL, which may hold a password).
+/// version and [`describe_postgres`]'s description of it.
 pub(crate) async fn probe_postgres(url: &str) -> Result<(String, String), StoreError> {
     let options = PgConnectOptions::from_str(url)?;
-    let place = format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("(default)")
-    );
+    let place = describe_postgres(&options);
     let mut conn =
         <sqlx::postgres::PgConnection as sqlx::Connection>::connect_with(&options).await?;
     let version: String = sqlx::query_scalar("SHOW server_version")

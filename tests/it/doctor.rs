@@ -162,7 +162,9 @@ async fn the_database_is_checked_without_showing_its_password() {
         .await;
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        text.contains("ok       PostgreSQL 15") && text.contains("this replica is node \"host-a\""),
+        text.contains("ok       PostgreSQL database \"")
+            && text.contains("answers (PostgreSQL 15")
+            && text.contains("this replica is node \"host-a\""),
         "{text}"
     );
     assert!(!text.contains("hunter2"), "{text}");
