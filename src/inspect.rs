@@ -99,6 +99,9 @@ pub(crate) struct Outcomes {
     pub(crate) services: Vec<ServiceOutcome>,
     /// When it caused no deployment at all: why.
     pub(crate) why: Option<String>,
+    /// An Alertmanager delivery: each alert with the rule that matched it, the outcome and
+    /// the reason (`store::AlertRow::json`), in the order decided.
+    pub(crate) alerts: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +149,7 @@ pub(crate) async fn inspect(shared: &Shared, id: i64) -> Result<Option<Inspectio
 async fn of(shared: &Shared, full: &FullDelivery) -> Result<Inspection, StoreError> {
     let id = full.delivery.id;
     let deployments = shared.store.deployments_of(id).await?;
+    let alerts = shared.store.alerts_of_delivery(id).await?;
     let app = shared.config.apps.get(&full.delivery.app);
     let read = if refused_at_hook(full) {
         Err("not parsed: ferry refused it at the hook, so the planner never read it".to_string())
@@ -174,7 +178,10 @@ async fn of(shared: &Shared, full: &FullDelivery) -> Result<Inspection, StoreErr
                 .map(|(e, m, unverified)| event_json(e, m, *unverified)),
             error: read.as_ref().err().cloned(),
         },
-        outcomes: outcomes(full, app, &deployments, &read),
+        outcomes: Outcomes {
+            alerts: alerts.iter().map(crate::store::AlertRow::json).collect(),
+            ..outcomes(full, app, &deployments, &read)
+        },
         duplicates: Duplicates {
             count: d.duplicates,
             last_at: json_time(d.duplicate_at),
@@ -319,6 +326,7 @@ fn outcomes(
         deployments: list,
         services,
         why,
+        alerts: Vec::new(),
     }
 }
 
@@ -338,6 +346,9 @@ fn why_nothing(full: &FullDelivery, read: &Read) -> String {
                     "{} events never deploy",
                     if name.is_empty() { "these" } else { name }
                 )
+            }
+            Ok((Event::Alerts(_), _, _)) => {
+                "no alert rule acted on its alerts (each alert's outcome is listed)".into()
             }
             Ok(_) => "it selected no service".into(),
             Err(e) => e.clone(),
@@ -424,6 +435,17 @@ fn event_json(event: &Event, m: &Modifiers, unverified: bool) -> Value {
         Event::Rollback { service, to } => {
             serde_json::json!({"kind": "rollback", "service": service, "to": to})
         }
+        Event::Alerts(alerts) => serde_json::json!({
+            "kind": "alert",
+            "alerts": alerts.iter().map(|a| serde_json::json!({
+                "status": a.status.as_str(),
+                "alertname": a.name(),
+                "fingerprint": a.fingerprint,
+                "starts_at": a.starts_at,
+                "ends_at": a.ends_at,
+                "labels": a.labels,
+            })).collect::<Vec<_>>(),
+        }),
     };
     v["modifiers"] = serde_json::json!({
         "services": m.services,

@@ -17,6 +17,7 @@
 //! `git.rs` git pushes, `deployment.rs` deployments requested in GitHub, `image.rs` image
 //! pushes and image redeploys, `rollback.rs` rollbacks.
 
+pub(crate) mod alerts;
 mod deployment;
 mod git;
 mod image;
@@ -66,7 +67,9 @@ pub(crate) fn plan(
     history: &dyn History,
 ) -> Result<Vec<NewDeployment>, String> {
     m.validate(app)?;
-    if matches!(event, Event::Ping | Event::Ignored(_)) {
+    // Alerts are decided by the app's alert rules (`alerts::decide`, called by the planner
+    // with the alerts' history), never by the rules here.
+    if matches!(event, Event::Ping | Event::Ignored(_) | Event::Alerts(_)) {
         return Ok(Vec::new());
     }
     // A push names its own ref and commit: `?git_ref=` never overrides what a payload names
@@ -226,7 +229,7 @@ fn plan_service(
             d.event_time = *time;
             false
         }
-        (Event::Ping | Event::Ignored(_) | Event::Rollback { .. }, _) => {
+        (Event::Ping | Event::Ignored(_) | Event::Rollback { .. } | Event::Alerts(_), _) => {
             unreachable!("returned above")
         }
     };

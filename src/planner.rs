@@ -18,6 +18,7 @@ use crate::config::{App, Config};
 use crate::logging::Escaped;
 use crate::plan::{self, Modifiers};
 use crate::sources::{self, Event, Source, values};
+use crate::states::AlertOutcome;
 use crate::store::{
     Deployment, DeploymentState, FullDelivery, HeldImage, NewDeployment, Planning, Store,
     StoreError,
@@ -125,7 +126,10 @@ async fn plan_batch(
                 }
                 known.load(&mut tx, p).await?;
                 let history = known.history(&p.app.name);
-                if p.unverified {
+                if let Event::Alerts(alerts) = &p.event {
+                    let first = out.next_id;
+                    Ok(plan_alerts(&mut tx, p, alerts, (id, first), &history).await?)
+                } else if p.unverified {
                     plan::plan_unverified(p.app, p.source, &p.modifiers, &history)
                 } else {
                     plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
@@ -144,6 +148,61 @@ async fn plan_batch(
     tx.note(&out.notes).await?;
     tx.commit().await?;
     Ok(out.plans)
+}
+
+/// Applies the app's alert rules to each alert of a delivery (`plan::alerts`), recording every
+/// alert with its outcome through the planning transaction as it is decided (so the next
+/// alert's duplicate, cooldown and cap checks see it), and returns the actions' deployments.
+/// They will get ids from `first` on (`Outcomes::planned` gives them in order), which the
+/// alert rows name.
+async fn plan_alerts(
+    tx: &mut Planning,
+    p: &Parsed<'_>,
+    alerts: &[sources::Alert],
+    (delivery, first): (i64, i64),
+    history: &AppHistory<'_>,
+) -> Result<Vec<NewDeployment>, StoreError> {
+    use plan::alerts::{Verdict, decide, deployment, matching, row};
+    let now = crate::store::now_ms();
+    let mut deployments = Vec::new();
+    for alert in alerts {
+        let rules = matching(p.app, alert);
+        if rules.is_empty() {
+            tx.record_alert(&row(p.app, delivery, alert), now).await?;
+        }
+        for rule in rules {
+            let key = (p.app.name.as_str(), rule.name.as_str());
+            let of = (
+                alert.fingerprint.as_str(),
+                alert.starts_at.as_str(),
+                alert.status.as_str(),
+            );
+            let facts = tx.alert_facts(key, of, now - plan::alerts::HOUR_MS).await?;
+            let mut r = row(p.app, delivery, alert);
+            r.rule = Some(rule.name.clone());
+            match decide(rule, alert, &facts, now) {
+                Verdict::Act(action) => {
+                    let d = deployment(p.app, p.source, rule, action, alert, history);
+                    r.action = Some(action.describe());
+                    r.outcome = AlertOutcome::Acted;
+                    r.reason = d.reason.clone();
+                    r.deployment_id = Some(first + deployments.len() as i64);
+                    deployments.push(d);
+                }
+                Verdict::Skip(outcome, reason) => {
+                    let action = match alert.status {
+                        sources::AlertStatus::Firing => Some(&rule.action),
+                        sources::AlertStatus::Resolved => rule.on_resolved.as_ref(),
+                    };
+                    r.action = action.map(|a| a.describe());
+                    r.outcome = outcome;
+                    r.reason = Some(reason);
+                }
+            }
+            tx.record_alert(&r, now).await?;
+        }
+    }
+    Ok(deployments)
 }
 
 /// What a planning transaction records, gathered delivery by delivery.
@@ -418,6 +477,12 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
     };
     let modifiers = Modifiers::parse(del.query.as_deref().unwrap_or(""));
     if !del.verified && app.verify.configured() {
+        if source == Source::Alertmanager {
+            // Stored before the app configured a scheme: a plain redeploy is no alert action.
+            return Err(Unplannable::Error(
+                "unverified Alertmanager delivery of an app that now verifies deliveries: its alerts are not acted on".into(),
+            ));
+        }
         return Ok(Parsed {
             app,
             source,

@@ -218,8 +218,29 @@ states! {
         Up => "up",
         /// swarm: the service pointed at the new image.
         Update => "update",
+        /// docker, for an alert rule's `restart`: a container restarted in place.
+        Restart => "restart",
         /// swarm: waiting for Swarm's rollout to end.
         Rollout => "rollout",
+    }
+}
+
+states! {
+    /// What ferry decided for an Alertmanager alert and one of the app's alert rules
+    /// (`alerts.outcome`, migration 0016).
+    AlertOutcome, "alert outcome" {
+        /// The rule's action was planned as a deployment.
+        Acted => "acted",
+        /// The rule already acted on this firing of the alert (fingerprint, `startsAt`, status).
+        Duplicate => "duplicate",
+        /// The rule acted on the alert less than its `cooldown` ago.
+        Cooldown => "cooldown",
+        /// The rule acted `max_per_hour` times in the last hour.
+        Capped => "capped",
+        /// No rule of the app matches the alert's labels.
+        Unmatched => "unmatched",
+        /// A resolved alert whose rule has no `on_resolved`.
+        NoAction => "no_action",
     }
 }
 

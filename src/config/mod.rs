@@ -14,6 +14,7 @@
 //! - `values` (`${VAR}`, durations, rates, addresses, sizes) and `secrets` (`{ file = … }`),
 //!   the readers every section shares.
 
+mod alerts;
 mod apps;
 mod executors;
 mod github;
@@ -38,6 +39,8 @@ use crate::secret::Secret;
 use crate::tls::TlsSettings;
 use validator::Validator;
 
+pub(crate) use alerts::{ALERT_SERVICE_PREFIX, is_label_name};
+pub(crate) use alerts::{AlertAction, AlertRule};
 pub(crate) use github::Github;
 pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
 pub(crate) use statuses::{CommitStatuses, StatusTargets};
@@ -131,6 +134,23 @@ pub struct App {
     /// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: where the commit statuses of
     /// deployments caused by those hosts' pushes go.
     pub(crate) commit_statuses: StatusTargets,
+    /// `[[apps.X.alerts]]`: what Alertmanager alerts do, in the order written.
+    pub(crate) alerts: Vec<AlertRule>,
+}
+
+impl App {
+    /// The service a deployment of this app runs: a configured one, or the pseudo-service
+    /// `alert:RULE[:resolved]` of an alert rule's command (see `config::alerts`).
+    pub(crate) fn runnable(&self, name: &str) -> Option<&Service> {
+        if let Some(s) = self.services.get(name) {
+            return Some(s);
+        }
+        name.strip_prefix(ALERT_SERVICE_PREFIX)?;
+        self.alerts
+            .iter()
+            .flat_map(AlertRule::commands)
+            .find(|s| s.name == name)
+    }
 }
 
 /// `[apps.X.limits]`: how much one app's hook may be called.

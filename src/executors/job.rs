@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::command::{self, CommandError, CommandSpec};
 use super::compose::{self, ComposeError, ComposeJob};
 use super::docker::{self, DockerError, DockerJob};
-use super::env::{Env, Payload};
+use super::env::{Env, Inputs, Payload};
 use super::steps::{self, Steps};
 use super::swarm::{self, SwarmError, SwarmJob};
 use super::{Outcome, Stop};
@@ -19,7 +19,7 @@ use crate::config::{Config, Executor, Service};
 use crate::deploylog::{self, LogWriter};
 use crate::sources::values::ValueError;
 use crate::states::StepName;
-use crate::store::{Deployment, Store};
+use crate::store::{AlertRow, Deployment, Store};
 
 /// One deployment, ready to run.
 #[derive(Debug)]
@@ -42,6 +42,8 @@ pub(crate) struct Job {
 pub(crate) enum Work {
     Command(CommandSpec),
     Docker(DockerJob),
+    /// An alert rule's `restart` of a docker service: its containers restarted in place.
+    Restart(crate::config::DockerSpec),
     Compose(ComposeJob),
     Swarm(SwarmJob),
 }
@@ -130,11 +132,13 @@ impl Job {
     /// Prepares deployment `d` of the service `config` has for it: creates the log, writes
     /// `payload` (the delivery's body) to the payload file, builds and checks the environment
     /// and the executor's work. The run's steps go to `steps`; on a shared `store` (replicas)
-    /// the log is copied there too, so every replica serves it.
+    /// the log is copied there too, so every replica serves it. `alert` is the alert an alert
+    /// rule's action acts on (its `FERRY_ALERT_*`; a `restart` action restarts in place); the
+    /// service may then be a rule's command pseudo-service (`App::runnable`).
     pub(crate) async fn prepare(
         config: &Config,
         d: &Deployment,
-        payload: &[u8],
+        (payload, alert): (&[u8], Option<&AlertRow>),
         stop: Stop,
         steps: Steps,
         store: Option<&Store>,
@@ -142,7 +146,7 @@ impl Job {
         let service = config
             .apps
             .get(&d.app)
-            .and_then(|a| a.services.get(&d.service))
+            .and_then(|a| a.runnable(&d.service))
             .ok_or_else(|| Error::NotConfigured {
                 app: d.app.clone(),
                 service: d.service.clone(),
@@ -165,8 +169,20 @@ impl Job {
             Err(source) => return Err(Error::Log { path, source }),
         };
         let payload = Payload::write(data_dir, d.id, payload).await?;
-        let env = Env::new(d, payload.path(), &service.env, &config.secret_env_vars)?;
-        let work = Work::new(service, d, env, data_dir)?;
+        let inputs = Inputs {
+            payload: payload.path(),
+            alert,
+        };
+        let env = Env::new(d, &inputs, &service.env, &config.secret_env_vars)?;
+        let restart = alert.is_some_and(|a| {
+            a.action
+                .as_deref()
+                .is_some_and(|x| x.starts_with("restart "))
+        });
+        let work = match (&service.executor, restart) {
+            (Executor::Docker(spec), true) => Work::Restart(spec.clone()),
+            _ => Work::new(service, d, env, data_dir)?,
+        };
         Ok(Job {
             log,
             stop,
@@ -209,6 +225,7 @@ impl Job {
                     resolved_digest: result.digest.filter(|_| job.image.digest.is_none()),
                 }
             }
+            Work::Restart(spec) => docker::restart(spec, log, stop, steps).await?.into(),
             Work::Compose(job) => compose::run(job, log, stop, steps).await?.into(),
             Work::Swarm(job) => swarm::run(job, log, stop, steps).await?.into(),
         })

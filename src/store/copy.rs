@@ -269,6 +269,30 @@ const TABLES: &[Table] = &[
         page: PAGE,
         identity: false,
     },
+    Table {
+        name: "alerts",
+        keys: 1,
+        columns: &[
+            ("id", Int),
+            ("delivery_id", Int),
+            ("app", Text),
+            ("rule", Text),
+            ("fingerprint", Text),
+            ("alertname", Text),
+            ("status", Text),
+            ("starts_at", Text),
+            ("ends_at", Text),
+            ("labels", Text),
+            ("annotations", Text),
+            ("action", Text),
+            ("outcome", Text),
+            ("reason", Text),
+            ("deployment_id", Int),
+            ("created_at", Int),
+        ],
+        page: PAGE,
+        identity: true,
+    },
 ];
 
 /// The PostgreSQL-only table of deploy logs (migration 0002), filled from the log files.

@@ -32,6 +32,7 @@
 //! (SQLite matches a partial index only against literals); `tests::sql_state_literals_are_states`
 //! checks every such literal in these files.
 
+mod alerts;
 pub(crate) mod batch;
 mod broadcast;
 mod changes;
@@ -55,6 +56,7 @@ mod prune;
 mod recovery;
 mod steps;
 
+pub(crate) use alerts::{AlertFacts, AlertFilter, AlertRow, NewAlert};
 pub(crate) use batch::{Inserted, Intake, NewDelivery};
 pub(crate) use containers::{ContainerDetail, ContainerEvent};
 pub(crate) use deliveries::{Delivery, FullDelivery};
