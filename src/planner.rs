@@ -505,8 +505,14 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
         header: &header,
         body: &d.body,
     };
-    let mut event = sources::parse(source, &stored)
-        .map_err(|e| Unplannable::Error(format!("cannot read {} payload: {e}", source.as_str())))?;
+    let mut event = sources::parse(source, &stored).map_err(|e| {
+        let message = format!("cannot read {} payload: {e}", source.as_str());
+        match e {
+            // A payload ferry knows it must not read (another message version): refused.
+            sources::ParseError::Unsupported(_) => Unplannable::Rejected(message),
+            _ => Unplannable::Error(message),
+        }
+    })?;
     let rejected = |e: values::ValueError| Unplannable::Rejected(e.to_string());
     values::check_event(&mut event).map_err(rejected)?;
     // Ingress refuses a bad `?git_ref=` already; deliveries stored before it did are caught here.

@@ -326,7 +326,7 @@ mod tests {
         let job = Job::prepare(
             &config,
             &deployment("web"),
-            b"{\"hello\":1}",
+            (b"{\"hello\":1}", None),
             Stop::default(),
             Steps::default(),
             None,
@@ -353,9 +353,16 @@ mod tests {
         let config = config(dir.path());
         let payload = config.server.data_dir.join("payloads/deployment-7.body");
         let prepare = async |d: Deployment| {
-            Job::prepare(&config, &d, b"{}", Stop::default(), Steps::default(), None)
-                .await
-                .unwrap_err()
+            Job::prepare(
+                &config,
+                &d,
+                (b"{}", None),
+                Stop::default(),
+                Steps::default(),
+                None,
+            )
+            .await
+            .unwrap_err()
         };
 
         let e = prepare(deployment("gone")).await;

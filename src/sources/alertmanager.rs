@@ -180,23 +180,40 @@ mod tests {
         assert_eq!(a.ends_at, None);
         assert_eq!(a.fingerprint.len(), 16);
 
-        let Event::Alerts(alerts) = parse(&fixture("resolved.json")).unwrap() else {
+        let Event::Alerts(alerts) = parse(&fixture("resolved-0.25.json")).unwrap() else {
             panic!("not alerts");
         };
         let a = &alerts[0];
         assert_eq!(a.status, AlertStatus::Resolved);
-        assert_eq!(a.fingerprint, "1c8f3a2e6a0f4b7d");
-        assert_eq!(a.ends_at.as_deref(), Some("2026-12-04T17:05:00Z"));
+        assert_eq!(a.fingerprint, "c762dda1bc97bb22");
+        assert_eq!(a.starts_at, "2026-12-04T17:39:06Z");
+        assert_eq!(a.ends_at.as_deref(), Some("2026-12-04T17:39:12Z"));
         assert_eq!(
             a.generator_url.as_deref(),
-            Some("http://prometheus:9090/graph?g0.expr=up+%3D%3D+0")
+            Some("http://prometheus:9090/graph")
         );
+        // A real firing message: Go's zero time for endsAt reads as not ended.
+        let Event::Alerts(alerts) = parse(&fixture("firing-0.25.json")).unwrap() else {
+            panic!("not alerts");
+        };
+        assert_eq!(alerts[0].status, AlertStatus::Firing);
+        assert_eq!(alerts[0].ends_at, None);
+        assert_eq!(alerts[0].labels["instance"], "web-1:9100");
     }
 
     #[test]
     fn fingerprints_are_alertmanagers() {
-        // `model.LabelSet{"alertname": "TestAlert", "job": "test"}.Fingerprint()` as computed
-        // by prometheus/common's FNV-1a (the empty set hashes to the offset basis).
+        // The fingerprint Alertmanager 0.25 sent for these labels (`firing-0.25.json`).
+        let labels: BTreeMap<String, String> = [
+            ("alertname", "InstanceDown"),
+            ("instance", "web-1:9100"),
+            ("severity", "critical"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(fingerprint(&labels), "c762dda1bc97bb22");
+        // The empty set hashes to FNV-1a's offset basis.
         assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
         let mut l = BTreeMap::new();
         l.insert("alertname".to_string(), "a".to_string());
