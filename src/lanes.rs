@@ -129,7 +129,8 @@ pub(crate) async fn run(
     }
 }
 
-/// Starts the newest queued deployment of every idle service.
+/// Starts the newest queued deployment of every idle service (the oldest, in an alert
+/// command's lane).
 async fn dispatch(
     ctx: &Arc<Context>,
     running: &mut HashMap<tokio::task::Id, (Lane, i64)>,
@@ -139,8 +140,14 @@ async fn dispatch(
     let queued = ctx.store.queued().await?;
     let mut newest: HashMap<Lane, Deployment> = HashMap::new();
     for d in queued {
-        // Oldest first, so the last one seen per lane is the newest.
-        newest.insert((d.app.clone(), d.service.clone()), d);
+        // Oldest first, so the last one seen per lane is the newest — except in an alert
+        // command's lane, which runs every queued one, oldest first (`states::supersedes`).
+        let lane = (d.app.clone(), d.service.clone());
+        if crate::states::supersedes(&d.service) {
+            newest.insert(lane, d);
+        } else {
+            newest.entry(lane).or_insert(d);
+        }
     }
     let busy: HashSet<&Lane> = running.values().map(|(lane, _)| lane).collect();
     let node = &ctx.config.server.node;

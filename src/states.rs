@@ -328,6 +328,17 @@ impl EventType {
     }
 }
 
+/// The prefix of the pseudo-services that run alert rules' commands (`alert:RULE`,
+/// `alert:RULE:resolved`; see `config::alerts`).
+pub(crate) const ALERT_SERVICE_PREFIX: &str = "alert:";
+
+/// Whether a newer queued deployment of `service` supersedes its older queued ones. Not for an
+/// alert rule's command: each run acts on its own alert (its `FERRY_ALERT_*`), so its lane
+/// runs every queued one, oldest first (its cooldown and cap bound how many there are).
+pub(crate) fn supersedes(service: &str) -> bool {
+    !service.starts_with(ALERT_SERVICE_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use toml::Spanned;
 use super::validator::Validator;
 use super::values::is_url_safe_name;
 use super::{DEFAULT_TIMEOUT, Executor, Service, raw};
+use crate::states::ALERT_SERVICE_PREFIX;
 
 /// The cooldown of a rule that sets none: per rule and alert fingerprint.
 pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5 * 60);
@@ -112,9 +113,6 @@ impl AlertRule {
             })
     }
 }
-
-/// The prefix of the pseudo-services that run alert commands.
-pub(crate) const ALERT_SERVICE_PREFIX: &str = "alert:";
 
 /// Whether a label name is one Prometheus allows.
 pub(crate) fn is_label_name(name: &str) -> bool {

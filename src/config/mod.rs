@@ -39,7 +39,7 @@ use crate::secret::Secret;
 use crate::tls::TlsSettings;
 use validator::Validator;
 
-pub(crate) use alerts::{ALERT_SERVICE_PREFIX, is_label_name};
+pub(crate) use alerts::is_label_name;
 pub(crate) use alerts::{AlertAction, AlertRule};
 pub(crate) use github::Github;
 pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
@@ -145,7 +145,7 @@ impl App {
         if let Some(s) = self.services.get(name) {
             return Some(s);
         }
-        name.strip_prefix(ALERT_SERVICE_PREFIX)?;
+        name.strip_prefix(crate::states::ALERT_SERVICE_PREFIX)?;
         self.alerts
             .iter()
             .flat_map(AlertRule::commands)

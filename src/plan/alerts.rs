@@ -208,6 +208,13 @@ command = ["./page.sh"]
     }
 
     #[test]
+    fn outcomes_have_one_name_each() {
+        for o in AlertOutcome::ALL {
+            assert_eq!(o.as_str().parse::<AlertOutcome>().ok(), Some(*o));
+        }
+    }
+
+    #[test]
     fn rules_match_by_labels_in_order() {
         let app = app();
         let both = alert(

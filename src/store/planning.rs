@@ -311,7 +311,7 @@ fn superseded_by(newest: &BTreeMap<(&str, &str), i64>, id: i64, d: &NewDeploymen
 fn newest_queued(deployments: &[(i64, i64, NewDeployment)]) -> BTreeMap<(&str, &str), i64> {
     let mut newest_queued: BTreeMap<(&str, &str), i64> = Default::default();
     for (id, _, d) in deployments {
-        if d.state == DeploymentState::Queued {
+        if d.state == DeploymentState::Queued && crate::states::supersedes(&d.service) {
             let slot = newest_queued.entry((&d.app, &d.service)).or_default();
             *slot = (*slot).max(*id);
         }
