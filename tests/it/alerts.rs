@@ -487,3 +487,43 @@ async fn other_message_versions_are_rejected_with_the_reason() {
     assert_eq!(list[0]["outcome"], "unmatched");
     assert_eq!(list[0]["fingerprint"], "c762dda1bc97bb22");
 }
+
+/// `ferry hooks` gives an app with alert rules the Alertmanager receiver to paste, with its
+/// credential; `ferry check` names the file, line and key of a bad rule.
+#[tokio::test]
+async fn hooks_prints_the_receiver_and_check_names_bad_rules() {
+    let file = crate::support::ConfigFile::new(OPS);
+    let out = crate::support::Cli::new(&["hooks", "--config", file.path_str(), "--show-secrets"])
+        .env("FERRY_ADMIN_TOKEN", crate::support::ADMIN_TOKEN)
+        .run()
+        .await;
+    let stdout = out.success();
+    for want in [
+        "webhook_configs:",
+        &format!("/hooks/ops/{TOKEN}"),
+        "send_resolved: true",
+        &format!("credentials: {BEARER}"),
+    ] {
+        assert!(stdout.contains(want), "{want:?} not in:\n{stdout}");
+    }
+
+    let bad = OPS.replace(
+        "match_re = { instance = \"web-[0-9]+\" }",
+        "match_re = { instance = \"web-[0-9+\" }",
+    );
+    assert_ne!(bad, OPS);
+    let file = crate::support::ConfigFile::new(&bad);
+    let out = file.check().await;
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    let line = bad
+        .lines()
+        .position(|l| l.contains("web-[0-9+"))
+        .expect("the line")
+        + 1;
+    for want in [
+        format!("ferry.toml:{line}"),
+        "apps.ops.alerts[0].match_re.instance: invalid regular expression".to_string(),
+    ] {
+        assert!(out.stderr.contains(&want), "{want:?} not in:\n{}", out.stderr);
+    }
+}
