@@ -136,11 +136,19 @@ pub(crate) fn deployment(
         rule.name,
         action.describe()
     );
+    let redeploy = |service: &str| {
+        let event = Event::Redeploy { time: None };
+        plan_service(app, service, source, &event, &Modifiers::default(), history)
+    };
     let mut d = match action {
-        AlertAction::Redeploy(service) | AlertAction::Restart(service) => {
-            let event = Event::Redeploy { time: None };
-            plan_service(app, service, source, &event, &Modifiers::default(), history)
-        }
+        AlertAction::Redeploy(service) => redeploy(service),
+        // What it runs now, for the record; a restart needs no image deployed by ferry (it
+        // restarts the containers as they are), so it is never skipped for want of one.
+        AlertAction::Restart(service) => NewDeployment {
+            state: DeploymentState::Queued,
+            reason: None,
+            ..redeploy(service)
+        },
         AlertAction::Command(svc) => NewDeployment {
             app: app.name.clone(),
             service: svc.name.clone(),

@@ -524,6 +524,99 @@ async fn hooks_prints_the_receiver_and_check_names_bad_rules() {
         format!("ferry.toml:{line}"),
         "apps.ops.alerts[0].match_re.instance: invalid regular expression".to_string(),
     ] {
-        assert!(out.stderr.contains(&want), "{want:?} not in:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(&want),
+            "{want:?} not in:\n{}",
+            out.stderr
+        );
     }
+}
+
+/// `restart = "api"` on a docker service: the same container restarted in place (same id, a
+/// new start time), then the health gate; the deployment succeeds once it is healthy. A
+/// container that stays unhealthy fails the deployment, and the reason says a restart cannot
+/// be rolled back.
+#[tokio::test]
+#[ignore = "needs Docker and docker-registry: cargo test -- --include-ignored"]
+async fn restart_restarts_the_containers_in_place_health_gated() {
+    use crate::dockerenv::{
+        DockerScope, build_image, docker, inspect, require_docker, wait_health,
+    };
+    if !require_docker() {
+        return;
+    }
+    let mut scope = DockerScope::new("ferry-alert-restart");
+    let name = scope.name("api");
+    let broken = scope.name("broken");
+    let repo = scope.repo(&format!("ferry-test/{}", scope.prefix()));
+    build_image(&format!("{repo}:1"), "1", false);
+    build_image(&format!("{repo}:broken"), "1", true);
+    docker(&["run", "-d", "--name", &name, &format!("{repo}:1")]);
+    docker(&["run", "-d", "--name", &broken, &format!("{repo}:broken")]);
+    wait_health(&name, "healthy").await;
+    let config = format!(
+        "{OPS}\n[apps.ops.services.api]\nimage = {{ repository = \"{repo}\" }}\ndocker = {{ container = \"{name}\", health_timeout = \"20s\" }}\n\n[apps.ops.services.flaky]\nimage = {{ repository = \"{repo}\" }}\ndocker = {{ container = \"{broken}\", health_timeout = \"5s\" }}\n\n[[apps.ops.alerts]]\nname = \"bounce\"\nmatch = {{ alertname = \"ApiSlow\" }}\nrestart = \"api\"\n\n[[apps.ops.alerts]]\nname = \"bounce-flaky\"\nmatch = {{ alertname = \"FlakySlow\" }}\nrestart = \"flaky\"\n"
+    );
+    let ferry = Ferry::with_config(&config).start().await;
+    let started = |c: &str| inspect(c).expect("container")["State"]["StartedAt"].clone();
+    let (id_before, start_before) = (inspect(&name).unwrap()["Id"].clone(), started(&name));
+
+    let body = |alertname: &str| {
+        json!({
+            "version": "4", "status": "firing", "receiver": "ferry", "groupKey": "{}:{}",
+            "alerts": [{"status": "firing", "labels": {"alertname": alertname},
+                        "annotations": {}, "startsAt": at(-5), "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "", "fingerprint": "0123456789abcdef"}]
+        })
+    };
+    let send = async |alertname: &str| {
+        ferry
+            .hook("ops")
+            .token(TOKEN)
+            .header("User-Agent", "Alertmanager/0.25.0")
+            .header("Authorization", &format!("Bearer {BEARER}"))
+            .json(&body(alertname))
+            .send()
+            .await
+            .accepted()
+    };
+    send("ApiSlow").await;
+    let row = wait_alerts(&ferry, "app=ops&outcome=acted", 1)
+        .await
+        .remove(0);
+    assert_eq!(row["action"], "restart api");
+    let id = row["deployment_id"].as_i64().unwrap();
+    let d = wait_succeeded(&ferry, id).await;
+    let steps: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(steps, ["restart", "health"], "{d:#}");
+    assert_eq!(
+        inspect(&name).unwrap()["Id"],
+        id_before,
+        "the same container"
+    );
+    assert_ne!(started(&name), start_before, "restarted");
+    wait_health(&name, "healthy").await;
+
+    send("FlakySlow").await;
+    let row = eventually("the flaky restart", WAIT, async || {
+        alerts(&ferry, "app=ops&outcome=acted")
+            .await
+            .into_iter()
+            .find(|a| a["rule"] == "bounce-flaky")
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let id = row["deployment_id"].as_i64().unwrap();
+    let d = ferry.wait_state(id, "failed").await;
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("not healthy after its restart")
+            && reason.contains("cannot be rolled back"),
+        "{d:#}"
+    );
 }
