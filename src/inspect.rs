@@ -100,8 +100,38 @@ pub(crate) struct Outcomes {
     /// When it caused no deployment at all: why.
     pub(crate) why: Option<String>,
     /// An Alertmanager delivery: each alert with the rule that matched it, the outcome and
-    /// the reason (`store::AlertRow::json`), in the order decided.
-    pub(crate) alerts: Vec<Value>,
+    /// the reason, in the order decided.
+    pub(crate) alerts: Vec<AlertView>,
+}
+
+/// One alert of an Alertmanager delivery and what one rule (or none) decided for it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AlertView {
+    pub(crate) alertname: String,
+    pub(crate) status: String,
+    pub(crate) fingerprint: String,
+    pub(crate) starts_at: String,
+    pub(crate) rule: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) outcome: crate::states::AlertOutcome,
+    pub(crate) reason: Option<String>,
+    pub(crate) deployment_id: Option<i64>,
+}
+
+impl From<&crate::store::AlertRow> for AlertView {
+    fn from(a: &crate::store::AlertRow) -> AlertView {
+        AlertView {
+            alertname: a.alertname.clone(),
+            status: a.status.clone(),
+            fingerprint: a.fingerprint.clone(),
+            starts_at: a.starts_at.clone(),
+            rule: a.rule.clone(),
+            action: a.action.clone(),
+            outcome: a.outcome,
+            reason: a.reason.clone(),
+            deployment_id: a.deployment_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,7 +209,7 @@ async fn of(shared: &Shared, full: &FullDelivery) -> Result<Inspection, StoreErr
             error: read.as_ref().err().cloned(),
         },
         outcomes: Outcomes {
-            alerts: alerts.iter().map(crate::store::AlertRow::json).collect(),
+            alerts: alerts.iter().map(AlertView::from).collect(),
             ..outcomes(full, app, &deployments, &read)
         },
         duplicates: Duplicates {

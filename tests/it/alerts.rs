@@ -486,6 +486,45 @@ async fn other_message_versions_are_rejected_with_the_reason() {
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["outcome"], "unmatched");
     assert_eq!(list[0]["fingerprint"], "c762dda1bc97bb22");
+
+    // The dashboard's inspector lists the delivery's alerts with their outcome.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(ferry.url("/login"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}&next=%2F", crate::support::ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = client
+        .get(ferry.url(&format!("/deliveries/{id}")))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = page
+        .split("id=\"alerts\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{page}"));
+    for want in [
+        "InstanceDown",
+        "c762dda1bc97bb22",
+        "unmatched",
+        "no rule matches its labels",
+    ] {
+        assert!(
+            table.contains(want),
+            "{want:?} not in the alerts table:\n{table}"
+        );
+    }
 }
 
 /// `ferry hooks` gives an app with alert rules the Alertmanager receiver to paste, with its
