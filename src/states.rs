@@ -328,8 +328,8 @@ impl EventType {
     }
 }
 
-/// The prefix of the pseudo-services that run alert rules' commands (`alert:RULE`,
-/// `alert:RULE:resolved`; see `config::alerts`).
+/// The prefix of the pseudo-services that run alert rules' commands (`alert:RULE`; see
+/// `config::alerts`).
 pub(crate) const ALERT_SERVICE_PREFIX: &str = "alert:";
 
 /// Whether a newer queued deployment of `service` supersedes its older queued ones. Not for an

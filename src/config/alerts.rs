@@ -7,9 +7,11 @@
 //! with a `cooldown` per alert and a `max_per_hour` cap per rule. Everything is checked here,
 //! at load: the planner (`crate::plan::alerts`) only reads the validated [`AlertRule`]s.
 //!
-//! A `command` action runs as a deployment of a pseudo-service that exists only for it:
-//! `alert:RULE` (firing) and `alert:RULE:resolved` (`on_resolved`), so it has a lane of its
-//! own (never two runs at once), a log and steps, like any command service.
+//! A `command` action runs as a deployment of a pseudo-service that exists only for it,
+//! `alert:RULE`, shared by the rule's firing and `on_resolved` commands: one lane per rule, so
+//! a rule's commands never run at once and run in the order decided (a resolution's after
+//! the firing's), each with a log and steps like any command service. Which of the two a run
+//! is comes from its alert's status (`App::alert_command`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -66,7 +68,7 @@ pub(crate) enum AlertAction {
     Redeploy(String),
     /// Restart a docker service's containers, then the health gate.
     Restart(String),
-    /// Run a command: the pseudo-service `alert:RULE[:resolved]` that runs it.
+    /// Run a command: the pseudo-service `alert:RULE` that runs it.
     Command(Box<Service>),
 }
 
@@ -102,15 +104,17 @@ impl AlertRule {
         })
     }
 
-    /// The command pseudo-services of this rule (firing, then resolved).
-    pub(crate) fn commands(&self) -> impl Iterator<Item = &Service> {
-        [Some(&self.action), self.on_resolved.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|a| match a {
-                AlertAction::Command(svc) => Some(&**svc),
-                _ => None,
-            })
+    /// The command this rule runs for a firing alert, or for a resolved one (`resolved`).
+    pub(crate) fn command(&self, resolved: bool) -> Option<&Service> {
+        let action = if resolved {
+            self.on_resolved.as_ref()?
+        } else {
+            &self.action
+        };
+        match action {
+            AlertAction::Command(svc) => Some(svc),
+            AlertAction::Redeploy(_) | AlertAction::Restart(_) => None,
+        }
     }
 }
 
@@ -200,9 +204,8 @@ impl Validator<'_> {
                     timeout: &a.timeout,
                     env: &a.env,
                 };
-                let pseudo = format!("{name}:resolved");
                 let rkey = format!("{key}.on_resolved");
-                Some(self.alert_action(&fields, services, &rkey, a_span, &pseudo, dir)?)
+                Some(self.alert_action(&fields, services, &rkey, a_span, &name, dir)?)
             }
             None => None,
         };
@@ -486,8 +489,10 @@ mod tests {
         assert_eq!(rule.max_per_hour, DEFAULT_MAX_PER_HOUR);
         assert_eq!(rule.action.describe(), "restart api");
         let resolved = rule.on_resolved.as_ref().unwrap();
-        assert_eq!(resolved.service(), "alert:mem:resolved");
-        assert_eq!(rule.commands().count(), 1);
+        assert_eq!(resolved.service(), "alert:mem");
+        assert!(rule.command(false).is_none());
+        let svc = rule.command(true).unwrap();
+        assert_eq!(svc.timeout, std::time::Duration::from_secs(30));
         assert!(rule.matches(&labels(&[
             ("alertname", "HighMemory"),
             ("instance", "web-12")

@@ -140,16 +140,24 @@ pub struct App {
 
 impl App {
     /// The service a deployment of this app runs: a configured one, or the pseudo-service
-    /// `alert:RULE[:resolved]` of an alert rule's command (see `config::alerts`).
+    /// `alert:RULE` of an alert rule's command (its firing command, else its `on_resolved`
+    /// one; see `config::alerts`).
     pub(crate) fn runnable(&self, name: &str) -> Option<&Service> {
         if let Some(s) = self.services.get(name) {
             return Some(s);
         }
-        name.strip_prefix(crate::states::ALERT_SERVICE_PREFIX)?;
+        self.alert_command(name, false)
+            .or_else(|| self.alert_command(name, true))
+    }
+
+    /// The command an alert rule runs as the pseudo-service `name` (`alert:RULE`), for a
+    /// firing alert or a resolved one.
+    pub(crate) fn alert_command(&self, name: &str, resolved: bool) -> Option<&Service> {
+        let rule = name.strip_prefix(crate::states::ALERT_SERVICE_PREFIX)?;
         self.alerts
             .iter()
-            .flat_map(AlertRule::commands)
-            .find(|s| s.name == name)
+            .find(|r| r.name == rule)?
+            .command(resolved)
     }
 }
 

@@ -143,10 +143,17 @@ impl Job {
         steps: Steps,
         store: Option<&Store>,
     ) -> Result<Job, Error> {
+        // An alert rule's command: the firing or the resolution's, by the alert's status.
+        let resolved = alert.is_some_and(|a| a.status == "resolved");
         let service = config
             .apps
             .get(&d.app)
-            .and_then(|a| a.runnable(&d.service))
+            .and_then(|a| match alert {
+                Some(_) if d.service.starts_with(crate::states::ALERT_SERVICE_PREFIX) => {
+                    a.alert_command(&d.service, resolved)
+                }
+                _ => a.runnable(&d.service),
+            })
             .ok_or_else(|| Error::NotConfigured {
                 app: d.app.clone(),
                 service: d.service.clone(),

@@ -309,7 +309,7 @@ command = ["./page.sh"]
         ));
         assert_eq!(
             (o, what.as_str()),
-            (AlertOutcome::Acted, "command alert:heal:resolved")
+            (AlertOutcome::Acted, "command alert:heal")
         );
         let (o, why) = outcome(&decide(
             &app.alerts[1],
@@ -356,7 +356,12 @@ command = ["./page.sh"]
         );
         assert_eq!(d.service, "alert:page");
         assert!(app.runnable("alert:page").is_some());
-        assert!(app.runnable("alert:heal:resolved").is_some());
+        assert!(
+            app.runnable("alert:heal").is_some(),
+            "its on_resolved command"
+        );
+        assert!(app.alert_command("alert:heal", false).is_none());
+        assert!(app.alert_command("alert:page", true).is_none());
         assert!(app.runnable("alert:nope").is_none());
         let row = row(&app, 3, &firing);
         assert_eq!(

@@ -293,11 +293,14 @@ async fn a_firing_alert_acts_once_its_resolution_runs_on_resolved_and_the_cooldo
             .ok_or_else(|| "not yet".to_string())
     })
     .await;
-    assert_eq!(resolved["action"], "command alert:heal:resolved");
+    assert_eq!(resolved["action"], "command alert:heal");
     let rid = resolved["deployment_id"].as_i64().unwrap();
     let d = wait_succeeded(&ferry, rid).await;
-    assert_eq!(d["service"], "alert:heal:resolved");
-    assert_eq!(ferry.run_env(rid)["FERRY_ALERT_STATUS"], "resolved");
+    // The rule's lane, with the on_resolved command (its own argv).
+    assert_eq!(d["service"], "alert:heal");
+    let env = ferry.run_env(rid);
+    assert_eq!(env["FERRY_ALERT_STATUS"], "resolved");
+    assert_eq!(env["ARGS"], "resolved|");
 
     // The same alert fires again (a new startsAt) within the rule's cooldown: held back.
     am.post(json!([alert(labels.clone(), &at(0), None)])).await;
@@ -305,7 +308,13 @@ async fn a_firing_alert_acts_once_its_resolution_runs_on_resolved_and_the_cooldo
     let why = cooled[0]["reason"].as_str().unwrap_or_default();
     assert!(why.starts_with("cooldown until "), "{why}");
     assert_eq!(cooled[0]["deployment_id"], Value::Null);
-    assert_eq!(ferry.runs_of("alert:heal").len(), 1, "{:?}", ferry.runs());
+    // The firing command ran once; the lane's other run is the resolution's.
+    let runs = ferry.runs_of("alert:heal");
+    let firing = runs
+        .iter()
+        .filter(|r| ferry.run_env(r.deployment)["ARGS"].starts_with("heal|"))
+        .count();
+    assert_eq!((runs.len(), firing), (2, 1), "{runs:?}");
 }
 
 /// The cap holds across fingerprints; an alert no rule matches is listed with its reason;
