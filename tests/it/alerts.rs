@@ -510,15 +510,16 @@ async fn other_message_versions_are_rejected_with_the_reason() {
         .unwrap();
     let cookie = login.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_string();
-    let page = client
-        .get(ferry.url(&format!("/deliveries/{id}")))
-        .header("Cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let get = async |path: &str| {
+        let r = client
+            .get(ferry.url(path))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (_, page) = get(&format!("/deliveries/{id}")).await;
     let table = page
         .split("id=\"alerts\"")
         .nth(1)
@@ -534,6 +535,17 @@ async fn other_message_versions_are_rejected_with_the_reason() {
             "{want:?} not in the alerts table:\n{table}"
         );
     }
+    // The alerts page lists it, filtered by outcome; an unknown outcome is refused.
+    let (status, page) = get("/alerts?outcome=unmatched").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("InstanceDown") && page.contains("no rule matches"),
+        "{page}"
+    );
+    let (_, page) = get("/alerts?outcome=acted").await;
+    assert!(page.contains("No alert matches."), "{page}");
+    let (status, _) = get("/alerts?outcome=bogus").await;
+    assert_eq!(status, 400);
 }
 
 /// `ferry hooks` gives an app with alert rules the Alertmanager receiver to paste, with its
