@@ -111,6 +111,12 @@ fn parsed(p: &Value) -> String {
             add(&e["environment"]);
         }
         Some("rollback") => add(&e["service"]),
+        Some("alert") => {
+            for a in e["alerts"].as_array().into_iter().flatten() {
+                add(&a["alertname"]);
+                add(&a["status"]);
+            }
+        }
         Some("ignored") => add(&e["event"]),
         _ => {}
     }
