@@ -131,12 +131,21 @@ pub(crate) fn setup(s: &Setup<'_>) -> Option<String> {
         )
     } else if !v.basic.is_empty() {
         let pair = s.secret(&v.basic, "basic");
-        let (user, password) = pair.split_once(':').unwrap_or((pair.as_str(), ""));
+        let (user, password) = match pair.split_once(':') {
+            Some((u, p)) if s.show_secrets => (u.to_string(), p.to_string()),
+            _ => (
+                format!("<the user in apps.{}.verify.basic>", s.app.name),
+                format!("<the password in apps.{}.verify.basic>", s.app.name),
+            ),
+        };
         format!(
             "\n              http_config:\n                basic_auth:\n                  username: {user}\n                  password: {password}"
         )
     } else {
-        " (sends no credentials unless its http_config does: set apps.APP.verify.bearer)".into()
+        format!(
+            " (add an http_config credential, and set apps.{}.verify.bearer to it: without one, anyone holding the hook URL can send alerts)",
+            s.app.name
+        )
     };
     Some(format!(
         "Alertmanager (alertmanager.yml):\n      receivers:\n        - name: ferry\n          webhook_configs:\n            - url: {url}\n              send_resolved: true{auth}",
@@ -242,5 +251,57 @@ mod tests {
             parse(br#"{"version":"4","status":"firing","alerts":[{"labels":{"a":1}}]}"#),
             Err(ParseError::Json(_))
         ));
+    }
+
+    #[test]
+    fn setup_names_the_credential_alertmanager_sends() {
+        let app = |verify: &str| {
+            let text = format!(
+                "[apps.ops]\ntoken = \"tok-0123456789abcdef\"\n[apps.ops.verify]\n{verify}\n[apps.ops.services.web]\ncommand = [\"x\"]\n[[apps.ops.alerts]]\nname = \"r\"\nredeploy = \"web\"\n"
+            );
+            crate::config::parse(&text, std::path::Path::new("f.toml"), &|_| None)
+                .unwrap()
+                .apps
+                .remove("ops")
+                .unwrap()
+        };
+        let setup = |app: &crate::config::App, show_secrets: bool| {
+            setup(&Setup {
+                app,
+                url: "https://d.example/hooks/ops/T",
+                show_secrets,
+            })
+            .unwrap()
+        };
+        let bearer = app("bearer = \"am-secret\"");
+        let line = setup(&bearer, false);
+        assert!(
+            line.contains("url: https://d.example/hooks/ops/T"),
+            "{line}"
+        );
+        assert!(
+            line.contains("credentials: <the value of apps.ops.verify.bearer>"),
+            "{line}"
+        );
+        assert!(setup(&bearer, true).contains("credentials: am-secret"));
+        let basic = app("basic = \"am:pw\"");
+        assert!(setup(&basic, false).contains("username: <the user in apps.ops.verify.basic>"));
+        let shown = setup(&basic, true);
+        assert!(
+            shown.contains("username: am") && shown.contains("password: pw"),
+            "{shown}"
+        );
+        let none = app("");
+        assert!(setup(&none, false).contains("set apps.ops.verify.bearer"));
+        let mut quiet = none.clone();
+        quiet.alerts.clear();
+        assert!(
+            super::setup(&Setup {
+                app: &quiet,
+                url: "u",
+                show_secrets: false
+            })
+            .is_none()
+        );
     }
 }
