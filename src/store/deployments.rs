@@ -222,6 +222,26 @@ impl Store {
         )
     }
 
+    /// The id and commit of a service's newest succeeded deployment that names a commit:
+    /// what a checkout goes back to for a deployment that names none.
+    pub(crate) async fn last_commit_of(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let sql = "SELECT id, git_commit FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?3 AND git_commit IS NOT NULL
+             ORDER BY id DESC LIMIT 1";
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, (i64, String)>(q(sql))
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(pool)
+            .await)?,
+        )
+    }
+
     /// A service's newest succeeded deployment: its current version.
     pub(crate) async fn current_of(
         &self,
