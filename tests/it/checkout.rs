@@ -345,3 +345,167 @@ checkout = { url = "{url}", path = "{dir}/anon" }
         "the env was recorded"
     );
 }
+
+/// A stand-in for `ssh` (first on ferry's `PATH`): records its arguments and the key file it
+/// was given (mode, content), waits while `ROOT/hold-ssh` exists, then runs the remote
+/// command (`git-upload-pack '/path'`) here, as sshd would on the server.
+const FAKE_SSH: &str = r#"#!/bin/sh
+key=""
+prev=""
+for a in "$@"; do
+  if [ "$prev" = "-i" ]; then key="$a"; fi
+  prev="$a"
+  last="$a"
+done
+echo "args=$*" >> "{root}/ssh.log"
+if [ -n "$key" ]; then
+  echo "key=$key" >> "{root}/ssh.log"
+  echo "mode=$(stat -c %a "$key")" >> "{root}/ssh.log"
+  cp "$key" "{root}/key-seen"
+fi
+while [ -e "{root}/hold-ssh" ]; do sleep 0.05; done
+exec sh -c "$last"
+"#;
+
+const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAfake\n-----END OPENSSH PRIVATE KEY-----";
+
+/// Repositories, a fake `ssh` in `ROOT/bin`, and ferry with it first on its `PATH`: service
+/// `site` checks out `ssh://git@git.example/ROOT/site.git` with a key from a file; `{url}` and
+/// `{root}` in `services` are those of `site`.
+async fn over_ssh(services: &str) -> (Repos, crate::git_server::Scratch, Ferry) {
+    let repos = Repos::new();
+    let scratch = repos.create("site");
+    let root = repos.root().display().to_string();
+    let bin = repos.root().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("ssh"), FAKE_SSH.replace("{root}", &root)).unwrap();
+    std::fs::write(repos.root().join("deploy_key"), KEY).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        repos.root().join("deploy_key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let url = format!("ssh://git@git.example{root}/site.git");
+    let auth = format!(", key = {{ file = \"{root}/deploy_key\" }}");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let services = services.replace("{url}", &url).replace("{root}", &root);
+    let ferry = start(&config(&url, &auth, &services), &[("PATH", &path)]).await;
+    (repos, scratch, ferry)
+}
+
+#[tokio::test]
+async fn an_ssh_key_is_a_private_file_only_while_git_fetches() {
+    let (repos, scratch, ferry) = over_ssh("").await;
+    let c1 = scratch.commit_and_push("first", &[("playbook.yml", Some("- hosts: all"))]);
+    let d = deploy(&ferry, &push(&c1, 1)).await;
+    assert_eq!(record(&ferry, &d["id"])["head"], c1);
+
+    let ssh = std::fs::read_to_string(repos.root().join("ssh.log")).unwrap();
+    assert!(
+        ssh.contains(
+            "-o BatchMode=yes -o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes -i "
+        ),
+        "{ssh}"
+    );
+    assert!(ssh.contains("git@git.example git-upload-pack"), "{ssh}");
+    assert!(ssh.contains("mode=600"), "{ssh}");
+    // The key as configured, with the newline OpenSSH needs after its last line.
+    assert_eq!(
+        std::fs::read_to_string(repos.root().join("key-seen")).unwrap(),
+        format!("{KEY}\n")
+    );
+    let key_file = ssh
+        .lines()
+        .find_map(|l| l.strip_prefix("key="))
+        .unwrap()
+        .to_string();
+    assert!(key_file.starts_with(&ferry.path("data/checkout-keys/").display().to_string()));
+    assert!(
+        !std::path::Path::new(&key_file).exists(),
+        "the key file outlived the fetch"
+    );
+    let log = ferry.log(d["id"].as_i64().unwrap()).await;
+    assert!(
+        !log.contains("BEGIN OPENSSH") && !log.contains("b3BlbnNzaC1rZXkt"),
+        "{log}"
+    );
+    let env = std::fs::read_to_string(ferry.path(&format!("runs/{}.env", d["id"]))).unwrap();
+    assert!(
+        !env.contains("GIT_SSH_COMMAND") && !env.contains("b3BlbnNzaC1rZXkt"),
+        "{env}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_fetch_is_killed_on_cancel_and_on_timeout() {
+    let quick = r#"
+[apps.shop.services.quick]
+git = { repo = "acme/site", branch = "main" }
+command = ["{dir}/record.sh"]
+timeout = "2s"
+checkout = { url = "{url}", path = "{dir}/quick", key = { file = "{root}/deploy_key" } }
+"#;
+    let (repos, scratch, ferry) = over_ssh(quick).await;
+    let root = repos.root().display().to_string();
+    let c1 = scratch.commit_and_push("first", &[("a", Some("1"))]);
+    std::fs::write(repos.root().join("hold-ssh"), "").unwrap();
+
+    let id = ferry.signed_push(&push(&c1, 1)).await;
+    let site = ferry.planned_deployment(id, "site").await["id"]
+        .as_i64()
+        .unwrap();
+    let quick = ferry.planned_deployment(id, "quick").await["id"]
+        .as_i64()
+        .unwrap();
+    ferry.wait_state(site, "running").await;
+    crate::support::eventually(
+        "the fetches to hang in ssh",
+        crate::support::WAIT,
+        async || {
+            let n = crate::support::procs_matching(&format!("{root}/bin/ssh")).len();
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} running"))
+            }
+        },
+    )
+    .await;
+    let r = ferry
+        .post(&format!("/api/v1/deployments/{site}/cancel"), json!({}))
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    let d = ferry.wait_state(site, "cancelled").await;
+    let t = ferry.wait_state(quick, "timed_out").await;
+    let log = ferry.log(quick).await;
+    assert!(
+        log.contains("timed out after 2s while checking out"),
+        "{t:#}\n{log}"
+    );
+    // git and the ssh it started were killed with their process group; no key file is left.
+    crate::support::eventually(
+        "the hanging ssh to be killed",
+        crate::support::WAIT,
+        async || {
+            let left = crate::support::procs_matching(&format!("{root}/bin/ssh"));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
+    let keys = std::fs::read_dir(ferry.path("data/checkout-keys"))
+        .unwrap()
+        .count();
+    assert_eq!(keys, 0);
+    assert!(!ferry.path("runs").exists(), "no command ran: {d:#}");
+    std::fs::remove_file(repos.root().join("hold-ssh")).unwrap();
+}
