@@ -442,6 +442,27 @@ pub(crate) fn remove_leftover_keys(data_dir: &Path) {
     }
 }
 
+/// The version of the `git` on the PATH, for `ferry doctor`; an error if it does not run or is
+/// older than 2.31 (which checkouts need: `GIT_CONFIG_COUNT`).
+pub(crate) async fn git_version() -> Result<String, String> {
+    let out = tokio::process::Command::new("git")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("`git --version` does not run: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().trim_start_matches("git version ").to_string();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if !out.status.success() || (major, minor) < (2, 31) {
+        return Err(format!(
+            "git {version} is older than 2.31, which checkouts need (GIT_CONFIG_COUNT)"
+        ));
+    }
+    Ok(version)
+}
+
 /// A line from ferry; a failing log stops the checkout (nothing has changed yet that matters).
 async fn note(log: &LogWriter, text: &str) {
     if let Err(e) = log.ferry(text).await {

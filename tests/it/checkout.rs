@@ -509,3 +509,36 @@ checkout = { url = "{url}", path = "{dir}/quick", key = { file = "{root}/deploy_
     assert!(!ferry.path("runs").exists(), "no command ran: {d:#}");
     std::fs::remove_file(repos.root().join("hold-ssh")).unwrap();
 }
+
+#[tokio::test]
+async fn doctor_checks_git_when_a_service_keeps_a_checkout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().display().to_string();
+    let text = format!(
+        "[server]\ndata_dir = \"{root}/data\"\n[apps.shop]\ntoken = \"b71e4c09d2a5f83e6c1b7a90\"\n\
+         [apps.shop.services.site]\ngit = {{ repo = \"acme/site\" }}\ncommand = [\"./deploy.sh\"]\n\
+         checkout = {{ url = \"https://git.example.com/acme/site.git\", path = \"{root}/site\" }}\n"
+    );
+    let file = crate::support::ConfigFile::new(&text);
+    let config = file.path.to_str().expect("utf-8");
+    let out = crate::support::Cli::new(&["doctor", "--config", config])
+        .run()
+        .await;
+    assert!(out.stdout.contains("ok       git 2."), "{out:?}");
+    assert!(out.stdout.contains(" for checkouts"), "{out:?}");
+
+    let out = crate::support::Cli::new(&["doctor", "--config", config])
+        .env("PATH", &format!("{root}/no-git-here"))
+        .run()
+        .await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("PROBLEM  services with `checkout` need git: `git --version` does not run"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("fix: install git 2.31 or later"),
+        "{out:?}"
+    );
+}

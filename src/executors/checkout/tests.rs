@@ -189,6 +189,7 @@ impl Repo {
         let out = std::process::Command::new("git")
             .current_dir(self.dir.path().join(sub))
             .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(["-c", "protocol.file.allow=always"])
             .args(args)
             .output()
             .unwrap();
@@ -247,10 +248,14 @@ impl Repo {
 
     /// Runs a checkout of `target`; returns how it ended and the log.
     async fn run(&self, target: Target) -> (Result<Checked, CheckoutError>, String) {
+        self.run_job(self.job(target)).await
+    }
+
+    async fn run_job(&self, job: CheckoutJob) -> (Result<Checked, CheckoutError>, String) {
         let log_path = self.dir.path().join("log");
         let _ = std::fs::remove_file(&log_path);
         let log = LogWriter::create(&log_path).await.unwrap();
-        let ran = run(&self.job(target), &log, &Stop::default(), &Steps::default()).await;
+        let ran = run(&job, &log, &Stop::default(), &Steps::default()).await;
         (ran, std::fs::read_to_string(&log_path).unwrap())
     }
 
@@ -382,4 +387,47 @@ async fn a_stopped_run_checks_nothing_out() {
     assert_eq!(checked.outcome, Outcome::Cancelled);
     assert_eq!(checked.commit, None);
     assert!(!repo.dir.path().join("ran").exists());
+}
+
+#[tokio::test]
+async fn submodules_are_checked_out_and_cleaned_when_asked_for() {
+    let repo = Repo::new();
+    repo.git(&["init", "-q", "-b", "main", "lib"], "");
+    repo.git(&["commit", "-q", "--allow-empty", "-m", "empty"], "lib");
+    std::fs::write(repo.dir.path().join("lib/x"), "1").unwrap();
+    repo.git(&["add", "x"], "lib");
+    repo.git(&["commit", "-q", "-m", "x"], "lib");
+    let lib = format!("file://{}/lib", repo.dir.path().display());
+    repo.git(&["submodule", "add", "-q", &lib, "vendor/lib"], "src");
+    let c1 = repo.commit(&[("a", Some("1"))]);
+
+    let mut job = repo.job(Target::Commit(c1.clone()));
+    job.spec.submodules = true;
+    let (ran, log) = repo.run_job(job.clone()).await;
+    assert_eq!(ran.unwrap().outcome, Outcome::Succeeded, "{log}");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("vendor/lib/x")).unwrap(),
+        "1"
+    );
+    std::fs::write(repo.path().join("vendor/lib/stray"), "x").unwrap();
+    std::fs::write(repo.path().join("vendor/lib/x"), "changed").unwrap();
+    let (ran, log) = repo.run_job(job).await;
+    assert_eq!(ran.unwrap().outcome, Outcome::Succeeded, "{log}");
+    assert!(!repo.path().join("vendor/lib/stray").exists(), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("vendor/lib/x")).unwrap(),
+        "1"
+    );
+
+    // Without `submodules`, the submodule's directory stays empty.
+    let mut plain = repo.job(Target::Commit(c1));
+    plain.spec.path = repo.dir.path().join("plain");
+    plain.command.workdir = plain.spec.path.clone();
+    let (ran, log) = repo.run_job(plain).await;
+    assert_eq!(ran.unwrap().outcome, Outcome::Succeeded, "{log}");
+    assert!(repo.dir.path().join("plain/vendor/lib").is_dir(), "{log}");
+    assert!(
+        !repo.dir.path().join("plain/vendor/lib/x").exists(),
+        "{log}"
+    );
 }
