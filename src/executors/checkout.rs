@@ -50,6 +50,8 @@ pub(crate) struct CheckoutJob {
     pub(crate) command: CommandSpec,
     /// Where an ssh key is written while git runs (`DATA_DIR/checkout-keys/`).
     pub(crate) key_file: PathBuf,
+    /// The deployment names no commit: the one checked out is to be recorded with it.
+    pub(crate) record_commit: bool,
 }
 
 /// The commit a deployment checks out.

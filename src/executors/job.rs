@@ -227,10 +227,7 @@ impl Job {
                 Ran {
                     outcome: checked.outcome,
                     resolved_digest: None,
-                    // Only what the deployment did not name: a named commit is recorded.
-                    resolved_commit: checked
-                        .commit
-                        .filter(|_| !matches!(job.target, Target::Commit(_))),
+                    resolved_commit: checked.commit.filter(|_| job.record_commit),
                 }
             }
             // Not cut off by the service's timeout: stopping half-way could leave the old
@@ -304,6 +301,7 @@ impl Work {
                         command: spec,
                         key_file: checkout::keys_dir(data_dir)
                             .join(format!("deployment-{}.key", d.id)),
+                        record_commit: d.git_commit.is_none(),
                     }),
                 }
             }
@@ -408,6 +406,57 @@ mod tests {
         assert!(!payload.exists(), "the payload file outlived its job");
         let log = std::fs::read_to_string(deploylog::log_path(data, 7)).unwrap();
         assert!(log.contains("stdout | {\"hello\":1} main"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_checkout_service_runs_in_its_checkout_at_the_deployments_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n[apps.shop.services.web]\n\
+             git = {{ repo = \"acme/shop\" }}\ncommand = [\"./deploy.sh\"]\n\
+             checkout = {{ url = \"https://git.example.com/acme/shop.git\", path = \"{}/site\" }}\n",
+            dir.path().display()
+        );
+        let config =
+            crate::config::parse(&text, &dir.path().join("ferry.toml"), &|_| None).unwrap();
+        let mut d = deployment("web");
+        d.git_commit = Some("a".repeat(40));
+        let prepare = async |d: &Deployment| {
+            Job::prepare(&config, d, b"{}", Stop::default(), Steps::default(), None)
+                .await
+                .unwrap()
+        };
+        let job = prepare(&d).await;
+        let Work::Checkout(c) = &job.work else {
+            panic!("{:?}", job.work)
+        };
+        let site = dir.path().join("site");
+        assert_eq!(c.target, Target::Commit("a".repeat(40)));
+        assert_eq!(c.command.workdir, site);
+        assert!(
+            c.command
+                .env
+                .contains(&("FERRY_CHECKOUT".into(), site.display().to_string()))
+        );
+        assert_eq!(c.refspecs, ["+refs/heads/main:refs/remotes/origin/main"]);
+        assert_eq!(
+            c.key_file,
+            config
+                .server
+                .data_dir
+                .join("checkout-keys/deployment-7.key")
+        );
+        assert!(!c.record_commit, "a named commit is recorded already");
+
+        // A redeploy (no store here: nothing deployed before) goes to the branch's tip, and
+        // the commit it finds is to be recorded.
+        d.git_commit = None;
+        let job = prepare(&d).await;
+        let Work::Checkout(c) = &job.work else {
+            panic!("{:?}", job.work)
+        };
+        assert_eq!(c.target, Target::Tip("refs/heads/main".into()));
+        assert!(c.record_commit);
     }
 
     #[tokio::test]

@@ -243,6 +243,7 @@ impl Repo {
                 pid_file: None,
             },
             key_file: self.dir.path().join("keys/k"),
+            record_commit: false,
         }
     }
 
