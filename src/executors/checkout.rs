@@ -260,6 +260,14 @@ async fn check_out(job: &CheckoutJob, git: &Git<'_>) -> Result<String, Stopped> 
     .await?;
     work_tree(path, git).await?;
     let commit = resolve(job, git).await?;
+    if let Target::Commit(named) | Target::LastDeployed { commit: named, .. } = &job.target
+        && *named != commit
+    {
+        git.note(&format!(
+            "{named} is a tag: checking out its commit {commit}"
+        ))
+        .await?;
+    }
     let short = commit.get(..12).unwrap_or(&commit);
     git.must(&[
         "checkout",

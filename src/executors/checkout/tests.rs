@@ -432,3 +432,20 @@ async fn submodules_are_checked_out_and_cleaned_when_asked_for() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn an_annotated_tag_is_checked_out_as_its_commit() {
+    let repo = Repo::new();
+    let c1 = repo.commit(&[("a", Some("1"))]);
+    repo.git(&["tag", "-a", "-m", "release", "v1"], "src");
+    let tag = repo.git(&["rev-parse", "v1"], "src");
+    assert_ne!(tag, c1);
+    let mut job = repo.job(Target::Commit(tag.clone()));
+    job.refspecs.push("+refs/tags/*:refs/tags/*".into());
+    let (ran, log) = repo.run_job(job).await;
+    assert_eq!(ran.unwrap().commit.as_deref(), Some(c1.as_str()), "{log}");
+    assert!(
+        log.contains(&format!("{tag} is a tag: checking out its commit {c1}")),
+        "{log}"
+    );
+}
