@@ -189,6 +189,25 @@ async fn the_checkout_holds_exactly_the_pushed_tree_and_nothing_left_over() {
         c2.as_str(),
         "the commit checked out is recorded: {d:#}"
     );
+
+    // Naming the branch's full ref deploys its newest commit, even one ferry never heard of.
+    let c3 = scratch.commit_and_push("third", &[("index.html", Some("v3"))]);
+    let id = ferry
+        .post(
+            "/api/v1/apps/shop/deploy",
+            json!({"ref": "refs/heads/main"}),
+        )
+        .await
+        .accepted();
+    let d = only(&ferry.settle(id).await, "site").clone();
+    let log = ferry.log(d["id"].as_i64().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{log}");
+    assert!(
+        log.contains("checking out the tip of refs/heads/main"),
+        "{log}"
+    );
+    assert_eq!(record(&ferry, &d["id"])["head"], c3);
+    assert_eq!(d["commit"], c3.as_str(), "{d:#}");
 }
 
 #[tokio::test]
