@@ -484,14 +484,15 @@ checkout = { url = "{url}", path = "{dir}/quick", key = { file = "{root}/deploy_
         .unwrap();
     ferry.wait_state(site, "running").await;
     crate::support::eventually(
-        "the fetches to hang in ssh",
+        "the fetch of site to hang in ssh",
         crate::support::WAIT,
         async || {
-            let n = crate::support::procs_matching(&format!("{root}/bin/ssh")).len();
-            if n == 2 {
+            // The fake ssh's arguments name the deployment's key file.
+            let n = crate::support::procs_matching(&format!("deployment-{site}.key")).len();
+            if n > 0 {
                 Ok(())
             } else {
-                Err(format!("{n} running"))
+                Err("not yet".to_string())
             }
         },
     )
