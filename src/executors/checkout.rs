@@ -438,7 +438,7 @@ impl Drop for KeyFile {
     }
 }
 
-/// Where checkout key files live, and removes any a crashed ferry left (at start-up).
+/// Where checkout key files live (`DATA_DIR/checkout-keys/`).
 pub(crate) fn keys_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("checkout-keys")
 }
@@ -473,7 +473,7 @@ pub(crate) async fn git_version() -> Result<String, String> {
     Ok(version)
 }
 
-/// A line from ferry; a failing log stops the checkout (nothing has changed yet that matters).
+/// A line from ferry once the outcome is known: a failing log must not hide it.
 async fn note(log: &LogWriter, text: &str) {
     if let Err(e) = log.ferry(text).await {
         tracing::warn!(error = %e, "cannot write the deployment log");
