@@ -351,10 +351,11 @@ fn credentials(userinfo: &str, transport: Transport) -> Result<(), String> {
             "has a password in it: put the token in `token` (https) or use `key` (ssh); a URL is shown in logs and process lists".into(),
         );
     }
-    if transport == Transport::Http {
-        return Err(format!(
-            "has credentials in it (`{userinfo}@`): put the token in `token` and the name in `username`; a URL is shown in logs and process lists"
-        ));
+    // The message does not repeat the user part: it may be the token.
+    if transport == Transport::Http && !userinfo.is_empty() {
+        return Err(
+            "has credentials in it (`…@` before the host): put the token in `token` and the name in `username`; a URL is shown in logs and process lists".into(),
+        );
     }
     Ok(())
 }
@@ -384,7 +385,7 @@ mod tests {
             ("https://x-access-token:ghp_abc@github.com/a/b", "password"),
             (
                 "https://ghp_abc@github.com/a/b",
-                "credentials in it (`ghp_abc@`)",
+                "credentials in it (`…@` before the host)",
             ),
             ("ssh://git:pw@github.com/a/b", "password"),
             ("git:pw@github.com:a/b", "password"),
@@ -402,6 +403,7 @@ mod tests {
         ] {
             let e = transport(url).expect_err(url);
             assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains("ghp_abc") && !e.contains(":pw"), "{e}");
         }
     }
 
