@@ -222,6 +222,8 @@ states! {
         Restart => "restart",
         /// swarm: waiting for Swarm's rollout to end.
         Rollout => "rollout",
+        /// command with `checkout`: the work tree set to the deployment's commit.
+        Checkout => "checkout",
     }
 }
 

@@ -416,7 +416,7 @@ impl Validator<'_> {
             Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
             None => dir.to_path_buf(),
         };
-        let executor = self.command(cmd, key, workdir)?;
+        let executor = self.command(cmd, key, workdir, None)?;
         Some(AlertAction::Command(Box::new(Service {
             name: format!("{ALERT_SERVICE_PREFIX}{pseudo}"),
             git: None,

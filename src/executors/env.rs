@@ -11,61 +11,58 @@ use super::Error;
 use crate::sources::values::{ValueError, env_value};
 use crate::store::{AlertRow, Deployment};
 
-/// What variables are read from besides the deployment row: the payload file's path and, for
-/// a deployment an alert rule planned, the alert (`alerts` row).
+/// What variables are made from: the deployment, its payload file, its checkout (if the
+/// service has one) and, for a deployment an alert rule planned, the alert (`alerts` row).
 pub(super) struct Inputs<'a> {
+    pub(super) d: &'a Deployment,
     pub(super) payload: &'a Path,
+    pub(super) checkout: Option<&'a Path>,
     pub(super) alert: Option<&'a AlertRow>,
 }
-
-/// A variable's value for a deployment; `None`: unset.
-type Value = fn(&Deployment, &Inputs<'_>) -> Option<String>;
 
 /// The prefix of the per-label variables of an alert (`FERRY_ALERT_LABEL_SEVERITY`), which are
 /// not in [`FERRY_VARS`]: their names come from the alert.
 const ALERT_LABEL_PREFIX: &str = "FERRY_ALERT_LABEL_";
 
+/// A variable's value; `None`: unset.
+type Value = fn(&Inputs<'_>) -> Option<String>;
+
 /// Every `FERRY_*` variable ferry sets, in the order they are set.
 const FERRY_VARS: &[(&str, Value)] = &[
-    ("FERRY_APP", |d, _| Some(d.app.clone())),
-    ("FERRY_SERVICE", |d, _| Some(d.service.clone())),
-    ("FERRY_DEPLOYMENT_ID", |d, _| Some(d.id.to_string())),
-    ("FERRY_DELIVERY_ID", |d, _| Some(d.delivery_id.to_string())),
-    ("FERRY_SOURCE", |d, _| Some(d.source.clone())),
-    ("FERRY_EVENT", |d, _| Some(d.event.clone())),
-    ("FERRY_ATTEMPT", |d, _| Some(d.attempt.to_string())),
-    ("FERRY_PAYLOAD", |_, i| {
-        Some(i.payload.display().to_string())
+    ("FERRY_APP", |i| Some(i.d.app.clone())),
+    ("FERRY_SERVICE", |i| Some(i.d.service.clone())),
+    ("FERRY_DEPLOYMENT_ID", |i| Some(i.d.id.to_string())),
+    ("FERRY_DELIVERY_ID", |i| Some(i.d.delivery_id.to_string())),
+    ("FERRY_SOURCE", |i| Some(i.d.source.clone())),
+    ("FERRY_EVENT", |i| Some(i.d.event.clone())),
+    ("FERRY_ATTEMPT", |i| Some(i.d.attempt.to_string())),
+    ("FERRY_PAYLOAD", |i| Some(i.payload.display().to_string())),
+    ("FERRY_GIT_REPO", |i| i.d.git_repo.clone()),
+    ("FERRY_GIT_BRANCH", |i| i.d.git_branch.clone()),
+    ("FERRY_GIT_REF", |i| i.d.git_ref.clone()),
+    ("FERRY_GIT_COMMIT", |i| i.d.git_commit.clone()),
+    ("FERRY_IMAGE", |i| i.d.image.clone()),
+    ("FERRY_IMAGE_TAG", |i| i.d.image_tag.clone()),
+    ("FERRY_IMAGE_DIGEST", |i| i.d.image_digest.clone()),
+    ("FERRY_PROFILE", |i| i.d.profile.clone()),
+    ("FERRY_CHECKOUT", |i| {
+        i.checkout.map(|p| p.display().to_string())
     }),
-    ("FERRY_GIT_REPO", |d, _| d.git_repo.clone()),
-    ("FERRY_GIT_BRANCH", |d, _| d.git_branch.clone()),
-    ("FERRY_GIT_REF", |d, _| d.git_ref.clone()),
-    ("FERRY_GIT_COMMIT", |d, _| d.git_commit.clone()),
-    ("FERRY_IMAGE", |d, _| d.image.clone()),
-    ("FERRY_IMAGE_TAG", |d, _| d.image_tag.clone()),
-    ("FERRY_IMAGE_DIGEST", |d, _| d.image_digest.clone()),
-    ("FERRY_PROFILE", |d, _| d.profile.clone()),
     // An alert rule's action (source alertmanager, event alert): the alert it acts on. Labels
     // and annotations as JSON objects; each label also as FERRY_ALERT_LABEL_<NAME> (below).
-    ("FERRY_ALERT_NAME", |_, i| {
-        i.alert.map(|a| a.alertname.clone())
-    }),
-    ("FERRY_ALERT_STATUS", |_, i| {
-        i.alert.map(|a| a.status.clone())
-    }),
-    ("FERRY_ALERT_FINGERPRINT", |_, i| {
+    ("FERRY_ALERT_NAME", |i| i.alert.map(|a| a.alertname.clone())),
+    ("FERRY_ALERT_STATUS", |i| i.alert.map(|a| a.status.clone())),
+    ("FERRY_ALERT_FINGERPRINT", |i| {
         i.alert.map(|a| a.fingerprint.clone())
     }),
-    ("FERRY_ALERT_STARTS_AT", |_, i| {
+    ("FERRY_ALERT_STARTS_AT", |i| {
         i.alert.map(|a| a.starts_at.clone())
     }),
-    ("FERRY_ALERT_RULE", |_, i| {
-        i.alert.and_then(|a| a.rule.clone())
-    }),
-    ("FERRY_ALERT_LABELS", |_, i| {
+    ("FERRY_ALERT_RULE", |i| i.alert.and_then(|a| a.rule.clone())),
+    ("FERRY_ALERT_LABELS", |i| {
         i.alert.map(|a| escaped_json(&a.labels))
     }),
-    ("FERRY_ALERT_ANNOTATIONS", |_, i| {
+    ("FERRY_ALERT_ANNOTATIONS", |i| {
         i.alert.map(|a| escaped_json(&a.annotations))
     }),
 ];
@@ -126,17 +123,24 @@ impl Env {
     /// whatever a deployment row holds is checked again before it becomes a variable.
     pub(super) fn new(
         d: &Deployment,
-        inputs: &Inputs<'_>,
+        payload: &Path,
+        (checkout, alert): (Option<&Path>, Option<&AlertRow>),
         service_env: &[(String, String)],
         secret_env_vars: &[String],
     ) -> Result<Env, ValueError> {
+        let inputs = Inputs {
+            d,
+            payload,
+            checkout,
+            alert,
+        };
         let mut set = Vec::new();
         for (name, value) in FERRY_VARS {
-            if let Some(value) = value(d, inputs) {
+            if let Some(value) = value(&inputs) {
                 set.push((name.to_string(), value));
             }
         }
-        if let Some(alert) = inputs.alert {
+        if let Some(alert) = alert {
             set.extend(alert_label_vars(alert));
         }
         set.iter().try_for_each(|(k, v)| env_value(k, v))?;
@@ -226,10 +230,8 @@ mod tests {
     fn set_values_come_first_and_every_ferry_name_is_removed() {
         let env = Env::new(
             &deployment(),
-            &Inputs {
-                payload: Path::new("/data/payloads/deployment-7.body"),
-                alert: None,
-            },
+            Path::new("/data/payloads/deployment-7.body"),
+            (None, None),
             &[("GREETING".into(), "hello".into())],
             &["HOOK_TOKEN".into()],
         )
@@ -262,14 +264,29 @@ mod tests {
     }
 
     #[test]
+    fn a_checkout_is_named_by_ferry_checkout() {
+        let env = Env::new(
+            &deployment(),
+            Path::new("/p"),
+            (Some(Path::new("/srv/app")), None),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(
+            env.set
+                .contains(&("FERRY_CHECKOUT".into(), "/srv/app".into()))
+        );
+        let env = Env::new(&deployment(), Path::new("/p"), (None, None), &[], &[]).unwrap();
+        assert!(!env.set.iter().any(|(k, _)| k == "FERRY_CHECKOUT"));
+        assert!(env.remove.iter().any(|k| k == "FERRY_CHECKOUT"));
+    }
+
+    #[test]
     fn a_control_character_in_a_value_is_refused() {
         let mut d = deployment();
         d.git_branch = Some("main\nFERRY_APP=evil".into());
-        let inputs = Inputs {
-            payload: Path::new("/p"),
-            alert: None,
-        };
-        let e = Env::new(&d, &inputs, &[], &[]).unwrap_err();
+        let e = Env::new(&d, Path::new("/p"), (None, None), &[], &[]).unwrap_err();
         assert!(e.to_string().contains("FERRY_GIT_BRANCH"), "{e}");
     }
 
@@ -296,11 +313,14 @@ mod tests {
             deployment_id: Some(7),
             created_at: 0,
         };
-        let inputs = Inputs {
-            payload: Path::new("/p"),
-            alert: Some(&alert),
-        };
-        let env = Env::new(&deployment(), &inputs, &[], &[]).unwrap();
+        let env = Env::new(
+            &deployment(),
+            Path::new("/p"),
+            (None, Some(&alert)),
+            &[],
+            &[],
+        )
+        .unwrap();
         let get = |k: &str| {
             env.set
                 .iter()
