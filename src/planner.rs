@@ -530,3 +530,73 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
         note,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Delivery, DeliveryStatus};
+
+    fn config(verify: &str) -> Config {
+        let text = format!(
+            "[apps.ops]\ntoken = \"tok-0123456789abcdef\"\n{verify}\n[apps.ops.services.web]\ncommand = [\"x\"]\n[[apps.ops.alerts]]\nname = \"r\"\nredeploy = \"web\"\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("f.toml"), &|_| None).unwrap()
+    }
+
+    fn delivery(verified: bool, body: &str) -> FullDelivery {
+        FullDelivery {
+            delivery: Delivery {
+                id: 1,
+                app: "ops".into(),
+                source: "alertmanager".into(),
+                event: None,
+                source_delivery_id: None,
+                received_at: 1,
+                verified,
+                scheme: None,
+                status: DeliveryStatus::Received,
+                error: None,
+                query: None,
+                replay_of: None,
+                note: None,
+                duplicates: 0,
+                duplicate_at: None,
+                planned_at: None,
+                refused_with: None,
+            },
+            headers: "{}".into(),
+            body: body.as_bytes().to_vec(),
+            body_size: None,
+        }
+    }
+
+    const FIRING: &str = r#"{"version":"4","status":"firing","alerts":[{"labels":{"alertname":"A"},"startsAt":"2026-12-04T17:00:00Z","fingerprint":"AB01"}]}"#;
+
+    /// An Alertmanager delivery is read as its alerts (values checked: the fingerprint
+    /// lower-cased) — unless it is unverified on an app that now verifies deliveries: then it
+    /// is not acted on at all (a plain redeploy, as for other senders, is no alert action).
+    #[test]
+    fn alert_deliveries_are_read_as_alerts_and_never_as_a_redeploy() {
+        let verifies = config("[apps.ops.verify]\nbearer = \"am-secret\"");
+        let (event, _, unverified) = read_event(&verifies, &delivery(true, FIRING)).unwrap();
+        let Event::Alerts(alerts) = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(
+            (alerts[0].fingerprint.as_str(), unverified),
+            ("ab01", false)
+        );
+        let e = read_event(&verifies, &delivery(false, FIRING)).unwrap_err();
+        assert!(e.contains("not acted on"), "{e}");
+        // An app with no scheme takes it on its URL token alone, like any sender.
+        let open = config("");
+        assert!(matches!(
+            read_event(&open, &delivery(false, FIRING)),
+            Ok((Event::Alerts(_), _, false))
+        ));
+        // Another message version is refused with the reason.
+        let v5 = FIRING.replace("\"4\"", "\"5\"");
+        let e = read_event(&verifies, &delivery(true, &v5)).unwrap_err();
+        assert!(e.contains("version \"5\""), "{e}");
+    }
+}
