@@ -285,6 +285,10 @@ struct Known {
     newest: HashMap<(String, String), Option<(i64, i64)>>,
     images: HashMap<(String, String), Vec<HeldImage>>,
     rollback: HashMap<(String, String), Option<Deployment>>,
+    /// For reconciles: each service's newest success, and a deployment queued or running
+    /// (including those queued earlier in the batch).
+    last_success: HashMap<(String, String), Option<Deployment>>,
+    active: HashMap<(String, String), Option<(i64, DeploymentState)>>,
 }
 
 impl Known {
@@ -306,12 +310,24 @@ impl Known {
             let target = tx.rollback_target(app, service, *to).await?;
             self.rollback.insert((app.clone(), service.clone()), target);
         }
+        if let Event::Reconcile { service } = &p.event {
+            let key = (app.clone(), service.clone());
+            let last = tx.last_success(app, service).await?;
+            self.last_success.insert(key.clone(), last);
+            if let Entry::Vacant(slot) = self.active.entry(key) {
+                slot.insert(tx.active_deployment(app, service).await?);
+            }
+        }
         Ok(())
     }
 
     /// Records a deployment just planned as queued.
     fn queued(&mut self, id: i64, dep: &NewDeployment) {
         let key = (dep.app.clone(), dep.service.clone());
+        let active = self.active.entry(key.clone()).or_default();
+        if active.is_none() {
+            *active = Some((id, DeploymentState::Queued));
+        }
         if let Some(t) = dep.event_time {
             let slot = self.newest.entry(key.clone()).or_default();
             if slot.is_none_or(|(n, _)| t >= n) {
@@ -364,6 +380,18 @@ impl plan::History for AppHistory<'_> {
             .get(&self.key(service))
             .cloned()
             .flatten()
+    }
+
+    fn last_success(&self, service: &str) -> Option<Deployment> {
+        self.known
+            .last_success
+            .get(&self.key(service))
+            .cloned()
+            .flatten()
+    }
+
+    fn active(&self, service: &str) -> Option<(i64, DeploymentState)> {
+        self.known.active.get(&self.key(service)).copied().flatten()
     }
 }
 

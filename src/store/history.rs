@@ -1,6 +1,7 @@
 //! What services already hold, read by the planner through its planning transaction (so it
 //! sees the plans recorded earlier in the same batch): the newest event time (staleness),
-//! the images an image service runs or has pending, and a rollback's target.
+//! the images an image service runs or has pending, a rollback's target, and what a
+//! reconcile needs (the last success; a deployment in its way).
 
 use sqlx::Row;
 
@@ -123,6 +124,50 @@ impl Planning {
             .bind(DeploymentState::Succeeded)
             .fetch_optional(&mut *tx)
             .await?)
+        })
+    }
+
+    /// A service's newest success: what a reconcile runs again.
+    pub(crate) async fn last_success(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(
+            with_tx!(&mut self.tx, tx, q => sqlx::query_as::<_, Deployment>(q(sql))
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(&mut *tx)
+            .await?),
+        )
+    }
+
+    /// A queued or running deployment of the service (the running one first), if any.
+    pub(crate) async fn active_deployment(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, DeploymentState)>, StoreError> {
+        with_tx!(&mut self.tx, tx, q => {
+            let row = sqlx::query(
+                q("SELECT id, state FROM deployments INDEXED BY deployments_active
+                 WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2
+                 ORDER BY CASE WHEN state = ?3 THEN 0 ELSE 1 END, id DESC LIMIT 1"),
+            )
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Running)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
+                None => Ok(None),
+            }
         })
     }
 }
