@@ -27,8 +27,10 @@ use crate::store::{
     DeliveryStatus, Inserted, Intake, NewDelivery, ReconcileClock, Store, StoreError, now_ms,
 };
 
-/// How often the clocks are read.
-const TICK: Duration = Duration::from_secs(1);
+/// How often the clocks are read (ms), at most.
+const TICK_MS: i64 = 1_000;
+/// The shortest wait between two reads (ms): a due time just past is not polled in a loop.
+const MIN_WAIT_MS: i64 = 20;
 
 /// When a service's schedule is due: it has succeeded at least once, and neither a deployment
 /// that ran nor a reconcile (run, skipped or superseded) happened in the last `every`. Returns
@@ -40,6 +42,13 @@ pub(crate) fn due(clock: &ReconcileClock, every: Duration, now: i64) -> Option<i
     let since = clock.last_run_end.max(clock.last_reconcile)?;
     let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
     (now.saturating_sub(since) >= every).then_some(since)
+}
+
+/// When a service not due now falls due, unless something else happens first.
+fn next_due(clock: &ReconcileClock, every: Duration) -> Option<i64> {
+    clock.last_success?;
+    let since = clock.last_run_end.max(clock.last_reconcile)?;
+    Some(since.saturating_add(i64::try_from(every.as_millis()).unwrap_or(i64::MAX)))
 }
 
 /// Runs the schedule until `stop`. Does nothing without services that reconcile.
@@ -65,36 +74,43 @@ pub(crate) async fn run(
     // planner has not planned it yet (the clock moves once it has).
     let mut stored: HashMap<(&str, &str), String> = HashMap::new();
     loop {
+        let mut next = now_ms().saturating_add(TICK_MS);
         for &(app, service, every) in &services {
             match tick(&store, &intake, (app, service), every, &mut stored).await {
-                Ok(()) => {}
+                Ok(Some(at)) => next = next.min(at),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(app, service, error = %e, "reconcile: cannot read or store; will retry")
                 }
             }
         }
+        // Until the soonest due time, so a reconcile comes on time rather than up to a tick
+        // late; at least every tick, to see what deployments changed meanwhile.
+        let wait = next.saturating_sub(now_ms()).clamp(MIN_WAIT_MS, TICK_MS);
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())) => {}
             _ = stop.cancelled() => return,
         }
     }
 }
 
-/// One service's check: stores its reconcile delivery when due.
+/// One service's check: stores its reconcile delivery when due. Returns when it falls due
+/// next as things stand (`None`: not before something else happens).
 async fn tick<'a>(
     store: &Store,
     intake: &Intake,
     (app, service): (&'a str, &'a str),
     every: Duration,
     stored: &mut HashMap<(&'a str, &'a str), String>,
-) -> Result<(), StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let clock = store.reconcile_clock(app, service).await?;
     let Some(since) = due(&clock, every, now_ms()) else {
-        return Ok(());
+        return Ok(next_due(&clock, every));
     };
     let key = format!("reconcile:{service}:{since}");
     if stored.get(&(app, service)) == Some(&key) {
-        return Ok(());
+        // Stored, not planned yet: the planner moves the clock.
+        return Ok(None);
     }
     match intake.insert(delivery(app, service, key.clone())).await? {
         Inserted::New(id) => {
@@ -106,7 +122,7 @@ async fn tick<'a>(
         }
     }
     stored.insert((app, service), key);
-    Ok(())
+    Ok(None)
 }
 
 /// The delivery that asks the planner to reconcile `service`.
@@ -176,6 +192,19 @@ mod tests {
             due(&c, MIN, 1_000 + 3_600_000),
             Some(1_000),
             "overdue: at once"
+        );
+    }
+
+    #[test]
+    fn the_next_due_time_is_one_interval_after_the_clock() {
+        assert_eq!(
+            next_due(&clock(true, Some(1_000), Some(3_000)), MIN),
+            Some(63_000)
+        );
+        assert_eq!(next_due(&clock(false, Some(1_000), None), MIN), None);
+        assert_eq!(
+            next_due(&clock(true, Some(1), None), Duration::MAX),
+            Some(i64::MAX)
         );
     }
 
