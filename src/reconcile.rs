@@ -44,8 +44,9 @@ pub(crate) fn due(clock: &ReconcileClock, every: Duration, now: i64) -> Option<i
     (now.saturating_sub(since) >= every).then_some(since)
 }
 
-/// When a service not due now falls due, unless something else happens first.
-fn next_due(clock: &ReconcileClock, every: Duration) -> Option<i64> {
+/// When a service not due now falls due, unless something else happens first (the API's
+/// status shows it).
+pub(crate) fn next_due(clock: &ReconcileClock, every: Duration) -> Option<i64> {
     clock.last_success?;
     let since = clock.last_run_end.max(clock.last_reconcile)?;
     Some(since.saturating_add(i64::try_from(every.as_millis()).unwrap_or(i64::MAX)))

@@ -152,6 +152,32 @@ command = ["x"]
     }
 
     #[test]
+    fn an_image_service_gets_the_image_tag_and_digest_it_ran() {
+        struct Image;
+        impl History for Image {
+            fn newest(&self, _: &str) -> Option<(i64, i64)> {
+                None
+            }
+            fn last_success(&self, s: &str) -> Option<Deployment> {
+                let mut d = Seen(None, true).last_success(s)?;
+                (d.git_repo, d.git_branch, d.git_ref, d.git_commit) = (None, None, None, None);
+                d.image = Some("registry.example/acme/api".into());
+                d.image_tag = Some("1.4.2".into());
+                d.image_digest = Some(format!("sha256:{}", "ab".repeat(32)));
+                Some(d)
+            }
+        }
+        let d = reconcile(&app(), Source::Manual, "web", &Image)
+            .unwrap()
+            .remove(0);
+        assert_eq!(d.state, DeploymentState::Queued);
+        assert_eq!(d.image.as_deref(), Some("registry.example/acme/api"));
+        assert_eq!(d.image_tag.as_deref(), Some("1.4.2"));
+        assert_eq!(d.image_digest, Some(format!("sha256:{}", "ab".repeat(32))));
+        assert_eq!(d.git_commit, None);
+    }
+
+    #[test]
     fn skips_while_another_deployment_is_queued_or_running() {
         for (state, word) in [
             (DeploymentState::Running, "running"),

@@ -170,6 +170,40 @@ async fn the_last_success_runs_again_on_schedule_and_only_where_configured() {
     );
     assert_eq!(ferry.runs_of("worker").len(), 1, "{worker:#?}");
 
+    // The schedule in the status: web's next reconcile one interval after its last one;
+    // worker has none.
+    let status = ferry.get("/api/v1/status?app=shop").await;
+    let row = |name: &str| -> Value {
+        status["services"]
+            .as_array()
+            .and_then(|l| l.iter().find(|r| r["service"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {status:#}"))
+    };
+    assert_eq!(row("worker")["reconcile"], Value::Null, "{status:#}");
+    let web = row("web");
+    assert_eq!(web["reconcile"]["every"], "2s", "{status:#}");
+    let newest = reconciles(&ferry).await.pop().expect("a reconcile");
+    let clock = ts_ms(&newest["created_at"]).max(
+        newest["finished_at"]
+            .is_string()
+            .then(|| ts_ms(&newest["finished_at"]))
+            .unwrap_or(0),
+    );
+    let next = ts_ms(&web["reconcile"]["next_at"]);
+    assert!(
+        next >= clock + 2000,
+        "next {next} vs the newest reconcile {newest:#}"
+    );
+    let out = ferry.cli(&["status", "shop"]).run().await;
+    let text = out.success();
+    assert!(text.contains("NEXT RECONCILE"), "{text}");
+    let worker_row = text
+        .lines()
+        .find(|l| l.starts_with("shop") && l.contains("worker"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(worker_row.trim_end().ends_with('-'), "{worker_row}");
+
     // What a reconcile delivery is, in the inspector and the CLI.
     let delivery = ok[0]["delivery_id"].as_i64().expect("delivery id");
     let v = ferry.delivery(delivery).await;
