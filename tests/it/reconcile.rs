@@ -184,12 +184,12 @@ async fn the_last_success_runs_again_on_schedule_and_only_where_configured() {
     let web = row("web");
     assert_eq!(web["reconcile"]["every"], "2s", "{status:#}");
     let newest = reconciles(&ferry).await.pop().expect("a reconcile");
-    let clock = ts_ms(&newest["created_at"]).max(
-        newest["finished_at"]
-            .is_string()
-            .then(|| ts_ms(&newest["finished_at"]))
-            .unwrap_or(0),
-    );
+    let ended = if newest["finished_at"].is_string() {
+        ts_ms(&newest["finished_at"])
+    } else {
+        0
+    };
+    let clock = ts_ms(&newest["created_at"]).max(ended);
     let next = ts_ms(&web["reconcile"]["next_at"]);
     assert!(
         next >= clock + 2000,
