@@ -32,24 +32,30 @@ const TICK_MS: i64 = 1_000;
 /// The shortest wait between two reads (ms): a due time just past is not polled in a loop.
 const MIN_WAIT_MS: i64 = 20;
 
-/// When a service's schedule is due: it has succeeded at least once, and neither a deployment
-/// that ran nor a reconcile (run, skipped or superseded) happened in the last `every`. Returns
-/// the clock it is due on (the newest of those), which names the reconcile; `None` when not
-/// due.
-pub(crate) fn due(clock: &ReconcileClock, every: Duration, now: i64) -> Option<i64> {
+/// The time a service's schedule counts from: the newest end of a deployment that ran, or of
+/// its last reconcile (run, skipped or superseded), whichever is later; `None` until the
+/// service has succeeded once (nothing to reconcile).
+fn since(clock: &ReconcileClock) -> Option<i64> {
     clock.last_success?;
     // `None` is less than any `Some`: the newest of the two that exist.
-    let since = clock.last_run_end.max(clock.last_reconcile)?;
-    let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-    (now.saturating_sub(since) >= every).then_some(since)
+    clock.last_run_end.max(clock.last_reconcile)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether a service's schedule is due at `now`: `every` has passed [`since`] what it counts
+/// from. Returns that time, which names the reconcile; `None` when not due.
+pub(crate) fn due(clock: &ReconcileClock, every: Duration, now: i64) -> Option<i64> {
+    let since = since(clock)?;
+    (now.saturating_sub(since) >= millis(every)).then_some(since)
 }
 
 /// When a service not due now falls due, unless something else happens first (the API's
 /// status shows it).
 pub(crate) fn next_due(clock: &ReconcileClock, every: Duration) -> Option<i64> {
-    clock.last_success?;
-    let since = clock.last_run_end.max(clock.last_reconcile)?;
-    Some(since.saturating_add(i64::try_from(every.as_millis()).unwrap_or(i64::MAX)))
+    Some(since(clock)?.saturating_add(millis(every)))
 }
 
 /// Runs the schedule until `stop`. Does nothing without services that reconcile.
