@@ -32,9 +32,9 @@ const TICK_MS: i64 = 1_000;
 /// The shortest wait between two reads (ms): a due time just past is not polled in a loop.
 const MIN_WAIT_MS: i64 = 20;
 
-/// The time a service's schedule counts from: the newest end of a deployment that ran, or of
-/// its last reconcile (run, skipped or superseded), whichever is later; `None` until the
-/// service has succeeded once (nothing to reconcile).
+/// The time a service's schedule counts from: the newest end of a deployment that ran, or
+/// when its last reconcile (run, skipped or superseded) was planned, whichever is later;
+/// `None` until the service has succeeded once (nothing to reconcile).
 fn since(clock: &ReconcileClock) -> Option<i64> {
     clock.last_success?;
     // `None` is less than any `Some`: the newest of the two that exist.

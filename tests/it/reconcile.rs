@@ -225,6 +225,27 @@ async fn the_last_success_runs_again_on_schedule_and_only_where_configured() {
     );
     assert_eq!(v["duplicates"]["count"], 0, "stored once: {v:#}");
     assert_eq!(v["deployments"], serde_json::json!([id(&ok[0])]), "{v:#}");
+    // The dashboard lists it with its cause, and its inspector says the same.
+    let cookie = crate::dashboard::login(&ferry).await;
+    let page = crate::dashboard::get(&ferry, "/deployments?app=shop&service=web", Some(&cookie))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("manual <span class=\"muted\">(reconcile)</span>"),
+        "{page}"
+    );
+    assert!(page.contains("reconcile: re-run of deployment"), "{page}");
+    let page = crate::dashboard::get(&ferry, &format!("/deliveries/{delivery}"), Some(&cookie))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("made by ferry itself (the reconcile schedule)"),
+        "{page}"
+    );
     let out = ferry
         .cli(&["deliveries", &delivery.to_string()])
         .run()
