@@ -775,12 +775,15 @@ reconcile = "2s"
             .iter()
             .any(|l| l.contains("this replica leads") && l.contains("Reconcile"))
     };
-    let (leader, mut other) = match (leads(&a), leads(&b)) {
+    let (mut leader, mut other) = match (leads(&a), leads(&b)) {
         (true, false) => (a, b),
         (false, true) => (b, a),
         both => panic!("exactly one replica leads the schedule: {both:?}"),
     };
+    // A graceful stop: a run of its own ends first (killed, it would be taken over and
+    // retried, which is not what this test is about).
     leader.sigterm();
+    leader.wait_exit(WAIT).await;
     drop(leader);
     let before = reconciles(&other.deployments("service=recon").await);
     let all = other
