@@ -347,6 +347,57 @@ async fn a_running_deployment_is_never_overlapped_and_the_skip_is_recorded() {
     assert_runs_never_overlap(&ferry, 2000).await;
 }
 
+/// A push while a reconcile runs waits for it, runs next, and resets the clock: the following
+/// reconciles re-run the pushed commit, one interval after it ended.
+#[tokio::test]
+async fn a_push_during_a_reconcile_runs_after_it_and_is_what_is_reconciled_next() {
+    let ferry = start("2s").await;
+    assert_eq!(push(&ferry, 1).await["state"], "succeeded");
+    ferry.hold("web");
+    let held = eventually("a reconcile to run (held)", WAIT, async || {
+        let all = reconciles(&ferry).await;
+        match all.iter().find(|d| d["state"] == "running") {
+            Some(d) => Ok(d.clone()),
+            None => Err(format!("{all:#?}")),
+        }
+    })
+    .await;
+    ferry.wait_run(id(&held)).await;
+    let delivery = ferry.push("master", &sha(2), &commit_time(2)).await;
+    let pushed = ferry.planned_deployment(delivery, "web").await;
+    assert_eq!(
+        pushed["state"], "queued",
+        "behind the reconcile: {pushed:#}"
+    );
+    ferry.release("web");
+    let pushed = ferry.wait_state(id(&pushed), "succeeded").await;
+    let held = ferry.deployment(id(&held)).await;
+    assert_eq!(held["state"], "succeeded", "{held:#}");
+    assert!(ts_ms(&pushed["started_at"]) >= ts_ms(&held["finished_at"]));
+    assert_eq!(ferry.run_env(id(&pushed))["FERRY_GIT_COMMIT"], sha(2));
+
+    let next = eventually("a reconcile of the pushed commit", WAIT, async || {
+        let all = reconciles(&ferry).await;
+        match all
+            .iter()
+            .find(|d| id(d) > id(&pushed) && d["state"] == "succeeded")
+        {
+            Some(d) => Ok(d.clone()),
+            None => Err(format!("{all:#?}")),
+        }
+    })
+    .await;
+    assert_eq!(next["commit"], sha(2), "{next:#}");
+    assert_eq!(
+        next["reason"],
+        format!("reconcile: re-run of deployment {}", id(&pushed)),
+        "{next:#}"
+    );
+    assert_eq!(ferry.run_env(id(&next))["FERRY_GIT_COMMIT"], sha(2));
+    assert!(ts_ms(&next["started_at"]) >= ts_ms(&pushed["finished_at"]) + 2000);
+    assert_runs_never_overlap(&ferry, 2000).await;
+}
+
 /// The schedule lives in the store: a ferry stopped after a reconcile and started again before
 /// the next is due neither reconciles at start nor starts the interval over; the next one
 /// comes one interval after the last run ended.
