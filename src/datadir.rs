@@ -65,7 +65,7 @@ const OWN_FILES: &[&str] = &[
     "ferry.db-shm",
     "ferry.db-journal",
 ];
-const OWN_DIRS: &[&str] = &["logs", "payloads", "running"];
+const OWN_DIRS: &[&str] = &["logs", "payloads", "running", "checkout-keys"];
 
 /// Takes group and other permissions away from the data dir `dir` and what ferry keeps in it
 /// (the database files; `logs/`, `payloads/`, `running/` and everything in them). Anything else

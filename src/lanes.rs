@@ -295,6 +295,11 @@ async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
             {
                 tracing::error!(deployment = d.id, error = %e, "cannot record the image digest");
             }
+            if let Some(commit) = &ran.resolved_commit
+                && let Err(e) = ctx.store.set_git_commit(d.id, commit).await
+            {
+                tracing::error!(deployment = d.id, error = %e, "cannot record the commit checked out");
+            }
             if ran.outcome == Outcome::Cancelled && !stop.requested() {
                 // ferry is shutting down: record it interrupted (and queued again, if allowed).
                 return interrupted(ctx, d, began).await;

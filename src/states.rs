@@ -220,6 +220,8 @@ states! {
         Update => "update",
         /// swarm: waiting for Swarm's rollout to end.
         Rollout => "rollout",
+        /// command with `checkout`: the work tree set to the deployment's commit.
+        Checkout => "checkout",
     }
 }
 

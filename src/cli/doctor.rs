@@ -82,6 +82,7 @@ pub(crate) async fn doctor(path: &Path) -> anyhow::Result<ExitCode> {
                 findings.push(database(url.expose(), &config.server.node).await);
             }
             findings.extend(docker(&config).await);
+            findings.extend(git(&config).await);
             findings.push(public_url(&config).await);
             findings.extend(secrets(&config));
             findings.extend(tls(&config));
@@ -261,6 +262,33 @@ async fn docker(config: &Config) -> Vec<Finding> {
         });
     }
     out
+}
+
+/// git, when a service keeps a checkout.
+async fn git(config: &Config) -> Option<Finding> {
+    let checkouts = config
+        .apps
+        .values()
+        .flat_map(|a| a.services.values())
+        .any(|s| {
+            matches!(
+                &s.executor,
+                Executor::Command {
+                    checkout: Some(_),
+                    ..
+                }
+            )
+        });
+    if !checkouts {
+        return None;
+    }
+    Some(match crate::executors::checkout::git_version().await {
+        Ok(version) => Finding::ok(format!("git {version} for checkouts")),
+        Err(e) => Finding::problem(
+            format!("services with `checkout` need git: {e}"),
+            "install git 2.31 or later (apt install git) on the PATH ferry runs with",
+        ),
+    })
 }
 
 async fn ping_docker() -> Result<String, String> {

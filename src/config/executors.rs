@@ -12,12 +12,16 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::validator::Validator;
-use super::{ComposeSpec, ContainerSelector, DockerSpec, Executor, HealthGate, SwarmSpec, raw};
+use super::{
+    CheckoutSpec, ComposeSpec, ContainerSelector, DockerSpec, Executor, HealthGate, SwarmSpec, raw,
+};
 use crate::secret::Secret;
 
 impl Validator<'_> {
     /// The service's one executor (`key` is the service's, `span` its table's). `workdir` is
-    /// the command's working directory.
+    /// the command's working directory, `checkout` its git work tree (read by `checkout.rs`,
+    /// which refuses it with another executor).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn executor(
         &mut self,
         raw: &raw::Service,
@@ -26,6 +30,7 @@ impl Validator<'_> {
         name: &str,
         dir: &Path,
         workdir: PathBuf,
+        checkout: Option<CheckoutSpec>,
     ) -> Option<Executor> {
         if !self.one_executor(raw, key) {
             return None;
@@ -41,7 +46,7 @@ impl Validator<'_> {
             self.needs_image(raw, d.span(), key, "docker")?;
             Some(Executor::Docker(spec))
         } else if let Some(cmd) = &raw.command {
-            self.command(cmd, key, workdir)
+            self.command(cmd, key, workdir, checkout)
         } else {
             self.error(
                 Some(span),
@@ -103,6 +108,7 @@ impl Validator<'_> {
         cmd: &Spanned<Vec<Spanned<String>>>,
         key: &str,
         workdir: PathBuf,
+        checkout: Option<CheckoutSpec>,
     ) -> Option<Executor> {
         let ckey = format!("{key}.command");
         let mut argv = Vec::new();
@@ -117,7 +123,11 @@ impl Validator<'_> {
             );
             return None;
         }
-        Some(Executor::Command { argv, workdir })
+        Some(Executor::Command {
+            argv,
+            workdir,
+            checkout,
+        })
     }
 
     /// `swarm = { service, timeout }`: the Swarm service to update, and how long to wait.

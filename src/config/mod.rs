@@ -9,12 +9,13 @@
 //! [`load`] / [`parse`]. The way from one to the other:
 //! - `raw` — the TOML mirror (`deny_unknown_fields` everywhere);
 //! - `validator` — the `Validator` that walks it and collects diagnostics;
-//! - `server`, `apps`, `verify`, `services`, `executors`, `notify`, `github`, `statuses` — the
-//!   checks of each section;
+//! - `server`, `apps`, `verify`, `services`, `executors`, `checkout`, `notify`, `github`,
+//!   `statuses` — the checks of each section;
 //! - `values` (`${VAR}`, durations, rates, addresses, sizes) and `secrets` (`{ file = … }`),
 //!   the readers every section shares.
 
 mod apps;
+mod checkout;
 mod executors;
 mod github;
 mod notify;
@@ -421,6 +422,9 @@ pub enum Executor {
     Command {
         argv: Vec<String>,
         workdir: PathBuf,
+        /// `checkout = { … }` (git services only): the work tree ferry checks the deployment's
+        /// commit out into before the command runs.
+        checkout: Option<CheckoutSpec>,
     },
     /// Pull the new image and replace the selected containers, health-gated, with rollback.
     Docker(DockerSpec),
@@ -428,6 +432,32 @@ pub enum Executor {
     Compose(ComposeSpec),
     /// Update a Swarm service's image; Swarm rolls it out (and back) by its own settings.
     Swarm(SwarmSpec),
+}
+
+/// `checkout = { url, path, … }`: a git work tree at `path` that ferry keeps at exactly the
+/// deployment's commit, fetched from `url`.
+#[derive(Debug, Clone)]
+pub struct CheckoutSpec {
+    /// Where to fetch from: `https://`, `http://`, `ssh://`, `git://`, `file://` or scp-like
+    /// `user@host:path`; never with credentials in it.
+    pub url: String,
+    /// The work tree (absolute); its objects live in `path/.git`.
+    pub path: PathBuf,
+    pub auth: CheckoutAuth,
+    /// `git submodule update --init --recursive` after the checkout.
+    pub submodules: bool,
+}
+
+/// How a checkout authenticates to its repository.
+#[derive(Debug, Clone)]
+pub enum CheckoutAuth {
+    /// Nothing of ferry's (a public repository, or what the ferry user's own ssh or git
+    /// configuration provides).
+    None,
+    /// http(s): `Authorization: Basic base64(username:token)`.
+    Token { username: String, token: Secret },
+    /// ssh: a private key, written to a private file only while git runs.
+    Key(Secret),
 }
 
 /// A Swarm service whose image a deployment updates.
@@ -626,7 +656,7 @@ mod tests {
         assert_eq!(git.repo, "acme/shop");
         assert_eq!(git.branch.as_deref(), Some("main"));
         assert!(git.tags.is_none());
-        let Executor::Command { argv, workdir } = &web.executor else {
+        let Executor::Command { argv, workdir, .. } = &web.executor else {
             panic!("command executor expected")
         };
         assert_eq!(argv, &["./deploy/web.sh", "--fast"]);

@@ -182,6 +182,19 @@ pub(super) struct Service {
     pub(crate) swarm: Option<Spanned<Swarm>>,
     pub(crate) runs_on: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) reconcile: Option<Spanned<String>>,
+    pub(crate) checkout: Option<Spanned<Checkout>>,
+}
+
+/// `checkout = { url, path, token, username, key, submodules }` of a git service.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Checkout {
+    pub(crate) url: Spanned<String>,
+    pub(crate) path: Spanned<String>,
+    pub(crate) token: Option<Spanned<SecretValue>>,
+    pub(crate) username: Option<Spanned<String>>,
+    pub(crate) key: Option<Spanned<SecretValue>>,
+    pub(crate) submodules: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

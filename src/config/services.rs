@@ -1,6 +1,6 @@
 //! `[apps.X.services.NAME]`: what a service follows (a git branch or tags, or an image
 //! repository and tag policy) and the settings every executor shares (`timeout`, `env`,
-//! `workdir`). Which executor runs it, and that executor's settings, are in `executors`.
+//! `workdir`: the config's directory, or with a `checkout` its path, anchors a relative one). Which executor runs it, and that executor's settings, are in `executors`.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -74,13 +74,16 @@ impl Validator<'_> {
             None => DEFAULT_TIMEOUT,
         };
         let env = self.env(&raw.env, key);
+        let checkout = self.checkout(&raw, key)?;
+        // With a checkout, the command runs in it: a relative workdir is inside it.
+        let base = checkout.as_ref().map_or(dir, |c| c.path.as_path());
         let workdir = match &raw.workdir {
-            Some(v) => dir.join(self.expand(v, &format!("{key}.workdir"), false)?),
-            None => dir.to_path_buf(),
+            Some(v) => base.join(self.expand(v, &format!("{key}.workdir"), false)?),
+            None => base.to_path_buf(),
         };
         let runs_on = self.runs_on(&raw, key);
         let reconcile = self.reconcile(&raw, key);
-        let executor = self.executor(&raw, span, key, name, dir, workdir)?;
+        let executor = self.executor(&raw, span, key, name, dir, workdir, checkout)?;
         Some(Service {
             name: name.to_string(),
             git,

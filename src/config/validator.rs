@@ -4,7 +4,7 @@
 //! numbers), the environment (for `${VAR}`), the diagnostics so far — and what is gathered on
 //! the way (names of env vars and files that held secrets). The checks themselves are
 //! `impl Validator` blocks next to the section they read: `server`, `apps`, `verify`,
-//! `services`, `executors`, `notify`, with the readers of single values in `values` and of secrets in
+//! `services`, `executors`, `checkout`, `notify`, with the readers of single values in `values` and of secrets in
 //! `secrets`. A check that fails records a diagnostic and goes on, so `ferry check` reports
 //! every error at once, in the order the checks run.
 
@@ -25,6 +25,9 @@ pub(super) struct Validator<'a> {
     /// `apps.X.verify.client_cert = true` settings (key, span), checked against
     /// `server.client_ca` once every app is read.
     pub(super) client_cert_apps: Vec<(String, Range<usize>)>,
+    /// Every `checkout.path` (key, path, span), checked against each other, the data dir and
+    /// the config file once every app is read.
+    pub(super) checkout_paths: Vec<(String, PathBuf, Range<usize>)>,
 }
 
 impl<'a> Validator<'a> {
@@ -44,6 +47,7 @@ impl<'a> Validator<'a> {
             secret_env_vars: Vec::new(),
             secret_files: Vec::new(),
             client_cert_apps: Vec::new(),
+            checkout_paths: Vec::new(),
         }
     }
 
@@ -93,6 +97,7 @@ impl<'a> Validator<'a> {
         let server = self.server(raw.server, dir);
         let apps = self.apps(raw.apps, dir);
         self.check_client_cert_apps(&server);
+        self.check_checkout_paths(&server.data_dir, path);
         let notify = self.notify(&raw.notify, &apps);
         Config {
             path: path.to_path_buf(),

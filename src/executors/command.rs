@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Outcome, Stop};
 use crate::deploylog::LogWriter;
 use output::Pipes;
-use process::GroupGuard;
+pub(in crate::executors) use process::{GroupGuard, die_with_ferry};
 pub(crate) use process::{kill_orphans, pid_file, running_dir};
 
 /// Everything one run needs; built by `Job::prepare` from config and the deployment.
@@ -180,14 +180,7 @@ fn spawn(spec: &CommandSpec, program: &str, workdir: &Path) -> Result<Child, Com
     // the signal when the thread that forked the command ends; that is a tokio worker here,
     // which lives as long as ferry. (What the command itself left running in its process group
     // is killed by the next start of this ferry: `kill_orphans`.)
-    // SAFETY: the closure runs between fork and exec and only makes one syscall (prctl), which
-    // is async-signal-safe; it allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
+    process::die_with_ferry(&mut cmd);
     cmd.spawn().map_err(|source| CommandError::Spawn {
         program: program.to_string(),
         workdir: workdir.display().to_string(),

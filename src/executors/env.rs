@@ -11,29 +11,38 @@ use super::Error;
 use crate::sources::values::{ValueError, env_value};
 use crate::store::Deployment;
 
-/// A variable's value for a deployment whose payload file is at the given path; `None`: unset.
-type Value = fn(&Deployment, &Path) -> Option<String>;
+/// What variables are made from: the deployment, its payload file and its checkout (if the
+/// service has one).
+pub(super) struct Inputs<'a> {
+    pub(super) d: &'a Deployment,
+    pub(super) payload: &'a Path,
+    pub(super) checkout: Option<&'a Path>,
+}
+
+/// A variable's value; `None`: unset.
+type Value = fn(&Inputs<'_>) -> Option<String>;
 
 /// Every `FERRY_*` variable ferry sets, in the order they are set.
 const FERRY_VARS: &[(&str, Value)] = &[
-    ("FERRY_APP", |d, _| Some(d.app.clone())),
-    ("FERRY_SERVICE", |d, _| Some(d.service.clone())),
-    ("FERRY_DEPLOYMENT_ID", |d, _| Some(d.id.to_string())),
-    ("FERRY_DELIVERY_ID", |d, _| Some(d.delivery_id.to_string())),
-    ("FERRY_SOURCE", |d, _| Some(d.source.clone())),
-    ("FERRY_EVENT", |d, _| Some(d.event.clone())),
-    ("FERRY_ATTEMPT", |d, _| Some(d.attempt.to_string())),
-    ("FERRY_PAYLOAD", |_, payload| {
-        Some(payload.display().to_string())
+    ("FERRY_APP", |i| Some(i.d.app.clone())),
+    ("FERRY_SERVICE", |i| Some(i.d.service.clone())),
+    ("FERRY_DEPLOYMENT_ID", |i| Some(i.d.id.to_string())),
+    ("FERRY_DELIVERY_ID", |i| Some(i.d.delivery_id.to_string())),
+    ("FERRY_SOURCE", |i| Some(i.d.source.clone())),
+    ("FERRY_EVENT", |i| Some(i.d.event.clone())),
+    ("FERRY_ATTEMPT", |i| Some(i.d.attempt.to_string())),
+    ("FERRY_PAYLOAD", |i| Some(i.payload.display().to_string())),
+    ("FERRY_GIT_REPO", |i| i.d.git_repo.clone()),
+    ("FERRY_GIT_BRANCH", |i| i.d.git_branch.clone()),
+    ("FERRY_GIT_REF", |i| i.d.git_ref.clone()),
+    ("FERRY_GIT_COMMIT", |i| i.d.git_commit.clone()),
+    ("FERRY_IMAGE", |i| i.d.image.clone()),
+    ("FERRY_IMAGE_TAG", |i| i.d.image_tag.clone()),
+    ("FERRY_IMAGE_DIGEST", |i| i.d.image_digest.clone()),
+    ("FERRY_PROFILE", |i| i.d.profile.clone()),
+    ("FERRY_CHECKOUT", |i| {
+        i.checkout.map(|p| p.display().to_string())
     }),
-    ("FERRY_GIT_REPO", |d, _| d.git_repo.clone()),
-    ("FERRY_GIT_BRANCH", |d, _| d.git_branch.clone()),
-    ("FERRY_GIT_REF", |d, _| d.git_ref.clone()),
-    ("FERRY_GIT_COMMIT", |d, _| d.git_commit.clone()),
-    ("FERRY_IMAGE", |d, _| d.image.clone()),
-    ("FERRY_IMAGE_TAG", |d, _| d.image_tag.clone()),
-    ("FERRY_IMAGE_DIGEST", |d, _| d.image_digest.clone()),
-    ("FERRY_PROFILE", |d, _| d.profile.clone()),
 ];
 
 /// How a deploy command's environment differs from ferry's own.
@@ -52,12 +61,18 @@ impl Env {
     pub(super) fn new(
         d: &Deployment,
         payload: &Path,
+        checkout: Option<&Path>,
         service_env: &[(String, String)],
         secret_env_vars: &[String],
     ) -> Result<Env, ValueError> {
+        let inputs = Inputs {
+            d,
+            payload,
+            checkout,
+        };
         let mut set = Vec::new();
         for (name, value) in FERRY_VARS {
-            if let Some(value) = value(d, payload) {
+            if let Some(value) = value(&inputs) {
                 set.push((name.to_string(), value));
             }
         }
@@ -148,6 +163,7 @@ mod tests {
         let env = Env::new(
             &deployment(),
             Path::new("/data/payloads/deployment-7.body"),
+            None,
             &[("GREETING".into(), "hello".into())],
             &["HOOK_TOKEN".into()],
         )
@@ -180,10 +196,29 @@ mod tests {
     }
 
     #[test]
+    fn a_checkout_is_named_by_ferry_checkout() {
+        let env = Env::new(
+            &deployment(),
+            Path::new("/p"),
+            Some(Path::new("/srv/app")),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(
+            env.set
+                .contains(&("FERRY_CHECKOUT".into(), "/srv/app".into()))
+        );
+        let env = Env::new(&deployment(), Path::new("/p"), None, &[], &[]).unwrap();
+        assert!(!env.set.iter().any(|(k, _)| k == "FERRY_CHECKOUT"));
+        assert!(env.remove.iter().any(|k| k == "FERRY_CHECKOUT"));
+    }
+
+    #[test]
     fn a_control_character_in_a_value_is_refused() {
         let mut d = deployment();
         d.git_branch = Some("main\nFERRY_APP=evil".into());
-        let e = Env::new(&d, Path::new("/p"), &[], &[]).unwrap_err();
+        let e = Env::new(&d, Path::new("/p"), None, &[], &[]).unwrap_err();
         assert!(e.to_string().contains("FERRY_GIT_BRANCH"), "{e}");
     }
 }

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::checkout::{self, CheckoutError, CheckoutJob, Target};
 use super::command::{self, CommandError, CommandSpec};
 use super::compose::{self, ComposeError, ComposeJob};
 use super::docker::{self, DockerError, DockerJob};
@@ -41,6 +42,8 @@ pub(crate) struct Job {
 #[derive(Debug, Clone)]
 pub(crate) enum Work {
     Command(CommandSpec),
+    /// A command that runs in a git checkout of the deployment's commit.
+    Checkout(CheckoutJob),
     Docker(DockerJob),
     Compose(ComposeJob),
     Swarm(SwarmJob),
@@ -84,6 +87,9 @@ pub(crate) struct Ran {
     /// The digest the registry served for a deployment that named only a tag (docker), to
     /// be recorded with the deployment.
     pub(crate) resolved_digest: Option<String>,
+    /// The commit a checkout went to for a deployment that named none, to be recorded with
+    /// the deployment (so the next redeploy goes back to it).
+    pub(crate) resolved_commit: Option<String>,
 }
 
 impl From<Outcome> for Ran {
@@ -91,6 +97,7 @@ impl From<Outcome> for Ran {
         Ran {
             outcome,
             resolved_digest: None,
+            resolved_commit: None,
         }
     }
 }
@@ -116,8 +123,12 @@ pub(crate) enum Error {
     Refused(#[from] ValueError),
     #[error("this deployment names no image to deploy")]
     NoImage,
+    #[error("cannot read the service's last deployed commit: {0}")]
+    LastCommit(#[source] crate::store::StoreError),
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error(transparent)]
@@ -164,9 +175,20 @@ impl Job {
             Ok(log) => log,
             Err(source) => return Err(Error::Log { path, source }),
         };
+        let last = last_commit(service, d, store).await?;
         let payload = Payload::write(data_dir, d.id, payload).await?;
-        let env = Env::new(d, payload.path(), &service.env, &config.secret_env_vars)?;
-        let work = Work::new(service, d, env, data_dir)?;
+        let checkout = match &service.executor {
+            Executor::Command { checkout, .. } => checkout.as_ref().map(|c| c.path.as_path()),
+            _ => None,
+        };
+        let env = Env::new(
+            d,
+            payload.path(),
+            checkout,
+            &service.env,
+            &config.secret_env_vars,
+        )?;
+        let work = Work::new(service, d, env, data_dir, last)?;
         Ok(Job {
             log,
             stop,
@@ -200,6 +222,14 @@ impl Job {
                 steps.end_with(step, &outcome).await;
                 outcome.into()
             }
+            Work::Checkout(job) => {
+                let checked = checkout::run(job, log, stop, steps).await?;
+                Ran {
+                    outcome: checked.outcome,
+                    resolved_digest: None,
+                    resolved_commit: checked.commit.filter(|_| job.record_commit),
+                }
+            }
             // Not cut off by the service's timeout: stopping half-way could leave the old
             // container renamed aside. Each step is bounded instead (health by its timeout).
             Work::Docker(job) => {
@@ -207,6 +237,7 @@ impl Job {
                 Ran {
                     outcome: result.outcome,
                     resolved_digest: result.digest.filter(|_| job.image.digest.is_none()),
+                    resolved_commit: None,
                 }
             }
             Work::Compose(job) => compose::run(job, log, stop, steps).await?.into(),
@@ -215,18 +246,65 @@ impl Job {
     }
 }
 
+/// For a checkout deployment that names no commit: the service's last successful deployment
+/// that had one (its id and commit). Without a store (unit tests) there is none.
+async fn last_commit(
+    service: &Service,
+    d: &Deployment,
+    store: Option<&Store>,
+) -> Result<Option<(i64, String)>, Error> {
+    let checkout = matches!(
+        &service.executor,
+        Executor::Command {
+            checkout: Some(_),
+            ..
+        }
+    );
+    match store {
+        Some(store) if checkout && d.git_commit.is_none() => store
+            .last_commit_of(&d.app, &d.service)
+            .await
+            .map_err(Error::LastCommit),
+        _ => Ok(None),
+    }
+}
+
 impl Work {
-    fn new(service: &Service, d: &Deployment, env: Env, data_dir: &Path) -> Result<Work, Error> {
+    fn new(
+        service: &Service,
+        d: &Deployment,
+        env: Env,
+        data_dir: &Path,
+        last: Option<(i64, String)>,
+    ) -> Result<Work, Error> {
         let pid_file = command::pid_file(data_dir, d.id);
         Ok(match &service.executor {
-            Executor::Command { argv, workdir } => Work::Command(CommandSpec {
-                argv: argv.clone(),
-                workdir: workdir.clone(),
-                env: env.set,
-                env_remove: env.remove,
-                timeout: service.timeout,
-                pid_file: Some(pid_file),
-            }),
+            Executor::Command {
+                argv,
+                workdir,
+                checkout,
+            } => {
+                let spec = CommandSpec {
+                    argv: argv.clone(),
+                    workdir: workdir.clone(),
+                    env: env.set,
+                    env_remove: env.remove,
+                    timeout: service.timeout,
+                    pid_file: Some(pid_file),
+                };
+                match checkout {
+                    None => Work::Command(spec),
+                    Some(c) => Work::Checkout(CheckoutJob {
+                        spec: c.clone(),
+                        target: Target::of(d, service.git.as_ref(), last)?,
+                        refspecs: checkout::refspecs(service.git.as_ref(), d),
+                        command: spec,
+                        key_file: checkout::keys_dir(data_dir)
+                            .join(format!("deployment-{}.key", d.id)),
+                        record_commit: d.git_commit.is_none(),
+                    }),
+                }
+            }
             Executor::Docker(spec) => Work::Docker(DockerJob {
                 spec: spec.clone(),
                 image: Image::of(d)?,
@@ -328,6 +406,57 @@ mod tests {
         assert!(!payload.exists(), "the payload file outlived its job");
         let log = std::fs::read_to_string(deploylog::log_path(data, 7)).unwrap();
         assert!(log.contains("stdout | {\"hello\":1} main"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_checkout_service_runs_in_its_checkout_at_the_deployments_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n[apps.shop.services.web]\n\
+             git = {{ repo = \"acme/shop\" }}\ncommand = [\"./deploy.sh\"]\n\
+             checkout = {{ url = \"https://git.example.com/acme/shop.git\", path = \"{}/site\" }}\n",
+            dir.path().display()
+        );
+        let config =
+            crate::config::parse(&text, &dir.path().join("ferry.toml"), &|_| None).unwrap();
+        let mut d = deployment("web");
+        d.git_commit = Some("a".repeat(40));
+        let prepare = async |d: &Deployment| {
+            Job::prepare(&config, d, b"{}", Stop::default(), Steps::default(), None)
+                .await
+                .unwrap()
+        };
+        let job = prepare(&d).await;
+        let Work::Checkout(c) = &job.work else {
+            panic!("{:?}", job.work)
+        };
+        let site = dir.path().join("site");
+        assert_eq!(c.target, Target::Commit("a".repeat(40)));
+        assert_eq!(c.command.workdir, site);
+        assert!(
+            c.command
+                .env
+                .contains(&("FERRY_CHECKOUT".into(), site.display().to_string()))
+        );
+        assert_eq!(c.refspecs, ["+refs/heads/main:refs/remotes/origin/main"]);
+        assert_eq!(
+            c.key_file,
+            config
+                .server
+                .data_dir
+                .join("checkout-keys/deployment-7.key")
+        );
+        assert!(!c.record_commit, "a named commit is recorded already");
+
+        // A redeploy (no store here: nothing deployed before) goes to the branch's tip, and
+        // the commit it finds is to be recorded.
+        d.git_commit = None;
+        let job = prepare(&d).await;
+        let Work::Checkout(c) = &job.work else {
+            panic!("{:?}", job.work)
+        };
+        assert_eq!(c.target, Target::Tip("refs/heads/main".into()));
+        assert!(c.record_commit);
     }
 
     #[tokio::test]

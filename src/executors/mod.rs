@@ -9,7 +9,8 @@
 //! nothing could be carried out.
 //!
 //! One file per executor, each with a `run(job, log, stop)`: `command.rs` (argv in its own
-//! process group), `docker.rs` (health-gated container replacement with rollback),
+//! process group; with `checkout.rs` first, in a git checkout of the deployment's commit),
+//! `docker.rs` (health-gated container replacement with rollback),
 //! `compose.rs` (through Compose) and `swarm.rs` (a Swarm service update). `health.rs` is the
 //! health gate that `docker` and `compose` share. `steps.rs`: [`Steps`], how executors record
 //! the steps of a run (the one thing they write to the store, through it). Executors know
@@ -18,6 +19,7 @@
 //!
 //! Adding an executor: see "Adding an executor" in `ARCHITECTURE.md`.
 
+pub(crate) mod checkout;
 pub(crate) mod command;
 pub(crate) mod compose;
 pub(crate) mod docker;

@@ -34,6 +34,8 @@ pub(super) async fn recover(config: &Config, store: &Store) {
             "killed a deploy command left running by a previous ferry"
         );
     }
+    // An ssh key a checkout wrote is removed when it ends; a crash skips that.
+    crate::executors::checkout::remove_leftover_keys(&config.server.data_dir);
     match store
         .recover_interrupted(config.server.retry_interrupted, &config.server.node)
         .await

@@ -222,6 +222,26 @@ impl Store {
         )
     }
 
+    /// The id and commit of a service's newest succeeded deployment that names a commit:
+    /// what a checkout goes back to for a deployment that names none.
+    pub(crate) async fn last_commit_of(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let sql = "SELECT id, git_commit FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?3 AND git_commit IS NOT NULL
+             ORDER BY id DESC LIMIT 1";
+        Ok(
+            with_db!(&self.db, pool, q => sqlx::query_as::<_, (i64, String)>(q(sql))
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(pool)
+            .await)?,
+        )
+    }
+
     /// A service's newest succeeded deployment: its current version.
     pub(crate) async fn current_of(
         &self,
@@ -240,5 +260,63 @@ impl Store {
             .fetch_optional(pool)
             .await)?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::states::DeliveryStatus;
+    #[allow(unused_imports)]
+    use crate::store::db::{with_db, with_tx};
+
+    /// A deployment of `a/s` in `state`, with `commit`.
+    async fn deployment(store: &Store, state: DeploymentState, commit: Option<&str>) -> i64 {
+        let delivery: i64 = with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'manual', 1, TRUE, ?1, '{}') RETURNING id"))
+            .bind(DeliveryStatus::Planned)
+            .fetch_one(pool)
+            .await)
+            .expect("delivery");
+        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at, git_commit) VALUES ('a', 's', ?1, ?2, 'manual', 'redeploy', 1, ?3) RETURNING id"))
+            .bind(delivery)
+            .bind(state)
+            .bind(commit)
+            .fetch_one(pool)
+            .await)
+            .expect("deployment")
+    }
+
+    /// A checkout goes back to the newest succeeded deployment that names a commit; the commit
+    /// a redeploy checked out is recorded on it, never over one it named.
+    #[tokio::test]
+    async fn the_last_deployed_commit_and_the_one_a_redeploy_found() {
+        let (c1, c2, c3) = ("1".repeat(40), "2".repeat(40), "3".repeat(40));
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            assert_eq!(store.last_commit_of("a", "s").await.unwrap(), None);
+            let first = deployment(&store, DeploymentState::Succeeded, Some(&c1)).await;
+            deployment(&store, DeploymentState::Failed, Some(&c2)).await;
+            let redeploy = deployment(&store, DeploymentState::Succeeded, None).await;
+            let last = store.last_commit_of("a", "s").await.unwrap();
+            assert_eq!(
+                last,
+                Some((first, c1.clone())),
+                "failed and commitless ones skipped"
+            );
+
+            store.set_git_commit(redeploy, &c3).await.unwrap();
+            assert_eq!(
+                store.last_commit_of("a", "s").await.unwrap(),
+                Some((redeploy, c3.clone()))
+            );
+            store.set_git_commit(first, &c2).await.unwrap();
+            let d = store.deployment(first).await.unwrap().unwrap();
+            assert_eq!(
+                d.git_commit.as_deref(),
+                Some(c1.as_str()),
+                "a named commit stays"
+            );
+            assert_eq!(store.last_commit_of("a", "other").await.unwrap(), None);
+        }
     }
 }

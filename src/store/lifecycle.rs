@@ -183,6 +183,19 @@ impl Store {
         Ok(())
     }
 
+    /// Records the commit a checkout went to for a deployment that named none (never
+    /// replaces one it named).
+    pub(crate) async fn set_git_commit(&self, id: i64, commit: &str) -> Result<(), StoreError> {
+        let _gate = self.gate.lock().await;
+        with_db!(&self.db, pool, q => sqlx::query(q("UPDATE deployments SET git_commit = ?2 WHERE id = ?1 AND git_commit IS NULL"))
+            .bind(id)
+            .bind(commit)
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(())
+    }
+
     /// Records how a deployment ended.
     pub(crate) async fn finish(
         &self,

@@ -1,5 +1,6 @@
 //! The process side of a command run: its own process group, killed as a whole, and the note
-//! of that group in `DATA_DIR/running/` while it runs.
+//! of that group in `DATA_DIR/running/` while it runs. The checkout's git commands
+//! (`executors::checkout`) run the same way.
 //!
 //! The note (`PGID STARTTIME`) lets a ferry restarted after a crash kill a deploy that
 //! outlived it ([`kill_orphans`]) before it starts another one; the start time, from `/proc`,
@@ -24,7 +25,7 @@ pub(crate) fn pid_file(data_dir: &Path, deployment: i64) -> PathBuf {
 /// A note of a running process group: `PGID STARTTIME` (the leader's start time in clock ticks
 /// since boot, from `/proc`, so a reused pid is never mistaken for it). Removed when dropped,
 /// i.e. once the run is over however it ended.
-pub(super) struct PidFile(PathBuf);
+pub(in crate::executors) struct PidFile(PathBuf);
 
 impl PidFile {
     /// Written synchronously (a few bytes) right after the spawn, so the note exists before
@@ -106,15 +107,27 @@ pub(crate) fn kill_orphans(dir: &Path) -> Vec<i32> {
     killed
 }
 
+/// Makes a child about to be spawned die with ferry (see `command::spawn` for why).
+pub(in crate::executors) fn die_with_ferry(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only makes one syscall (prctl), which
+    // is async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// The process group of a spawned child, killed when dropped unless disarmed: an aborted run
 /// leaves nothing behind.
-pub(super) struct GroupGuard {
+pub(in crate::executors) struct GroupGuard {
     pgid: Option<Pid>,
 }
 
 impl GroupGuard {
     /// The group of a child spawned with `process_group(0)`: its id is the child's pid.
-    pub(super) fn of(child_id: Option<u32>) -> GroupGuard {
+    pub(in crate::executors) fn of(child_id: Option<u32>) -> GroupGuard {
         GroupGuard {
             pgid: child_id
                 .and_then(|id| i32::try_from(id).ok())
@@ -123,19 +136,19 @@ impl GroupGuard {
     }
 
     /// Notes the group at `path` while the returned note lives.
-    pub(super) fn note(&self, path: &Path) -> Option<PidFile> {
+    pub(in crate::executors) fn note(&self, path: &Path) -> Option<PidFile> {
         PidFile::write(path, self.pgid?)
     }
 
     /// What killing it did, for the log: "killed process group 123".
-    pub(super) fn killed(&self) -> String {
+    pub(in crate::executors) fn killed(&self) -> String {
         match self.pgid {
             Some(pgid) => format!("killed process group {pgid}"),
             None => "killed it".to_string(),
         }
     }
 
-    pub(super) fn kill(&self) {
+    pub(in crate::executors) fn kill(&self) {
         if let Some(pgid) = self.pgid {
             // ESRCH (the group is already gone) is fine.
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -144,7 +157,7 @@ impl GroupGuard {
 
     /// Once the child is reaped its group is either dead or the user's leftovers, and its id
     /// may be reused: the guard must not fire any more.
-    pub(super) fn disarm(&mut self) {
+    pub(in crate::executors) fn disarm(&mut self) {
         self.pgid = None;
     }
 }
