@@ -3,7 +3,8 @@
 //! deployment of the service (a skip is recorded instead), and continuing from the store
 //! across a restart. Each test runs the real `ferry serve` with the recording deploy script
 //! and watches what users see: the API's deployments, the command's environment, the
-//! delivery inspector and the CLI.
+//! delivery inspector and the CLI; with a GitOps checkout, a reconcile puts a drifted work tree
+//! back (a real `git daemon`).
 
 use std::time::{Duration, Instant};
 
@@ -476,4 +477,87 @@ async fn check_names_the_line_of_a_bad_reconcile() {
         config.path_str()
     );
     assert!(out.stderr.contains(&want), "want {want:?} in {out:#?}");
+}
+
+/// With a GitOps checkout, a reconcile is drift correction: what was edited or added in the
+/// checkout on the host since the deploy is put back to exactly the last successful commit,
+/// and the command runs there again (a real `git daemon`, real commits).
+#[tokio::test]
+#[ignore = "needs git with `git daemon`: cargo test -- --include-ignored"]
+async fn a_reconcile_puts_a_drifted_checkout_back_to_the_last_successful_commit() {
+    use crate::git_server::{GitDaemon, Repos};
+    if !has_git_daemon() {
+        return unavailable("no `git daemon` (apt-get install git)");
+    }
+    let repos = Repos::new();
+    let scratch = repos.create("site");
+    let daemon = GitDaemon::start(repos.root());
+    let c1 = scratch.commit_and_push("first", &[("index.html", Some("v1"))]);
+    let config = r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{dir}/data"
+admin_token = "${FERRY_ADMIN_TOKEN}"
+
+[apps.shop]
+token = "secret-token-1"
+
+[apps.shop.verify]
+github = "It's a Secret to Everybody"
+
+[apps.shop.services.site]
+git = { repo = "acme/site", branch = "main" }
+command = ["{dir}/record.sh"]
+timeout = "60s"
+checkout = { url = "{url}", path = "{dir}/site" }
+reconcile = "2s"
+"#
+    .replace("{url}", &daemon.url("site"));
+    let record = "#!/bin/sh\nset -eu\necho \"$FERRY_DEPLOYMENT_ID $FERRY_EVENT $(git rev-parse HEAD) $(cat index.html) $(ls | tr '\\n' ,)\" >> {dir}/checkouts.log\n";
+    let ferry = Ferry::with_config(&config)
+        .script("record.sh", record)
+        .start()
+        .await;
+    let delivery = ferry
+        .signed_push(&push_value("acme/site", "main", &c1, &commit_time(1)))
+        .await;
+    let pushed = only(&ferry.settle(delivery).await, "site").clone();
+    assert_eq!(pushed["state"], "succeeded", "{pushed:#}");
+
+    // Drift on the host: an edit and a stray file.
+    std::fs::write(ferry.path("site/index.html"), "edited on the host").expect("edit");
+    std::fs::write(ferry.path("site/stray.txt"), "x").expect("stray");
+    let log = eventually("a reconcile of the checkout", WAIT, async || {
+        let text = std::fs::read_to_string(ferry.path("checkouts.log")).unwrap_or_default();
+        if text.lines().any(|l| l.contains(" reconcile ")) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    let line = log
+        .lines()
+        .find(|l| l.contains(" reconcile "))
+        .expect("a reconcile line");
+    assert!(
+        line.ends_with(&format!("reconcile {c1} v1 index.html,")),
+        "the command saw the commit's tree again: {line:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ferry.path("site/index.html")).expect("index"),
+        "v1"
+    );
+    assert!(!ferry.path("site/stray.txt").exists());
+}
+
+/// Whether git and its `git daemon` are installed.
+fn has_git_daemon() -> bool {
+    std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .is_some_and(|dir| std::path::Path::new(&dir).join("git-daemon").is_file())
 }
