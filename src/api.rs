@@ -540,8 +540,9 @@ struct StatusQuery {
     app: Option<String>,
 }
 
-/// A service's `reconcile` schedule: its interval and when it is next due (`null`: never
-/// succeeded, nothing to reconcile; a time past: due now, or waiting behind a deployment).
+/// A service's `reconcile` schedule: its interval and when it is next due as things stand
+/// (`null`: never succeeded, nothing to reconcile; a time just past: due, being stored or
+/// planned).
 async fn reconcile_json(
     shared: &Shared,
     app: &str,
