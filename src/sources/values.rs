@@ -221,7 +221,7 @@ pub fn check_event(event: &mut Event) -> Result<(), ValueError> {
             }
         }
         Event::Deployment(d) => check_deployment(d)?,
-        Event::Rollback { service, .. } => {
+        Event::Rollback { service, .. } | Event::Reconcile { service } => {
             env_value("service", service)?;
         }
         // Nothing from the payload reaches a deployment.
@@ -269,7 +269,11 @@ pub fn clamp_future_times(event: &mut Event, received_at: i64) -> Option<String>
         Event::ImagePush(pushes) => pushes.iter_mut().for_each(|p| clamp(&mut p.time)),
         Event::Redeploy { time } => clamp(time),
         // A requested deployment carries no time: it is never ordered against pushes.
-        Event::Ping | Event::Ignored(_) | Event::Rollback { .. } | Event::Deployment(_) => {}
+        Event::Ping
+        | Event::Ignored(_)
+        | Event::Rollback { .. }
+        | Event::Reconcile { .. }
+        | Event::Deployment(_) => {}
     }
     let t = latest?;
     Some(format!(
