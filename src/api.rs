@@ -542,7 +542,24 @@ struct StatusQuery {
     app: Option<String>,
 }
 
-/// Every configured service with its current version (newest success) and newest deployment.
+/// A service's `reconcile` schedule: its interval and when it is next due as things stand
+/// (`null`: never succeeded, nothing to reconcile; a time just past: due, being stored or
+/// planned).
+async fn reconcile_json(
+    shared: &Shared,
+    app: &str,
+    service: &str,
+    every: std::time::Duration,
+) -> Result<Value, ApiError> {
+    let clock = shared.store.reconcile_clock(app, service).await?;
+    Ok(json!({
+        "every": humantime::format_duration(every).to_string(),
+        "next_at": json_time(crate::reconcile::next_due(&clock, every)),
+    }))
+}
+
+/// Every configured service with its current version (newest success), newest deployment and,
+/// with `reconcile`, its schedule.
 async fn status_of(State(shared): State<Arc<Shared>>, Query(q): Query<StatusQuery>) -> ApiResult {
     if let Some(a) = &q.app
         && !shared.config.apps.contains_key(a)
@@ -555,14 +572,19 @@ async fn status_of(State(shared): State<Arc<Shared>>, Query(q): Query<StatusQuer
         if q.app.as_ref().is_some_and(|a| *a != app.name) {
             continue;
         }
-        for s in app.services.keys() {
+        for (s, svc) in &app.services {
             let current = shared.store.current_of(&app.name, s).await?;
             let latest = shared.store.latest_of(&app.name, s).await?;
+            let reconcile = match svc.reconcile {
+                Some(every) => Some(reconcile_json(&shared, &app.name, s, every).await?),
+                None => None,
+            };
             services.push(json!({
                 "app": app.name,
                 "service": s,
                 "current": current.as_ref().map(Deployment::json),
                 "latest": latest.as_ref().map(Deployment::json),
+                "reconcile": reconcile,
             }));
         }
     }

@@ -21,7 +21,7 @@ pub(crate) use body::BodyView;
 use crate::config::App;
 use crate::plan::Modifiers;
 use crate::shared::Shared;
-use crate::sources::{Event, ROLLBACK_EVENT, Source};
+use crate::sources::{Event, RECONCILE_EVENT, ROLLBACK_EVENT, Source};
 use crate::store::{DeliveryStatus, Deployment, DeploymentState, FullDelivery, StoreError};
 use crate::timefmt::{fmt_ms, json_time};
 
@@ -52,7 +52,8 @@ pub(crate) struct Inspection {
 /// The request as received (or what stored it, for the API's own deliveries).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RequestView {
-    /// `POST` for a hook; `deploy`, `rollback` or `replay` for what the API stored.
+    /// `POST` for a hook; `deploy`, `rollback` or `replay` for what the API stored;
+    /// `reconcile` for what the reconcile schedule stored.
     pub(crate) method: String,
     /// What made it, in words: `POST to the hook URL`, `ferry replay of delivery 4 (POST
     /// /api/v1/deliveries/4/replay)`, …
@@ -257,6 +258,20 @@ fn request(full: &FullDelivery, read: &Read) -> RequestView {
                 path,
             )
         }
+        (None, true, Some(RECONCILE_EVENT)) => {
+            let service = match read {
+                Ok((Event::Reconcile { service }, _, _)) => service.as_str(),
+                _ => "?",
+            };
+            (
+                "reconcile".into(),
+                format!(
+                    "ferry's reconcile schedule: `reconcile` of {}/{service} was due (no request was received)",
+                    d.app
+                ),
+                format!("(none: made by ferry for {}/{service})", d.app),
+            )
+        }
         (None, true, _) => {
             let path = format!("/api/v1/apps/{}/deploy{query}", d.app);
             ("deploy".into(), format!("ferry deploy (POST {path})"), path)
@@ -292,6 +307,12 @@ fn verification(full: &FullDelivery, app: Option<&App>) -> Verification {
     };
     v.summary = match (&d.scheme, d.verified) {
         (Some(s), true) => format!("verified by {s}"),
+        (None, true)
+            if d.source == Source::Manual.as_str()
+                && d.event.as_deref() == Some(RECONCILE_EVENT) =>
+        {
+            "nothing to verify: made by ferry itself (the reconcile schedule)".into()
+        }
         (None, true) if d.source == Source::Manual.as_str() => {
             "verified by the admin token (stored by the API)".into()
         }
@@ -406,6 +427,9 @@ fn service_outcome(
         (None, Ok((Event::Rollback { service, .. }, _, _))) => {
             format!("the rollback is of service {service}")
         }
+        (None, Ok((Event::Reconcile { service }, _, _))) => {
+            format!("the reconcile is of service {service}")
+        }
         (None, Ok((_, m, _))) => not_selected(name, m),
         (None, Err(e)) => e.clone(),
     };
@@ -465,6 +489,11 @@ fn event_json(event: &Event, m: &Modifiers, unverified: bool) -> Value {
         Event::Rollback { service, to } => {
             serde_json::json!({"kind": "rollback", "service": service, "to": to})
         }
+        Event::Reconcile { service } => serde_json::json!({
+            "kind": "reconcile",
+            "service": service,
+            "meaning": "the service's `reconcile` schedule was due: its last successful version runs again, unless another deployment of it is queued or running",
+        }),
         Event::Alerts(alerts) => serde_json::json!({
             "kind": "alert",
             "alerts": alerts.iter().map(|a| serde_json::json!({

@@ -24,6 +24,8 @@
 //! - [`planner`]: background task: stored deliveries → deployments, using [`plan`]'s rules.
 //! - [`plan`]: pure planning rules (Cloud 66 semantics, modifiers, staleness, image tag
 //!   policies, rollbacks).
+//! - [`reconcile`]: the `reconcile` schedule: re-runs a service's last success when due, as a
+//!   delivery through the planner.
 //! - [`retention`]: prunes deliveries, deployments and logs older than `server.keep`.
 //! - [`lanes`]: one deployment at a time per service; bursts collapse to the newest.
 //! - [`executors`]: how a deployment runs: `command` (argv, process group, timeout), `docker`
@@ -71,6 +73,7 @@ mod outgoing;
 mod plan;
 mod planner;
 mod ratelimit;
+mod reconcile;
 mod redact;
 mod retention;
 mod secret;

@@ -15,13 +15,15 @@
 //! Layout: this file holds the entry points ([`plan`], [`plan_unverified`]), the services an
 //! event selects and the staleness rule; in `plan/`: `modifiers.rs` the hook URL's modifiers,
 //! `git.rs` git pushes, `deployment.rs` deployments requested in GitHub, `image.rs` image
-//! pushes and image redeploys, `rollback.rs` rollbacks.
+//! pushes and image redeploys, `rollback.rs` rollbacks, `reconcile.rs` reconciles (a
+//! service's `reconcile` schedule).
 
 pub(crate) mod alerts;
 mod deployment;
 mod git;
 mod image;
 mod modifiers;
+mod reconcile;
 mod rollback;
 
 pub(crate) use modifiers::Modifiers;
@@ -47,6 +49,15 @@ pub(crate) trait History {
         _service: &str,
         _to: Option<i64>,
     ) -> Option<crate::store::Deployment> {
+        None
+    }
+    /// The newest succeeded deployment of the service: what a reconcile runs again.
+    fn last_success(&self, _service: &str) -> Option<crate::store::Deployment> {
+        None
+    }
+    /// A queued or running deployment of the service (its id and state), if any: a reconcile
+    /// then records a skip instead of running.
+    fn active(&self, _service: &str) -> Option<(i64, DeploymentState)> {
         None
     }
 }
@@ -143,6 +154,9 @@ fn plan_event(
     if let Event::Rollback { service, to } = event {
         return rollback::rollback(app, source, service, *to, history);
     }
+    if let Event::Reconcile { service } = event {
+        return reconcile::reconcile(app, source, service, history);
+    }
     if let Event::Deployment(d) = event {
         deployment::accepts(app, d)?;
     }
@@ -229,7 +243,14 @@ fn plan_service(
             d.event_time = *time;
             false
         }
-        (Event::Ping | Event::Ignored(_) | Event::Rollback { .. } | Event::Alerts(_), _) => {
+        (
+            Event::Ping
+            | Event::Ignored(_)
+            | Event::Rollback { .. }
+            | Event::Reconcile { .. }
+            | Event::Alerts(_),
+            _,
+        ) => {
             unreachable!("returned above")
         }
     };

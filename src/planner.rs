@@ -344,6 +344,10 @@ struct Known {
     newest: HashMap<(String, String), Option<(i64, i64)>>,
     images: HashMap<(String, String), Vec<HeldImage>>,
     rollback: HashMap<(String, String), Option<Deployment>>,
+    /// For reconciles: each service's newest success, and a deployment queued or running
+    /// (including those queued earlier in the batch).
+    last_success: HashMap<(String, String), Option<Deployment>>,
+    active: HashMap<(String, String), Option<(i64, DeploymentState)>>,
 }
 
 impl Known {
@@ -365,12 +369,24 @@ impl Known {
             let target = tx.rollback_target(app, service, *to).await?;
             self.rollback.insert((app.clone(), service.clone()), target);
         }
+        if let Event::Reconcile { service } = &p.event {
+            let key = (app.clone(), service.clone());
+            let last = tx.last_success(app, service).await?;
+            self.last_success.insert(key.clone(), last);
+            if let Entry::Vacant(slot) = self.active.entry(key) {
+                slot.insert(tx.active_deployment(app, service).await?);
+            }
+        }
         Ok(())
     }
 
     /// Records a deployment just planned as queued.
     fn queued(&mut self, id: i64, dep: &NewDeployment) {
         let key = (dep.app.clone(), dep.service.clone());
+        let active = self.active.entry(key.clone()).or_default();
+        if active.is_none() {
+            *active = Some((id, DeploymentState::Queued));
+        }
         if let Some(t) = dep.event_time {
             let slot = self.newest.entry(key.clone()).or_default();
             if slot.is_none_or(|(n, _)| t >= n) {
@@ -423,6 +439,18 @@ impl plan::History for AppHistory<'_> {
             .get(&self.key(service))
             .cloned()
             .flatten()
+    }
+
+    fn last_success(&self, service: &str) -> Option<Deployment> {
+        self.known
+            .last_success
+            .get(&self.key(service))
+            .cloned()
+            .flatten()
+    }
+
+    fn active(&self, service: &str) -> Option<(i64, DeploymentState)> {
+        self.known.active.get(&self.key(service)).copied().flatten()
     }
 }
 
@@ -533,8 +561,69 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
-    use crate::store::{Delivery, DeliveryStatus};
+    use crate::store::{Claim, Delivery, DeliveryStatus, Inserted, NewDelivery, now_ms};
+
+    fn manual(event: Option<&str>, body: &str) -> NewDelivery {
+        NewDelivery {
+            app: "shop".into(),
+            source: Source::Manual.as_str().into(),
+            event: event.map(str::to_string),
+            source_delivery_id: None,
+            dedupe_key: None,
+            received_at: now_ms(),
+            verified: true,
+            scheme: None,
+            status: DeliveryStatus::Received,
+            error: None,
+            query: None,
+            headers: "{}".into(),
+            body: body.to_string().into_bytes().into(),
+            replay_of: None,
+            refused_with: None,
+        }
+    }
+
+    /// A reconcile planned in the same batch as a redeploy of its service, after it, is
+    /// skipped for it: what the batch queued counts as in the way, as the store's rows do.
+    #[tokio::test]
+    async fn a_reconcile_after_a_deployment_queued_in_its_batch_is_skipped() {
+        let text = "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n[apps.shop.services.web]\ncommand = [\"x\"]\nreconcile = \"1m\"\n";
+        let config = crate::config::parse(text, Path::new("f.toml"), &|_| None).unwrap();
+        for (_dir, store, intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let Inserted::New(first) = intake.insert(manual(None, "")).await.unwrap() else {
+                panic!("stored");
+            };
+            plan_pending(&config, &store).await.unwrap();
+            let ok = store.deployments_of(first).await.unwrap().remove(0);
+            assert!(store.start(&ok, &Claim::TEST).await.unwrap());
+            store
+                .finish(ok.id, DeploymentState::Succeeded, None, Some(0))
+                .await
+                .unwrap();
+            let redeploy = manual(None, "");
+            let reconcile = manual(Some(sources::RECONCILE_EVENT), r#"{"service":"web"}"#);
+            let Inserted::New(r1) = intake.insert(redeploy).await.unwrap() else {
+                panic!("stored");
+            };
+            let Inserted::New(r2) = intake.insert(reconcile).await.unwrap() else {
+                panic!("stored");
+            };
+            assert_eq!(plan_pending(&config, &store).await.unwrap(), 1);
+            let queued = &store.deployments_of(r1).await.unwrap()[0];
+            assert_eq!(queued.state, DeploymentState::Queued);
+            let skipped = &store.deployments_of(r2).await.unwrap()[0];
+            assert_eq!(skipped.state, DeploymentState::Skipped);
+            assert_eq!(skipped.event, "reconcile");
+            assert_eq!(
+                skipped.reason.as_deref(),
+                Some(format!("reconcile: deployment {} is queued", queued.id).as_str())
+            );
+        }
+    }
 
     fn config(verify: &str) -> Config {
         let text = format!(

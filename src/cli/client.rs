@@ -269,12 +269,20 @@ pub(crate) async fn status(app: Option<&str>, client: &ClientArgs) -> anyhow::Re
                 s(&latest["state"]),
                 short(&latest["version"]),
                 s(&latest["finished_at"]),
+                s(&r["reconcile"]["next_at"]),
             ]
         })
         .collect();
     table(
         &[
-            "APP", "SERVICE", "CURRENT", "LAST", "STATE", "VERSION", "FINISHED",
+            "APP",
+            "SERVICE",
+            "CURRENT",
+            "LAST",
+            "STATE",
+            "VERSION",
+            "FINISHED",
+            "NEXT RECONCILE",
         ],
         rows,
     );

@@ -110,7 +110,7 @@ fn parsed(p: &Value) -> String {
             add(&e["commit"]);
             add(&e["environment"]);
         }
-        Some("rollback") => add(&e["service"]),
+        Some("rollback" | "reconcile") => add(&e["service"]),
         Some("alert") => {
             for a in e["alerts"].as_array().into_iter().flatten() {
                 add(&a["alertname"]);

@@ -425,6 +425,8 @@ impl Validator<'_> {
             timeout,
             env,
             runs_on: Vec::new(),
+            // A rule's command runs for alerts, never on a schedule.
+            reconcile: None,
         })))
     }
 

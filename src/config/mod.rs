@@ -313,6 +313,9 @@ pub struct Service {
     pub env: Vec<(String, String)>,
     /// The replicas (`server.node`) that may run it (`runs_on`); empty: any.
     pub runs_on: Vec<String>,
+    /// `reconcile = "15m"`: re-run its last successful deployment once nothing has run for
+    /// this long (see `crate::reconcile`); `None`: never.
+    pub reconcile: Option<Duration>,
 }
 
 impl Service {

@@ -217,6 +217,7 @@ pub(super) struct Service {
     pub(crate) compose: Option<Spanned<Compose>>,
     pub(crate) swarm: Option<Spanned<Swarm>>,
     pub(crate) runs_on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) reconcile: Option<Spanned<String>>,
     pub(crate) checkout: Option<Spanned<Checkout>>,
 }
 

@@ -5,12 +5,16 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use toml::Spanned;
 
 use super::validator::Validator;
 use super::values::is_url_safe_name;
 use super::{DEFAULT_TIMEOUT, GitSpec, ImageSpec, Service, TagPattern, TagPolicy, raw};
+
+/// The shortest `reconcile` interval.
+const MIN_RECONCILE: Duration = Duration::from_secs(1);
 
 impl Validator<'_> {
     /// Every service of an app (`key` is the app's); an app without any is an error.
@@ -78,6 +82,7 @@ impl Validator<'_> {
             None => base.to_path_buf(),
         };
         let runs_on = self.runs_on(&raw, key);
+        let reconcile = self.reconcile(&raw, key);
         let executor = self.executor(&raw, span, key, name, dir, workdir, checkout)?;
         Some(Service {
             name: name.to_string(),
@@ -87,7 +92,28 @@ impl Validator<'_> {
             timeout,
             env,
             runs_on,
+            reconcile,
         })
+    }
+
+    /// `reconcile = "15m"`: how long after its last run a service's last success runs again.
+    /// At least [`MIN_RECONCILE`]: the schedule is checked about every second.
+    fn reconcile(&mut self, raw: &raw::Service, key: &str) -> Option<Duration> {
+        let value = raw.reconcile.as_ref()?;
+        let key = format!("{key}.reconcile");
+        let d = self.duration(value, &key)?;
+        if d < MIN_RECONCILE {
+            self.error(
+                Some(value.span()),
+                &key,
+                format!(
+                    "{} is too short: at least 1s (ferry checks the schedule about every second)",
+                    humantime::format_duration(d)
+                ),
+            );
+            return None;
+        }
+        Some(d)
     }
 
     /// `runs_on = ["host-a"]`: the replicas (`server.node`) that may run the service.
@@ -224,7 +250,45 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::testing::errors;
+    use std::time::Duration;
+
+    use crate::config::testing::{GOOD, check, errors};
+
+    #[test]
+    fn reconcile_is_an_opt_in_interval_of_at_least_a_second() {
+        let c = check(GOOD).unwrap();
+        assert_eq!(c.apps["shop"].services["web"].reconcile, None);
+        let text = GOOD.replace(
+            "timeout = \"2m\"\n",
+            "timeout = \"2m\"\nreconcile = \"15m\"\n",
+        );
+        let c = check(&text).unwrap();
+        assert_eq!(
+            c.apps["shop"].services["web"].reconcile,
+            Some(Duration::from_secs(900))
+        );
+        let c = check(&GOOD.replace("timeout = \"2m\"\n", "reconcile = \"1s\"\n")).unwrap();
+        assert_eq!(
+            c.apps["shop"].services["web"].reconcile,
+            Some(Duration::from_secs(1))
+        );
+        let line = GOOD.lines().position(|l| l.starts_with("timeout")).unwrap() + 1;
+        for (value, message) in [
+            ("500ms", "500ms is too short: at least 1s"),
+            ("0s", "duration must be above zero"),
+            ("often", "invalid duration \"often\""),
+        ] {
+            let text = GOOD.replace("timeout = \"2m\"", &format!("reconcile = \"{value}\""));
+            let e = errors(&text);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with(&format!(
+                    "/etc/ferry/ferry.toml:{line}: apps.shop.services.web.reconcile: {message}"
+                )),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn image_services_and_their_errors() {

@@ -1,5 +1,6 @@
 //! The background tasks around the HTTP server: crash recovery before they start, then the
-//! planner, the lanes, the notify worker, the container watcher and retention, and their
+//! planner, the lanes, the notify worker, the container watcher, retention and the reconcile
+//! schedule, and their
 //! shutdown in order (no new deployments, no more container events; running deployments get
 //! the grace period, then are cancelled; then the notify worker stops: what it has not sent
 //! stays pending in the outbox, for the next start).
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Intake, Store};
-use crate::{lanes, notify, planner, retention, watch};
+use crate::{lanes, notify, planner, reconcile, retention, watch};
 
 /// Recovers from a crash, before the lanes start: kills deploy commands the dead ferry left
 /// running, then records their deployments (and any other left `running`) interrupted,
@@ -53,7 +54,7 @@ pub(super) struct Background {
     /// The lanes' runs in progress, shared with the API (cancel).
     pub(super) running: lanes::Running,
     planner: JoinHandle<()>,
-    /// Stops the planner, the container watcher and retention.
+    /// Stops the planner, the container watcher, retention and the reconcile schedule.
     planner_stop: CancellationToken,
     lanes: JoinHandle<()>,
     /// The lease keeper (replicas only), and what stops it (after the lanes).
@@ -68,6 +69,8 @@ pub(super) struct Background {
     /// Stops the notify worker.
     notify_stop: CancellationToken,
     retention: Option<JoinHandle<()>>,
+    /// The reconcile schedule (`None` without services that set `reconcile`).
+    reconcile: Option<JoinHandle<()>>,
     /// The container watcher (`None` without `docker` or `compose` services).
     watch: Option<JoinHandle<()>>,
 }
@@ -136,6 +139,7 @@ impl Background {
                     .await
             })
         });
+        let reconcile = spawn_reconcile(config, store, intake, &planner_stop);
         Background {
             running,
             planner,
@@ -148,6 +152,7 @@ impl Background {
             notifications,
             notify_stop,
             retention,
+            reconcile,
             watch,
         }
     }
@@ -181,8 +186,38 @@ impl Background {
         if let Some(r) = self.retention {
             let _ = r.await;
         }
+        if let Some(r) = self.reconcile {
+            let _ = r.await;
+        }
         if let Some(w) = self.watch {
             let _ = w.await;
         }
     }
+}
+
+/// The reconcile schedule, with services that set `reconcile`: with replicas, on the one that
+/// leads `Role::Reconcile`. It stores deliveries, so it stops with the planner.
+fn spawn_reconcile(
+    config: &Arc<Config>,
+    store: &Store,
+    intake: &Intake,
+    stop: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let any = config
+        .apps
+        .values()
+        .flat_map(|a| a.services.values())
+        .any(|s| s.reconcile.is_some());
+    if !any {
+        return None;
+    }
+    let (config, store, intake, stop) =
+        (config.clone(), store.clone(), intake.clone(), stop.clone());
+    Some(tokio::spawn(async move {
+        store
+            .lead(crate::store::Role::Reconcile, stop, |lost| {
+                reconcile::run(config.clone(), store.clone(), intake.clone(), lost)
+            })
+            .await
+    }))
 }

@@ -1,5 +1,6 @@
 //! The event model: what a delivery means once parsed, in terms planning understands (git
-//! pushes, image pushes, deployments requested in the git host, redeploys, rollbacks), whoever
+//! pushes, image pushes, deployments requested in the git host, redeploys, rollbacks,
+//! reconciles), whoever
 //! sent it.
 
 use super::Source;
@@ -151,6 +152,9 @@ pub enum Event {
     /// `ferry rollback`: deploy a service's previous successful version again (or the version
     /// of deployment `to`). Only ever stored by the API, never parsed from a hook.
     Rollback { service: String, to: Option<i64> },
+    /// A service's `reconcile` schedule is due: run its last successful version again (or
+    /// record why not). Only ever stored by ferry itself (`crate::reconcile`).
+    Reconcile { service: String },
     /// Alertmanager alerts: the app's `[[apps.X.alerts]]` rules decide what each does
     /// (`plan::alerts`); never a deployment by the rules above.
     Alerts(Vec<Alert>),
@@ -168,6 +172,7 @@ impl Event {
             (Event::Redeploy { .. }, Source::Manual) => "manual",
             (Event::Redeploy { .. }, _) => "redeploy",
             (Event::Rollback { .. }, _) => "rollback",
+            (Event::Reconcile { .. }, _) => "reconcile",
             (Event::Alerts(_), _) => "alert",
         }
     }

@@ -50,7 +50,7 @@ pub(crate) use fields::{
     ZERO_SHA, content_type, digest, epoch_secs_ms, essence, header, image_tag, rfc3339_ms,
 };
 pub use parse::{ParseError, Stored, parse};
-pub(crate) use parse::{ROLLBACK_EVENT, RollbackRequest};
+pub(crate) use parse::{RECONCILE_EVENT, ROLLBACK_EVENT, RollbackRequest};
 pub(crate) use setup::setup_lines;
 pub use verify::{Scheme, Verdict, VerifyError, verify};
 

@@ -44,6 +44,7 @@ pub fn parse(source: Source, d: &Stored<'_>) -> Result<Event, ParseError> {
         Source::Quay => quay::parse(d.body),
         Source::Alertmanager => alertmanager::parse(d.body),
         Source::Manual if d.event == Some(ROLLBACK_EVENT) => rollback(d.body),
+        Source::Manual if d.event == Some(RECONCILE_EVENT) => reconcile(d.body),
         Source::Generic | Source::Manual => Ok(generic::parse(d.body)),
     }
 }
@@ -65,4 +66,19 @@ fn rollback(body: &[u8]) -> Result<Event, ParseError> {
         service: r.service,
         to: r.to,
     })
+}
+
+/// The event name of the manual deliveries that the reconcile task (`crate::reconcile`) stores.
+pub(crate) const RECONCILE_EVENT: &str = "reconcile";
+
+/// The body of a reconcile delivery, as the reconcile task writes it.
+#[derive(Debug, serde::Deserialize)]
+struct ReconcileRequest {
+    service: String,
+}
+
+fn reconcile(body: &[u8]) -> Result<Event, ParseError> {
+    let r: ReconcileRequest =
+        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    Ok(Event::Reconcile { service: r.service })
 }

@@ -221,7 +221,7 @@ pub fn check_event(event: &mut Event) -> Result<(), ValueError> {
             }
         }
         Event::Deployment(d) => check_deployment(d)?,
-        Event::Rollback { service, .. } => {
+        Event::Rollback { service, .. } | Event::Reconcile { service } => {
             env_value("service", service)?;
         }
         Event::Alerts(alerts) => check_alerts(alerts)?,
@@ -366,6 +366,7 @@ pub fn clamp_future_times(event: &mut Event, received_at: i64) -> Option<String>
         Event::Ping
         | Event::Ignored(_)
         | Event::Rollback { .. }
+        | Event::Reconcile { .. }
         | Event::Deployment(_)
         | Event::Alerts(_) => {}
     }

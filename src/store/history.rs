@@ -1,6 +1,7 @@
 //! What services already hold, read by the planner through its planning transaction (so it
 //! sees the plans recorded earlier in the same batch): the newest event time (staleness),
-//! the images an image service runs or has pending, and a rollback's target.
+//! the images an image service runs or has pending, a rollback's target, and what a
+//! reconcile needs (the last success; a deployment in its way).
 
 use sqlx::Row;
 
@@ -124,5 +125,114 @@ impl Planning {
             .fetch_optional(&mut *tx)
             .await?)
         })
+    }
+
+    /// A service's newest success: what a reconcile runs again.
+    pub(crate) async fn last_success(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY deployments_service
+             WHERE app = ?1 AND service = ?2 AND state = ?3 ORDER BY id DESC LIMIT 1"
+        ));
+        Ok(
+            with_tx!(&mut self.tx, tx, q => sqlx::query_as::<_, Deployment>(q(sql))
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Succeeded)
+            .fetch_optional(&mut *tx)
+            .await?),
+        )
+    }
+
+    /// A queued or running deployment of the service (the running one first), if any.
+    pub(crate) async fn active_deployment(
+        &mut self,
+        app: &str,
+        service: &str,
+    ) -> Result<Option<(i64, DeploymentState)>, StoreError> {
+        with_tx!(&mut self.tx, tx, q => {
+            let row = sqlx::query(
+                q("SELECT id, state FROM deployments INDEXED BY deployments_active
+                 WHERE state IN ('queued', 'running') AND app = ?1 AND service = ?2
+                 ORDER BY CASE WHEN state = ?3 THEN 0 ELSE 1 END, id DESC LIMIT 1"),
+            )
+            .bind(app)
+            .bind(service)
+            .bind(DeploymentState::Running)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::db::with_db;
+    use crate::store::{DeliveryStatus, DeploymentState, Store};
+
+    /// A deployment of `a/s` in `state`; returns its id.
+    async fn add(store: &Store, state: DeploymentState) -> i64 {
+        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 1, ?1, 'manual', 'push', 1) RETURNING id"))
+            .bind(state)
+            .fetch_one(pool)
+            .await)
+            .expect("deployment")
+    }
+
+    /// What a reconcile reads: the newest success, and a deployment in its way — the running
+    /// one before a queued one.
+    #[tokio::test]
+    async fn a_reconcile_sees_the_last_success_and_what_is_in_its_way() {
+        use DeploymentState::*;
+        for (_dir, store, _intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            with_db!(&store.db, pool, q => sqlx::query(q("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'manual', 1, TRUE, ?1, '{}')"))
+                .bind(DeliveryStatus::Planned)
+                .execute(pool)
+                .await.map(drop))
+                .expect("delivery");
+            let mut tx = store.begin_planning().await.unwrap();
+            assert!(tx.last_success("a", "s").await.unwrap().is_none());
+            assert!(tx.active_deployment("a", "s").await.unwrap().is_none());
+            drop(tx);
+            add(&store, Succeeded).await;
+            let ok = add(&store, Succeeded).await;
+            add(&store, Failed).await;
+            let running = add(&store, Running).await;
+            let queued = add(&store, Queued).await;
+            let mut tx = store.begin_planning().await.unwrap();
+            assert_eq!(
+                tx.last_success("a", "s").await.unwrap().map(|d| d.id),
+                Some(ok)
+            );
+            assert_eq!(
+                tx.active_deployment("a", "s").await.unwrap(),
+                Some((running, Running))
+            );
+            assert!(tx.active_deployment("a", "other").await.unwrap().is_none());
+            drop(tx);
+            with_db!(&store.db, pool, q => sqlx::query(q("UPDATE deployments SET state = ?1 WHERE id = ?2"))
+                .bind(Succeeded)
+                .bind(running)
+                .execute(pool)
+                .await.map(drop))
+                .expect("finish");
+            let mut tx = store.begin_planning().await.unwrap();
+            assert_eq!(
+                tx.last_success("a", "s").await.unwrap().map(|d| d.id),
+                Some(running)
+            );
+            assert_eq!(
+                tx.active_deployment("a", "s").await.unwrap(),
+                Some((queued, Queued))
+            );
+        }
     }
 }

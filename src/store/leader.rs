@@ -1,5 +1,5 @@
 //! One replica at a time: the work that must not run on two replicas at once (the notify
-//! worker, which sends each notification; retention) runs on the replica that holds a
+//! worker, which sends each notification; retention; the reconcile schedule) runs on the replica that holds a
 //! PostgreSQL session-level advisory lock, on a connection of its own. The others wait and
 //! try again; when the holder dies its connection closes and PostgreSQL releases the lock.
 //!
@@ -26,6 +26,8 @@ pub(crate) enum Role {
     Notify,
     /// Retention's deletes.
     Retention,
+    /// The reconcile schedule (`crate::reconcile`): one replica stores each reconcile.
+    Reconcile,
 }
 
 impl Role {
@@ -33,6 +35,7 @@ impl Role {
         match self {
             Role::Notify => 0x6665_7272_7932,    // "ferry2"
             Role::Retention => 0x6665_7272_7933, // "ferry3"
+            Role::Reconcile => 0x6665_7272_7934, // "ferry4"
         }
     }
 }

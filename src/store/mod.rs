@@ -20,6 +20,7 @@
 //! - `pages.rs`: the dashboard's deliveries by status (partial indexes, or bounded windows).
 //! - `outbox.rs`: the `events` journal (written by triggers) and the `notifications` queue.
 //! - `changes.rs`: what each write publishes to the live hub (`crate::live`), after its commit.
+//! - `schedule.rs`: a service's reconcile clock ([`ReconcileClock`]), for `crate::reconcile`.
 //! - `steps.rs`: the steps of a deployment's run, written by the executors.
 //! - `logs.rs`: deploy logs in `deploy_logs` (PostgreSQL: every replica reads every log),
 //!   copied in chunks from the writer's file by [`LogCopy`].
@@ -54,6 +55,7 @@ mod pages;
 mod planning;
 mod prune;
 mod recovery;
+mod schedule;
 mod steps;
 
 pub(crate) use alerts::{AlertFacts, AlertFilter, AlertRow, NewAlert};
@@ -72,6 +74,7 @@ pub(crate) use outbox::{
 };
 pub(crate) use pages::Page;
 pub(crate) use planning::{NewDeployment, Planning};
+pub(crate) use schedule::ReconcileClock;
 pub(crate) use steps::Step;
 
 #[derive(Debug, thiserror::Error)]

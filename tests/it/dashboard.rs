@@ -34,7 +34,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Logs in and returns the `Cookie` header value.
-async fn login(ferry: &Ferry) -> String {
+pub(crate) async fn login(ferry: &Ferry) -> String {
     let r = client()
         .post(ferry.url("/login"))
         .form_body(&[("token", ADMIN_TOKEN), ("next", "/deployments")])
@@ -50,7 +50,8 @@ async fn login(ferry: &Ferry) -> String {
     set.split(';').next().unwrap().to_string()
 }
 
-async fn get(ferry: &Ferry, path: &str, cookie: Option<&str>) -> reqwest::Response {
+/// `GET path` as a browser with `cookie` (redirects not followed).
+pub(crate) async fn get(ferry: &Ferry, path: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut req = client().get(ferry.url(path));
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);

@@ -37,6 +37,7 @@ mod notifications;
 mod on_postgres;
 mod packaging;
 mod planning;
+mod reconcile;
 mod replicas;
 mod restart;
 mod security_edges;

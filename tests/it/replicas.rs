@@ -739,3 +739,85 @@ async fn another_replica_serves_a_deployments_log_live_and_whole() {
         .expect("request");
     assert_eq!(r.status(), 400);
 }
+
+/// `reconcile` on two replicas sharing one database: only the replica that leads the
+/// schedule stores reconciles, so the service reconciles once per interval, not once per
+/// replica (no reconcile delivery is ever stored twice, every one plans one deployment, and
+/// runs stay an interval apart); when that replica stops, the other takes the schedule over.
+#[tokio::test]
+async fn two_replicas_reconcile_once_per_interval_and_hand_the_schedule_over() {
+    let Some(cluster) = Cluster::new() else {
+        return;
+    };
+    let extra = r#"
+[apps.shop.services.recon]
+command = ["{shared}/replica.sh"]
+timeout = "60s"
+reconcile = "2s"
+"#;
+    let a = cluster.replica_with("a", extra).await;
+    let b = cluster.replica_with("b", extra).await;
+    let first = redeploy(&a, "recon").await;
+    let d = a.planned_deployment(first, "recon").await;
+    a.wait_state(d["id"].as_i64().expect("id"), "succeeded")
+        .await;
+    let reconciles = |list: &[Value]| {
+        list.iter()
+            .filter(|d| d["event"] == "reconcile" && d["state"] == "succeeded")
+            .count()
+    };
+    b.wait_deployments("service=recon", "three reconciles", |l| reconciles(l) >= 3)
+        .await;
+
+    // The leader stops; the other replica goes on with the schedule.
+    let leads = |f: &Ferry| {
+        f.stderr_lines()
+            .iter()
+            .any(|l| l.contains("this replica leads") && l.contains("Reconcile"))
+    };
+    let (mut leader, mut other) = match (leads(&a), leads(&b)) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        both => panic!("exactly one replica leads the schedule: {both:?}"),
+    };
+    // A graceful stop: a run of its own ends first (killed, it would be taken over and
+    // retried, which is not what this test is about).
+    leader.sigterm();
+    leader.wait_exit(WAIT).await;
+    drop(leader);
+    let before = reconciles(&other.deployments("service=recon").await);
+    let all = other
+        .wait_deployments("service=recon", "a reconcile after the hand-over", |l| {
+            reconciles(l) > before && l.iter().all(|d| is_final(&d["state"]))
+        })
+        .await;
+    assert!(leads(&other), "the other replica took the lead");
+
+    // One deployment per reconcile delivery, none stored twice.
+    let deliveries: Vec<Value> = other
+        .deliveries("app=shop")
+        .await
+        .into_iter()
+        .filter(|d| d["event"] == "reconcile")
+        .collect();
+    let planned = all.iter().filter(|d| d["event"] == "reconcile").count();
+    assert_eq!(deliveries.len(), planned, "{deliveries:#?}\n{all:#?}");
+    for d in &deliveries {
+        let v = other.delivery(d["id"].as_i64().expect("id")).await;
+        assert_eq!(
+            v["duplicates"]["count"], 0,
+            "stored by one replica only: {v:#}"
+        );
+    }
+    let mut ran: Vec<&Value> = all.iter().filter(|d| !d["started_at"].is_null()).collect();
+    ran.sort_by_key(|d| ts_ms(&d["started_at"]));
+    for pair in ran.windows(2) {
+        assert!(
+            ts_ms(&pair[1]["started_at"]) >= ts_ms(&pair[0]["finished_at"]) + 2000,
+            "runs less than an interval apart: {ran:#?}"
+        );
+    }
+    cluster.assert_no_overlap();
+    other.sigterm();
+    other.wait_exit(WAIT).await;
+}
