@@ -8,6 +8,7 @@
 //! a dead one again. `live.rs` serves the live API (Server-Sent Events): the events of the
 //! live hub and a deployment's log as it grows. `metrics.rs` serves `/metrics` and `/readyz`.
 
+mod alerts;
 mod live;
 mod metrics;
 pub(crate) mod notifications;
@@ -77,6 +78,7 @@ pub(crate) fn health_router() -> Router<Arc<Shared>> {
 /// The API and `/metrics`: on the admin listener when `server.admin_listen` is set.
 pub(crate) fn admin_router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let api = Router::new()
+        .route("/alerts", get(alerts::list))
         .route("/apps", get(apps))
         .route("/apps/{app}/deploy", post(deploy))
         .route("/apps/{app}/services/{service}/rollback", post(rollback))

@@ -100,6 +100,39 @@ pub(crate) struct Outcomes {
     pub(crate) services: Vec<ServiceOutcome>,
     /// When it caused no deployment at all: why.
     pub(crate) why: Option<String>,
+    /// An Alertmanager delivery: each alert with the rule that matched it, the outcome and
+    /// the reason, in the order decided.
+    pub(crate) alerts: Vec<AlertView>,
+}
+
+/// One alert of an Alertmanager delivery and what one rule (or none) decided for it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AlertView {
+    pub(crate) alertname: String,
+    pub(crate) status: String,
+    pub(crate) fingerprint: String,
+    pub(crate) starts_at: String,
+    pub(crate) rule: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) outcome: crate::states::AlertOutcome,
+    pub(crate) reason: Option<String>,
+    pub(crate) deployment_id: Option<i64>,
+}
+
+impl From<&crate::store::AlertRow> for AlertView {
+    fn from(a: &crate::store::AlertRow) -> AlertView {
+        AlertView {
+            alertname: a.alertname.clone(),
+            status: a.status.clone(),
+            fingerprint: a.fingerprint.clone(),
+            starts_at: a.starts_at.clone(),
+            rule: a.rule.clone(),
+            action: a.action.clone(),
+            outcome: a.outcome,
+            reason: a.reason.clone(),
+            deployment_id: a.deployment_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +180,7 @@ pub(crate) async fn inspect(shared: &Shared, id: i64) -> Result<Option<Inspectio
 async fn of(shared: &Shared, full: &FullDelivery) -> Result<Inspection, StoreError> {
     let id = full.delivery.id;
     let deployments = shared.store.deployments_of(id).await?;
+    let alerts = shared.store.alerts_of_delivery(id).await?;
     let app = shared.config.apps.get(&full.delivery.app);
     let read = if refused_at_hook(full) {
         Err("not parsed: ferry refused it at the hook, so the planner never read it".to_string())
@@ -175,7 +209,10 @@ async fn of(shared: &Shared, full: &FullDelivery) -> Result<Inspection, StoreErr
                 .map(|(e, m, unverified)| event_json(e, m, *unverified)),
             error: read.as_ref().err().cloned(),
         },
-        outcomes: outcomes(full, app, &deployments, &read),
+        outcomes: Outcomes {
+            alerts: alerts.iter().map(AlertView::from).collect(),
+            ..outcomes(full, app, &deployments, &read)
+        },
         duplicates: Duplicates {
             count: d.duplicates,
             last_at: json_time(d.duplicate_at),
@@ -340,6 +377,7 @@ fn outcomes(
         deployments: list,
         services,
         why,
+        alerts: Vec::new(),
     }
 }
 
@@ -359,6 +397,9 @@ fn why_nothing(full: &FullDelivery, read: &Read) -> String {
                     "{} events never deploy",
                     if name.is_empty() { "these" } else { name }
                 )
+            }
+            Ok((Event::Alerts(_), _, _)) => {
+                "no alert rule acted on its alerts (each alert's outcome is listed)".into()
             }
             Ok(_) => "it selected no service".into(),
             Err(e) => e.clone(),
@@ -452,6 +493,17 @@ fn event_json(event: &Event, m: &Modifiers, unverified: bool) -> Value {
             "kind": "reconcile",
             "service": service,
             "meaning": "the service's `reconcile` schedule was due: its last successful version runs again, unless another deployment of it is queued or running",
+        }),
+        Event::Alerts(alerts) => serde_json::json!({
+            "kind": "alert",
+            "alerts": alerts.iter().map(|a| serde_json::json!({
+                "status": a.status.as_str(),
+                "alertname": a.name(),
+                "fingerprint": a.fingerprint,
+                "starts_at": a.starts_at,
+                "ends_at": a.ends_at,
+                "labels": a.labels,
+            })).collect::<Vec<_>>(),
         }),
     };
     v["modifiers"] = serde_json::json!({

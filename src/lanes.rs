@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::deploylog::{self, LogWriter};
 use crate::executors::{Job, Outcome, Ran, Steps, Stop};
 use crate::metrics::Metrics;
+use crate::sources::Source;
 use crate::store::{Claim, Deployment, DeploymentState, Store, StoreError};
 
 /// Where running deploy commands note their process group (see `command::kill_orphans`).
@@ -128,7 +129,8 @@ pub(crate) async fn run(
     }
 }
 
-/// Starts the newest queued deployment of every idle service.
+/// Starts the newest queued deployment of every idle service (the oldest, in an alert
+/// command's lane).
 async fn dispatch(
     ctx: &Arc<Context>,
     running: &mut HashMap<tokio::task::Id, (Lane, i64)>,
@@ -138,8 +140,14 @@ async fn dispatch(
     let queued = ctx.store.queued().await?;
     let mut newest: HashMap<Lane, Deployment> = HashMap::new();
     for d in queued {
-        // Oldest first, so the last one seen per lane is the newest.
-        newest.insert((d.app.clone(), d.service.clone()), d);
+        // Oldest first, so the last one seen per lane is the newest — except in an alert
+        // command's lane, which runs every queued one, oldest first (`states::supersedes`).
+        let lane = (d.app.clone(), d.service.clone());
+        if crate::states::supersedes(&d.service) {
+            newest.insert(lane, d);
+        } else {
+            newest.entry(lane).or_insert(d);
+        }
     }
     let busy: HashSet<&Lane> = running.values().map(|(lane, _)| lane).collect();
     let node = &ctx.config.server.node;
@@ -180,7 +188,7 @@ fn may_run(config: &Config, (app, service): &Lane, node: &str) -> bool {
     config
         .apps
         .get(app)
-        .and_then(|a| a.services.get(service))
+        .and_then(|a| a.runnable(service))
         .is_none_or(|s| s.runs_on(node))
 }
 
@@ -348,6 +356,8 @@ async fn execute(ctx: &Context, d: &Deployment, stop: &Stop) {
 enum RunError {
     #[error("cannot read delivery {id}: {source}")]
     Delivery { id: i64, source: StoreError },
+    #[error("cannot read the alert this deployment acts on: {0}")]
+    Alert(StoreError),
     #[error(transparent)]
     Job(#[from] crate::executors::Error),
 }
@@ -365,11 +375,20 @@ async fn run_job(ctx: &Context, d: &Deployment, stop: &Stop) -> Result<Ran, RunE
             });
         }
     };
+    // An alert rule's action: the alert it acts on (its variables; restart or redeploy).
+    let alert = if d.source == Source::Alertmanager.as_str() {
+        ctx.store
+            .alert_of_deployment(d.id)
+            .await
+            .map_err(RunError::Alert)?
+    } else {
+        None
+    };
     let steps = Steps::new(ctx.store.clone(), d.id);
     let job = Job::prepare(
         &ctx.config,
         d,
-        &payload,
+        (&payload, alert.as_ref()),
         stop.clone(),
         steps,
         Some(&ctx.store),
@@ -416,7 +435,7 @@ fn executor_of(config: &Config, d: &Deployment) -> &'static str {
     config
         .apps
         .get(&d.app)
-        .and_then(|a| a.services.get(&d.service))
+        .and_then(|a| a.runnable(&d.service))
         .map_or("unknown", |s| s.executor.kind())
 }
 

@@ -97,7 +97,8 @@ pub mod fuzzing {
     pub use crate::secret::Secret;
     pub use crate::sources::values;
     pub use crate::sources::{
-        BodyError, Event, GitDeployment, GitPush, GitRef, ImagePush, ParseError, Scheme, Source,
-        Stored, Verdict, VerifyError, check_body, dedupe_key, delivery_id, detect, parse, verify,
+        Alert, AlertStatus, BodyError, Event, GitDeployment, GitPush, GitRef, ImagePush,
+        ParseError, Scheme, Source, Stored, Verdict, VerifyError, check_body, dedupe_key,
+        delivery_id, detect, parse, verify,
     };
 }

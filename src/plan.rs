@@ -18,6 +18,7 @@
 //! pushes and image redeploys, `rollback.rs` rollbacks, `reconcile.rs` reconciles (a
 //! service's `reconcile` schedule).
 
+pub(crate) mod alerts;
 mod deployment;
 mod git;
 mod image;
@@ -77,7 +78,9 @@ pub(crate) fn plan(
     history: &dyn History,
 ) -> Result<Vec<NewDeployment>, String> {
     m.validate(app)?;
-    if matches!(event, Event::Ping | Event::Ignored(_)) {
+    // Alerts are decided by the app's alert rules (`alerts::decide`, called by the planner
+    // with the alerts' history), never by the rules here.
+    if matches!(event, Event::Ping | Event::Ignored(_) | Event::Alerts(_)) {
         return Ok(Vec::new());
     }
     // A push names its own ref and commit: `?git_ref=` never overrides what a payload names
@@ -240,7 +243,14 @@ fn plan_service(
             d.event_time = *time;
             false
         }
-        (Event::Ping | Event::Ignored(_) | Event::Rollback { .. } | Event::Reconcile { .. }, _) => {
+        (
+            Event::Ping
+            | Event::Ignored(_)
+            | Event::Rollback { .. }
+            | Event::Reconcile { .. }
+            | Event::Alerts(_),
+            _,
+        ) => {
             unreachable!("returned above")
         }
     };

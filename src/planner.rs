@@ -18,6 +18,7 @@ use crate::config::{App, Config};
 use crate::logging::Escaped;
 use crate::plan::{self, Modifiers};
 use crate::sources::{self, Event, Source, values};
+use crate::states::AlertOutcome;
 use crate::store::{
     Deployment, DeploymentState, FullDelivery, HeldImage, NewDeployment, Planning, Store,
     StoreError,
@@ -125,7 +126,10 @@ async fn plan_batch(
                 }
                 known.load(&mut tx, p).await?;
                 let history = known.history(&p.app.name);
-                if p.unverified {
+                if let Event::Alerts(alerts) = &p.event {
+                    let first = out.next_id;
+                    Ok(plan_alerts(&mut tx, p, alerts, (id, first), &history).await?)
+                } else if p.unverified {
                     plan::plan_unverified(p.app, p.source, &p.modifiers, &history)
                 } else {
                     plan::plan(p.app, p.source, &p.event, &p.modifiers, &history)
@@ -144,6 +148,61 @@ async fn plan_batch(
     tx.note(&out.notes).await?;
     tx.commit().await?;
     Ok(out.plans)
+}
+
+/// Applies the app's alert rules to each alert of a delivery (`plan::alerts`), recording every
+/// alert with its outcome through the planning transaction as it is decided (so the next
+/// alert's duplicate, cooldown and cap checks see it), and returns the actions' deployments.
+/// They will get ids from `first` on (`Outcomes::planned` gives them in order), which the
+/// alert rows name.
+async fn plan_alerts(
+    tx: &mut Planning,
+    p: &Parsed<'_>,
+    alerts: &[sources::Alert],
+    (delivery, first): (i64, i64),
+    history: &AppHistory<'_>,
+) -> Result<Vec<NewDeployment>, StoreError> {
+    use plan::alerts::{Verdict, decide, deployment, matching, row};
+    let now = crate::store::now_ms();
+    let mut deployments = Vec::new();
+    for alert in alerts {
+        let rules = matching(p.app, alert);
+        if rules.is_empty() {
+            tx.record_alert(&row(p.app, delivery, alert), now).await?;
+        }
+        for rule in rules {
+            let key = (p.app.name.as_str(), rule.name.as_str());
+            let of = (
+                alert.fingerprint.as_str(),
+                alert.starts_at.as_str(),
+                alert.status.as_str(),
+            );
+            let facts = tx.alert_facts(key, of, now - plan::alerts::HOUR_MS).await?;
+            let mut r = row(p.app, delivery, alert);
+            r.rule = Some(rule.name.clone());
+            match decide(rule, alert, &facts, now) {
+                Verdict::Act(action) => {
+                    let d = deployment(p.app, p.source, rule, action, alert, history);
+                    r.action = Some(action.describe());
+                    r.outcome = AlertOutcome::Acted;
+                    r.reason = d.reason.clone();
+                    r.deployment_id = Some(first + deployments.len() as i64);
+                    deployments.push(d);
+                }
+                Verdict::Skip(outcome, reason) => {
+                    let action = match alert.status {
+                        sources::AlertStatus::Firing => Some(&rule.action),
+                        sources::AlertStatus::Resolved => rule.on_resolved.as_ref(),
+                    };
+                    r.action = action.map(|a| a.describe());
+                    r.outcome = outcome;
+                    r.reason = Some(reason);
+                }
+            }
+            tx.record_alert(&r, now).await?;
+        }
+    }
+    Ok(deployments)
 }
 
 /// What a planning transaction records, gathered delivery by delivery.
@@ -446,6 +505,12 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
     };
     let modifiers = Modifiers::parse(del.query.as_deref().unwrap_or(""));
     if !del.verified && app.verify.configured() {
+        if source == Source::Alertmanager {
+            // Stored before the app configured a scheme: a plain redeploy is no alert action.
+            return Err(Unplannable::Error(
+                "unverified Alertmanager delivery of an app that now verifies deliveries: its alerts are not acted on".into(),
+            ));
+        }
         return Ok(Parsed {
             app,
             source,
@@ -468,8 +533,14 @@ fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplann
         header: &header,
         body: &d.body,
     };
-    let mut event = sources::parse(source, &stored)
-        .map_err(|e| Unplannable::Error(format!("cannot read {} payload: {e}", source.as_str())))?;
+    let mut event = sources::parse(source, &stored).map_err(|e| {
+        let message = format!("cannot read {} payload: {e}", source.as_str());
+        match e {
+            // A payload ferry knows it must not read (another message version): refused.
+            sources::ParseError::Unsupported(_) => Unplannable::Rejected(message),
+            _ => Unplannable::Error(message),
+        }
+    })?;
     let rejected = |e: values::ValueError| Unplannable::Rejected(e.to_string());
     values::check_event(&mut event).map_err(rejected)?;
     // Ingress refuses a bad `?git_ref=` already; deliveries stored before it did are caught here.
@@ -493,7 +564,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::store::{Claim, DeliveryStatus, Inserted, NewDelivery, now_ms};
+    use crate::store::{Claim, Delivery, DeliveryStatus, Inserted, NewDelivery, now_ms};
 
     fn manual(event: Option<&str>, body: &str) -> NewDelivery {
         NewDelivery {
@@ -552,5 +623,69 @@ mod tests {
                 Some(format!("reconcile: deployment {} is queued", queued.id).as_str())
             );
         }
+    }
+
+    fn config(verify: &str) -> Config {
+        let text = format!(
+            "[apps.ops]\ntoken = \"tok-0123456789abcdef\"\n{verify}\n[apps.ops.services.web]\ncommand = [\"x\"]\n[[apps.ops.alerts]]\nname = \"r\"\nredeploy = \"web\"\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("f.toml"), &|_| None).unwrap()
+    }
+
+    fn delivery(verified: bool, body: &str) -> FullDelivery {
+        FullDelivery {
+            delivery: Delivery {
+                id: 1,
+                app: "ops".into(),
+                source: "alertmanager".into(),
+                event: None,
+                source_delivery_id: None,
+                received_at: 1,
+                verified,
+                scheme: None,
+                status: DeliveryStatus::Received,
+                error: None,
+                query: None,
+                replay_of: None,
+                note: None,
+                duplicates: 0,
+                duplicate_at: None,
+                planned_at: None,
+                refused_with: None,
+            },
+            headers: "{}".into(),
+            body: body.as_bytes().to_vec(),
+            body_size: None,
+        }
+    }
+
+    const FIRING: &str = r#"{"version":"4","status":"firing","alerts":[{"labels":{"alertname":"A"},"startsAt":"2026-12-04T17:00:00Z","fingerprint":"AB01"}]}"#;
+
+    /// An Alertmanager delivery is read as its alerts (values checked: the fingerprint
+    /// lower-cased) — unless it is unverified on an app that now verifies deliveries: then it
+    /// is not acted on at all (a plain redeploy, as for other senders, is no alert action).
+    #[test]
+    fn alert_deliveries_are_read_as_alerts_and_never_as_a_redeploy() {
+        let verifies = config("[apps.ops.verify]\nbearer = \"am-secret\"");
+        let (event, _, unverified) = read_event(&verifies, &delivery(true, FIRING)).unwrap();
+        let Event::Alerts(alerts) = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(
+            (alerts[0].fingerprint.as_str(), unverified),
+            ("ab01", false)
+        );
+        let e = read_event(&verifies, &delivery(false, FIRING)).unwrap_err();
+        assert!(e.contains("not acted on"), "{e}");
+        // An app with no scheme takes it on its URL token alone, like any sender.
+        let open = config("");
+        assert!(matches!(
+            read_event(&open, &delivery(false, FIRING)),
+            Ok((Event::Alerts(_), _, false))
+        ));
+        // Another message version is refused with the reason.
+        let v5 = FIRING.replace("\"4\"", "\"5\"");
+        let e = read_event(&verifies, &delivery(true, &v5)).unwrap_err();
+        assert!(e.contains("version \"5\""), "{e}");
     }
 }

@@ -218,10 +218,31 @@ states! {
         Up => "up",
         /// swarm: the service pointed at the new image.
         Update => "update",
+        /// docker, for an alert rule's `restart`: a container restarted in place.
+        Restart => "restart",
         /// swarm: waiting for Swarm's rollout to end.
         Rollout => "rollout",
         /// command with `checkout`: the work tree set to the deployment's commit.
         Checkout => "checkout",
+    }
+}
+
+states! {
+    /// What ferry decided for an Alertmanager alert and one of the app's alert rules
+    /// (`alerts.outcome`, migration 0016).
+    AlertOutcome, "alert outcome" {
+        /// The rule's action was planned as a deployment.
+        Acted => "acted",
+        /// The rule already acted on this firing of the alert (fingerprint, `startsAt`, status).
+        Duplicate => "duplicate",
+        /// The rule acted on the alert less than its `cooldown` ago.
+        Cooldown => "cooldown",
+        /// The rule acted `max_per_hour` times in the last hour.
+        Capped => "capped",
+        /// No rule of the app matches the alert's labels.
+        Unmatched => "unmatched",
+        /// A resolved alert whose rule has no `on_resolved`.
+        NoAction => "no_action",
     }
 }
 
@@ -307,6 +328,17 @@ impl EventType {
     pub(crate) const fn is_default(self) -> bool {
         !matches!(self, EventType::DeploymentSkipped)
     }
+}
+
+/// The prefix of the pseudo-services that run alert rules' commands (`alert:RULE`; see
+/// `config::alerts`).
+pub(crate) const ALERT_SERVICE_PREFIX: &str = "alert:";
+
+/// Whether a newer queued deployment of `service` supersedes its older queued ones. Not for an
+/// alert rule's command: each run acts on its own alert (its `FERRY_ALERT_*`), so its lane
+/// runs every queued one, oldest first (its cooldown and cap bound how many there are).
+pub(crate) fn supersedes(service: &str) -> bool {
+    !service.starts_with(ALERT_SERVICE_PREFIX)
 }
 
 #[cfg(test)]

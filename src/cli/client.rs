@@ -467,3 +467,59 @@ pub(crate) async fn notifications(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `ferry alerts`: the alerts received, newest first, with the rule, outcome and reason.
+pub(crate) async fn alerts(
+    (app, outcome): (Option<&str>, Option<&str>),
+    limit: i64,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = Client::new(client)?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string());
+    if let Some(a) = app {
+        query.append_pair("app", a);
+    }
+    if let Some(o) = outcome {
+        query.append_pair("outcome", o);
+    }
+    let v = c.get(&format!("/alerts?{}", query.finish())).await?;
+    let rows = v["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            vec![
+                s(&a["id"]),
+                s(&a["created_at"]),
+                s(&a["app"]),
+                s(&a["alertname"]),
+                s(&a["status"]),
+                s(&a["fingerprint"]),
+                s(&a["rule"]),
+                s(&a["outcome"]),
+                s(&a["deployment_id"]),
+                s(&a["delivery_id"]),
+                s(&a["reason"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "RECEIVED",
+            "APP",
+            "ALERT",
+            "STATUS",
+            "FINGERPRINT",
+            "RULE",
+            "OUTCOME",
+            "DEPLOYMENT",
+            "DELIVERY",
+            "REASON",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}

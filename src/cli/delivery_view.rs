@@ -111,6 +111,12 @@ fn parsed(p: &Value) -> String {
             add(&e["environment"]);
         }
         Some("rollback" | "reconcile") => add(&e["service"]),
+        Some("alert") => {
+            for a in e["alerts"].as_array().into_iter().flatten() {
+                add(&a["alertname"]);
+                add(&a["status"]);
+            }
+        }
         Some("ignored") => add(&e["event"]),
         _ => {}
     }
@@ -145,14 +151,52 @@ fn outcomes(out: &mut String, v: &Value) {
             ]
         })
         .collect();
-    if rows.is_empty() {
+    if !rows.is_empty() {
+        rows.insert(
+            0,
+            ["SERVICE", "DEPLOYMENT", "STATE", "VERSION", "REASON"].map(String::from),
+        );
+        table(out, rows);
+    }
+    alerts(out, o);
+}
+
+/// An Alertmanager delivery's alerts, each with its rule, outcome, deployment and reason.
+fn alerts(out: &mut String, o: &Value) {
+    let list = o["alerts"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
         return;
     }
-    rows.insert(
-        0,
-        ["SERVICE", "DEPLOYMENT", "STATE", "VERSION", "REASON"].map(String::from),
-    );
-    let mut widths = [0usize; 5];
+    out.push_str("\nAlerts\n");
+    let mut rows: Vec<[String; 7]> = vec![
+        [
+            "ALERT",
+            "STATUS",
+            "FINGERPRINT",
+            "RULE",
+            "OUTCOME",
+            "DEPLOYMENT",
+            "REASON",
+        ]
+        .map(String::from),
+    ];
+    rows.extend(list.iter().map(|a| {
+        [
+            text(&a["alertname"]),
+            text(&a["status"]),
+            text(&a["fingerprint"]),
+            text(&a["rule"]),
+            text(&a["outcome"]),
+            text(&a["deployment_id"]),
+            text(&a["reason"]),
+        ]
+    }));
+    table(out, rows);
+}
+
+/// Rows as aligned columns (the first row is the header).
+fn table<const N: usize>(out: &mut String, rows: Vec<[String; N]>) {
+    let mut widths = [0usize; N];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());

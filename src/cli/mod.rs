@@ -23,7 +23,7 @@ mod init;
 mod migrate;
 
 pub(crate) use client::{
-    cancel, deliveries, delivery, deploy, logs, notifications, replay, rollback, status,
+    alerts, cancel, deliveries, delivery, deploy, logs, notifications, replay, rollback, status,
 };
 pub(crate) use config_file::{check, hooks, load_config};
 
@@ -224,6 +224,19 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Alertmanager alerts received, newest first: the rule that matched each, its outcome
+    /// (acted, duplicate, cooldown, capped, unmatched, no_action) and why.
+    Alerts {
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this outcome.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value = "100")]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// The binary's `main`: parses the arguments, runs the command, prints an error once with its
@@ -321,6 +334,12 @@ async fn run_async(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             client,
         } => notifications(failed, app.as_deref(), limit, &client).await,
+        Command::Alerts {
+            app,
+            outcome,
+            limit,
+            client,
+        } => alerts((app.as_deref(), outcome.as_deref()), limit, &client).await,
         Command::Check(_)
         | Command::Hooks { .. }
         | Command::Init { .. }

@@ -73,6 +73,7 @@ impl Validator<'_> {
         };
         let services = self.services(raw.services, key, dir, span.clone());
         let profiles = self.profiles(raw.profiles, &services, name, key);
+        let alerts = self.alerts(raw.alerts, &services, key, dir);
         let dockerhub_callback = self.dockerhub_callback(&raw.dockerhub_callback, key)?;
         let modifiers = self.modifiers(&raw.modifiers, &format!("{key}.modifiers"));
         let limits = self.limits(&raw.limits, &format!("{key}.limits"));
@@ -91,6 +92,7 @@ impl Validator<'_> {
             limits,
             github,
             commit_statuses,
+            alerts,
         })
     }
 

@@ -103,7 +103,7 @@ impl Validator<'_> {
     }
 
     /// `command = ["program", "arg", …]`: run in `workdir`, never through a shell.
-    fn command(
+    pub(super) fn command(
         &mut self,
         cmd: &Spanned<Vec<Spanned<String>>>,
         key: &str,

@@ -14,6 +14,7 @@
 //! - `values` (`${VAR}`, durations, rates, addresses, sizes) and `secrets` (`{ file = … }`),
 //!   the readers every section shares.
 
+mod alerts;
 mod apps;
 mod checkout;
 mod executors;
@@ -39,6 +40,8 @@ use crate::secret::Secret;
 use crate::tls::TlsSettings;
 use validator::Validator;
 
+pub(crate) use alerts::is_label_name;
+pub(crate) use alerts::{AlertAction, AlertRule};
 pub(crate) use github::Github;
 pub(crate) use notify::{NotifyFormat, NotifyTarget, receiver_of};
 pub(crate) use statuses::{CommitStatuses, StatusTargets};
@@ -132,6 +135,31 @@ pub struct App {
     /// `[apps.X.gitlab]`, `[apps.X.gitea]`, `[apps.X.bitbucket]`: where the commit statuses of
     /// deployments caused by those hosts' pushes go.
     pub(crate) commit_statuses: StatusTargets,
+    /// `[[apps.X.alerts]]`: what Alertmanager alerts do, in the order written.
+    pub(crate) alerts: Vec<AlertRule>,
+}
+
+impl App {
+    /// The service a deployment of this app runs: a configured one, or the pseudo-service
+    /// `alert:RULE` of an alert rule's command (its firing command, else its `on_resolved`
+    /// one; see `config::alerts`).
+    pub(crate) fn runnable(&self, name: &str) -> Option<&Service> {
+        if let Some(s) = self.services.get(name) {
+            return Some(s);
+        }
+        self.alert_command(name, false)
+            .or_else(|| self.alert_command(name, true))
+    }
+
+    /// The command an alert rule runs as the pseudo-service `name` (`alert:RULE`), for a
+    /// firing alert or a resolved one.
+    pub(crate) fn alert_command(&self, name: &str, resolved: bool) -> Option<&Service> {
+        let rule = name.strip_prefix(crate::states::ALERT_SERVICE_PREFIX)?;
+        self.alerts
+            .iter()
+            .find(|r| r.name == rule)?
+            .command(resolved)
+    }
 }
 
 /// `[apps.X.limits]`: how much one app's hook may be called.

@@ -82,6 +82,42 @@ pub(super) struct App {
     pub(crate) gitlab: Option<Spanned<CommitStatuses>>,
     pub(crate) gitea: Option<Spanned<CommitStatuses>>,
     pub(crate) bitbucket: Option<Spanned<CommitStatuses>>,
+    #[serde(default)]
+    pub(crate) alerts: Vec<Spanned<AlertRule>>,
+}
+
+/// One `[[apps.X.alerts]]` rule: which alerts it takes and what it does.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertRule {
+    pub(crate) name: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub(crate) equal: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub(crate) match_re: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub(crate) redeploy: Option<Spanned<String>>,
+    pub(crate) restart: Option<Spanned<String>>,
+    pub(crate) command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) workdir: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) on_resolved: Option<Spanned<AlertAction>>,
+    pub(crate) cooldown: Option<Spanned<String>>,
+    pub(crate) max_per_hour: Option<Spanned<i64>>,
+}
+
+/// What an alert rule does: exactly one of `redeploy`, `restart`, `command` (with a command's
+/// `workdir`, `timeout` and `env`). A rule's own action is written in the rule itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertAction {
+    pub(crate) redeploy: Option<Spanned<String>>,
+    pub(crate) restart: Option<Spanned<String>>,
+    pub(crate) command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) workdir: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[apps.X.github]`.

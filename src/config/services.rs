@@ -220,7 +220,7 @@ impl Validator<'_> {
     }
 
     /// `env`: extra variables for the executor. `FERRY_*` are ferry's own.
-    fn env(
+    pub(super) fn env(
         &mut self,
         raw: &BTreeMap<Spanned<String>, Spanned<String>>,
         key: &str,

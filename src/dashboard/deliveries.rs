@@ -213,8 +213,12 @@ pub(crate) async fn page(
             attempt: d.attempt,
         })
         .collect();
-    let show_all = caused.iter().any(|c: &Caused| c.attempt > 1)
-        || (i.outcomes.services.is_empty() && !caused.is_empty());
+    // Deployments of services the per-service view does not list (an alert rule's command)
+    // show only in the full list.
+    let unlisted = caused
+        .iter()
+        .any(|c| !i.outcomes.services.iter().any(|s| s.service == c.service));
+    let show_all = caused.iter().any(|c: &Caused| c.attempt > 1) || unlisted;
     let page = InspectorPage {
         show_all,
         l: viewer.layout(format!("Delivery {id}"), "deliveries"),

@@ -5,7 +5,8 @@
 //!
 //! One file per page: `overview.rs` (`/`), `deployments.rs` (list, one deployment with its
 //! steps and live log, redeploy/cancel/roll back), `deliveries.rs` (list, inspector, replay),
-//! `notifications.rs` (pending and dead, retry), `login.rs` (`/login`, `/logout`). Handlers
+//! `notifications.rs` (pending and dead, retry), `alerts.rs` (Alertmanager alerts and what
+//! each caused), `login.rs` (`/login`, `/logout`). Handlers
 //! read the store directly with keyset paging; the buttons go through the API's own handlers
 //! (`crate::api`), so a click and an API call take the same path. Live updates are the JS
 //! following `/api/v1/events` (the session cookie is accepted there for GET) and re-fetching
@@ -15,6 +16,7 @@
 //! `nosniff`, `no-referrer` and `DENY` framing (`security_headers`); every POST needs the
 //! session's CSRF token (`Viewer::form`).
 
+mod alerts;
 mod assets;
 mod deliveries;
 mod deployments;
@@ -56,6 +58,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/deliveries/{id}", get(deliveries::page))
         .route("/deliveries/{id}/replay", post(deliveries::replay))
         .route("/notifications", get(notifications::list))
+        .route("/alerts", get(alerts::list))
         .route("/notifications/{id}/retry", post(notifications::retry))
         .route("/static/{name}", get(assets::serve))
         .layer(axum::middleware::map_response(security_headers))

@@ -25,9 +25,15 @@
 //!
 //! After the last one, old images of the repository are pruned if `keep_images` says so. The
 //! old container is never removed before the new one is healthy.
+//!
+//! An alert rule's `restart` runs the restart mode instead (`restart.rs`): the same containers
+//! restarted in place, then the same health gate, with no rollback.
 
 mod images;
 mod recreate;
+mod restart;
+
+pub(crate) use restart::restart;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -86,6 +92,11 @@ pub(crate) enum DockerError {
     NoDigest(String, String),
     #[error("docker: {0}")]
     Api(#[from] bollard::errors::Error),
+    /// An alert's restart left a container unhealthy; a restart has nothing to roll back to.
+    #[error(
+        "container {container} is not healthy after its restart: {reason} (a restart cannot be rolled back: the container keeps running as it is)"
+    )]
+    RestartUnhealthy { container: String, reason: String },
     #[error("cannot write the deployment log: {0}")]
     Log(#[from] std::io::Error),
 }

@@ -20,7 +20,7 @@ use crate::config::{Config, Executor, Service};
 use crate::deploylog::{self, LogWriter};
 use crate::sources::values::ValueError;
 use crate::states::StepName;
-use crate::store::{Deployment, Store};
+use crate::store::{AlertRow, Deployment, Store};
 
 /// One deployment, ready to run.
 #[derive(Debug)]
@@ -45,6 +45,8 @@ pub(crate) enum Work {
     /// A command that runs in a git checkout of the deployment's commit.
     Checkout(CheckoutJob),
     Docker(DockerJob),
+    /// An alert rule's `restart` of a docker service: its containers restarted in place.
+    Restart(crate::config::DockerSpec),
     Compose(ComposeJob),
     Swarm(SwarmJob),
 }
@@ -141,19 +143,28 @@ impl Job {
     /// Prepares deployment `d` of the service `config` has for it: creates the log, writes
     /// `payload` (the delivery's body) to the payload file, builds and checks the environment
     /// and the executor's work. The run's steps go to `steps`; on a shared `store` (replicas)
-    /// the log is copied there too, so every replica serves it.
+    /// the log is copied there too, so every replica serves it. `alert` is the alert an alert
+    /// rule's action acts on (its `FERRY_ALERT_*`; a `restart` action restarts in place); the
+    /// service may then be a rule's command pseudo-service (`App::runnable`).
     pub(crate) async fn prepare(
         config: &Config,
         d: &Deployment,
-        payload: &[u8],
+        (payload, alert): (&[u8], Option<&AlertRow>),
         stop: Stop,
         steps: Steps,
         store: Option<&Store>,
     ) -> Result<Job, Error> {
+        // An alert rule's command: the firing or the resolution's, by the alert's status.
+        let resolved = alert.is_some_and(|a| a.status == "resolved");
         let service = config
             .apps
             .get(&d.app)
-            .and_then(|a| a.services.get(&d.service))
+            .and_then(|a| match alert {
+                Some(_) if d.service.starts_with(crate::states::ALERT_SERVICE_PREFIX) => {
+                    a.alert_command(&d.service, resolved)
+                }
+                _ => a.runnable(&d.service),
+            })
             .ok_or_else(|| Error::NotConfigured {
                 app: d.app.clone(),
                 service: d.service.clone(),
@@ -184,11 +195,19 @@ impl Job {
         let env = Env::new(
             d,
             payload.path(),
-            checkout,
+            (checkout, alert),
             &service.env,
             &config.secret_env_vars,
         )?;
-        let work = Work::new(service, d, env, data_dir, last)?;
+        let restart = alert.is_some_and(|a| {
+            a.action
+                .as_deref()
+                .is_some_and(|x| x.starts_with("restart "))
+        });
+        let work = match (&service.executor, restart) {
+            (Executor::Docker(spec), true) => Work::Restart(spec.clone()),
+            _ => Work::new(service, d, env, data_dir, last)?,
+        };
         Ok(Job {
             log,
             stop,
@@ -240,6 +259,7 @@ impl Job {
                     resolved_commit: None,
                 }
             }
+            Work::Restart(spec) => docker::restart(spec, log, stop, steps).await?.into(),
             Work::Compose(job) => compose::run(job, log, stop, steps).await?.into(),
             Work::Swarm(job) => swarm::run(job, log, stop, steps).await?.into(),
         })
@@ -387,7 +407,7 @@ mod tests {
         let job = Job::prepare(
             &config,
             &deployment("web"),
-            b"{\"hello\":1}",
+            (b"{\"hello\":1}", None),
             Stop::default(),
             Steps::default(),
             None,
@@ -422,9 +442,16 @@ mod tests {
         let mut d = deployment("web");
         d.git_commit = Some("a".repeat(40));
         let prepare = async |d: &Deployment| {
-            Job::prepare(&config, d, b"{}", Stop::default(), Steps::default(), None)
-                .await
-                .unwrap()
+            Job::prepare(
+                &config,
+                d,
+                (b"{}", None),
+                Stop::default(),
+                Steps::default(),
+                None,
+            )
+            .await
+            .unwrap()
         };
         let job = prepare(&d).await;
         let Work::Checkout(c) = &job.work else {
@@ -465,9 +492,16 @@ mod tests {
         let config = config(dir.path());
         let payload = config.server.data_dir.join("payloads/deployment-7.body");
         let prepare = async |d: Deployment| {
-            Job::prepare(&config, &d, b"{}", Stop::default(), Steps::default(), None)
-                .await
-                .unwrap_err()
+            Job::prepare(
+                &config,
+                &d,
+                (b"{}", None),
+                Stop::default(),
+                Steps::default(),
+                None,
+            )
+            .await
+            .unwrap_err()
         };
 
         let e = prepare(deployment("gone")).await;

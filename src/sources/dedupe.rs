@@ -47,7 +47,9 @@ pub fn dedupe_key(
 /// the docker executor then finds the container already runs the digest and does nothing.
 pub(crate) fn body_key(source: Source, body: &[u8]) -> Option<String> {
     let unique = match source {
-        Source::Registry | Source::Harbor | Source::Dockerhub => true,
+        // Alertmanager: a re-send of an unchanged group is the same body (a duplicate); one
+        // whose alerts changed is a new delivery, deduplicated per alert by the planner.
+        Source::Registry | Source::Harbor | Source::Dockerhub | Source::Alertmanager => true,
         // Neither id nor time in the body (see above).
         Source::Quay => false,
         // They send a delivery id, or their keys come from a signature.

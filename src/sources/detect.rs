@@ -6,7 +6,7 @@
 
 use http::HeaderMap;
 
-use super::{Source, bitbucket, gitea, github, gitlab, header, registry, standard};
+use super::{Source, alertmanager, bitbucket, gitea, github, gitlab, header, registry, standard};
 
 /// Recognises the sender from its headers: the first of [`DETECTION_ORDER`] whose headers are
 /// present, else [`Source::Generic`]. A distribution registry is recognised by its events
@@ -21,13 +21,14 @@ pub fn detect(headers: &HeaderMap) -> Source {
 
 /// The senders that identify themselves, most specific first: Gitea and Forgejo also send
 /// GitHub's headers, and GitLab 19 also sends Standard Webhooks headers.
-const DETECTION_ORDER: [Source; 6] = [
+const DETECTION_ORDER: [Source; 7] = [
     Source::Gitea,
     Source::Github,
     Source::Gitlab,
     Source::Bitbucket,
     Source::Standard,
     Source::Registry,
+    Source::Alertmanager,
 ];
 
 /// Whether the request carries `source`'s identifying headers. A sender that has some must
@@ -40,6 +41,7 @@ fn recognised(source: Source, headers: &HeaderMap) -> bool {
         Source::Bitbucket => headers.contains_key(bitbucket::EVENT_HEADER),
         Source::Standard => standard::detect(headers),
         Source::Registry => registry::detect(headers),
+        Source::Alertmanager => alertmanager::detect(headers),
         // Nothing identifies them: the hook URL names them (`?source=`).
         Source::Dockerhub | Source::Harbor | Source::Quay => false,
         // What is left when nothing else is recognised; never sent by a hook.
@@ -74,6 +76,7 @@ pub(crate) fn event_name(source: Source, headers: &HeaderMap) -> Option<String> 
         | Source::Dockerhub
         | Source::Harbor
         | Source::Quay
+        | Source::Alertmanager
         | Source::Generic
         | Source::Manual => None,
     };
@@ -95,10 +98,12 @@ pub fn delivery_id(source: Source, headers: &HeaderMap) -> Option<String> {
         Source::Standard => header(headers, standard::ID_HEADER),
         // Registries send no delivery id in their headers: distribution and Harbor CloudEvents
         // carry per-event ids in the body (`ImagePush::event_id`), Docker Hub and Quay none.
+        // Alertmanager sends no id: its re-sends are deduplicated per alert by the planner.
         Source::Registry
         | Source::Dockerhub
         | Source::Harbor
         | Source::Quay
+        | Source::Alertmanager
         | Source::Generic
         | Source::Manual => None,
     }

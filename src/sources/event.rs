@@ -85,6 +85,53 @@ pub struct GitDeployment {
     pub created_by_ferry: Option<i64>,
 }
 
+/// Whether an alert fires or has resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AlertStatus> {
+        match name {
+            "firing" => Some(AlertStatus::Firing),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// One alert of an Alertmanager notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub status: AlertStatus,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// As sent (RFC 3339, checked by `values`): with the fingerprint, what identifies one
+    /// firing of an alert (Alertmanager re-sends it every `repeat_interval`).
+    pub starts_at: String,
+    /// When it ended (resolved alerts); `None` while firing (Go's zero time).
+    pub ends_at: Option<String>,
+    /// Alertmanager's hash of the labels (hex).
+    pub fingerprint: String,
+    pub generator_url: Option<String>,
+}
+
+impl Alert {
+    /// The `alertname` label, or "" (shown and stored with the alert).
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+}
+
 /// What a delivery means once parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -108,6 +155,9 @@ pub enum Event {
     /// A service's `reconcile` schedule is due: run its last successful version again (or
     /// record why not). Only ever stored by ferry itself (`crate::reconcile`).
     Reconcile { service: String },
+    /// Alertmanager alerts: the app's `[[apps.X.alerts]]` rules decide what each does
+    /// (`plan::alerts`); never a deployment by the rules above.
+    Alerts(Vec<Alert>),
 }
 
 impl Event {
@@ -123,6 +173,7 @@ impl Event {
             (Event::Redeploy { .. }, _) => "redeploy",
             (Event::Rollback { .. }, _) => "rollback",
             (Event::Reconcile { .. }, _) => "reconcile",
+            (Event::Alerts(_), _) => "alert",
         }
     }
 }

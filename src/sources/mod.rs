@@ -15,6 +15,7 @@
 //! - shared helpers: `fields.rs` (header and payload field readers), `signature.rs` (HMAC),
 //!   `auth.rs` (bearer/basic).
 
+pub(crate) mod alertmanager;
 pub(crate) mod auth;
 pub(crate) mod bitbucket;
 mod body;
@@ -44,7 +45,7 @@ pub use body::{BodyError, check_body};
 pub use dedupe::dedupe_key;
 pub use detect::{delivery_id, detect};
 pub(crate) use detect::{detect_with_hint, event_name};
-pub use event::{Event, GitDeployment, GitPush, GitRef, ImagePush};
+pub use event::{Alert, AlertStatus, Event, GitDeployment, GitPush, GitRef, ImagePush};
 pub(crate) use fields::{
     ZERO_SHA, content_type, digest, epoch_secs_ms, essence, header, image_tag, rfc3339_ms,
 };
@@ -72,6 +73,8 @@ pub enum Source {
     Harbor,
     /// Quay repository notifications (named by `?source=quay`).
     Quay,
+    /// Prometheus Alertmanager (`User-Agent: Alertmanager/…`, or `?source=alertmanager`).
+    Alertmanager,
     /// Anything else: curl, CI, a monitoring system. The URL token is its authentication.
     Generic,
     /// `ferry deploy` / `POST /api/v1/apps/APP/deploy`.
@@ -79,7 +82,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 11] = [
+    pub const ALL: [Source; 12] = [
         Source::Github,
         Source::Gitlab,
         Source::Bitbucket,
@@ -89,17 +92,20 @@ impl Source {
         Source::Dockerhub,
         Source::Harbor,
         Source::Quay,
+        Source::Alertmanager,
         Source::Generic,
         Source::Manual,
     ];
 
     /// Senders that `?source=` may name: they send nothing that identifies them (or, for
-    /// distribution, only a `Content-Type`), and they sign nothing.
-    pub const HINTABLE: [Source; 4] = [
+    /// distribution, only a `Content-Type`; Alertmanager, only its `User-Agent`), and they
+    /// sign nothing.
+    pub const HINTABLE: [Source; 5] = [
         Source::Registry,
         Source::Dockerhub,
         Source::Harbor,
         Source::Quay,
+        Source::Alertmanager,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +119,7 @@ impl Source {
             Source::Dockerhub => "dockerhub",
             Source::Harbor => "harbor",
             Source::Quay => "quay",
+            Source::Alertmanager => "alertmanager",
             Source::Generic => "generic",
             Source::Manual => "manual",
         }
@@ -142,7 +149,7 @@ impl Source {
             Source::Gitlab | Source::Bitbucket | Source::Standard => Some(JSON),
             Source::Registry => Some(REGISTRY),
             Source::Harbor => Some(HARBOR),
-            Source::Dockerhub | Source::Quay => Some(JSON),
+            Source::Dockerhub | Source::Quay | Source::Alertmanager => Some(JSON),
             Source::Generic | Source::Manual => None,
         }
     }

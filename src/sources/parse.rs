@@ -2,8 +2,8 @@
 //! through its sender's parser, dispatched here by sender.
 
 use super::{
-    Event, Source, bitbucket, dockerhub, generic, gitea, github, gitlab, harbor, quay, registry,
-    standard,
+    Event, Source, alertmanager, bitbucket, dockerhub, generic, gitea, github, gitlab, harbor,
+    quay, registry, standard,
 };
 
 /// Why a stored delivery could not be understood.
@@ -15,6 +15,9 @@ pub enum ParseError {
     NoFormPayload,
     #[error("payload field `{0}` is missing or has the wrong type")]
     Field(&'static str),
+    /// A payload ferry cannot read, with why (e.g. an Alertmanager message version).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What the planner knows of a stored delivery.
@@ -39,6 +42,7 @@ pub fn parse(source: Source, d: &Stored<'_>) -> Result<Event, ParseError> {
         Source::Dockerhub => dockerhub::parse(d.body),
         Source::Harbor => harbor::parse(d.body),
         Source::Quay => quay::parse(d.body),
+        Source::Alertmanager => alertmanager::parse(d.body),
         Source::Manual if d.event == Some(ROLLBACK_EVENT) => rollback(d.body),
         Source::Manual if d.event == Some(RECONCILE_EVENT) => reconcile(d.body),
         Source::Generic | Source::Manual => Ok(generic::parse(d.body)),

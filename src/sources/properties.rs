@@ -52,6 +52,7 @@ const HEADERS: &[&str] = &[
     "authorization",
     "content-type",
     "idempotency-key",
+    "user-agent",
 ];
 
 const CONTENT_TYPES: &[&str] = &[
@@ -94,7 +95,8 @@ proptest! {
         ct in 0usize..8,
         hint in proptest::option::of(prop_oneof![
             Just("registry".to_string()), Just("dockerhub".to_string()),
-            Just("harbor".to_string()), Just("quay".to_string()), ".{0,12}"
+            Just("harbor".to_string()), Just("quay".to_string()),
+            Just("alertmanager".to_string()), ".{0,12}"
         ]),
         body in proptest::collection::vec(any::<u8>(), 0..512),
         now in any::<i64>(),
@@ -188,6 +190,37 @@ proptest! {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Alertmanager-shaped bodies: parsing never panics, and what passes the value checks
+    /// has label names Prometheus allows, a lower-case hex fingerprint and RFC 3339 times.
+    #[test]
+    fn alert_shaped_bodies_never_panic_and_stay_well_formed(
+        version in prop_oneof![Just("4".to_string()), ".{0,3}"],
+        status in prop_oneof![Just("firing".to_string()), Just("resolved".to_string()), ".{0,8}"],
+        name in ".{0,12}",
+        value in ".{0,24}",
+        ts in prop_oneof![Just("2026-12-04T17:00:00Z".to_string()), Just("0001-01-01T00:00:00Z".to_string()), ".{0,30}"],
+        fp in "[0-9a-fA-Fx]{0,34}",
+    ) {
+        let name = serde_json::to_string(&name).unwrap_or_default();
+        let value = serde_json::to_string(&value).unwrap_or_default();
+        let body = format!(
+            r#"{{"version":"{version}","status":"{status}","alerts":[{{"status":"{status}","labels":{{{name}:{value},"alertname":{value}}},"annotations":{{{name}:{value}}},"startsAt":"{ts}","endsAt":"{ts}","fingerprint":"{fp}","generatorURL":{value}}}]}}"#
+        );
+        let header = |_: &str| None;
+        let stored = Stored { event: None, header: &header, body: body.as_bytes() };
+        if let Ok(mut event) = parse(Source::Alertmanager, &stored)
+            && super::values::check_event(&mut event).is_ok()
+            && let Event::Alerts(alerts) = event
+        {
+            for a in alerts {
+                prop_assert!(a.labels.keys().all(|k| crate::config::is_label_name(k)), "{a:?}");
+                prop_assert!(a.fingerprint.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{a:?}");
+                prop_assert!(super::rfc3339_ms(&a.starts_at).is_some(), "{a:?}");
+                prop_assert!(!a.name().chars().any(char::is_control), "{a:?}");
             }
         }
     }

@@ -6,7 +6,8 @@
 //! new sender cannot be forgotten here. `cli::hooks` prints the lines as they come.
 
 use super::{
-    Source, bitbucket, dockerhub, generic, gitea, github, gitlab, harbor, quay, registry, standard,
+    Source, alertmanager, bitbucket, dockerhub, generic, gitea, github, gitlab, harbor, quay,
+    registry, standard,
 };
 use crate::config::{App, Verify};
 use crate::secret::Secret;
@@ -79,6 +80,8 @@ fn scheme_setup(source: Source, s: &Setup<'_>) -> Vec<String> {
         Source::Bitbucket => bitbucket::setup(s).into_iter().collect(),
         Source::Gitea => gitea::setup(s).into_iter().collect(),
         Source::Standard => standard::setup(s).into_iter().collect(),
+        // Apps with alert rules: a receiver with the app's credential.
+        Source::Alertmanager => alertmanager::setup(s).into_iter().collect(),
         // The sender-independent schemes (custom HMAC, bearer, basic) and unsigned redeploys.
         Source::Generic => generic::setup(s),
         // Registries sign nothing: they use the generic schemes, listed under `Generic`.
@@ -100,6 +103,7 @@ fn image_setup(source: Source, s: &Setup<'_>) -> Option<String> {
         | Source::Bitbucket
         | Source::Gitea
         | Source::Standard
+        | Source::Alertmanager
         | Source::Generic
         | Source::Manual => None,
     }

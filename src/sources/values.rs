@@ -20,7 +20,7 @@
 //! [`clamp_future_times`] keeps event times from the future out of ordering: a time later than
 //! the time received plus [`FUTURE_TOLERANCE_MS`] is replaced by the time received.
 
-use super::{Event, GitRef};
+use super::{Alert, Event, GitRef};
 
 /// The longest ref name accepted, in bytes. git itself has no limit; file systems cap each
 /// component at 255 bytes, and hosts cap branch names at about that.
@@ -224,8 +224,101 @@ pub fn check_event(event: &mut Event) -> Result<(), ValueError> {
         Event::Rollback { service, .. } | Event::Reconcile { service } => {
             env_value("service", service)?;
         }
+        Event::Alerts(alerts) => check_alerts(alerts)?,
         // Nothing from the payload reaches a deployment.
         Event::Ping | Event::Ignored(_) | Event::Redeploy { .. } => {}
+    }
+    Ok(())
+}
+
+/// At most this many alerts in one Alertmanager notification (its `max_alerts` is unlimited
+/// by default, but a group this large is a misconfiguration, not something to act on).
+pub const MAX_ALERTS: usize = 1000;
+/// At most this many labels (and as many annotations) per alert.
+pub const MAX_LABELS: usize = 64;
+/// The longest label value (annotations: [`MAX_ANNOTATION`]) and label name.
+pub const MAX_LABEL_VALUE: usize = 4096;
+pub const MAX_ANNOTATION: usize = 16 * 1024;
+
+/// Alertmanager alerts: label names as Prometheus allows them, sizes bounded, the fingerprint
+/// hex (lower-cased), the times RFC 3339, the `alertname` free of control characters (it is
+/// `FERRY_ALERT_NAME`). Other label and annotation values may hold any text: they reach a
+/// command only as JSON (and a label's own variable only without control characters).
+fn check_alerts(alerts: &mut [Alert]) -> Result<(), ValueError> {
+    if alerts.len() > MAX_ALERTS {
+        let n = alerts.len().to_string();
+        return Err(ValueError::new(
+            "alerts",
+            &n,
+            format!("are more than {MAX_ALERTS}"),
+        ));
+    }
+    for a in alerts {
+        let fp = &a.fingerprint;
+        if fp.is_empty() || fp.len() > 32 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ValueError::new(
+                "alert fingerprint",
+                fp,
+                "is not 1 to 32 hex digits",
+            ));
+        }
+        a.fingerprint = fp.to_ascii_lowercase();
+        for (field, time) in [
+            ("alert startsAt", Some(&a.starts_at)),
+            ("alert endsAt", a.ends_at.as_ref()),
+        ] {
+            if let Some(t) = time
+                && super::rfc3339_ms(t).is_none()
+            {
+                return Err(ValueError::new(field, t, "is not an RFC 3339 time"));
+            }
+        }
+        labels("alert label", &a.labels, MAX_LABEL_VALUE, true)?;
+        labels("alert annotation", &a.annotations, MAX_ANNOTATION, false)?;
+        env_value("alert name (label alertname)", a.name())?;
+        if let Some(u) = &a.generator_url {
+            env_value("alert generatorURL", u)?;
+        }
+    }
+    Ok(())
+}
+
+/// A label or annotation map: count, name syntax (labels) and sizes.
+fn labels(
+    field: &str,
+    map: &std::collections::BTreeMap<String, String>,
+    max_value: usize,
+    label_names: bool,
+) -> Result<(), ValueError> {
+    if map.len() > MAX_LABELS {
+        let n = map.len().to_string();
+        return Err(ValueError::new(
+            field,
+            &n,
+            format!("s are more than {MAX_LABELS}"),
+        ));
+    }
+    for (name, value) in map {
+        let bad_name = name.len() > MAX_LABEL_VALUE
+            || if label_names {
+                !crate::config::is_label_name(name)
+            } else {
+                name.chars().any(char::is_control) || name.is_empty()
+            };
+        if bad_name {
+            return Err(ValueError::new(
+                format!("{field} name"),
+                name,
+                "is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+            ));
+        }
+        if value.len() > max_value {
+            return Err(ValueError::new(
+                format!("{field} {name}"),
+                value,
+                format!("is longer than {max_value} bytes"),
+            ));
+        }
     }
     Ok(())
 }
@@ -269,11 +362,13 @@ pub fn clamp_future_times(event: &mut Event, received_at: i64) -> Option<String>
         Event::ImagePush(pushes) => pushes.iter_mut().for_each(|p| clamp(&mut p.time)),
         Event::Redeploy { time } => clamp(time),
         // A requested deployment carries no time: it is never ordered against pushes.
+        // Alerts are ordered by the planner's transaction, not by their times.
         Event::Ping
         | Event::Ignored(_)
         | Event::Rollback { .. }
         | Event::Reconcile { .. }
-        | Event::Deployment(_) => {}
+        | Event::Deployment(_)
+        | Event::Alerts(_) => {}
     }
     let t = latest?;
     Some(format!(

@@ -158,6 +158,7 @@ fn own_scheme(
         | Source::Dockerhub
         | Source::Harbor
         | Source::Quay
+        | Source::Alertmanager
         | Source::Generic
         | Source::Manual => None,
     }
@@ -205,6 +206,7 @@ fn required(source: Source, schemes: &[&str]) -> VerifyError {
         Source::Generic | Source::Manual => {
             "sign it with a scheme for your client (verify.hmac, verify.bearer or verify.basic), or set verify.allow_unsigned = true to let unsigned requests redeploy what is configured (never a version they name)".to_string()
         }
+        Source::Alertmanager => "alertmanager signs nothing; set verify.bearer and Alertmanager's http_config.authorization.credentials (or verify.basic and its basic_auth)".to_string(),
         Source::Registry | Source::Dockerhub | Source::Harbor | Source::Quay => format!(
             "{} signs nothing; set verify.bearer, verify.basic or verify.hmac and send those credentials",
             source.as_str()

@@ -269,6 +269,30 @@ const TABLES: &[Table] = &[
         page: PAGE,
         identity: false,
     },
+    Table {
+        name: "alerts",
+        keys: 1,
+        columns: &[
+            ("id", Int),
+            ("delivery_id", Int),
+            ("app", Text),
+            ("rule", Text),
+            ("fingerprint", Text),
+            ("alertname", Text),
+            ("status", Text),
+            ("starts_at", Text),
+            ("ends_at", Text),
+            ("labels", Text),
+            ("annotations", Text),
+            ("action", Text),
+            ("outcome", Text),
+            ("reason", Text),
+            ("deployment_id", Int),
+            ("created_at", Int),
+        ],
+        page: PAGE,
+        identity: true,
+    },
 ];
 
 /// The PostgreSQL-only table of deploy logs (migration 0002), filled from the log files.
@@ -901,6 +925,7 @@ mod tests {
              INSERT INTO deployments (id, app, service, delivery_id, state, source, event, created_at) VALUES (3, 'a', 's', 5, 'queued', 'generic', 'redeploy', 1);
              UPDATE deployments SET state = 'succeeded' WHERE id = 3;
              INSERT INTO deployment_steps (deployment_id, seq, name, started_at) VALUES (3, 0, 'command', 1), (3, 1, 'health', 2);
+             INSERT INTO alerts (delivery_id, app, rule, fingerprint, alertname, status, starts_at, labels, annotations, action, outcome, reason, deployment_id, created_at) VALUES (5, 'a', 'heal', '00aa', 'Down', 'firing', '2026-12-04T17:00:00Z', '{}', '{}', 'redeploy s', 'acted', 'r', 3, 1), (7, 'a', NULL, '00bb', 'Up', 'firing', '2026-12-04T17:00:00Z', '{}', '{}', NULL, 'unmatched', 'r', NULL, 1);
              DELETE FROM deliveries WHERE id = 7;"))
             .execute(pool)
             .await
@@ -940,7 +965,9 @@ mod tests {
                 ("deployment_steps", 2),
                 ("events", 2),
                 ("notifications", 0),
-                ("github_deployments", 0)
+                ("github_deployments", 0),
+                // The alert of the deleted delivery went with it (ON DELETE CASCADE).
+                ("alerts", 1)
             ]
         );
         assert_eq!((copied.logs, copied.log_chunks), (1, 2));

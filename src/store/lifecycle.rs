@@ -110,7 +110,7 @@ impl Store {
                 .rows_affected()
             }
         };
-        let mut changed = if done == 1 {
+        let mut changed = if done == 1 && crate::states::supersedes(&d.service) {
             supersede_older(&mut tx, &d.app, &d.service, d.id, now).await?
         } else {
             Vec::new()

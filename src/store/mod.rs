@@ -33,6 +33,7 @@
 //! (SQLite matches a partial index only against literals); `tests::sql_state_literals_are_states`
 //! checks every such literal in these files.
 
+mod alerts;
 pub(crate) mod batch;
 mod broadcast;
 mod changes;
@@ -57,6 +58,7 @@ mod recovery;
 mod schedule;
 mod steps;
 
+pub(crate) use alerts::{AlertFacts, AlertFilter, AlertRow, NewAlert};
 pub(crate) use batch::{Inserted, Intake, NewDelivery};
 pub(crate) use containers::{ContainerDetail, ContainerEvent};
 pub(crate) use deliveries::{Delivery, FullDelivery};

@@ -311,7 +311,7 @@ fn superseded_by(newest: &BTreeMap<(&str, &str), i64>, id: i64, d: &NewDeploymen
 fn newest_queued(deployments: &[(i64, i64, NewDeployment)]) -> BTreeMap<(&str, &str), i64> {
     let mut newest_queued: BTreeMap<(&str, &str), i64> = Default::default();
     for (id, _, d) in deployments {
-        if d.state == DeploymentState::Queued {
+        if d.state == DeploymentState::Queued && crate::states::supersedes(&d.service) {
             let slot = newest_queued.entry((&d.app, &d.service)).or_default();
             *slot = (*slot).max(*id);
         }
@@ -456,6 +456,44 @@ mod tests {
             );
             for id in [next + 2, newest] {
                 assert_eq!(of(id), vec![queued_event.clone()], "{id}");
+            }
+        }
+    }
+
+    /// An alert command's runs each act on their own alert: none supersedes another, neither
+    /// at insert nor later (the lanes then run them oldest first).
+    #[tokio::test]
+    async fn alert_command_runs_are_never_superseded() {
+        for (_dir, store, _intake) in Store::engines().await {
+            let delivery: i64 = with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deliveries (app, source, received_at, verified, status, headers) VALUES ('a', 'alertmanager', 1, TRUE, 'received', '{}') RETURNING id"))
+            .fetch_one(pool)
+            .await)
+            .unwrap();
+            for batch in 0..2 {
+                let mut tx = store.begin_planning().await.unwrap();
+                let next = tx.next_deployment_id().await.unwrap();
+                let rows: Vec<_> = [
+                    queued("alert:r", Some("alert A")),
+                    queued("alert:r", Some("alert B")),
+                ]
+                .into_iter()
+                .zip(next..)
+                .map(|(d, id)| (id, delivery, d))
+                .collect();
+                tx.record(&rows, &[(delivery, None)]).await.unwrap();
+                tx.commit().await.unwrap();
+                let states: Vec<String> = with_db!(&store.db, pool, q => sqlx::query_scalar(
+                    q("SELECT state FROM deployments ORDER BY id"),
+                )
+                .fetch_all(pool)
+                .await)
+                .unwrap();
+                assert_eq!(
+                    states,
+                    vec!["queued"; 2 * (batch + 1)],
+                    "on {}",
+                    store.engine()
+                );
             }
         }
     }

@@ -8,6 +8,7 @@
 mod postgres;
 mod support;
 
+mod alerts;
 mod api_cli;
 mod browser;
 mod cancel;
