@@ -580,126 +580,163 @@ timeout = "60s"
 checkout = { url = "{url}", path = "{dir}/impostor", key = { file = "{root}/deploy_key" }, known_hosts = "{root}/other_hosts" }
 "#;
 
+/// A repository served by a real sshd that accepts `ROOT/deploy_key`, `ROOT/known_hosts`
+/// pinning its host key (`ROOT/other_hosts`: another key for its address), and ferry with
+/// `site` and [`REAL_SSH`]'s services checking it out.
+struct RealSsh {
+    repos: Repos,
+    scratch: crate::git_server::Scratch,
+    sshd: crate::git_server::Sshd,
+    ferry: Ferry,
+    url: String,
+}
+
+impl RealSsh {
+    /// `None` when sshd is missing (and CI unset: see `support::unavailable`).
+    async fn start() -> Option<RealSsh> {
+        if !crate::git_server::Sshd::available() {
+            return None;
+        }
+        let repos = Repos::new();
+        let scratch = repos.create("site");
+        let root = repos.root();
+        let deploy_pub = crate::git_server::ssh_keygen(&root.join("deploy_key"));
+        crate::git_server::ssh_keygen(&root.join("other_key"));
+        let impostor_pub = crate::git_server::ssh_keygen(&root.join("impostor_host_key"));
+        let sshd = crate::git_server::Sshd::start(&deploy_pub)?;
+        std::fs::write(root.join("known_hosts"), sshd.known_hosts()).unwrap();
+        let other = sshd.known_hosts_line(&impostor_pub);
+        std::fs::write(root.join("other_hosts"), other).unwrap();
+        let url = sshd.url(&root.join("site.git"));
+        let r = root.display().to_string();
+        let services = REAL_SSH.replace("{url}", &url).replace("{root}", &r);
+        let auth =
+            format!(", key = {{ file = \"{r}/deploy_key\" }}, known_hosts = \"{r}/known_hosts\"");
+        let ferry = start(&config(&url, &auth, &services), &[]).await;
+        Some(RealSsh {
+            repos,
+            scratch,
+            sshd,
+            ferry,
+            url,
+        })
+    }
+
+    fn root(&self) -> String {
+        self.repos.root().display().to_string()
+    }
+
+    /// Deployment `d` failed in its checkout with a reason holding `wanted`; nothing ran.
+    async fn refused(&self, d: &Value, wanted: &[&str]) {
+        let reason = d["reason"].as_str().unwrap_or_default();
+        assert_eq!(d["state"], "failed", "{d:#}");
+        assert!(
+            reason.starts_with("checkout: `git fetch` exited with status 128: "),
+            "{reason}"
+        );
+        for w in wanted {
+            assert!(reason.contains(w), "{reason}\nwanted: {w}");
+        }
+        let steps = &self.ferry.deployment(d["id"].as_i64().unwrap()).await["steps"];
+        assert_eq!(steps.as_array().unwrap().len(), 1, "nothing ran: {steps:#}");
+        assert_eq!(steps[0]["outcome"], "failed", "{steps:#}");
+        let ran = self.ferry.path("runs").join(format!("{}.txt", d["id"]));
+        assert!(!ran.exists(), "the command ran");
+        let service = d["service"].as_str().unwrap();
+        assert!(!self.ferry.path(service).join("site.yml").exists());
+    }
+
+    /// Neither private key is in ferry's stderr, a log, the API or `run`'s environment; no key
+    /// file is left; ssh wrote nothing to the pinned file.
+    async fn keys_nowhere(&self, run: &Value) {
+        let root = self.repos.root();
+        let mut seen = vec![self.ferry.stderr_text()];
+        for d in self.ferry.deployments("app=shop").await {
+            let id = d["id"].as_i64().unwrap();
+            seen.push(self.ferry.log(id).await);
+            seen.push(self.ferry.deployment(id).await.to_string());
+        }
+        let env = self.ferry.path(&format!("runs/{}.env", run["id"]));
+        seen.push(std::fs::read_to_string(env).unwrap());
+        for key in ["deploy_key", "other_key"] {
+            let key = std::fs::read_to_string(root.join(key)).unwrap();
+            let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+            for text in &seen {
+                assert!(!text.contains("PRIVATE KEY"), "{text}");
+                assert!(body.iter().all(|l| !text.contains(l)), "{text}");
+            }
+        }
+        let keys = std::fs::read_dir(self.ferry.path("data/checkout-keys"))
+            .unwrap()
+            .count();
+        assert_eq!(keys, 0, "a key file outlived its checkout");
+        let pinned = std::fs::read_to_string(root.join("known_hosts")).unwrap();
+        assert_eq!(pinned, self.sshd.known_hosts());
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs openssh-server (sshd): cargo test -- --include-ignored"]
 async fn over_real_ssh_only_the_pinned_host_and_the_deploy_key_get_a_checkout() {
-    let repos = Repos::new();
-    let scratch = repos.create("site");
-    let root = repos.root();
-    let deploy_pub = crate::git_server::ssh_keygen(&root.join("deploy_key"));
-    crate::git_server::ssh_keygen(&root.join("other_key"));
-    let impostor_pub = crate::git_server::ssh_keygen(&root.join("impostor_host_key"));
-    let Some(sshd) = crate::git_server::Sshd::start(&deploy_pub) else {
+    let Some(t) = RealSsh::start().await else {
         return;
     };
-    std::fs::write(root.join("known_hosts"), sshd.known_hosts()).unwrap();
-    std::fs::write(
-        root.join("other_hosts"),
-        sshd.known_hosts_line(&impostor_pub),
-    )
-    .unwrap();
-    let url = sshd.url(&root.join("site.git"));
-    let r = root.display().to_string();
-    let services = REAL_SSH.replace("{url}", &url).replace("{root}", &r);
-    let auth =
-        format!(", key = {{ file = \"{r}/deploy_key\" }}, known_hosts = \"{r}/known_hosts\"");
-    let ferry = start(&config(&url, &auth, &services), &[]).await;
-
-    let c1 = scratch.commit_and_push("first", &[("site.yml", Some("v1")), ("old", Some("x"))]);
-    let id = ferry.signed_push(&push(&c1, 1)).await;
-    let deployments = ferry.settle(id).await;
+    let (ferry, root) = (&t.ferry, t.root());
+    let c1 = t
+        .scratch
+        .commit_and_push("first", &[("site.yml", Some("v1")), ("old", Some("x"))]);
+    let deployments = ferry.settle(ferry.signed_push(&push(&c1, 1)).await).await;
     let site = only(&deployments, "site");
     let log = ferry.log(site["id"].as_i64().unwrap()).await;
-    assert_eq!(
-        site["state"],
-        "succeeded",
-        "{site:#}\n{log}\n{}",
-        sshd.log()
-    );
-    let rec = record(&ferry, &site["id"]);
+    let sshd_log = t.sshd.log();
+    assert_eq!(site["state"], "succeeded", "{site:#}\n{log}\n{sshd_log}");
+    let rec = record(ferry, &site["id"]);
     assert_eq!(
         (rec["head"].as_str(), rec["files"].as_str()),
         (c1.as_str(), "old site.yml")
     );
-    assert!(log.contains(&format!("-- {url}")), "{log}");
+    assert!(log.contains(&format!("-- {}", t.url)), "{log}");
 
-    // A key the server does not accept: failed, saying so, and nothing ran.
+    // A key the server does not accept, and a server whose host key is not the pinned one.
     let wrong = only(&deployments, "wrongkey");
-    let reason = wrong["reason"].as_str().unwrap_or_default();
-    assert_eq!(wrong["state"], "failed", "{wrong:#}");
-    assert!(
-        reason.starts_with("checkout: `git fetch` exited with status 128: ")
-            && reason.contains("Permission denied (publickey")
-            && reason.contains("the server refused the ssh key"),
-        "{reason}"
-    );
-    // The server's host key is another than the one pinned: failed before any fetch.
+    t.refused(
+        wrong,
+        &[
+            "Permission denied (publickey",
+            "the server refused the ssh key",
+        ],
+    )
+    .await;
     let impostor = only(&deployments, "impostor");
-    let reason = impostor["reason"].as_str().unwrap_or_default();
-    assert_eq!(impostor["state"], "failed", "{impostor:#}");
-    assert!(
-        reason.starts_with(
-            "checkout: `git fetch` exited with status 128: Host key verification failed"
-        ) && reason.contains(&format!("checkout.known_hosts ({r}/other_hosts)"))
-            && reason.contains("update that file"),
-        "{reason}"
-    );
+    let pinned = format!("checkout.known_hosts ({root}/other_hosts)");
+    t.refused(
+        impostor,
+        &[
+            ": Host key verification failed",
+            &pinned,
+            "update that file",
+        ],
+    )
+    .await;
     let log = ferry.log(impostor["id"].as_i64().unwrap()).await;
     assert!(
         log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
         "{log}"
     );
-    for d in [wrong, impostor] {
-        let steps = &ferry.deployment(d["id"].as_i64().unwrap()).await["steps"];
-        assert_eq!(steps.as_array().unwrap().len(), 1, "nothing ran: {steps:#}");
-        assert_eq!(steps[0]["outcome"], "failed", "{steps:#}");
-        assert!(!ferry.path("runs").join(format!("{}.txt", d["id"])).exists());
-        assert!(
-            !ferry
-                .path(d["service"].as_str().unwrap())
-                .join("site.yml")
-                .exists()
-        );
-    }
     // Only `site` got in: the wrong key was refused, the impostor never authenticated.
-    let sshd_log = sshd.log();
-    assert_eq!(
-        sshd_log.matches("Accepted publickey for root").count(),
-        1,
-        "{sshd_log}"
-    );
+    let sshd_log = t.sshd.log();
+    let accepted = sshd_log.matches("Accepted publickey for root").count();
+    assert_eq!(accepted, 1, "{sshd_log}");
 
     // The next commit is fetched into the same work tree; the deleted file goes.
-    let c2 = scratch.commit_and_push("second", &[("old", None)]);
-    let d = deploy_service(&ferry, &push(&c2, 2), "site").await;
-    let rec = record(&ferry, &d["id"]);
+    let c2 = t.scratch.commit_and_push("second", &[("old", None)]);
+    let d = deploy_service(ferry, &push(&c2, 2), "site").await;
+    let rec = record(ferry, &d["id"]);
     assert_eq!(
         (rec["head"].as_str(), rec["files"].as_str()),
         (c2.as_str(), "site.yml")
     );
-
-    // ssh never wrote to the pinned files; the keys are nowhere users look, their files gone.
-    assert_eq!(
-        std::fs::read_to_string(root.join("known_hosts")).unwrap(),
-        sshd.known_hosts()
-    );
-    let key = std::fs::read_to_string(root.join("deploy_key")).unwrap();
-    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    let mut seen = vec![ferry.stderr_text()];
-    for d in ferry.deployments("app=shop").await {
-        let id = d["id"].as_i64().unwrap();
-        seen.push(ferry.log(id).await);
-        seen.push(ferry.deployment(id).await.to_string());
-    }
-    seen.push(std::fs::read_to_string(ferry.path(&format!("runs/{}.env", d["id"]))).unwrap());
-    for text in &seen {
-        assert!(!text.contains("PRIVATE KEY"), "{text}");
-        assert!(body.iter().all(|l| !text.contains(l)), "{text}");
-    }
-    let keys = std::fs::read_dir(ferry.path("data/checkout-keys"))
-        .unwrap()
-        .count();
-    assert_eq!(keys, 0, "a key file outlived its checkout");
+    t.keys_nowhere(&d).await;
 }
 
 /// Deploys `payload` and returns the succeeded deployment of `service`.

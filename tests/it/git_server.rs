@@ -404,11 +404,19 @@ pub struct Sshd {
 const SSHD: &str = "/usr/sbin/sshd";
 
 impl Sshd {
-    /// sshd accepting `authorized` (a public key line); `None` when sshd is not installed
-    /// (after `support::unavailable`: a failure when CI is set).
-    pub fn start(authorized: &str) -> Option<Sshd> {
-        if !Path::new(SSHD).exists() {
+    /// Whether sshd is installed (with it, Debian's openssh-client: ssh, ssh-keygen); if not,
+    /// says so through `support::unavailable` (a failure when CI is set).
+    pub fn available() -> bool {
+        let there = Path::new(SSHD).exists();
+        if !there {
             crate::support::unavailable("sshd is not installed (Debian: openssh-server)");
+        }
+        there
+    }
+
+    /// sshd accepting `authorized` (a public key line); `None` when it is not installed.
+    pub fn start(authorized: &str) -> Option<Sshd> {
+        if !Sshd::available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
