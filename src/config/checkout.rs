@@ -605,7 +605,11 @@ mod tests {
     #[test]
     fn known_hosts_is_a_file_of_host_keys_next_to_the_config() {
         let url = "ssh://git@git.example.com:2222/acme/shop.git";
-        let text = format!("# pinned by ops\n\n{HOST_KEY}@revoked * ssh-rsa AAAAB3Nza\n");
+        let text = format!(
+            "# pinned by ops\n\n{HOST_KEY}@revoked * ssh-rsa AAAAB3Nza\n\
+             |1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= ecdsa-sha2-nistp256 AAAAE2VjZHNh\n\
+             @cert-authority *.example.com sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5 ca\n"
+        );
         let (dir, c) = pinned(url, "known_hosts", &[("known_hosts", text.as_bytes())]);
         let c = c.unwrap();
         let Executor::Command { checkout, .. } = &c.apps["shop"].services["web"].executor else {

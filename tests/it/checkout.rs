@@ -565,7 +565,8 @@ async fn doctor_checks_git_when_a_service_keeps_a_checkout() {
 
 /// The services of [`over_real_ssh_only_the_pinned_host_and_the_deploy_key_get_a_checkout`]
 /// besides `site` (deploy key, the server's own host key pinned): `wrongkey` offers a key the
-/// server does not accept; `impostor` pins another host key for the server's address.
+/// server does not accept; `impostor` pins another host key for the server's address;
+/// `unknown` pins keys of other hosts only.
 const REAL_SSH: &str = r#"
 [apps.shop.services.wrongkey]
 git = { repo = "acme/site", branch = "main" }
@@ -578,6 +579,12 @@ git = { repo = "acme/site", branch = "main" }
 command = ["{dir}/record.sh"]
 timeout = "60s"
 checkout = { url = "{url}", path = "{dir}/impostor", key = { file = "{root}/deploy_key" }, known_hosts = "{root}/other_hosts" }
+
+[apps.shop.services.unknown]
+git = { repo = "acme/site", branch = "main" }
+command = ["{dir}/record.sh"]
+timeout = "60s"
+checkout = { url = "{url}", path = "{dir}/unknown", key = { file = "{root}/deploy_key" }, known_hosts = "{root}/unknown_hosts" }
 "#;
 
 /// A repository served by a real sshd that accepts `ROOT/deploy_key`, `ROOT/known_hosts`
@@ -607,6 +614,12 @@ impl RealSsh {
         std::fs::write(root.join("known_hosts"), sshd.known_hosts()).unwrap();
         let other = sshd.known_hosts_line(&impostor_pub);
         std::fs::write(root.join("other_hosts"), other).unwrap();
+        // The server's own key, but for other addresses (another port, another name).
+        let elsewhere = sshd
+            .known_hosts()
+            .replacen("[127.0.0.1]:", "[127.0.0.1]:1", 1);
+        let unknown = format!("{elsewhere}git.example.com {}\n", sshd.host_key());
+        std::fs::write(root.join("unknown_hosts"), unknown).unwrap();
         let url = sshd.url(&root.join("site.git"));
         let r = root.display().to_string();
         let services = REAL_SSH.replace("{url}", &url).replace("{root}", &r);
@@ -723,6 +736,12 @@ async fn over_real_ssh_only_the_pinned_host_and_the_deploy_key_get_a_checkout() 
         log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
         "{log}"
     );
+    let unknown = only(&deployments, "unknown");
+    let pinned = format!("checkout.known_hosts ({root}/unknown_hosts)");
+    t.refused(unknown, &[": Host key verification failed", &pinned])
+        .await;
+    let log = ferry.log(unknown["id"].as_i64().unwrap()).await;
+    assert!(log.contains("host key is known for [127.0.0.1]:"), "{log}");
     // Only `site` got in: the wrong key was refused, the impostor never authenticated.
     let sshd_log = t.sshd.log();
     let accepted = sshd_log.matches("Accepted publickey for root").count();

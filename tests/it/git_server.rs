@@ -465,6 +465,11 @@ impl Sshd {
         format!("[127.0.0.1]:{} {key}\n", self.port)
     }
 
+    /// Its host key's public half (`ssh-ed25519 AAAA… comment`).
+    pub fn host_key(&self) -> &str {
+        &self.host_key
+    }
+
     /// This server's own known_hosts line.
     pub fn known_hosts(&self) -> String {
         self.known_hosts_line(&self.host_key)
