@@ -1,7 +1,7 @@
 //! The commands that read the config file and need no server: `check` (validate, then warn
 //! about what is valid but risky: unverified senders, secret files others may read, ssh
-//! checkouts that trust host keys on first use) and `hooks` (every app's hook URL and what to paste into
-//! each sender); `load_config` is also what `serve` reads the config with.
+//! checkouts that trust host keys on first use) and `hooks` (every app's hook URL and what to
+//! paste into each sender); `load_config` is also what `serve` reads the config with.
 
 use std::process::ExitCode;
 

@@ -1,6 +1,6 @@
-//! `checkout = { url, path, token, username, key, known_hosts, submodules }` of a git service with the
-//! `command` executor: the git work tree ferry keeps at exactly the deployment's commit
-//! (`executors::checkout` does the work).
+//! `checkout = { url, path, token, username, key, known_hosts, submodules }` of a git service
+//! with the `command` executor: the git work tree ferry keeps at exactly the deployment's
+//! commit (`executors::checkout` does the work).
 //!
 //! What is refused here, with the key and the line: a checkout on a service that follows no
 //! git repository or is not run by `command`; a URL git would not fetch from as configured

@@ -15,7 +15,8 @@
 //! gets it), an ssh key only through a `0600` file under the data dir that lives while the
 //! step runs. Over ssh, host keys are trusted on first use (the ferry user's
 //! `~/.ssh/known_hosts`) unless `checkout.known_hosts` pins them: then ssh trusts that file
-//! alone, never writes to it, and an unknown or changed key fails the step before git fetches. git never prompts, inherits no `GIT_*` variable, and its output reaches the log
+//! alone, never writes to it, and an unknown or changed key fails the step before git
+//! fetches. git never prompts, inherits no `GIT_*` variable, and its output reaches the log
 //! with the token (and the header made from it) replaced by `[redacted]`. Each git command
 //! runs in its own process group under what is left of the service's timeout, and is killed
 //! on cancel (`command::GroupGuard`), like the deploy command after it.
