@@ -1,6 +1,7 @@
 //! The commands that read the config file and need no server: `check` (validate, then warn
-//! about what is valid but risky) and `hooks` (every app's hook URL and what to paste into
-//! each sender); `load_config` is also what `serve` reads the config with.
+//! about what is valid but risky: unverified senders, secret files others may read, ssh
+//! checkouts that trust host keys on first use) and `hooks` (every app's hook URL and what to
+//! paste into each sender); `load_config` is also what `serve` reads the config with.
 
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub(crate) fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
         );
     }
     warn_readable_secret_files(&c);
-    for warning in verify_warnings(&c) {
+    for warning in verify_warnings(&c).into_iter().chain(host_key_warnings(&c)) {
         eprintln!("warning: {warning}");
     }
     Ok(ExitCode::SUCCESS)
@@ -73,6 +74,29 @@ fn verify_warnings(c: &config::Config) -> Vec<String> {
             out.push(format!(
                 "apps.{name}.verify.allow_unsigned is set: anyone holding its hook URL can redeploy its configured services (never a version they name)"
             ));
+        }
+    }
+    out
+}
+
+/// Checkouts over ssh that pin no host keys: ssh trusts whatever key the server shows first.
+fn host_key_warnings(c: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for app in c.apps.values() {
+        for s in app.services.values() {
+            let config::Executor::Command {
+                checkout: Some(checkout),
+                ..
+            } = &s.executor
+            else {
+                continue;
+            };
+            if checkout.over_ssh() && checkout.known_hosts.is_none() {
+                out.push(format!(
+                    "apps.{}.services.{}.checkout fetches over ssh trusting the server's host key on first use (then as the ferry user's ~/.ssh/known_hosts holds it): pin it with checkout.known_hosts, e.g. from `ssh-keyscan` after checking its fingerprint",
+                    app.name, s.name
+                ));
+            }
         }
     }
     out

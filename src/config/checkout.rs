@@ -1,6 +1,6 @@
-//! `checkout = { url, path, token, username, key, submodules }` of a git service with the
-//! `command` executor: the git work tree ferry keeps at exactly the deployment's commit
-//! (`executors::checkout` does the work).
+//! `checkout = { url, path, token, username, key, known_hosts, submodules }` of a git service
+//! with the `command` executor: the git work tree ferry keeps at exactly the deployment's
+//! commit (`executors::checkout` does the work).
 //!
 //! What is refused here, with the key and the line: a checkout on a service that follows no
 //! git repository or is not run by `command`; a URL git would not fetch from as configured
@@ -8,7 +8,8 @@
 //! plain local paths) or one holding credentials (a URL is shown in logs and process lists:
 //! the token goes in `token`); a relative `path`, or one that overlaps another checkout, the
 //! data dir or the config file (`git clean` empties whatever is not in the commit); a token
-//! for a non-http URL or a key for a non-ssh one.
+//! for a non-http URL or a key for a non-ssh one; a `known_hosts` for a non-ssh URL, or one
+//! that is not a readable file of `host key-type key` lines (ssh then trusts it alone).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -31,6 +32,13 @@ enum Transport {
     Ssh,
     /// `git://`, `file://`: no credentials.
     Plain,
+}
+
+impl CheckoutSpec {
+    /// Whether git reaches the repository over ssh (where host keys matter).
+    pub fn over_ssh(&self) -> bool {
+        transport(&self.url) == Ok(Transport::Ssh)
+    }
 }
 
 impl Validator<'_> {
@@ -67,12 +75,17 @@ impl Validator<'_> {
         let (url, transport) = self.checkout_url(&c.url, &ckey)?;
         let path = self.checkout_path(&c.path, &ckey)?;
         let auth = self.checkout_auth(c, &ckey, transport)?;
+        let known_hosts = match &c.known_hosts {
+            Some(k) => Some(self.checkout_known_hosts(k, &ckey, transport)?),
+            None => None,
+        };
         self.checkout_paths
             .push((format!("{ckey}.path"), path.clone(), c.path.span()));
         Some(Some(CheckoutSpec {
             url,
             path,
             auth,
+            known_hosts,
             submodules: c.submodules.as_ref().is_some_and(|s| *s.get_ref()),
         }))
     }
@@ -216,6 +229,33 @@ impl Validator<'_> {
         Some(CheckoutAuth::Key(Secret::new(key)))
     }
 
+    /// `known_hosts`: a file (relative to the config's directory) of `host key-type key` lines,
+    /// read here to check it; ssh reads it again at every fetch.
+    fn checkout_known_hosts(
+        &mut self,
+        raw: &Spanned<String>,
+        ckey: &str,
+        transport: Transport,
+    ) -> Option<PathBuf> {
+        let kkey = format!("{ckey}.known_hosts");
+        let text = self.expand(raw, &kkey, false)?;
+        let problem = if transport != Transport::Ssh {
+            Err("is used only over ssh (ssh://… or user@host:path)".to_string())
+        } else if text.is_empty() {
+            Err("is empty: name a known_hosts file, e.g. \"/etc/ferry/known_hosts\"".to_string())
+        } else {
+            let path = self.config_dir.join(&text);
+            known_hosts_file(&path).map(|()| path)
+        };
+        match problem {
+            Ok(path) => Some(path),
+            Err(why) => {
+                self.error(Some(raw.span()), &kkey, why);
+                None
+            }
+        }
+    }
+
     /// Once every app is read: no checkout path overlaps another, the data dir or the config
     /// file (each checkout is emptied of what its commit does not hold).
     pub(super) fn check_checkout_paths(&mut self, data_dir: &Path, config: &Path) {
@@ -252,6 +292,76 @@ fn own_files(path: &Path, data_dir: &Path, config: &Path) -> Option<String> {
             config.display()
         )
     })
+}
+
+/// Why ssh could not use `path` as its only known_hosts file, if it could not.
+fn known_hosts_file(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    /// Thousands of hosts fit; more is the wrong file.
+    const LIMIT: u64 = 1024 * 1024;
+    let shown = path.display();
+    // ssh splits the option's value on spaces, reads quotes and expands `%` and `~`.
+    if shown
+        .to_string()
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "\"'\\%".contains(c))
+    {
+        return Err(format!(
+            "{shown}: ssh cannot be given a path with spaces, quotes, `\\` or `%`: move the file"
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(format!(
+            "{shown} is larger than 1 MiB; is it the right file?"
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    let mut entries = 0;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !known_hosts_line(line) {
+            return Err(format!(
+                "{shown}:{}: is not a known_hosts line (`host key-type base64-key`, as `ssh-keyscan HOST` prints)",
+                n + 1
+            ));
+        }
+        entries += 1;
+    }
+    if entries == 0 {
+        return Err(format!(
+            "{shown} holds no host key: add the server's, e.g. `ssh-keyscan -p PORT HOST >> {shown}`, and check its fingerprint"
+        ));
+    }
+    Ok(())
+}
+
+/// `[@cert-authority|@revoked] hosts key-type base64-key [comment]`, as sshd(8) describes it.
+fn known_hosts_line(line: &str) -> bool {
+    let mut fields = line.split_whitespace().peekable();
+    if fields
+        .next_if(|f| f.starts_with('@'))
+        .is_some_and(|m| m != "@cert-authority" && m != "@revoked")
+    {
+        return false;
+    }
+    let (Some(_hosts), Some(kind), Some(key)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let kind_ok = ["ssh-", "ecdsa-", "sk-"]
+        .iter()
+        .any(|p| kind.starts_with(p));
+    let key_ok = key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    kind_ok && key_ok
 }
 
 fn overlap(a: &Path, b: &Path) -> bool {
@@ -471,6 +581,123 @@ mod tests {
             k.expose()
                 .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\nabc")
         );
+    }
+
+    const HOST_KEY: &str = "[git.example.com]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n";
+
+    /// An ssh checkout with `known_hosts = "{known_hosts}"` in a temp dir holding `files`.
+    fn pinned(
+        url: &str,
+        known_hosts: &str,
+        files: &[(&str, &[u8])],
+    ) -> (
+        tempfile::TempDir,
+        Result<crate::config::Config, crate::config::ConfigError>,
+    ) {
+        crate::config::testing::with_files(
+            &format!(
+                "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n[apps.shop.services.web]\ngit = {{ repo = \"acme/shop\" }}\ncommand = [\"./deploy.sh\"]\ncheckout = {{ url = \"{url}\", path = \"/srv/shop\", known_hosts = \"{known_hosts}\" }}\n"
+            ),
+            files,
+        )
+    }
+
+    #[test]
+    fn known_hosts_is_a_file_of_host_keys_next_to_the_config() {
+        let url = "ssh://git@git.example.com:2222/acme/shop.git";
+        let text = format!(
+            "# pinned by ops\n\n{HOST_KEY}@revoked * ssh-rsa AAAAB3Nza\n\
+             |1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= ecdsa-sha2-nistp256 AAAAE2VjZHNh\n\
+             @cert-authority *.example.com sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5 ca\n"
+        );
+        let (dir, c) = pinned(url, "known_hosts", &[("known_hosts", text.as_bytes())]);
+        let c = c.unwrap();
+        let Executor::Command { checkout, .. } = &c.apps["shop"].services["web"].executor else {
+            panic!()
+        };
+        let checkout = checkout.as_ref().unwrap();
+        assert_eq!(checkout.known_hosts, Some(dir.path().join("known_hosts")));
+        assert!(checkout.over_ssh());
+
+        // Without it, nothing is pinned (and `ferry check` warns).
+        let c = check(&service(
+            "git = { repo = \"acme/shop\" }\ncommand = [\"./d\"]\ncheckout = { url = \"git@h:a.git\", path = \"/srv/a\" }\n",
+        ))
+        .unwrap();
+        let Executor::Command { checkout, .. } = &c.apps["shop"].services["web"].executor else {
+            panic!()
+        };
+        assert_eq!(checkout.as_ref().unwrap().known_hosts, None);
+    }
+
+    #[test]
+    fn a_known_hosts_ssh_cannot_use_is_refused_with_its_line() {
+        let ssh = "ssh://git@git.example.com:2222/acme/shop.git";
+        for (url, name, content, expected) in [
+            (
+                "https://git.example.com/a.git",
+                "known_hosts",
+                HOST_KEY,
+                "checkout.known_hosts: is used only over ssh",
+            ),
+            (
+                ssh,
+                "missing",
+                HOST_KEY,
+                "checkout.known_hosts: cannot read {dir}/missing: ",
+            ),
+            (
+                ssh,
+                "known_hosts",
+                "# nothing yet\n",
+                "checkout.known_hosts: {dir}/known_hosts holds no host key: add the server's, e.g. `ssh-keyscan -p PORT HOST",
+            ),
+            (
+                ssh,
+                "known_hosts",
+                "# one\ngit.example.com ssh-ed25519\n",
+                "checkout.known_hosts: {dir}/known_hosts:2: is not a known_hosts line",
+            ),
+            (
+                ssh,
+                "known_hosts",
+                "git.example.com not-a-type AAAA\n",
+                "{dir}/known_hosts:1: is not a known_hosts line",
+            ),
+            (
+                ssh,
+                "known_hosts",
+                "@trusted git.example.com ssh-ed25519 AAAA\n",
+                "{dir}/known_hosts:1: is not a known_hosts line",
+            ),
+            (ssh, "", HOST_KEY, "checkout.known_hosts: is empty"),
+            (
+                ssh,
+                "known hosts",
+                HOST_KEY,
+                "{dir}/known hosts: ssh cannot be given a path with spaces",
+            ),
+        ] {
+            let (dir, c) = pinned(
+                url,
+                name,
+                &[
+                    ("known_hosts", content.as_bytes()),
+                    ("known hosts", HOST_KEY.as_bytes()),
+                ],
+            );
+            let Err(crate::config::ConfigError::Invalid(d)) = c else {
+                panic!("{url} {name}: should be invalid")
+            };
+            let e: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+            assert_eq!(e.len(), 1, "{e:?}");
+            let expected = expected.replace("{dir}", dir.path().to_str().unwrap());
+            assert!(e[0].contains(&expected), "{e:?}\nwanted: {expected}");
+            assert!(
+                e[0].contains(":6: apps.shop.services.web.checkout.known_hosts: "),
+                "{e:?}"
+            );
+        }
     }
 
     /// The one error of a service written as `lines`.

@@ -472,6 +472,9 @@ pub struct CheckoutSpec {
     /// The work tree (absolute); its objects live in `path/.git`.
     pub path: PathBuf,
     pub auth: CheckoutAuth,
+    /// ssh only: the known_hosts file (absolute) that alone says which host keys to trust;
+    /// `None`: trust on first use, in the ferry user's `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
     /// `git submodule update --init --recursive` after the checkout.
     pub submodules: bool,
 }

@@ -221,7 +221,7 @@ pub(super) struct Service {
     pub(crate) checkout: Option<Spanned<Checkout>>,
 }
 
-/// `checkout = { url, path, token, username, key, submodules }` of a git service.
+/// `checkout = { url, path, token, username, key, known_hosts, submodules }` of a git service.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Checkout {
@@ -230,6 +230,7 @@ pub(super) struct Checkout {
     pub(crate) token: Option<Spanned<SecretValue>>,
     pub(crate) username: Option<Spanned<String>>,
     pub(crate) key: Option<Spanned<SecretValue>>,
+    pub(crate) known_hosts: Option<Spanned<String>>,
     pub(crate) submodules: Option<Spanned<bool>>,
 }
 

@@ -13,7 +13,10 @@
 //! Credentials never reach argv or the deploy command: a token goes to git only through its
 //! environment (`GIT_CONFIG_*`: an `http.<origin>.extraHeader`, so only the repository's host
 //! gets it), an ssh key only through a `0600` file under the data dir that lives while the
-//! step runs. git never prompts, inherits no `GIT_*` variable, and its output reaches the log
+//! step runs. Over ssh, host keys are trusted on first use (the ferry user's
+//! `~/.ssh/known_hosts`) unless `checkout.known_hosts` pins them: then ssh trusts that file
+//! alone, never writes to it, and an unknown or changed key fails the step before git
+//! fetches. git never prompts, inherits no `GIT_*` variable, and its output reaches the log
 //! with the token (and the header made from it) replaced by `[redacted]`. Each git command
 //! runs in its own process group under what is left of the service's timeout, and is killed
 //! on cancel (`command::GroupGuard`), like the deploy command after it.
@@ -493,6 +496,7 @@ struct Git<'a> {
     stop: &'a Stop,
     deadline: Instant,
     pid_file: Option<&'a Path>,
+    known_hosts: Option<&'a Path>,
 }
 
 /// What one git command printed, and how it ended.
@@ -528,6 +532,7 @@ impl<'a> Git<'a> {
             stop,
             deadline,
             pid_file: job.command.pid_file.as_deref(),
+            known_hosts: job.spec.known_hosts.as_deref(),
         }
     }
 
@@ -585,19 +590,17 @@ impl<'a> Git<'a> {
         if out.status.success() {
             return Ok(out.stdout);
         }
-        let last = out
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
+        let last = cause(&out.stderr);
         let mut detail = if last.is_empty() {
             String::new()
         } else {
             format!(": {}", truncate(last, 400))
         };
-        detail.push_str(hint(&out.stderr, self.secrets.is_empty()));
+        detail.push_str(&hint(
+            &out.stderr,
+            self.secrets.is_empty(),
+            self.known_hosts,
+        ));
         Err(CheckoutError::Git {
             command: args.first().copied().unwrap_or("").to_string(),
             status: describe(out.status),
@@ -706,7 +709,16 @@ fn git_env(spec: &CheckoutSpec, key_file: Option<&Path>) -> (Vec<(String, String
             parent.display().to_string(),
         ));
     }
-    let mut ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".to_string();
+    let mut ssh = "ssh -o BatchMode=yes".to_string();
+    match &spec.known_hosts {
+        // Pinned: only that file's keys are trusted, and ssh never writes to it.
+        Some(file) => ssh.push_str(&format!(
+            " -o StrictHostKeyChecking=yes -o {} -o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no",
+            sh_quote(&format!("UserKnownHostsFile={}", file.display()))
+        )),
+        // Trust on first use, in the ferry user's ~/.ssh/known_hosts.
+        None => ssh.push_str(" -o StrictHostKeyChecking=accept-new"),
+    }
     if let Some(file) = key_file {
         ssh.push_str(&format!(
             " -o IdentitiesOnly=yes -i {}",
@@ -769,8 +781,39 @@ fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// The line of git's stderr that says why it failed: ssh's own reason when it gave one (git
+/// ends with "Could not read from remote repository", which does not say why), else the last.
+fn cause(stderr: &str) -> &str {
+    const SSH: [&str; 4] = [
+        "Host key verification failed",
+        "Permission denied (",
+        "Connection refused",
+        "Could not resolve hostname",
+    ];
+    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| SSH.iter().any(|s| l.contains(s)))
+        .or_else(|| lines().next_back())
+        .unwrap_or("")
+}
+
+/// What git's failure most likely means, when it is about credentials or host keys;
+/// `known_hosts`: the checkout's pinned host keys, if any.
+fn hint(stderr: &str, no_token: bool, known_hosts: Option<&Path>) -> String {
+    if stderr.contains("Host key verification failed") {
+        return match known_hosts {
+            Some(file) => format!(
+                " (the server's host key is not one checkout.known_hosts ({}) holds for it: if the server's key really changed, check the new key's fingerprint and update that file)",
+                file.display()
+            ),
+            None => " (the server's host key differs from the one the ferry user's ~/.ssh/known_hosts holds for it: if it really changed, check the new key's fingerprint and update that file; checkout.known_hosts pins keys per checkout)".into(),
+        };
+    }
+    credentials_hint(stderr, no_token).into()
+}
+
 /// What git's failure most likely means, when it is about credentials.
-fn hint(stderr: &str, no_token: bool) -> &'static str {
+fn credentials_hint(stderr: &str, no_token: bool) -> &'static str {
     let auth = [
         "could not read Username",
         "Authentication failed",

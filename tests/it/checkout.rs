@@ -562,3 +562,250 @@ async fn doctor_checks_git_when_a_service_keeps_a_checkout() {
         "{out:?}"
     );
 }
+
+/// The services of [`over_real_ssh_only_the_pinned_host_and_the_deploy_key_get_a_checkout`]
+/// besides `site` (deploy key, the server's own host key pinned): `wrongkey` offers a key the
+/// server does not accept; `impostor` pins another host key for the server's address;
+/// `unknown` pins keys of other hosts only.
+const REAL_SSH: &str = r#"
+[apps.shop.services.wrongkey]
+git = { repo = "acme/site", branch = "main" }
+command = ["{dir}/record.sh"]
+timeout = "60s"
+checkout = { url = "{url}", path = "{dir}/wrongkey", key = { file = "{root}/other_key" }, known_hosts = "{root}/known_hosts" }
+
+[apps.shop.services.impostor]
+git = { repo = "acme/site", branch = "main" }
+command = ["{dir}/record.sh"]
+timeout = "60s"
+checkout = { url = "{url}", path = "{dir}/impostor", key = { file = "{root}/deploy_key" }, known_hosts = "{root}/other_hosts" }
+
+[apps.shop.services.unknown]
+git = { repo = "acme/site", branch = "main" }
+command = ["{dir}/record.sh"]
+timeout = "60s"
+checkout = { url = "{url}", path = "{dir}/unknown", key = { file = "{root}/deploy_key" }, known_hosts = "{root}/unknown_hosts" }
+"#;
+
+/// A repository served by a real sshd that accepts `ROOT/deploy_key`, `ROOT/known_hosts`
+/// pinning its host key (`ROOT/other_hosts`: another key for its address), and ferry with
+/// `site` and [`REAL_SSH`]'s services checking it out.
+struct RealSsh {
+    repos: Repos,
+    scratch: crate::git_server::Scratch,
+    sshd: crate::git_server::Sshd,
+    ferry: Ferry,
+    url: String,
+}
+
+impl RealSsh {
+    /// `None` when sshd is missing (and CI unset: see `support::unavailable`).
+    async fn start() -> Option<RealSsh> {
+        if !crate::git_server::Sshd::available() {
+            return None;
+        }
+        let repos = Repos::new();
+        let scratch = repos.create("site");
+        let root = repos.root();
+        let deploy_pub = crate::git_server::ssh_keygen(&root.join("deploy_key"));
+        crate::git_server::ssh_keygen(&root.join("other_key"));
+        let impostor_pub = crate::git_server::ssh_keygen(&root.join("impostor_host_key"));
+        let sshd = crate::git_server::Sshd::start(&deploy_pub)?;
+        std::fs::write(root.join("known_hosts"), sshd.known_hosts()).unwrap();
+        let other = sshd.known_hosts_line(&impostor_pub);
+        std::fs::write(root.join("other_hosts"), other).unwrap();
+        // The server's own key, but for other addresses (another port, another name).
+        let elsewhere = sshd
+            .known_hosts()
+            .replacen("[127.0.0.1]:", "[127.0.0.1]:1", 1);
+        let unknown = format!("{elsewhere}git.example.com {}\n", sshd.host_key());
+        std::fs::write(root.join("unknown_hosts"), unknown).unwrap();
+        let url = sshd.url(&root.join("site.git"));
+        let r = root.display().to_string();
+        let services = REAL_SSH.replace("{url}", &url).replace("{root}", &r);
+        let auth =
+            format!(", key = {{ file = \"{r}/deploy_key\" }}, known_hosts = \"{r}/known_hosts\"");
+        let ferry = start(&config(&url, &auth, &services), &[]).await;
+        Some(RealSsh {
+            repos,
+            scratch,
+            sshd,
+            ferry,
+            url,
+        })
+    }
+
+    fn root(&self) -> String {
+        self.repos.root().display().to_string()
+    }
+
+    /// Deployment `d` failed in its checkout with a reason holding `wanted`; nothing ran.
+    async fn refused(&self, d: &Value, wanted: &[&str]) {
+        let reason = d["reason"].as_str().unwrap_or_default();
+        assert_eq!(d["state"], "failed", "{d:#}");
+        assert!(
+            reason.starts_with("checkout: `git fetch` exited with status 128: "),
+            "{reason}"
+        );
+        for w in wanted {
+            assert!(reason.contains(w), "{reason}\nwanted: {w}");
+        }
+        let steps = &self.ferry.deployment(d["id"].as_i64().unwrap()).await["steps"];
+        assert_eq!(steps.as_array().unwrap().len(), 1, "nothing ran: {steps:#}");
+        assert_eq!(steps[0]["outcome"], "failed", "{steps:#}");
+        let ran = self.ferry.path("runs").join(format!("{}.txt", d["id"]));
+        assert!(!ran.exists(), "the command ran");
+        let service = d["service"].as_str().unwrap();
+        assert!(!self.ferry.path(service).join("site.yml").exists());
+    }
+
+    /// Neither private key is in ferry's stderr, a log, the API or `run`'s environment; no key
+    /// file is left; ssh wrote nothing to the pinned file.
+    async fn keys_nowhere(&self, run: &Value) {
+        let root = self.repos.root();
+        let mut seen = vec![self.ferry.stderr_text()];
+        for d in self.ferry.deployments("app=shop").await {
+            let id = d["id"].as_i64().unwrap();
+            seen.push(self.ferry.log(id).await);
+            seen.push(self.ferry.deployment(id).await.to_string());
+        }
+        let env = self.ferry.path(&format!("runs/{}.env", run["id"]));
+        seen.push(std::fs::read_to_string(env).unwrap());
+        for key in ["deploy_key", "other_key"] {
+            let key = std::fs::read_to_string(root.join(key)).unwrap();
+            let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+            for text in &seen {
+                assert!(!text.contains("PRIVATE KEY"), "{text}");
+                assert!(body.iter().all(|l| !text.contains(l)), "{text}");
+            }
+        }
+        let keys = std::fs::read_dir(self.ferry.path("data/checkout-keys"))
+            .unwrap()
+            .count();
+        assert_eq!(keys, 0, "a key file outlived its checkout");
+        let pinned = std::fs::read_to_string(root.join("known_hosts")).unwrap();
+        assert_eq!(pinned, self.sshd.known_hosts());
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs openssh-server (sshd): cargo test -- --include-ignored"]
+async fn over_real_ssh_only_the_pinned_host_and_the_deploy_key_get_a_checkout() {
+    let Some(t) = RealSsh::start().await else {
+        return;
+    };
+    let (ferry, root) = (&t.ferry, t.root());
+    let c1 = t
+        .scratch
+        .commit_and_push("first", &[("site.yml", Some("v1")), ("old", Some("x"))]);
+    let deployments = ferry.settle(ferry.signed_push(&push(&c1, 1)).await).await;
+    let site = only(&deployments, "site");
+    let log = ferry.log(site["id"].as_i64().unwrap()).await;
+    let sshd_log = t.sshd.log();
+    assert_eq!(site["state"], "succeeded", "{site:#}\n{log}\n{sshd_log}");
+    let rec = record(ferry, &site["id"]);
+    assert_eq!(
+        (rec["head"].as_str(), rec["files"].as_str()),
+        (c1.as_str(), "old site.yml")
+    );
+    assert!(log.contains(&format!("-- {}", t.url)), "{log}");
+
+    // A key the server does not accept, and a server whose host key is not the pinned one.
+    let wrong = only(&deployments, "wrongkey");
+    t.refused(
+        wrong,
+        &[
+            "Permission denied (publickey",
+            "the server refused the ssh key",
+        ],
+    )
+    .await;
+    let impostor = only(&deployments, "impostor");
+    let pinned = format!("checkout.known_hosts ({root}/other_hosts)");
+    t.refused(
+        impostor,
+        &[
+            ": Host key verification failed",
+            &pinned,
+            "update that file",
+        ],
+    )
+    .await;
+    let log = ferry.log(impostor["id"].as_i64().unwrap()).await;
+    assert!(
+        log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{log}"
+    );
+    let unknown = only(&deployments, "unknown");
+    let pinned = format!("checkout.known_hosts ({root}/unknown_hosts)");
+    t.refused(unknown, &[": Host key verification failed", &pinned])
+        .await;
+    let log = ferry.log(unknown["id"].as_i64().unwrap()).await;
+    assert!(log.contains("host key is known for [127.0.0.1]:"), "{log}");
+    // Only `site` got in: the wrong key was refused, the impostor never authenticated.
+    let sshd_log = t.sshd.log();
+    let accepted = sshd_log.matches("Accepted publickey for root").count();
+    assert_eq!(accepted, 1, "{sshd_log}");
+
+    // The next commit is fetched into the same work tree; the deleted file goes.
+    let c2 = t.scratch.commit_and_push("second", &[("old", None)]);
+    let d = deploy_service(ferry, &push(&c2, 2), "site").await;
+    let rec = record(ferry, &d["id"]);
+    assert_eq!(
+        (rec["head"].as_str(), rec["files"].as_str()),
+        (c2.as_str(), "site.yml")
+    );
+    t.keys_nowhere(&d).await;
+}
+
+/// Deploys `payload` and returns the succeeded deployment of `service`.
+async fn deploy_service(ferry: &Ferry, payload: &Value, service: &str) -> Value {
+    let id = ferry.signed_push(payload).await;
+    let deployments = ferry.settle(id).await;
+    let d = only(&deployments, service).clone();
+    let log = ferry.log(d["id"].as_i64().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d:#}\n{log}");
+    d
+}
+
+#[tokio::test]
+async fn check_warns_when_an_ssh_checkout_trusts_host_keys_on_first_use() {
+    let text = "[server]\ndata_dir = \"{dir}/data\"\n[apps.shop]\ntoken = \"b71e4c09d2a5f83e6c1b7a90\"\n\
+         [apps.shop.services.site]\ngit = { repo = \"acme/site\" }\ncommand = [\"./deploy.sh\"]\n\
+         checkout = { url = \"git@git.example.com:acme/site.git\", path = \"{dir}/site\" }\n\
+         [apps.shop.services.pinned]\ngit = { repo = \"acme/site\" }\ncommand = [\"./deploy.sh\"]\n\
+         checkout = { url = \"ssh://git@git.example.com/acme/site.git\", path = \"{dir}/pinned\", known_hosts = \"known_hosts\" }\n\
+         [apps.shop.services.https]\ngit = { repo = \"acme/site\" }\ncommand = [\"./deploy.sh\"]\n\
+         checkout = { url = \"https://git.example.com/acme/site.git\", path = \"{dir}/https\" }\n";
+    let file = crate::support::ConfigFile::new(text);
+    std::fs::write(
+        file.dir.path().join("known_hosts"),
+        "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+    )
+    .unwrap();
+    let out = file.check().await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("host key"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: apps.shop.services.site.checkout fetches over ssh trusting the server's host key on first use (then as the ferry user's ~/.ssh/known_hosts holds it): pin it with checkout.known_hosts, e.g. from `ssh-keyscan` after checking its fingerprint"
+        ],
+        "{out:?}"
+    );
+
+    // A pinned file that is gone is an error with its line.
+    std::fs::remove_file(file.dir.path().join("known_hosts")).unwrap();
+    let out = file.check().await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let at = format!(
+        "{}:12: apps.shop.services.pinned.checkout.known_hosts: cannot read {}/known_hosts",
+        file.path.display(),
+        file.dir.path().display()
+    );
+    assert!(out.stderr.contains(&at), "{out:?}\nwanted: {at}");
+}

@@ -1,7 +1,8 @@
 //! Real git servers for the checkout tests: bare repositories in a temp dir, served by
 //! `git daemon` (public, `git://`) and by `git http-backend` (CGI) behind [`GitHttp`], a small
 //! HTTP/1.1 server that demands basic auth; and a scratch clone that commits and pushes to
-//! them for real ([`Scratch`]).
+//! them for real ([`Scratch`]); and OpenSSH's `sshd` ([`Sshd`]) serving them over ssh with
+//! a host key of its own and one authorized deploy key.
 //!
 //! [`GitHttp`] serves each connection on its own thread: one request (head, then a
 //! `content-length` or chunked body), checked against the expected `Authorization`, run
@@ -129,7 +130,7 @@ impl Scratch {
 }
 
 /// Waits until something accepts connections on `port`.
-fn wait_listening(port: u16, what: &str, child: &mut Child) {
+pub fn wait_listening(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -369,4 +370,120 @@ fn read_body(
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// `ssh-keygen` of an ed25519 key pair at `path` (and `path.pub`); returns the public key line.
+pub fn ssh_keygen(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferry-test", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh-keygen");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("public key");
+    public.trim().to_string()
+}
+
+/// OpenSSH's sshd on a loopback port, as root, accepting only one public key; every path of
+/// its own (config, host key, authorized keys, pid file, log) in a temp dir. Killed when
+/// dropped.
+pub struct Sshd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// Its host key's public half (`ssh-ed25519 AAAA… comment`).
+    host_key: String,
+}
+
+/// Where Debian's openssh-server puts the daemon; sshd must be started by its absolute path.
+const SSHD: &str = "/usr/sbin/sshd";
+
+impl Sshd {
+    /// Whether sshd is installed (with it, Debian's openssh-client: ssh, ssh-keygen); if not,
+    /// says so through `support::unavailable` (a failure when CI is set).
+    pub fn available() -> bool {
+        let there = Path::new(SSHD).exists();
+        if !there {
+            crate::support::unavailable("sshd is not installed (Debian: openssh-server)");
+        }
+        there
+    }
+
+    /// sshd accepting `authorized` (a public key line); `None` when it is not installed.
+    pub fn start(authorized: &str) -> Option<Sshd> {
+        if !Sshd::available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host_key = ssh_keygen(&dir.path().join("host_key"));
+        std::fs::write(
+            dir.path().join("authorized_keys"),
+            format!("{authorized}\n"),
+        )
+        .unwrap();
+        // The privilege separation directory sshd refuses to start without.
+        std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+        let port = free_port();
+        let d = dir.path().display();
+        let config = format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile {d}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n\
+             LogLevel VERBOSE\n"
+        );
+        std::fs::write(dir.path().join("sshd_config"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
+        let mut child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.path().join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        wait_listening(port, "sshd", &mut child);
+        Some(Sshd {
+            child,
+            port,
+            dir,
+            host_key,
+        })
+    }
+
+    /// `ssh://root@127.0.0.1:PORT/ABSOLUTE/PATH`.
+    pub fn url(&self, repo: &Path) -> String {
+        format!("ssh://root@127.0.0.1:{}{}", self.port, repo.display())
+    }
+
+    /// The known_hosts line for this server with `key` (`type base64 [comment]`) as its key.
+    pub fn known_hosts_line(&self, key: &str) -> String {
+        format!("[127.0.0.1]:{} {key}\n", self.port)
+    }
+
+    /// Its host key's public half (`ssh-ed25519 AAAA… comment`).
+    pub fn host_key(&self) -> &str {
+        &self.host_key
+    }
+
+    /// This server's own known_hosts line.
+    pub fn known_hosts(&self) -> String {
+        self.known_hosts_line(&self.host_key)
+    }
+
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

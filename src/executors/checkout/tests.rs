@@ -118,6 +118,7 @@ fn a_token_reaches_git_only_as_a_header_for_its_own_host() {
             username: "bot".into(),
             token: Secret::new("s3cr3t-token"),
         },
+        known_hosts: None,
         submodules: false,
     };
     let (env, secrets) = git_env(&spec, None);
@@ -160,15 +161,56 @@ fn a_token_reaches_git_only_as_a_header_for_its_own_host() {
     );
     assert_eq!(get("GIT_CONFIG_COUNT"), Some("0"));
     assert!(secrets.is_empty());
+
+    // Pinned host keys: that file alone, strictly, never written to.
+    let spec = CheckoutSpec {
+        known_hosts: Some("/etc/ferry/known_hosts".into()),
+        ..spec
+    };
+    let (env, _) = git_env(&spec, Some(Path::new("/data/checkout-keys/7.key")));
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(
+        get("GIT_SSH_COMMAND"),
+        Some(
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o 'UserKnownHostsFile=/etc/ferry/known_hosts' -o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no -o IdentitiesOnly=yes -i '/data/checkout-keys/7.key'"
+        )
+    );
 }
 
 #[test]
 fn failures_about_credentials_say_what_to_set() {
     let no_user = "fatal: could not read Username for 'http://h': terminal prompts disabled";
-    assert!(hint(no_user, true).contains("set checkout.token"));
-    assert!(hint(no_user, false).contains("refused checkout.token"));
-    assert!(hint("git@h: Permission denied (publickey).", true).contains("ssh key"));
-    assert_eq!(hint("fatal: couldn't find remote ref main", true), "");
+    assert!(hint(no_user, true, None).contains("set checkout.token"));
+    assert!(hint(no_user, false, None).contains("refused checkout.token"));
+    assert!(hint("git@h: Permission denied (publickey).", true, None).contains("ssh key"));
+    assert_eq!(hint("fatal: couldn't find remote ref main", true, None), "");
+}
+
+#[test]
+fn a_host_key_failure_says_so_and_which_file_to_update() {
+    let changed = "@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+                   Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n\
+                   Host key verification failed.\n\
+                   fatal: Could not read from remote repository.\n\n\
+                   Please make sure you have the correct access rights\n";
+    assert_eq!(cause(changed), "Host key verification failed.");
+    let pinned = hint(changed, true, Some(Path::new("/etc/ferry/known_hosts")));
+    assert!(
+        pinned.contains("not one checkout.known_hosts (/etc/ferry/known_hosts) holds")
+            && pinned.contains("update that file"),
+        "{pinned}"
+    );
+    assert!(hint(changed, true, None).contains("~/.ssh/known_hosts"));
+    let refused = "root@127.0.0.1: Permission denied (publickey).\nfatal: Could not read from remote repository.\n";
+    assert_eq!(
+        cause(refused),
+        "root@127.0.0.1: Permission denied (publickey)."
+    );
+    assert_eq!(
+        cause("x\nfatal: couldn't find remote ref main\n"),
+        "fatal: couldn't find remote ref main"
+    );
+    assert_eq!(cause(""), "");
 }
 
 /// A source repository with commits made by [`Repo::commit`], and a place for checkouts.
@@ -225,6 +267,7 @@ impl Repo {
                 url: self.url(),
                 path: self.path(),
                 auth: CheckoutAuth::None,
+                known_hosts: None,
                 submodules: false,
             },
             target,
