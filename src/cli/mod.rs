@@ -246,6 +246,9 @@ pub fn main() -> ExitCode {
     // TLS code passes it explicitly, this covers every other rustls user.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_broken_pipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -256,6 +259,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command's output piped into `head` ends it quietly, as other Unix tools end: Rust ignores
+/// SIGPIPE, so `print!` to a closed pipe would panic. Not for `serve`, which must outlive any
+/// reader (sockets never raise SIGPIPE: Rust writes them with `MSG_NOSIGNAL`).
+fn quiet_broken_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called before any thread starts; the default action needs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -179,6 +179,26 @@ async fn hooks_prints_every_apps_hook_url() {
     );
 }
 
+/// Output piped into a reader that has gone (`ferry hooks | head -1`) ends the command
+/// quietly, killed by SIGPIPE as other Unix tools are, not with a panic about a broken pipe.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let file = ConfigFile::new(GOOD);
+    // The read end is closed before ferry writes: its first write meets a broken pipe.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["hooks", "--config", file.path_str()])
+        .env("FERRY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(writer)
+        .output()
+        .expect("run ferry hooks");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
+}
+
 #[tokio::test]
 async fn hooks_tells_image_senders_their_url() {
     let config = format!(
