@@ -548,6 +548,59 @@ async fn other_message_versions_are_rejected_with_the_reason() {
     assert_eq!(status, 400);
 }
 
+/// An alert's command cut off by `kill -9` of ferry is `interrupted` and retried once after
+/// the restart, and the retry acts on the same alert (its `FERRY_ALERT_*`, found through the
+/// deployment it retries); the alert itself is still one `acted` row. Without Alertmanager:
+/// its real message, posted as it posts it.
+#[tokio::test]
+async fn an_interrupted_alert_command_is_retried_with_its_alert() {
+    let mut ferry = start_ops().await;
+    let body = std::fs::read_to_string("tests/fixtures/alertmanager/firing-0.25.json")
+        .unwrap()
+        .replace("InstanceDown", "WebDown")
+        .replace("web-1:9100", "web-1");
+    ferry.hold("alert:heal");
+    ferry
+        .hook("ops")
+        .token(TOKEN)
+        .header("User-Agent", "Alertmanager/0.25.0")
+        .header("Authorization", &format!("Bearer {BEARER}"))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .accepted();
+    let acted = wait_alerts(&ferry, "app=ops&outcome=acted", 1).await;
+    let first = acted[0]["deployment_id"].as_i64().expect("deployment id");
+    ferry.wait_run(first).await;
+
+    ferry.kill9();
+    ferry.release("alert:heal");
+    ferry.restart().await;
+    ferry.wait_state(first, "interrupted").await;
+    let list = ferry
+        .wait_deployments("app=ops&service=alert:heal", "the retry to succeed", |l| {
+            l.iter()
+                .any(|d| d["retry_of"] == first && d["state"] == "succeeded")
+        })
+        .await;
+    let retry = list
+        .iter()
+        .find(|d| d["retry_of"] == first)
+        .and_then(|d| d["id"].as_i64())
+        .expect("the retry");
+    let env = ferry.run_env(retry);
+    assert_eq!(env["FERRY_ALERT_NAME"], "WebDown");
+    assert_eq!(env["FERRY_ALERT_STATUS"], "firing");
+    assert_eq!(env["FERRY_ALERT_FINGERPRINT"], "c762dda1bc97bb22");
+    assert_eq!(env["FERRY_ALERT_LABEL_INSTANCE"], "web-1");
+    assert_eq!(env["ARGS"], "heal|$FERRY_ALERT_NAME|");
+    let rows = alerts(&ferry, "app=ops").await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["outcome"], "acted");
+    assert_eq!(rows[0]["deployment_id"], first);
+}
+
 /// `ferry hooks` gives an app with alert rules the Alertmanager receiver to paste, with its
 /// credential; `ferry check` names the file, line and key of a bad rule.
 #[tokio::test]
