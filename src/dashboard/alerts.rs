@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Layout, PAGE, Viewer, When, blank, html, state_filter, store_error};
+use super::{Layout, PAGE, Viewer, When, blank, html, older_link, state_filter, store_error};
 use crate::shared::Shared;
 use crate::states::AlertOutcome;
 use crate::store::{AlertFilter, AlertRow};
@@ -85,13 +85,12 @@ pub(crate) async fn list(
         Ok(l) => l,
         Err(e) => return store_error(e),
     };
-    let older = (list.len() as i64 == PAGE)
-        .then(|| list.last().map(|a| a.id))
-        .flatten()
-        .map(|b| match &outcome {
-            Some(o) => format!("/alerts?outcome={o}&before={b}"),
-            None => format!("/alerts?before={b}"),
-        });
+    let older = older_link(
+        "/alerts",
+        outcome.as_deref().map(|v| ("outcome", v)),
+        list.len(),
+        list.last().map(|a| a.id),
+    );
     let page = ListPage {
         l: viewer.layout("Alerts", "alerts"),
         outcomes: AlertOutcome::ALL.iter().map(|o| o.as_str()).collect(),

@@ -240,6 +240,22 @@ where
         .map_err(|e| Box::new(error_page(StatusCode::BAD_REQUEST, title, &e.to_string())))
 }
 
+/// The link to the next, older page of a list of `shown` rows cut at [`PAGE`]:
+/// `path?KEY=VALUE&before=ID` with the list's filter kept (`filter`: a state's name, checked
+/// by [`state_filter`], so nothing needs escaping), or none when the list ended.
+pub(crate) fn older_link(
+    path: &str,
+    filter: Option<(&str, &str)>,
+    shown: usize,
+    last_id: Option<i64>,
+) -> Option<String> {
+    let before = last_id.filter(|_| shown as i64 == PAGE)?;
+    Some(match filter {
+        Some((key, value)) => format!("{path}?{key}={value}&before={before}"),
+        None => format!("{path}?before={before}"),
+    })
+}
+
 /// A page for an id that names nothing.
 pub(crate) fn not_found(what: &str) -> Response {
     error_page(
@@ -247,4 +263,25 @@ pub(crate) fn not_found(what: &str) -> Response {
         "Not found",
         &format!("There is no such {what}."),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PAGE, older_link};
+
+    /// A full page links to the rows before its last, keeping the filter; a short one ends.
+    #[test]
+    fn a_full_page_links_to_the_older_rows_with_its_filter() {
+        let full = PAGE as usize;
+        assert_eq!(
+            older_link("/alerts", Some(("outcome", "acted")), full, Some(41)),
+            Some("/alerts?outcome=acted&before=41".to_string())
+        );
+        assert_eq!(
+            older_link("/notifications", None, full, Some(7)),
+            Some("/notifications?before=7".to_string())
+        );
+        assert_eq!(older_link("/alerts", None, full - 1, Some(7)), None);
+        assert_eq!(older_link("/alerts", None, 0, None), None);
+    }
 }

@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Layout, PAGE, Viewer, When, after_action, blank, html, state_filter, store_error};
+use super::{
+    Layout, PAGE, Viewer, When, after_action, blank, html, older_link, state_filter, store_error,
+};
 use crate::shared::Shared;
 use crate::states::NotificationState;
 use crate::store::{Notification, NotificationFilter};
@@ -92,13 +94,12 @@ pub(crate) async fn list(
         Ok(l) => l,
         Err(e) => return store_error(e),
     };
-    let older = (list.len() as i64 == PAGE)
-        .then(|| list.last().map(|n| n.id))
-        .flatten()
-        .map(|b| match &state {
-            Some(s) => format!("/notifications?state={s}&before={b}"),
-            None => format!("/notifications?before={b}"),
-        });
+    let older = older_link(
+        "/notifications",
+        state.as_deref().map(|v| ("state", v)),
+        list.len(),
+        list.last().map(|n| n.id),
+    );
     let page = ListPage {
         l: viewer.layout("Notifications", "notifications"),
         states: NotificationState::ALL.iter().map(|s| s.as_str()).collect(),
