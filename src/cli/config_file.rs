@@ -65,6 +65,11 @@ fn verify_warnings(c: &config::Config) -> Vec<String> {
             out.push(format!(
                 "apps.{name} verifies no sender: anyone holding its hook URL can deploy any branch, commit or image a request names; add apps.{name}.verify.github (or gitlab, bitbucket, gitea, standard, hmac, bearer, basic)"
             ));
+            if !app.alerts.is_empty() {
+                out.push(format!(
+                    "apps.{name} has alert rules: anyone holding its hook URL can post alerts that fire them (run their commands with the alert's values in FERRY_ALERT_*, restart or redeploy services), held back only by cooldown and max_per_hour; set apps.{name}.verify.bearer (or basic) and the same credential in Alertmanager's http_config"
+                ));
+            }
             if let Some(tables) = reporting_tables(app) {
                 out.push(format!(
                     "apps.{name} reports to {tables} with your token: anyone holding its hook URL can make ferry create deployments and post statuses on any commit of the configured repository (and on GitHub deployments others created); verify the sender"

@@ -645,6 +645,26 @@ async fn hooks_prints_the_receiver_and_check_names_bad_rules() {
     }
 }
 
+/// An app with alert rules that verifies nothing: `ferry check` says that its hook URL alone
+/// fires them, and what to set; with Alertmanager's bearer configured it says nothing of it.
+#[tokio::test]
+async fn check_warns_when_alert_rules_can_be_fired_by_the_hook_url_alone() {
+    let open = OPS.replace("[apps.ops.verify]\nbearer = \"am-bearer-credential\"\n", "");
+    assert_ne!(open, OPS);
+    let out = crate::support::ConfigFile::new(&open).check().await;
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("warning: apps.ops has alert rules: anyone holding its hook URL")
+            && out.stderr.contains("set apps.ops.verify.bearer"),
+        "{}",
+        out.stderr
+    );
+    let out = crate::support::ConfigFile::new(OPS).check().await;
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert!(!out.stderr.contains("has alert rules"), "{}", out.stderr);
+}
+
 /// `restart = "api"` on a docker service: the same container restarted in place (same id, a
 /// new start time), then the health gate; the deployment succeeds once it is healthy. A
 /// container that stays unhealthy fails the deployment, and the reason says a restart cannot
