@@ -175,7 +175,11 @@ class Ferry:
     def start(self, timeout=30.0):
         logf = open(self.log_path, "ab")
         start_at = logf.tell()
-        env = dict(os.environ, RUST_LOG=self.rust_log)
+        env = dict(os.environ)
+        # None: RUST_LOG unset, so ferry logs at its default level (what users run).
+        env.pop("RUST_LOG", None)
+        if self.rust_log is not None:
+            env["RUST_LOG"] = self.rust_log
         self.proc = subprocess.Popen([self.binary, "serve", "--config", self.config],
                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
         logf.close()

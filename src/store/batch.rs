@@ -162,7 +162,7 @@ fn connect(db: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-         PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
     )?;
     // Enough for every statement the writer has (a handful).
     conn.set_prepared_statement_cache_capacity(16);
@@ -560,6 +560,45 @@ mod tests {
                 size()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A WAL grown large (here: a reader held it while 72 MiB were written; under sustained
+    /// load, readers always do) shrinks back to 64 MiB (`journal_size_limit`) once ferry
+    /// starts it over, instead of keeping its largest size on disk for good.
+    #[tokio::test]
+    async fn a_grown_wal_shrinks_back_once_started_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_store, intake) = Store::open(dir.path()).await.expect("open");
+        let db = dir.path().join("ferry.db");
+        let wal = dir.path().join("ferry.db-wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let reader = rusqlite::Connection::open(&db).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+            .expect("read");
+        let body = vec![b'x'; 1024 * 1024];
+        for _ in 0..72 {
+            insert(&intake, delivery("a", DeliveryStatus::Received, &body)).await;
+        }
+        let grown = size();
+        assert!(
+            grown > 72 * 1024 * 1024,
+            "the WAL did not grow: {grown} bytes"
+        );
+        reader.execute_batch("COMMIT").expect("end read");
+        let limit = 64 * 1024 * 1024;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while size() > limit {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL stayed at {} bytes (grown to {grown})",
+                size()
+            );
+            // Each commit may be the one that starts the WAL over, once a checkpoint copied it.
+            insert(&intake, delivery("a", DeliveryStatus::Received, b"{}")).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

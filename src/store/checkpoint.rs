@@ -6,6 +6,16 @@
 //! checkpoints off (`wal_autocheckpoint = 0`), and this thread runs a PASSIVE checkpoint after
 //! flushes, at most every [`INTERVAL`] (and every [`IDLE`] without any): it never takes the write lock, so commits go on while
 //! it runs, and what it has not copied yet stays durable in the WAL (the flusher fsyncs that).
+//!
+//! Under sustained load the WAL is never started over: SQLite rewinds it only when a commit
+//! begins after a checkpoint copied all of it *and* no reader still holds an older snapshot,
+//! and with hook batches committing every millisecond and the planner reading, that moment
+//! does not come. `bench/intake` grew it by 3 GB in 30 s. Bounding it was measured and not
+//! kept: a RESTART checkpoint under the write gate once the WAL passes a cap holds hook
+//! batches for a fsync of the database file (5–60 ms under load, up to 0.6 s at a 1 GiB cap),
+//! so a 16 MiB cap put p99 at 45–54 ms in 6 s bursts (14–16 ms without) though it helped 30 s
+//! floods (74 ms against 0.5–0.7 s). `journal_size_limit` (`open.rs`) shrinks the file once
+//! the load ends (BENCHMARKS.md, "2026-12-04: default logging, the WAL under sustained load").
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};

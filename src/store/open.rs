@@ -183,7 +183,9 @@ fn connect_options(db: PathBuf) -> Result<SqliteConnectOptions, StoreError> {
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         // Checkpoints run on a thread of their own (`checkpoint`), never inside a commit.
-        .pragma("wal_autocheckpoint", "0"))
+        .pragma("wal_autocheckpoint", "0")
+        // A WAL grown by a burst goes back to 64 MiB when it is started over.
+        .pragma("journal_size_limit", "67108864"))
 }
 
 /// The PostgreSQL pool that planner, lanes and API share.
