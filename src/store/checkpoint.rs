@@ -19,7 +19,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -31,9 +31,12 @@ const INTERVAL: Duration = Duration::from_millis(200);
 /// Without hook deliveries, a checkpoint this often: the other writers' commits.
 const IDLE: Duration = Duration::from_secs(5);
 
-/// A WAL this many pages long (about 400 MB) despite checkpoints means readers keep old
-/// frames alive: worth a warning.
+/// A WAL this many pages long (about 400 MB) despite checkpoints: deliveries without a pause
+/// (a flood; see above), or a read that keeps old frames alive. Worth a warning.
 const LONG_WAL_PAGES: i64 = 100_000;
+
+/// The least time between two long-WAL warnings.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the checkpointer on `db`. Each message on the returned sender asks for a
 /// checkpoint (a full channel already holds a request); it stops when the sender is dropped.
@@ -50,6 +53,7 @@ pub(super) fn start(db: &Path) -> Result<SyncSender<()>, StoreError> {
 
 fn run(conn: &Connection, asked: &Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
+    let mut warned: Option<Instant> = None;
     loop {
         match asked.recv_timeout(IDLE) {
             Ok(()) => {
@@ -62,10 +66,13 @@ fn run(conn: &Connection, asked: &Receiver<()>) {
             Err(RecvTimeoutError::Disconnected) => return,
         }
         match checkpoint(conn) {
-            Ok(wal_pages) if wal_pages > LONG_WAL_PAGES => tracing::warn!(
-                wal_pages,
-                "the WAL keeps growing: long-running reads hold its old frames"
-            ),
+            Ok(wal_pages) if wal_pages > LONG_WAL_PAGES && warning_due(warned, Instant::now()) => {
+                warned = Some(Instant::now());
+                tracing::warn!(
+                    wal_pages,
+                    "the WAL keeps growing: deliveries arrive without a pause, or a long read holds its old frames; it is copied in and shrinks once they stop"
+                )
+            }
             Ok(_) => {}
             // A full or read-only disk: commits fail (and are answered 503) meanwhile.
             Err(e) => {
@@ -75,7 +82,26 @@ fn run(conn: &Connection, asked: &Receiver<()>) {
     }
 }
 
+/// Whether the long-WAL warning may be logged again: a flood keeps the WAL long for as long as
+/// it lasts, and a line every checkpoint (five a second) would bury the rest of the log.
+fn warning_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+}
+
 /// Runs one PASSIVE checkpoint; returns the WAL's length in pages.
 fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_long_wal_warning_is_logged_at_most_once_a_minute() {
+        let now = Instant::now();
+        assert!(warning_due(None, now));
+        assert!(!warning_due(Some(now), now + Duration::from_secs(59)));
+        assert!(warning_due(Some(now), now + WARN_EVERY));
+    }
 }
