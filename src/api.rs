@@ -400,22 +400,11 @@ pub(crate) async fn deploy(
     modifiers
         .validate(app)
         .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    let manual = crate::sources::Source::Manual.as_str();
     let delivery = NewDelivery {
-        app: app.name.clone(),
-        source: crate::sources::Source::Manual.as_str().into(),
-        event: Some("manual".into()),
-        source_delivery_id: None,
-        dedupe_key: None,
-        received_at: now_ms(),
-        verified: true,
         scheme: Some(ADMIN_SCHEME.into()),
-        status: DeliveryStatus::Received,
-        error: None,
         query: Some(modifiers.to_query()).filter(|q| !q.is_empty()),
-        headers: "{}".into(),
-        body,
-        replay_of: None,
-        refused_with: None,
+        ..NewDelivery::internal(&app.name, manual, "manual", body)
     };
     store_new(&shared, delivery).await
 }
@@ -466,22 +455,11 @@ pub(crate) async fn rollback(
     };
     let body = serde_json::to_vec(&stored)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let manual = crate::sources::Source::Manual.as_str();
+    let event = crate::sources::ROLLBACK_EVENT;
     let delivery = NewDelivery {
-        app: app.name.clone(),
-        source: crate::sources::Source::Manual.as_str().into(),
-        event: Some(crate::sources::ROLLBACK_EVENT.into()),
-        source_delivery_id: None,
-        dedupe_key: None,
-        received_at: now_ms(),
-        verified: true,
         scheme: Some(ADMIN_SCHEME.into()),
-        status: DeliveryStatus::Received,
-        error: None,
-        query: None,
-        headers: "{}".into(),
-        body: body.into(),
-        replay_of: None,
-        refused_with: None,
+        ..NewDelivery::internal(&app.name, manual, event, body.into())
     };
     store_new(&shared, delivery).await
 }

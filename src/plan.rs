@@ -293,10 +293,8 @@ impl NewDeployment {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
-    use crate::config;
     use crate::sources::{GitPush, GitRef};
 
     fn app() -> App {
@@ -317,11 +315,7 @@ command = ["x"]
 [apps.shop.profiles."quick fix"]
 services = ["web", "worker"]
 "#;
-        config::parse(text, Path::new("f.toml"), &|_| None)
-            .unwrap()
-            .apps
-            .remove("shop")
-            .unwrap()
+        crate::config::test_app(text, "shop")
     }
 
     fn change(repo: &str, r: &str, time: Option<i64>) -> GitPush {
@@ -389,11 +383,7 @@ verify = { github = "s3cr3t" }
 git = { repo = "*", branch = "main" }
 command = ["x"]
 "#;
-        let app = config::parse(text, Path::new("f.toml"), &|_| None)
-            .unwrap()
-            .apps
-            .remove("hooks")
-            .unwrap();
+        let app = crate::config::test_app(text, "hooks");
         let m = Modifiers::parse("");
         for repo in ["acme/shop", "other/thing"] {
             let ds = plan(

@@ -564,25 +564,13 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::store::{Claim, Delivery, DeliveryStatus, Inserted, NewDelivery, now_ms};
+    use crate::store::{Claim, Delivery, DeliveryStatus, Inserted, NewDelivery};
 
     fn manual(event: Option<&str>, body: &str) -> NewDelivery {
+        let body = body.to_string().into_bytes().into();
         NewDelivery {
-            app: "shop".into(),
-            source: Source::Manual.as_str().into(),
             event: event.map(str::to_string),
-            source_delivery_id: None,
-            dedupe_key: None,
-            received_at: now_ms(),
-            verified: true,
-            scheme: None,
-            status: DeliveryStatus::Received,
-            error: None,
-            query: None,
-            headers: "{}".into(),
-            body: body.to_string().into_bytes().into(),
-            replay_of: None,
-            refused_with: None,
+            ..NewDelivery::internal("shop", Source::Manual.as_str(), "", body)
         }
     }
 

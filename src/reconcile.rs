@@ -23,9 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::sources::{RECONCILE_EVENT, Source};
-use crate::store::{
-    DeliveryStatus, Inserted, Intake, NewDelivery, ReconcileClock, Store, StoreError, now_ms,
-};
+use crate::store::{Inserted, Intake, NewDelivery, ReconcileClock, Store, StoreError, now_ms};
 
 /// How often the clocks are read (ms), at most.
 const TICK_MS: i64 = 1_000;
@@ -136,24 +134,11 @@ async fn tick<'a>(
 fn delivery(app: &str, service: &str, key: String) -> NewDelivery {
     // What `sources::parse` reads back (a test below holds them together).
     let body = serde_json::json!({ "service": service }).to_string();
+    // Made by ferry itself from its config: verified, so an app's schemes do not turn it
+    // into an unverified plain redeploy.
     NewDelivery {
-        app: app.to_string(),
-        source: Source::Manual.as_str().into(),
-        event: Some(RECONCILE_EVENT.into()),
-        source_delivery_id: None,
         dedupe_key: Some(key),
-        received_at: now_ms(),
-        // Made by ferry itself from its config: nothing to verify, and an app's schemes must
-        // not turn it into an unverified plain redeploy.
-        verified: true,
-        scheme: None,
-        status: DeliveryStatus::Received,
-        error: None,
-        query: None,
-        headers: "{}".into(),
-        body: body.into(),
-        replay_of: None,
-        refused_with: None,
+        ..NewDelivery::internal(app, Source::Manual.as_str(), RECONCILE_EVENT, body.into())
     }
 }
 

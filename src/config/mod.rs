@@ -398,6 +398,17 @@ pub enum TagPolicy {
     Glob(TagPattern),
 }
 
+/// For other modules' unit tests: app `name` of a config text (no environment variables),
+/// which must be valid.
+#[cfg(test)]
+pub(crate) fn test_app(text: &str, name: &str) -> App {
+    parse(text, Path::new("f.toml"), &|_| None)
+        .expect("valid config")
+        .apps
+        .remove(name)
+        .expect("the app")
+}
+
 impl TagPolicy {
     /// Reads `latest`, `semver:^1` (`semver:^1 +pre` also takes pre-releases) or a glob.
     pub fn parse(text: &str) -> Result<TagPolicy, String> {

@@ -164,7 +164,6 @@ pub(crate) fn deployment(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
 
@@ -186,11 +185,7 @@ name = "page"
 match_re = { severity = "crit.*" }
 command = ["./page.sh"]
 "#;
-        crate::config::parse(text, Path::new("f.toml"), &|_| None)
-            .unwrap()
-            .apps
-            .remove("shop")
-            .unwrap()
+        crate::config::test_app(text, "shop")
     }
 
     fn alert(status: AlertStatus, labels: &[(&str, &str)]) -> Alert {

@@ -184,7 +184,6 @@ fn short_digest(digest: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
     use crate::config::{self, App};
@@ -206,11 +205,7 @@ docker = { container = "edge" }
 git = { repo = "acme/shop", branch = "main" }
 command = ["x"]
 "#;
-        config::parse(text, Path::new("f.toml"), &|_| None)
-            .unwrap()
-            .apps
-            .remove("shop")
-            .unwrap()
+        crate::config::test_app(text, "shop")
     }
 
     fn img(repo: &str, tag: &str, digest: &str) -> ImagePush {

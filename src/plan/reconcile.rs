@@ -71,7 +71,6 @@ pub(super) fn reconcile(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
     use crate::store::Deployment;
@@ -87,11 +86,7 @@ reconcile = "2s"
 [apps.shop.services.worker]
 command = ["x"]
 "#;
-        crate::config::parse(text, Path::new("f.toml"), &|_| None)
-            .unwrap()
-            .apps
-            .remove("shop")
-            .unwrap()
+        crate::config::test_app(text, "shop")
     }
 
     /// What a reconcile sees: web's last success (deployment 4 at commit c4) and, optionally,

@@ -67,6 +67,31 @@ pub(crate) struct NewDelivery {
     pub(crate) refused_with: Option<u16>,
 }
 
+impl NewDelivery {
+    /// A delivery ferry makes itself (the API's deploy and rollback, a reconcile), received
+    /// now: verified, since nothing from outside is in it to check, and without headers. The
+    /// caller sets what else it carries (its scheme, query, dedupe key).
+    pub(crate) fn internal(app: &str, source: &str, event: &str, body: Bytes) -> NewDelivery {
+        NewDelivery {
+            app: app.to_string(),
+            source: source.to_string(),
+            event: Some(event.to_string()),
+            source_delivery_id: None,
+            dedupe_key: None,
+            received_at: super::now_ms(),
+            verified: true,
+            scheme: None,
+            status: DeliveryStatus::Received,
+            error: None,
+            query: None,
+            headers: "{}".into(),
+            body,
+            replay_of: None,
+            refused_with: None,
+        }
+    }
+}
+
 /// What happened to a delivery handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inserted {

@@ -175,15 +175,11 @@ impl Planning {
 #[cfg(test)]
 mod tests {
     use crate::store::db::with_db;
-    use crate::store::{DeliveryStatus, DeploymentState, Store};
+    use crate::store::{DeploymentState, Store};
 
     /// A deployment of `a/s` in `state`; returns its id.
     async fn add(store: &Store, state: DeploymentState) -> i64 {
-        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at) VALUES ('a', 's', 1, ?1, 'manual', 'push', 1) RETURNING id"))
-            .bind(state)
-            .fetch_one(pool)
-            .await)
-            .expect("deployment")
+        store.test_deployment(state, "push", (1, None, None)).await
     }
 
     /// What a reconcile reads: the newest success, and a deployment in its way — the running
@@ -193,11 +189,7 @@ mod tests {
         use DeploymentState::*;
         for (_dir, store, _intake) in Store::engines().await {
             eprintln!("on {}", store.engine());
-            with_db!(&store.db, pool, q => sqlx::query(q("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'manual', 1, TRUE, ?1, '{}')"))
-                .bind(DeliveryStatus::Planned)
-                .execute(pool)
-                .await.map(drop))
-                .expect("delivery");
+            store.test_delivery().await;
             let mut tx = store.begin_planning().await.unwrap();
             assert!(tx.last_success("a", "s").await.unwrap().is_none());
             assert!(tx.active_deployment("a", "s").await.unwrap().is_none());

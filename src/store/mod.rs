@@ -137,6 +137,38 @@ impl Store {
         }
         out
     }
+
+    /// For store tests: delivery 1 of app `a`, planned, which [`Store::test_deployment`]'s
+    /// deployments belong to.
+    pub(crate) async fn test_delivery(&self) {
+        use db::with_db;
+        with_db!(&self.db, pool, q => sqlx::query(q("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'manual', 1, TRUE, ?1, '{}')"))
+            .bind(DeliveryStatus::Planned)
+            .execute(pool)
+            .await.map(drop))
+            .expect("delivery");
+    }
+
+    /// For store tests: a deployment of `a/s` (of delivery 1) in `state` for `event`, created,
+    /// started and finished at `times`; returns its id.
+    pub(crate) async fn test_deployment(
+        &self,
+        state: DeploymentState,
+        event: &str,
+        times: (i64, Option<i64>, Option<i64>),
+    ) -> i64 {
+        use db::with_db;
+        let (created, started, finished) = times;
+        with_db!(&self.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at, started_at, finished_at) VALUES ('a', 's', 1, ?1, 'manual', ?2, ?3, ?4, ?5) RETURNING id"))
+            .bind(state)
+            .bind(event)
+            .bind(created)
+            .bind(started)
+            .bind(finished)
+            .fetch_one(pool)
+            .await)
+            .expect("deployment")
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -57,46 +57,32 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::ReconcileClock;
-    use crate::store::db::with_db;
-    use crate::store::{DeliveryStatus, DeploymentState, Store};
-
-    /// A deployment of `a/s` in `state`, created at `created`, started and ended as given.
-    async fn add(
-        store: &Store,
-        state: DeploymentState,
-        event: &str,
-        times: (i64, Option<i64>, Option<i64>),
-    ) -> i64 {
-        let (created, started, finished) = times;
-        with_db!(&store.db, pool, q => sqlx::query_scalar(q("INSERT INTO deployments (app, service, delivery_id, state, source, event, created_at, started_at, finished_at) VALUES ('a', 's', 1, ?1, 'manual', ?2, ?3, ?4, ?5) RETURNING id"))
-            .bind(state)
-            .bind(event)
-            .bind(created)
-            .bind(started)
-            .bind(finished)
-            .fetch_one(pool)
-            .await)
-            .expect("deployment")
-    }
+    use crate::store::{DeploymentState, Store};
 
     #[tokio::test]
     async fn the_clock_counts_runs_and_reconciles_but_not_skips_of_other_causes() {
         use DeploymentState::*;
         for (_dir, store, _intake) in Store::engines().await {
             eprintln!("on {}", store.engine());
-            with_db!(&store.db, pool, q => sqlx::query(q("INSERT INTO deliveries (id, app, source, received_at, verified, status, headers) VALUES (1, 'a', 'manual', 1, TRUE, ?1, '{}')"))
-                .bind(DeliveryStatus::Planned)
-                .execute(pool)
-                .await.map(drop))
-                .expect("delivery");
+            store.test_delivery().await;
             let none = store.reconcile_clock("a", "s").await.unwrap();
             assert_eq!(none, ReconcileClock::default());
-            let ok = add(&store, Succeeded, "push", (100, Some(110), Some(200))).await;
-            add(&store, Failed, "push", (300, Some(310), Some(400))).await;
+            let ok = store
+                .test_deployment(Succeeded, "push", (100, Some(110), Some(200)))
+                .await;
+            store
+                .test_deployment(Failed, "push", (300, Some(310), Some(400)))
+                .await;
             // Never ran: a push to another branch, a superseded one, one still running.
-            add(&store, Skipped, "push", (900, None, Some(900))).await;
-            add(&store, Superseded, "push", (901, None, Some(950))).await;
-            add(&store, Running, "push", (902, Some(903), None)).await;
+            store
+                .test_deployment(Skipped, "push", (900, None, Some(900)))
+                .await;
+            store
+                .test_deployment(Superseded, "push", (901, None, Some(950)))
+                .await;
+            store
+                .test_deployment(Running, "push", (902, Some(903), None))
+                .await;
             let c = store.reconcile_clock("a", "s").await.unwrap();
             assert_eq!(
                 c,
@@ -106,8 +92,12 @@ mod tests {
                     last_reconcile: None,
                 }
             );
-            add(&store, Skipped, "reconcile", (500, None, Some(500))).await;
-            add(&store, Skipped, "reconcile", (450, None, Some(450))).await;
+            store
+                .test_deployment(Skipped, "reconcile", (500, None, Some(500)))
+                .await;
+            store
+                .test_deployment(Skipped, "reconcile", (450, None, Some(450)))
+                .await;
             let c = store.reconcile_clock("a", "s").await.unwrap();
             assert_eq!(c.last_reconcile, Some(500));
             assert_eq!(
