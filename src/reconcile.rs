@@ -112,7 +112,7 @@ async fn tick<'a>(
     let Some(since) = due(&clock, every, now_ms()) else {
         return Ok(next_due(&clock, every));
     };
-    let key = format!("reconcile:{service}:{since}");
+    let key = dedupe_key(service, since);
     if stored.get(&(app, service)) == Some(&key) {
         // Stored, not planned yet: the planner moves the clock.
         return Ok(None);
@@ -130,6 +130,14 @@ async fn tick<'a>(
     Ok(None)
 }
 
+/// The dedupe key of `service`'s reconcile due since `since`. Its `·` is not visible ASCII,
+/// which is all a key taken from a request header can hold (`sources::delivery_id`), so no
+/// sender can store a delivery under it first and make the reconcile a "duplicate" that is
+/// never planned (every other sender key has a prefix of its own: `sources::dedupe_key`).
+fn dedupe_key(service: &str, since: i64) -> String {
+    format!("reconcile·{service}:{since}")
+}
+
 /// The delivery that asks the planner to reconcile `service`.
 fn delivery(app: &str, service: &str, key: String) -> NewDelivery {
     // What `sources::parse` reads back (a test below holds them together).
@@ -145,6 +153,29 @@ fn delivery(app: &str, service: &str, key: String) -> NewDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request carrying a reconcile's key as its `Idempotency-Key` (or a sender's delivery
+    /// id header) does not get that key.
+    #[test]
+    fn no_request_header_can_take_a_reconcile_key() {
+        let key = dedupe_key("web", 1_700_000_000_000);
+        let mut headers = http::HeaderMap::new();
+        let value = http::HeaderValue::from_bytes(key.as_bytes()).expect("obs-text is allowed");
+        headers.insert("idempotency-key", value.clone());
+        headers.insert("x-gitlab-event-uuid", value.clone());
+        headers.insert("x-github-delivery", value);
+        for source in [
+            Source::Gitlab,
+            Source::Github,
+            Source::Generic,
+            Source::Manual,
+        ] {
+            assert_ne!(
+                crate::sources::delivery_id(source, &headers),
+                Some(key.clone())
+            );
+        }
+    }
 
     const MIN: Duration = Duration::from_secs(60);
 
