@@ -353,6 +353,19 @@ def proc_cpu(pid):
     return ((utime + stime) / tick, (cutime + cstime) / tick)
 
 
+def proc_io(pid):
+    """Bytes the process caused to be written to storage (/proc/PID/io `write_bytes`: counted
+    when a page is dirtied, so a page written twice before writeback counts twice), or None."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def machine_info():
     info = {"nproc": os.cpu_count()}
     try:
