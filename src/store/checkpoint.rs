@@ -3,9 +3,18 @@
 //! SQLite's default runs a checkpoint inside whichever commit takes the WAL past 1,000 pages,
 //! and that was most often the intake writer's: a hook batch then waited for the database
 //! file to be written and fsync'd (the p99 of hook answers). Every connection turns automatic
-//! checkpoints off (`wal_autocheckpoint = 0`), and this thread runs a PASSIVE checkpoint after
-//! flushes, at most every [`INTERVAL`] (and every [`IDLE`] without any): it never takes the write lock, so commits go on while
-//! it runs, and what it has not copied yet stays durable in the WAL (the flusher fsyncs that).
+//! checkpoints off (`wal_autocheckpoint = 0`), and this thread runs a PASSIVE checkpoint: it
+//! never takes the write lock, so commits go on while it runs, and what it has not copied yet
+//! stays durable in the WAL (the flusher fsyncs that).
+//!
+//! *When*: once hook intake pauses ([`QUIET`] without a flush), or after [`MAX_LAG`] of intake
+//! without a pause, and every [`IDLE`] otherwise (the planner's, lanes' and API's commits).
+//! A checkpoint copies pages and fsyncs the database file: work that competes with a burst of
+//! hook deliveries for the CPU and the disk and buys the burst nothing, since every page it
+//! copies is durable in the WAL already. Run every 200 ms during a burst (the first design) it
+//! cost 8–15 % of requests per second and about 2 ms of p99 on a fast disk (BENCHMARKS.md,
+//! "2026-12-05"); run after the burst it copies each page once, however often the burst
+//! rewrote it.
 //!
 //! Under sustained load the WAL is never started over: SQLite rewinds it only when a commit
 //! begins after a checkpoint copied all of it *and* no reader still holds an older snapshot,
@@ -25,8 +34,12 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-/// The least time between two checkpoints.
-const INTERVAL: Duration = Duration::from_millis(200);
+/// Hook intake without a flush for this long has paused: time to checkpoint.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// Intake that never pauses is checkpointed this often all the same, so the database file
+/// lags the WAL by at most this much work.
+const MAX_LAG: Duration = Duration::from_secs(10);
 
 /// Without hook deliveries, a checkpoint this often: the other writers' commits.
 const IDLE: Duration = Duration::from_secs(5);
@@ -57,9 +70,9 @@ fn run(conn: &Connection, asked: &Receiver<()>) {
     loop {
         match asked.recv_timeout(IDLE) {
             Ok(()) => {
-                // Let more commits gather: one checkpoint then copies them all.
-                std::thread::sleep(INTERVAL);
-                let _ = asked.try_recv();
+                if !wait_for_pause(asked, QUIET, MAX_LAG) {
+                    return;
+                }
             }
             // The planner, lanes and API commit too, without asking.
             Err(RecvTimeoutError::Timeout) => {}
@@ -82,6 +95,23 @@ fn run(conn: &Connection, asked: &Receiver<()>) {
     }
 }
 
+/// After a flush asked for a checkpoint: sleeps `quiet` at a time for as long as flushes keep
+/// asking (intake goes on), and returns once one `quiet` passed without any, or `max_lag` after
+/// it began. Sleeping rather than waiting on the channel keeps the thread from waking at every
+/// flush. False when the store is closing (the sender is gone).
+fn wait_for_pause(asked: &Receiver<()>, quiet: Duration, max_lag: Duration) -> bool {
+    use std::sync::mpsc::TryRecvError;
+    let began = Instant::now();
+    loop {
+        std::thread::sleep(quiet);
+        match asked.try_recv() {
+            Ok(()) if began.elapsed() < max_lag => continue,
+            Ok(()) | Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
 /// Whether the long-WAL warning may be logged again: a flood keeps the WAL long for as long as
 /// it lasts, and a line every checkpoint (five a second) would bury the rest of the log.
 fn warning_due(last: Option<Instant>, now: Instant) -> bool {
@@ -96,6 +126,69 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_waits_for_intake_to_pause() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let quiet = Duration::from_millis(50);
+        // Flushes every 10 ms for 300 ms, then none.
+        let flusher = std::thread::spawn(move || {
+            let began = Instant::now();
+            while began.elapsed() < Duration::from_millis(300) {
+                let _ = tx.try_send(());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            tx
+        });
+        let began = Instant::now();
+        assert!(wait_for_pause(&rx, quiet, Duration::from_secs(10)));
+        let waited = began.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300),
+            "checkpointed during the burst: {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(5),
+            "missed the pause: {waited:?}"
+        );
+        drop(flusher.join());
+    }
+
+    #[test]
+    fn intake_without_a_pause_is_checkpointed_after_the_longest_lag() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flusher = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tx.try_send(());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        let began = Instant::now();
+        let max_lag = Duration::from_millis(300);
+        assert!(wait_for_pause(&rx, Duration::from_millis(50), max_lag));
+        let waited = began.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flusher.join().expect("the flusher thread");
+        assert!(
+            waited >= max_lag && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_closing_store_stops_the_wait() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        drop(tx);
+        assert!(!wait_for_pause(
+            &rx,
+            Duration::from_millis(1),
+            Duration::from_secs(10)
+        ));
+    }
 
     #[test]
     fn the_long_wal_warning_is_logged_at_most_once_a_minute() {
