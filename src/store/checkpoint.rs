@@ -12,7 +12,7 @@
 //! A checkpoint copies pages and fsyncs the database file: work that competes with a burst of
 //! hook deliveries for the CPU and the disk and buys the burst nothing, since every page it
 //! copies is durable in the WAL already. Run every 200 ms during a burst (the first design) it
-//! cost 8–15 % of requests per second and about 2 ms of p99 on a fast disk (BENCHMARKS.md,
+//! cost 7–22 % of requests per second and 1.6–3.3 ms of p99 on a fast disk (BENCHMARKS.md,
 //! "2026-12-05"); run after the burst it copies each page once, however often the burst
 //! rewrote it.
 //!
