@@ -185,10 +185,11 @@ pub(super) fn start(
 fn connect(db: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
-    )?;
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+        super::open::JOURNAL_SIZE_LIMIT
+    ))?;
     // Enough for every statement the writer has (a handful).
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
@@ -613,7 +614,7 @@ mod tests {
             "the WAL did not grow: {grown} bytes"
         );
         reader.execute_batch("COMMIT").expect("end read");
-        let limit = 64 * 1024 * 1024;
+        let limit = crate::store::open::JOURNAL_SIZE_LIMIT;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while size() > limit {
             assert!(

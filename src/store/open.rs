@@ -167,6 +167,10 @@ fn database_file(data_dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(db)
 }
 
+/// `journal_size_limit` of every connection (the pool's and the intake writer's): a WAL grown
+/// by a burst goes back to this size (64 MiB) when it is started over.
+pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// How every connection to the database is opened, the pool's and the intake writer's.
 fn connect_options(db: PathBuf) -> Result<SqliteConnectOptions, StoreError> {
     Ok(SqliteConnectOptions::from_str("sqlite:")?
@@ -184,8 +188,7 @@ fn connect_options(db: PathBuf) -> Result<SqliteConnectOptions, StoreError> {
         .foreign_keys(true)
         // Checkpoints run on a thread of their own (`checkpoint`), never inside a commit.
         .pragma("wal_autocheckpoint", "0")
-        // A WAL grown by a burst goes back to 64 MiB when it is started over.
-        .pragma("journal_size_limit", "67108864"))
+        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string()))
 }
 
 /// The PostgreSQL pool that planner, lanes and API share.
