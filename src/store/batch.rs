@@ -26,6 +26,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::body::Stored;
 use super::{DeliveryStatus, StoreError};
 use crate::metrics::Metrics;
 
@@ -107,7 +108,13 @@ pub(crate) enum Inserted {
 /// (futex waits and wakes) while the writer freed the bodies.
 type Answer = (Result<Inserted, StoreError>, NewDelivery);
 
-type Job = (NewDelivery, oneshot::Sender<Answer>);
+/// A delivery queued for the writer: as received, what of its body is written (encoded by the
+/// request's task, see [`Stored::of`]), and where its answer goes.
+pub(super) struct Job {
+    delivery: NewDelivery,
+    body: Stored,
+    done: oneshot::Sender<Answer>,
+}
 
 /// The handle hook requests use to store deliveries. Cheap to clone.
 #[derive(Clone)]
@@ -125,7 +132,11 @@ impl Intake {
         self.gate.intake_enter();
         let _leave = Leave(&self.gate);
         self.tx
-            .send((delivery, done))
+            .send(Job {
+                body: Stored::of(&delivery),
+                delivery,
+                done,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         let (result, _delivery) = wait.await.map_err(|_| StoreError::WriterGone)?;
@@ -239,7 +250,7 @@ impl Writer {
             let batch: Committed = jobs
                 .drain(..)
                 .zip(results)
-                .map(|((delivery, done), result)| (done, (result, delivery)))
+                .map(|(job, result)| (job.done, (result, job.delivery)))
                 .collect();
             if flush.send(batch).is_err() {
                 return; // The flusher is gone: the dropped senders answer "writer gone".
@@ -299,7 +310,7 @@ fn publish(live: &crate::live::Hub, jobs: &[Job], inserted: &[Inserted]) {
     if !live.listening() {
         return;
     }
-    for ((d, _), result) in jobs.iter().zip(inserted) {
+    for (Job { delivery: d, .. }, result) in jobs.iter().zip(inserted) {
         if let Inserted::New(id) = *result {
             super::changes::publish_delivery(live, || super::changes::DeliveryChange {
                 id,
@@ -329,23 +340,11 @@ pub(super) fn prune_refused(conn: &Connection, app: &str, keep: i64) -> Result<u
     Ok(stmt.execute(params![app, keep])?)
 }
 
-/// What is stored of a delivery's body, and the size received when that is less than all of
-/// it: a refused delivery keeps only its first [`REJECTED_BODY_KEEP`] bytes. Borrowed from
-/// the request's buffer: nothing is copied before SQLite writes it.
-fn stored_body(d: &NewDelivery) -> (&[u8], Option<i64>) {
-    if d.status == DeliveryStatus::Rejected && d.body.len() > REJECTED_BODY_KEEP {
-        let size = i64::try_from(d.body.len()).unwrap_or(i64::MAX);
-        (&d.body[..REJECTED_BODY_KEEP], Some(size))
-    } else {
-        (&d.body, None)
-    }
-}
-
 /// The apps that have refused deliveries in a batch.
 fn refused_apps(jobs: &[Job]) -> BTreeSet<String> {
     jobs.iter()
-        .filter(|(d, _)| d.status == DeliveryStatus::Rejected)
-        .map(|(d, _)| d.app.clone())
+        .filter(|job| job.delivery.status == DeliveryStatus::Rejected)
+        .map(|job| job.delivery.app.clone())
         .collect()
 }
 
@@ -476,15 +475,14 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
         )?;
         // The body in a row of its own (migration 0014), so planning updates a small row.
         let mut insert_body =
-            tx.prepare_cached("INSERT INTO delivery_bodies (delivery_id, body) VALUES (?1, ?2)")?;
+            tx.prepare_cached("INSERT INTO delivery_bodies (delivery_id, body, codec) VALUES (?1, ?2, ?3)")?;
         // A duplicate of an earlier delivery, or of one earlier in this very batch: it is not
         // stored, the original counts it.
         let mut duplicate = tx.prepare_cached(
             "UPDATE deliveries SET duplicates = duplicates + 1, duplicate_at = ?3
              WHERE app = ?1 AND dedupe_key = ?2 RETURNING id",
         )?;
-        for (d, _) in jobs {
-            let (body, body_size) = stored_body(d);
+        for Job { delivery: d, body, .. } in jobs {
             let id: Option<i64> = insert
                 .query_row(
                     params![
@@ -500,7 +498,7 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
                         d.error,
                         d.query,
                         d.headers,
-                        body_size,
+                        body.size,
                         d.replay_of,
                         d.refused_with,
                     ],
@@ -509,7 +507,7 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
                 .optional()?;
             out.push(match id {
                 Some(id) => {
-                    insert_body.execute(params![id, body])?;
+                    insert_body.execute(params![id, &body.bytes[..], body.codec])?;
                     if d.status == DeliveryStatus::Rejected {
                         refused.push(id);
                     }
@@ -574,7 +572,7 @@ mod tests {
         let db = dir.path().join("ferry.db");
         let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         let before = size();
-        let body = vec![b'x'; 8192];
+        let body = crate::store::body::incompressible(8192);
         for _ in 0..256 {
             insert(&intake, delivery("a", DeliveryStatus::Received, &body)).await;
         }
@@ -604,7 +602,7 @@ mod tests {
         let _: i64 = reader
             .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
             .expect("read");
-        let body = vec![b'x'; 1024 * 1024];
+        let body = crate::store::body::incompressible(1024 * 1024);
         for _ in 0..72 {
             insert(&intake, delivery("a", DeliveryStatus::Received, &body)).await;
         }

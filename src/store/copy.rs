@@ -155,7 +155,7 @@ const TABLES: &[Table] = &[
     Table {
         name: "delivery_bodies",
         keys: 1,
-        columns: &[("delivery_id", Int), ("body", Blob)],
+        columns: &[("delivery_id", Int), ("body", Blob), ("codec", Text)],
         // Bodies are up to `server.body_limit` each.
         page: 32,
         identity: false,

@@ -49,10 +49,10 @@ pub(crate) struct FullDelivery {
 
 /// A delivery's columns with its headers and body, for a `deliveries d` joined with its
 /// `delivery_bodies b` (migration 0014; no body row reads as an empty body, see
-/// [`full_delivery`]).
+/// [`full_delivery`]; `b.codec` says how the body is stored, see `body.rs`).
 macro_rules! full_columns {
     () => {
-        "d.id, d.app, d.source, d.event, d.source_delivery_id, d.received_at, d.verified, d.scheme, d.status, d.error, d.query, d.replay_of, d.note, d.duplicates, d.duplicate_at, d.planned_at, d.refused_with, d.headers, b.body, d.body_size"
+        "d.id, d.app, d.source, d.event, d.source_delivery_id, d.received_at, d.verified, d.scheme, d.status, d.error, d.query, d.replay_of, d.note, d.duplicates, d.duplicate_at, d.planned_at, d.refused_with, d.headers, b.body, b.codec, d.body_size"
     };
 }
 
@@ -131,14 +131,13 @@ where
     &'r str: sqlx::ColumnIndex<R>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(FullDelivery {
         delivery: Delivery::from_row(row)?,
         headers: row.try_get("headers")?,
-        body: row
-            .try_get::<Option<Vec<u8>>, _>("body")?
-            .unwrap_or_default(),
+        body: super::body::decode(row.try_get("body")?, row.try_get("codec")?)?,
         body_size: row.try_get("body_size")?,
     })
 }

@@ -10,7 +10,8 @@
 //! - [`batch`]: the intake writer (group commit, fsync of the WAL, refused deliveries capped).
 //! - `checkpoint.rs`: WAL checkpoints on a thread of their own, never inside a commit.
 //! - `deliveries.rs`: [`Delivery`] and its reads (replay, lists, the planner's queue); bodies
-//!   are rows of `delivery_bodies` (migration 0014), so status updates rewrite a small row.
+//!   are rows of `delivery_bodies` (migration 0014), so status updates rewrite a small row,
+//!   LZ4-compressed when that is smaller (`body.rs`).
 //! - `planning.rs`: [`Planning`], the planner's transaction: deployments, statuses, notes.
 //! - `history.rs`: what services hold, read through [`Planning`] ([`HeldImage`], rollbacks).
 //! - `lifecycle.rs`: a deployment in the lanes: queue, start, finish; cancel.
@@ -35,6 +36,7 @@
 
 mod alerts;
 pub(crate) mod batch;
+mod body;
 mod broadcast;
 mod changes;
 mod checkpoint;
@@ -94,6 +96,8 @@ pub(crate) enum StoreError {
     Thread(std::sync::Arc<std::io::Error>),
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error("a stored delivery body cannot be read: {0}")]
+    Body(String),
     #[error("cannot flush {path} to disk: {source}")]
     Flush {
         path: String,

@@ -121,6 +121,48 @@ async fn github_push_fixture_is_accepted_verified_and_deploys_its_commit() {
 }
 
 /// GitHub's published test vector: the signature ferry computes must be GitHub's.
+/// A JSON push is kept LZ4-compressed in the store (a third of the disk, BENCHMARKS.md), and
+/// everything that reads it back (the API, a replay, the deploy command's FERRY_PAYLOAD) gets
+/// the body byte for byte as it was sent.
+#[tokio::test]
+async fn a_push_is_stored_compressed_and_read_back_as_received() {
+    // SQLite: the row is read from the data dir's database.
+    let ferry = Ferry::shop().sqlite().start().await;
+    let fx = fixture("push-branch-created");
+    let id = ferry
+        .hook("shop")
+        .fixture("push-branch-created")
+        .send()
+        .await
+        .accepted();
+    let url = format!("sqlite://{}?mode=ro", ferry.path("data/ferry.db").display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("open the store");
+    let (stored, codec): (i64, Option<String>) =
+        sqlx::query_as("SELECT length(body), codec FROM delivery_bodies WHERE delivery_id = ?1")
+            .bind(id)
+            .fetch_one(&mut db)
+            .await
+            .expect("the body's row");
+    assert_eq!(codec.as_deref(), Some("lz4"));
+    assert!(
+        (stored as usize) * 2 < fx.body.len(),
+        "{stored} bytes stored for {}",
+        fx.body.len()
+    );
+    let delivered = ferry.settle(id).await;
+    let web = only(&delivered, "web")["id"].as_i64().expect("id");
+    assert_eq!(ferry.run_payload(web).expect("FERRY_PAYLOAD"), fx.body);
+    let delivery = ferry.delivery(id).await;
+    assert_eq!(delivery["body"].as_str().map(str::as_bytes), Some(&fx.body[..]));
+    let replay = ferry
+        .post(&format!("/api/v1/deliveries/{id}/replay"), json!({}))
+        .await
+        .accepted();
+    assert_eq!(ferry.delivery(replay).await["body"], delivery["body"]);
+}
+
 #[tokio::test]
 async fn github_docs_test_vector_signature_verifies() {
     let ferry = Ferry::shop().start().await;

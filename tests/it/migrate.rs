@@ -149,6 +149,9 @@ async fn a_sqlite_store_moves_to_postgres_and_is_served_from_there() {
     assert!(deployments.len() >= 3, "{deployments:?}");
     let log = ferry.log(web).await;
     assert!(log.contains("deploying web"), "{log}");
+    // Stored LZ4-compressed (it is JSON of a few KB): PostgreSQL gets it as it is stored.
+    let body = ferry.delivery(push).await["body"].clone();
+    assert!(body.as_str().is_some_and(|b| b.len() > 1000), "{body}");
     ferry.sigterm();
     ferry.wait_exit(WAIT).await;
 
@@ -201,6 +204,7 @@ async fn a_sqlite_store_moves_to_postgres_and_is_served_from_there() {
     assert_eq!(ferry.log(web).await, log);
     let delivery = ferry.delivery(push).await;
     assert_eq!(delivery["verified"], true, "{delivery:#}");
+    assert_eq!(delivery["body"], body, "the body read back as received");
 
     let (new, deployed) = ferry.hook("shop").deliver().await;
     let last_delivery = *deliveries.keys().last().expect("deliveries");

@@ -17,8 +17,9 @@ use sqlx::{Connection, Row};
 use tokio::sync::{Notify, mpsc};
 
 use super::{Answer, Inserted, Intake, Job, MAX_BATCH, REJECTED_KEEP_PER_APP, refused_apps};
-use super::{publish, stored_body};
+use super::publish;
 use crate::metrics::Metrics;
+use crate::store::body::Stored;
 use crate::states::EventType;
 use crate::store::{DeliveryStatus, StoreError, WriteGate, now_ms};
 
@@ -86,10 +87,10 @@ impl Writer {
                 }
             };
             let new = results.iter().any(|r| matches!(r, Ok(Inserted::New(_))));
-            for ((delivery, done), result) in jobs.drain(..).zip(results) {
-                let answer: Answer = (result, delivery);
+            for (job, result) in jobs.drain(..).zip(results) {
+                let answer: Answer = (result, job.delivery);
                 // The request may have gone away; its delivery is stored all the same.
-                let _ = done.send(answer);
+                let _ = job.done.send(answer);
             }
             if new {
                 self.committed.notify_one();
@@ -175,8 +176,9 @@ async fn write_batch(
     let mut tx = conn.begin().await?;
     let mut out = Vec::with_capacity(jobs.len());
     let mut refused = Vec::new();
-    for (d, _) in jobs {
-        let inserted = insert_one(&mut tx, d).await?;
+    for job in jobs {
+        let d = &job.delivery;
+        let inserted = insert_one(&mut tx, d, &job.body).await?;
         if let Inserted::New(id) = inserted
             && d.status == DeliveryStatus::Rejected
         {
@@ -219,8 +221,8 @@ async fn write_batch(
 async fn insert_one(
     tx: &mut sqlx::PgConnection,
     d: &crate::store::NewDelivery,
+    body: &Stored,
 ) -> Result<Inserted, StoreError> {
-    let (body, body_size) = stored_body(d);
     let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO deliveries (app, source, event, source_delivery_id, dedupe_key, received_at, verified, scheme, status, error, query, headers, body_size, replay_of, refused_with)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
@@ -238,16 +240,17 @@ async fn insert_one(
         .bind(&d.error)
         .bind(&d.query)
         .bind(&d.headers)
-        .bind(body_size)
+        .bind(body.size)
         .bind(d.replay_of)
         .bind(d.refused_with.map(i64::from))
         .fetch_optional(&mut *tx)
         .await?;
     Ok(match id {
         Some(id) => {
-            sqlx::query("INSERT INTO delivery_bodies (delivery_id, body) VALUES ($1, $2)")
+            sqlx::query("INSERT INTO delivery_bodies (delivery_id, body, codec) VALUES ($1, $2, $3)")
                 .bind(id)
-                .bind(body)
+                .bind(&body.bytes[..])
+                .bind(body.codec)
                 .execute(&mut *tx)
                 .await?;
             Inserted::New(id)
