@@ -474,15 +474,19 @@ fn write_batch(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Inserted>, Sto
              ON CONFLICT (app, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
         )?;
         // The body in a row of its own (migration 0014), so planning updates a small row.
-        let mut insert_body =
-            tx.prepare_cached("INSERT INTO delivery_bodies (delivery_id, body, codec) VALUES (?1, ?2, ?3)")?;
+        let mut insert_body = tx.prepare_cached(
+            "INSERT INTO delivery_bodies (delivery_id, body, codec) VALUES (?1, ?2, ?3)",
+        )?;
         // A duplicate of an earlier delivery, or of one earlier in this very batch: it is not
         // stored, the original counts it.
         let mut duplicate = tx.prepare_cached(
             "UPDATE deliveries SET duplicates = duplicates + 1, duplicate_at = ?3
              WHERE app = ?1 AND dedupe_key = ?2 RETURNING id",
         )?;
-        for Job { delivery: d, body, .. } in jobs {
+        for Job {
+            delivery: d, body, ..
+        } in jobs
+        {
             let id: Option<i64> = insert
                 .query_row(
                     params![

@@ -155,7 +155,10 @@ async fn a_push_is_stored_compressed_and_read_back_as_received() {
     let web = only(&delivered, "web")["id"].as_i64().expect("id");
     assert_eq!(ferry.run_payload(web).expect("FERRY_PAYLOAD"), fx.body);
     let delivery = ferry.delivery(id).await;
-    assert_eq!(delivery["body"].as_str().map(str::as_bytes), Some(&fx.body[..]));
+    assert_eq!(
+        delivery["body"].as_str().map(str::as_bytes),
+        Some(&fx.body[..])
+    );
     let replay = ferry
         .post(&format!("/api/v1/deliveries/{id}/replay"), json!({}))
         .await

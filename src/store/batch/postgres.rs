@@ -16,11 +16,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use tokio::sync::{Notify, mpsc};
 
-use super::{Answer, Inserted, Intake, Job, MAX_BATCH, REJECTED_KEEP_PER_APP, refused_apps};
 use super::publish;
+use super::{Answer, Inserted, Intake, Job, MAX_BATCH, REJECTED_KEEP_PER_APP, refused_apps};
 use crate::metrics::Metrics;
-use crate::store::body::Stored;
 use crate::states::EventType;
+use crate::store::body::Stored;
 use crate::store::{DeliveryStatus, StoreError, WriteGate, now_ms};
 
 /// Starts the writer task; `options` name the database, already migrated.
@@ -247,12 +247,14 @@ async fn insert_one(
         .await?;
     Ok(match id {
         Some(id) => {
-            sqlx::query("INSERT INTO delivery_bodies (delivery_id, body, codec) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(&body.bytes[..])
-                .bind(body.codec)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO delivery_bodies (delivery_id, body, codec) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(&body.bytes[..])
+            .bind(body.codec)
+            .execute(&mut *tx)
+            .await?;
             Inserted::New(id)
         }
         None => {
