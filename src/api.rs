@@ -471,6 +471,12 @@ pub(crate) async fn replay(State(shared): State<Arc<Shared>>, Path(id): Path<i64
         .await?
         .ok_or_else(|| not_found("delivery"))?;
     let d = &original.delivery;
+    if let Some(e) = &original.unreadable {
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("delivery {id}'s stored body cannot be read ({e}); it cannot be replayed"),
+        ));
+    }
     if d.status == DeliveryStatus::Rejected {
         return Err(ApiError(
             StatusCode::CONFLICT,

@@ -288,7 +288,8 @@ fn request(full: &FullDelivery, read: &Read) -> RequestView {
         made_by,
         path,
         refused_with: d.refused_with,
-        body: body::view(&full.body, full.body_size, content_type.as_deref()),
+        body: body::view(&full.body, full.body_size, content_type.as_deref())
+            .unreadable(full.unreadable.as_deref()),
         headers,
     }
 }

@@ -494,6 +494,11 @@ pub(crate) fn read_event(
 /// place where a payload becomes an event that planning (and so `FERRY_*`) sees.
 fn parse<'c>(config: &'c Config, d: &FullDelivery) -> Result<Parsed<'c>, Unplannable> {
     let del = &d.delivery;
+    if let Some(e) = &d.unreadable {
+        return Err(Unplannable::Error(format!(
+            "its stored body cannot be read ({e})"
+        )));
+    }
     let Some(app) = config.apps.get(&del.app) else {
         return Err(Unplannable::Error(format!(
             "app {} is no longer configured",
@@ -613,6 +618,53 @@ mod tests {
         }
     }
 
+    /// A delivery whose stored body cannot be decoded (a damaged row) is planned with that
+    /// error and deploys nothing, and the planner goes on to the next one instead of failing
+    /// its whole batch for good.
+    #[tokio::test]
+    async fn a_damaged_body_is_planned_with_its_error_and_planning_goes_on() {
+        let text = "[apps.shop]\ntoken = \"tok-0123456789abcdef\"\n[apps.shop.services.web]\ncommand = [\"x\"]\n";
+        let config = crate::config::parse(text, Path::new("f.toml"), &|_| None).unwrap();
+        let body = format!("{{\"pad\":\"{}\"}}", "y".repeat(2000));
+        for (_dir, store, intake) in Store::engines().await {
+            eprintln!("on {}", store.engine());
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let Inserted::New(id) = intake.insert(manual(None, &body)).await.unwrap() else {
+                    panic!("stored");
+                };
+                ids.push(id);
+            }
+            store.damage_body(ids[0]).await;
+            let damaged = store.delivery(ids[0]).await.unwrap().expect("stored");
+            assert!(damaged.body.is_empty());
+            assert_eq!(
+                damaged.unreadable.as_deref(),
+                Some("a stored delivery body cannot be read: unknown codec \"zip\"")
+            );
+            assert_eq!(plan_pending(&config, &store).await.unwrap(), 1);
+            assert!(store.deployments_of(ids[0]).await.unwrap().is_empty());
+            let planned = store
+                .delivery(ids[0])
+                .await
+                .unwrap()
+                .expect("stored")
+                .delivery;
+            assert_eq!(planned.status, DeliveryStatus::Planned);
+            assert!(
+                planned
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("its stored body cannot be read")),
+                "{planned:?}"
+            );
+            let next = store.deployments_of(ids[1]).await.unwrap();
+            assert_eq!(next.len(), 1, "{next:?}");
+            let ok = store.delivery(ids[1]).await.unwrap().expect("stored");
+            assert_eq!(ok.body, body.as_bytes());
+        }
+    }
+
     fn config(verify: &str) -> Config {
         let text = format!(
             "[apps.ops]\ntoken = \"tok-0123456789abcdef\"\n{verify}\n[apps.ops.services.web]\ncommand = [\"x\"]\n[[apps.ops.alerts]]\nname = \"r\"\nredeploy = \"web\"\n"
@@ -644,6 +696,7 @@ mod tests {
             headers: "{}".into(),
             body: body.as_bytes().to_vec(),
             body_size: None,
+            unreadable: None,
         }
     }
 

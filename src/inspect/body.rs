@@ -16,7 +16,8 @@ pub(crate) struct BodyView {
     pub(crate) truncated: bool,
     /// The bytes are not UTF-8: `raw` is lossy.
     pub(crate) binary: bool,
-    /// What it was read as: `json`, `form`, `xml`, `text`, `binary` or `empty`.
+    /// What it was read as: `json`, `form`, `xml`, `text`, `binary` or `empty`; `unreadable`
+    /// when the stored body cannot be decoded (`pretty_error` says why).
     pub(crate) format: &'static str,
     /// The `Content-Type` it was stored with, if any.
     pub(crate) content_type: Option<String>,
@@ -35,6 +36,17 @@ pub(crate) struct FormField {
     pub(crate) value: String,
     /// The value pretty-printed, when it is JSON (GitHub's `payload`).
     pub(crate) json: Option<String>,
+}
+
+impl BodyView {
+    /// Marks the view of a body the store could not decode (`error`, if any).
+    pub(crate) fn unreadable(mut self, error: Option<&str>) -> BodyView {
+        if let Some(e) = error {
+            self.format = "unreadable";
+            self.pretty_error = Some(format!("the stored body cannot be read: {e}"));
+        }
+        self
+    }
 }
 
 /// Reads a stored body. `size` is the size received (`None`: all of it was stored).

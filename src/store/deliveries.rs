@@ -45,6 +45,9 @@ pub(crate) struct FullDelivery {
     /// The size of the body as received, when `body` holds only its start (refused
     /// deliveries keep at most [`super::batch::REJECTED_BODY_KEEP`] bytes).
     pub(crate) body_size: Option<i64>,
+    /// Why the stored body cannot be decoded (a damaged row; `body.rs`), when it cannot: then
+    /// `body` is empty. One such row must not stop the planner or a list from reading the rest.
+    pub(crate) unreadable: Option<String>,
 }
 
 /// A delivery's columns with its headers and body, for a `deliveries d` joined with its
@@ -134,10 +137,33 @@ where
     Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
+    let delivery = Delivery::from_row(row)?;
+    let (body, unreadable) = match super::body::decode(row.try_get("body")?, row.try_get("codec")?)
+    {
+        Ok(body) => (body, None),
+        Err(e) => {
+            tracing::warn!(delivery = delivery.id, error = %e, "a stored delivery body cannot be read");
+            (Vec::new(), Some(e.to_string()))
+        }
+    };
     Ok(FullDelivery {
-        delivery: Delivery::from_row(row)?,
+        delivery,
         headers: row.try_get("headers")?,
-        body: super::body::decode(row.try_get("body")?, row.try_get("codec")?)?,
+        body,
         body_size: row.try_get("body_size")?,
+        unreadable,
     })
+}
+
+#[cfg(test)]
+impl Store {
+    /// Gives delivery `id`'s stored body a codec nothing can decode: a damaged row, for tests.
+    pub(crate) async fn damage_body(&self, id: i64) {
+        with_db!(&self.db, pool, q => sqlx::query(q("UPDATE delivery_bodies SET codec = 'zip' WHERE delivery_id = ?1"))
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop))
+        .expect("damage the body");
+    }
 }

@@ -165,6 +165,40 @@ async fn a_push_is_stored_compressed_and_read_back_as_received() {
         .await
         .accepted();
     assert_eq!(ferry.delivery(replay).await["body"], delivery["body"]);
+
+    // A damaged row (a codec nothing decodes) is shown as such and cannot be replayed; the
+    // rest of the store reads on.
+    drop(db);
+    let url = format!("sqlite://{}", ferry.path("data/ferry.db").display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("open the store");
+    sqlx::query("UPDATE delivery_bodies SET codec = 'zip' WHERE delivery_id = ?1")
+        .bind(id)
+        .execute(&mut db)
+        .await
+        .expect("damage the row");
+    let damaged = ferry.delivery(id).await;
+    assert_eq!(
+        damaged["request"]["body"]["format"], "unreadable",
+        "{damaged:#}"
+    );
+    assert!(
+        damaged["request"]["body"]["pretty_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown codec \"zip\"")),
+        "{damaged:#}"
+    );
+    let refused = ferry
+        .post(&format!("/api/v1/deliveries/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(refused.status, 500, "{}", refused.text);
+    assert!(
+        refused.text.contains("cannot be replayed"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(ferry.delivery(replay).await["body"], delivery["body"]);
 }
 
 #[tokio::test]
