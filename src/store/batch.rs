@@ -576,7 +576,7 @@ mod tests {
         let db = dir.path().join("ferry.db");
         let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         let before = size();
-        let body = crate::store::body::incompressible(8192);
+        let body = crate::store::test_noise::incompressible(8192, 0);
         for _ in 0..256 {
             insert(&intake, delivery("a", DeliveryStatus::Received, &body)).await;
         }
@@ -606,7 +606,7 @@ mod tests {
         let _: i64 = reader
             .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
             .expect("read");
-        let body = crate::store::body::incompressible(1024 * 1024);
+        let body = crate::store::test_noise::incompressible(1024 * 1024, 0);
         for _ in 0..72 {
             insert(&intake, delivery("a", DeliveryStatus::Received, &body)).await;
         }

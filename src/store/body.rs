@@ -18,8 +18,8 @@
 
 use bytes::Bytes;
 
+use super::DeliveryStatus;
 use super::batch::{NewDelivery, REJECTED_BODY_KEEP};
-use super::{DeliveryStatus, StoreError};
 
 /// The `codec` of a compressed body: LZ4's block format after the decoded size as a 4-byte
 /// little-endian integer (`lz4_flex::block::compress_prepend_size`).
@@ -66,6 +66,7 @@ impl Stored {
             } else {
                 (d.body.clone(), None)
             };
+        // `sources::Source::Github`'s name (the store sits below `sources`).
         let (codec, dictionary) = match d.source.as_str() {
             "github" => (LZ4_GITHUB, GITHUB_DICTIONARY),
             _ => (LZ4, &[][..]),
@@ -96,44 +97,45 @@ fn compress(body: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
     (packed.len() < body.len()).then_some(packed)
 }
 
+/// Why a stored body cannot be decoded: a damaged row, or a codec this ferry does not know.
+/// The reader keeps it as the delivery's `unreadable` (`deliveries.rs`) rather than failing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("unknown codec {0:?}")]
+    UnknownCodec(String),
+    #[error("LZ4 body shorter than its size")]
+    Short,
+    #[error("LZ4 body of {stored} bytes claims {claimed} decoded")]
+    Claims { stored: usize, claimed: usize },
+    #[error("LZ4: {0}")]
+    Lz4(#[from] lz4_flex::block::DecompressError),
+}
+
 /// The body as received from a `delivery_bodies` row's `body` and `codec` (no row: empty).
-pub(super) fn decode(bytes: Option<Vec<u8>>, codec: Option<&str>) -> Result<Vec<u8>, StoreError> {
+pub(super) fn decode(bytes: Option<Vec<u8>>, codec: Option<&str>) -> Result<Vec<u8>, BodyError> {
     let bytes = bytes.unwrap_or_default();
     match codec {
         None => Ok(bytes),
         Some(LZ4) => decompress(&bytes, &[]),
         Some(LZ4_GITHUB) => decompress(&bytes, GITHUB_DICTIONARY),
-        Some(other) => Err(StoreError::Body(format!("unknown codec {other:?}"))),
+        Some(other) => Err(BodyError::UnknownCodec(other.to_string())),
     }
 }
 
 /// The inverse of [`compress`], refusing a stored size that the stored bytes cannot hold, so a
 /// damaged row costs an error, not a 4 GiB allocation.
-fn decompress(packed: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let (size, block) = match packed.split_first_chunk::<4>() {
-        Some((size, block)) => (u32::from_le_bytes(*size), block),
-        None => return Err(StoreError::Body("LZ4 body shorter than its size".into())),
-    };
-    let size = usize::try_from(size).unwrap_or(usize::MAX);
+fn decompress(packed: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let (size, block) = packed.split_first_chunk::<4>().ok_or(BodyError::Short)?;
+    let size = usize::try_from(u32::from_le_bytes(*size)).unwrap_or(usize::MAX);
     if size > block.len().saturating_mul(MAX_RATIO) {
-        return Err(StoreError::Body(format!(
-            "LZ4 body of {} bytes claims {size} decoded",
-            block.len()
-        )));
+        return Err(BodyError::Claims {
+            stored: block.len(),
+            claimed: size,
+        });
     }
-    lz4_flex::block::decompress_with_dict(block, size, dictionary)
-        .map_err(|e| StoreError::Body(format!("LZ4: {e}")))
-}
-
-/// `size` bytes that LZ4 cannot shrink (a counter through SHA-256), for tests that need a
-/// body to take its size on disk.
-#[cfg(test)]
-pub(crate) fn incompressible(size: usize) -> Vec<u8> {
-    use sha2::Digest;
-    (0u64..)
-        .flat_map(|i| sha2::Sha256::digest(i.to_le_bytes()))
-        .take(size)
-        .collect()
+    Ok(lz4_flex::block::decompress_with_dict(
+        block, size, dictionary,
+    )?)
 }
 
 #[cfg(test)]
@@ -197,7 +199,7 @@ mod tests {
     #[test]
     fn short_and_incompressible_bodies_are_kept_as_received() {
         let short = b"{\"ref\":\"refs/heads/main\"}".to_vec();
-        let noise = incompressible(8192);
+        let noise = crate::store::test_noise::incompressible(8192, 0);
         for body in [Vec::new(), short, noise] {
             let stored = Stored::of(&delivery(DeliveryStatus::Received, body.clone()));
             assert_eq!(stored.codec, None);

@@ -96,8 +96,6 @@ pub(crate) enum StoreError {
     Thread(std::sync::Arc<std::io::Error>),
     #[error("the store's writer has stopped")]
     WriterGone,
-    #[error("a stored delivery body cannot be read: {0}")]
-    Body(String),
     #[error("cannot flush {path} to disk: {source}")]
     Flush {
         path: String,
@@ -111,6 +109,11 @@ pub(crate) use crate::states::{DeliveryStatus, DeploymentState};
 #[cfg(test)]
 #[path = "../../tests/common/postgres.rs"]
 mod test_postgres;
+
+/// Bytes that do not compress, for tests of what bodies cost on disk (shared with `tests/it`).
+#[cfg(test)]
+#[path = "../../tests/common/noise.rs"]
+pub(crate) mod test_noise;
 
 #[cfg(test)]
 impl Store {

@@ -2,6 +2,9 @@
 //! URL, its admin API and its CLI, exactly as users drive it. See `support.rs` for the harness
 //! and `fake_http.rs` for the services ferry calls out to.
 
+/// Bytes that do not compress (the store's unit tests include the same file).
+#[path = "../common/noise.rs"]
+mod noise;
 /// The throwaway PostgreSQL cluster, one per test process (the library's unit tests include
 /// the same file): `migrate`, `replicas` and the harness (`support::Engine`) use it.
 #[path = "../common/postgres.rs"]

@@ -19,20 +19,6 @@ fn config(data_dir: &Path) -> String {
     SHOP.replace("{dir}/data", data_dir.to_str().expect("utf-8"))
 }
 
-/// `size` bytes that do not compress (xorshift64): ferry stores bodies LZ4-compressed when
-/// that is smaller, and a disk must fill up however bodies are stored.
-fn incompressible(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Sends `n` generic deliveries with a `size`-byte body; returns their status codes.
 async fn send_many(ferry: &Ferry, n: usize, size: usize) -> Vec<u16> {
     let mut codes = Vec::new();
@@ -41,7 +27,7 @@ async fn send_many(ferry: &Ferry, n: usize, size: usize) -> Vec<u16> {
             .hook("shop")
             .query("services=worker")
             .header("Idempotency-Key", &unique(&format!("disk-{i}")))
-            .body(incompressible(size, i as u64))
+            .body(crate::noise::incompressible(size, i as u64))
             .send()
             .await;
         codes.push(r.status);
