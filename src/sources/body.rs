@@ -2,6 +2,8 @@
 //! uses and is well-formed JSON (or a form holding it), so a truncated body is refused now
 //! rather than silently ignored by the planner later. What the payload means is `parse`'s.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 
 use super::{Source, content_type, essence};
@@ -49,8 +51,12 @@ pub fn check_body(source: Source, headers: &HeaderMap, body: &[u8]) -> Result<()
         })
 }
 
-/// The JSON document of a body: the body itself, or the decoded `payload` field of a form.
-pub(crate) fn json_document(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
+/// The JSON document of a body: the body itself (borrowed: no copy of a push on the request
+/// path), or the decoded `payload` field of a form.
+pub(crate) fn json_document<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<Cow<'a, [u8]>, String> {
     let is_form = content_type
         .map(|ct| {
             ct.trim_start()
@@ -59,11 +65,11 @@ pub(crate) fn json_document(content_type: Option<&str>, body: &[u8]) -> Result<V
         })
         .unwrap_or(false);
     if !is_form {
-        return Ok(body.to_vec());
+        return Ok(Cow::Borrowed(body));
     }
     form_urlencoded::parse(body)
         .find(|(k, _)| k == "payload")
-        .map(|(_, v)| v.into_owned().into_bytes())
+        .map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
         .ok_or_else(|| "form body has no `payload` field".to_string())
 }
 
