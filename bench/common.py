@@ -353,6 +353,27 @@ def proc_cpu(pid):
     return ((utime + stime) / tick, (cutime + cstime) / tick)
 
 
+def thread_cpu(pid):
+    """CPU seconds (utime+stime) of a process's live threads, summed by thread name
+    (/proc/PID/task/*/stat; tokio's workers all share one name). Empty when gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = head.split("(", 1)[1]
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def proc_io(pid):
     """Bytes the process caused to be written to storage (/proc/PID/io `write_bytes`: counted
     when a page is dirtied, so a page written twice before writeback counts twice), or None."""
