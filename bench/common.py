@@ -340,16 +340,24 @@ def proc_status(pid):
     return out
 
 
+def _stat(path):
+    """(name, fields after the name) of a /proc stat file, or None when it is gone. After the
+    ")": state is fields[0]; utime is field 14 of stat, i.e. fields[11]."""
+    try:
+        with open(path) as f:
+            head, rest = f.read().rsplit(")", 1)
+    except OSError:
+        return None
+    return head.split("(", 1)[1], rest.split()
+
+
 def proc_cpu(pid):
     """(own utime+stime, waited-for children's cutime+cstime) in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+    stat = _stat(f"/proc/{pid}/stat")
+    if stat is None:
         return (0.0, 0.0)
     tick = os.sysconf("SC_CLK_TCK")
-    # after the ")": state is fields[0]; utime is field 14 of stat, i.e. fields[11]
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    utime, stime, cutime, cstime = (int(x) for x in stat[1][11:15])
     return ((utime + stime) / tick, (cutime + cstime) / tick)
 
 
@@ -363,13 +371,10 @@ def thread_cpu(pid):
     except OSError:
         return out
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                head, rest = f.read().rsplit(")", 1)
-        except OSError:
+        stat = _stat(f"/proc/{pid}/task/{tid}/stat")
+        if stat is None:
             continue  # the thread ended meanwhile
-        name = head.split("(", 1)[1]
-        fields = rest.split()
+        name, fields = stat
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 

@@ -165,7 +165,7 @@ pub(super) fn start(
     // A few committed batches may wait for the flush in progress; more, and the writer waits.
     // Not a rendezvous: a writer that waited for the hand-off would leave what arrives during
     // an fsync for the fsync after next (fewer commits, but with a 5 ms fsync 27 % fewer
-    // deliveries per second at 32 connections; BENCHMARKS.md, "the writer one batch ahead").
+    // deliveries per second at 32 connections; BENCHMARKS.md, "2026-12-05 (evening)").
     let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel(8);
     let committed = Arc::new(Notify::new());
     let writer = Writer {
